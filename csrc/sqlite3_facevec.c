@@ -1,0 +1,268 @@
+/*
+** sqlite3_facevec.c - facevec's SQL functions and the extension entry point.
+**
+** Load it from the sqlite3 shell with `.load ./facevec0` (the entry point is
+** sqlite3_facevec_init), or from Python with facevec.load(conn).
+**
+** Vector arguments are BLOBs of little-endian float32 (numpy's
+** astype('float32').tobytes()) or TEXT JSON arrays of numbers.
+**
+** Error contract of every vector function:
+**   - any NULL argument gives NULL;
+**   - any other non-vector type, an empty BLOB or JSON array, a BLOB length
+**     not divisible by 4, malformed JSON, or vectors of different dimensions
+**     is an SQL error whose message names the function and what it found;
+**   - a NaN result (a vector holding NaN or infinity) is an error, not NULL.
+*/
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT1
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "facevec.h"
+#include "knn.h"
+#include "vector_arg.h"
+
+/* Read argument i as a vector. A JSON TEXT argument that is constant for the
+** statement (the usual `?` query vector) is parsed once and kept as the
+** argument's auxdata; *cache_json is set when out->owned should be handed to
+** sqlite3_set_auxdata once the caller is done with it. */
+static int vector_arg(sqlite3_context *ctx, const char *fn, sqlite3_value **argv, int i,
+                      fv_vector *out, int *cache_json) {
+  char err[FV_ERR_MAX];
+  fv_arg arg;
+  *cache_json = 0;
+  arg.type = sqlite3_value_type(argv[i]);
+  if (arg.type == SQLITE_TEXT) {
+    fv_vector *cached = (fv_vector *)sqlite3_get_auxdata(ctx, i);
+    if (cached) {
+      out->v = cached->v;
+      out->n = cached->n;
+      out->owned = NULL;
+      return SQLITE_OK;
+    }
+    arg.data = sqlite3_value_text(argv[i]);
+    arg.nbytes = (size_t)sqlite3_value_bytes(argv[i]);
+  } else if (arg.type == SQLITE_BLOB) {
+    arg.data = sqlite3_value_blob(argv[i]);
+    arg.nbytes = (size_t)sqlite3_value_bytes(argv[i]);
+  } else {
+    arg.data = NULL;
+    arg.nbytes = 0;
+  }
+  if (arg.type == SQLITE_TEXT && arg.data == NULL) {
+    sqlite3_result_error_nomem(ctx);
+    return SQLITE_NOMEM;
+  }
+  int rc = fv_vector_from_arg(fn, i + 1, &arg, out, err);
+  if (rc == FV_ARG_NOMEM) {
+    sqlite3_result_error_nomem(ctx);
+    return SQLITE_NOMEM;
+  }
+  if (rc != FV_ARG_OK) {
+    sqlite3_result_error(ctx, err, -1);
+    return SQLITE_ERROR;
+  }
+  *cache_json = out->owned != NULL;
+  return SQLITE_OK;
+}
+
+static void free_cached_vector(void *p) {
+  fv_vector *v = (fv_vector *)p;
+  fv_vector_free(v);
+  sqlite3_free(v);
+}
+
+/* Release vector i, or keep its parsed JSON as auxdata for the next row. */
+static void release_vector(sqlite3_context *ctx, int i, fv_vector *v, int cache_json) {
+  if (cache_json) {
+    fv_vector *keep = (fv_vector *)sqlite3_malloc(sizeof *keep);
+    if (keep) {
+      *keep = *v;
+      v->owned = NULL;
+      /* SQLite frees it at once if the argument is not constant. */
+      sqlite3_set_auxdata(ctx, i, keep, free_cached_vector);
+      return;
+    }
+  }
+  fv_vector_free(v);
+}
+
+typedef struct distance_fn {
+  const char *name;
+  fv_metric metric;
+  int negate; /* inner_product is -(negative inner product) */
+} distance_fn;
+
+static const distance_fn distance_fns[] = {
+    {"euclidean_distance", FV_EUCLIDEAN, 0},
+    {"euclidean_distance_squared", FV_EUCLIDEAN_SQUARED, 0},
+    {"cosine_distance", FV_COSINE, 0},
+    {"euclidean_l2_distance", FV_EUCLIDEAN_L2, 0},
+    {"inner_product", FV_NEGATIVE_INNER_PRODUCT, 1},
+};
+
+/*
+** euclidean_distance(a, b)          sqrt(sum((a-b)^2))
+** euclidean_distance_squared(a, b)  sum((a-b)^2)
+** cosine_distance(a, b)             1 - a.b/(|a||b|); error if a norm is 0
+** euclidean_l2_distance(a, b)       |a/|a| - b/|b||; error if a norm is 0
+** inner_product(a, b)               a.b
+** -> REAL; NULL if a or b is NULL; errors as in the contract above.
+*/
+static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const distance_fn *f = (const distance_fn *)sqlite3_user_data(ctx);
+  fv_vector a = {0}, b = {0};
+  int cache_a = 0, cache_b = 0;
+  char err[FV_ERR_MAX];
+  double d;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL ||
+      sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  if (vector_arg(ctx, f->name, argv, 0, &a, &cache_a) != SQLITE_OK) goto finish;
+  if (vector_arg(ctx, f->name, argv, 1, &b, &cache_b) != SQLITE_OK) goto finish;
+  if (fv_pair_distance(f->name, f->metric, &a, &b, &d, err) != FV_ARG_OK) {
+    sqlite3_result_error(ctx, err, -1);
+    goto finish;
+  }
+  sqlite3_result_double(ctx, f->negate ? -d : d);
+finish:
+  release_vector(ctx, 0, &a, cache_a);
+  release_vector(ctx, 1, &b, cache_b);
+}
+
+/* vector_dims(a) -> INTEGER number of elements; NULL if a is NULL. */
+static void vector_dims_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  fv_vector a = {0};
+  int cache = 0;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  if (vector_arg(ctx, "vector_dims", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  sqlite3_result_int64(ctx, (sqlite3_int64)a.n);
+finish:
+  fv_vector_free(&a);
+}
+
+/* vector_to_json(a) -> TEXT JSON array; NULL if a is NULL; error if an
+** element is NaN or infinite (JSON has no such numbers). */
+static void vector_to_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  fv_vector a = {0};
+  int cache = 0;
+  char err[FV_ERR_MAX];
+  size_t len = 0;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  if (vector_arg(ctx, "vector_to_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  char *json = fv_vector_to_json("vector_to_json", &a, &len, err);
+  if (!json) {
+    if (err[0])
+      sqlite3_result_error(ctx, err, -1);
+    else
+      sqlite3_result_error_nomem(ctx);
+    goto finish;
+  }
+  sqlite3_result_text64(ctx, json, len, free, SQLITE_UTF8);
+finish:
+  fv_vector_free(&a);
+}
+
+/* vector_from_json(a) -> float32 BLOB of a JSON array (a BLOB argument is
+** checked and returned as it is); NULL if a is NULL. */
+static void vector_from_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  fv_vector a = {0};
+  int cache = 0;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  if (vector_arg(ctx, "vector_from_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  sqlite3_result_blob64(ctx, a.v, (sqlite3_uint64)a.n * 4, SQLITE_TRANSIENT);
+finish:
+  fv_vector_free(&a);
+}
+
+/* sqrt(x) -> REAL, as SQLite's own math function where the build has it:
+** NULL for NULL, non-numeric or negative x. */
+static void sqrt_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  int type = sqlite3_value_numeric_type(argv[0]);
+  if (type != SQLITE_INTEGER && type != SQLITE_FLOAT) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  double x = sqlite3_value_double(argv[0]);
+  if (x < 0) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  sqlite3_result_double(ctx, sqrt(x));
+}
+
+/* facevec_version() -> TEXT, e.g. "0.1.0". */
+static void version_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  (void)argv;
+  sqlite3_result_text(ctx, FACEVEC_VERSION, -1, SQLITE_STATIC);
+}
+
+/* facevec_isa() -> TEXT, the SIMD instruction set in use ("avx2", ...). */
+static void isa_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  (void)argv;
+  sqlite3_result_text(ctx, fv_isa(), -1, SQLITE_STATIC);
+}
+
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
+int sqlite3_facevec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+  static const struct {
+    const char *name;
+    int nargs;
+    void (*fn)(sqlite3_context *, int, sqlite3_value **);
+  } scalar_fns[] = {
+      {"vector_dims", 1, vector_dims_func},
+      {"vector_to_json", 1, vector_to_json_func},
+      {"vector_from_json", 1, vector_from_json_func},
+      {"sqrt", 1, sqrt_func},
+      {"facevec_version", 0, version_func},
+      {"facevec_isa", 0, isa_func},
+  };
+  const int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+  const char *failed = NULL;
+  int rc = SQLITE_OK;
+  SQLITE_EXTENSION_INIT2(pApi);
+
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof distance_fns / sizeof distance_fns[0];
+       i++) {
+    rc = sqlite3_create_function_v2(db, distance_fns[i].name, 2, flags,
+                                    (void *)&distance_fns[i], distance_func, NULL, NULL,
+                                    NULL);
+    if (rc != SQLITE_OK) failed = distance_fns[i].name;
+  }
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof scalar_fns / sizeof scalar_fns[0]; i++) {
+    rc = sqlite3_create_function_v2(db, scalar_fns[i].name, scalar_fns[i].nargs, flags,
+                                    NULL, scalar_fns[i].fn, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) failed = scalar_fns[i].name;
+  }
+  if (rc == SQLITE_OK) {
+    rc = fv_knn_register(db);
+    if (rc != SQLITE_OK) failed = "facevec_knn";
+  }
+  if (rc != SQLITE_OK && pzErrMsg) {
+    *pzErrMsg = sqlite3_mprintf("facevec: could not register %s: %s", failed,
+                                sqlite3_errstr(rc));
+  }
+  return rc;
+}
