@@ -566,6 +566,10 @@ int fv_scan_block(fv_metric m, const float *query, const float *matrix, size_t n
       if (bad_row) *bad_row = (int64_t)r;
       return rc;
     }
+    if (d != d) {
+      if (bad_row) *bad_row = (int64_t)r;
+      return FV_NAN;
+    }
     int64_t id = first_id + (int64_t)r;
     if (fv_heap_accepts(h, d, id)) fv_heap_push(h, d, id);
   }
@@ -633,15 +637,19 @@ long fv_parse_json(const char *text, size_t len, float *out, size_t cap, size_t 
   }
   for (;;) {
     size_t n = json_number_len(text, i, len);
-    if (n == 0 || n >= sizeof(buf)) goto fail;
+    if (n == 0) goto fail;
     if (out) {
       if ((size_t)count >= cap) goto fail;
-      /* strtof needs a terminated string; the number is short by then. */
-      memcpy(buf, text + i, n);
-      buf[n] = 0;
+      /* strtof needs a terminated string: copy the number out. */
+      char *num = n < sizeof(buf) ? buf : (char *)malloc(n + 1);
+      if (!num) goto fail;
+      memcpy(num, text + i, n);
+      num[n] = 0;
       errno = 0;
-      float v = strtof(buf, NULL);
-      if (errno == ERANGE && (v == HUGE_VALF || v == -HUGE_VALF)) goto fail;
+      float v = strtof(num, NULL);
+      int overflow = errno == ERANGE && (v == HUGE_VALF || v == -HUGE_VALF);
+      if (num != buf) free(num);
+      if (overflow) goto fail;
       out[count] = v;
     }
     count++;

@@ -34,6 +34,7 @@ typedef enum fv_metric {
 #define FV_OK 0
 #define FV_ZERO_NORM 1 /* cosine / euclidean_l2 of a vector whose norm is 0 */
 #define FV_MISUSE 2    /* unknown metric, k == 0, ... */
+#define FV_NAN 3       /* a distance is NaN (a vector holds NaN or infinity) */
 
 /* Name of the instruction set the kernels use on this CPU:
 ** "avx512", "avx2", "neon" or "scalar". */
@@ -84,7 +85,8 @@ size_t fv_heap_sort(fv_heap *h);
 /* Scan a row-major matrix block and push each row's distance to the query
 ** into heap h, ids being first_id + row. For FV_EUCLIDEAN the heap holds
 ** squared distances (call fv_finish_distances after the last block).
-** Returns FV_OK, or FV_ZERO_NORM with *bad_row set as for fv_distances. */
+** Returns FV_OK, or FV_ZERO_NORM / FV_NAN with *bad_row set as for
+** fv_distances: a NaN distance cannot be ranked, so it is an error. */
 int fv_scan_block(fv_metric m, const float *query, const float *matrix,
                   size_t n_rows, size_t dim, int64_t first_id, fv_heap *h,
                   int64_t *bad_row);

@@ -23,6 +23,7 @@ typedef enum fv_metric {
 #define FV_OK 0
 #define FV_ZERO_NORM 1
 #define FV_MISUSE 2
+#define FV_NAN 3
 
 const char *fv_isa(void);
 void fv_force_scalar(int on);

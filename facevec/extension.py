@@ -48,7 +48,11 @@ def can_load_extensions(conn: Any) -> bool:
 def dbapi_module(conn: Any) -> ModuleType:
     """The DB-API module of ``conn`` (``sqlite3`` or ``pysqlite3.dbapi2``),
     whose exception classes its errors are instances of."""
-    return importlib.import_module(type(conn).__module__.replace("._sqlite3", ".dbapi2"))
+    for cls in type(conn).__mro__:
+        module = importlib.import_module(cls.__module__.replace("._sqlite3", ".dbapi2"))
+        if hasattr(module, "DatabaseError"):
+            return module
+    raise TypeError(f"{type(conn).__name__} is not a DB-API connection")
 
 
 def is_native(conn: Any) -> bool:
@@ -108,6 +112,12 @@ def _pysqlite3() -> ModuleType | None:
     return dbapi2
 
 
+def _native_modules() -> list[ModuleType]:
+    """DB-API modules of this interpreter that can load extensions, best first."""
+    candidates = (sqlite3, _pysqlite3())
+    return [m for m in candidates if m is not None and hasattr(m.Connection, "enable_load_extension")]
+
+
 def connect(database: str | os.PathLike[str], *, native: bool | None = None, **kwargs: Any) -> Any:
     """Open a SQLite database with facevec's functions available.
 
@@ -117,15 +127,14 @@ def connect(database: str | os.PathLike[str], *, native: bool | None = None, **k
     the DB-API ``connect``.
     """
     if native is not False:
-        for module in (sqlite3, _pysqlite3()):
-            if module is not None and hasattr(module.Connection, "enable_load_extension"):
-                conn = module.connect(os.fspath(database), **kwargs)
-                try:
-                    _load_native(conn)
-                except BaseException:
-                    conn.close()
-                    raise
-                return conn
+        for module in _native_modules():
+            conn = module.connect(os.fspath(database), **kwargs)
+            try:
+                _load_native(conn)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
         if native:
             raise ExtensionError(
                 "neither this Python's sqlite3 nor pysqlite3 can load extensions; "

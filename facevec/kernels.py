@@ -66,6 +66,11 @@ def _check(rc: int, bad_row: int, metric: str) -> None:
     if rc == lib.FV_ZERO_NORM:
         where = "the query" if bad_row < 0 else f"matrix row {bad_row}"
         raise VectorError(f"{metric} distance is undefined: {where} has norm 0")
+    if rc == lib.FV_NAN:
+        raise VectorError(
+            f"{metric} distance to matrix row {bad_row} is NaN: the row or the query "
+            "holds NaN or infinity, which cannot be ranked"
+        )
     raise VectorError(f"invalid arguments for metric {metric!r}")  # pragma: no cover
 
 

@@ -11,6 +11,7 @@ replaces an exception raised in a user function with the generic
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import threading
 from typing import Any, Callable
@@ -116,13 +117,16 @@ def vector_from_json(a: Any) -> bytes | None:
         return bytes(ffi.buffer(v.v, v.n * 4))
 
 
+# TEXT that SQLite's numeric affinity turns into a number.
+_SQL_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+
+
 def sqrt(x: Any) -> float | None:
     # As SQLite's own sqrt: NULL for NULL, non-numeric or negative input.
     if isinstance(x, str):
-        try:
-            x = float(x)
-        except ValueError:
+        if not _SQL_NUMBER.fullmatch(x):
             return None
+        x = float(x)
     if not isinstance(x, (int, float)) or x < 0:
         return None
     return math.sqrt(x)
