@@ -118,10 +118,24 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char err[FV_ERR_MAX];
   double d;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL ||
-      sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+  int type_a = sqlite3_value_type(argv[0]), type_b = sqlite3_value_type(argv[1]);
+  if (type_a == SQLITE_NULL || type_b == SQLITE_NULL) {
     sqlite3_result_null(ctx);
     return;
+  }
+  /* Fast path for the ORDER BY scan: two well-formed BLOBs of one length go
+  ** straight to the kernel; anything else, and every error, takes the path
+  ** below, which validates and words the message. */
+  if (type_a == SQLITE_BLOB && type_b == SQLITE_BLOB) {
+    const void *pa = sqlite3_value_blob(argv[0]), *pb = sqlite3_value_blob(argv[1]);
+    int na = sqlite3_value_bytes(argv[0]), nb = sqlite3_value_bytes(argv[1]);
+    if (na == nb && na > 0 && na % 4 == 0 &&
+        fv_distance(f->metric, (const float *)pa, (const float *)pb, (size_t)na / 4, &d) ==
+            FV_OK &&
+        !isnan(d)) {
+      sqlite3_result_double(ctx, f->negate ? -d : d);
+      return;
+    }
   }
   if (vector_arg(ctx, f->name, argv, 0, &a, &cache_a) != SQLITE_OK) goto finish;
   if (vector_arg(ctx, f->name, argv, 1, &b, &cache_b) != SQLITE_OK) goto finish;

@@ -5,7 +5,7 @@
   ``facevec.load(conn)`` adds them to an open connection;
   ``facevec.loadable_path()`` is the extension for ``.load`` in other tools.
 - ``facevec.distances`` / ``facevec.top_k``: the same C kernels on numpy arrays.
-- ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info``: photos to
+- ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
 """
 
@@ -26,7 +26,7 @@ from .kernels import METRICS, distances, isa, top_k
 __version__ = "0.1.0"
 
 # The pipeline pulls in pandas (and deepface when embedding): load it on first use.
-_PIPELINE = ("index", "find", "verify", "add", "info")
+_PIPELINE = ("index", "find", "verify", "add", "info", "reindex")
 
 
 def __getattr__(name: str) -> Any:
@@ -53,6 +53,7 @@ __all__ = [
     "isa",
     "load",
     "loadable_path",
+    "reindex",
     "top_k",
     "verify",
 ]

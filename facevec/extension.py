@@ -115,7 +115,9 @@ def _pysqlite3() -> ModuleType | None:
 def _native_modules() -> list[ModuleType]:
     """DB-API modules of this interpreter that can load extensions, best first."""
     candidates = (sqlite3, _pysqlite3())
-    return [m for m in candidates if m is not None and hasattr(m.Connection, "enable_load_extension")]
+    return [
+        m for m in candidates if m is not None and hasattr(m.Connection, "enable_load_extension")
+    ]
 
 
 def connect(database: str | os.PathLike[str], *, native: bool | None = None, **kwargs: Any) -> Any:

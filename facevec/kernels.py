@@ -78,9 +78,7 @@ def _ptr(array: np.ndarray, ctype: str) -> Any:
     return ffi.cast(ctype, ffi.from_buffer(array))
 
 
-def distances(
-    query: npt.ArrayLike, matrix: npt.ArrayLike, metric: str = "euclidean"
-) -> np.ndarray:
+def distances(query: npt.ArrayLike, matrix: npt.ArrayLike, metric: str = "euclidean") -> np.ndarray:
     """Distance from ``query`` (d,) to every row of ``matrix`` (n, d).
 
     Returns a float32 array of n distances (for ``inner_product``, the inner
@@ -92,8 +90,13 @@ def distances(
     out = np.empty(m.shape[0], dtype=np.float32)
     bad_row = ffi.new("int64_t *")
     rc = lib.fv_distances(
-        code, _ptr(q, "float *"), _ptr(m, "float *"), m.shape[0], m.shape[1],
-        _ptr(out, "float *"), bad_row,
+        code,
+        _ptr(q, "float *"),
+        _ptr(m, "float *"),
+        m.shape[0],
+        m.shape[1],
+        _ptr(out, "float *"),
+        bad_row,
     )
     _check(rc, bad_row[0], metric)
     if code == lib.FV_NEGATIVE_INNER_PRODUCT:
@@ -125,8 +128,16 @@ def top_k(
     n_found = ffi.new("size_t *")
     bad_row = ffi.new("int64_t *")
     rc = lib.fv_top_k(
-        code, _ptr(q, "float *"), _ptr(m, "float *"), m.shape[0], m.shape[1], k,
-        _ptr(indices, "int64_t *"), _ptr(dists, "float *"), n_found, bad_row,
+        code,
+        _ptr(q, "float *"),
+        _ptr(m, "float *"),
+        m.shape[0],
+        m.shape[1],
+        k,
+        _ptr(indices, "int64_t *"),
+        _ptr(dists, "float *"),
+        n_found,
+        bad_row,
     )
     _check(rc, bad_row[0], metric)
     if code == lib.FV_NEGATIVE_INNER_PRODUCT:

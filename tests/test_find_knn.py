@@ -1,0 +1,77 @@
+"""The knn strategy in the pipeline: index keeps the facevec_knn index current,
+reindex builds it, and its absence or unavailability is a clear error."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import facevec
+from facevec import knn
+from facevec.cli import cli
+from facevec.database import open_database
+from facevec.pipeline_errors import KnnIndexMissingError
+
+
+def test_index_builds_the_knn_index(gallery_db):
+    with open_database(gallery_db, create=False) as db:
+        info = knn.status(db.conn)
+        assert info is not None
+        faces = db.scalar("SELECT COUNT(*) FROM face_meta")
+        assert info["vectors"] + info["pending"] == faces
+        assert info["pending"] == 0
+
+
+def _random_gallery(path, n=300, dim=128, seed=3):
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    facevec.add(path, [f"face{i}.jpg" for i in range(n)], vectors, model_name="Dlib")
+    return vectors
+
+
+def test_knn_without_an_index_names_reindex(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db)
+    with pytest.raises(KnnIndexMissingError, match=re.escape(f"facevec reindex --db {db}")):
+        facevec.find(vectors[0], db, strategy="knn")
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "euclidean_l2"])
+def test_reindex_then_knn_matches_extension(tmp_path, metric):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db)
+    assert facevec.reindex(db, progress=False) == len(vectors)
+    query = vectors[7] + 0.01
+    (expected,) = facevec.find(query, db, strategy="extension", distance_metric=metric, k=20)
+    (got,) = facevec.find(query, db, strategy="knn", distance_metric=metric, k=20)
+    assert list(got.face_id) == list(expected.face_id)
+    np.testing.assert_allclose(got.distance, expected.distance, atol=1e-6)
+    # Faces added after the build are found without another reindex.
+    facevec.add(db, ["late.jpg"], [query], model_name="Dlib")
+    (after,) = facevec.find(query, db, strategy="knn", distance_metric=metric, k=1)
+    assert list(after.img_name) == ["late.jpg"]
+
+
+def test_cli_reindex(tmp_path):
+    db = tmp_path / "added.db"
+    _random_gallery(db, n=50)
+    result = CliRunner().invoke(cli, ["reindex", "--db", str(db), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "knn index: 50 faces" in result.output
+
+
+def test_knn_on_the_python_fallback_is_a_clear_error(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db, n=20)
+    facevec.reindex(db, progress=False)
+    conn = facevec.connect(db, native=False)
+    with pytest.raises(knn.KnnUnavailableError, match="needs the native SQLite extension"):
+        facevec.find(vectors[0], conn, strategy="knn")
+    # The fallback can still write the table the index watches.
+    conn.execute("DELETE FROM face_meta WHERE img_name = 'face0.jpg'")
+    conn.commit()
+    (frame,) = facevec.find(vectors[0], db, strategy="knn", k=1, similarity_search=True)
+    assert frame.img_name[0] != "face0.jpg"

@@ -1,0 +1,865 @@
+"""facevec_knn: the in-database exact nearest-neighbour index (csrc/knn.c).
+
+Every answer is compared with the scalar path (``ORDER BY <metric>_distance(
+embedding, ?), id``: same rows, bit-identical distances) and with a numpy
+float64 reference (explicit tolerance), over random collections, after
+changes, after reopening and after a crash.
+
+The extension under test is $FACEVEC_LOADABLE if set (e.g. a sanitizer
+build), else the installed facevec's if it is newer than csrc/, else one
+compiled from csrc/ into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sqlite3 as stdlib_sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
+
+SCALAR = {
+    "euclidean": "euclidean_distance",
+    "euclidean_squared": "euclidean_distance_squared",
+    "cosine": "cosine_distance",
+    "euclidean_l2": "euclidean_l2_distance",
+}
+
+
+@pytest.fixture(scope="session")
+def ext(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if os.environ.get("FACEVEC_LOADABLE"):
+        return os.environ["FACEVEC_LOADABLE"]
+    newest = max(p.stat().st_mtime for p in CSRC.glob("*.[ch]"))
+    try:
+        import facevec
+
+        path = facevec.loadable_path()
+        if Path(path + SUFFIX).stat().st_mtime >= newest:
+            return path
+    except Exception:
+        pass
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the extension from csrc/")
+    out = tmp_path_factory.mktemp("ext") / "facevec0"
+    sources = [str(p) for p in CSRC.glob("*.c")]
+    subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-fPIC",
+            "-shared",
+            f"-I{CSRC}",
+            f"-I{CSRC / 'sqlite'}",
+            *sources,
+            "-o",
+            str(out) + SUFFIX,
+            "-lm",
+        ],
+        check=True,
+    )
+    return str(out)
+
+
+def connect(ext: str, path: Path | str = ":memory:"):
+    conn = pysqlite3.connect(str(path), isolation_level=None)
+    conn.enable_load_extension(True)
+    conn.load_extension(ext)
+    return conn
+
+
+def make_table(conn, x: np.ndarray | None = None, ids=None) -> None:
+    conn.execute(
+        "CREATE TABLE face_meta(id INTEGER PRIMARY KEY, img_name TEXT, embedding BLOB, model TEXT)"
+    )
+    if x is not None:
+        ids = list(range(1, len(x) + 1)) if ids is None else ids
+        conn.executemany(
+            "INSERT INTO face_meta(id, img_name, embedding) VALUES (?, ?, ?)",
+            [
+                (int(i), f"img{i}.jpg", v.astype(np.float32).tobytes())
+                for i, v in zip(ids, x, strict=True)
+            ],
+        )
+
+
+def knn(conn, q, k, metric="euclidean", threshold=None, table="face_meta"):
+    q = q if isinstance(q, (bytes, str)) else np.asarray(q, np.float32).tobytes()
+    return conn.execute(
+        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?)", (table, q, k, metric, threshold)
+    ).fetchall()
+
+
+def scalar(conn, q, k, metric="euclidean", threshold=None):
+    fn = SCALAR[metric]
+    where = "" if threshold is None else "WHERE d <= ?"
+    params = (np.asarray(q, np.float32).tobytes(),) + (() if threshold is None else (threshold,))
+    return conn.execute(
+        f"SELECT id, d FROM (SELECT id, {fn}(embedding, ?1) AS d FROM face_meta "
+        f"WHERE embedding IS NOT NULL) {where.replace('?', '?2')} ORDER BY d, id LIMIT {int(k)}",
+        params,
+    ).fetchall()
+
+
+def reference(x: np.ndarray, ids, q: np.ndarray, metric: str) -> np.ndarray:
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    if metric in ("euclidean", "euclidean_squared"):
+        d = ((x64 - q64) ** 2).sum(1)
+        return np.sqrt(d) if metric == "euclidean" else d
+    xn = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
+    qn = q64 / np.linalg.norm(q64)
+    if metric == "cosine":
+        return 1 - xn @ qn
+    return np.sqrt(((xn - qn) ** 2).sum(1))
+
+
+def check_reference(got, x, ids, q, k, metric, threshold=None):
+    """got agrees with float64 numpy: its distances are the true distances of
+    its rows (to 1e-5), and no row left out is nearer than the last one kept."""
+    d = reference(x, ids, q, metric)
+    by_id = dict(zip((int(i) for i in ids), d, strict=True))
+    scale = 1e-5 * max(1.0, float(np.abs(d).max()) if len(d) else 1.0)
+    for rid, dist in got:
+        assert abs(by_id[rid] - dist) <= scale, (rid, dist, by_id[rid])
+    eligible = d if threshold is None else d[d <= threshold + scale]
+    assert len(got) in range(min(k, len(eligible)) - 2, min(k, len(eligible)) + 3)
+    if threshold is None:
+        assert len(got) == min(k, len(d))
+    if got and len(got) < len(d):
+        kept = {rid for rid, _ in got}
+        worst = max(dist for _, dist in got)
+        left_out = [v for i, v in by_id.items() if i not in kept]
+        assert min(left_out) >= worst - scale
+
+
+def assert_matches(conn, x, ids, q, k, metric="euclidean", threshold=None):
+    got = knn(conn, q, k, metric, threshold)
+    assert got == scalar(conn, q, k, metric, threshold)  # same rows, same bits
+    check_reference(got, x, ids, q, k, metric, threshold)
+    return got
+
+
+def current(conn):
+    """(matrix, ids) of face_meta rows with an embedding."""
+    rows = conn.execute(
+        "SELECT id, embedding FROM face_meta WHERE embedding IS NOT NULL ORDER BY id"
+    ).fetchall()
+    if not rows:
+        return np.zeros((0, 1), np.float32), []
+    return np.stack([np.frombuffer(e, np.float32) for _, e in rows]), [i for i, _ in rows]
+
+
+def status(conn, table="face_meta"):
+    import json
+
+    return json.loads(conn.execute("SELECT facevec_knn_status(?)", (table,)).fetchone()[0])
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@pytest.mark.parametrize(
+    "n, dim, chunk",
+    [
+        (1, 3, 64),
+        (63, 5, 64),
+        (64, 16, 64),
+        (65, 16, 64),
+        (200, 7, 64),
+        (1000, 128, 128),
+        (3000, 33, None),
+    ],
+)
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_matches_scalar_and_numpy(ext, n, dim, chunk, metric):
+    rng = np.random.default_rng(n * 31 + dim)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    args = ("face_meta", "embedding") + (() if chunk is None else (chunk,))
+    assert conn.execute(
+        f"SELECT facevec_knn_build({', '.join('?' * len(args))})", args
+    ).fetchone() == (n,)
+    ids = list(range(1, n + 1))
+    for k in sorted({1, 5, n, n + 3}):
+        q = rng.standard_normal(dim).astype(np.float32)
+        assert_matches(conn, x, ids, q, k, metric)
+    # a query equal to a stored row: distance 0 (or its rounding) comes first
+    got = knn(conn, x[n // 2], 1, metric)
+    assert got[0][0] == n // 2 + 1 or got[0][1] <= 1e-6
+
+
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_thresholds(ext, metric):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((500, 12)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    q = rng.standard_normal(12).astype(np.float32)
+    d = np.sort(reference(x, range(1, 501), q, metric))
+    for threshold in (float(d[0]) - 1e-3, float(d[3]), float(d[40]), float(d[-1]) + 1, -1.0):
+        for k in (5, 100, 500):
+            assert_matches(conn, x, range(1, 501), q, k, metric, threshold)
+    # a threshold exactly at a returned distance keeps that row
+    top = knn(conn, q, 3, metric)
+    assert knn(conn, q, 10, metric, top[2][1]) == top
+
+
+def test_ties_are_broken_by_rowid(ext):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (700, 4)).astype(np.float32)  # many exact duplicates
+    ids = rng.permutation(np.arange(1, 5000))[:700]
+    conn = connect(ext)
+    make_table(conn, x, ids)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    for metric in ("euclidean", "euclidean_squared"):
+        for k in (1, 7, 64, 65, 300, 700):
+            q = rng.integers(0, 3, 4).astype(np.float32)
+            got = assert_matches(conn, x, ids, q, k, metric)
+            assert got == sorted(got, key=lambda r: (r[1], r[0]))
+
+
+def test_json_query_rank_and_join(ext):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    q = [0.5, -1, 2, 0.25]
+    as_json = conn.execute(
+        "SELECT rowid, distance, rank FROM facevec_knn('face_meta', '[0.5, -1, 2, 0.25]', 5)"
+    ).fetchall()
+    assert [(r, d) for r, d, _ in as_json] == knn(conn, q, 5)
+    assert [rank for *_, rank in as_json] == [1, 2, 3, 4, 5]
+    joined = conn.execute(
+        "SELECT f.img_name, k.distance FROM facevec_knn('face_meta', ?, 3) AS k "
+        "JOIN face_meta f ON f.id = k.rowid",
+        (np.asarray(q, np.float32).tobytes(),),
+    ).fetchall()
+    assert [name for name, _ in joined] == [f"img{r}.jpg" for r, _ in knn(conn, q, 3)]
+    # hidden-column form and ORDER BY distance (consumed, still ordered)
+    named = conn.execute(
+        "SELECT rowid, distance FROM facevec_knn WHERE collection = 'face_meta' AND query = ? "
+        "AND k = 5 AND metric = 'cosine' ORDER BY distance",
+        (np.asarray(q, np.float32).tobytes(),),
+    ).fetchall()
+    assert named == knn(conn, q, 5, "cosine")
+
+
+def test_table_name_case_and_quoting(ext):
+    conn = connect(ext)
+    conn.execute('CREATE TABLE "Face Meta""s"(pk INTEGER PRIMARY KEY, "the vec" BLOB)')
+    x = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    conn.executemany(
+        'INSERT INTO "Face Meta""s" VALUES (?, ?)', [(i + 1, v.tobytes()) for i, v in enumerate(x)]
+    )
+    assert conn.execute("""SELECT facevec_knn_build('face meta"s', 'the vec')""").fetchone() == (
+        50,
+    )
+    got = knn(conn, x[0], 3, table='FACE META"S')
+    assert got[0] == (1, 0.0)
+    conn.execute('DELETE FROM "Face Meta""s" WHERE pk = 1')
+    assert knn(conn, x[0], 1, table='Face Meta"s')[0][0] != 1
+
+
+# --------------------------------------------------------------------------
+# Changes: triggers, pending rows, sync
+
+
+def mutate(conn, rng, n_ops, dim, next_id):
+    """Random inserts, deletes, vector updates, NULLings and id changes."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta")]
+    for _ in range(n_ops):
+        op = rng.integers(6)
+        if op <= 1 or not ids:
+            conn.execute(
+                "INSERT INTO face_meta(id, embedding) VALUES (?, ?)",
+                (next_id, rng.standard_normal(dim).astype(np.float32).tobytes()),
+            )
+            ids.append(next_id)
+            next_id += 1
+        elif op == 2:
+            victim = ids.pop(rng.integers(len(ids)))
+            conn.execute("DELETE FROM face_meta WHERE id = ?", (victim,))
+        elif op == 3:
+            conn.execute(
+                "UPDATE face_meta SET embedding = ? WHERE id = ?",
+                (
+                    rng.standard_normal(dim).astype(np.float32).tobytes(),
+                    ids[rng.integers(len(ids))],
+                ),
+            )
+        elif op == 4:
+            conn.execute(
+                "UPDATE face_meta SET embedding = NULL WHERE id = ?", (ids[rng.integers(len(ids))],)
+            )
+        else:
+            old = ids.pop(rng.integers(len(ids)))
+            conn.execute("UPDATE face_meta SET id = ? WHERE id = ?", (next_id, old))
+            ids.append(next_id)
+            next_id += 1
+    return next_id
+
+
+def check_all(conn, rng, dim, metrics=("euclidean", "cosine")):
+    x, ids = current(conn)
+    for metric in metrics:
+        q = rng.standard_normal(dim).astype(np.float32)
+        for k in (1, 10, len(ids) + 1):
+            assert_matches(conn, x, ids, q, k, metric)
+
+
+def check_consistent(conn):
+    """Index bookkeeping equals the table once synced."""
+    info = status(conn)
+    assert info["pending"] == 0 and not info["building"]
+    n_rows = conn.execute("SELECT count(*) FROM face_meta WHERE embedding IS NOT NULL").fetchone()[
+        0
+    ]
+    assert info["vectors"] == n_rows
+    assert conn.execute('SELECT count(*) FROM "face_meta_fvknn_rowids"').fetchone()[0] == n_rows
+    bits = sum(
+        bin(b).count("1")
+        for (valid,) in conn.execute('SELECT valid FROM "face_meta_fvknn_chunks"')
+        for b in valid
+    )
+    assert bits == n_rows
+
+
+def test_changes_before_and_after_sync(ext):
+    rng = np.random.default_rng(11)
+    dim = 6
+    conn = connect(ext)
+    make_table(conn, rng.standard_normal((300, dim)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    next_id = 301
+    for round_ in range(6):
+        conn.execute("BEGIN")
+        next_id = mutate(conn, rng, 60, dim, next_id)
+        conn.execute("COMMIT")
+        assert status(conn)["pending"] > 0
+        check_all(conn, rng, dim)  # pending rows are read from the table
+        if round_ % 2:
+            while conn.execute("SELECT facevec_knn_sync('face_meta', 7)").fetchone()[0] == 7:
+                pass
+        else:
+            conn.execute("SELECT facevec_knn_sync('face_meta')")
+        check_consistent(conn)
+        check_all(conn, rng, dim)
+
+
+def test_delete_everything_then_refill(ext):
+    rng = np.random.default_rng(12)
+    conn = connect(ext)
+    make_table(conn, rng.standard_normal((200, 4)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    conn.execute("DELETE FROM face_meta")
+    assert knn(conn, [1, 2, 3, 4], 5) == []
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+    assert conn.execute('SELECT count(*) FROM "face_meta_fvknn_chunks"').fetchone()[0] <= 1
+    assert knn(conn, [1, 2, 3, 4], 5) == []
+    make = rng.standard_normal((100, 4)).astype(np.float32)
+    conn.executemany("INSERT INTO face_meta(embedding) VALUES (?)", [(v.tobytes(),) for v in make])
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+    check_all(conn, rng, 4)
+
+
+def test_writers_without_the_extension(ext, tmp_path):
+    """The triggers are plain SQL: a stdlib sqlite3 connection (no facevec)
+    can insert, and the next query on another connection sees it."""
+    rng = np.random.default_rng(13)
+    db = tmp_path / "faces.db"
+    conn = connect(ext, db)
+    make_table(conn, rng.standard_normal((100, 8)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    plain = stdlib_sqlite3.connect(db)
+    v = rng.standard_normal(8).astype(np.float32)
+    with plain:
+        plain.execute("INSERT INTO face_meta(id, embedding) VALUES (1000, ?)", (v.tobytes(),))
+        plain.execute("DELETE FROM face_meta WHERE id = 5")
+    plain.close()
+    assert knn(conn, v, 1) == [(1000, 0.0)]
+    assert 5 not in [r for r, _ in knn(conn, rng.standard_normal(8), 200)]
+    check_all(conn, rng, 8)
+
+
+def test_create_then_sync_in_batches(ext):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1000, 10)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    assert conn.execute("SELECT facevec_knn_create('face_meta', 'embedding', 64)").fetchone() == (
+        0,
+    )
+    assert status(conn)["building"]
+    check_all(conn, rng, 10)  # nothing indexed yet: all read from the table
+    steps = 0
+    while True:
+        done = conn.execute("SELECT facevec_knn_sync('face_meta', 300)").fetchone()[0]
+        steps += 1
+        conn.execute("DELETE FROM face_meta WHERE id = ?", (steps * 97,))  # change mid-build
+        check_all(conn, rng, 10, metrics=("euclidean",))
+        if done < 300:
+            break
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+    assert steps == 4
+
+
+def test_reopen(ext, tmp_path):
+    rng = np.random.default_rng(15)
+    db = tmp_path / "faces.db"
+    conn = connect(ext, db)
+    make_table(conn, rng.standard_normal((500, 16)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 128)")
+    mutate(conn, rng, 50, 16, 1000)
+    q = rng.standard_normal(16).astype(np.float32)
+    before = knn(conn, q, 20, "cosine")
+    conn.close()
+    conn = connect(ext, db)
+    assert knn(conn, q, 20, "cosine") == before
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    conn.close()
+    conn = connect(ext, db)
+    assert knn(conn, q, 20, "cosine") == before
+    check_consistent(conn)
+    check_all(conn, rng, 16)
+
+
+def test_rebuild_compacts_and_drop_removes(ext):
+    rng = np.random.default_rng(16)
+    conn = connect(ext)
+    make_table(conn, rng.standard_normal((640, 4)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    conn.execute("DELETE FROM face_meta WHERE id % 2 = 0")
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    assert status(conn)["slots"] == 640
+    assert conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)").fetchone() == (
+        320,
+    )
+    assert status(conn)["slots"] == 320
+    check_all(conn, rng, 4)
+    assert conn.execute("SELECT facevec_knn_drop('face_meta')").fetchone() == (1,)
+    assert conn.execute("SELECT facevec_knn_drop('face_meta')").fetchone() == (0,)
+    assert conn.execute("SELECT facevec_knn_status('face_meta')").fetchone() == (None,)
+    left = conn.execute(
+        "SELECT name FROM sqlite_schema WHERE name LIKE 'face_meta_fvknn%'"
+    ).fetchall()
+    assert left == []
+    conn.execute("INSERT INTO face_meta(embedding) VALUES (x'00000000')")  # no trigger left
+
+
+def test_recreated_table_is_detected(ext):
+    conn = connect(ext)
+    make_table(conn, np.ones((3, 2), np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    conn.execute("DROP TABLE face_meta")  # drops the triggers with it
+    make_table(conn, np.zeros((3, 2), np.float32))
+    with pytest.raises(pysqlite3.OperationalError, match=re.escape("its triggers are missing")):
+        knn(conn, [1, 1], 1)
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    assert knn(conn, [1, 1], 1) == [(1, pytest.approx(2**0.5))]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n0=st.integers(0, 150),
+    ops=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**6)), max_size=60),
+    sync_every=st.integers(1, 30),
+    k=st.integers(1, 40),
+    metric=st.sampled_from(list(SCALAR)),
+)
+def test_random_histories(ext, n0, ops, sync_every, k, metric):
+    dim = 3
+    rng = np.random.default_rng(n0)
+    conn = connect(ext)
+    make_table(conn, rng.integers(-2, 3, (n0, dim)).astype(np.float32) + 0.5)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    for i, (op, r) in enumerate(ops):
+        ids = [row[0] for row in conn.execute("SELECT id FROM face_meta")]
+        vec = (np.array([r % 5, r // 5 % 5, r // 25 % 5], np.float32) - 1.5).tobytes()
+        if op <= 1 or not ids:
+            conn.execute("INSERT INTO face_meta(embedding) VALUES (?)", (vec,))
+        elif op == 2:
+            conn.execute("DELETE FROM face_meta WHERE id = ?", (ids[r % len(ids)],))
+        elif op == 3:
+            conn.execute(
+                "UPDATE face_meta SET embedding = ? WHERE id = ?", (vec, ids[r % len(ids)])
+            )
+        elif op == 4:
+            conn.execute("UPDATE face_meta SET embedding = NULL WHERE id = ?", (ids[r % len(ids)],))
+        else:
+            # OR REPLACE: the displaced row fires no DELETE trigger (recursive_triggers is off)
+            conn.execute(
+                "UPDATE OR REPLACE face_meta SET id = ? WHERE id = ?",
+                (10**6 + r % 50, ids[r % len(ids)]),
+            )
+        if i % sync_every == 0:
+            conn.execute("SELECT facevec_knn_sync('face_meta')")
+        q = np.array([r % 3, 1, -1], np.float32)
+        assert knn(conn, q, k, metric) == scalar(conn, q, k, metric)
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+
+
+# --------------------------------------------------------------------------
+# Crashes
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from pysqlite3 import dbapi2 as sqlite3
+    ext, db, mode = sys.argv[1:4]
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.enable_load_extension(True)
+    conn.load_extension(ext)
+    rng = np.random.default_rng(1)
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "ingest":  # killed inside an open transaction of face_meta writes
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO face_meta(embedding) VALUES (?)",
+                         [(rng.standard_normal(8).astype(np.float32).tobytes(),)
+                          for _ in range(500)])
+        conn.execute("DELETE FROM face_meta WHERE id % 3 = 0")
+        conn.execute("SELECT facevec_knn_sync('face_meta')")
+        die()
+    # killed in the middle of the C code writing the index
+    conn.executemany("INSERT INTO face_meta(embedding) VALUES (?)",
+                     [(rng.standard_normal(8).astype(np.float32).tobytes(),) for _ in range(3000)])
+    conn.execute("DELETE FROM face_meta WHERE id % 5 = 0")
+    steps = [0]
+    def handler():
+        steps[0] += 1
+        if steps[0] == 40:
+            die()
+        return 0
+    conn.set_progress_handler(handler, 1000)
+    conn.execute("SELECT facevec_knn_%s('face_meta')" % ("build" if mode == "build" else "sync"))
+    sys.exit("not killed")
+    """
+)
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+@pytest.mark.parametrize("mode", ["ingest", "sync", "build"])
+def test_crash_leaves_a_consistent_index(ext, tmp_path, journal, mode):
+    rng = np.random.default_rng(17)
+    db = tmp_path / "faces.db"
+    conn = connect(ext, db)
+    conn.execute(f"PRAGMA journal_mode = {journal}")
+    make_table(conn, rng.standard_normal((400, 8)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    conn.close()
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), ext, str(db), mode], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    conn = connect(ext, db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check_all(conn, rng, 8)  # correct before any sync
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+    check_all(conn, rng, 8)
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+@pytest.fixture
+def small(ext):
+    conn = connect(ext)
+    make_table(conn, np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    return conn
+
+
+Q4 = np.ones(4, np.float32).tobytes()
+
+
+@pytest.mark.parametrize(
+    "sql, params, message",
+    [
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 0)",
+            (Q4,),
+            "facevec_knn: k must be positive, found 0",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, -3)",
+            (Q4,),
+            "facevec_knn: k must be positive, found -3",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 2.5)",
+            (Q4,),
+            "facevec_knn: k (argument 3) must be an INTEGER, found REAL",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, NULL)",
+            (Q4,),
+            "facevec_knn: k (argument 3) is NULL",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', NULL, 3)",
+            (),
+            "facevec_knn: query (argument 2) is NULL",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?)",
+            (Q4,),
+            "facevec_knn: k (argument 3) is missing",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'manhattan')",
+            (Q4,),
+            "facevec_knn: unknown metric 'manhattan'; expected euclidean, euclidean_squared, "
+            "cosine or euclidean_l2",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', 'near')",
+            (Q4,),
+            "facevec_knn: threshold (argument 5) must be a number, found TEXT",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3)",
+            (np.ones(5, np.float32).tobytes(),),
+            "facevec_knn: query has 5 dimensions, the index of face_meta has 4",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', x'000000', 3)",
+            (),
+            "facevec_knn: query (argument 2): invalid float32 vector BLOB length, must be a "
+            "positive multiple of 4, found 3 bytes",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', 42, 3)",
+            (),
+            "facevec_knn: query (argument 2) must be a float32 vector BLOB or a JSON array TEXT, "
+            "found INTEGER",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[1, 2,', 3)",
+            (),
+            "facevec_knn: query (argument 2): malformed JSON array of numbers at character 6",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[1, 2, nan, 4]', 3)",
+            (),
+            "facevec_knn: query (argument 2): malformed JSON array",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3)",
+            (np.array([1, np.nan, 0, 0], np.float32).tobytes(),),
+            "facevec_knn: query element 1 is NaN",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[0, 0, 0, 0]', 3, 'cosine')",
+            (),
+            "facevec_knn: cosine distance is undefined for a query vector whose norm is 0",
+        ),
+        ("SELECT * FROM facevec_knn('photos', ?, 3)", (Q4,), "facevec_knn: no such table: photos"),
+        (
+            "SELECT * FROM facevec_knn(7, ?, 3)",
+            (Q4,),
+            "facevec_knn: collection (argument 1) must be a table name, found INTEGER",
+        ),
+        ("SELECT facevec_knn_build('photos')", (), "facevec_knn_build: no such table: photos"),
+        (
+            "SELECT facevec_knn_build('face_meta', 'vector')",
+            (),
+            "facevec_knn_build: table face_meta has no column named vector",
+        ),
+        (
+            "SELECT facevec_knn_build('face_meta', 'embedding', 100)",
+            (),
+            "facevec_knn_build: chunk_size must be a multiple of 64 between 64 and 65536, "
+            "found 100",
+        ),
+        (
+            "SELECT facevec_knn_build(NULL)",
+            (),
+            "facevec_knn_build: table (argument 1) must be TEXT, found NULL",
+        ),
+        (
+            "SELECT facevec_knn_sync('face_meta', 0)",
+            (),
+            "facevec_knn_sync: max_rows must be positive, found 0",
+        ),
+        ("SELECT facevec_knn_sync('photos')", (), "facevec_knn_sync: no such table: photos"),
+    ],
+)
+def test_errors(small, sql, params, message):
+    with pytest.raises(pysqlite3.OperationalError, match="^" + re.escape(message)):
+        small.execute(sql, params).fetchall()
+
+
+def test_error_no_index_and_no_pk(ext):
+    conn = connect(ext)
+    make_table(conn)
+    with pytest.raises(
+        pysqlite3.OperationalError,
+        match=re.escape(
+            "facevec_knn: no facevec_knn index on table 'face_meta'; create it with "
+            "SELECT facevec_knn_build('face_meta', 'embedding')"
+        ),
+    ):
+        knn(conn, [1.0], 1)
+    conn.execute("CREATE TABLE loose(name TEXT, embedding BLOB)")
+    conn.execute("CREATE TABLE wr(id INTEGER PRIMARY KEY, embedding BLOB) WITHOUT ROWID")
+    for table in ("loose", "wr"):
+        with pytest.raises(
+            pysqlite3.OperationalError,
+            match=re.escape(
+                f"facevec_knn_build: table {table} needs an INTEGER PRIMARY KEY column "
+                "(a stable rowid)"
+            ),
+        ):
+            conn.execute("SELECT facevec_knn_build(?)", (table,))
+
+
+def test_error_bad_rows(ext):
+    conn = connect(ext)
+    make_table(conn, np.ones((3, 4), np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    conn.execute(
+        "INSERT INTO face_meta(id, embedding) VALUES (9, ?)", (np.ones(3, np.float32).tobytes(),)
+    )
+    msg = "face_meta row 9: embedding has 3 dimensions, the index has 4"
+    with pytest.raises(pysqlite3.OperationalError, match=re.escape("facevec_knn: " + msg)):
+        knn(conn, [1, 1, 1, 1], 2)
+    with pytest.raises(pysqlite3.OperationalError, match=re.escape("facevec_knn_sync: " + msg)):
+        conn.execute("SELECT facevec_knn_sync('face_meta')")
+    assert status(conn)["pending"] == 1  # the failed sync changed nothing
+    conn.execute("UPDATE face_meta SET embedding = 7 WHERE id = 9")
+    with pytest.raises(
+        pysqlite3.OperationalError,
+        match=re.escape(
+            "facevec_knn_sync: face_meta row 9: embedding must be a float32 vector BLOB or a "
+            "JSON array TEXT, found INTEGER"
+        ),
+    ):
+        conn.execute("SELECT facevec_knn_sync('face_meta')")
+    conn.execute("UPDATE face_meta SET embedding = '[0, 0, 0, 0]' WHERE id = 9")  # JSON is fine
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    assert knn(conn, [0, 0, 0, 0], 1) == [(9, 0.0)]
+    with pytest.raises(
+        pysqlite3.OperationalError,
+        match=re.escape(
+            "facevec_knn: distance undefined for face_meta row 9, whose embedding has norm 0"
+        ),
+    ):
+        knn(conn, [1, 1, 1, 1], 2, "cosine")
+    conn.execute("DELETE FROM face_meta WHERE id = 9")  # pending deletion: no longer an error
+    assert len(knn(conn, [1, 1, 1, 1], 2, "cosine")) == 2
+
+
+# --------------------------------------------------------------------------
+# Python API
+
+
+def test_python_api(ext, tmp_path):
+    from facevec import knn as api
+
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2500, 8)).astype(np.float32)
+    conn = connect(ext, tmp_path / "faces.db")
+    make_table(conn, x)
+    seen = []
+    assert api.build(conn, batch_size=1000, progress=lambda d, t: seen.append((d, t))) == 2500
+    assert seen[-1] == (2500, 2500) and len(seen) == 3
+    q = rng.standard_normal(8)
+    assert api.search(conn, q, 5, metric="cosine") == knn(conn, q, 5, "cosine")
+    assert api.search(conn, q.tolist(), 5, threshold=0.0) == []
+    conn.execute("DELETE FROM face_meta WHERE id < 100")
+    assert api.status(conn)["pending"] == 99
+    assert api.sync(conn) == 99
+    assert api.status(conn)["vectors"] == 2401
+    with pytest.raises(
+        api.VectorError, match=re.escape("query must be a non-empty 1-d vector, found shape (2, 4)")
+    ):
+        api.search(conn, np.ones((2, 4)), 3)
+    assert api.drop(conn) is True
+
+
+def test_python_api_on_the_fallback_connection(tmp_path):
+    from facevec import knn as api
+
+    conn = stdlib_sqlite3.connect(tmp_path / "faces.db")
+    assert not api.available(conn)
+    with pytest.raises(api.KnnUnavailableError, match="needs the native SQLite extension"):
+        api.search(conn, [1.0, 2.0], 3)
+
+
+def test_error_chunk_too_big(ext):
+    conn = connect(ext)
+    make_table(conn, np.ones((1, 8192), np.float32))
+    with pytest.raises(
+        pysqlite3.OperationalError,
+        match=re.escape(
+            "facevec_knn_build: a chunk of 65536 vectors of 8192 dimensions would take "
+            "2147483648 bytes, more than 268435456; rebuild with a smaller chunk_size"
+        ),
+    ):
+        conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 65536)")
+    assert conn.execute("SELECT facevec_knn_status('face_meta')").fetchone() == (None,)
+    assert conn.execute("SELECT facevec_knn_build('face_meta')").fetchone() == (1,)
+
+
+def test_sql_script_under_sanitizers(tmp_path):
+    """tests/sql/knn.sql in the sqlite3 shell against an ASan+UBSan build, leak
+    detection on: no report."""
+    shell, gcc = shutil.which("sqlite3"), shutil.which("gcc")
+    if not shell or not gcc:
+        pytest.skip("needs the sqlite3 shell and gcc")
+    libasan = subprocess.run(
+        [gcc, "-print-file-name=libasan.so"], capture_output=True, text=True
+    ).stdout.strip()
+    if not os.path.isabs(libasan):
+        pytest.skip("gcc has no libasan")
+    out = tmp_path / "facevec0.so"
+    subprocess.run(
+        [gcc, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1",
+         "-fno-omit-frame-pointer", "-shared", "-fPIC", f"-I{CSRC}", f"-I{CSRC / 'sqlite'}",
+         *map(str, CSRC.glob("*.c")), "-o", str(out), "-lm"],
+        check=True,
+    )  # fmt: skip
+    result = subprocess.run(
+        [shell, "-batch", ":memory:", "-cmd", f".load {out.with_suffix('')}"],
+        input=(ROOT / "tests" / "sql" / "knn.sql").read_text(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=1"},
+    )
+    reports = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+    assert not [r for r in reports if r in result.stderr], result.stderr[-5000:]
+    assert "facevec_knn: query has 3 dimensions, the index of face_meta has 4" in result.stderr
+    assert '"vectors":2001,"pending":0' in result.stdout
