@@ -321,28 +321,7 @@ static float dot_neon(const float *a, const float *b, size_t n) {
 DEFINE_L2SQ_ROWS(l2sq_rows_scalar, , l2sq_scalar)
 #ifdef FV_X86
 DEFINE_L2SQ_ROWS(l2sq_rows_avx2, FV_AVX2, l2sq_avx2)
-/* AVX-512: two rows at a time share the query's loads and overlap the two
-** reductions; the memory stream stays sequential. */
-FV_AVX512 static void l2sq_rows_avx512(const float *q, const float *rows, size_t n_rows,
-                                       size_t dim, float *out) {
-  size_t r = 0;
-  if (dim % 16 == 0) {
-    for (; r + 2 <= n_rows; r += 2) {
-      const float *a = rows + r * dim, *b = a + dim;
-      __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
-      for (size_t i = 0; i < dim; i += 16) {
-        __m512 vq = _mm512_loadu_ps(q + i);
-        __m512 da = _mm512_sub_ps(_mm512_loadu_ps(a + i), vq);
-        __m512 db = _mm512_sub_ps(_mm512_loadu_ps(b + i), vq);
-        sa = _mm512_fmadd_ps(da, da, sa);
-        sb = _mm512_fmadd_ps(db, db, sb);
-      }
-      out[r] = _mm512_reduce_add_ps(sa);
-      out[r + 1] = _mm512_reduce_add_ps(sb);
-    }
-  }
-  for (; r < n_rows; r++) out[r] = l2sq_avx512(q, rows + r * dim, dim);
-}
+DEFINE_L2SQ_ROWS(l2sq_rows_avx512, FV_AVX512, l2sq_avx512)
 #endif
 #ifdef FV_NEON
 DEFINE_L2SQ_ROWS(l2sq_rows_neon, , l2sq_neon)
