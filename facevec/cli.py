@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -70,15 +71,22 @@ def format_option(choices=FORMATS, default: str = "table") -> Callable:  # type:
 def _fail_cleanly(function: Callable) -> Callable:
     """Print facevec's errors as one line and exit 1, without a traceback."""
 
+    @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
             raise click.ClickException(str(err)) from err
+        except _database_errors() as err:
+            raise click.ClickException(f"database error: {err}") from err
 
-    wrapper.__name__ = function.__name__
-    wrapper.__doc__ = function.__doc__
     return wrapper
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """The base error classes of the database drivers loaded in this process."""
+    names = ("sqlite3", "pysqlite3.dbapi2", "psycopg", "pymysql")
+    return tuple(sys.modules[n].Error for n in names if n in sys.modules)
 
 
 @click.group()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .dialects import SQLITE, Dialect
-from .pipeline_errors import DatabaseNotFoundError
+from .errors import DatabaseNotFoundError, DatabaseOpenError
 
 DbArg = Union[str, "os.PathLike[str]", "Database", Any]
 
@@ -64,12 +64,16 @@ def _connect_sqlite(path: str) -> Any:
     import facevec
 
     conn = facevec.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
-    # WAL: searches read a consistent snapshot while an ingest writes its batches.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    # Reading through a memory map roughly halves a facevec_knn scan's time.
-    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    try:
+        # WAL: searches read a consistent snapshot while an ingest writes its batches.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        # Reading through a memory map roughly halves a facevec_knn scan's time.
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    except Exception as err:
+        conn.close()
+        raise DatabaseOpenError(f"cannot open {path} as a SQLite database: {err}") from err
     return conn
 
 

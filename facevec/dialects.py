@@ -33,6 +33,12 @@ class Dialect:
         """The id the database gave the row an INSERT (+ returning_id) just added."""
         return int(cursor.lastrowid)
 
+    # SQL with one placeholder, a table name: a row if that table exists.
+    table_exists_sql = (
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = current_schema() AND table_name = {p}"
+    )
+
     def params(self, n: int) -> str:
         """`n` comma-separated placeholders."""
         return ", ".join([self.placeholder] * n)
@@ -63,6 +69,7 @@ class Dialect:
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
+    table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
     placeholder = "?"
     types = dict(Dialect.types, real="REAL", key_text="TEXT")
     # The table is its own covering index, clustered on (face_id, dimension): a scan
@@ -116,6 +123,11 @@ class PostgreSQLDialect(Dialect):
 
 class MySQLDialect(Dialect):
     """MariaDB and MySQL through PyMySQL (format-style %s placeholders)."""
+
+    table_exists_sql = (
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = {p}"
+    )
 
     name = "mysql"
     placeholder = "%s"

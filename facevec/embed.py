@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import models
-from .pipeline_errors import NoFaceError, NotAnImageError
+from .errors import NoFaceError, NotAnImageError
 
 # (signature, bytes) of image formats, to name what a file really is in messages.
 _SIGNATURES = (

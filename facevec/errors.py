@@ -23,5 +23,69 @@ class ExtensionError(FacevecError, RuntimeError):
     """The SQLite extension cannot be found or loaded."""
 
 
+class SQLFunctionError(VectorError):
+    """An error raised by a facevec SQL function on the Python fallback path."""
+
+
+class KnnUnavailableError(ExtensionError):
+    """The connection has no native facevec extension, so no ``facevec_knn``."""
+
+
+# The face pipeline (index, find, verify, add, info, reindex) and its databases.
+
+
+class UnknownModelError(FacevecError, ValueError):
+    """A recognition model or face detector name deepface does not know."""
+
+
+class UnknownMetricError(FacevecError, ValueError):
+    """A distance metric the pipeline does not support."""
+
+
+class UnknownStrategyError(FacevecError, ValueError):
+    """A search strategy other than extension, knn, relational or client, or one
+    the database cannot run."""
+
+
+class KnnIndexMissingError(FacevecError, LookupError):
+    """The knn strategy on a database whose knn index was never built."""
+
+
+class MissingWeightsError(FacevecError, FileNotFoundError):
+    """A model's weight file is absent and could not be downloaded."""
+
+
+class MissingDependencyError(FacevecError, ImportError):
+    """An optional dependency (deepface, pandas, ...) is not installed."""
+
+
+class NoFaceError(FacevecError, ValueError):
+    """The detector found no face in a photo."""
+
+
+class NotAnImageError(FacevecError, ValueError):
+    """A file or buffer that cannot be decoded as an image."""
+
+
+class DatabaseNotFoundError(FacevecError, FileNotFoundError):
+    """A database path that does not exist where one must already exist."""
+
+
+class DatabaseOpenError(FacevecError, OSError):
+    """A file that is not a SQLite database (or is locked, or unreadable)."""
+
+
+class ModelMismatchError(FacevecError, ValueError):
+    """Vectors of one model or dimension mixed with another's."""
+
+
+class DatabaseURLError(FacevecError, ValueError):
+    """A database URL facevec cannot use (unknown scheme, bad port, ...)."""
+
+
+class DatabaseConnectionError(FacevecError, ConnectionError):
+    """The database server cannot be reached, or refuses the login."""
+
+
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""

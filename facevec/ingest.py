@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from . import embed, models, schema, store
 from .database import Database, DbArg, open_database
 from .embed import Face
-from .pipeline_errors import (
+from .errors import (
     MissingDependencyError,
     MissingWeightsError,
     NoFaceError,
@@ -272,7 +272,7 @@ def index(
                 report.missing = len(gone)
         if database.dialect.has_extension and not report.interrupted:
             tick = time.perf_counter()
-            _refresh_knn_index(database)
+            refresh_knn_index(database)
             db_seconds += time.perf_counter() - tick
     report.seconds_database = db_seconds
     report.seconds_total = time.perf_counter() - started
@@ -281,7 +281,7 @@ def index(
     return report
 
 
-def _refresh_knn_index(db: Database) -> None:
+def refresh_knn_index(db: Database) -> None:
     """Keep the facevec_knn index (the knn search strategy) in step with face_meta.
 
     Without the native extension (Python fallback) there is no index to keep: the

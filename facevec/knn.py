@@ -31,14 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExtensionError, VectorError
+from .errors import KnnUnavailableError, VectorError
 
 METRICS = ("euclidean", "euclidean_squared", "cosine", "euclidean_l2")
 Progress = Callable[[int, int], None]
-
-
-class KnnUnavailableError(ExtensionError):
-    """The connection has no native facevec extension, so no ``facevec_knn``."""
 
 
 def available(conn: Any) -> bool:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 
-from .pipeline_errors import (
+from .errors import (
     MissingDependencyError,
     MissingWeightsError,
     UnknownMetricError,
@@ -153,6 +154,9 @@ def place_bundled_weights(model_name: str, detector_backend: str) -> list[str]:
     return placed
 
 
+_WEIGHTS_HOOK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _clear_missing_weights_errors() -> Iterator[None]:
     """Turn deepface's failed weight downloads into MissingWeightsError.
@@ -176,11 +180,14 @@ def _clear_missing_weights_errors() -> Iterator[None]:
                 f"{deepface_home()})"
             ) from err
 
-    weight_utils.download_weights_if_necessary = download
-    try:
-        yield
-    finally:
-        weight_utils.download_weights_if_necessary = original
+    # One thread at a time swaps deepface's module function, so none can leave
+    # another's wrapper installed.
+    with _WEIGHTS_HOOK:
+        weight_utils.download_weights_if_necessary = download
+        try:
+            yield
+        finally:
+            weight_utils.download_weights_if_necessary = original
 
 
 def require_deepface() -> None:

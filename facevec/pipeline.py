@@ -16,8 +16,8 @@ import numpy as np
 from . import embed, models, schema, search, store
 from .database import Database, DbArg, in_clause_chunks, open_database
 from .embed import Face
-from .ingest import IndexInterrupted, IndexReport, index
-from .pipeline_errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError
+from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, VectorError
+from .ingest import IndexInterrupted, IndexReport, index, refresh_knn_index
 
 __all__ = [
     "index",
@@ -63,6 +63,8 @@ def _query_faces(img: ImageArg, options: dict) -> list[Face]:
     """The faces of a query: a photo's detected faces, or one given embedding."""
     if _is_embedding(img):
         vector = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(vector).all() or not vector.any():
+            raise VectorError("the query embedding is all zeros or holds NaN or infinity")
         return [Face(0, vector, None, None, None, None, None, None, 0.0, b"")]  # type: ignore[arg-type]
     if isinstance(img, np.ndarray):
         if img.ndim != 3:
@@ -278,6 +280,12 @@ def add(
         raise ValueError(f"{len(identities)} identities for {len(vectors)} embeddings")
     if not np.isfinite(vectors).all():
         raise ValueError("embeddings contain NaN or infinite values")
+    zero_rows = np.flatnonzero(~vectors.any(axis=1))
+    if zero_rows.size:
+        raise ValueError(
+            f"embedding {int(zero_rows[0])} ({img_names[int(zero_rows[0])]!r}) is all zeros, "
+            "which no face has and cosine distance cannot rank"
+        )
     grouped: dict[str, list[int]] = {}
     for row, name in enumerate(img_names):
         grouped.setdefault(str(name), []).append(row)
@@ -296,6 +304,8 @@ def add(
         except BaseException:
             database.rollback()
             raise
+        if database.dialect.has_extension:
+            refresh_knn_index(database)
     return len(vectors)
 
 

@@ -10,7 +10,7 @@ import datetime
 from dataclasses import dataclass
 
 from .database import Database
-from .pipeline_errors import ModelMismatchError
+from .errors import ModelMismatchError
 
 SCHEMA_VERSION = 1
 
@@ -86,12 +86,8 @@ def create_schema(db: Database) -> None:
 
 
 def has_schema(db: Database) -> bool:
-    try:
-        db.query("SELECT name FROM facevec_collection WHERE 1 = 0")
-    except Exception:  # the driver's "no such table"; nothing was written
-        db.rollback()
-        return False
-    return True
+    # Asked of the catalog: a failed probe would end the caller's transaction.
+    return db.scalar(db.dialect.table_exists_sql, ("facevec_collection",)) is not None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .database import Database
+from .errors import KnnIndexMissingError, ModelMismatchError, UnknownStrategyError
 from .models import check_metric
-from .pipeline_errors import KnnIndexMissingError, UnknownStrategyError
 
 STRATEGIES = ("extension", "knn", "relational", "client")
 
@@ -184,6 +184,12 @@ def _client(
     rows = db.query("SELECT id, embedding FROM face_meta ORDER BY id")
     if not rows:
         return []
+    sizes = {len(row[1]) for row in rows}
+    if len(sizes) != 1:
+        raise ModelMismatchError(
+            f"{db.name} holds vectors of several sizes ({sorted(sizes)} bytes): written "
+            "outside facevec, they cannot be searched together"
+        )
     ids = np.array([row[0] for row in rows], dtype=np.int64)
     matrix = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4").reshape(
         len(rows), -1

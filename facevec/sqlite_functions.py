@@ -18,16 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ._kernels import ffi, lib
-from .errors import VectorError
+from .errors import SQLFunctionError
 
 VERSION = "0.1.0"
 
 _GENERIC_MESSAGE = "user-defined function raised exception"
 _last_error = threading.local()
-
-
-class SQLFunctionError(VectorError):
-    """An error raised by a facevec SQL function on the Python path."""
 
 
 def _fail(message: str) -> None:
@@ -119,6 +115,7 @@ def vector_from_json(a: Any) -> bytes | None:
 
 
 # TEXT that SQLite's numeric affinity turns into a number.
+_SQL_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _SQL_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 
 
@@ -127,7 +124,8 @@ def sqrt(x: Any) -> float | None:
     if isinstance(x, str):
         if not _SQL_NUMBER.fullmatch(x):
             return None
-        x = float(x)
+        # Integer-looking text becomes an INTEGER in SQLite ('-0' is 0, not -0.0).
+        x = int(x) if _SQL_INTEGER.fullmatch(x) else float(x)
     if not isinstance(x, (int, float)) or x < 0:
         return None
     return math.sqrt(x)

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import schema
 from .database import DbArg, open_database
-from .pipeline_errors import DatabaseNotFoundError
+from .errors import DatabaseNotFoundError
 
 _META_COLUMNS = (
     "img_name",

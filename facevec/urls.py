@@ -22,8 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .dialects import MYSQL, POSTGRESQL, Dialect
-from .errors import FacevecError
-from .pipeline_errors import MissingDependencyError
+from .errors import DatabaseConnectionError, DatabaseURLError, MissingDependencyError
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -40,14 +39,6 @@ _BACKENDS = {
     "postgresql": ("PostgreSQL", "psycopg", "postgres", 5432),
     "mysql": ("MariaDB/MySQL", "pymysql", "mysql", 3306),
 }
-
-
-class DatabaseURLError(FacevecError, ValueError):
-    """A database URL facevec cannot use (unknown scheme, bad port, ...)."""
-
-
-class DatabaseConnectionError(FacevecError, ConnectionError):
-    """The database server cannot be reached, or refuses the login."""
 
 
 @dataclass(frozen=True)

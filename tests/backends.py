@@ -44,7 +44,7 @@ def server_url(backend: str) -> str:
 
 def admin_connection(backend: str):
     """An autocommit DB-API connection to the test server, or pytest.skip saying why."""
-    from facevec.pipeline_errors import MissingDependencyError
+    from facevec.errors import MissingDependencyError
     from facevec.urls import DatabaseConnectionError, connect_url
 
     if backend in _unreachable:  # one timeout per session is enough

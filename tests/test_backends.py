@@ -19,7 +19,7 @@ from backends import BACKENDS, SERVERS, admin_connection, fresh_database, server
 from click.testing import CliRunner
 
 import facevec
-from facevec import pipeline_errors
+from facevec import errors as pipeline_errors
 from facevec.transfer import copy_gallery
 from facevec.urls import DatabaseConnectionError, DatabaseURLError
 

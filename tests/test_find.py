@@ -12,7 +12,7 @@ import pytest
 from seed_query import seed_query
 
 import facevec
-from facevec import pipeline_errors
+from facevec import errors as pipeline_errors
 from facevec.search import STRATEGIES
 
 METRICS = ("euclidean", "cosine", "euclidean_l2")

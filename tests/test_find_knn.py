@@ -13,7 +13,7 @@ import facevec
 from facevec import knn
 from facevec.cli import cli
 from facevec.database import open_database
-from facevec.pipeline_errors import KnnIndexMissingError
+from facevec.errors import KnnIndexMissingError
 
 
 def test_index_builds_the_knn_index(gallery_db):
@@ -32,9 +32,18 @@ def _random_gallery(path, n=300, dim=128, seed=3):
     return vectors
 
 
+def test_add_keeps_the_knn_index_current(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db, n=40)
+    (frame,) = facevec.find(vectors[3], db, strategy="knn", k=1)
+    assert list(frame.img_name) == ["face3.jpg"]
+
+
 def test_knn_without_an_index_names_reindex(tmp_path):
     db = tmp_path / "added.db"
     vectors = _random_gallery(db)
+    with open_database(db) as database:
+        knn.drop(database.conn)
     with pytest.raises(KnnIndexMissingError, match=re.escape(f"facevec reindex --db {db}")):
         facevec.find(vectors[0], db, strategy="knn")
 

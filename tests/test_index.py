@@ -12,7 +12,7 @@ import pytest
 from pipeline_photos import GALLERY_FACES, GALLERY_LAYOUT
 
 import facevec
-from facevec import pipeline_errors
+from facevec import errors as pipeline_errors
 
 
 def rows(db: Path, sql: str, params=()):

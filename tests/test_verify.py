@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import facevec
-from facevec import pipeline_errors
+from facevec import errors as pipeline_errors
 
 
 @pytest.fixture(scope="module")

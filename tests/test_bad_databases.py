@@ -1,0 +1,50 @@
+"""Databases and vectors that are not what facevec expects: one clear error, nothing lost."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import facevec
+from facevec.cli import cli
+from facevec.errors import DatabaseOpenError, ModelMismatchError, VectorError
+
+
+def test_a_file_that_is_not_a_database(tmp_path):
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(DatabaseOpenError, match="cannot open .*notes.db as a SQLite database"):
+        facevec.info(bogus)
+    result = CliRunner().invoke(cli, ["info", "--db", str(bogus)])
+    assert result.exit_code == 1
+    assert "Error: cannot open" in result.output and "Traceback" not in result.output
+    assert bogus.read_text().startswith("these are my notes")  # untouched
+
+
+def test_all_zero_embeddings_are_refused_and_nothing_is_stored(tmp_path):
+    db = tmp_path / "a.db"
+    facevec.add(db, ["a.jpg"], [np.ones(8)], model_name="Dlib")
+    with pytest.raises(ValueError, match=r"embedding 1 \('b.jpg'\) is all zeros"):
+        facevec.add(db, ["c.jpg", "b.jpg"], [np.ones(8), np.zeros(8)], model_name="Dlib")
+    assert facevec.info(db)["faces"] == 1
+
+
+def test_an_all_zero_query_is_refused(tmp_path):
+    db = tmp_path / "a.db"
+    facevec.add(db, ["a.jpg"], [np.ones(8)], model_name="Dlib")
+    with pytest.raises(VectorError, match="all zeros"):
+        facevec.find(np.zeros(8), db)
+
+
+def test_client_search_refuses_vectors_of_several_sizes(tmp_path):
+    db = tmp_path / "a.db"
+    facevec.add(db, ["a.jpg", "b.jpg"], np.ones((2, 8)), model_name="Dlib")
+    conn = sqlite3.connect(db)  # a writer that is not facevec
+    conn.execute("UPDATE face_meta SET embedding = zeroblob(12) WHERE img_name = 'b.jpg'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ModelMismatchError, match="several sizes"):
+        facevec.find(np.ones(8), db, strategy="client")
