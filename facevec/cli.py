@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,9 @@ from . import models, search
 from .errors import FacevecError
 
 FORMATS = ("table", "csv", "json")
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise on a command line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def db_option(required: bool = True) -> Callable:
@@ -288,6 +292,25 @@ def info_command(db: str, output_format: str) -> None:
         if key == "ledger":
             value = ", ".join(f"{outcome} {count}" for outcome, count in value.items())
         click.echo(f"{key}: {value}")
+
+
+@cli.command(name="copy")
+@click.argument("source")
+@click.argument("target")
+@_fail_cleanly
+def copy_command(source: str, target: str) -> None:
+    """Copy the gallery in SOURCE into TARGET (SQLite paths or database URLs).
+
+    Vectors, metadata, face crops and the ingest ledger are copied, never
+    re-embedded; rerunning finishes an interrupted copy without duplicates.
+    """
+    from .transfer import copy_gallery
+
+    copied = copy_gallery(source, target)
+    click.echo(
+        f"copied {copied['faces']} faces of {copied['images']} images "
+        f"and {copied['ledger']} ledger rows"
+    )
 
 
 @cli.command(name="reindex")

@@ -13,6 +13,7 @@ from typing import Any, Union
 
 from .dialects import SQLITE, Dialect
 from .errors import DatabaseNotFoundError, DatabaseOpenError
+from .urls import connect_url, is_url
 
 DbArg = Union[str, "os.PathLike[str]", "Database", Any]
 
@@ -81,9 +82,7 @@ def open_database(db: DbArg, create: bool = True) -> Database:
     """A Database for `db`; with create=False a missing SQLite file is an error."""
     if isinstance(db, Database):
         return Database(db.conn, db.dialect, db.name, owned=False)
-    if isinstance(db, str) and "://" in db:  # a server: postgresql://, mysql://, mariadb://
-        from .urls import connect_url
-
+    if is_url(db):  # a server: postgresql://, mysql://, mariadb://
         conn, dialect, name = connect_url(db)
         return Database(conn, dialect, name)
     if isinstance(db, (str, os.PathLike)):

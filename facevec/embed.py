@@ -186,10 +186,14 @@ def embed_image(
     return faces
 
 
-def embed_bytes(data: bytes, name: str = "image", **options: Any) -> list[Face]:
-    """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes)."""
+def embed_bytes(
+    data: bytes, name: str = "image", sha256: str | None = None, **options: Any
+) -> list[Face]:
+    """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes); ``sha256`` is
+    the bytes' digest when the caller has it already."""
     image = decode_image(data, name)
-    return embed_image(image, name, content_key=hashlib.sha256(data).hexdigest(), **options)
+    content_key = sha256 or hashlib.sha256(data).hexdigest()
+    return embed_image(image, name, content_key=content_key, **options)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:

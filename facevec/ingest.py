@@ -105,7 +105,7 @@ def _read(path: str) -> bytes:
 def _process(path: str, data: bytes, sha256: str, options: dict) -> _Result:
     started = time.perf_counter()
     try:
-        faces = embed.embed_bytes(data, path, **options)
+        faces = embed.embed_bytes(data, path, sha256=sha256, **options)
         outcome, message = "indexed", None
     except NotAnImageError as err:
         faces, outcome, message = [], "not_image", str(err)

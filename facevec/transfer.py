@@ -91,6 +91,10 @@ def copy_gallery(source: DbArg, target: DbArg, batch_size: int = 200) -> dict[st
             dst.rollback()
             raise
         copied["ledger"] = len(ledger)
+        if dst.dialect.has_extension:
+            from .ingest import refresh_knn_index
+
+            refresh_knn_index(dst)
     return copied
 
 

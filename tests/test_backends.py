@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 import facevec
 from facevec import errors as pipeline_errors
+from facevec.cli import cli
 from facevec.transfer import copy_gallery
 from facevec.urls import DatabaseConnectionError, DatabaseURLError
 
@@ -114,6 +115,18 @@ def test_every_strategy_returns_sqlites_rows_and_distances(
         np.testing.assert_allclose(frame.distance, reference.distance, atol=1e-5, err_msg=strategy)
         assert list(frame.identity.fillna("")) == list(reference.identity.fillna(""))
         assert list(frame.target_w.fillna(-1)) == list(reference.target_w.fillna(-1))
+
+
+def test_result_frame_looks_like_deepface_find(gallery_on, gallery_db):
+    backend, db = gallery_on
+    query = stored_vector(gallery_db, "img1.jpg")
+    for strategy in STRATEGIES[backend]:
+        (frame,) = facevec.find(query, db, strategy=strategy, k=2)
+        expected = ["img_name", "identity", "face_index", "face_id"]
+        expected += [f"{side}_{c}" for side in ("target", "source") for c in "xywh"]
+        assert list(frame.columns) == expected + ["threshold", "distance", "verified"]
+        assert len(frame) == 2 and set(frame.threshold) == {0.6}, strategy
+        assert frame.target_w[0] > 0 and frame.verified[0], strategy
 
 
 def test_threshold_override_and_k(gallery_on, gallery_db):
@@ -390,7 +403,6 @@ def test_an_unknown_url_scheme_is_refused():
 
 
 def test_the_cli_reports_a_connection_failure_in_one_line():
-    from facevec.cli import cli
 
     result = CliRunner().invoke(
         cli, ["info", "--db", "postgresql://someone:secret@127.0.0.1:1/faces"]
@@ -400,9 +412,22 @@ def test_the_cli_reports_a_connection_failure_in_one_line():
     assert "Traceback" not in result.output and "secret" not in result.output
 
 
+def test_the_cli_copies_a_gallery_to_a_server_and_back(empty_server_db, gallery_db, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["copy", str(gallery_db), empty_server_db])
+    faces = facevec.info(gallery_db)["faces"]
+    assert result.exit_code == 0, result.output
+    assert f"copied {faces} faces" in result.output
+    back = tmp_path / "back.db"
+    assert runner.invoke(cli, ["copy", empty_server_db, str(back)]).exit_code == 0
+    query = stored_vector(gallery_db, "img1.jpg")
+    (expected,) = facevec.find(query, gallery_db)
+    (got,) = facevec.find(query, back, strategy="knn")  # the copy has its knn index
+    assert keys(got) == keys(expected)
+
+
 def test_the_cli_finds_on_a_server(gallery_on, gallery_db):
     backend, db = gallery_on
-    from facevec.cli import cli
 
     strategy = STRATEGIES[backend][0]
     result = CliRunner().invoke(
