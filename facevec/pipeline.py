@@ -351,7 +351,8 @@ def reindex(db: DbArg, progress: bool = True) -> int:
     with open_database(db, create=False) as database:
         if not database.dialect.has_extension:
             raise search.UnknownStrategyError(
-                f"the knn index lives in SQLite; {database.name} is {database.dialect.name}"
+                f"the knn index lives in SQLite; {database.name} is {database.dialect.name}, "
+                "where find uses strategy 'relational' or 'client'"
             )
         with tqdm(total=0, unit="face", desc="knn index", disable=not progress) as bar:
 

@@ -67,14 +67,18 @@ def search(
     return _client(db, query, distance_metric, threshold, k)
 
 
+def _require_sqlite(db: Database, strategy: str) -> None:
+    if not db.dialect.has_extension:
+        raise UnknownStrategyError(
+            f"the {strategy} strategy needs SQLite; on {db.dialect.name} use "
+            "strategy='relational' or strategy='client'"
+        )
+
+
 def _extension(
     db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
 ) -> Hits:
-    if not db.dialect.has_extension:
-        raise UnknownStrategyError(
-            f"the extension strategy needs SQLite; on {db.dialect.name} use "
-            "strategy='relational' or strategy='client'"
-        )
+    _require_sqlite(db, "extension")
     function = _EXTENSION_FUNCTIONS[metric]
     where, params = "", [query.astype("<f4").tobytes()]
     if threshold is not None:
@@ -94,11 +98,7 @@ def _knn(
 ) -> Hits:
     from . import knn
 
-    if not db.dialect.has_extension:
-        raise UnknownStrategyError(
-            f"the knn strategy needs SQLite; on {db.dialect.name} use "
-            "strategy='relational' or strategy='client'"
-        )
+    _require_sqlite(db, "knn")
     if knn.status(db.conn) is None:
         raise KnnIndexMissingError(
             f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
