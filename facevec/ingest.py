@@ -244,8 +244,8 @@ def index(
                 else:
                     _count(report, result)
                     batch.append(result)
-                bar.update(1)
                 bar.set_postfix(faces=report.faces_added, refresh=False)
+                bar.update(1)
                 if len(batch) >= batch_size:
                     tick = time.perf_counter()
                     _write_batch(database, batch, folder, model_name, detector_backend)
