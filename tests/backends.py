@@ -32,6 +32,12 @@ MYSQL_URL = os.environ.get("FACEVEC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:330
 
 SERVERS = ("postgresql", "mysql")
 BACKENDS = ("sqlite",) + SERVERS
+# The search strategies each backend runs (extension and knn live in SQLite).
+STRATEGIES = {
+    "sqlite": ("extension", "knn", "relational", "client"),
+    "postgresql": ("relational", "client"),
+    "mysql": ("relational", "client"),
+}
 
 _URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
 _ENV = {"postgresql": "FACEVEC_TEST_POSTGRES_URL", "mysql": "FACEVEC_TEST_MYSQL_URL"}

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, fresh_database
 from pipeline_photos import FACES, GALLERY_LAYOUT, photo
 
 
@@ -69,6 +70,23 @@ def indexed(gallery: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def gallery_db(indexed) -> Path:
     return indexed[0]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def gallery_on(request, gallery_db, tmp_path_factory):
+    """(backend, db) holding the session's indexed gallery: the SQLite file itself,
+    or its vectors copied (not re-embedded) into a database on each server."""
+    import facevec
+    from facevec.transfer import copy_gallery
+
+    backend = request.param
+    if backend == "sqlite":
+        yield backend, str(gallery_db)
+        return
+    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
+        copied = copy_gallery(gallery_db, url)
+        assert copied["faces"] == facevec.info(gallery_db)["faces"]
+        yield backend, url
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 The gallery is embedded once (the session's indexed SQLite database) and its
 vectors are copied to each server, so no photo is embedded once per backend. The
-find tests mirror test_find.py, run on every backend, and compare against the
-SQLite extension strategy's answer.
+find tests themselves (test_find.py) run on every backend through the gallery_on
+fixture; these are the server-specific ones.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import sys
 
 import numpy as np
 import pytest
-from backends import BACKENDS, SERVERS, admin_connection, fresh_database, server_url
+from backends import SERVERS, STRATEGIES, admin_connection, fresh_database, server_url
 from click.testing import CliRunner
 
 import facevec
 from facevec import errors as pipeline_errors
 from facevec.cli import cli
-from facevec.transfer import copy_gallery
 from facevec.urls import DatabaseConnectionError, DatabaseURLError
 
 
@@ -35,27 +34,6 @@ def empty_server_db(server, tmp_path):
     """A new empty database on each server in turn, dropped afterwards."""
     with fresh_database(server, tmp_path) as db:
         yield db
-
-
-METRICS = ("euclidean", "cosine", "euclidean_l2")
-STRATEGIES = {
-    "sqlite": ("extension", "knn", "relational", "client"),
-    "postgresql": ("relational", "client"),
-    "mysql": ("relational", "client"),
-}
-
-
-@pytest.fixture(scope="session", params=BACKENDS)
-def gallery_on(request, gallery_db, tmp_path_factory):
-    """(backend, db) holding the session's indexed gallery, copied to each server."""
-    backend = request.param
-    if backend == "sqlite":
-        yield backend, str(gallery_db)
-        return
-    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
-        copied = copy_gallery(gallery_db, url)
-        assert copied["faces"] == facevec.info(gallery_db)["faces"]
-        yield backend, url
 
 
 def stored_vector(gallery_db, name: str, face_index: int = 0) -> np.ndarray:
@@ -72,96 +50,6 @@ def keys(frame):
         (os.path.basename(name), int(index))
         for name, index in zip(frame.img_name, frame.face_index, strict=True)
     ]
-
-
-def test_img1_photo_finds_its_seven_same_identity_photos(gallery_on, photos, labels):
-    backend, db = gallery_on
-    for strategy in STRATEGIES[backend]:
-        (frame,) = facevec.find(photos("img1.jpg"), db, strategy=strategy)
-        names = [name for name, _ in keys(frame)]
-        assert names[0] == "img1.jpg" and frame.distance[0] == pytest.approx(0, abs=1e-6)
-        assert list(frame.distance) == sorted(frame.distance)
-        assert frame.verified.all() and (frame.distance <= 0.6).all()
-        same = {name for name, identity in labels.items() if identity == "id01"}
-        assert same <= set(names), strategy
-        assert {n for n in names if n in labels and labels[n] != "id01"} == set(), strategy
-        assert set(frame.identity[frame.identity.notna()]) == {"id01"}
-
-
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("similarity_search", [False, True])
-def test_every_strategy_returns_sqlites_rows_and_distances(
-    gallery_on, gallery_db, metric, similarity_search
-):
-    backend, db = gallery_on
-    query = stored_vector(gallery_db, "img2.jpg")
-    (reference,) = facevec.find(
-        query,
-        gallery_db,
-        strategy="extension",
-        distance_metric=metric,
-        similarity_search=similarity_search,
-    )
-    assert len(reference) >= 8
-    for strategy in STRATEGIES[backend]:
-        (frame,) = facevec.find(
-            query,
-            db,
-            strategy=strategy,
-            distance_metric=metric,
-            similarity_search=similarity_search,
-        )
-        assert keys(frame) == keys(reference), strategy
-        np.testing.assert_allclose(frame.distance, reference.distance, atol=1e-5, err_msg=strategy)
-        assert list(frame.identity.fillna("")) == list(reference.identity.fillna(""))
-        assert list(frame.target_w.fillna(-1)) == list(reference.target_w.fillna(-1))
-
-
-def test_result_frame_looks_like_deepface_find(gallery_on, gallery_db):
-    backend, db = gallery_on
-    query = stored_vector(gallery_db, "img1.jpg")
-    for strategy in STRATEGIES[backend]:
-        (frame,) = facevec.find(query, db, strategy=strategy, k=2)
-        expected = ["img_name", "identity", "face_index", "face_id"]
-        expected += [f"{side}_{c}" for side in ("target", "source") for c in "xywh"]
-        assert list(frame.columns) == expected + ["threshold", "distance", "verified"]
-        assert len(frame) == 2 and set(frame.threshold) == {0.6}, strategy
-        assert frame.target_w[0] > 0 and frame.verified[0], strategy
-
-
-def test_threshold_override_and_k(gallery_on, gallery_db):
-    backend, db = gallery_on
-    query = stored_vector(gallery_db, "img2.jpg")
-    for strategy in STRATEGIES[backend]:
-        (everything,) = facevec.find(query, db, strategy=strategy, threshold=10)
-        assert len(everything) == facevec.info(gallery_db)["faces"]
-        (some,) = facevec.find(query, db, strategy=strategy, threshold=0.5, k=3)
-        assert len(some) <= 3 and (some.distance <= 0.5).all()
-        assert keys(some) == keys(everything)[: len(some)]
-
-
-def test_each_face_of_a_multi_face_photo_finds_itself(gallery_on, gallery_db):
-    backend, db = gallery_on
-    for face_index in (0, 1):
-        query = stored_vector(gallery_db, "img67.jpg", face_index)
-        for strategy in STRATEGIES[backend]:
-            (frame,) = facevec.find(query, db, strategy=strategy, k=1)
-            assert keys(frame) == [("img67.jpg", face_index)]
-            assert frame.distance[0] == pytest.approx(0, abs=1e-6)
-
-
-def test_vectors_of_another_size_or_model_are_refused(gallery_on, gallery_db):
-    backend, db = gallery_on
-    vector = stored_vector(gallery_db, "img1.jpg")
-    with pytest.raises(
-        pipeline_errors.ModelMismatchError, match=re.escape("holds 128-dimensional Dlib vectors")
-    ):
-        facevec.find(vector[:64], db, strategy=STRATEGIES[backend][-1])
-    with pytest.raises(pipeline_errors.ModelMismatchError, match="holds Dlib vectors"):
-        facevec.find(vector, db, model_name="Facenet", strategy=STRATEGIES[backend][-1])
-    with pytest.raises(pipeline_errors.ModelMismatchError, match="holds Dlib vectors"):
-        facevec.add(db, ["other.jpg"], [vector], model_name="Facenet")
-    assert facevec.info(db)["faces"] == facevec.info(gallery_db)["faces"]
 
 
 def test_info_is_the_same_everywhere(gallery_on, gallery_db):
