@@ -16,6 +16,8 @@
 ** exact-size, unaligned buffer and ASan sees any over-read), TEXT, JSON built
 ** from the bytes read as float32, INTEGER, REAL, NULL, a BLOB one byte into
 ** the buffer, and zeroblob.
+** Statements also query facevec_knn, with the bytes as query, k, metric,
+** threshold and collection name.
 ** The same bytes also go straight to the C kernels: fv_parse_json with a
 ** short output buffer, and fv_distances / fv_top_k over them as a matrix.
 */
@@ -46,6 +48,13 @@ static const char *const STATEMENTS[] = {
     ("SELECT euclidean_distance(?1, x), cosine_distance(x, ?2) "
      "FROM (SELECT ?1 AS x UNION ALL SELECT ?2 UNION ALL SELECT '[1,2,3]')"),
     "SELECT facevec_version(), facevec_isa(), typeof(?1), typeof(?2)",
+    /* facevec_knn over the table t that LLVMFuzzerInitialize fills and indexes. */
+    "SELECT rowid, distance, rank FROM facevec_knn('t', ?1, 5)",
+    "SELECT rowid, distance FROM facevec_knn('t', ?1, ?2)",
+    "SELECT rowid, distance FROM facevec_knn('t', ?1, 400, ?2)",
+    "SELECT rowid, distance FROM facevec_knn('t', ?1, 3, 'cosine', ?2)",
+    "SELECT rowid FROM facevec_knn(?2, ?1, 3)",
+    "SELECT facevec_knn_status(?1), facevec_knn_status(?2)",
 };
 #define N_STATEMENTS (sizeof STATEMENTS / sizeof STATEMENTS[0])
 
@@ -60,6 +69,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (sqlite3_open(":memory:", &db) != SQLITE_OK) abort();
   if (sqlite3_facevec_init(db, &err, NULL) != SQLITE_OK) {
     fprintf(stderr, "sqlite3_facevec_init: %s\n", err ? err : "?");
+    abort();
+  }
+  /* 300 4-d vectors in chunks of 64, and one change still in the log. */
+  static const char *const setup =
+      "CREATE TABLE t(id INTEGER PRIMARY KEY, embedding BLOB);"
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)"
+      " INSERT INTO t SELECT i, vector_from_json('[' || (i % 7) || ',' || (i % 11 - 5)"
+      " || ',' || (i % 3) || ',1]') FROM n;"
+      "SELECT facevec_knn_build('t', 'embedding', 64);"
+      "INSERT INTO t(embedding) VALUES (vector_from_json('[1,2,3,4]'));";
+  if (sqlite3_exec(db, setup, NULL, NULL, &err) != SQLITE_OK) {
+    fprintf(stderr, "setup: %s\n", err ? err : "?");
     abort();
   }
   for (size_t i = 0; i < N_STATEMENTS; i++) {

@@ -28,7 +28,7 @@ python3 - "$BUILD/corpus" <<'PY'
 import struct, sys
 out = sys.argv[1]
 vec = struct.pack("<4f", 1.0, -2.0, 3.5, 0.25)
-for stmt in range(16):
+for stmt in range(20):
     for types in (0o00, 0o11, 0o55, 0o05, 0o66, 0o24, 0o77):
         for scalar in (0, 64):
             args = [vec + vec, b"[1, 2.5, -3e-2, 4]" * 2]
