@@ -22,6 +22,7 @@ from sqlpaths import DISTANCE_FUNCTIONS, VECTOR_FUNCTIONS
 from sqlshell import (
     ERRORS_SQL,
     FUNCTIONS_SQL,
+    SQL_DIR,
     WHY_NO_SHELL,
     check_errors_battery,
     check_functions_battery,
@@ -43,11 +44,6 @@ SANITIZE = [
     "-Wextra",
 ]
 REPORTS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
-KNN_STUB = """#include "sqlite3ext.h"
-SQLITE_EXTENSION_INIT3
-#include "knn.h"
-int fv_knn_register(sqlite3 *db) { (void)db; return SQLITE_OK; }
-"""
 CANARY = """#include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1
 #include <stdlib.h>
@@ -91,11 +87,7 @@ pytestmark = [
 def build(tmp_path_factory) -> Path:
     """The sanitized extension (facevec0.so) and the canary (canary.so)."""
     out = tmp_path_factory.mktemp("asan")
-    knn = CSRC / "knn.c"
-    if not knn.exists():  # knn.c is not written yet: a stub registering nothing
-        knn = out / "knn_stub.c"
-        knn.write_text(KNN_STUB)
-    sources = [CSRC / "sqlite3_facevec.c", CSRC / "distance.c", CSRC / "vector_arg.c", knn]
+    sources = [CSRC / name for name in ("sqlite3_facevec.c", "distance.c", "vector_arg.c", "knn.c")]
     includes = ["-I", str(CSRC), "-I", str(CSRC / "sqlite")]
     compile_ = subprocess.run(
         ["gcc", *SANITIZE, *includes, *map(str, sources), "-o", str(out / "facevec0.so"), "-lm"],
@@ -147,6 +139,14 @@ def test_errors_battery_under_sanitizers(build):
     result = run_sanitized(build / "facevec0.so", sql)
     assert_no_report(result)
     check_errors_battery(result, sql)
+
+
+def test_knn_script_under_sanitizers(build):
+    """tests/sql/knn.sql: build, sync, query and errors of facevec_knn."""
+    result = run_sanitized(build / "facevec0.so", (SQL_DIR / "knn.sql").read_text())
+    assert_no_report(result)
+    assert "facevec_knn: query has 3 dimensions, the index of face_meta has 4" in result.stderr
+    assert '"vectors":2001,"pending":0' in result.stdout
 
 
 def hex_blob(values) -> str:
