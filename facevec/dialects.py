@@ -39,6 +39,9 @@ class Dialect:
         " WHERE table_schema = current_schema() AND table_name = {p}"
     )
 
+    # Likewise for an index name; the catalogs differ, so each dialect has its own.
+    index_exists_sql = ""
+
     def params(self, n: int) -> str:
         """`n` comma-separated placeholders."""
         return ", ".join([self.placeholder] * n)
@@ -70,6 +73,7 @@ class Dialect:
 class SQLiteDialect(Dialect):
     name = "sqlite"
     table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
+    index_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = {p}"
     placeholder = "?"
     types = dict(Dialect.types, real="REAL", key_text="TEXT")
     # The table is its own covering index, clustered on (face_id, dimension): a scan
@@ -101,6 +105,9 @@ SQLITE = SQLiteDialect()
 class PostgreSQLDialect(Dialect):
     """PostgreSQL through psycopg 3 (format-style %s placeholders)."""
 
+    index_exists_sql = (
+        "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = {p}"
+    )
     name = "postgresql"
     placeholder = "%s"
     # BIGINT throughout: SQLite's INTEGER is 64-bit, and file sizes pass 2**31.
@@ -127,6 +134,10 @@ class MySQLDialect(Dialect):
     table_exists_sql = (
         "SELECT 1 FROM information_schema.tables"
         " WHERE table_schema = DATABASE() AND table_name = {p}"
+    )
+    index_exists_sql = (
+        "SELECT 1 FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND index_name = {p} LIMIT 1"
     )
 
     name = "mysql"

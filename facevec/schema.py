@@ -70,9 +70,15 @@ def _ddl(db: Database) -> list[str]:
             first_seen_at {t["text"]} NOT NULL,
             updated_at {t["text"]} NOT NULL
         )""",
-        "CREATE INDEX IF NOT EXISTS face_meta_identity ON face_meta (identity)",
-        "CREATE INDEX IF NOT EXISTS ingest_ledger_outcome ON ingest_ledger (outcome)",
     ]
+
+
+# (index, table, column): made only where missing, since MySQL 8 has no
+# CREATE INDEX IF NOT EXISTS.
+_INDEXES = (
+    ("face_meta_identity", "face_meta", "identity"),
+    ("ingest_ledger_outcome", "ingest_ledger", "outcome"),
+)
 
 
 def now() -> str:
@@ -82,6 +88,9 @@ def now() -> str:
 def create_schema(db: Database) -> None:
     for statement in _ddl(db):
         db.execute(statement)
+    for index, table, column in _INDEXES:
+        if db.scalar(db.dialect.index_exists_sql, (index,)) is None:
+            db.execute(f"CREATE INDEX {index} ON {table} ({column})")
     db.commit()
 
 

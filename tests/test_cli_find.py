@@ -27,7 +27,7 @@ def test_find_table_csv_json_agree(gallery_db, photos):
 
 def test_find_options(gallery_db, photos):
     runner = CliRunner()
-    for strategy in ("extension", "relational", "client"):
+    for strategy in ("extension", "knn", "relational", "client"):
         result = runner.invoke(
             cli,
             [

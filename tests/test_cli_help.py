@@ -20,7 +20,8 @@ def test_every_command_has_help_text():
 
 
 def test_expected_commands_exist():
-    assert {"index", "find", "verify", "info", "extension-path"} <= set(cli.commands)
+    expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path"}
+    assert expected == set(cli.commands)
 
 
 def test_extension_path_prints_the_loadable_path():
