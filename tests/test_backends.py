@@ -52,6 +52,7 @@ def keys(frame):
     ]
 
 
+@pytest.mark.parametrize("gallery_on", SERVERS, indirect=True)
 def test_info_is_the_same_everywhere(gallery_on, gallery_db):
     _, db = gallery_on
     here, there = facevec.info(db), facevec.info(gallery_db)

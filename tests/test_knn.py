@@ -780,9 +780,10 @@ def test_python_api(ext, tmp_path):
 
 
 def test_python_api_on_the_fallback_connection(tmp_path):
+    import facevec
     from facevec import knn as api
 
-    conn = stdlib_sqlite3.connect(tmp_path / "faces.db")
+    conn = facevec.connect(tmp_path / "faces.db", native=False)
     assert not api.available(conn)
     with pytest.raises(api.KnnUnavailableError, match="needs the native SQLite extension"):
         api.search(conn, [1.0, 2.0], 3)
