@@ -9,6 +9,7 @@ crop with detector 'skip' gives the stored vector back.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,7 @@ def _detect_and_embed(
 # one process (or a query photo that was just indexed) skip the network.
 _CACHE: OrderedDict[tuple, list[Face]] = OrderedDict()
 _CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
@@ -174,15 +176,17 @@ def embed_image(
             repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()
         ).hexdigest()
     key = (content_key, model_name, detector_backend, align, expand_percentage, normalization)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
     faces = _detect_and_embed(
         image, name, model_name, detector_backend, align, expand_percentage, normalization
     )
-    _CACHE[key] = faces
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        _CACHE[key] = faces
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return faces
 
 

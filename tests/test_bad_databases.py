@@ -48,3 +48,14 @@ def test_client_search_refuses_vectors_of_several_sizes(tmp_path):
     conn.close()
     with pytest.raises(ModelMismatchError, match="several sizes"):
         facevec.find(np.ones(8), db, strategy="client")
+
+
+def test_copy_into_a_database_of_another_model_is_refused(tmp_path):
+    source, target = tmp_path / "dlib.db", tmp_path / "facenet.db"
+    facevec.add(source, ["a.jpg"], [np.ones(8)], model_name="Dlib")
+    facevec.add(target, ["b.jpg"], [np.ones(8)], model_name="Facenet")
+    result = CliRunner().invoke(cli, ["copy", str(source), str(target)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Facenet" in result.output and "Dlib" in result.output
+    assert facevec.info(target)["faces"] == 1  # untouched
+    assert facevec.info(target)["model_name"] == "Facenet"

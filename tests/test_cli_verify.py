@@ -19,3 +19,13 @@ def test_verify_text_and_json(photos):
     )
     details = json.loads(result.output)
     assert details["verified"] is False and details["model"] == "Dlib"
+
+
+def test_verify_metric_and_threshold_options(photos):
+    runner = CliRunner()
+    args = ["verify", photos("img1.jpg"), photos("img2.jpg"), "--format", "json"]
+    cosine = json.loads(runner.invoke(cli, [*args, "--metric", "cosine"]).output)
+    assert cosine["distance_metric"] == "cosine" and cosine["threshold"] == 0.07
+    strict = json.loads(runner.invoke(cli, [*args, "--threshold", "0.1"]).output)
+    assert strict["threshold"] == 0.1 and strict["verified"] is False
+    assert strict["distance"] > 0.1
