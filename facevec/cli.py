@@ -179,6 +179,11 @@ def index_command(
 @metric_option()
 @click.option("--k", type=click.IntRange(1), default=None, help="At most K matches per face.")
 @click.option("--threshold", type=float, default=None, help="Override deepface's threshold.")
+@click.option(
+    "--similarity-search",
+    is_flag=True,
+    help="Rank every face, not only those within the threshold (use with --k).",
+)
 @model_option(default=None)
 @detector_option(default=None)
 @format_option()
@@ -190,6 +195,7 @@ def find_command(
     distance_metric: str,
     k: int,
     threshold: float,
+    similarity_search: bool,
     model_name: str,
     detector_backend: str,
     output_format: str,
@@ -204,6 +210,7 @@ def find_command(
         distance_metric=distance_metric,
         threshold=threshold,
         k=k,
+        similarity_search=similarity_search,
         model_name=model_name,
         detector_backend=detector_backend,
     )

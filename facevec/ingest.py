@@ -8,11 +8,12 @@ missing or stale; replace_image makes the redo free of duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from . import embed, models, schema, store
@@ -272,7 +273,7 @@ def index(
                 report.missing = len(gone)
         if database.dialect.has_extension and not report.interrupted:
             tick = time.perf_counter()
-            refresh_knn_index(database)
+            refresh_knn_index(database, progress)
             db_seconds += time.perf_counter() - tick
     report.seconds_database = db_seconds
     report.seconds_total = time.perf_counter() - started
@@ -281,7 +282,7 @@ def index(
     return report
 
 
-def refresh_knn_index(db: Database) -> None:
+def refresh_knn_index(db: Database, progress: bool = False) -> None:
     """Keep the facevec_knn index (the knn search strategy) in step with face_meta.
 
     Without the native extension (Python fallback) there is no index to keep: the
@@ -290,7 +291,22 @@ def refresh_knn_index(db: Database) -> None:
     from . import knn
 
     if knn.available(db.conn):
-        knn.refresh(db.conn)
+        with knn_progress_bar(progress) as advance:
+            knn.refresh(db.conn, progress=advance)
+
+
+@contextlib.contextmanager
+def knn_progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar for knn builds and syncs, as the (done, total) callback they take."""
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="face", desc="knn index", disable=not enabled) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield advance
 
 
 class IndexInterrupted(KeyboardInterrupt):

@@ -16,7 +16,13 @@ import numpy as np
 from . import embed, models, schema, search, store
 from .database import Database, DbArg, in_clause_chunks, open_database
 from .embed import Face
-from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, VectorError
+from .errors import (
+    DatabaseNotFoundError,
+    ModelMismatchError,
+    NotAnImageError,
+    UnknownStrategyError,
+    VectorError,
+)
 from .ingest import IndexInterrupted, IndexReport, index, refresh_knn_index
 
 __all__ = [
@@ -344,20 +350,14 @@ def reindex(db: DbArg, progress: bool = True) -> int:
     with a progress bar; returns the number of faces indexed. `index` keeps the
     index current by itself: this is for databases made otherwise, or to reclaim
     the space of deleted faces."""
-    from tqdm import tqdm
-
     from . import knn
+    from .ingest import knn_progress_bar
 
     with open_database(db, create=False) as database:
         if not database.dialect.has_extension:
-            raise search.UnknownStrategyError(
+            raise UnknownStrategyError(
                 f"the knn index lives in SQLite; {database.name} is {database.dialect.name}, "
                 "where find uses strategy 'relational' or 'client'"
             )
-        with tqdm(total=0, unit="face", desc="knn index", disable=not progress) as bar:
-
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with knn_progress_bar(progress) as advance:
             return knn.build(database.conn, progress=advance)

@@ -71,3 +71,13 @@ def test_find_errors_are_one_line(gallery_db, photos, tmp_path):
         result.exit_code == 1
         and "holds Dlib vectors (128 dimensions), not Facenet" in result.output
     )
+
+
+def test_find_similarity_search_ranks_beyond_the_threshold(gallery_db, photos):
+    runner = CliRunner()
+    args = ["find", photos("img1.jpg"), "--db", str(gallery_db), "--format", "json"]
+    within = json.loads(runner.invoke(cli, args).output)[0]
+    ranked = json.loads(runner.invoke(cli, [*args, "--similarity-search", "--k", "40"]).output)[0]
+    assert len(ranked) > len(within)
+    assert [row["img_name"] for row in ranked[: len(within)]] == [r["img_name"] for r in within]
+    assert any(not row["verified"] for row in ranked)
