@@ -291,7 +291,9 @@ def refresh_knn_index(db: Database, progress: bool = False) -> None:
     from . import knn
 
     if knn.available(db.conn):
-        with knn_progress_bar(progress) as advance:
+        info = knn.status(db.conn)
+        work = info is None or info["pending"] > 0 or info["building"]
+        with knn_progress_bar(progress and bool(work)) as advance:
             knn.refresh(db.conn, progress=advance)
 
 
