@@ -64,7 +64,12 @@ class Database:
 def _connect_sqlite(path: str) -> Any:
     import facevec
 
-    conn = facevec.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+    try:
+        conn = facevec.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+    except facevec.ExtensionError:
+        raise
+    except Exception as err:  # the driver's error: missing folder, no permission, ...
+        raise DatabaseOpenError(f"cannot open {path} as a SQLite database: {err}") from err
     try:
         # WAL: searches read a consistent snapshot while an ingest writes its batches.
         conn.execute("PRAGMA journal_mode=WAL")

@@ -59,3 +59,10 @@ def test_copy_into_a_database_of_another_model_is_refused(tmp_path):
     assert "Facenet" in result.output and "Dlib" in result.output
     assert facevec.info(target)["faces"] == 1  # untouched
     assert facevec.info(target)["model_name"] == "Facenet"
+
+
+def test_a_database_path_in_a_missing_folder(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "faces.db"
+    result = CliRunner().invoke(cli, ["index", str(tmp_path), "--db", str(missing)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"cannot open {missing} as a SQLite database" in result.output
