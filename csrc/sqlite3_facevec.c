@@ -111,32 +111,12 @@ static const distance_fn distance_fns[] = {
 ** inner_product(a, b)               a.b
 ** -> REAL; NULL if a or b is NULL; errors as in the contract above.
 */
-static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const distance_fn *f = (const distance_fn *)sqlite3_user_data(ctx);
+/* The general path: validates every argument and words every error. */
+static void distance_checked(sqlite3_context *ctx, const distance_fn *f, sqlite3_value **argv) {
   fv_vector a = {0}, b = {0};
   int cache_a = 0, cache_b = 0;
   char err[FV_ERR_MAX];
   double d;
-  (void)argc;
-  int type_a = sqlite3_value_type(argv[0]), type_b = sqlite3_value_type(argv[1]);
-  if (type_a == SQLITE_NULL || type_b == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  /* Fast path for the ORDER BY scan: two well-formed BLOBs of one length go
-  ** straight to the kernel; anything else, and every error, takes the path
-  ** below, which validates and words the message. */
-  if (type_a == SQLITE_BLOB && type_b == SQLITE_BLOB) {
-    const void *pa = sqlite3_value_blob(argv[0]), *pb = sqlite3_value_blob(argv[1]);
-    int na = sqlite3_value_bytes(argv[0]), nb = sqlite3_value_bytes(argv[1]);
-    if (na == nb && na > 0 && na % 4 == 0 &&
-        fv_distance(f->metric, (const float *)pa, (const float *)pb, (size_t)na / 4, &d) ==
-            FV_OK &&
-        !isnan(d)) {
-      sqlite3_result_double(ctx, f->negate ? -d : d);
-      return;
-    }
-  }
   if (vector_arg(ctx, f->name, argv, 0, &a, &cache_a) != SQLITE_OK) goto finish;
   if (vector_arg(ctx, f->name, argv, 1, &b, &cache_b) != SQLITE_OK) goto finish;
   if (fv_pair_distance(f->name, f->metric, &a, &b, &d, err) != FV_ARG_OK) {
@@ -147,6 +127,36 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 finish:
   release_vector(ctx, 0, &a, cache_a);
   release_vector(ctx, 1, &b, cache_b);
+}
+
+static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const distance_fn *f = (const distance_fn *)sqlite3_user_data(ctx);
+  (void)argc;
+  int type_a = sqlite3_value_type(argv[0]), type_b = sqlite3_value_type(argv[1]);
+  if (type_a == SQLITE_NULL || type_b == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  /* Fast path for the ORDER BY scan: two well-formed BLOBs of one length go
+  ** straight to the kernel; anything else, and every error, takes
+  ** distance_checked, which validates and words the message. */
+  if (type_a == SQLITE_BLOB && type_b == SQLITE_BLOB) {
+    const float *pa = sqlite3_value_blob(argv[0]), *pb = sqlite3_value_blob(argv[1]);
+    int na = sqlite3_value_bytes(argv[0]), nb = sqlite3_value_bytes(argv[1]);
+    if (na == nb && na > 0 && na % 4 == 0) {
+      double d;
+      int rc = FV_OK;
+      if (f->metric == FV_EUCLIDEAN)
+        d = sqrt((double)fv_l2_squared(pa, pb, (size_t)na / 4));
+      else
+        rc = fv_distance(f->metric, pa, pb, (size_t)na / 4, &d);
+      if (rc == FV_OK && !isnan(d)) {
+        sqlite3_result_double(ctx, f->negate ? -d : d);
+        return;
+      }
+    }
+  }
+  distance_checked(ctx, f, argv);
 }
 
 /* vector_dims(a) -> INTEGER number of elements; NULL if a is NULL. */
