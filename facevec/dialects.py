@@ -59,15 +59,20 @@ class Dialect:
         Returns (WITH clause, join clause, parameters). Here: a derived table of
         bound parameters; a dialect may instead fill a keyed temporary table.
         """
-        rows = ", ".join(f"({self.placeholder}, {self.placeholder})" for _ in values)
+        rows = self.target_rows(len(values))
         params: list[float] = []
         for dimension, value in enumerate(values):
             params.extend((dimension, float(value)))
         return (
-            f"WITH target(dimension, value) AS (VALUES {rows}) ",
+            f"WITH target(dimension, value) AS ({rows}) ",
             "JOIN target t ON t.dimension = e.dimension",
             params,
         )
+
+    def target_rows(self, n: int) -> str:
+        """n rows of two placeholders (dimension, value), as a query."""
+        pair = f"({self.placeholder}, {self.placeholder})"
+        return "VALUES " + ", ".join([pair] * n)
 
 
 class SQLiteDialect(Dialect):
@@ -156,21 +161,14 @@ class MySQLDialect(Dialect):
     )
     embeddings_table_suffix = " ENGINE=InnoDB"
 
-    def target_table(self, conn: Any, values: Sequence[float]) -> tuple[str, str, list[float]]:
+    def target_rows(self, n: int) -> str:
         # MySQL 8 spells a row constructor VALUES ROW(...), MariaDB VALUES (...);
         # SELECT ... UNION ALL runs on both. MariaDB materialises the derived table
         # and joins it in a buffer against one scan of face_embeddings' clustered
         # key (0.9 s at 20k faces); a keyed temporary table probed per row is
         # slower here (1.5 s), unlike SQLite.
-        rows = " UNION ALL ".join(f"SELECT {self.placeholder}, {self.placeholder}" for _ in values)
-        params: list[float] = []
-        for dimension, value in enumerate(values):
-            params.extend((dimension, float(value)))
-        return (
-            f"WITH target(dimension, value) AS ({rows}) ",
-            "JOIN target t ON t.dimension = e.dimension",
-            params,
-        )
+        pair = f"SELECT {self.placeholder}, {self.placeholder}"
+        return " UNION ALL ".join([pair] * n)
 
 
 POSTGRESQL = PostgreSQLDialect()
