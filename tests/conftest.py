@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from backends import BACKENDS, fresh_database
 from pipeline_photos import FACES, GALLERY_LAYOUT, photo
+from sqlpaths import PATHS, connect
 
 
 def _needs_deepface() -> None:
@@ -112,3 +113,12 @@ def photos():
 def gallery_maker():
     """gallery_maker(root, {person: [photo names]}) -> a symlink gallery at root."""
     return make_gallery
+
+
+@pytest.fixture(scope="module")
+def connections():
+    """{path: connection} for each way of loading the SQL functions (sqlpaths.PATHS)."""
+    opened = {path: connect(path) for path in PATHS}
+    yield opened
+    for connection in opened.values():
+        connection.close()

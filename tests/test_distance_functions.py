@@ -38,14 +38,6 @@ def conn(request):
     connection.close()
 
 
-@pytest.fixture(scope="module")
-def connections():
-    opened = {path: connect(path) for path in PATHS}
-    yield opened
-    for connection in opened.values():
-        connection.close()
-
-
 @pytest.fixture
 def scalar_kernels():
     """The portable C kernels in the cffi module (the fallback path and

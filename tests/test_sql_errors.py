@@ -22,14 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 VALID = "'[1, 2, 3]'"  # a 3-d vector literal for the other argument
 
 
-@pytest.fixture(scope="module")
-def connections():
-    opened = {path: connect(path) for path in PATHS}
-    yield opened
-    for connection in opened.values():
-        connection.close()
-
-
 @pytest.fixture(scope="module", params=PATHS)
 def conn(request, connections):
     return connections[request.param]
