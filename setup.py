@@ -1,9 +1,9 @@
 """Build facevec's two compiled parts from the same C sources in csrc/:
 
-- facevec/facevec0.so (.dylib, .dll): the loadable SQLite extension. A plain
+- facevec/bindings/facevec0.so (.dylib, .dll): the loadable SQLite extension. A plain
   shared library, not a Python module: it exports sqlite3_facevec_init and
   does not link libpython, so the sqlite3 shell can `.load` it.
-- facevec/_kernels: the cffi module the Python API calls.
+- facevec/bindings/_kernels: the cffi module the Python API calls.
 """
 
 import sys
@@ -11,7 +11,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-LOADABLE = "facevec.facevec0"
+LOADABLE = "facevec.bindings.facevec0"
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
 CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"]
 
@@ -51,6 +51,6 @@ loadable = Extension(
 
 setup(
     ext_modules=[loadable],
-    cffi_modules=["facevec/_ffi_build.py:ffi"],
+    cffi_modules=["facevec/bindings/_ffi_build.py:ffi"],
     cmdclass={"build_ext": BuildExt},
 )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bindings.extension import connect, load, loadable_path
+from .bindings.kernels import METRICS, distances, isa, top_k
 from .errors import (
     DimensionMismatchError,
     ExtensionError,
@@ -20,8 +22,6 @@ from .errors import (
     FallbackWarning,
     VectorError,
 )
-from .extension import connect, load, loadable_path
-from .kernels import METRICS, distances, isa, top_k
 
 __version__ = "0.1.0"
 

@@ -104,7 +104,7 @@ def open_database(db: DbArg, create: bool = True) -> Database:
 
 def _dialect_of(conn: Any) -> Dialect:
     module = type(conn).__module__
-    if "sqlite" in module:
+    if any("sqlite" in cls.__module__ for cls in type(conn).__mro__):
         return SQLITE
     from .dialects import MYSQL, POSTGRESQL
 

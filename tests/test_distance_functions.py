@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from facevec._kernels import lib
+from facevec.bindings._kernels import lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,7 +24,7 @@ from sqlpaths import (
 )
 
 import facevec
-import facevec.extension
+import facevec.bindings.extension
 
 # Not multiples of any SIMD width, around them, and the sizes the issue names.
 DIMS = (1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 128, 512, 4096)
@@ -324,15 +324,15 @@ def test_property_json_round_trip_is_exact(connections, v):
 
 
 def test_paths_are_what_they_claim(connections):
-    assert facevec.extension.is_native(connections["native"])
-    assert not facevec.extension.is_native(connections["fallback"])
+    assert facevec.bindings.extension.is_native(connections["native"])
+    assert not facevec.bindings.extension.is_native(connections["fallback"])
 
 
 def test_load_on_stdlib_sqlite3_warns_once(monkeypatch):
-    if facevec.extension.can_load_extensions(sqlite3.connect(":memory:")):
+    if facevec.bindings.extension.can_load_extensions(sqlite3.connect(":memory:")):
         # This Python's sqlite3 could load the library: take the fallback anyway.
-        monkeypatch.setattr(facevec.extension, "can_load_extensions", lambda conn: False)
-    monkeypatch.setattr(facevec.extension, "_warned", False)
+        monkeypatch.setattr(facevec.bindings.extension, "can_load_extensions", lambda conn: False)
+    monkeypatch.setattr(facevec.bindings.extension, "_warned", False)
     first = sqlite3.connect(":memory:")
     with pytest.warns(facevec.FallbackWarning, match="slower Python fallback"):
         facevec.load(first)
@@ -359,7 +359,7 @@ def test_load_on_an_extension_capable_connection_is_native():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         facevec.load(connection)
-    assert facevec.extension.is_native(connection)
+    assert facevec.bindings.extension.is_native(connection)
     assert connection.execute("SELECT euclidean_distance('[0,0]', '[3,4]')").fetchone() == (5.0,)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import facevec
-from facevec import extension, sqlite_functions
+from facevec.bindings import extension
+from facevec.bindings import fallback as sqlite_functions
 from facevec.errors import ExtensionError, FallbackWarning
 
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")

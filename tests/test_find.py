@@ -202,7 +202,7 @@ def test_strategies_on_the_python_fallback_match_the_native_extension(
     gallery_db, photos, monkeypatch, metric
 ):
     """A Python whose sqlite3 cannot load extensions gets the same answers."""
-    from facevec import extension
+    from facevec.bindings import extension
 
     (native,) = facevec.find(photos("img2.jpg"), gallery_db, distance_metric=metric)
     monkeypatch.setattr(extension, "_native_modules", lambda: [])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facevec._kernels import lib
+from facevec.bindings._kernels import lib
 from sqlpaths import U32, reference
 
 import facevec

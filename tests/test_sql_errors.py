@@ -15,8 +15,8 @@ import pytest
 from sqlpaths import DISTANCE_FUNCTIONS, PATHS, VECTOR_FUNCTIONS, blob, connect
 
 import facevec
-from facevec import sqlite_functions
-from facevec.extension import dbapi_module
+from facevec.bindings import fallback as sqlite_functions
+from facevec.bindings.extension import dbapi_module
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = "'[1, 2, 3]'"  # a 3-d vector literal for the other argument

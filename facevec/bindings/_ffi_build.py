@@ -1,6 +1,6 @@
-"""cffi build script: the C kernels of csrc/, compiled into facevec._kernels.
+"""cffi build script: the C kernels of csrc/, compiled into facevec.bindings._kernels.
 
-setup.py wires it with ``cffi_modules=["facevec/_ffi_build.py:ffi"]``; the same
+setup.py wires it with ``cffi_modules=["facevec/bindings/_ffi_build.py:ffi"]``; the same
 C files are compiled into the loadable SQLite extension.
 """
 
@@ -60,7 +60,7 @@ void free(void *p);
 ffi = FFI()
 ffi.cdef(CDEF)
 ffi.set_source(
-    "facevec._kernels",
+    "facevec.bindings._kernels",
     '#include "facevec.h"\n#include "vector_arg.h"\n#include <stdlib.h>\n',
     sources=[f"{CSRC}/distance.c", f"{CSRC}/vector_arg.c"],
     include_dirs=[CSRC],

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import DimensionMismatchError, VectorError
 from ._kernels import ffi, lib
-from .errors import DimensionMismatchError, VectorError
 
 #: Metric name -> C kernel. "inner_product" ranks by the largest a.b.
 METRICS: dict[str, int] = {

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import SQLFunctionError
 from ._kernels import ffi, lib
-from .errors import SQLFunctionError
 
 VERSION = "0.1.0"
 

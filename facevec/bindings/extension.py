@@ -5,7 +5,7 @@ Three routes, fastest first:
 1. the interpreter's ``sqlite3`` can load extensions: load the C library;
 2. it cannot, but ``pysqlite3`` (``pysqlite3-binary`` on Linux) is installed
    and can: open the connection with it and load the C library;
-3. neither: register the functions from Python (:mod:`facevec.sqlite_functions`),
+3. neither: register the functions from Python (:mod:`facevec.bindings.fallback`),
    the same C kernels through cffi, with a one-time :class:`FallbackWarning`.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import sqlite_functions
-from .errors import ExtensionError, FallbackWarning
+from ..errors import ExtensionError, FallbackWarning
+from . import fallback
 
 ENTRY_POINT = "sqlite3_facevec_init"
 _SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
@@ -101,7 +101,7 @@ def load(conn: Any) -> None:
         _load_native(conn)
         return
     _warn_fallback()
-    sqlite_functions.register(conn)
+    fallback.register(conn)
 
 
 def _pysqlite3() -> ModuleType | None:
@@ -143,5 +143,5 @@ def connect(database: str | os.PathLike[str], *, native: bool | None = None, **k
                 "install pysqlite3-binary (Linux) or use native=None for the Python fallback"
             )
         _warn_fallback()
-    kwargs.setdefault("factory", sqlite_functions.FallbackConnection)
+    kwargs.setdefault("factory", fallback.FallbackConnection)
     return sqlite3.connect(os.fspath(database), **kwargs)
