@@ -45,7 +45,7 @@ def main() -> None:
     from deepface import DeepFace
 
     import facevec
-    from facevec import embed, models
+    from facevec.engine import embed, models
 
     names = photo_names(args.folder, args.limit)
     models.build_model(args.model, args.detector)  # load once, outside the timings

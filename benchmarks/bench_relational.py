@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from facevec import schema, search
-from facevec.database import Database, open_database
+from facevec import search
+from facevec.storage import schema
+from facevec.storage.database import Database, open_database
 
 DIM = 128
 THRESHOLD = 10.0  # the seed's "distance_squared < 100": every face qualifies here
@@ -115,7 +116,7 @@ def run_seed(db: Database, query: np.ndarray, aliases: bool) -> Answer:
 
 
 def run_strategy(db: Database, query: np.ndarray, strategy: str) -> Answer:
-    hits = search.search(db, query, strategy=strategy, threshold=THRESHOLD)
+    hits = search.nearest(db, query, strategy=strategy, threshold=THRESHOLD)
     names = dict(db.query("SELECT id, img_name FROM face_meta"))
     return [(names[face_id], distance) for face_id, distance in hits]
 
@@ -182,7 +183,7 @@ def bench(
 def server_database(url: str, backend: str):
     """(db URL of a fresh schema/database, cleanup) on a server, or None if unreachable."""
     from facevec.errors import FacevecError
-    from facevec.urls import connect_url
+    from facevec.storage.database import connect_url
 
     try:
         admin, _, _ = connect_url(url)

@@ -7,12 +7,17 @@
 - ``facevec.distances`` / ``facevec.top_k``: the same C kernels on numpy arrays.
 - ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
+
+This module only gathers the verbs; each lives in the module that owns it
+(see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+from ._version import __version__
 from .bindings.extension import connect, load, loadable_path
 from .bindings.kernels import METRICS, distances, isa, top_k
 from .errors import (
@@ -23,18 +28,22 @@ from .errors import (
     VectorError,
 )
 
-__version__ = "0.1.0"
-
 # The pipeline pulls in pandas (and deepface when embedding): load it on first use.
-_PIPELINE = ("index", "find", "verify", "add", "info", "reindex")
+_OWNERS = {
+    "index": "ingest",
+    "add": "ingest",
+    "find": "recognize",
+    "verify": "recognize",
+    "info": "gallery_info",
+    "reindex": "knn",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _PIPELINE:
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module 'facevec' has no attribute {name!r}")
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module 'facevec' has no attribute {name!r}")
+    return getattr(import_module(f".{owner}", __name__), name)
 
 
 __all__ = [
@@ -44,6 +53,7 @@ __all__ = [
     "FacevecError",
     "FallbackWarning",
     "VectorError",
+    "__version__",
     "add",
     "connect",
     "distances",

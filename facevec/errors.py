@@ -23,6 +23,10 @@ class ExtensionError(FacevecError, RuntimeError):
     """The SQLite extension cannot be found or loaded."""
 
 
+class InvalidParameterError(FacevecError, ValueError):
+    """A parameter outside its range: k, a threshold, a batch size, ..."""
+
+
 class SQLFunctionError(VectorError):
     """An error raised by a facevec SQL function on the Python fallback path."""
 
@@ -38,8 +42,8 @@ class UnknownModelError(FacevecError, ValueError):
     """A recognition model or face detector name deepface does not know."""
 
 
-class UnknownMetricError(FacevecError, ValueError):
-    """A distance metric the pipeline does not support."""
+class UnknownMetricError(VectorError):
+    """A distance metric name that is not one of the operation's metrics."""
 
 
 class UnknownStrategyError(FacevecError, ValueError):

@@ -1,30 +1,39 @@
-"""Index a folder of photos: walk, hash, skip what is unchanged, embed the rest.
+"""Put faces in a gallery: index a folder of photos, or add precomputed vectors.
 
-Results are written in batches, one transaction each, together with the ledger
-rows that say what became of every file. A run killed at any point therefore
-loses no committed batch, and the next run redoes only files whose ledger row is
-missing or stale; replace_image makes the redo free of duplicates.
+``index`` walks a folder, hashes each photo, skips what is unchanged and embeds
+the rest. Results are written in batches, one transaction each, together with
+the ledger rows that say what became of every file. A run killed at any point
+therefore loses no committed batch, and the next run redoes only files whose
+ledger row is missing or stale; replacing an image's faces makes the redo free
+of duplicates.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from . import embed, models, schema, store
-from .database import Database, DbArg, open_database
-from .embed import Face
+import numpy as np
+
+from . import knn
+from .engine import embed, models
 from .errors import (
+    InvalidParameterError,
     MissingDependencyError,
     MissingWeightsError,
     NoFaceError,
     NotAnImageError,
+    VectorError,
 )
+from .face import Face
+from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
+from .storage import faces, ledger, schema
+from .storage.database import Database, DbArg, open_database
 
 # Files with other extensions (README.md, labels.csv, .DS_Store...) are not photos
 # and are not looked at; a file named like a photo always gets a ledger row.
@@ -103,38 +112,29 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-def _process(path: str, data: bytes, sha256: str, options: dict) -> _Result:
+def _process(path: str, data: bytes, sha256: str, options: EmbedOptions) -> _Result:
     started = time.perf_counter()
     try:
-        faces = embed.embed_bytes(data, path, sha256=sha256, **options)
+        found = embed.embed_bytes(data, path, options, sha256=sha256)
         outcome, message = "indexed", None
     except NotAnImageError as err:
-        faces, outcome, message = [], "not_image", str(err)
+        found, outcome, message = [], "not_image", str(err)
     except NoFaceError as err:
-        faces, outcome, message = [], "no_face", str(err)
+        found, outcome, message = [], "no_face", str(err)
     elapsed = time.perf_counter() - started
-    return _Result(path, sha256, len(data), outcome, faces, message, elapsed)
-
-
-def _ledger(db: Database, folder_prefix: str) -> dict[str, tuple[str, str, str | None]]:
-    rows = db.query(
-        "SELECT path, sha256, outcome, detector_backend FROM ingest_ledger"
-        " WHERE substr(path, 1, {p}) = {p}",
-        (len(folder_prefix), folder_prefix),
-    )
-    return {path: (sha, outcome, detector) for path, sha, outcome, detector in rows}
+    return _Result(path, sha256, len(data), outcome, found, message, elapsed)
 
 
 def _write_batch(
     db: Database, batch: list[_Result], folder: str, model_name: str, detector: str
 ) -> None:
     stamp = schema.now()
-    try:
+    with db.transaction():
         for result in batch:
             if result.outcome in FINAL_OUTCOMES:
                 # A changed file that no longer has faces loses its old rows too; an
                 # unreadable one ('error') keeps them.
-                store.replace_image(
+                faces.replace_image(
                     db,
                     result.path,
                     result.faces,
@@ -143,58 +143,36 @@ def _write_batch(
                     identity_of(result.path, folder),
                     result.sha256,
                 )
-            _upsert_ledger(db, result, model_name, detector, stamp)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
-
-
-def _upsert_ledger(
-    db: Database, result: _Result, model_name: str, detector: str, stamp: str
-) -> None:
-    values = (
-        result.sha256,
-        result.size,
-        result.outcome,
-        len(result.faces),
-        result.message,
-        model_name,
-        detector,
-        round(result.seconds, 4),
-        stamp,
-    )
-    cursor = db.execute(
-        "UPDATE ingest_ledger SET sha256 = {p}, size_bytes = {p}, outcome = {p}, faces = {p},"
-        " message = {p}, model_name = {p}, detector_backend = {p}, seconds = {p},"
-        " updated_at = {p} WHERE path = {p}",
-        values + (result.path,),
-    )
-    if cursor.rowcount == 0:
-        db.execute(
-            "INSERT INTO ingest_ledger (sha256, size_bytes, outcome, faces, message, model_name,"
-            " detector_backend, seconds, updated_at, path, first_seen_at)"
-            " VALUES (" + db.dialect.params(11) + ")",
-            values + (result.path, stamp),
-        )
+            ledger.record(
+                db,
+                ledger.LedgerEntry(
+                    path=result.path,
+                    sha256=result.sha256,
+                    size_bytes=result.size,
+                    outcome=result.outcome,
+                    faces=len(result.faces),
+                    message=result.message,
+                    model_name=model_name,
+                    detector_backend=detector,
+                    seconds=round(result.seconds, 4),
+                    first_seen_at=stamp,
+                    updated_at=stamp,
+                ),
+            )
 
 
 def _prune(db: Database, paths: list[str]) -> None:
-    try:
+    with db.transaction():
         for path in paths:
-            store.delete_image(db, path)
-            db.execute("DELETE FROM ingest_ledger WHERE path = {p}", (path,))
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
+            faces.delete_image(db, path)
+            ledger.delete(db, path)
 
 
 def index(
     folder: str | os.PathLike[str],
     db: DbArg,
-    model_name: str = models.DEFAULT_MODEL,
-    detector_backend: str = models.DEFAULT_DETECTOR,
+    model_name: str = DEFAULT_MODEL,
+    detector_backend: str = DEFAULT_DETECTOR,
     prune: bool = False,
     batch_size: int = 16,
     progress: bool = True,
@@ -207,7 +185,7 @@ def index(
     if not os.path.isdir(folder):
         raise NotADirectoryError(f"{folder} is not a directory")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        raise InvalidParameterError(f"batch_size must be at least 1, not {batch_size}")
     models.check_model_name(model_name)
     models.check_detector_name(detector_backend)
     started = time.perf_counter()
@@ -223,23 +201,19 @@ def index(
         tick = time.perf_counter()
         schema.ensure_collection(database, model_name, int(model.output_shape), detector_backend)
         prefix = folder.rstrip(os.sep) + os.sep
-        ledger = _ledger(database, prefix)
+        seen = ledger.entries_under(database, prefix)
         db_seconds += time.perf_counter() - tick
 
         paths = list(iter_photo_paths(folder))
         report.files_seen = len(paths)
-        options = dict(
-            model_name=model_name,
-            detector_backend=detector_backend,
-            align=align,
-            expand_percentage=expand_percentage,
-            normalization=normalization,
+        options = EmbedOptions(
+            model_name, detector_backend, align, expand_percentage, normalization
         )
         batch: list[_Result] = []
         bar = _progress_bar(len(paths), progress)
         try:
             for path in paths:
-                result = _handle(path, ledger, detector_backend, options)
+                result = _handle(path, seen, options)
                 if result is None:
                     report.unchanged += 1
                 else:
@@ -263,7 +237,7 @@ def index(
             _write_batch(database, batch, folder, model_name, detector_backend)
             db_seconds += time.perf_counter() - tick
         if not report.interrupted:
-            gone = sorted(set(ledger) - set(paths))
+            gone = sorted(set(seen) - set(paths))
             if prune:
                 tick = time.perf_counter()
                 _prune(database, gone)
@@ -271,44 +245,15 @@ def index(
                 report.pruned = len(gone)
             else:
                 report.missing = len(gone)
-        if database.dialect.has_extension and not report.interrupted:
+        if not report.interrupted:
             tick = time.perf_counter()
-            refresh_knn_index(database, progress)
+            knn.refresh_gallery_index(database, progress)
             db_seconds += time.perf_counter() - tick
     report.seconds_database = db_seconds
     report.seconds_total = time.perf_counter() - started
     if report.interrupted:
         raise IndexInterrupted(report)
     return report
-
-
-def refresh_knn_index(db: Database, progress: bool = False) -> None:
-    """Keep the facevec_knn index (the knn search strategy) in step with face_meta.
-
-    Without the native extension (Python fallback) there is no index to keep: the
-    other strategies need none.
-    """
-    from . import knn
-
-    if knn.available(db.conn):
-        info = knn.status(db.conn)
-        work = info is None or info["pending"] > 0 or info["building"]
-        with knn_progress_bar(progress and bool(work)) as advance:
-            knn.refresh(db.conn, progress=advance)
-
-
-@contextlib.contextmanager
-def knn_progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A tqdm bar for knn builds and syncs, as the (done, total) callback they take."""
-    from tqdm import tqdm
-
-    with tqdm(total=0, unit="face", desc="knn index", disable=not enabled) as bar:
-
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        yield advance
 
 
 class IndexInterrupted(KeyboardInterrupt):
@@ -319,9 +264,7 @@ class IndexInterrupted(KeyboardInterrupt):
         self.report = report
 
 
-def _handle(
-    path: str, ledger: dict[str, tuple[str, str, str | None]], detector: str, options: dict
-) -> _Result | None:
+def _handle(path: str, seen: dict[str, ledger.Seen], options: EmbedOptions) -> _Result | None:
     """None for an unchanged file, else what became of it."""
     try:
         data = _read(path)
@@ -329,12 +272,12 @@ def _handle(
         reason = err.strerror or str(err)
         return _Result(path, None, None, "error", [], f"cannot read {path}: {reason}", 0.0)
     sha256 = hashlib.sha256(data).hexdigest()
-    previous = ledger.get(path)
+    previous = seen.get(path)
     if (
         previous
-        and previous[0] == sha256
-        and previous[1] in FINAL_OUTCOMES
-        and previous[2] == detector
+        and previous.sha256 == sha256
+        and previous.outcome in FINAL_OUTCOMES
+        and previous.detector_backend == options.detector_backend
     ):
         return None
     try:
@@ -362,3 +305,49 @@ def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     return tqdm(total=total, unit="photo", desc="indexing", disable=not enabled, dynamic_ncols=True)
+
+
+def add(
+    db: DbArg,
+    img_names: Sequence[str],
+    embeddings: Any,
+    model_name: str = DEFAULT_MODEL,
+    identities: Sequence[str | None] | None = None,
+) -> int:
+    """Store precomputed embeddings (from any pipeline) without deepface.
+
+    One row per (img_name, embedding); repeated names become face 0, 1, ... of that
+    image. Faces already stored under these names are replaced. Returns the count.
+    """
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors.reshape(1, -1)
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise VectorError(
+            f"embeddings must be a 2-D array (n x dimensions), not shape {vectors.shape}"
+        )
+    if len(img_names) != len(vectors):
+        raise InvalidParameterError(f"{len(img_names)} img_names for {len(vectors)} embeddings")
+    if identities is not None and len(identities) != len(vectors):
+        raise InvalidParameterError(f"{len(identities)} identities for {len(vectors)} embeddings")
+    if not np.isfinite(vectors).all():
+        raise VectorError("embeddings contain NaN or infinite values")
+    zero_rows = np.flatnonzero(~vectors.any(axis=1))
+    if zero_rows.size:
+        raise VectorError(
+            f"embedding {int(zero_rows[0])} ({img_names[int(zero_rows[0])]!r}) is all zeros, "
+            "which no face has and cosine distance cannot rank"
+        )
+    grouped: dict[str, list[int]] = {}
+    for row, name in enumerate(img_names):
+        grouped.setdefault(str(name), []).append(row)
+    with open_database(db) as database:
+        schema.create_schema(database)
+        schema.ensure_collection(database, model_name, int(vectors.shape[1]), None)
+        with database.transaction():
+            for name, rows in grouped.items():
+                identity = None if identities is None else identities[rows[0]]
+                stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
+                faces.replace_image(database, name, stored, model_name, None, identity)
+        knn.refresh_gallery_index(database)
+    return len(vectors)

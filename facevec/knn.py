@@ -1,23 +1,24 @@
-"""Exact nearest-neighbour search inside the database (``facevec_knn``).
+"""Exact nearest-neighbour search inside SQLite: the ``facevec_knn`` index.
 
-A thin layer over the SQL functions of the C extension (see ``csrc/knn.c``)::
+Everything about the index is here: building it, keeping it in step with the
+gallery, searching it, and ``reindex``. The C code is ``csrc/knn.c``; its SQL
+statements are in :mod:`facevec.storage.knn_index`. On a raw connection::
 
     import facevec
     from facevec import knn
 
     conn = facevec.connect("faces.db")
     knn.build(conn, progress=lambda done, total: ...)   # once per database
-    ...                                                 # ingest: insert/delete/update face_meta
-    knn.sync(conn)                                      # after each ingest batch (optional:
-                                                        # queries are correct without it)
+    ...                                                 # insert/delete/update face_meta
+    knn.sync(conn)                                      # optional: queries are correct
+                                                        # without it, and faster with it
     knn.search(conn, query_vector, k=10, metric="cosine", threshold=0.4)
     # -> [(face_meta.id, distance), ...] ascending
 
 The index lives in the same file (tables ``<table>_fvknn_*`` and
 ``facevec_knn_index``). Triggers in plain SQL log every change of the table, so
 any connection may write it; a query scores logged rows from the table itself,
-so it is never stale, and ``sync`` folds them into the index to keep queries at
-full speed.
+so it is never stale, and ``sync`` folds them into the index.
 
 It needs the native extension: a connection on the Python fallback (a
 ``sqlite3`` that cannot load extensions) raises :class:`KnnUnavailableError`.
@@ -25,29 +26,32 @@ It needs the native extension: a connection on the Python fallback (a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import KnnUnavailableError, VectorError
+from .errors import (
+    InvalidParameterError,
+    KnnIndexMissingError,
+    KnnUnavailableError,
+    UnknownStrategyError,
+    VectorError,
+)
+from .metrics import KNN_METRICS
+from .storage import faces, knn_index
+from .storage.database import Database, DbArg, open_database
 
-METRICS = ("euclidean", "euclidean_squared", "cosine", "euclidean_l2")
+METRICS = KNN_METRICS
+TABLE = "face_meta"
+BATCH_ROWS = 20000
 Progress = Callable[[int, int], None]
 
 
 def available(conn: Any) -> bool:
     """Whether ``conn`` has the native ``facevec_knn`` functions."""
-    if not hasattr(conn, "enable_load_extension"):
-        return False
-    try:
-        row = conn.execute(
-            "SELECT 1 FROM pragma_function_list WHERE name = 'facevec_knn_sync'"
-        ).fetchone()
-    except Exception:
-        return False
-    return row is not None
+    return knn_index.has_functions(conn)
 
 
 def _require(conn: Any) -> None:
@@ -60,22 +64,16 @@ def _require(conn: Any) -> None:
         )
 
 
-def status(conn: Any, table: str = "face_meta") -> dict[str, Any] | None:
+def status(conn: Any, table: str = TABLE) -> dict[str, Any] | None:
     """The index of ``table`` as a dict (dim, vectors, pending, building, ...),
     or None if it has none."""
     _require(conn)
-    (text,) = conn.execute("SELECT facevec_knn_status(?)", (table,)).fetchone()
-    return None if text is None else json.loads(text)
-
-
-def _count(conn: Any, table: str) -> int:
-    quoted = '"' + table.replace('"', '""') + '"'
-    return int(conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0])
+    return knn_index.status(conn, table)
 
 
 def sync(
     conn: Any,
-    table: str = "face_meta",
+    table: str = TABLE,
     *,
     batch_size: int | None = None,
     progress: Progress | None = None,
@@ -88,21 +86,21 @@ def sync(
     """
     _require(conn)
     if batch_size is None:
-        (done,) = conn.execute("SELECT facevec_knn_sync(?)", (table,)).fetchone()
+        done = knn_index.sync(conn, table)
         if progress:
             progress(done, done)
-        return int(done)
+        return done
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, found {batch_size}")
-    info = status(conn, table)
+        raise InvalidParameterError(f"batch_size must be positive, found {batch_size}")
+    info = knn_index.status(conn, table)
     if info is None:  # let SQL word the error
-        conn.execute("SELECT facevec_knn_sync(?)", (table,)).fetchone()
+        knn_index.sync(conn, table)
         return 0
-    total = int(info["pending"]) + (_count(conn, table) if info["building"] else 0)
+    total = int(info["pending"]) + (knn_index.row_count(conn, table) if info["building"] else 0)
     done = 0
     while True:
-        (n,) = conn.execute("SELECT facevec_knn_sync(?, ?)", (table, batch_size)).fetchone()
-        done += int(n)
+        n = knn_index.sync(conn, table, batch_size)
+        done += n
         if progress:
             progress(done, max(total, done))
         if n < batch_size:
@@ -111,11 +109,11 @@ def sync(
 
 def build(
     conn: Any,
-    table: str = "face_meta",
+    table: str = TABLE,
     column: str = "embedding",
     *,
     chunk_size: int | None = None,
-    batch_size: int = 20000,
+    batch_size: int = BATCH_ROWS,
     progress: Progress | None = None,
 ) -> int:
     """(Re)build the index of ``table.column``; returns the number of vectors
@@ -124,27 +122,24 @@ def build(
     meanwhile. ``progress(done, total)`` is called after each batch.
     """
     _require(conn)
-    args: tuple[Any, ...] = (table, column) if chunk_size is None else (table, column, chunk_size)
-    marks = ", ".join("?" * len(args))
-    conn.execute(f"SELECT facevec_knn_create({marks})", args).fetchone()
+    knn_index.create(conn, table, column, chunk_size)
     sync(conn, table, batch_size=batch_size, progress=progress)
-    info = status(conn, table)
+    info = knn_index.status(conn, table)
     return int(info["vectors"]) if info else 0
 
 
-def refresh(conn: Any, table: str = "face_meta", *, progress: Progress | None = None) -> int:
+def refresh(conn: Any, table: str = TABLE, *, progress: Progress | None = None) -> int:
     """Bring ``table``'s index up to date: build it if it has none, else
     :func:`sync`. Returns the number of rows processed."""
     if status(conn, table) is None:
         return build(conn, table, progress=progress)
-    return sync(conn, table, batch_size=20000, progress=progress)
+    return sync(conn, table, batch_size=BATCH_ROWS, progress=progress)
 
 
-def drop(conn: Any, table: str = "face_meta") -> bool:
+def drop(conn: Any, table: str = TABLE) -> bool:
     """Remove the index of ``table``; False if it had none."""
     _require(conn)
-    (dropped,) = conn.execute("SELECT facevec_knn_drop(?)", (table,)).fetchone()
-    return bool(dropped)
+    return knn_index.drop(conn, table)
 
 
 def _vector_bytes(query: bytes | str | Sequence[float] | np.ndarray) -> bytes | str:
@@ -163,7 +158,7 @@ def search(
     query: bytes | str | Sequence[float] | np.ndarray,
     k: int = 10,
     *,
-    table: str = "face_meta",
+    table: str = TABLE,
     metric: str = "euclidean",
     threshold: float | None = None,
 ) -> list[tuple[int, float]]:
@@ -172,11 +167,68 @@ def search(
     given. Distances equal the scalar ``<metric>_distance(embedding, query)``.
     """
     _require(conn)
-    rows = conn.execute(
-        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?)",
-        (table, _vector_bytes(query), k, metric, threshold),
-    ).fetchall()
-    return [(int(r), float(d)) for r, d in rows]
+    return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold)
+
+
+# The gallery's index, as the pipeline uses it ---------------------------------
+
+
+def nearest(
+    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+) -> list[tuple[int, float]]:
+    """The knn search strategy on a gallery (see :func:`facevec.search.nearest`)."""
+    if status(db.conn) is None:
+        raise KnnIndexMissingError(
+            f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
+        )
+    if k is None:
+        k = faces.count(db)
+        if k == 0:
+            return []
+    return search(db.conn, query, k, metric=metric, threshold=threshold)
+
+
+def refresh_gallery_index(db: Database, progress: bool = False) -> None:
+    """Keep a gallery's knn index in step with its faces, after an ingest or a copy.
+
+    Without the native extension (Python fallback) there is no index to keep: the
+    other strategies need none.
+    """
+    if not db.dialect.has_extension or not available(db.conn):
+        return
+    info = status(db.conn)
+    work = info is None or info["pending"] > 0 or info["building"]
+    with progress_bar(progress and bool(work)) as advance:
+        refresh(db.conn, progress=advance)
+
+
+def reindex(db: DbArg, progress: bool = True) -> int:
+    """(Re)build the knn index of a SQLite gallery (the knn strategy), with a
+    progress bar; returns the number of faces indexed. ``index`` keeps the index
+    current by itself: this is for databases made otherwise, or to reclaim the
+    space of deleted faces."""
+    with open_database(db, create=False) as database:
+        if not database.dialect.has_extension:
+            raise UnknownStrategyError(
+                f"the knn index lives in SQLite; {database.name} is {database.dialect.name}, "
+                "where find uses strategy 'relational' or 'client'"
+            )
+        with progress_bar(progress) as advance:
+            return build(database.conn, progress=advance)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool) -> Iterator[Progress]:
+    """A tqdm bar for knn builds and syncs, as the (done, total) callback they take."""
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="face", desc="knn index", disable=not enabled) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield advance
 
 
 __all__ = [
@@ -186,6 +238,7 @@ __all__ = [
     "build",
     "drop",
     "refresh",
+    "reindex",
     "search",
     "status",
     "sync",

@@ -50,8 +50,8 @@ def server_url(backend: str) -> str:
 
 def admin_connection(backend: str):
     """An autocommit DB-API connection to the test server, or pytest.skip saying why."""
-    from facevec.errors import MissingDependencyError
-    from facevec.urls import DatabaseConnectionError, connect_url
+    from facevec.errors import DatabaseConnectionError, MissingDependencyError
+    from facevec.storage.database import connect_url
 
     if backend in _unreachable:  # one timeout per session is enough
         pytest.skip(_unreachable[backend])

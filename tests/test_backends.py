@@ -21,7 +21,7 @@ from click.testing import CliRunner
 import facevec
 from facevec import errors as pipeline_errors
 from facevec.cli import cli
-from facevec.urls import DatabaseConnectionError, DatabaseURLError
+from facevec.errors import DatabaseConnectionError, DatabaseURLError
 
 
 @pytest.fixture(params=SERVERS)
@@ -119,7 +119,7 @@ def test_index_a_folder_into_a_server_incrementally(
 def test_both_representations_stored_with_server_types(empty_server_db, server, gallery_db):
     vectors = np.stack([stored_vector(gallery_db, n) for n in ("img1.jpg", "img2.jpg")])
     facevec.add(empty_server_db, ["a.jpg", "b.jpg"], vectors, identities=["x", "y"])
-    from facevec.database import open_database
+    from facevec.storage.database import open_database
 
     with open_database(empty_server_db) as db:
         for face_id, blob in db.query("SELECT id, embedding FROM face_meta ORDER BY id"):
@@ -179,7 +179,7 @@ def _fail_from_call(monkeypatch, module, name: str, call: int):
 def test_a_failed_batch_rolls_back_and_keeps_what_was_committed(
     empty_server_db, gallery_db, monkeypatch
 ):
-    from facevec import store
+    from facevec.storage import faces as store
 
     names = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg"]
     vectors = np.stack([stored_vector(gallery_db, n) for n in names])
@@ -190,7 +190,7 @@ def test_a_failed_batch_rolls_back_and_keeps_what_was_committed(
     monkeypatch.undo()
     info = facevec.info(empty_server_db)
     assert (info["faces"], info["images"]) == (2, 2)
-    from facevec.database import open_database
+    from facevec.storage.database import open_database
 
     with open_database(empty_server_db) as db:
         assert db.scalar("SELECT COUNT(*) FROM face_embeddings") == 2 * 128
@@ -202,10 +202,10 @@ def test_a_failed_batch_rolls_back_and_keeps_what_was_committed(
 def test_a_failed_ingest_batch_keeps_earlier_batches_and_a_rerun_finishes(
     empty_server_db, tmp_path, gallery_maker, monkeypatch
 ):
-    from facevec import ingest
+    from facevec.storage import ledger
 
     folder = gallery_maker(tmp_path / "small", SMALL)
-    _fail_from_call(monkeypatch, ingest, "_upsert_ledger", 2)  # inside the 2nd one-photo batch
+    _fail_from_call(monkeypatch, ledger, "record", 2)  # inside the 2nd one-photo batch
     with pytest.raises(RuntimeError, match="injected failure"):
         facevec.index(folder, empty_server_db, progress=False, batch_size=1)
     monkeypatch.undo()

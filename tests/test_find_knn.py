@@ -12,8 +12,8 @@ from click.testing import CliRunner
 import facevec
 from facevec import knn
 from facevec.cli import cli
-from facevec.database import open_database
 from facevec.errors import KnnIndexMissingError
+from facevec.storage.database import open_database
 
 
 def test_index_builds_the_knn_index(gallery_db):

@@ -100,7 +100,7 @@ def test_ledger_records_hash_and_outcome(gallery_db, gallery):
 
 
 def test_stored_crop_re_embeds_to_the_stored_vector(gallery_db):
-    from facevec import embed
+    from facevec.engine import embed
 
     for blob, png in rows(
         gallery_db, "SELECT embedding, face_image FROM face_meta ORDER BY id LIMIT 4"

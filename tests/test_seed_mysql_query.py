@@ -77,7 +77,7 @@ def reader_sql(target_embedding, published: bool = False) -> str:
 def reader_tables(gallery_db, tmp_path):
     """A MariaDB database laid out as the reader's, holding the session's gallery."""
     with fresh_database("mysql", tmp_path) as url:
-        from facevec.urls import connect_url
+        from facevec.storage.database import connect_url
 
         conn, _, _ = connect_url(url)
         cursor = conn.cursor()
@@ -186,8 +186,8 @@ def seed_with_aliases(seed_sql: str) -> str:
 def test_the_seeds_query_needs_only_aliases_on_the_servers(server, gallery_db, tmp_path):
     from test_find import seed_query
 
+    from facevec.storage.database import connect_url
     from facevec.transfer import copy_gallery
-    from facevec.urls import connect_url
 
     target = _query_vector(gallery_db)
     with fresh_database(server, tmp_path) as url:

@@ -37,7 +37,7 @@ def test_verify_agrees_with_deepface(pair):
 def test_verify_metrics_match_deepface_distance_functions(pair, metric):
     from deepface.modules.verification import find_distance, find_threshold
 
-    from facevec import embed
+    from facevec.engine import embed
 
     faces = [embed.embed_bytes(open(path, "rb").read(), path)[0] for path in pair]
     result = facevec.verify(*pair, distance_metric=metric)
@@ -56,7 +56,7 @@ def test_different_people_are_not_verified(photos):
 
 
 def test_verify_accepts_precomputed_embeddings(pair):
-    from facevec import embed
+    from facevec.engine import embed
 
     vector = embed.embed_bytes(open(pair[1], "rb").read(), pair[1])[0].embedding
     by_photo = facevec.verify(*pair)

@@ -17,10 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._version import __version__
 from ..errors import SQLFunctionError
+from ..metrics import TABLE as METRIC_TABLE
 from ._kernels import ffi, lib
 
-VERSION = "0.1.0"
+VERSION = __version__
 
 _GENERIC_MESSAGE = "user-defined function raised exception"
 _last_error = threading.local()
@@ -141,17 +143,13 @@ def facevec_isa() -> str:
 
 #: name -> (number of arguments, implementation); the same list as the C table.
 FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
-    "euclidean_distance": (2, _distance_function("euclidean_distance", lib.FV_EUCLIDEAN, False)),
-    "euclidean_distance_squared": (
-        2,
-        _distance_function("euclidean_distance_squared", lib.FV_EUCLIDEAN_SQUARED, False),
-    ),
-    "cosine_distance": (2, _distance_function("cosine_distance", lib.FV_COSINE, False)),
-    "euclidean_l2_distance": (
-        2,
-        _distance_function("euclidean_l2_distance", lib.FV_EUCLIDEAN_L2, False),
-    ),
-    "inner_product": (2, _distance_function("inner_product", lib.FV_NEGATIVE_INNER_PRODUCT, True)),
+    **{
+        metric.sql_function: (
+            2,
+            _distance_function(metric.sql_function, metric.code, metric.larger_is_closer),
+        )
+        for metric in METRIC_TABLE
+    },
     "vector_dims": (1, vector_dims),
     "vector_to_json": (1, vector_to_json),
     "vector_from_json": (1, vector_from_json),

@@ -12,16 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DimensionMismatchError, VectorError
+from ..metrics import BY_NAME, kernel_metric
 from ._kernels import ffi, lib
 
-#: Metric name -> C kernel. "inner_product" ranks by the largest a.b.
-METRICS: dict[str, int] = {
-    "euclidean": lib.FV_EUCLIDEAN,
-    "euclidean_squared": lib.FV_EUCLIDEAN_SQUARED,
-    "cosine": lib.FV_COSINE,
-    "euclidean_l2": lib.FV_EUCLIDEAN_L2,
-    "inner_product": lib.FV_NEGATIVE_INNER_PRODUCT,
-}
+#: Metric name -> C kernel code. "inner_product" ranks by the largest a.b.
+METRICS: dict[str, int] = {name: metric.code for name, metric in BY_NAME.items()}
 
 
 def isa() -> str:
@@ -30,12 +25,7 @@ def isa() -> str:
 
 
 def _metric(metric: str) -> int:
-    try:
-        return METRICS[metric]
-    except (KeyError, TypeError):
-        raise VectorError(
-            f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}"
-        ) from None
+    return kernel_metric(metric).code
 
 
 def _as_float32(value: Any, what: str, ndim: int) -> np.ndarray:

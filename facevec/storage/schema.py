@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from ..errors import ModelMismatchError
 from .database import Database
-from .errors import ModelMismatchError
+from .dialects import SQLITE
 
 SCHEMA_VERSION = 1
 
@@ -86,12 +87,21 @@ def now() -> str:
 
 
 def create_schema(db: Database) -> None:
-    for statement in _ddl(db):
-        db.execute(statement)
-    for index, table, column in _INDEXES:
-        if db.scalar(db.dialect.index_exists_sql, (index,)) is None:
-            db.execute(f"CREATE INDEX {index} ON {table} ({column})")
-    db.commit()
+    """Create what is missing; safe when several processes do it at once."""
+    for attempt in range(3):
+        try:
+            with db.transaction():
+                for statement in _ddl(db):
+                    db.execute(statement)
+                for index, table, column in _INDEXES:
+                    if db.scalar(db.dialect.index_exists_sql, (index,)) is None:
+                        db.execute(f"CREATE INDEX {index} ON {table} ({column})")
+            return
+        except Exception:
+            # A server racing another CREATE ... IF NOT EXISTS can fail on its own
+            # catalog (PostgreSQL: duplicate pg_type key): the other one won; retry.
+            if attempt == 2 or db.dialect is SQLITE:
+                raise
 
 
 def has_schema(db: Database) -> bool:
@@ -142,16 +152,19 @@ def ensure_collection(
     """Record the model of a new database, or refuse vectors of another model/size."""
     collection = check_model(db, model_name, name)
     if collection is None:
-        collection = Collection(
-            name, model_name, dimensions, detector_backend, SCHEMA_VERSION, now()
-        )
-        db.execute(
-            "INSERT INTO facevec_collection (name, model_name, dimensions, detector_backend,"
-            " schema_version, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-            (name, model_name, dimensions, detector_backend, SCHEMA_VERSION, collection.created_at),
-        )
-        db.commit()
-    elif collection.dimensions != dimensions:
+        # Two first runs may race here: the one whose row lands first decides, and
+        # the other is checked against it below.
+        with db.transaction():
+            db.execute(
+                db.dialect.insert_or_ignore(
+                    "facevec_collection",
+                    "name, model_name, dimensions, detector_backend, schema_version, created_at",
+                ),
+                (name, model_name, dimensions, detector_backend, SCHEMA_VERSION, now()),
+            )
+        collection = check_model(db, model_name, name)
+        assert collection is not None
+    if collection.dimensions != dimensions:
         raise ModelMismatchError(
             f"database {db.name} holds {collection.dimensions}-dimensional "
             f"{collection.model_name} vectors; these have {dimensions} dimensions"

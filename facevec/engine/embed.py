@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import NoFaceError, NotAnImageError
+from ..face import Face
+from ..options import DEFAULT_OPTIONS, EmbedOptions
 from . import models
-from .errors import NoFaceError, NotAnImageError
 
 # (signature, bytes) of image formats, to name what a file really is in messages.
 _SIGNATURES = (
@@ -28,22 +29,6 @@ _SIGNATURES = (
     ("tiff", b"II*\x00"),
     ("tiff", b"MM\x00*"),
 )
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detected face: its vector, where it is in the photo, and its crop."""
-
-    face_index: int
-    embedding: np.ndarray  # float32, 1-D
-    x: int
-    y: int
-    w: int
-    h: int
-    left_eye: tuple[int, int] | None
-    right_eye: tuple[int, int] | None
-    confidence: float
-    face_png: bytes  # the aligned face exactly as fed to the model
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -94,39 +79,31 @@ def _eye(value: Any) -> tuple[int, int] | None:
     return None if value is None else (int(value[0]), int(value[1]))
 
 
-def _detect_and_embed(
-    image: np.ndarray,
-    name: str,
-    model_name: str,
-    detector_backend: str,
-    align: bool,
-    expand_percentage: int,
-    normalization: str,
-) -> list[Face]:
-    model = models.build_model(model_name, detector_backend)
+def _detect_and_embed(image: np.ndarray, name: str, options: EmbedOptions) -> list[Face]:
+    model = models.build_model(options.model_name, options.detector_backend)
     from deepface.modules import detection, representation
     from deepface.modules.exceptions import FaceNotDetected, ImgNotFound
 
     try:
         detected = detection.extract_faces(
             img_path=image,
-            detector_backend=detector_backend,
+            detector_backend=options.detector_backend,
             enforce_detection=True,
-            align=align,
-            expand_percentage=expand_percentage,
+            align=options.align,
+            expand_percentage=options.expand_percentage,
             color_face="bgr",  # represent expects BGR
         )
     except (FaceNotDetected, ImgNotFound) as err:  # ImgNotFound: every face was empty
-        raise NoFaceError(f"no face found in {name} (detector {detector_backend})") from err
+        raise NoFaceError(f"no face found in {name} (detector {options.detector_backend})") from err
     target_size = (model.input_shape[1], model.input_shape[0])
     faces = []
     for face_index, found in enumerate(detected):
         represented = representation.represent(
             img_path=found["face"],
-            model_name=model_name,
+            model_name=options.model_name,
             detector_backend="skip",
-            align=align,
-            normalization=normalization,
+            align=options.align,
+            normalization=options.normalization,
         )
         area = found["facial_area"]
         faces.append(
@@ -148,7 +125,7 @@ def _detect_and_embed(
 
 # Recently embedded photos, keyed by content: find and verify on the same photo in
 # one process (or a query photo that was just indexed) skip the network.
-_CACHE: OrderedDict[tuple, list[Face]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, EmbedOptions], list[Face]] = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
@@ -160,11 +137,7 @@ def clear_cache() -> None:
 def embed_image(
     image: np.ndarray,
     name: str = "image",
-    model_name: str = models.DEFAULT_MODEL,
-    detector_backend: str = models.DEFAULT_DETECTOR,
-    align: bool = True,
-    expand_percentage: int = 0,
-    normalization: str = "base",
+    options: EmbedOptions = DEFAULT_OPTIONS,
     content_key: str | None = None,
 ) -> list[Face]:
     """All faces of a decoded BGR image, in deepface's detection order.
@@ -175,14 +148,12 @@ def embed_image(
         content_key = hashlib.sha256(
             repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()
         ).hexdigest()
-    key = (content_key, model_name, detector_backend, align, expand_percentage, normalization)
+    key = (content_key, options)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    faces = _detect_and_embed(
-        image, name, model_name, detector_backend, align, expand_percentage, normalization
-    )
+    faces = _detect_and_embed(image, name, options)
     with _CACHE_LOCK:
         _CACHE[key] = faces
         while len(_CACHE) > _CACHE_SIZE:
@@ -191,13 +162,16 @@ def embed_image(
 
 
 def embed_bytes(
-    data: bytes, name: str = "image", sha256: str | None = None, **options: Any
+    data: bytes,
+    name: str = "image",
+    options: EmbedOptions = DEFAULT_OPTIONS,
+    sha256: str | None = None,
 ) -> list[Face]:
     """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes); ``sha256`` is
     the bytes' digest when the caller has it already."""
     image = decode_image(data, name)
     content_key = sha256 or hashlib.sha256(data).hexdigest()
-    return embed_image(image, name, content_key=content_key, **options)
+    return embed_image(image, name, options, content_key=content_key)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:

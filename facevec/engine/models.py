@@ -12,16 +12,11 @@ import shutil
 import threading
 from collections.abc import Iterator
 
-from .errors import (
-    MissingDependencyError,
-    MissingWeightsError,
-    UnknownMetricError,
-    UnknownModelError,
-)
+from ..errors import MissingDependencyError, MissingWeightsError, UnknownModelError
+from ..metrics import face_metric
+from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
 
-DEFAULT_MODEL = "Dlib"
-DEFAULT_DETECTOR = "dlib"
-METRICS: tuple[str, ...] = ("euclidean", "cosine", "euclidean_l2")
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_MODEL", "build_model", "find_threshold"]
 
 # Used only when deepface is not installed (searching precomputed embeddings);
 # deepface's own deepface/config/threshold.py wins whenever it can be imported.
@@ -86,17 +81,9 @@ def check_detector_name(detector_backend: str) -> str:
     return detector_backend
 
 
-def check_metric(distance_metric: str) -> str:
-    if distance_metric not in METRICS:
-        raise UnknownMetricError(
-            f"unknown distance metric {distance_metric!r}; choose one of: {', '.join(METRICS)}"
-        )
-    return distance_metric
-
-
 def find_threshold(model_name: str, distance_metric: str) -> float:
     """deepface's pre-tuned threshold for this model and metric."""
-    check_metric(distance_metric)
+    face_metric(distance_metric)
     table = _thresholds()
     if model_name not in table:
         raise UnknownModelError(

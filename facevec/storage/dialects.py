@@ -1,7 +1,7 @@
 """What differs between SQL databases: placeholders, column types, a few clauses.
 
-Everything else (schema, ingest, search) writes one SQL text through a Dialect, so
-another database (issue 4: PostgreSQL, MariaDB) is one more subclass here.
+Every statement of the storage layer is written once, through a Dialect; another
+database is one more subclass here.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ class Dialect:
 
     # Likewise for an index name; the catalogs differ, so each dialect has its own.
     index_exists_sql = ""
+
+    def insert_or_ignore(self, table: str, columns: str) -> str:
+        """INSERT of one row that does nothing if it would break a unique key."""
+        n = columns.count(",") + 1
+        return f"INSERT INTO {table} ({columns}) VALUES ({self.params(n)}) ON CONFLICT DO NOTHING"
 
     def params(self, n: int) -> str:
         """`n` comma-separated placeholders."""
@@ -160,6 +165,10 @@ class MySQLDialect(Dialect):
         blob="LONGBLOB",
     )
     embeddings_table_suffix = " ENGINE=InnoDB"
+
+    def insert_or_ignore(self, table: str, columns: str) -> str:
+        n = columns.count(",") + 1
+        return f"INSERT IGNORE INTO {table} ({columns}) VALUES ({self.params(n)})"
 
     def target_rows(self, n: int) -> str:
         # MySQL 8 spells a row constructor VALUES ROW(...), MariaDB VALUES (...);

@@ -1,106 +1,23 @@
-"""The facevec command line: a thin mirror of the Python API."""
+"""The gallery commands: index, find, verify, info, copy, reindex, extension-path."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from . import models, search
-from .errors import FacevecError
-
-FORMATS = ("table", "csv", "json")
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise on a command line.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def db_option(required: bool = True) -> Callable:
-    return click.option(
-        "--db",
-        "db",
-        required=required,
-        type=click.Path(dir_okay=False),
-        help="SQLite database file, or a postgresql://, mysql:// or mariadb:// URL.",
-    )
-
-
-def model_option(default: Any = models.DEFAULT_MODEL) -> Callable:
-    return click.option(
-        "--model",
-        "model_name",
-        default=default,
-        show_default=default is not None,
-        help="deepface recognition model (e.g. Dlib, Facenet, ArcFace).",
-    )
-
-
-def detector_option(default: Any = models.DEFAULT_DETECTOR) -> Callable:
-    return click.option(
-        "--detector",
-        "detector_backend",
-        default=default,
-        show_default=default is not None,
-        help="deepface face detector (e.g. dlib, mtcnn, retinaface, skip).",
-    )
-
-
-def metric_option() -> Callable:
-    return click.option(
-        "--metric",
-        "distance_metric",
-        type=click.Choice(models.METRICS),
-        default="euclidean",
-        show_default=True,
-        help="Distance metric; deepface's threshold for the model applies.",
-    )
-
-
-def format_option(choices=FORMATS, default: str = "table") -> Callable:  # type: ignore[no-untyped-def]
-    return click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(choices),
-        default=default,
-        show_default=True,
-        help="Output format.",
-    )
-
-
-def _fail_cleanly(function: Callable) -> Callable:
-    """Print facevec's errors as one line and exit 1, without a traceback."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
-            raise click.ClickException(str(err)) from err
-        except _database_errors() as err:
-            raise click.ClickException(f"database error: {err}") from err
-
-    return wrapper
-
-
-def _database_errors() -> tuple[type[BaseException], ...]:
-    """The base error classes of the database drivers loaded in this process."""
-    names = ("sqlite3", "pysqlite3.dbapi2", "psycopg", "pymysql")
-    return tuple(sys.modules[n].Error for n in names if n in sys.modules)
-
-
-@click.group()
-@click.version_option(package_name="facevec")
-def cli() -> None:
-    """Face recognition on a relational database.
-
-    Index a folder of photos into face embeddings in SQLite, then find a face
-    in it or verify two photos.
-    """
+from ..search import STRATEGIES
+from .main import (
+    cli,
+    db_option,
+    detector_option,
+    fail_cleanly,
+    format_option,
+    metric_option,
+    model_option,
+)
 
 
 @cli.command(name="index")
@@ -118,7 +35,7 @@ def cli() -> None:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @format_option(("table", "json"))
-@_fail_cleanly
+@fail_cleanly
 def index_command(
     folder: str,
     db: str,
@@ -133,7 +50,7 @@ def index_command(
 
     Unchanged photos are skipped, so rerunning finishes an interrupted run.
     """
-    from .ingest import IndexInterrupted, index
+    from ..ingest import IndexInterrupted, index
 
     try:
         report = index(
@@ -172,7 +89,7 @@ def index_command(
 @db_option()
 @click.option(
     "--strategy",
-    type=click.Choice(search.STRATEGIES),
+    type=click.Choice(STRATEGIES),
     default=None,
     help="Where distances are computed [default: extension on SQLite, relational on a server].",
 )
@@ -187,7 +104,7 @@ def index_command(
 @model_option(default=None)
 @detector_option(default=None)
 @format_option()
-@_fail_cleanly
+@fail_cleanly
 def find_command(
     img: str,
     db: str,
@@ -201,7 +118,7 @@ def find_command(
     output_format: str,
 ) -> None:
     """Find the faces in the database that match each face in IMG."""
-    from .pipeline import find
+    from ..recognize import find
 
     frames = find(
         img,
@@ -252,7 +169,7 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
 @metric_option()
 @click.option("--threshold", type=float, default=None, help="Override deepface's threshold.")
 @format_option(("table", "json"))
-@_fail_cleanly
+@fail_cleanly
 def verify_command(
     img1: str,
     img2: str,
@@ -263,7 +180,7 @@ def verify_command(
     output_format: str,
 ) -> None:
     """Tell whether IMG1 and IMG2 show the same person (exit 0 either way)."""
-    from .pipeline import verify
+    from ..recognize import verify
 
     result = verify(
         img1,
@@ -286,10 +203,10 @@ def verify_command(
 @cli.command(name="info")
 @db_option()
 @format_option(("table", "json"))
-@_fail_cleanly
+@fail_cleanly
 def info_command(db: str, output_format: str) -> None:
     """Show the model, counts and ingest outcomes of a database."""
-    from .pipeline import info
+    from ..gallery_info import info
 
     details = info(db)
     if output_format == "json":
@@ -304,14 +221,14 @@ def info_command(db: str, output_format: str) -> None:
 @cli.command(name="copy")
 @click.argument("source")
 @click.argument("target")
-@_fail_cleanly
+@fail_cleanly
 def copy_command(source: str, target: str) -> None:
     """Copy the gallery in SOURCE into TARGET (SQLite paths or database URLs).
 
     Vectors, metadata, face crops and the ingest ledger are copied, never
     re-embedded; rerunning finishes an interrupted copy without duplicates.
     """
-    from .transfer import copy_gallery
+    from ..transfer import copy_gallery
 
     copied = copy_gallery(source, target)
     click.echo(
@@ -323,14 +240,14 @@ def copy_command(source: str, target: str) -> None:
 @cli.command(name="reindex")
 @db_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_cleanly
+@fail_cleanly
 def reindex_command(db: str, quiet: bool) -> None:
     """(Re)build the knn index of a SQLite database (find --strategy knn).
 
     index keeps it current by itself; use this for a database filled otherwise,
     or to reclaim the space of deleted faces.
     """
-    from .pipeline import reindex
+    from ..knn import reindex
 
     faces = reindex(db, progress=not quiet)
     click.echo(f"knn index: {faces} faces")
@@ -339,10 +256,6 @@ def reindex_command(db: str, quiet: bool) -> None:
 @cli.command(name="extension-path")
 def extension_path_command() -> None:
     """Print the path of the SQLite extension, for .load in the sqlite3 shell."""
-    import facevec
+    from ..bindings.extension import loadable_path
 
-    click.echo(facevec.loadable_path())
-
-
-if __name__ == "__main__":  # python -m facevec.cli
-    cli()
+    click.echo(loadable_path())

@@ -1,0 +1,5 @@
+"""python -m facevec: the command line."""
+
+from .cli import cli
+
+cli()

@@ -1,0 +1,5 @@
+"""python -m facevec.cli: the command line."""
+
+from . import cli
+
+cli()

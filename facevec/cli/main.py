@@ -1,0 +1,103 @@
+"""The command group, the options commands share, and how errors are printed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import FacevecError
+from ..metrics import FACE_METRICS
+from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
+
+FORMATS = ("table", "csv", "json")
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise on a command line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group()
+@click.version_option(package_name="facevec")
+def cli() -> None:
+    """Face recognition on a relational database.
+
+    Index a folder of photos into face embeddings in SQLite, then find a face
+    in it or verify two photos.
+    """
+
+
+def db_option(required: bool = True) -> Callable:
+    return click.option(
+        "--db",
+        "db",
+        required=required,
+        type=click.Path(dir_okay=False),
+        help="SQLite database file, or a postgresql://, mysql:// or mariadb:// URL.",
+    )
+
+
+def model_option(default: Any = DEFAULT_MODEL) -> Callable:
+    return click.option(
+        "--model",
+        "model_name",
+        default=default,
+        show_default=default is not None,
+        help="deepface recognition model (e.g. Dlib, Facenet, ArcFace).",
+    )
+
+
+def detector_option(default: Any = DEFAULT_DETECTOR) -> Callable:
+    return click.option(
+        "--detector",
+        "detector_backend",
+        default=default,
+        show_default=default is not None,
+        help="deepface face detector (e.g. dlib, mtcnn, retinaface, skip).",
+    )
+
+
+def metric_option() -> Callable:
+    return click.option(
+        "--metric",
+        "distance_metric",
+        type=click.Choice(FACE_METRICS),
+        default="euclidean",
+        show_default=True,
+        help="Distance metric; deepface's threshold for the model applies.",
+    )
+
+
+def format_option(choices=FORMATS, default: str = "table") -> Callable:  # type: ignore[no-untyped-def]
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(choices),
+        default=default,
+        show_default=True,
+        help="Output format.",
+    )
+
+
+def fail_cleanly(function: Callable) -> Callable:
+    """Print facevec's errors as one line and exit 1, without a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
+            raise click.ClickException(str(err)) from err
+        except _database_errors() as err:
+            raise click.ClickException(f"database error: {err}") from err
+
+    return wrapper
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """The base error classes of the database drivers loaded in this process."""
+    names = ("sqlite3", "pysqlite3.dbapi2", "psycopg", "pymysql")
+    return tuple(sys.modules[n].Error for n in names if n in sys.modules)

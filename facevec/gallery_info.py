@@ -1,0 +1,34 @@
+"""What a gallery holds: its model, its counts, and what the ingest ledger says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .storage import faces, ledger, schema
+from .storage.database import DbArg, open_database
+
+
+def info(db: DbArg) -> dict[str, Any]:
+    """Model, counts of faces, images and identities, and the ledger's outcomes."""
+    with open_database(db, create=False) as database:
+        collection = schema.get_collection(database)
+        if collection is None:
+            return {"db": database.name, "model_name": None, "faces": 0, "images": 0, "ledger": {}}
+        stored = faces.counts(database)
+        files = ledger.summary(database)
+        outcomes: dict[str, int] = files["outcomes"]  # type: ignore[assignment]
+        return {
+            "db": database.name,
+            "model_name": collection.model_name,
+            "dimensions": collection.dimensions,
+            "detector_backend": collection.detector_backend,
+            "schema_version": collection.schema_version,
+            "created_at": collection.created_at,
+            "faces": stored["faces"],
+            "images": stored["images"],
+            "identities": stored["identities"],
+            "files_in_ledger": sum(outcomes.values()),
+            "ledger": outcomes,
+            "faces_in_ledger": files["faces"],
+            "last_indexed_at": files["last_updated_at"],
+        }

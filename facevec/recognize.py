@@ -1,0 +1,217 @@
+"""Recognise faces: find a photo's faces in a gallery, verify two photos.
+
+Shaped after deepface's API (DeepFace.find returns a list of DataFrames, one per
+face of the query photo; DeepFace.verify returns a dict), backed by a database.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from .bindings.kernels import distances
+from .engine import embed, models
+from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, VectorError
+from .face import Face
+from .metrics import face_metric
+from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
+from .search import check_strategy, nearest
+from .storage import faces, schema
+from .storage.database import DbArg, open_database
+
+ImageArg = Union[str, "os.PathLike[str]", bytes, np.ndarray, Sequence[float]]
+
+RESULT_COLUMNS = [
+    "img_name",
+    "identity",
+    "face_index",
+    "face_id",
+    "target_x",
+    "target_y",
+    "target_w",
+    "target_h",
+    "source_x",
+    "source_y",
+    "source_w",
+    "source_h",
+    "threshold",
+    "distance",
+    "verified",
+]
+
+
+def _is_embedding(img: Any) -> bool:
+    if isinstance(img, np.ndarray):
+        return img.ndim == 1
+    return isinstance(img, (list, tuple)) and all(
+        isinstance(value, (int, float, np.floating, np.integer)) for value in img
+    )
+
+
+def query_faces(img: ImageArg, options: EmbedOptions) -> list[Face]:
+    """The faces of a query: a photo's detected faces, or one given embedding."""
+    if _is_embedding(img):
+        vector = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(vector).all() or not vector.any():
+            raise VectorError("the query embedding is all zeros or holds NaN or infinity")
+        return [Face.from_vector(vector)]
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3:
+            raise NotAnImageError(
+                f"an image array must be height x width x 3 (BGR), not shape {img.shape}"
+            )
+        return embed.embed_image(img, "image array", options)
+    if isinstance(img, bytes):
+        return embed.embed_bytes(img, "image bytes", options)
+    path = os.fspath(img)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return embed.embed_bytes(data, path, options)
+
+
+def _results_frame(located: dict, hits: list[tuple[int, float]], face: Face, threshold: float):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    records = []
+    for face_id, distance in hits:
+        stored = located.get(face_id)
+        if stored is None:  # deleted by a concurrent prune between the two queries
+            continue
+        records.append(
+            (
+                stored.img_name,
+                stored.identity,
+                stored.face_index,
+                face_id,
+                stored.x,
+                stored.y,
+                stored.w,
+                stored.h,
+                face.x,
+                face.y,
+                face.w,
+                face.h,
+                threshold,
+                distance,
+                distance <= threshold,
+            )
+        )
+    return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+
+
+def find(
+    img: ImageArg,
+    db: DbArg,
+    strategy: str | None = None,
+    distance_metric: str = "euclidean",
+    threshold: float | None = None,
+    k: int | None = None,
+    model_name: str | None = None,
+    detector_backend: str | None = None,
+    align: bool = True,
+    expand_percentage: int = 0,
+    normalization: str = "base",
+    similarity_search: bool = False,
+) -> list[Any]:
+    """Faces in `db` nearest to each face of `img`, like DeepFace.find.
+
+    `img` is a photo (path, bytes, or BGR array) or a precomputed embedding (1-D
+    array or list of floats). Returns one pandas DataFrame per query face, nearest
+    first: img_name, identity, face_index, face_id, target_x/y/w/h (the stored
+    face), source_x/y/w/h (the query face), threshold, distance, verified. Rows are
+    those within the threshold (deepface's for the model and metric unless given),
+    at most k of them; similarity_search=True drops the threshold filter.
+    strategy: "extension" (default on SQLite), "knn" (SQLite, the facevec_knn
+    index), "relational" (default on a server) or "client"; all give the same rows.
+    model_name and detector_backend default to those the database was built with.
+    """
+    if strategy is not None:
+        check_strategy(strategy)
+    face_metric(distance_metric)
+    with open_database(db, create=False) as database:
+        collection = schema.get_collection(database)
+        if collection is None:
+            raise DatabaseNotFoundError(
+                f"{database.name} holds no faces yet; index a folder into it first"
+            )
+        model_name = model_name or collection.model_name
+        schema.check_model(database, model_name)
+        if threshold is None:
+            threshold = models.find_threshold(model_name, distance_metric)
+        options = EmbedOptions(
+            model_name,
+            detector_backend or collection.detector_backend or DEFAULT_DETECTOR,
+            align,
+            expand_percentage,
+            normalization,
+        )
+        frames = []
+        for face in query_faces(img, options):
+            if face.embedding.shape != (collection.dimensions,):
+                raise ModelMismatchError(
+                    f"query embedding has shape {face.embedding.shape}; {database.name} holds "
+                    f"{collection.dimensions}-dimensional {collection.model_name} vectors"
+                )
+            hits = nearest(
+                database,
+                face.embedding,
+                strategy=strategy,
+                distance_metric=distance_metric,
+                threshold=None if similarity_search else threshold,
+                k=k,
+            )
+            located = faces.locations(database, [face_id for face_id, _ in hits])
+            frames.append(_results_frame(located, hits, face, float(threshold)))
+        return frames
+
+
+def verify(
+    img1: ImageArg,
+    img2: ImageArg,
+    model_name: str = DEFAULT_MODEL,
+    detector_backend: str = DEFAULT_DETECTOR,
+    distance_metric: str = "euclidean",
+    threshold: float | None = None,
+    align: bool = True,
+    expand_percentage: int = 0,
+    normalization: str = "base",
+) -> dict[str, Any]:
+    """Do two photos show the same person? Like DeepFace.verify, same numbers.
+
+    With several faces in a photo, the closest pair of faces decides.
+    """
+    face_metric(distance_metric)
+    started = time.perf_counter()
+    options = EmbedOptions(model_name, detector_backend, align, expand_percentage, normalization)
+    faces1 = query_faces(img1, options)
+    faces2 = query_faces(img2, options)
+    if faces1[0].embedding.shape != faces2[0].embedding.shape:
+        raise ModelMismatchError(
+            f"embeddings of different sizes: {faces1[0].embedding.shape[0]} and "
+            f"{faces2[0].embedding.shape[0]}"
+        )
+    matrix = np.stack([face.embedding for face in faces2])
+    best = (float("inf"), faces1[0], faces2[0])
+    for face in faces1:
+        to_each = distances(face.embedding, matrix, metric=distance_metric)
+        position = int(np.argmin(to_each))
+        if float(to_each[position]) < best[0]:
+            best = (float(to_each[position]), face, faces2[position])
+    if threshold is None:
+        threshold = models.find_threshold(model_name, distance_metric)
+    distance, face1, face2 = best
+    return {
+        "verified": bool(distance <= threshold),
+        "distance": distance,
+        "threshold": float(threshold),
+        "model": model_name,
+        "detector_backend": detector_backend,
+        "distance_metric": distance_metric,
+        "similarity_metric": distance_metric,  # deepface's name for it
+        "facial_areas": {"img1": face1.area(), "img2": face2.area()},
+        "time": round(time.perf_counter() - started, 2),
+    }

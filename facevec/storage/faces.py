@@ -1,0 +1,225 @@
+"""The faces of a gallery: face_meta rows and their face_embeddings rows.
+
+Every statement that reads or writes these two tables is here. Callers own the
+transaction (``Database.transaction()``): nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..face import Face
+from .database import Database, in_clause_chunks
+from .schema import now
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """One face_meta row as stored (without its id): what a copy carries over."""
+
+    img_name: str
+    identity: str | None
+    face_index: int
+    embedding: bytes
+    model_name: str
+    detector_backend: str | None
+    facial_area_x: int | None
+    facial_area_y: int | None
+    facial_area_w: int | None
+    facial_area_h: int | None
+    left_eye_x: int | None
+    left_eye_y: int | None
+    right_eye_x: int | None
+    right_eye_y: int | None
+    face_confidence: float | None
+    face_image: bytes | None
+    source_sha256: str | None
+    created_at: str
+
+
+_COLUMNS = tuple(field.name for field in fields(StoredFace))
+
+
+@dataclass(frozen=True)
+class FaceLocation:
+    """What a search result says of a stored face."""
+
+    face_id: int
+    img_name: str
+    identity: str | None
+    face_index: int
+    x: int | None
+    y: int | None
+    w: int | None
+    h: int | None
+
+
+def vector_blob(vector: np.ndarray) -> bytes:
+    """float32 little-endian bytes, the layout of the SQL functions."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def _plain(value: Any) -> Any:
+    # memoryview (psycopg) and bytearray become bytes every driver can bind.
+    if isinstance(value, (memoryview, bytearray)):
+        return bytes(value)
+    return value
+
+
+# Writing -----------------------------------------------------------------------
+
+
+def insert_stored_face(db: Database, face: StoredFace) -> int:
+    """Insert one face in both representations; returns its face_meta id."""
+    cursor = db.execute(
+        f"INSERT INTO face_meta ({', '.join(_COLUMNS)}) VALUES ("
+        + db.dialect.params(len(_COLUMNS))
+        + ")"
+        + db.dialect.returning_id,
+        astuple(face),
+    )
+    face_id = db.dialect.inserted_id(cursor)
+    # The float32 values widened exactly to double, so relational sums see the
+    # same numbers as the blob functions.
+    values = np.frombuffer(face.embedding, dtype="<f4").astype(np.float64).tolist()
+    db.executemany(
+        "INSERT INTO face_embeddings (face_id, dimension, value) VALUES ({p}, {p}, {p})",
+        [(face_id, dimension, value) for dimension, value in enumerate(values)],
+    )
+    return face_id
+
+
+def insert_face(
+    db: Database,
+    img_name: str,
+    face: Face,
+    model_name: str,
+    detector_backend: str | None,
+    identity: str | None = None,
+    source_sha256: str | None = None,
+) -> int:
+    """Insert a detected face; returns its face_meta id."""
+    left = face.left_eye or (None, None)
+    right = face.right_eye or (None, None)
+    return insert_stored_face(
+        db,
+        StoredFace(
+            img_name=img_name,
+            identity=identity,
+            face_index=face.face_index,
+            embedding=vector_blob(face.embedding),
+            model_name=model_name,
+            detector_backend=detector_backend,
+            facial_area_x=face.x,
+            facial_area_y=face.y,
+            facial_area_w=face.w,
+            facial_area_h=face.h,
+            left_eye_x=left[0],
+            left_eye_y=left[1],
+            right_eye_x=right[0],
+            right_eye_y=right[1],
+            face_confidence=face.confidence,
+            face_image=face.face_png or None,
+            source_sha256=source_sha256,
+            created_at=now(),
+        ),
+    )
+
+
+def delete_image(db: Database, img_name: str) -> int:
+    """Remove every face of one image; returns how many there were."""
+    ids = [row[0] for row in db.query("SELECT id FROM face_meta WHERE img_name = {p}", (img_name,))]
+    if ids:
+        marks = db.dialect.params(len(ids))
+        db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
+        db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
+    return len(ids)
+
+
+def replace_image(
+    db: Database,
+    img_name: str,
+    faces: Sequence[Face],
+    model_name: str,
+    detector_backend: str | None,
+    identity: str | None = None,
+    source_sha256: str | None = None,
+) -> None:
+    """Make `faces` the only faces stored for `img_name` (no duplicates on rerun)."""
+    delete_image(db, img_name)
+    for face in faces:
+        insert_face(db, img_name, face, model_name, detector_backend, identity, source_sha256)
+
+
+def replace_stored_image(db: Database, img_name: str, faces: Sequence[StoredFace]) -> None:
+    """Make stored faces (from another gallery) the only ones of `img_name`."""
+    delete_image(db, img_name)
+    for face in faces:
+        insert_stored_face(db, face)
+
+
+# Reading -----------------------------------------------------------------------
+
+
+def image_names(db: Database) -> list[str]:
+    return [row[0] for row in db.query("SELECT DISTINCT img_name FROM face_meta ORDER BY img_name")]
+
+
+def stored_faces(db: Database, img_name: str) -> list[StoredFace]:
+    rows = db.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM face_meta WHERE img_name = {{p}} ORDER BY face_index",
+        (img_name,),
+    )
+    return [StoredFace(*(_plain(value) for value in row)) for row in rows]
+
+
+def locations(db: Database, face_ids: Sequence[int]) -> dict[int, FaceLocation]:
+    """Where each of `face_ids` is; ids no longer stored are left out."""
+    found: dict[int, FaceLocation] = {}
+    for chunk in in_clause_chunks(face_ids):
+        for row in db.query(
+            "SELECT id, img_name, identity, face_index, facial_area_x, facial_area_y,"
+            " facial_area_w, facial_area_h FROM face_meta"
+            f" WHERE id IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        ):
+            found[int(row[0])] = FaceLocation(int(row[0]), *row[1:])
+    return found
+
+
+def embeddings(db: Database) -> tuple[list[int], list[bytes]]:
+    """(ids, float32 blobs) of every stored face, by id."""
+    rows = db.query("SELECT id, embedding FROM face_meta ORDER BY id")
+    return [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
+
+
+def iter_embeddings(db: Database, batch_size: int = 10000) -> Iterator[tuple[list[int], bytes]]:
+    """(ids, concatenated float32 blobs) of every stored face, in id order, in batches."""
+    last = None
+    while True:
+        where, params = ("", []) if last is None else (" WHERE id > {p}", [last])
+        limit, limit_params = db.dialect.limit(batch_size)
+        rows = db.query(
+            f"SELECT id, embedding FROM face_meta{where} ORDER BY id{limit}",
+            params + limit_params,
+        )
+        if not rows:
+            return
+        last = int(rows[-1][0])
+        yield [int(row[0]) for row in rows], b"".join(bytes(row[1]) for row in rows)
+
+
+def counts(db: Database) -> dict[str, int]:
+    """faces, images and identities stored."""
+    row = db.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT img_name), COUNT(DISTINCT identity) FROM face_meta"
+    ).fetchone()
+    return {"faces": int(row[0]), "images": int(row[1]), "identities": int(row[2])}
+
+
+def count(db: Database) -> int:
+    return int(db.scalar("SELECT COUNT(*) FROM face_meta"))

@@ -1,0 +1,65 @@
+"""The statements of the facevec_knn index (csrc/knn.c): build, sync, search, status.
+
+Each call is one SQL statement on a raw SQLite connection with the native
+extension; the C code writes the index's own tables (``<table>_fvknn_*`` and
+``facevec_knn_index``) inside a transaction of its own. The use case that
+decides when to call what is :mod:`facevec.knn`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def has_functions(conn: Any) -> bool:
+    """Whether ``conn`` has the native facevec_knn functions."""
+    if not hasattr(conn, "enable_load_extension"):
+        return False
+    try:
+        row = conn.execute(
+            "SELECT 1 FROM pragma_function_list WHERE name = 'facevec_knn_sync'"
+        ).fetchone()
+    except Exception:
+        return False
+    return row is not None
+
+
+def status(conn: Any, table: str) -> dict[str, Any] | None:
+    (text,) = conn.execute("SELECT facevec_knn_status(?)", (table,)).fetchone()
+    return None if text is None else json.loads(text)
+
+
+def create(conn: Any, table: str, column: str, chunk_size: int | None) -> None:
+    args: tuple[Any, ...] = (table, column) if chunk_size is None else (table, column, chunk_size)
+    marks = ", ".join("?" * len(args))
+    conn.execute(f"SELECT facevec_knn_create({marks})", args).fetchone()
+
+
+def sync(conn: Any, table: str, max_rows: int | None = None) -> int:
+    """Rows processed; fewer than ``max_rows`` means the index is up to date."""
+    if max_rows is None:
+        (done,) = conn.execute("SELECT facevec_knn_sync(?)", (table,)).fetchone()
+    else:
+        (done,) = conn.execute("SELECT facevec_knn_sync(?, ?)", (table, max_rows)).fetchone()
+    return int(done)
+
+
+def drop(conn: Any, table: str) -> bool:
+    (dropped,) = conn.execute("SELECT facevec_knn_drop(?)", (table,)).fetchone()
+    return bool(dropped)
+
+
+def row_count(conn: Any, table: str) -> int:
+    quoted = '"' + table.replace('"', '""') + '"'
+    return int(conn.execute(f"SELECT count(*) FROM main.{quoted}").fetchone()[0])
+
+
+def search(
+    conn: Any, table: str, query: bytes | str, k: int, metric: str, threshold: float | None
+) -> list[tuple[int, float]]:
+    rows = conn.execute(
+        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?)",
+        (table, query, k, metric, threshold),
+    ).fetchall()
+    return [(int(rowid), float(distance)) for rowid, distance in rows]

@@ -1,0 +1,108 @@
+"""The ingest ledger: what became of every photo-named file an index run saw.
+
+Every statement on ``ingest_ledger`` is here. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+from .database import Database
+from .schema import OUTCOMES
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One file's row; ``first_seen_at`` is kept from an earlier row on update."""
+
+    path: str
+    sha256: str | None
+    size_bytes: int | None
+    outcome: str  # one of schema.OUTCOMES
+    faces: int
+    message: str | None
+    model_name: str | None
+    detector_backend: str | None
+    seconds: float | None
+    first_seen_at: str
+    updated_at: str
+
+
+_COLUMNS = tuple(field.name for field in fields(LedgerEntry))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What an earlier run recorded of a file, to decide whether to redo it."""
+
+    sha256: str | None
+    outcome: str
+    detector_backend: str | None
+
+
+def entries_under(db: Database, folder_prefix: str) -> dict[str, Seen]:
+    """The ledger rows of the files under a folder (`folder_prefix` ends with a separator)."""
+    rows = db.query(
+        "SELECT path, sha256, outcome, detector_backend FROM ingest_ledger"
+        " WHERE substr(path, 1, {p}) = {p}",
+        (len(folder_prefix), folder_prefix),
+    )
+    return {path: Seen(sha, outcome, detector) for path, sha, outcome, detector in rows}
+
+
+def record(db: Database, entry: LedgerEntry) -> None:
+    """Insert or update a file's row (an update keeps its first_seen_at)."""
+    updated = (
+        "sha256",
+        "size_bytes",
+        "outcome",
+        "faces",
+        "message",
+        "model_name",
+        "detector_backend",
+        "seconds",
+        "updated_at",
+    )
+    values = tuple(getattr(entry, name) for name in updated)
+    cursor = db.execute(
+        "UPDATE ingest_ledger SET "
+        + ", ".join(f"{name} = {{p}}" for name in updated)
+        + " WHERE path = {p}",
+        values + (entry.path,),
+    )
+    if cursor.rowcount == 0:
+        insert(db, entry)
+
+
+def insert(db: Database, entry: LedgerEntry) -> None:
+    db.execute(
+        f"INSERT INTO ingest_ledger ({', '.join(_COLUMNS)})"
+        f" VALUES ({db.dialect.params(len(_COLUMNS))})",
+        astuple(entry),
+    )
+
+
+def replace(db: Database, entry: LedgerEntry) -> None:
+    """Make `entry` the file's row as it is (a copy from another gallery)."""
+    delete(db, entry.path)
+    insert(db, entry)
+
+
+def delete(db: Database, path: str) -> None:
+    db.execute("DELETE FROM ingest_ledger WHERE path = {p}", (path,))
+
+
+def entries(db: Database) -> list[LedgerEntry]:
+    rows = db.query(f"SELECT {', '.join(_COLUMNS)} FROM ingest_ledger ORDER BY path")
+    return [LedgerEntry(*row) for row in rows]
+
+
+def summary(db: Database) -> dict[str, object]:
+    """Files per outcome, faces counted, and the last update."""
+    outcomes = {outcome: 0 for outcome in OUTCOMES}
+    for outcome, count in db.query("SELECT outcome, COUNT(*) FROM ingest_ledger GROUP BY outcome"):
+        outcomes[outcome] = int(count)
+    faces, last = db.execute(
+        "SELECT COALESCE(SUM(faces), 0), MAX(updated_at) FROM ingest_ledger"
+    ).fetchone()
+    return {"outcomes": outcomes, "faces": int(faces), "last_updated_at": last}
