@@ -79,6 +79,14 @@ class DatabaseOpenError(FacevecError, OSError):
     """A file that is not a SQLite database (or is locked, or unreadable)."""
 
 
+class UnsupportedDatabaseError(FacevecError, TypeError):
+    """A ``db`` argument that is neither a path, a URL nor a supported connection."""
+
+
+class FolderNotFoundError(FacevecError, NotADirectoryError):
+    """A folder to index that does not exist or is not a folder."""
+
+
 class ModelMismatchError(FacevecError, ValueError):
     """Vectors of one model or dimension mixed with another's."""
 

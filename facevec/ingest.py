@@ -23,6 +23,7 @@ import numpy as np
 from . import knn
 from .engine import embed, models
 from .errors import (
+    FolderNotFoundError,
     InvalidParameterError,
     MissingDependencyError,
     MissingWeightsError,
@@ -183,7 +184,7 @@ def index(
     """Index the photos under `folder` into `db`; see the module docstring."""
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
-        raise NotADirectoryError(f"{folder} is not a directory")
+        raise FolderNotFoundError(f"{folder} is not a directory")
     if batch_size < 1:
         raise InvalidParameterError(f"batch_size must be at least 1, not {batch_size}")
     models.check_model_name(model_name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import ExtensionError, FallbackWarning
+from ..errors import ExtensionError, FallbackWarning, UnsupportedDatabaseError
 from . import fallback
 
 ENTRY_POINT = "sqlite3_facevec_init"
@@ -52,7 +52,7 @@ def dbapi_module(conn: Any) -> ModuleType:
         module = importlib.import_module(cls.__module__.replace("._sqlite3", ".dbapi2"))
         if hasattr(module, "DatabaseError"):
             return module
-    raise TypeError(f"{type(conn).__name__} is not a DB-API connection")
+    raise UnsupportedDatabaseError(f"{type(conn).__name__} is not a DB-API connection")
 
 
 def is_native(conn: Any) -> bool:

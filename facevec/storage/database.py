@@ -22,6 +22,7 @@ from ..errors import (
     DatabaseURLError,
     ExtensionError,
     MissingDependencyError,
+    UnsupportedDatabaseError,
 )
 from .dialects import MYSQL, POSTGRESQL, SQLITE, Dialect
 from .urls import BACKENDS, DatabaseURL, is_secret_parameter, is_url, parse_url
@@ -106,7 +107,9 @@ def open_database(db: DbArg, create: bool = True) -> Database:
         return Database(connect_sqlite(path), SQLITE, path)
     if hasattr(db, "cursor") and hasattr(db, "commit"):
         return Database(db, _dialect_of(db), repr(db), owned=False)
-    raise TypeError(f"db must be a path or a DB-API connection, not {type(db).__name__}")
+    raise UnsupportedDatabaseError(
+        f"db must be a path or a DB-API connection, not {type(db).__name__}"
+    )
 
 
 def _dialect_of(conn: Any) -> Dialect:
@@ -117,7 +120,7 @@ def _dialect_of(conn: Any) -> Dialect:
         return POSTGRESQL
     if module.startswith("pymysql"):
         return MYSQL
-    raise TypeError(f"unsupported database connection {type(conn).__module__}")
+    raise UnsupportedDatabaseError(f"unsupported database connection {type(conn).__module__}")
 
 
 # SQLite ------------------------------------------------------------------------
