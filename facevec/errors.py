@@ -101,3 +101,7 @@ class DatabaseConnectionError(FacevecError, ConnectionError):
 
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
+
+
+class PhotoTooLargeError(FacevecError, ValueError):
+    """A photo with more pixels than the limit (``max_pixels``, ``--max-pixels``)."""
