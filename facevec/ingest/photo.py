@@ -11,6 +11,7 @@ import hashlib
 import os
 import signal
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -114,14 +115,21 @@ def process(text_path: str, data: bytes, sha256: str, settings: Settings) -> Res
     return result
 
 
+def _exit_with(parent: int) -> None:
+    # A writer killed with -9 cannot stop its workers: they notice and end themselves.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def start_worker(options: EmbedOptions) -> None:
-    """A worker process: Ctrl-C is the index process's to handle; load the model once."""
+    """A worker process: Ctrl-C is the writer's to handle; end with the writer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
-    models.build_model(options.model_name, options.detector_backend)
 
 
 def model_dimensions(options: EmbedOptions) -> int:
