@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from backends import BACKENDS, fresh_database
