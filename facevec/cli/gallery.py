@@ -218,7 +218,9 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
         else:
             shown = frame[columns].copy()
             for column in ("img_name", "identity"):  # file names may hold escape sequences
-                shown[column] = shown[column].map(lambda v: v if v is None else printable(v))
+                shown[column] = shown[column].map(
+                    lambda v: printable(v) if isinstance(v, str) else v
+                )
             click.echo(shown.to_string(index=False))
 
 
