@@ -31,10 +31,9 @@ from .decode import (
     Photo,
     decode_image,
     decode_photo,
-    sniff_format,
 )
 
-__all__ = ["decode_image", "sniff_format", "embed_bytes", "embed_image", "embed_crop"]
+__all__ = ["embed_bytes", "embed_crop", "embed_image", "embed_photo", "sharpness"]
 
 
 def _model_input_png(batch_row: np.ndarray) -> bytes:

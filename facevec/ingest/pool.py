@@ -88,9 +88,6 @@ class Pool:
         """A result known without a worker (an unreadable file), kept in its place."""
         self._pending.append(result)
 
-    def busy(self) -> int:
-        return sum(1 for item in self._pending if isinstance(item, futures.Future))
-
     def wait(self, on_done: Callable[[Result], None], block_until: int) -> None:
         """Wait until at most `block_until` futures are running; on_done for each that ends."""
         running = {
