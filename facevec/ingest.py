@@ -14,7 +14,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -180,8 +180,13 @@ def index(
     align: bool = True,
     expand_percentage: int = 0,
     normalization: str = "base",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
-    """Index the photos under `folder` into `db`; see the module docstring."""
+    """Index the photos under `folder` into `db`; see the module docstring.
+
+    `on_progress(done, total)` is called after each file (0 of total first); raising
+    KeyboardInterrupt in it stops the run as Ctrl-C does, keeping every result.
+    """
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
         raise FolderNotFoundError(f"{folder} is not a directory")
@@ -213,7 +218,9 @@ def index(
         batch: list[_Result] = []
         bar = _progress_bar(len(paths), progress)
         try:
-            for path in paths:
+            if on_progress is not None:
+                on_progress(0, len(paths))
+            for done, path in enumerate(paths, 1):
                 result = _handle(path, seen, options)
                 if result is None:
                     report.unchanged += 1
@@ -222,6 +229,8 @@ def index(
                     batch.append(result)
                 bar.set_postfix(faces=report.faces_added, refresh=False)
                 bar.update(1)
+                if on_progress is not None:
+                    on_progress(done, len(paths))
                 if len(batch) >= batch_size:
                     tick = time.perf_counter()
                     _write_batch(database, batch, folder, model_name, detector_backend)
@@ -320,7 +329,12 @@ def add(
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
     image. Faces already stored under these names are replaced. Returns the count.
     """
-    vectors = np.asarray(embeddings, dtype=np.float32)
+    try:
+        vectors = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as err:  # ragged lists, strings, ...
+        raise VectorError(
+            f"embeddings must be a 2-D array of numbers, vectors of equal length: {err}"
+        ) from None
     if vectors.ndim == 1:
         vectors = vectors.reshape(1, -1)
     if vectors.ndim != 2 or vectors.shape[1] == 0:

@@ -100,7 +100,10 @@ def _results_frame(located: dict, hits: list[tuple[int, float]], face: Face, thr
                 distance <= threshold,
             )
         )
-    return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+    frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+    # The query face's box, also when no stored face matches it (an empty frame).
+    frame.attrs["source"] = {"x": face.x, "y": face.y, "w": face.w, "h": face.h}
+    return frame
 
 
 def find(
@@ -128,6 +131,8 @@ def find(
     strategy: "extension" (default on SQLite), "knn" (SQLite, the facevec_knn
     index), "relational" (default on a server) or "client"; all give the same rows.
     model_name and detector_backend default to those the database was built with.
+    Each frame's ``attrs["source"]`` is the query face's box (x, y, w, h), even
+    when no stored face matches it.
     """
     if strategy is not None:
         check_strategy(strategy)

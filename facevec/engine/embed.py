@@ -128,6 +128,10 @@ def _detect_and_embed(image: np.ndarray, name: str, options: EmbedOptions) -> li
 _CACHE: OrderedDict[tuple[str, EmbedOptions], list[Face]] = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
+# deepface keeps one model object per process, and dlib's network holds each
+# layer's output in the object itself: two threads running it at once (a web
+# search during an ingest) would mix their results. One inference at a time.
+_INFERENCE_LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
@@ -153,7 +157,8 @@ def embed_image(
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    faces = _detect_and_embed(image, name, options)
+    with _INFERENCE_LOCK:
+        faces = _detect_and_embed(image, name, options)
     with _CACHE_LOCK:
         _CACHE[key] = faces
         while len(_CACHE) > _CACHE_SIZE:
@@ -177,10 +182,11 @@ def embed_bytes(
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:
     """Re-embed a stored face crop with detector 'skip' (no detection, no alignment)."""
     image = decode_image(png, "face crop")
-    models.build_model(model_name, "skip")
-    from deepface.modules import representation
+    with _INFERENCE_LOCK:
+        models.build_model(model_name, "skip")
+        from deepface.modules import representation
 
-    represented = representation.represent(
-        img_path=image, model_name=model_name, detector_backend="skip"
-    )
+        represented = representation.represent(
+            img_path=image, model_name=model_name, detector_backend="skip"
+        )
     return np.asarray(represented[0]["embedding"], dtype=np.float32)
