@@ -101,3 +101,18 @@ class DatabaseConnectionError(FacevecError, ConnectionError):
 
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
+
+
+# The web server (facevec serve).
+
+
+class AccessDeniedError(FacevecError, PermissionError):
+    """A path outside the photo folders a server was given."""
+
+
+class UploadTooLargeError(FacevecError, ValueError):
+    """An upload over the server's limit of bytes or of pixels."""
+
+
+class JobRunningError(FacevecError, RuntimeError):
+    """An index job asked for while another one writes to the gallery."""
