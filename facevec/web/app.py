@@ -22,7 +22,7 @@ from . import api, pages
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
-from .uploads import BodyLimit
+from .uploads import DeclaredSizeLimit, too_large_message
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("facevec.web")
@@ -77,12 +77,15 @@ def create_app(
     app.state.config = config
     app.state.jobs = jobs
     app.state.people = False
-    app.include_router(api.router, prefix="/api")
-    app.include_router(pages.router)
+    # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
+    # refuses a declared Content-Length over the limit before anything is read).
+    limit = config.max_upload_bytes
+    app.include_router(api.router, prefix="/api", max_body_size=limit)
+    app.include_router(pages.router, max_body_size=limit)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    _add_error_handlers(app)
+    _add_error_handlers(app, config)
     _add_security_headers(app)
-    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
+    app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
     return app
 
 
@@ -98,18 +101,18 @@ def _error_response(request: Request, status: int, name: str, detail: str, **kw:
     return JSONResponse(body(name, detail), status_code=status, **kw)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, config: WebConfig) -> None:
     @app.exception_handler(FacevecError)
     async def facevec_error(request: Request, err: FacevecError) -> Response:
         return _error_response(request, status_of(err), type(err).__name__, message_of(err))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> Response:
-        name = "UploadTooLargeError" if err.status_code == 413 else "HTTPError"
+        name, detail = "HTTPError", str(err.detail)
+        if err.status_code == 413:
+            name, detail = "UploadTooLargeError", too_large_message(config.max_upload_bytes)
         headers = dict(err.headers or {})
-        return _error_response(
-            request, err.status_code, name, str(err.detail), headers=headers or None
-        )
+        return _error_response(request, err.status_code, name, detail, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> Response:
