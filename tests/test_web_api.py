@@ -408,3 +408,40 @@ def test_a_second_job_waits_for_the_first_and_cancel_keeps_finished_work(
         report = http.get(f"/api/jobs/{again['id']}").json()["report"]
         assert (report["unchanged"], report["indexed"]) == (1, 2)
         assert http.get("/api/jobs/nope").status_code == 404
+
+
+def test_searches_run_while_an_index_job_writes(gallery_db_copy, tmp_path, gallery_maker):
+    """SQLite in WAL mode: vector searches answer, right, while the job commits batches."""
+    import threading
+
+    folder = gallery_maker(tmp_path / "new", {"": ["img26.jpg", "img27.jpg", "img28.jpg"]})
+    vector = stored_vector(gallery_db_copy, "img7.jpg").tolist()
+    with client_for(gallery_db_copy, photos=[folder, FACES]) as http:
+        (expected,) = facevec.find(vector, gallery_db_copy, k=3)
+        job = http.post(
+            "/api/index", json={"folder": str(folder), "batch_size": 1}, headers=AUTH
+        ).json()
+        answers, during = [], []
+
+        def search():
+            while len(answers) < 200:
+                state = http.app.state.jobs.get(job["id"]).state
+                response = http.post("/api/find/vector", json={"vector": vector, "k": 3})
+                answers.append(response)
+                if state == "running" and http.app.state.jobs.get(job["id"]).active:
+                    during.append(response)
+                if not http.app.state.jobs.get(job["id"]).active:
+                    return
+
+        threads = [threading.Thread(target=search) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        http.app.state.jobs.wait(job["id"], timeout=300)
+        assert http.get(f"/api/jobs/{job['id']}").json()["state"] == "done"
+    assert during, "no search finished while the job ran"
+    assert all(response.status_code == 200 for response in answers)
+    for response in answers:
+        ids = [m["face_id"] for m in response.json()["faces"][0]["matches"]]
+        assert ids == list(expected.face_id)
