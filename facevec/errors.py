@@ -103,15 +103,15 @@ class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
 
 
+class PhotoTooLargeError(FacevecError, ValueError):
+    """A photo with more pixels than the limit (``max_pixels``, ``--max-pixels``)."""
+
+
 # The web server (facevec serve).
 
 
 class AccessDeniedError(FacevecError, PermissionError):
     """A path outside the photo folders a server was given."""
-
-
-class UploadTooLargeError(FacevecError, ValueError):
-    """An upload over the server's limit of bytes or of pixels."""
 
 
 class JobRunningError(FacevecError, RuntimeError):

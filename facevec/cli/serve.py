@@ -6,6 +6,8 @@ import click
 
 from .main import cli, db_option, fail_cleanly
 
+MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web stack
+
 
 @cli.command(name="serve")
 @db_option()
@@ -35,11 +37,11 @@ from .main import cli, db_option, fail_cleanly
     help="Largest request body accepted.",
 )
 @click.option(
-    "--max-megapixels",
-    default=40.0,
+    "--max-pixels",
+    default=MAX_PIXELS,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Largest uploaded image accepted.",
+    type=click.IntRange(1),
+    help="Larger uploaded photos are refused (413) before they are decoded.",
 )
 @fail_cleanly
 def serve_command(
@@ -49,7 +51,7 @@ def serve_command(
     photos: tuple[str, ...],
     token: str | None,
     max_upload_mb: float,
-    max_megapixels: float,
+    max_pixels: int,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
 
@@ -69,7 +71,7 @@ def serve_command(
         token=token,
         photos=photos,
         max_upload_bytes=int(max_upload_mb * 2**20),
-        max_pixels=int(max_megapixels * 1e6),
+        max_pixels=max_pixels,
     )
     click.echo(
         f"facevec serving {db} on http://{host}:{port}/ "

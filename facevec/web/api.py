@@ -129,6 +129,9 @@ class IndexRequest(BaseModel):
     model_name: str | None = Field(None, description="Default: the gallery's model, else Dlib.")
     detector_backend: str | None = Field(None, description="Default: the gallery's detector.")
     batch_size: int = Field(16, description="Photos per committed batch.")
+    workers: int = Field(
+        1, description="Processes that embed photos (1: the server's own, beside searches)."
+    )
 
 
 class JobStatus(BaseModel):
@@ -329,6 +332,7 @@ def index_endpoint(
         detector_backend=request_body.detector_backend or stored_detector,
         prune=request_body.prune,
         batch_size=request_body.batch_size,
+        workers=request_body.workers,
     )
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return job.as_dict()

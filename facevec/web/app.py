@@ -110,7 +110,7 @@ def _add_error_handlers(app: FastAPI, config: WebConfig) -> None:
     async def http_error(request: Request, err: HTTPException) -> Response:
         name, detail = "HTTPError", str(err.detail)
         if err.status_code == 413:
-            name, detail = "UploadTooLargeError", too_large_message(config.max_upload_bytes)
+            detail = too_large_message(config.max_upload_bytes)
         headers = dict(err.headers or {})
         return _error_response(request, err.status_code, name, detail, headers=headers or None)
 

@@ -12,7 +12,7 @@ from .. import errors
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (errors.UploadTooLargeError, 413),
+    (errors.PhotoTooLargeError, 413),
     (errors.AccessDeniedError, 403),
     (errors.JobRunningError, 409),
     (errors.KnnIndexMissingError, 409),

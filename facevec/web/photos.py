@@ -12,7 +12,7 @@ import stat
 from collections.abc import Sequence
 
 from ..errors import AccessDeniedError, FolderNotFoundError
-from ..ingest import IMAGE_EXTENSIONS
+from ..ingest import IMAGE_EXTENSIONS, path_from_text
 
 
 def _inside(real: str, roots: Sequence[str]) -> bool:
@@ -25,13 +25,17 @@ def _inside(real: str, roots: Sequence[str]) -> bool:
     return False
 
 
-def servable_photo(path: str, roots: Sequence[str]) -> str | None:
-    """The real path of the photo `path` if the server may send it, else None.
+def servable_photo(img_name: str, roots: Sequence[str]) -> str | None:
+    """The real path of the photo `img_name` (its stored text form) if the server
+    may send it, else None.
 
     It may if, symlinks resolved, it is a regular file with a photo's extension
     under one of `roots`.
     """
-    if not roots or not path or "\x00" in path or not os.path.isabs(path):
+    if not roots or not img_name or "\x00" in img_name:
+        return None
+    path = path_from_text(img_name)
+    if not os.path.isabs(path):
         return None
     real = os.path.realpath(path)
     if not _inside(real, roots):

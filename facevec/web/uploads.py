@@ -1,8 +1,9 @@
-"""Uploads: a limit on pixels, and thumbnails.
+"""Uploads: a limit on bytes and on pixels, and thumbnails.
 
-(FastAPI's max_body_size limits the bytes of a request.) The pixel limit is
-checked from the image header, before any decoder allocates the pixels: a small
-file can announce a huge image.
+FastAPI's max_body_size counts a request's bytes as they arrive; DeclaredSizeLimit
+answers a declared Content-Length over it at once. The pixel limit is checked from
+the image header, before any decoder allocates the pixels: a small file can
+announce a huge image.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..engine.embed import decode_image
-from ..errors import NotAnImageError, UploadTooLargeError
+from ..engine.decode import check_pixels, header_size
 
 
 def too_large_message(limit: int) -> str:
@@ -40,7 +40,7 @@ class DeclaredSizeLimit:
             if declared.isdigit() and int(declared) > self.max_bytes:
                 detail = too_large_message(self.max_bytes)
                 response = JSONResponse(
-                    {"error": "UploadTooLargeError", "detail": detail},
+                    {"error": "HTTPError", "detail": detail},
                     status_code=413,
                     headers={"Connection": "close"},
                 )
@@ -50,32 +50,10 @@ class DeclaredSizeLimit:
 
 
 def check_photo(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
-    """(width, height) of an uploaded photo, after refusing one over `max_pixels`.
-
-    Pillow reads only the header here. A format Pillow does not know is decoded by
-    OpenCV, as the pipeline would (its own limit is 2**30 pixels), to name the
-    problem or measure it.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise NotAnImageError(f"{name} is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:  # Pillow's own ceiling, far above any sane limit
-        raise UploadTooLargeError(
-            f"{name} has more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels; "
-            f"this server takes at most {max_pixels / 1e6:g} megapixels"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        pixels = decode_image(data, name)  # raises NotAnImageError with the pipeline's words
-        height, width = pixels.shape[:2]
-    if width * height > max_pixels:
-        raise UploadTooLargeError(
-            f"{name} is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); "
-            f"this server takes at most {max_pixels / 1e6:g} megapixels"
-        )
+    """(width, height) of an uploaded photo, read from its header alone, after
+    refusing one over `max_pixels` (PhotoTooLargeError) or one that is not an image."""
+    width, height = header_size(data, name)
+    check_pixels(width, height, name, max_pixels)
     return width, height
 
 
