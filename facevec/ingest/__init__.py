@@ -335,8 +335,8 @@ def _run(
                 item = (text, data, sha256)
             if pool is None:  # one worker: this process
                 result = item if isinstance(item, Result) else _inline(item, settings, writer)
+                writer.add(result)  # before done(): an on_progress that stops the run keeps it
                 done(result)
-                writer.add(result)
                 continue
             if not pool.started:
                 waiting.append(item)
@@ -361,8 +361,8 @@ def _run(
             drain()
         for entry in waiting:  # the pool never started: at most one photo to embed
             result = entry if isinstance(entry, Result) else _inline(entry, settings, writer)
-            done(result)
             writer.add(result)
+            done(result)
     except BaseException:
         if pool is not None and pool.started:
             drain()  # what finished in order is kept
