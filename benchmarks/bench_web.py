@@ -4,8 +4,9 @@ A gallery of --faces random 128-d vectors (cached in benchmarks/data/) is copied
 to a temporary file and served by ``facevec serve`` in a child process (uvicorn,
 one worker). --clients threads each keep one HTTP connection and post vectors to
 /api/find/vector (k=10) for --seconds; the run reports throughput, p50/p99
-latency and errors. Then the same again while an index job (/api/index, started
-through the API) embeds the shared test photos into the same gallery.
+latency and errors. Then the same while an index job (/api/index, started
+through the API, one worker: the server's process) embeds the shared test photos
+into the same gallery, and once more alone (the machine's drift).
 
     python benchmarks/bench_web.py                      # 100k faces, 20 clients, 30 s
     python benchmarks/bench_web.py --strategy knn --seconds 10
@@ -181,6 +182,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--strategy", default=None, help="default: the server's (extension)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="per client")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds, not counted")
     args = parser.parse_args()
 
     source = gallery(args.faces)
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace, port: int) -> None:
         f"{platform.python_version()}; {args.faces} faces, {args.clients} clients, "
         f"{args.seconds:g} s per phase, strategy {args.strategy or 'default'}"
     )
-    load(port, args.clients, 3, args.strategy, args.max_requests, args.faces)  # warm-up
+    load(port, args.clients, args.warmup, args.strategy, args.max_requests, args.faces)
     print("\n| phase | requests | req/s | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     alone = load(port, args.clients, args.seconds, args.strategy, args.max_requests, args.faces)
@@ -226,7 +228,12 @@ def run(args: argparse.Namespace, port: int) -> None:
     )
     print_row("searches during an ingest", during, ingest)
     request(port, "DELETE", f"/api/jobs/{job['id']}", token=TOKEN)
-    for result in (alone, during):
+    while request(port, "GET", f"/api/jobs/{job['id']}")[1]["state"] == "running":
+        time.sleep(0.2)
+    # Once more alone: how much of the difference is the machine's own drift.
+    again = load(port, args.clients, args.seconds, args.strategy, args.max_requests, args.faces)
+    print_row("searches alone, again", again)
+    for result in (alone, during, again):
         for error in result["first_errors"]:
             print("error:", error)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -82,11 +83,20 @@ def create_app(
     limit = config.max_upload_bytes
     app.include_router(api.router, prefix="/api", max_body_size=limit)
     app.include_router(pages.router, max_body_size=limit)
+    if people_installed():
+        from . import people_routes
+
+        people_routes.register(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _add_error_handlers(app, config)
     _add_security_headers(app)
     app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
     return app
+
+
+def people_installed() -> bool:
+    """Whether the people capability (facevec.people) is part of this facevec."""
+    return importlib.util.find_spec("facevec.people") is not None
 
 
 def _wants_page(request: Request) -> bool:

@@ -13,6 +13,8 @@ from .. import errors
 # Most specific first: the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (errors.PhotoTooLargeError, 413),
+    # A name already taken, a merge into itself: the gallery's state refuses the edit.
+    *(((errors.PeopleConflictError, 409),) if hasattr(errors, "PeopleConflictError") else ()),
     (errors.AccessDeniedError, 403),
     (errors.JobRunningError, 409),
     (errors.KnnIndexMissingError, 409),

@@ -101,8 +101,47 @@ function setUpIndexForm() {
   });
 }
 
+function setUpPeopleForms() {
+  const nameForm = document.getElementById("name-form");
+  if (nameForm) {
+    nameForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const id = nameForm.dataset.personId;
+      try {
+        await write(`/api/people/${id}/name`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ name: document.getElementById("name-input").value }),
+        });
+        window.location.reload();
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+  }
+  const mergeForm = document.getElementById("merge-form");
+  if (mergeForm) {
+    mergeForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const target = Number(mergeForm.dataset.personId);
+      const source = Number(document.getElementById("merge-source").value);
+      try {
+        await write("/api/people/merge", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ sources: [source], target }),
+        });
+        window.location.reload();
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setUpDropzone();
   setUpToken();
   setUpIndexForm();
+  setUpPeopleForms();
 });
