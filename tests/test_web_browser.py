@@ -7,6 +7,7 @@ build/), or in $FACEVEC_SCREENSHOTS; the folder is printed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -185,3 +186,37 @@ def test_the_status_page_shows_the_gallery_and_is_read_only(
     assert "Every file seen was indexed." in browser.page_source
     assert "read-only" in browser.find_element(By.TAG_NAME, "header").text
     assert not browser.find_elements(By.ID, "index-form")
+
+
+if importlib.util.find_spec("facevec.people") is not None:
+
+    def test_people_open_a_person_and_name_them_from_the_page(
+        browser, screenshots, gallery_db_copy, gallery
+    ):
+        from selenium.webdriver.common.by import By
+        from web_support import TOKEN
+
+        app = create_app(str(gallery_db_copy), token=TOKEN, photos=[gallery, FACES])
+        with live_server(app) as url:
+            browser.get(url + "/people")
+            browser.save_screenshot(str(screenshots / "people.png"))
+            person = browser.find_element(By.CSS_SELECTOR, 'li.person[data-name="id02"]')
+            person.find_element(By.CLASS_NAME, "group-name").click()
+            _wait(browser, lambda d: d.find_elements(By.ID, "name-form"))
+            assert browser.find_element(By.ID, "person-name").text == "id02"
+            # Without the token the page says why the change is refused.
+            name = browser.find_element(By.ID, "name-input")
+            name.clear()
+            name.send_keys("Jennifer")
+            browser.find_element(By.CSS_SELECTOR, "#name-form button").click()
+            error = _wait(browser, lambda d: d.find_elements(By.ID, "error"))[0]
+            assert "send the server's token" in error.text
+            browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+            browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+            name = browser.find_element(By.ID, "name-input")
+            name.clear()
+            name.send_keys("Jennifer")
+            browser.find_element(By.CSS_SELECTOR, "#name-form button").click()
+            _wait(browser, lambda d: d.find_element(By.ID, "person-name").text == "Jennifer")
+            browser.save_screenshot(str(screenshots / "person-named.png"))
+            browser.execute_script("sessionStorage.clear()")

@@ -3,6 +3,7 @@ folders, uploads over its limits, changes asked for by another site's page."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -13,16 +14,19 @@ from web_support import AUTH, TOKEN, client_for, png_bytes
 import facevec
 from facevec.web import security
 
-READ_ONLY_POSTS = {"/api/find", "/api/find/vector", "/api/verify"}
+READ_ONLY_POSTS = {"/api/find", "/api/find/vector", "/api/verify", "/api/identify"}
 WRITES = {
     ("POST", "/api/add"): {"img_names": ["x.jpg"], "embeddings": [[0.5] * 128]},
     ("POST", "/api/index"): {"folder": str(FACES)},
     ("DELETE", "/api/jobs/{job_id}"): None,
 }
+if importlib.util.find_spec("facevec.people") is not None:  # the people capability's writes
+    WRITES[("POST", "/api/people/{person}/name")] = {"name": "Somebody"}
+    WRITES[("POST", "/api/people/merge")] = {"sources": [1], "target": 2}
 
 
 def _call(http, method: str, path: str, body, headers=None):
-    url = path.replace("{job_id}", "somejob")
+    url = path.replace("{job_id}", "somejob").replace("{person}", "1")
     return http.request(method, url, json=body, headers=headers or {})
 
 

@@ -36,7 +36,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     context.setdefault("error", None)
     context.update(
         writable=config.writable,
-        people=getattr(request.app.state, "people", False),
+        people_pages=getattr(request.app.state, "people", False),
         metrics=FACE_METRICS,
         strategies=STRATEGIES,
     )

@@ -183,7 +183,7 @@ def people_page(
     return pages.render(
         request,
         "people.html",
-        people=shown,
+        persons=shown,
         everyone=everyone,
         samples=samples,
         page=page,
