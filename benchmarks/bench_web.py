@@ -158,6 +158,7 @@ def load(
     elapsed = time.perf_counter() - began
     flat = np.array([value for client in latencies for value in client]) * 1000
     return {
+        "load": os.getloadavg()[0],  # the machine's 1-minute load at the phase's end
         "requests": int(flat.size),
         "seconds": elapsed,
         "throughput": flat.size / elapsed,
@@ -171,7 +172,8 @@ def load(
 def print_row(name: str, result: dict, extra: str = "") -> None:
     print(
         f"| {name} | {result['requests']} | {result['throughput']:.1f} | "
-        f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} |{extra}"
+        f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} | "
+        f"{result['load']:.1f} |{extra}"
     )
 
 
@@ -208,8 +210,8 @@ def run(args: argparse.Namespace, port: int) -> None:
         f"{args.seconds:g} s per phase, strategy {args.strategy or 'default'}"
     )
     load(port, args.clients, args.warmup, args.strategy, args.max_requests, args.faces)
-    print("\n| phase | requests | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| phase | requests | req/s | p50 ms | p99 ms | errors | load |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     alone = load(port, args.clients, args.seconds, args.strategy, args.max_requests, args.faces)
     print_row("searches alone", alone)
 
