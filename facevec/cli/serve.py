@@ -26,8 +26,8 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     "--token",
     envvar="FACEVEC_TOKEN",
     default=None,
-    help="Token that allows changes (add, index); without it the server is read-only. "
-    "Also read from FACEVEC_TOKEN.",
+    help="Token that allows changes (add, index, naming people); without it the server is "
+    "read-only. Better given as FACEVEC_TOKEN: other users can read a command line.",
 )
 @click.option(
     "--max-upload-mb",
