@@ -181,7 +181,7 @@ def problems_endpoint(
     return actions.ledger_problems(config, limit, offset)
 
 
-def _read_upload(upload: UploadFile, config: WebConfig) -> bytes:
+def read_upload(upload: UploadFile, config: WebConfig) -> bytes:
     data = upload.file.read()
     check_photo(data, upload.filename or "the upload", config.max_pixels)
     return data
@@ -203,7 +203,7 @@ def find_photo_endpoint(
     model_name: str | None = Form(None, description="Default: the gallery's model."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    data = _read_upload(photo, config)
+    data = read_upload(photo, config)
     options = actions.FindOptions(
         k, threshold, metric, strategy or None, similarity_search, model_name or None
     )
@@ -241,8 +241,8 @@ def verify_endpoint(
     detector_backend: str | None = Form(None, description="Default: the gallery's detector."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    first = _read_upload(photo1, config)
-    second = _read_upload(photo2, config)
+    first = read_upload(photo1, config)
+    second = read_upload(photo2, config)
     return actions.verify_photos(
         config, first, second, metric, threshold, model_name or None, detector_backend or None
     )

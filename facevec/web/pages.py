@@ -20,7 +20,7 @@ from ..search import STRATEGIES
 from . import actions
 from .api import photo_url
 from .config import WebConfig
-from .http_errors import message_of, status_of
+from .http_errors import database_errors, message_of, status_of
 from .photos import servable_photo
 from .security import config_of
 from .uploads import check_photo, thumbnail_data_url
@@ -84,7 +84,7 @@ def search_results(
             k=wanted, metric=metric, strategy=strategy or None, similarity_search=not within
         )
         result = actions.find_photo(config, data, options)
-    except (FacevecError, *_driver_errors()) as err:
+    except (FacevecError, *database_errors()) as err:
         return render(
             request,
             "search.html",
@@ -108,12 +108,6 @@ def search_results(
         picture=picture,
         upload_name=name,
     )
-
-
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    from .http_errors import database_errors
-
-    return database_errors()
 
 
 @router.get("/gallery", response_class=HTMLResponse)

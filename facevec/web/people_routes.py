@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ..people import identify, list_people, merge, name, show
 from . import pages
-from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, _read_upload
+from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, read_upload
 from .config import WebConfig
 from .security import config_of, require_token
 
@@ -94,7 +94,7 @@ def identify_endpoint(
     strategy: str | None = Form(None, description=STRATEGY_HELP),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    data = _read_upload(photo, config)
+    data = read_upload(photo, config)
     frame = identify(
         data, config.db, distance_metric=metric, threshold=threshold, strategy=strategy or None
     )
