@@ -105,3 +105,14 @@ class FallbackWarning(RuntimeWarning):
 
 class PhotoTooLargeError(FacevecError, ValueError):
     """A photo with more pixels than the limit (``max_pixels``, ``--max-pixels``)."""
+
+
+# The web server (facevec serve).
+
+
+class AccessDeniedError(FacevecError, PermissionError):
+    """A path outside the photo folders a server was given."""
+
+
+class JobRunningError(FacevecError, RuntimeError):
+    """An index job asked for while another one writes to the gallery."""

@@ -100,7 +100,10 @@ def _results_frame(located: dict, hits: list[tuple[int, float]], face: Face, thr
                 distance <= threshold,
             )
         )
-    return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+    frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+    # The query face's box, also when no stored face matches it (an empty frame).
+    frame.attrs["source"] = {"x": face.x, "y": face.y, "w": face.w, "h": face.h}
+    return frame
 
 
 def find(
@@ -130,6 +133,8 @@ def find(
     index), "relational" (default on a server) or "client"; all give the same rows.
     model_name and detector_backend default to those the database was built with.
     exact=True detects the query's faces with deepface's own code (as index --exact).
+    Each frame's ``attrs["source"]`` is the query face's box (x, y, w, h), even
+    when no stored face matches it.
     """
     if strategy is not None:
         check_strategy(strategy)

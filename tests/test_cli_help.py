@@ -20,7 +20,7 @@ def test_every_command_has_help_text():
 
 
 def test_expected_commands_exist():
-    expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path"}
+    expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path", "serve"}
     assert expected == set(cli.commands)
 
 

@@ -106,10 +106,21 @@ def _extract(photo: Photo, name: str, options: EmbedOptions) -> list[dict[str, A
     return extract_faces(photo.image, options)
 
 
+# deepface keeps one model object per process, and dlib's network holds each
+# layer's output in the object itself: two threads running it at once (a web
+# search during an index run in the same process) would mix their results.
+_INFERENCE_LOCK = threading.Lock()
+
+
 def embed_photo(
     photo: Photo, name: str = "image", options: EmbedOptions = DEFAULT_OPTIONS
 ) -> list[Face]:
     """All faces of a decoded photo, in detection order; NoFaceError when none."""
+    with _INFERENCE_LOCK:
+        return _embed_photo(photo, name, options)
+
+
+def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
     models.build_model(options.model_name, options.detector_backend)
     if options.detector_backend == "skip":
         height, width = photo.image.shape[:2]
@@ -207,10 +218,11 @@ def embed_bytes(
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:
     """Re-embed a stored face crop with detector 'skip' (no detection, no alignment)."""
     image = decode_image(png, "face crop")
-    models.build_model(model_name, "skip")
-    from deepface.modules import representation
+    with _INFERENCE_LOCK:
+        models.build_model(model_name, "skip")
+        from deepface.modules import representation
 
-    represented = representation.represent(
-        img_path=image, model_name=model_name, detector_backend="skip"
-    )
+        represented = representation.represent(
+            img_path=image, model_name=model_name, detector_backend="skip"
+        )
     return np.asarray(represented[0]["embedding"], dtype=np.float32)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -214,6 +214,7 @@ def index(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_face: int = DEFAULT_MIN_FACE,
     min_sharpness: float = 0.0,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
     """Index the photos under `folder` into `db`; see the module docstring.
 
@@ -222,6 +223,8 @@ def index(
     max_pixels: photos with more pixels are not decoded (an 'error' ledger row).
     min_face, min_sharpness: faces smaller (pixels) or blurrier (variance of the
     Laplacian) are counted in the ledger message, not stored.
+    on_progress(done, total): called as files are counted and after each file;
+    raising KeyboardInterrupt in it stops the run as Ctrl-C does, keeping every result.
     """
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
@@ -247,6 +250,8 @@ def index(
         walk = Walk(folder)
         listed: set[str] = set()
         bar = _progress_bar(progress)
+        if on_progress is not None:
+            bar = _Reporting(bar, on_progress)
         try:
             _run(walk, seen, settings, writer, listed, bar, workers)
         except KeyboardInterrupt:
@@ -330,8 +335,8 @@ def _run(
                 item = (text, data, sha256)
             if pool is None:  # one worker: this process
                 result = item if isinstance(item, Result) else _inline(item, settings, writer)
+                writer.add(result)  # before done(): an on_progress that stops the run keeps it
                 done(result)
-                writer.add(result)
                 continue
             if not pool.started:
                 waiting.append(item)
@@ -356,8 +361,8 @@ def _run(
             drain()
         for entry in waiting:  # the pool never started: at most one photo to embed
             result = entry if isinstance(entry, Result) else _inline(entry, settings, writer)
-            done(result)
             writer.add(result)
+            done(result)
     except BaseException:
         if pool is not None and pool.started:
             drain()  # what finished in order is kept
@@ -389,6 +394,29 @@ def _count(report: IndexReport, result: Result) -> None:
         report.error_messages[result.path] = result.message or ""
 
 
+class _Reporting:
+    """The progress bar, also telling on_progress(done, total) after each file."""
+
+    def __init__(self, bar: Any, on_progress: Callable[[int, int], None]) -> None:
+        self._bar = bar
+        self._on_progress = on_progress
+        self._done = 0  # a disabled tqdm does not count
+        self._total = 0
+
+    def reset(self, total: int = 0) -> None:
+        self._bar.reset(total=total)
+        self._done, self._total = 0, total
+        self._on_progress(0, total)
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+        self._done += n
+        self._on_progress(self._done, self._total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bar, name)
+
+
 def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
@@ -407,7 +435,12 @@ def add(
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
     image. Faces already stored under these names are replaced. Returns the count.
     """
-    vectors = np.asarray(embeddings, dtype=np.float32)
+    try:
+        vectors = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as err:  # ragged lists, strings, ...
+        raise VectorError(
+            f"embeddings must be a 2-D array of numbers, vectors of equal length: {err}"
+        ) from None
     if vectors.ndim == 1:
         vectors = vectors.reshape(1, -1)
     if vectors.ndim != 2 or vectors.shape[1] == 0:

@@ -223,3 +223,47 @@ def counts(db: Database) -> dict[str, int]:
 
 def count(db: Database) -> int:
     return int(db.scalar("SELECT COUNT(*) FROM face_meta"))
+
+
+def face_crop(db: Database, face_id: int) -> bytes | None:
+    """The stored crop (PNG) of one face; None if there is no such face or no crop."""
+    return _plain(db.scalar("SELECT face_image FROM face_meta WHERE id = {p}", (int(face_id),)))
+
+
+@dataclass(frozen=True)
+class IdentityCount:
+    """One identity (None: faces without one) and how much of the gallery it holds."""
+
+    identity: str | None
+    faces: int
+    images: int
+
+
+def identity_counts(db: Database) -> list[IdentityCount]:
+    """Every identity with its counts, most faces first (faces without one last)."""
+    rows = db.query(
+        "SELECT identity, COUNT(*), COUNT(DISTINCT img_name) FROM face_meta GROUP BY identity"
+    )
+    found = [IdentityCount(row[0], int(row[1]), int(row[2])) for row in rows]
+    return sorted(found, key=lambda c: (c.identity is None, -c.faces, c.identity or ""))
+
+
+def faces_of_identity(
+    db: Database, identity: str | None, limit: int | None = None, offset: int = 0
+) -> list[FaceLocation]:
+    """The faces of one identity (None: those without one), by photo and face index."""
+    where = "identity IS NULL" if identity is None else "identity = {p}"
+    params: list[Any] = [] if identity is None else [identity]
+    clause, limit_params = db.dialect.limit(limit)
+    if offset:
+        if not clause:  # OFFSET needs a LIMIT on SQLite and MariaDB
+            clause, limit_params = db.dialect.limit(2**62)
+        clause += " OFFSET {p}"
+        limit_params.append(int(offset))
+    rows = db.query(
+        "SELECT id, img_name, identity, face_index, facial_area_x, facial_area_y,"
+        f" facial_area_w, facial_area_h FROM face_meta WHERE {where}"
+        f" ORDER BY img_name, face_index{clause}",
+        params + limit_params,
+    )
+    return [FaceLocation(int(row[0]), *row[1:]) for row in rows]

@@ -106,3 +106,15 @@ def summary(db: Database) -> dict[str, object]:
         "SELECT COALESCE(SUM(faces), 0), MAX(updated_at) FROM ingest_ledger"
     ).fetchone()
     return {"outcomes": outcomes, "faces": int(faces), "last_updated_at": last}
+
+
+def problems(db: Database, limit: int = 100, offset: int = 0) -> tuple[int, list[LedgerEntry]]:
+    """(how many, a page of) the files whose last run did not index them, newest first."""
+    total = int(db.scalar("SELECT COUNT(*) FROM ingest_ledger WHERE outcome <> 'indexed'"))
+    clause, params = db.dialect.limit(limit)
+    rows = db.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM ingest_ledger WHERE outcome <> 'indexed'"
+        f" ORDER BY updated_at DESC, path{clause} OFFSET {{p}}",
+        params + [int(offset)],
+    )
+    return total, [LedgerEntry(*row) for row in rows]

@@ -1,0 +1,81 @@
+"""facevec serve: the gallery's web page and REST API."""
+
+from __future__ import annotations
+
+import click
+
+from .main import cli, db_option, fail_cleanly
+
+MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web stack
+
+
+@cli.command(name="serve")
+@db_option()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+@click.option(
+    "--photos",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder whose photos the pages may show and the API may index (repeatable). "
+    "Nothing outside these folders is ever sent.",
+)
+@click.option(
+    "--token",
+    envvar="FACEVEC_TOKEN",
+    default=None,
+    help="Token that allows changes (add, index, naming people); without it the server is "
+    "read-only. Better given as FACEVEC_TOKEN: other users can read a command line.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body accepted.",
+)
+@click.option(
+    "--max-pixels",
+    default=MAX_PIXELS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger uploaded photos are refused (413) before they are decoded.",
+)
+@fail_cleanly
+def serve_command(
+    db: str,
+    host: str,
+    port: int,
+    photos: tuple[str, ...],
+    token: str | None,
+    max_upload_mb: float,
+    max_pixels: int,
+) -> None:
+    """Serve the gallery DB: a web page to search it and a REST API (/docs).
+
+    Listens on 127.0.0.1 unless --host says otherwise. Reads are open to anyone
+    who can reach the address; changes need --token.
+    """
+    try:
+        import uvicorn
+
+        from ..web import create_app
+    except ImportError as err:
+        raise click.ClickException(
+            f"facevec serve needs the web extra ({err.name} is missing): pip install 'facevec[web]'"
+        ) from err
+    app = create_app(
+        db,
+        token=token,
+        photos=photos,
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_pixels=max_pixels,
+    )
+    click.echo(
+        f"facevec serving {db} on http://{host}:{port}/ "
+        f"({'changes need the token' if token else 'read-only'})",
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")

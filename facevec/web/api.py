@@ -1,0 +1,371 @@
+"""The REST API under /api: JSON in and out, mirroring the Python API.
+
+Reads are open; writes (add, index, cancelling a job) need the server's token.
+Blocking routes are plain ``def``: FastAPI runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from pydantic import BaseModel, Field
+
+from ..metrics import FACE_METRICS
+from ..search import STRATEGIES
+from . import actions
+from .config import WebConfig
+from .jobs import IndexJobs
+from .photos import folder_to_index, servable_photo
+from .security import config_of, require_token
+from .uploads import check_photo
+
+router = APIRouter()
+
+METRIC_HELP = f"Distance metric: {', '.join(FACE_METRICS)}."
+STRATEGY_HELP = (
+    f"Where distances are computed: {', '.join(STRATEGIES)} "
+    "(default: extension on SQLite, relational on a server)."
+)
+
+
+# Schemas ------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="The facevec error class (or HTTP error).")
+    detail: str = Field(description="The message the command line prints.")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what}
+    for status, what in (
+        (400, "a parameter facevec refuses (k, threshold, metric, strategy, vector)"),
+        (404, "no such face, job or gallery"),
+        (413, "the upload is over the byte or pixel limit"),
+        (422, "not an image, no face found, or a vector of another model"),
+    )
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorBody, "description": "no token, or a wrong one"},
+    403: {"model": ErrorBody, "description": "a read-only server, or a path outside its photos"},
+}
+
+
+class Box(BaseModel):
+    x: int | None
+    y: int | None
+    w: int | None
+    h: int | None
+
+
+class Match(BaseModel):
+    """A stored face near a query face: one row of facevec.find's DataFrame."""
+
+    img_name: str
+    identity: str | None
+    face_index: int
+    face_id: int
+    target_x: int | None
+    target_y: int | None
+    target_w: int | None
+    target_h: int | None
+    source_x: int | None
+    source_y: int | None
+    source_w: int | None
+    source_h: int | None
+    threshold: float
+    distance: float
+    verified: bool
+
+
+class QueryFace(BaseModel):
+    source: Box = Field(description="Where the face is in the query photo (null for a vector).")
+    matches: list[Match] = Field(description="Nearest first.")
+
+
+class FindResult(BaseModel):
+    faces: list[QueryFace] = Field(description="One entry per face of the query photo.")
+
+
+class VectorQuery(BaseModel):
+    vector: list[float] = Field(description="An embedding of the gallery's model.")
+    k: int | None = Field(None, description="At most k matches.")
+    threshold: float | None = Field(None, description="Override deepface's threshold.")
+    metric: str = Field("euclidean", description=METRIC_HELP)
+    strategy: str | None = Field(None, description=STRATEGY_HELP)
+    similarity_search: bool = Field(False, description="Rank every face (use with k).")
+
+
+class Verification(BaseModel):
+    """What facevec.verify returns (as DeepFace.verify)."""
+
+    verified: bool
+    distance: float
+    threshold: float
+    model: str
+    detector_backend: str
+    distance_metric: str
+    similarity_metric: str
+    facial_areas: dict[str, dict[str, Any]]
+    time: float
+
+
+class AddRequest(BaseModel):
+    img_names: list[str] = Field(description="One name per embedding; repeats are faces 0, 1, ...")
+    embeddings: list[list[float]]
+    model_name: str | None = Field(None, description="Default: the gallery's model.")
+    identities: list[str | None] | None = None
+
+
+class Added(BaseModel):
+    added: int
+
+
+class IndexRequest(BaseModel):
+    folder: str = Field(description="An absolute path under one of the server's --photos.")
+    prune: bool = Field(False, description="Drop faces of photos deleted from the folder.")
+    model_name: str | None = Field(None, description="Default: the gallery's model, else Dlib.")
+    detector_backend: str | None = Field(None, description="Default: the gallery's detector.")
+    batch_size: int = Field(16, description="Photos per committed batch.")
+    workers: int = Field(
+        1, description="Processes that embed photos (1: the server's own, beside searches)."
+    )
+
+
+class JobStatus(BaseModel):
+    id: str
+    folder: str
+    state: str = Field(description="queued, running, done, failed or cancelled")
+    done: int = Field(description="Files looked at so far.")
+    total: int | None = Field(description="Files in the folder, once counted.")
+    started_at: float
+    finished_at: float | None
+    report: dict[str, Any] | None = Field(description="facevec.index's report once finished.")
+    error: str | None
+    options: dict[str, Any]
+
+
+class Problem(BaseModel):
+    path: str
+    outcome: str = Field(description="no_face, not_image or error")
+    message: str | None
+    size_bytes: int | None
+    updated_at: str
+
+
+class Problems(BaseModel):
+    total: int
+    files: list[Problem]
+
+
+# Reading ------------------------------------------------------------------------
+
+
+@router.get("/info", summary="Model, counts and ingest outcomes (facevec info)")
+def info_endpoint(config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # noqa: B008
+    return actions.gallery_info(config)
+
+
+@router.get(
+    "/ledger/problems",
+    summary="Files the ingest did not index, and why",
+    response_model=Problems,
+)
+def problems_endpoint(
+    limit: int = Query(100, ge=1, le=actions.MAX_PAGE),
+    offset: int = Query(0, ge=0),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    return actions.ledger_problems(config, limit, offset)
+
+
+def read_upload(upload: UploadFile, config: WebConfig) -> bytes:
+    data = upload.file.read()
+    check_photo(data, upload.filename or "the upload", config.max_pixels)
+    return data
+
+
+@router.post(
+    "/find",
+    summary="Find each face of an uploaded photo in the gallery (facevec find)",
+    response_model=FindResult,
+    responses=ERRORS,
+)
+def find_photo_endpoint(
+    photo: UploadFile = File(..., description="The query photo (JPEG, PNG, WebP, ...)."),  # noqa: B008
+    k: int | None = Form(None, description="At most k matches per face."),
+    threshold: float | None = Form(None, description="Override deepface's threshold."),
+    metric: str = Form("euclidean", description=METRIC_HELP),
+    strategy: str | None = Form(None, description=STRATEGY_HELP),
+    similarity_search: bool = Form(False, description="Rank every face (use with k)."),
+    model_name: str | None = Form(None, description="Default: the gallery's model."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    data = read_upload(photo, config)
+    options = actions.FindOptions(
+        k, threshold, metric, strategy or None, similarity_search, model_name or None
+    )
+    return actions.find_photo(config, data, options)
+
+
+@router.post(
+    "/find/vector",
+    summary="Find the faces nearest to an embedding",
+    response_model=FindResult,
+    responses=ERRORS,
+)
+def find_vector_endpoint(
+    query: VectorQuery,
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    options = actions.FindOptions(
+        query.k, query.threshold, query.metric, query.strategy, query.similarity_search
+    )
+    return actions.find_vector(config, query.vector, options)
+
+
+@router.post(
+    "/verify",
+    summary="Do two photos show the same person? (facevec verify)",
+    response_model=Verification,
+    responses=ERRORS,
+)
+def verify_endpoint(
+    photo1: UploadFile = File(...),  # noqa: B008
+    photo2: UploadFile = File(...),  # noqa: B008
+    metric: str = Form("euclidean", description=METRIC_HELP),
+    threshold: float | None = Form(None, description="Override deepface's threshold."),
+    model_name: str | None = Form(None, description="Default: the gallery's model."),
+    detector_backend: str | None = Form(None, description="Default: the gallery's detector."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    first = read_upload(photo1, config)
+    second = read_upload(photo2, config)
+    return actions.verify_photos(
+        config, first, second, metric, threshold, model_name or None, detector_backend or None
+    )
+
+
+@router.get("/faces/{face_id}", summary="Where a stored face is", responses=ERRORS)
+def face_endpoint(
+    face_id: int,
+    request: Request,
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    found = actions.face_location(config, face_id)
+    served = servable_photo(found.img_name, config.photo_roots) is not None
+    return {
+        "face_id": found.face_id,
+        "img_name": found.img_name,
+        "identity": found.identity,
+        "face_index": found.face_index,
+        "box": {"x": found.x, "y": found.y, "w": found.w, "h": found.h},
+        "crop_url": f"/api/faces/{face_id}/crop.png",
+        "photo_url": photo_url(found.img_name) if served else None,
+    }
+
+
+@router.get(
+    "/faces/{face_id}/crop.png",
+    summary="A stored face as the model saw it (PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: ERRORS[404]},
+)
+def crop_endpoint(face_id: int, config: WebConfig = Depends(config_of)) -> Response:  # noqa: B008
+    png = actions.face_crop(config, face_id)
+    # A face id names one crop until the face is re-indexed: cache briefly.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})
+
+
+def photo_url(img_name: str) -> str:
+    from urllib.parse import quote
+
+    return "/photos" + quote(img_name)
+
+
+# Writing ------------------------------------------------------------------------
+
+
+@router.post(
+    "/add",
+    summary="Store precomputed embeddings (facevec.add)",
+    response_model=Added,
+    responses=WRITE_ERRORS,
+    dependencies=[Depends(require_token)],
+)
+def add_endpoint(request_body: AddRequest, config: WebConfig = Depends(config_of)) -> Added:  # noqa: B008
+    added = actions.add_vectors(
+        config,
+        request_body.img_names,
+        request_body.embeddings,
+        request_body.model_name,
+        request_body.identities,
+    )
+    return Added(added=added)
+
+
+def jobs_of(request: Request) -> IndexJobs:
+    return request.app.state.jobs
+
+
+@router.post(
+    "/index",
+    summary="Index a folder on the server, in the background (facevec index)",
+    status_code=202,
+    response_model=JobStatus,
+    responses={**WRITE_ERRORS, 409: {"model": ErrorBody, "description": "a job runs"}},
+    dependencies=[Depends(require_token)],
+)
+def index_endpoint(
+    request_body: IndexRequest,
+    response: Response,
+    config: WebConfig = Depends(config_of),  # noqa: B008
+    jobs: IndexJobs = Depends(jobs_of),  # noqa: B008
+) -> dict[str, Any]:
+    folder = folder_to_index(request_body.folder, config.photo_roots)
+    stored_model, stored_detector = actions.gallery_model(config)
+    job = jobs.start(
+        folder,
+        model_name=request_body.model_name or stored_model,
+        detector_backend=request_body.detector_backend or stored_detector,
+        prune=request_body.prune,
+        batch_size=request_body.batch_size,
+        workers=request_body.workers,
+    )
+    response.headers["Location"] = f"/api/jobs/{job.id}"
+    return job.as_dict()
+
+
+@router.get("/jobs", summary="Index jobs, newest first", response_model=list[JobStatus])
+def jobs_endpoint(jobs: IndexJobs = Depends(jobs_of)) -> list[dict[str, Any]]:  # noqa: B008
+    return [job.as_dict() for job in jobs.all()]
+
+
+@router.get(
+    "/jobs/{job_id}", summary="An index job's progress", response_model=JobStatus, responses=ERRORS
+)
+def job_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, Any]:  # noqa: B008
+    return _job(jobs, job_id).as_dict()
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    summary="Stop an index job (finished batches are kept)",
+    response_model=JobStatus,
+    responses=WRITE_ERRORS,
+    dependencies=[Depends(require_token)],
+)
+def cancel_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, Any]:  # noqa: B008
+    _job(jobs, job_id)
+    job = jobs.cancel(job_id)
+    assert job is not None
+    return job.as_dict()
+
+
+def _job(jobs: IndexJobs, job_id: str) -> Any:
+    job = jobs.get(job_id)
+    if job is None:
+        raise actions.NotStoredError(f"no index job {job_id!r} on this server")
+    return job

@@ -1,0 +1,160 @@
+"""The application factory: one FastAPI app per gallery."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .._version import __version__
+from ..errors import FacevecError
+from ..storage.database import open_database
+from . import api, pages
+from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
+from .http_errors import body, database_errors, message_of, status_of
+from .jobs import IndexJobs
+from .uploads import DeclaredSizeLimit, too_large_message
+
+HERE = Path(__file__).parent
+logger = logging.getLogger("facevec.web")
+
+DESCRIPTION = """\
+facevec's REST API: find faces of a photo (or of an embedding) in the gallery,
+verify two photos, add embeddings, index a folder on the server in the background,
+and read the gallery's counts and the ingest ledger's problems.
+
+Reads are open. Writes need the server's token: `Authorization: Bearer TOKEN`.
+Errors are JSON `{"error": class, "detail": message}` with the message the
+command line prints.
+"""
+
+# The pages load only their own scripts and styles; the query photo is a data: URL.
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def create_app(
+    db: Any,
+    token: str | None = None,
+    photos: Iterable[str | os.PathLike[str]] = (),
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> FastAPI:
+    """The web page and REST API of the gallery `db` (a SQLite path or a URL).
+
+    token: writes (add, index, ...) need it; none makes the server read-only.
+    photos: folders whose photos the pages may show; nothing outside them is sent.
+    """
+    config = make_config(db, token, photos, max_upload_bytes, max_pixels)
+    # Refuse a missing SQLite file or an unreachable server now, not on each request.
+    with open_database(config.db, create=False):
+        pass
+    jobs = IndexJobs(config.db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Stopping the server stops an index job as Ctrl-C would: finished batches stay.
+        jobs.shutdown()
+
+    app = FastAPI(
+        title="facevec",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.jobs = jobs
+    app.state.people = False
+    # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
+    # refuses a declared Content-Length over the limit before anything is read).
+    limit = config.max_upload_bytes
+    app.include_router(api.router, prefix="/api", max_body_size=limit)
+    app.include_router(pages.router, max_body_size=limit)
+    if people_installed():
+        from . import people_routes
+
+        people_routes.register(app)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    _add_error_handlers(app, config)
+    _add_security_headers(app)
+    app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
+    return app
+
+
+def people_installed() -> bool:
+    """Whether the people capability (facevec.people) is part of this facevec."""
+    return importlib.util.find_spec("facevec.people") is not None
+
+
+def _wants_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+def _error_response(request: Request, status: int, name: str, detail: str, **kw: Any) -> Response:
+    if _wants_page(request):
+        return pages.render(request, "error.html", status_code=status, error=detail, **kw)
+    return JSONResponse(body(name, detail), status_code=status, **kw)
+
+
+def _add_error_handlers(app: FastAPI, config: WebConfig) -> None:
+    @app.exception_handler(FacevecError)
+    async def facevec_error(request: Request, err: FacevecError) -> Response:
+        return _error_response(request, status_of(err), type(err).__name__, message_of(err))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> Response:
+        name, detail = "HTTPError", str(err.detail)
+        if err.status_code == 413:
+            detail = too_large_message(config.max_upload_bytes)
+        headers = dict(err.headers or {})
+        return _error_response(request, err.status_code, name, detail, headers=headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> Response:
+        # One line, as the command line words a bad option: "k: Input should be ...".
+        parts = []
+        for problem in err.errors():
+            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+            parts.append(f"{where}: {problem.get('msg')}" if where else str(problem.get("msg")))
+        return _error_response(request, 422, "RequestValidationError", "; ".join(parts))
+
+    @app.exception_handler(Exception)
+    async def other_error(request: Request, err: Exception) -> Response:
+        if isinstance(err, database_errors()):
+            return _error_response(request, 500, type(err).__name__, message_of(err))
+        logger.error("unexpected error on %s", request.url.path, exc_info=err)
+        return _error_response(
+            request, 500, "InternalError", f"internal error ({type(err).__name__}); see the log"
+        )
+
+
+def _add_security_headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.headers.get("content-type", "").startswith("text/html") and not (
+            request.url.path.startswith("/docs") or request.url.path.startswith("/redoc")
+        ):
+            response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+__all__ = ["WebConfig", "create_app"]

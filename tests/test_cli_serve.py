@@ -1,0 +1,95 @@
+"""facevec serve: starts a server on loopback, takes its token from the environment,
+refuses what it cannot serve, and keeps the command line free of the web stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from click.testing import CliRunner
+from web_support import free_port
+
+import facevec
+from facevec.cli import cli
+
+
+def _request(url: str, data: dict | None = None, token: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = None if data is None else json.dumps(data).encode()
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_serve_runs_a_server_on_loopback_with_the_token_from_the_environment(tmp_path):
+    db = tmp_path / "faces.db"
+    vectors = np.random.default_rng(3).normal(size=(2, 128)).astype(np.float32)
+    facevec.add(db, ["a.jpg", "b.jpg"], vectors)
+    port = free_port()
+    env = dict(os.environ, FACEVEC_TOKEN="from-the-environment")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facevec", "serve", "--db", str(db), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, info = _request(base + "/api/info")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert status == 200 and info["faces"] == 2
+        found = _request(base + "/api/find/vector", {"vector": vectors[1].tolist(), "k": 1})
+        assert found[1]["faces"][0]["matches"][0]["img_name"] == "b.jpg"
+        extra = {"img_names": ["c.jpg"], "embeddings": [[0.25] * 128]}
+        assert _request(base + "/api/add", extra)[0] == 401
+        assert _request(base + "/api/add", extra, token="from-the-environment") == (
+            200,
+            {"added": 1},
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert f"facevec serving {db} on http://127.0.0.1:{port}/ (changes need the token)" in output
+    assert facevec.info(db)["faces"] == 3
+
+
+def test_serve_refuses_a_missing_database_in_one_line(tmp_path):
+    missing = tmp_path / "nothing.db"
+    result = CliRunner().invoke(cli, ["serve", "--db", str(missing)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: no database at {missing}; create one with: facevec index DIR --db {missing}\n"
+    )
+    assert not missing.exists()
+
+
+def test_the_command_line_does_not_load_the_web_stack():
+    code = (
+        "import sys; from facevec.cli import cli; web = ('fastapi', 'uvicorn', 'starlette'); "
+        "print(sorted(m for m in web if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
