@@ -101,3 +101,23 @@ class DatabaseConnectionError(FacevecError, ConnectionError):
 
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
+
+
+# People: recognise, cluster, name and merge.
+
+
+class PersonNotFoundError(FacevecError, LookupError):
+    """A person name or id that the gallery does not hold."""
+
+
+class FaceNotFoundError(FacevecError, LookupError):
+    """A face id that the gallery does not hold (or not where it was looked for)."""
+
+
+class PeopleConflictError(FacevecError, ValueError):
+    """An edit of people that contradicts the gallery: a name already taken, a merge
+    of a person into itself, two faces of one photo in one person, nothing to undo."""
+
+
+class NotCalibratedError(FacevecError, LookupError):
+    """A calibrated threshold was asked for, but the gallery was never calibrated."""

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .face import Face
 from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from .storage import faces, ledger, schema
+from .storage import faces, ledger, people, schema
 from .storage.database import Database, DbArg, open_database
 
 # Files with other extensions (README.md, labels.csv, .DS_Store...) are not photos
@@ -246,6 +246,9 @@ def index(
                 report.pruned = len(gone)
             else:
                 report.missing = len(gone)
+        tick = time.perf_counter()
+        sync_people(database)
+        db_seconds += time.perf_counter() - tick
         if not report.interrupted:
             tick = time.perf_counter()
             knn.refresh_gallery_index(database, progress)
@@ -255,6 +258,13 @@ def index(
     if report.interrupted:
         raise IndexInterrupted(report)
     return report
+
+
+def sync_people(database: Database) -> None:
+    """Folders become people: new faces of gallery/<person>/ get that person."""
+    people.upgrade(database)
+    with database.transaction():
+        people.sync_folders(database)
 
 
 class IndexInterrupted(KeyboardInterrupt):
@@ -350,5 +360,6 @@ def add(
                 identity = None if identities is None else identities[rows[0]]
                 stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
                 faces.replace_image(database, name, stored, model_name, None, identity)
+        sync_people(database)
         knn.refresh_gallery_index(database)
     return len(vectors)
