@@ -196,8 +196,8 @@ def cluster_command(
         return
     click.echo(
         f"{report.unassigned} of {report.faces} faces had no person: "
-        f"{report.joined_existing} joined existing people, {report.faces_in_new_people} "
-        f"formed {report.new_people} new people, {report.left_unassigned} left alone "
+        f"{report.joined_existing} joined existing people, {report.new_people} new people "
+        f"({report.faces_in_new_people} faces), {report.left_unassigned} left alone "
         f"({report.seconds:.1f} s)"
     )
     if report.edit_id is not None:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, PeopleConflictError
 from ..metrics import face_metric
 from ..storage import people as store
 from ..storage.database import DbArg
@@ -178,6 +178,11 @@ def cluster(
             receivers = {people[int(result.person[i])] for i in joined}
             changed = [int(face) for face in free_faces[np.concatenate([joined, clustered])]]
             with database.transaction():
+                if store.persons_of_faces(database, changed):
+                    raise PeopleConflictError(
+                        "people changed while clustering ran (another cluster run or edit); "
+                        "nothing was written: run it again"
+                    )
                 before = store.snapshot(database, receivers, changed)
                 new_ids = store.create_persons(database, n_new)
                 rows = [
