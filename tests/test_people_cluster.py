@@ -214,3 +214,37 @@ def test_cli_cluster_reports_and_can_be_undone(all_photos_db, gallery_copy_on):
     undone = CliRunner().invoke(cli, ["people", "undo", "--db", db])
     assert undone.exit_code == 0 and undone.output.startswith("undid: clustered 60 faces")
     assert people_rows(db) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_change_made_while_clustering_runs_wins(
+    backend, all_photos_db, gallery_copy_on, monkeypatch
+):
+    from facevec.errors import PeopleConflictError
+
+    db = gallery_copy_on(all_photos_db, backend)
+    face = [f for f, img in all_faces(db) if img.endswith("/img1.jpg")][0]  # id01: clustered
+    real_graph = facevec.people.clustering.knn_graph
+
+    def graph_and_a_user(*args, **kwargs):
+        # Meanwhile, in another connection, a user says who face `face` is.
+        facevec.people.split(db, *_a_person_with(db, face))
+        return real_graph(*args, **kwargs)
+
+    monkeypatch.setattr(facevec.people.clustering, "knn_graph", graph_and_a_user)
+    with pytest.raises(PeopleConflictError, match="run it again"):
+        facevec.people.cluster(db, progress=False)
+    assert [r[0] for r in people_rows(db)] == [face]  # only the user's change
+    monkeypatch.setattr(facevec.people.clustering, "knn_graph", real_graph)
+    assert facevec.people.cluster(db, progress=False).new_people > 0
+
+
+def _a_person_with(db, face: int) -> tuple:
+    """(person, [face]) after moving `face` to a fresh person, for split to move it on."""
+    from facevec.storage import people as store
+
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            person = store.create_person(database, "Someone")
+            store.assign(database, [(face, person, "confirmed", None)])
+    return person, [face]

@@ -177,6 +177,9 @@ def cluster(
         if joined.size or clustered.size:
             receivers = {people[int(result.person[i])] for i in joined}
             changed = [int(face) for face in free_faces[np.concatenate([joined, clustered])]]
+            # End the read snapshot of the load (MariaDB's repeatable read would keep
+            # it), so the check below sees what others committed while the graph ran.
+            database.rollback()
             with database.transaction():
                 if store.persons_of_faces(database, changed):
                     raise PeopleConflictError(
