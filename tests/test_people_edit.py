@@ -4,7 +4,6 @@ SQLite, PostgreSQL and MariaDB (each test on its own copy of the session gallery
 from __future__ import annotations
 
 import re
-import sqlite3
 
 import pytest
 from backends import BACKENDS
@@ -212,19 +211,18 @@ def test_show_writes_a_contact_sheet_of_the_face_crops(gallery_db, gallery_copy_
     assert len({t.tobytes() for t in tiles}) == 8
 
 
-def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(gallery_db, gallery_copy_on):
-    db = gallery_copy_on(gallery_db, "sqlite")
-    conn = sqlite3.connect(db)
-    for view in ("people", "person_photos", "person_faces"):
-        conn.execute(f"DROP VIEW {view}")
-    for name in TABLES + ("person_edit", "facevec_calibration"):
-        conn.execute(f"DROP TABLE {name}")
-    conn.execute("UPDATE facevec_collection SET schema_version = 1")
-    conn.commit()
-    conn.close()
+def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(db):
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            for view in ("people", "person_photos", "person_faces"):
+                database.execute(f"DROP VIEW {view}")
+            for name in TABLES + ("person_edit", "facevec_calibration"):
+                database.execute(f"DROP TABLE {name}")
+            database.execute("UPDATE facevec_collection SET schema_version = 1")
     assert facevec.info(db)["schema_version"] == 1
     assert {p.name for p in people.list_people(db)} == {"id01", "id02", "id03", "id04", "id05"}
     assert facevec.info(db)["schema_version"] == 2
+    assert people.show(db, "id01").person.folder == 8
 
 
 def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
