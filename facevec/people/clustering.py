@@ -210,7 +210,7 @@ def cluster(
                     database,
                     "cluster",
                     f"clustered {free_rows.size} faces: {joined.size} joined existing people, "
-                    f"{clustered.size} formed {n_new} new people",
+                    f"{n_new} new people ({clustered.size} faces)",
                     receivers | set(new_ids),
                     changed,
                     before,
