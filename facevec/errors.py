@@ -103,6 +103,10 @@ class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
 
 
+class PhotoTooLargeError(FacevecError, ValueError):
+    """A photo with more pixels than the limit (``max_pixels``, ``--max-pixels``)."""
+
+
 # People: recognise, cluster, name and merge.
 
 

@@ -21,6 +21,7 @@ class Face:
     right_eye: tuple[int, int] | None = None
     confidence: float = 0.0
     face_png: bytes = b""  # the aligned face exactly as fed to the model
+    sharpness: float | None = None  # variance of the Laplacian of the aligned face
 
     @classmethod
     def from_vector(cls, vector: np.ndarray, face_index: int = 0) -> Face:

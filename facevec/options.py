@@ -22,6 +22,9 @@ class EmbedOptions:
     align: bool = True
     expand_percentage: int = 0
     normalization: str = "base"
+    # False: facevec's fast path (engine/detect.py); True: deepface's own detection,
+    # so vectors equal DeepFace.represent's (at deepface's cost).
+    exact: bool = False
 
     def as_kwargs(self) -> dict[str, object]:
         return asdict(self)

@@ -116,6 +116,7 @@ def find(
     expand_percentage: int = 0,
     normalization: str = "base",
     similarity_search: bool = False,
+    exact: bool = False,
 ) -> list[Any]:
     """Faces in `db` nearest to each face of `img`, like DeepFace.find.
 
@@ -129,6 +130,7 @@ def find(
     strategy: "extension" (default on SQLite), "knn" (SQLite, the facevec_knn
     index), "relational" (default on a server) or "client"; all give the same rows.
     model_name and detector_backend default to those the database was built with.
+    exact=True detects the query's faces with deepface's own code (as index --exact).
     """
     if strategy is not None:
         check_strategy(strategy)
@@ -153,6 +155,7 @@ def find(
             align,
             expand_percentage,
             normalization,
+            exact,
         )
         frames = []
         for face in query_faces(img, options):
@@ -184,14 +187,19 @@ def verify(
     align: bool = True,
     expand_percentage: int = 0,
     normalization: str = "base",
+    exact: bool = False,
 ) -> dict[str, Any]:
-    """Do two photos show the same person? Like DeepFace.verify, same numbers.
+    """Do two photos show the same person? Like DeepFace.verify.
 
-    With several faces in a photo, the closest pair of faces decides.
+    With several faces in a photo, the closest pair of faces decides. exact=True
+    detects with deepface's own code, so the distance equals DeepFace.verify's;
+    the default fast path makes the same decisions (benchmarks/README.md).
     """
     face_metric(distance_metric)
     started = time.perf_counter()
-    options = EmbedOptions(model_name, detector_backend, align, expand_percentage, normalization)
+    options = EmbedOptions(
+        model_name, detector_backend, align, expand_percentage, normalization, exact
+    )
     faces1 = query_faces(img1, options)
     faces2 = query_faces(img2, options)
     if faces1[0].embedding.shape != faces2[0].embedding.shape:

@@ -13,7 +13,10 @@ def test_verify_text_and_json(photos):
     runner = CliRunner()
     result = runner.invoke(cli, ["verify", photos("img1.jpg"), photos("img2.jpg")])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("same person: euclidean distance 0.46")
+    assert result.output.startswith("same person: euclidean distance 0.4")
+    # --exact: deepface's own detection, deepface's distance (0.46315)
+    result = runner.invoke(cli, ["verify", photos("img1.jpg"), photos("img2.jpg"), "--exact"])
+    assert result.output.startswith("same person: euclidean distance 0.4631")
     result = runner.invoke(
         cli, ["verify", photos("img1.jpg"), photos("img12.jpg"), "--format", "json"]
     )

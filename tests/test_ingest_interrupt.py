@@ -1,5 +1,6 @@
 """An ingest killed mid-run (kill -9, Ctrl-C) loses nothing committed; a rerun
-finishes the job with no duplicates; searches work while it runs."""
+finishes the job with no duplicates; searches work while it runs. The runs use two
+worker processes: the writer is the one killed."""
 
 from __future__ import annotations
 
@@ -43,12 +44,32 @@ def start_index(folder: Path, db: Path) -> subprocess.Popen:
             str(db),
             "--batch-size",
             "1",
+            "--workers",
+            "2",
+            "--exact",  # deepface's slower detection: the signal lands mid-run
             "--quiet",
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> str | None:
+    """The process's state letter, or None once it has ended (a zombie has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+    return None if state in ("Z", "X") else state
 
 
 def ledger_count(db: Path) -> int:
@@ -118,15 +139,22 @@ def test_kill_9_mid_run_then_rerun_finishes_without_duplicates(small_gallery, tm
     (frame,) = facevec.find(photos("img10.jpg"), db, threshold=10)
     assert len(frame) >= 1
     wait_for_ledger(process, db, 3)
+    workers = children(process.pid)
+    assert len(workers) >= 2  # the workers (and multiprocessing's resource tracker)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    # Orphaned workers notice their writer is gone and end (they never write).
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [(pid, alive(pid)) for pid in workers if alive(pid)]
     committed = ledger_count(db)
     assert 3 <= committed < len(SMALL_PHOTOS), "the kill should land mid-run"
     faces_before = check_consistent(db)
     with sqlite3.connect(db) as conn:
         kept = conn.execute("SELECT id, img_name, embedding FROM face_meta ORDER BY id").fetchall()
 
-    report = facevec.index(small_gallery, db, progress=False)
+    report = facevec.index(small_gallery, db, progress=False, exact=True)
     assert report.unchanged == committed
     assert report.indexed == len(SMALL_PHOTOS) - committed
     faces_after = check_consistent(db)
@@ -161,6 +189,6 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(small_gallery, tmp_path):
     committed = ledger_count(db)
     assert committed >= 2
     check_consistent(db)
-    report = facevec.index(small_gallery, db, progress=False)
+    report = facevec.index(small_gallery, db, progress=False, exact=True)
     assert report.unchanged == committed
     check_consistent(db)

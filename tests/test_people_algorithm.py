@@ -25,8 +25,8 @@ def brute_force_knn(x: np.ndarray, queries: np.ndarray, k: int, cutoff: float):
 
 @pytest.mark.parametrize("n, k", [(50, 5), (700, 10), (3000, 7)])
 def test_knn_graph_is_the_exact_k_nearest_neighbours(n, k, monkeypatch):
-    # Small blocks, so that a query's neighbours come from several blocks.
-    monkeypatch.setattr("facevec.people.graph.BLOCK_BYTES", 64 * 128 * 4)
+    # Small batches, so that the queries take several kernel calls and both threads.
+    monkeypatch.setattr("facevec.people.graph.QUERY_BATCH", 64)
     x, _ = clustered_vectors(n, seed=n)
     queries = np.sort(np.random.default_rng(0).choice(n, size=min(n, 300), replace=False))
     graph = knn_graph(x, queries, k, cutoff=0.7)
@@ -161,3 +161,13 @@ def test_bad_parameters_are_refused(bad):
     x, _ = clustered_vectors(20)
     with pytest.raises(InvalidParameterError):
         cluster_vectors(x, np.arange(len(x)), **bad)
+
+
+def test_identical_faces_are_each_others_neighbours_not_their_own():
+    # More identical rows than k: a query's own row may not be among its k + 1
+    # nearest (ties go to lower rows), and it must still never be its own edge.
+    x = np.repeat(np.ones((1, 128), np.float32), 6, axis=0)
+    graph = knn_graph(x, np.arange(6), 2, cutoff=1.0)
+    assert not np.any(graph.source == graph.target)
+    assert np.bincount(graph.source, minlength=6).tolist() == [2] * 6
+    assert np.all(graph.distance == 0)

@@ -20,7 +20,7 @@ def test_verify_agrees_with_deepface(pair):
     from deepface import DeepFace
 
     ours = facevec.verify(
-        *pair, model_name="Dlib", detector_backend="dlib", distance_metric="euclidean"
+        *pair, model_name="Dlib", detector_backend="dlib", distance_metric="euclidean", exact=True
     )
     theirs = DeepFace.verify(
         *pair, model_name="Dlib", detector_backend="dlib", distance_metric="euclidean", silent=True
@@ -31,6 +31,11 @@ def test_verify_agrees_with_deepface(pair):
     assert ours["facial_areas"]["img1"]["x"] == theirs["facial_areas"]["img1"]["x"]
     for key in ("model", "detector_backend", "distance_metric", "similarity_metric", "time"):
         assert key in ours
+    # The default (fast) path: the same decision, the same face (tests/test_decisions.py
+    # checks every labelled pair).
+    fast = facevec.verify(*pair)
+    assert fast["verified"] is True
+    assert abs(fast["facial_areas"]["img1"]["x"] - theirs["facial_areas"]["img1"]["x"]) < 60
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean_l2"])

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..engine.decode import DEFAULT_MAX_PIXELS
+from ..ingest.photo import DEFAULT_MIN_FACE
 from ..search import STRATEGIES
 from .main import (
     THRESHOLD,
@@ -18,6 +20,7 @@ from .main import (
     format_option,
     metric_option,
     model_option,
+    printable,
 )
 
 
@@ -34,6 +37,38 @@ from .main import (
     type=click.IntRange(1),
     help="Photos per committed batch.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes that embed photos [default: one per core].",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="deepface's own detection: vectors equal DeepFace.represent's, several times slower.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Larger photos are not decoded (an error in the ledger).",
+)
+@click.option(
+    "--min-face",
+    type=click.IntRange(0),
+    default=DEFAULT_MIN_FACE,
+    show_default=True,
+    help="Faces narrower or shorter than this many pixels are counted, not stored.",
+)
+@click.option(
+    "--min-sharpness",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @format_option(("table", "json"))
 @fail_cleanly
@@ -44,6 +79,11 @@ def index_command(
     detector_backend: str,
     prune: bool,
     batch_size: int,
+    workers: int | None,
+    exact: bool,
+    max_pixels: int,
+    min_face: int,
+    min_sharpness: float,
     quiet: bool,
     output_format: str,
 ) -> None:
@@ -62,6 +102,11 @@ def index_command(
             prune=prune,
             batch_size=batch_size,
             progress=not quiet,
+            exact=exact,
+            workers=workers,
+            max_pixels=max_pixels,
+            min_face=min_face,
+            min_sharpness=min_sharpness,
         )
     except IndexInterrupted as stop:
         click.echo(
@@ -78,11 +123,17 @@ def index_command(
         f"{report.files_seen} photos: {report.indexed} indexed ({report.faces_added} faces), "
         f"{report.unchanged} unchanged, {report.no_face} without a face, "
         f"{report.not_image} not images, {report.errors} errors"
+        + (
+            f", {report.faces_dropped} faces below --min-face/--min-sharpness"
+            if report.faces_dropped
+            else ""
+        )
         + (f", {report.pruned} pruned" if report.pruned else "")
         + (f", {report.missing} gone (use --prune)" if report.missing else "")
+        + (f", {report.unseen} in unreadable folders (kept)" if report.unseen else "")
     )
     for message in report.error_messages.values():
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {printable(message)}", err=True)
 
 
 @cli.command(name="find")
@@ -109,6 +160,11 @@ def index_command(
 )
 @model_option(default=None)
 @detector_option(default=None)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Detect with deepface's own code (as index --exact); several times slower.",
+)
 @format_option()
 @fail_cleanly
 def find_command(
@@ -121,6 +177,7 @@ def find_command(
     similarity_search: bool,
     model_name: str,
     detector_backend: str,
+    exact: bool,
     output_format: str,
 ) -> None:
     """Find the faces in the database that match each face in IMG."""
@@ -136,6 +193,7 @@ def find_command(
         similarity_search=similarity_search,
         model_name=model_name,
         detector_backend=detector_backend,
+        exact=exact,
     )
     _print_frames(frames, output_format)
 
@@ -164,7 +222,12 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
         if frame.empty:
             click.echo("no match within the threshold")
         else:
-            click.echo(frame[columns].to_string(index=False))
+            shown = frame[columns].copy()
+            for column in ("img_name", "identity"):  # file names may hold escape sequences
+                shown[column] = shown[column].map(
+                    lambda v: printable(v) if isinstance(v, str) else v
+                )
+            click.echo(shown.to_string(index=False))
 
 
 @cli.command(name="verify")
@@ -174,6 +237,11 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
 @detector_option()
 @metric_option()
 @click.option("--threshold", type=float, default=None, help="Override deepface's threshold.")
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Detect with deepface's own code (as index --exact); several times slower.",
+)
 @format_option(("table", "json"))
 @fail_cleanly
 def verify_command(
@@ -183,6 +251,7 @@ def verify_command(
     detector_backend: str,
     distance_metric: str,
     threshold: float,
+    exact: bool,
     output_format: str,
 ) -> None:
     """Tell whether IMG1 and IMG2 show the same person (exit 0 either way)."""
@@ -195,6 +264,7 @@ def verify_command(
         detector_backend=detector_backend,
         distance_metric=distance_metric,
         threshold=threshold,
+        exact=exact,
     )
     if output_format == "json":
         click.echo(json.dumps(result, indent=2))

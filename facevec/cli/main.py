@@ -82,6 +82,19 @@ def format_option(choices=FORMATS, default: str = "table") -> Callable:  # type:
     )
 
 
+# Control characters (C0, DEL, C1) and bidirectional overrides in a file name would be
+# obeyed by the terminal: they are printed escaped.
+_UNPRINTABLE = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
+    **{code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on a terminal: control characters escaped as \\xHH."""
+    return str(text).translate(_UNPRINTABLE)
+
+
 def fail_cleanly(function: Callable) -> Callable:
     """Print facevec's errors as one line and exit 1, without a traceback."""
 
@@ -90,9 +103,9 @@ def fail_cleanly(function: Callable) -> Callable:
         try:
             return function(*args, **kwargs)
         except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
-            raise click.ClickException(str(err)) from err
+            raise click.ClickException(printable(err)) from err
         except _database_errors() as err:
-            raise click.ClickException(f"database error: {err}") from err
+            raise click.ClickException(printable(f"database error: {err}")) from err
 
     return wrapper
 

@@ -1,9 +1,15 @@
-"""Detect, align and embed the faces of one photo with deepface.
+"""Detect, align and embed the faces of one photo with deepface's models.
 
-The steps are deepface's own (``extract_faces`` then ``represent`` with detector
-'skip'), so vectors equal those of ``DeepFace.find``/``DeepFace.verify``. Each face
-also keeps the exact model input as a lossless PNG, so re-embedding the stored
-crop with detector 'skip' gives the stored vector back.
+Two paths, chosen by ``EmbedOptions.exact``:
+
+- fast (default): the photo is decoded once (scaled down past ``WORKING_PIXELS``),
+  faces are found on a scaled copy and aligned on a crop (``engine/detect.py``),
+  and all faces of the photo go through the model in one batch;
+- exact: deepface's own ``extract_faces`` on the full-size photo, so vectors equal
+  ``DeepFace.represent``'s (the faces are still embedded in one batch).
+
+Either way each face keeps the exact model input as a lossless PNG, so
+re-embedding the stored crop with detector 'skip' gives the stored vector back.
 """
 
 from __future__ import annotations
@@ -15,112 +21,127 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NoFaceError, NotAnImageError
+from ..errors import NoFaceError
 from ..face import Face
 from ..options import DEFAULT_OPTIONS, EmbedOptions
 from . import models
-
-# (signature, bytes) of image formats, to name what a file really is in messages.
-_SIGNATURES = (
-    ("jpeg", b"\xff\xd8\xff"),
-    ("png", b"\x89PNG\r\n\x1a\n"),
-    ("gif", b"GIF8"),
-    ("bmp", b"BM"),
-    ("tiff", b"II*\x00"),
-    ("tiff", b"MM\x00*"),
+from .decode import (
+    DEFAULT_MAX_PIXELS,
+    WORKING_PIXELS,
+    Photo,
+    decode_image,
+    decode_photo,
 )
 
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format the leading bytes announce, whatever the file's name."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for name, signature in _SIGNATURES:
-        if data.startswith(signature):
-            return name
-    return None
+__all__ = ["embed_bytes", "embed_crop", "embed_image", "embed_photo", "sharpness"]
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode image bytes to a BGR uint8 array as deepface's own loader does.
-
-    cv2.imdecode gives the same pixels as the cv2.imread deepface uses for paths
-    (EXIF orientation included), and it decodes WebP too.
-    """
+def _model_input_png(batch_row: np.ndarray) -> bytes:
+    """One model input as deepface feeds it (x in [0, 1]), quantised as the model sees it."""
     import cv2
 
-    if len(data) == 0:
-        raise NotAnImageError(f"{name} is empty (0 bytes)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        found = sniff_format(data)
-        what = f"a {found} file OpenCV cannot decode" if found else "not a known image format"
-        raise NotAnImageError(f"{name} cannot be decoded as an image ({what})")
-    return image
-
-
-def _model_input_png(face_bgr: np.ndarray, target_size: tuple[int, int]) -> bytes:
-    """The face resized as ``represent`` resizes it, quantised as the model sees it."""
-    import cv2
-    from deepface.modules import preprocessing
-
-    resized = preprocessing.resize_image(img=face_bgr, target_size=target_size)[0]
-    # deepface feeds faces in [0, 1]; models such as Dlib take x*255 truncated to uint8.
-    if resized.max() <= 1:
-        resized = resized * 255
-    pixels = np.clip(resized, 0, 255).astype(np.uint8)
-    ok, png = cv2.imencode(".png", pixels)
+    pixels = batch_row * 255 if batch_row.max() <= 1 else batch_row
+    ok, png = cv2.imencode(".png", np.clip(pixels, 0, 255).astype(np.uint8))
     if not ok:  # pragma: no cover - PNG encoding of a uint8 image does not fail
         raise RuntimeError("could not encode the face crop as PNG")
     return png.tobytes()
 
 
-def _eye(value: Any) -> tuple[int, int] | None:
-    return None if value is None else (int(value[0]), int(value[1]))
+def sharpness(face_bgr: np.ndarray) -> float:
+    """Variance of the Laplacian of the face at 100 pixels wide (higher: sharper)."""
+    import cv2
+
+    pixels = face_bgr * 255 if face_bgr.max() <= 1 else face_bgr
+    gray = cv2.cvtColor(np.clip(pixels, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
+    height = max(1, round(gray.shape[0] * 100 / gray.shape[1]))
+    gray = cv2.resize(gray, (100, height), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
-def _detect_and_embed(image: np.ndarray, name: str, options: EmbedOptions) -> list[Face]:
+def _embed_batch(crops: list[np.ndarray], options: EmbedOptions) -> tuple[np.ndarray, np.ndarray]:
+    """deepface's represent (detector 'skip') for many crops in one forward pass."""
+    from deepface.modules import preprocessing
+
     model = models.build_model(options.model_name, options.detector_backend)
-    from deepface.modules import detection, representation
-    from deepface.modules.exceptions import FaceNotDetected, ImgNotFound
-
-    try:
-        detected = detection.extract_faces(
-            img_path=image,
-            detector_backend=options.detector_backend,
-            enforce_detection=True,
-            align=options.align,
-            expand_percentage=options.expand_percentage,
-            color_face="bgr",  # represent expects BGR
-        )
-    except (FaceNotDetected, ImgNotFound) as err:  # ImgNotFound: every face was empty
-        raise NoFaceError(f"no face found in {name} (detector {options.detector_backend})") from err
-    target_size = (model.input_shape[1], model.input_shape[0])
-    faces = []
-    for face_index, found in enumerate(detected):
-        represented = representation.represent(
-            img_path=found["face"],
-            model_name=options.model_name,
-            detector_backend="skip",
-            align=options.align,
-            normalization=options.normalization,
-        )
-        area = found["facial_area"]
-        faces.append(
-            Face(
-                face_index=face_index,
-                embedding=np.asarray(represented[0]["embedding"], dtype=np.float32),
-                x=int(area["x"]),
-                y=int(area["y"]),
-                w=int(area["w"]),
-                h=int(area["h"]),
-                left_eye=_eye(area.get("left_eye")),
-                right_eye=_eye(area.get("right_eye")),
-                confidence=float(found.get("confidence") or 0.0),
-                face_png=_model_input_png(found["face"], target_size),
+    target = (model.input_shape[1], model.input_shape[0])
+    inputs = np.concatenate(
+        [preprocessing.resize_image(img=crop, target_size=target) for crop in crops], axis=0
+    )
+    pngs = inputs.copy()  # normalize_input may change its argument in place
+    batch = np.concatenate(
+        [
+            preprocessing.normalize_input(
+                img=inputs[i : i + 1], normalization=options.normalization
             )
+            for i in range(len(crops))
+        ],
+        axis=0,
+    )
+    vectors = np.asarray(model.forward(batch), dtype=np.float32).reshape(len(crops), -1)
+    return vectors, pngs
+
+
+def _eye(value: Any, scale: int) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]) * scale, int(value[1]) * scale)
+
+
+def _extract(photo: Photo, name: str, options: EmbedOptions) -> list[dict[str, Any]]:
+    if options.exact:
+        from deepface.modules import detection
+        from deepface.modules.exceptions import FaceNotDetected, ImgNotFound
+
+        try:
+            return detection.extract_faces(
+                img_path=photo.image,
+                detector_backend=options.detector_backend,
+                enforce_detection=True,
+                align=options.align,
+                expand_percentage=options.expand_percentage,
+                color_face="bgr",
+            )
+        except (FaceNotDetected, ImgNotFound):  # ImgNotFound: every face was empty
+            return []
+    from .detect import extract_faces
+
+    return extract_faces(photo.image, options)
+
+
+def embed_photo(
+    photo: Photo, name: str = "image", options: EmbedOptions = DEFAULT_OPTIONS
+) -> list[Face]:
+    """All faces of a decoded photo, in detection order; NoFaceError when none."""
+    models.build_model(options.model_name, options.detector_backend)
+    if options.detector_backend == "skip":
+        height, width = photo.image.shape[:2]
+        found = [
+            {
+                "face": photo.image,  # as represent(detector 'skip') takes it: uint8
+                "facial_area": {"x": 0, "y": 0, "w": width, "h": height},
+                "confidence": 0,
+            }
+        ]
+    else:
+        found = _extract(photo, name, options)
+    if not found:
+        raise NoFaceError(f"no face found in {name} (detector {options.detector_backend})")
+    vectors, inputs = _embed_batch([item["face"] for item in found], options)
+    s = photo.scale
+    return [
+        Face(
+            face_index=index,
+            embedding=vectors[index],
+            x=int(item["facial_area"]["x"]) * s,
+            y=int(item["facial_area"]["y"]) * s,
+            w=int(item["facial_area"]["w"]) * s,
+            h=int(item["facial_area"]["h"]) * s,
+            left_eye=_eye(item["facial_area"].get("left_eye"), s),
+            right_eye=_eye(item["facial_area"].get("right_eye"), s),
+            confidence=float(item.get("confidence") or 0.0),
+            face_png=_model_input_png(inputs[index]),
+            sharpness=sharpness(item["face"]),
         )
-    return faces
+        for index, item in enumerate(found)
+    ]
 
 
 # Recently embedded photos, keyed by content: find and verify on the same photo in
@@ -134,26 +155,12 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def embed_image(
-    image: np.ndarray,
-    name: str = "image",
-    options: EmbedOptions = DEFAULT_OPTIONS,
-    content_key: str | None = None,
-) -> list[Face]:
-    """All faces of a decoded BGR image, in deepface's detection order.
-
-    Raises NoFaceError when the detector finds none.
-    """
-    if content_key is None:
-        content_key = hashlib.sha256(
-            repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()
-        ).hexdigest()
-    key = (content_key, options)
+def _cached(key: tuple[str, EmbedOptions], compute: Any) -> list[Face]:
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    faces = _detect_and_embed(image, name, options)
+    faces = compute()
     with _CACHE_LOCK:
         _CACHE[key] = faces
         while len(_CACHE) > _CACHE_SIZE:
@@ -161,17 +168,40 @@ def embed_image(
     return faces
 
 
+def embed_image(
+    image: np.ndarray,
+    name: str = "image",
+    options: EmbedOptions = DEFAULT_OPTIONS,
+    content_key: str | None = None,
+) -> list[Face]:
+    """All faces of a decoded BGR image (used at the size given)."""
+    if content_key is None:
+        content_key = hashlib.sha256(
+            repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()
+        ).hexdigest()
+    height, width = image.shape[:2]
+    photo = Photo(image, 1, width, height)
+    return _cached((content_key, options), lambda: embed_photo(photo, name, options))
+
+
 def embed_bytes(
     data: bytes,
     name: str = "image",
     options: EmbedOptions = DEFAULT_OPTIONS,
     sha256: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Face]:
     """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes); ``sha256`` is
-    the bytes' digest when the caller has it already."""
-    image = decode_image(data, name)
+    the bytes' digest when the caller has it already. Photos over `max_pixels` are
+    refused (PhotoTooLargeError) before they are decoded."""
     content_key = sha256 or hashlib.sha256(data).hexdigest()
-    return embed_image(image, name, options, content_key=content_key)
+
+    def compute() -> list[Face]:
+        working = None if options.exact else WORKING_PIXELS
+        photo = decode_photo(data, name, max_pixels, working_pixels=working)
+        return embed_photo(photo, name, options)
+
+    return _cached((content_key, options), compute)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:

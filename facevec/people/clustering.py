@@ -17,7 +17,7 @@ The run is one transaction, recorded for ``people undo``; stopped before its end
 (Ctrl-C), it leaves the gallery as it was.
 
 Cost, q faces without a person among n: O(q·n·d) for the graph (the kernels'
-SIMD scan, in cache-sized blocks, two threads), O(q·k·log(q·k)) for the linkage.
+batch top-k, two threads), O(q·k·log(q·k)) for the linkage.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def cluster(
         if free_rows.size == 0:
             report.seconds = time.perf_counter() - started
             return report
-        with _progress_bar(n, progress) as advance:
+        with _progress_bar(int(free_rows.size), progress) as advance:
             result = cluster_vectors(
                 faces.vectors,
                 photos,
@@ -224,7 +224,7 @@ def _score(value: float) -> float | None:
 
 
 class _progress_bar:
-    """A tqdm bar over the rows each query face is compared with."""
+    """A tqdm bar over the faces compared with every stored face."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         from tqdm import tqdm

@@ -243,11 +243,12 @@ def _mysql_options(parsed: DatabaseURL) -> dict[str, Any]:
 
     if charsets.charset_by_name(charset) is None:
         raise _bad_parameter(parsed, "charset", f"unknown character set {charset!r}")
+    password = query.pop("password", None)
     options: dict[str, Any] = {
         "host": parsed.host or "localhost",
         "port": parsed.port or 3306,
         "user": parsed.user,
-        "password": parsed.password or "",
+        "password": parsed.password or password or "",
         "database": parsed.database,
         "charset": charset,
         "autocommit": False,
@@ -265,6 +266,14 @@ def _mysql_options(parsed: DatabaseURL) -> dict[str, Any]:
         if not os.path.isfile(ca):
             raise _bad_parameter(parsed, "ssl_ca", f"no such certificate file: {ca}")
         options["ssl"] = {"ca": ca}
+    if query:
+        unknown = ", ".join(sorted(query))
+        raise _bad_parameter(
+            parsed,
+            unknown,
+            "not a parameter facevec passes to PyMySQL (known: unix_socket, ssl_ca, "
+            "charset, connect_timeout, password)",
+        )
     return options
 
 

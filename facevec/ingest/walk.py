@@ -1,0 +1,48 @@
+"""The photos under a folder, and the folders that could not be listed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .names import path_to_text
+
+# Files with other extensions (README.md, labels.csv, .DS_Store...) are not photos
+# and are not looked at; a file named like a photo always gets a ledger row.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm"}
+)
+
+
+@dataclass
+class Walk:
+    """Photo paths under a folder (sorted), and each folder that could not be listed
+    (stored text form -> reason): nothing under those was seen."""
+
+    folder: str
+    unlisted: dict[str, str] = field(default_factory=dict)
+
+    def photos(self) -> Iterator[str]:
+        def failed(err: OSError) -> None:
+            where = err.filename if err.filename is not None else self.folder
+            self.unlisted[path_to_text(where)] = err.strerror or str(err)
+
+        for root, dirs, files in os.walk(self.folder, onerror=failed):
+            dirs.sort()
+            for name in sorted(files):
+                if (
+                    not name.startswith(".")
+                    and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                ):
+                    yield os.path.join(root, name)
+
+    def saw(self, text_path: str) -> bool:
+        """False for a path under a folder that could not be listed."""
+        return not any(text_path.startswith(folder.rstrip("/") + "/") for folder in self.unlisted)
+
+
+def identity_of(path: str, folder: str) -> str | None:
+    """The person folder in the layout gallery/<person>/<photo>; None at top level."""
+    parent = os.path.relpath(os.path.dirname(path), folder)
+    return None if parent in (".", "") else path_to_text(os.path.basename(parent))
