@@ -8,6 +8,8 @@
   kernels on numpy arrays (``top_k_batch``: many queries in one pass).
 - ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
+- ``facevec.identify`` / ``calibrate`` and ``facevec.people`` (cluster, name, merge,
+  split, move, reject, ...): the people in a gallery.
 
 This module only gathers the verbs; each lives in the module that owns it
 (see ARCHITECTURE.md).
@@ -37,10 +39,14 @@ _OWNERS = {
     "verify": "recognize",
     "info": "gallery_info",
     "reindex": "knn",
+    "identify": "people.identify",
+    "calibrate": "people.calibration",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "people":  # the people verbs: facevec.people.cluster(db), ...
+        return import_module(".people", __name__)
     owner = _OWNERS.get(name)
     if owner is None:
         raise AttributeError(f"module 'facevec' has no attribute {name!r}")
@@ -56,14 +62,17 @@ __all__ = [
     "VectorError",
     "__version__",
     "add",
+    "calibrate",
     "connect",
     "distances",
     "find",
+    "identify",
     "index",
     "info",
     "isa",
     "load",
     "loadable_path",
+    "people",
     "reindex",
     "top_k",
     "top_k_batch",

@@ -107,6 +107,26 @@ class PhotoTooLargeError(FacevecError, ValueError):
     """A photo with more pixels than the limit (``max_pixels``, ``--max-pixels``)."""
 
 
+# People: recognise, cluster, name and merge.
+
+
+class PersonNotFoundError(FacevecError, LookupError):
+    """A person name or id that the gallery does not hold."""
+
+
+class FaceNotFoundError(FacevecError, LookupError):
+    """A face id that the gallery does not hold (or not where it was looked for)."""
+
+
+class PeopleConflictError(FacevecError, ValueError):
+    """An edit of people that contradicts the gallery: a name already taken, a merge
+    of a person into itself, two faces of one photo in one person, nothing to undo."""
+
+
+class NotCalibratedError(FacevecError, LookupError):
+    """A calibrated threshold was asked for, but the gallery was never calibrated."""
+
+
 # The web server (facevec serve).
 
 

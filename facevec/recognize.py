@@ -111,7 +111,7 @@ def find(
     db: DbArg,
     strategy: str | None = None,
     distance_metric: str = "euclidean",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     k: int | None = None,
     model_name: str | None = None,
     detector_backend: str | None = None,
@@ -127,7 +127,8 @@ def find(
     array or list of floats). Returns one pandas DataFrame per query face, nearest
     first: img_name, identity, face_index, face_id, target_x/y/w/h (the stored
     face), source_x/y/w/h (the query face), threshold, distance, verified. Rows are
-    those within the threshold (deepface's for the model and metric unless given),
+    those within the threshold (deepface's for the model and metric unless given;
+    "calibrated": the gallery's own, from facevec.calibrate),
     at most k of them; similarity_search=True drops the threshold filter.
     strategy: "extension" (default on SQLite), "knn" (SQLite, the facevec_knn
     index), "relational" (default on a server) or "client"; all give the same rows.
@@ -149,6 +150,10 @@ def find(
         schema.check_model(database, model_name)
         if threshold is None:
             threshold = models.find_threshold(model_name, distance_metric)
+        elif threshold == "calibrated":
+            from .people.calibration import calibrated_threshold
+
+            threshold = calibrated_threshold(database, distance_metric)
         options = EmbedOptions(
             model_name,
             detector_backend or collection.detector_backend or DEFAULT_DETECTOR,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import knn
 from .errors import DatabaseNotFoundError
+from .ingest import sync_people
 from .storage import faces, ledger, schema
 from .storage.database import DbArg, open_database
 
@@ -43,5 +44,6 @@ def copy_gallery(source: DbArg, target: DbArg, batch_size: int = 200) -> dict[st
             for entry in entries:
                 ledger.replace(dst, entry)
         copied["ledger"] = len(entries)
+        sync_people(dst)  # face ids changed: folder people are rebuilt, not copied
         knn.refresh_gallery_index(dst)
     return copied

@@ -6,9 +6,11 @@ session and shared; tests that change a database work on a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,39 @@ def connections():
     yield opened
     for connection in opened.values():
         connection.close()
+
+
+@pytest.fixture(scope="session")
+def all_photos_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every shared photo in one folder, indexed once: labels hidden (no person folders)."""
+    import facevec
+
+    _needs_deepface()
+    names = sorted(p.name for p in FACES.iterdir() if p.suffix == ".jpg")
+    root = make_gallery(tmp_path_factory.mktemp("all_photos") / "photos", {"": names})
+    db = tmp_path_factory.mktemp("all_photos_db") / "all.db"
+    facevec.index(root, db, progress=False)
+    return db
+
+
+@pytest.fixture
+def gallery_copy_on(tmp_path: Path):
+    """gallery_copy_on(sqlite_db, backend) -> a private copy of a SQLite gallery on
+    `backend` (the file copied, or its vectors copied to a fresh server database)."""
+    from facevec.transfer import copy_gallery
+
+    with contextlib.ExitStack() as stack:
+
+        def make(source: Path, backend: str) -> str:
+            if backend == "sqlite":
+                copy = tmp_path / f"copy-{uuid.uuid4().hex[:8]}.db"
+                src, dst = sqlite3.connect(source), sqlite3.connect(copy)
+                src.backup(dst)
+                src.close()
+                dst.close()
+                return str(copy)
+            url = stack.enter_context(fresh_database(backend, tmp_path))
+            copy_gallery(source, url)
+            return url
+
+        yield make

@@ -86,7 +86,7 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
 def table_names() -> set[str]:
     """Tables and views that facevec creates (read from the storage layer's DDL)."""
     text = "\n".join(p.read_text() for p in (PACKAGE / "storage").glob("*.py"))
-    names = set(re.findall(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", text))
+    names = set(re.findall(r"CREATE (?:TABLE|VIEW) (?:IF NOT EXISTS )?(\w+)", text))
     names |= {"facevec_knn_index"}  # written by csrc/knn.c
     assert {"face_meta", "face_embeddings", "ingest_ledger", "facevec_collection"} <= names
     return names

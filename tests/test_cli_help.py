@@ -17,11 +17,20 @@ def test_every_command_has_help_text():
         assert result.exit_code == 0, name
         assert "Usage: " in result.output and "--help" in result.output
         assert command.help.split("\n")[0][:30] in result.output
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            assert sub.help and sub.help.strip(), f"{name} {sub_name}"
+            result = runner.invoke(cli, [name, sub_name, "--help"])
+            assert result.exit_code == 0, f"{name} {sub_name}"
+            assert sub.help.split("\n")[0][:30] in result.output
 
 
 def test_expected_commands_exist():
     expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path", "serve"}
+    expected |= {"identify", "calibrate", "people"}
     assert expected == set(cli.commands)
+    people = {"cluster", "list", "show", "name", "merge", "split", "move", "reject"}
+    people |= {"confirm", "undo", "history"}
+    assert people == set(cli.commands["people"].commands)
 
 
 def test_extension_path_prints_the_loadable_path():

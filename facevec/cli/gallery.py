@@ -12,6 +12,7 @@ from ..engine.decode import DEFAULT_MAX_PIXELS
 from ..ingest.photo import DEFAULT_MIN_FACE
 from ..search import STRATEGIES
 from .main import (
+    THRESHOLD,
     cli,
     db_option,
     detector_option,
@@ -146,7 +147,12 @@ def index_command(
 )
 @metric_option()
 @click.option("--k", type=click.IntRange(1), default=None, help="At most K matches per face.")
-@click.option("--threshold", type=float, default=None, help="Override deepface's threshold.")
+@click.option(
+    "--threshold",
+    type=THRESHOLD,
+    default=None,
+    help="Override deepface's threshold: a number, or 'calibrated' (facevec calibrate).",
+)
 @click.option(
     "--similarity-search",
     is_flag=True,

@@ -114,3 +114,20 @@ def _database_errors() -> tuple[type[BaseException], ...]:
     """The base error classes of the database drivers loaded in this process."""
     names = ("sqlite3", "pysqlite3.dbapi2", "psycopg", "pymysql")
     return tuple(sys.modules[n].Error for n in names if n in sys.modules)
+
+
+class ThresholdParam(click.ParamType):
+    """A distance threshold: a number, or "calibrated" (the gallery's own)."""
+
+    name = "NUMBER|calibrated"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or isinstance(value, float) or value == "calibrated":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'calibrated'", param, ctx)
+
+
+THRESHOLD = ThresholdParam()

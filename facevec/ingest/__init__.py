@@ -27,7 +27,7 @@ from ..engine.decode import DEFAULT_MAX_PIXELS
 from ..errors import FolderNotFoundError, InvalidParameterError, VectorError
 from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from ..storage import faces, ledger, schema
+from ..storage import faces, ledger, people, schema
 from ..storage.database import Database, DbArg, open_database
 from . import photo
 from .names import path_from_text, path_to_text
@@ -261,6 +261,8 @@ def index(
         # Results already computed are complete: keep them, even after Ctrl-C.
         # (Any other error has propagated: its batch was rolled back.)
         writer.flush()
+        with writer.clock():
+            sync_people(database)
         for where, reason in walk.unlisted.items():
             report.errors += 1
             report.error_messages[where] = (
@@ -285,6 +287,13 @@ def index(
     if report.interrupted:
         raise IndexInterrupted(report)
     return report
+
+
+def sync_people(database: Database) -> None:
+    """Folders become people: new faces of gallery/<person>/ get that person."""
+    people.upgrade(database)
+    with database.transaction():
+        people.sync_folders(database)
 
 
 def _unchanged(previous: ledger.Seen | None, sha256: str, options: EmbedOptions) -> bool:
@@ -470,5 +479,6 @@ def add(
                 identity = None if identities is None else identities[rows[0]]
                 stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
                 faces.replace_image(database, name, stored, model_name, None, identity)
+        sync_people(database)
         knn.refresh_gallery_index(database)
     return len(vectors)

@@ -42,6 +42,12 @@ class Dialect:
     # Likewise for an index name; the catalogs differ, so each dialect has its own.
     index_exists_sql = ""
 
+    # Likewise for a view name.
+    view_exists_sql = (
+        "SELECT 1 FROM information_schema.views"
+        " WHERE table_schema = current_schema() AND table_name = {p}"
+    )
+
     def insert_or_ignore(self, table: str, columns: str) -> str:
         """INSERT of one row that does nothing if it would break a unique key."""
         n = columns.count(",") + 1
@@ -84,6 +90,7 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
     table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
     index_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = {p}"
+    view_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = {p}"
     placeholder = "?"
     types = dict(Dialect.types, real="REAL", key_text="TEXT")
     # The table is its own covering index, clustered on (face_id, dimension): a scan
@@ -148,6 +155,10 @@ class MySQLDialect(Dialect):
     index_exists_sql = (
         "SELECT 1 FROM information_schema.statistics"
         " WHERE table_schema = DATABASE() AND index_name = {p} LIMIT 1"
+    )
+    view_exists_sql = (
+        "SELECT 1 FROM information_schema.views"
+        " WHERE table_schema = DATABASE() AND table_name = {p}"
     )
 
     name = "mysql"

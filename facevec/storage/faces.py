@@ -135,6 +135,9 @@ def delete_image(db: Database, img_name: str) -> int:
     ids = [row[0] for row in db.query("SELECT id FROM face_meta WHERE img_name = {p}", (img_name,))]
     if ids:
         marks = db.dialect.params(len(ids))
+        # A face's people rows go with it: a reused id must not inherit them.
+        db.execute(f"DELETE FROM person_face WHERE face_id IN ({marks})", ids)
+        db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
     return len(ids)

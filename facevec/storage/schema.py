@@ -13,7 +13,12 @@ from ..errors import ModelMismatchError
 from .database import Database
 from .dialects import SQLITE
 
-SCHEMA_VERSION = 1
+# 1: faces, embeddings, ledger. 2: people (person, person_face, person_rejection,
+# person_folder, person_edit, facevec_calibration and the people views); a
+# version-1 database is upgraded by storage.people.upgrade.
+SCHEMA_VERSION = 2
+
+SOURCES = ("folder", "confirmed", "suggested")
 
 OUTCOMES = ("indexed", "no_face", "not_image", "error")
 
@@ -71,7 +76,107 @@ def _ddl(db: Database) -> list[str]:
             first_seen_at {t["text"]} NOT NULL,
             updated_at {t["text"]} NOT NULL
         )""",
+        *_people_ddl(db),
     ]
+
+
+def _people_ddl(db: Database) -> list[str]:
+    t = db.dialect.types
+    return [
+        # A person; name is NULL until someone names them (names are unique).
+        f"""CREATE TABLE IF NOT EXISTS person (
+            id {t["id"]},
+            name {t["key_text"]} UNIQUE,
+            created_at {t["text"]} NOT NULL,
+            updated_at {t["text"]} NOT NULL
+        )""",
+        # Which person each face is, and who said so: 'folder' (gallery/<person>/),
+        # 'confirmed' (a user), 'suggested' (clustering); score: for a suggestion,
+        # the RMS distance to the person's other faces (lower is surer).
+        f"""CREATE TABLE IF NOT EXISTS person_face (
+            face_id {t["int"]} PRIMARY KEY,
+            person_id {t["int"]} NOT NULL,
+            source {t["key_text"]} NOT NULL
+                CHECK (source IN ('folder', 'confirmed', 'suggested')),
+            score {t["real"]},
+            updated_at {t["text"]} NOT NULL
+        )""",
+        # "This face is not that person": clustering never puts it back there.
+        f"""CREATE TABLE IF NOT EXISTS person_rejection (
+            face_id {t["int"]} NOT NULL,
+            person_id {t["int"]} NOT NULL,
+            created_at {t["text"]} NOT NULL,
+            PRIMARY KEY (face_id, person_id)
+        )""",
+        # The gallery folders (face_meta.identity) each person stands for.
+        f"""CREATE TABLE IF NOT EXISTS person_folder (
+            folder {t["key_text"]} PRIMARY KEY,
+            person_id {t["int"]} NOT NULL
+        )""",
+        # Every change to people, with the rows it replaced, so it can be undone.
+        f"""CREATE TABLE IF NOT EXISTS person_edit (
+            id {t["id"]},
+            action {t["key_text"]} NOT NULL,
+            summary {t["text"]} NOT NULL,
+            persons {t["text"]} NOT NULL,
+            faces {t["text"]} NOT NULL,
+            before_rows {t["text"]} NOT NULL,
+            created_at {t["text"]} NOT NULL,
+            undone_at {t["text"]}
+        )""",
+        # This gallery's own thresholds, measured on its labelled people.
+        f"""CREATE TABLE IF NOT EXISTS facevec_calibration (
+            metric {t["key_text"]} PRIMARY KEY,
+            model_name {t["text"]} NOT NULL,
+            people {t["int"]} NOT NULL,
+            faces {t["int"]} NOT NULL,
+            genuine_pairs {t["int"]} NOT NULL,
+            impostor_pairs {t["int"]} NOT NULL,
+            eer {t["real"]},
+            eer_threshold {t["real"]},
+            fmr_1e2_threshold {t["real"]},
+            fmr_1e2_fnmr {t["real"]},
+            fmr_1e3_threshold {t["real"]},
+            fmr_1e3_fnmr {t["real"]},
+            threshold {t["real"]},
+            threshold_rule {t["text"]},
+            created_at {t["text"]} NOT NULL
+        )""",
+    ]
+
+
+# The people views: one query answers who is where. Created where missing (a view
+# has no IF NOT EXISTS on PostgreSQL).
+_VIEWS = (
+    (
+        "person_faces",
+        """CREATE VIEW person_faces AS
+        SELECT pf.person_id, p.name, pf.face_id, f.img_name, f.face_index, pf.source,
+            pf.score, f.facial_area_x, f.facial_area_y, f.facial_area_w, f.facial_area_h
+        FROM person_face pf
+        JOIN person p ON p.id = pf.person_id
+        JOIN face_meta f ON f.id = pf.face_id""",
+    ),
+    (
+        "person_photos",
+        """CREATE VIEW person_photos AS
+        SELECT person_id, name, img_name, COUNT(*) AS faces
+        FROM person_faces
+        GROUP BY person_id, name, img_name""",
+    ),
+    (
+        "people",
+        """CREATE VIEW people AS
+        SELECT p.id AS person_id, p.name, COUNT(pf.face_id) AS faces,
+            COUNT(DISTINCT pf.img_name) AS photos,
+            COALESCE(SUM(CASE WHEN pf.source = 'confirmed' THEN 1 ELSE 0 END), 0) AS confirmed,
+            COALESCE(SUM(CASE WHEN pf.source = 'folder' THEN 1 ELSE 0 END), 0) AS folder,
+            COALESCE(SUM(CASE WHEN pf.source = 'suggested' THEN 1 ELSE 0 END), 0) AS suggested
+        FROM person p
+        LEFT JOIN person_faces pf ON pf.person_id = p.id
+        GROUP BY p.id, p.name""",
+    ),
+)
 
 
 # (index, table, column): made only where missing, since MySQL 8 has no
@@ -79,6 +184,9 @@ def _ddl(db: Database) -> list[str]:
 _INDEXES = (
     ("face_meta_identity", "face_meta", "identity"),
     ("ingest_ledger_outcome", "ingest_ledger", "outcome"),
+    ("person_face_person", "person_face", "person_id"),
+    ("person_rejection_person", "person_rejection", "person_id"),
+    ("person_folder_person", "person_folder", "person_id"),
 )
 
 
@@ -96,6 +204,9 @@ def create_schema(db: Database) -> None:
                 for index, table, column in _INDEXES:
                     if db.scalar(db.dialect.index_exists_sql, (index,)) is None:
                         db.execute(f"CREATE INDEX {index} ON {table} ({column})")
+                for view, statement in _VIEWS:
+                    if db.scalar(db.dialect.view_exists_sql, (view,)) is None:
+                        db.execute(statement)
             return
         except Exception:
             # A server racing another CREATE ... IF NOT EXISTS can fail on its own
@@ -170,3 +281,9 @@ def ensure_collection(
             f"{collection.model_name} vectors; these have {dimensions} dimensions"
         )
     return collection
+
+
+def set_schema_version(db: Database, version: int, name: str = "default") -> None:
+    db.execute(
+        "UPDATE facevec_collection SET schema_version = {p} WHERE name = {p}", (version, name)
+    )

@@ -1,0 +1,351 @@
+"""The people commands: identify, calibrate, and the ``people`` group (cluster, list,
+show, name, merge, split, move, reject, confirm, undo, history)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..search import STRATEGIES
+from .main import THRESHOLD, cli, db_option, fail_cleanly, format_option, metric_option
+
+
+def _echo_records(records: list[dict[str, Any]], columns: list[str], output_format: str) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    if output_format == "json":
+        click.echo(frame.to_json(orient="records", indent=2))
+    elif output_format == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif frame.empty:
+        click.echo("(none)")
+    else:
+        click.echo(frame.to_string(index=False))
+
+
+def _echo_change(change: Any, db: str) -> None:
+    click.echo(change.summary)
+    if change.edit_id is not None:
+        click.echo(f"(to undo: facevec people undo --db {db})")
+
+
+@cli.command(name="identify")
+@click.argument("img", type=click.Path(exists=True, dir_okay=False))
+@db_option()
+@metric_option()
+@click.option(
+    "--threshold",
+    type=THRESHOLD,
+    default=None,
+    help="A number, or 'calibrated' (facevec calibrate) [default: deepface's].",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Score each person on their K nearest faces.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0),
+    default=None,
+    help="Closer than this to a second person is ambiguous [default: 0.1 x threshold].",
+)
+@click.option(
+    "--confirmed-only",
+    is_flag=True,
+    help="Only faces from folders or confirmed by a user count, not suggestions.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default=None,
+    help="Search strategy for the candidate faces.",
+)
+@format_option()
+@fail_cleanly
+def identify_command(
+    img: str,
+    db: str,
+    distance_metric: str,
+    threshold: Any,
+    k: int,
+    margin: float | None,
+    confirmed_only: bool,
+    strategy: str | None,
+    output_format: str,
+) -> None:
+    """Say who each face in IMG is: a person, 'ambiguous', or 'unknown'."""
+    from ..people.identify import identify
+
+    frame = identify(
+        img,
+        db,
+        distance_metric=distance_metric,
+        threshold=threshold,
+        k=k,
+        margin=margin,
+        confirmed_only=confirmed_only,
+        strategy=strategy,
+    )
+    if output_format == "json":
+        click.echo(frame.to_json(orient="records", indent=2))
+    elif output_format == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        columns = ["face_index", "person", "decision", "distance", "second_person", "margin"]
+        click.echo(frame[columns].to_string(index=False))
+
+
+@cli.command(name="calibrate")
+@db_option()
+@metric_option()
+@format_option(("table", "json"))
+@fail_cleanly
+def calibrate_command(db: str, distance_metric: str, output_format: str) -> None:
+    """Measure this gallery's thresholds on its folder and confirmed people.
+
+    Reports the genuine and impostor pair counts, the equal-error rate and its
+    threshold, and the thresholds for false-match rates of 1e-2 and 1e-3; stores
+    them for --threshold calibrated (identify, find).
+    """
+    from ..people.calibration import calibrate
+
+    figures = calibrate(db, distance_metric=distance_metric)
+    if output_format == "json":
+        click.echo(json.dumps(figures, indent=2))
+        return
+
+    def shown(value: Any) -> str:
+        return "not enough impostor pairs" if value is None else f"{value:.4f}"
+
+    click.echo(
+        f"{figures['faces']} faces of {figures['people']} people: "
+        f"{figures['genuine_pairs']} genuine pairs, {figures['impostor_pairs']} impostor pairs"
+    )
+    click.echo(f"equal error rate {figures['eer']:.4f} at {figures['eer_threshold']:.4f}")
+    for key, rate in (("fmr_1e2", "1e-2"), ("fmr_1e3", "1e-3")):
+        line = f"false-match rate {rate}: threshold {shown(figures[f'{key}_threshold'])}"
+        if figures[f"{key}_fnmr"] is not None:
+            line += f" (false non-match rate {figures[f'{key}_fnmr']:.4f})"
+        click.echo(line)
+    click.echo(f"--threshold calibrated = {figures['threshold']:.4f} ({figures['threshold_rule']})")
+
+
+@cli.group(name="people")
+def people_group() -> None:
+    """Cluster, name and correct the people in a gallery.
+
+    PERSON is a name or an id (facevec people list); FACE_ID is a face's id
+    (facevec people show). Every change can be undone: facevec people undo.
+    """
+
+
+@people_group.command(name="cluster")
+@db_option()
+@metric_option()
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Linkage threshold [default: 0.92 x deepface's for the model].",
+)
+@click.option(
+    "--min-faces",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Faces a new suggested person needs.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@format_option(("table", "json"))
+@fail_cleanly
+def cluster_command(
+    db: str,
+    distance_metric: str,
+    threshold: float | None,
+    min_faces: int,
+    quiet: bool,
+    output_format: str,
+) -> None:
+    """Group the faces that have no person into (suggested) people.
+
+    New faces join existing people or form new ones; what exists never moves,
+    so rerunning with nothing new changes nothing. Ctrl-C changes nothing.
+    """
+    from ..people.clustering import cluster
+
+    try:
+        report = cluster(
+            db,
+            distance_metric=distance_metric,
+            threshold=threshold,
+            min_faces=min_faces,
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing changed", err=True)
+        sys.exit(130)
+    if output_format == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    click.echo(
+        f"{report.unassigned} of {report.faces} faces had no person: "
+        f"{report.joined_existing} joined existing people, {report.new_people} new people "
+        f"({report.faces_in_new_people} faces), {report.left_unassigned} left alone "
+        f"({report.seconds:.1f} s)"
+    )
+    if report.edit_id is not None:
+        click.echo(f"(to undo: facevec people undo --db {db})")
+
+
+@people_group.command(name="list")
+@db_option()
+@click.option("--named/--unnamed", default=None, help="Only named, or only unnamed, people.")
+@click.option(
+    "--min-faces", type=click.IntRange(0), default=0, help="People with at least N faces."
+)
+@format_option()
+@fail_cleanly
+def list_command(db: str, named: bool | None, min_faces: int, output_format: str) -> None:
+    """List people with their face, photo and source counts."""
+    from ..people.edit import list_people
+
+    found = list_people(db, named=named, min_faces=min_faces)
+    columns = ["id", "name", "faces", "photos", "confirmed", "folder", "suggested"]
+    _echo_records([vars(p) for p in found], columns, output_format)
+
+
+@people_group.command(name="show")
+@click.argument("person")
+@db_option()
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Contact sheet PNG to write [default: person-<id>.png].",
+)
+@click.option("--no-sheet", is_flag=True, help="Write no contact sheet.")
+@format_option()
+@fail_cleanly
+def show_command(
+    db: str, person: str, sheet: str | None, no_sheet: bool, output_format: str
+) -> None:
+    """Show PERSON's faces and write their contact sheet (a PNG of the face crops)."""
+    from ..people.edit import show
+
+    view = show(db, person, sheet=None if no_sheet else (sheet or True))
+    p = view.person
+    columns = ["face_id", "img_name", "face_index", "source", "score"]
+    if output_format == "table":
+        click.echo(
+            f"{p.label} (id {p.id}): {p.faces} faces in {p.photos} photos; "
+            f"{p.confirmed} confirmed, {p.folder} from folders, {p.suggested} suggested"
+        )
+    _echo_records([vars(f) for f in view.faces], columns, output_format)
+    if view.sheet is not None and output_format == "table":
+        click.echo(f"contact sheet: {view.sheet}")
+
+
+@people_group.command(name="name")
+@click.argument("person")
+@click.argument("new_name")
+@db_option()
+@fail_cleanly
+def name_command(person: str, new_name: str, db: str) -> None:
+    """Name PERSON (or rename them) NEW_NAME."""
+    from ..people.edit import name
+
+    _echo_change(name(db, person, new_name), db)
+
+
+@people_group.command(name="merge")
+@click.argument("persons", nargs=-1, required=True)
+@click.option("--into", "target", required=True, help="The person they are.")
+@db_option()
+@click.option("--force", is_flag=True, help="Even if two of their faces share a photo.")
+@fail_cleanly
+def merge_command(persons: tuple[str, ...], target: str, db: str, force: bool) -> None:
+    """Merge PERSONS into the person given by --into (undo: split, or people undo)."""
+    from ..people.edit import merge
+
+    _echo_change(merge(db, list(persons), target, force=force), db)
+
+
+@people_group.command(name="split")
+@click.argument("person")
+@click.argument("face_ids", nargs=-1, required=True, type=int)
+@click.option("--name", "new_name", default=None, help="Name of the new person.")
+@db_option()
+@fail_cleanly
+def split_command(person: str, face_ids: tuple[int, ...], new_name: str | None, db: str) -> None:
+    """Move FACE_IDS of PERSON to a new person (undo: merge, or people undo)."""
+    from ..people.edit import split
+
+    _echo_change(split(db, person, face_ids, new_name), db)
+
+
+@people_group.command(name="move")
+@click.argument("face_ids", nargs=-1, required=True, type=int)
+@click.option("--to", "target", required=True, help="The person these faces are.")
+@db_option()
+@click.option("--force", is_flag=True, help="Even if the person is already in one of the photos.")
+@fail_cleanly
+def move_command(face_ids: tuple[int, ...], target: str, db: str, force: bool) -> None:
+    """FACE_IDS are the person given by --to (confirmed)."""
+    from ..people.edit import move
+
+    _echo_change(move(db, face_ids, target, force=force), db)
+
+
+@people_group.command(name="reject")
+@click.argument("face_ids", nargs=-1, required=True, type=int)
+@click.option("--person", default=None, help="Not this person [default: each face's own].")
+@db_option()
+@fail_cleanly
+def reject_command(face_ids: tuple[int, ...], person: str | None, db: str) -> None:
+    """FACE_IDS are not this person; clustering will not put them back (undo: move)."""
+    from ..people.edit import reject
+
+    _echo_change(reject(db, face_ids, person), db)
+
+
+@people_group.command(name="confirm")
+@click.argument("person")
+@click.argument("face_ids", nargs=-1, type=int)
+@db_option()
+@fail_cleanly
+def confirm_command(person: str, face_ids: tuple[int, ...], db: str) -> None:
+    """Vouch for PERSON's faces (all, or FACE_IDS): confirmed faces never move."""
+    from ..people.edit import confirm
+
+    _echo_change(confirm(db, person, face_ids or None), db)
+
+
+@people_group.command(name="undo")
+@db_option()
+@fail_cleanly
+def undo_command(db: str) -> None:
+    """Undo the latest change to people (a cluster run or an edit)."""
+    from ..people.edit import undo
+
+    click.echo(undo(db).summary)
+
+
+@people_group.command(name="history")
+@db_option()
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@format_option()
+@fail_cleanly
+def history_command(db: str, limit: int, output_format: str) -> None:
+    """The latest changes to people, newest first."""
+    from ..people.edit import history
+
+    rows = history(db, limit)
+    columns = ["id", "action", "summary", "created_at", "undone_at"]
+    _echo_records([dict(zip(columns, row, strict=True)) for row in rows], columns, output_format)

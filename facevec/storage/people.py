@@ -1,0 +1,604 @@
+"""People: who each face is. Every statement on the people tables is here.
+
+Tables (storage/schema.py): ``person``, ``person_face`` (a face's person and the
+source of that: folder / confirmed / suggested), ``person_rejection`` ("not this
+person"), ``person_folder`` (gallery folders standing for a person),
+``person_edit`` (every change, with the rows it replaced, for undo) and
+``facevec_calibration``. Callers own the transaction, except ``upgrade``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .database import Database, in_clause_chunks
+from .schema import SCHEMA_VERSION, get_collection, now, set_schema_version
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """Every stored face, by id: what clustering and calibration work on."""
+
+    ids: np.ndarray  # int64
+    img_names: list[str]
+    vectors: np.ndarray  # float32, one row per face
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    name: str | None
+    faces: int
+    photos: int
+    confirmed: int
+    folder: int
+    suggested: int
+
+    @property
+    def label(self) -> str:
+        """The name, or "person <id>" for someone not named yet."""
+        return self.name if self.name is not None else f"person {self.id}"
+
+
+@dataclass(frozen=True)
+class PersonFace:
+    face_id: int
+    person_id: int
+    img_name: str
+    face_index: int
+    source: str
+    score: float | None
+    x: int | None
+    y: int | None
+    w: int | None
+    h: int | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    id: int
+    action: str
+    summary: str
+    persons: list[int]
+    faces: list[int]
+    before_rows: dict[str, list[list[Any]]]
+    created_at: str
+
+
+def _ids(values: Iterable[Any]) -> list[int]:
+    return sorted({int(value) for value in values})
+
+
+def _in(db: Database, column: str, ids: Sequence[int]) -> str:
+    return f"{column} IN ({db.dialect.params(len(ids))})"
+
+
+# Faces ---------------------------------------------------------------------------
+
+
+def load_faces(db: Database, batch_size: int = 20000) -> FaceSet:
+    """Every face's id, photo and vector, in id order (batched by id)."""
+    ids: list[int] = []
+    names: list[str] = []
+    blobs: list[bytes] = []
+    last = None
+    while True:
+        where, params = ("", []) if last is None else (" WHERE id > {p}", [last])
+        limit, limit_params = db.dialect.limit(batch_size)
+        rows = db.query(
+            f"SELECT id, img_name, embedding FROM face_meta{where} ORDER BY id{limit}",
+            params + limit_params,
+        )
+        if not rows:
+            break
+        for face_id, img_name, blob in rows:
+            ids.append(int(face_id))
+            names.append(img_name)
+            blobs.append(bytes(blob))
+        last = ids[-1]
+    if not blobs:
+        return FaceSet(np.empty(0, np.int64), [], np.empty((0, 0), np.float32))
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+    return FaceSet(np.asarray(ids, dtype=np.int64), names, vectors.astype(np.float32))
+
+
+def existing_faces(db: Database, face_ids: Sequence[int]) -> set[int]:
+    found: set[int] = set()
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        found.update(
+            int(row[0])
+            for row in db.query(f"SELECT id FROM face_meta WHERE {_in(db, 'id', chunk)}", chunk)
+        )
+    return found
+
+
+def face_images(db: Database, face_ids: Sequence[int]) -> dict[int, bytes | None]:
+    """The stored PNG crop of each face (None where a face has none)."""
+    found: dict[int, bytes | None] = {}
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        for face_id, image in db.query(
+            f"SELECT id, face_image FROM face_meta WHERE {_in(db, 'id', chunk)}", chunk
+        ):
+            found[int(face_id)] = None if image is None else bytes(image)
+    return found
+
+
+def face_vectors(db: Database, face_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    found: dict[int, np.ndarray] = {}
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        for face_id, blob in db.query(
+            f"SELECT id, embedding FROM face_meta WHERE {_in(db, 'id', chunk)}", chunk
+        ):
+            found[int(face_id)] = np.frombuffer(bytes(blob), dtype="<f4")
+    return found
+
+
+# Assignments ---------------------------------------------------------------------
+
+
+def assignments(db: Database) -> dict[int, tuple[int, str]]:
+    """face id -> (person id, source) for every assigned face that is stored."""
+    rows = db.query(
+        "SELECT pf.face_id, pf.person_id, pf.source FROM person_face pf"
+        " JOIN face_meta f ON f.id = pf.face_id"
+    )
+    return {int(face): (int(person), source) for face, person, source in rows}
+
+
+def rejections(db: Database) -> list[tuple[int, int]]:
+    return [
+        (int(face), int(person))
+        for face, person in db.query("SELECT face_id, person_id FROM person_rejection")
+    ]
+
+
+def persons_of_faces(db: Database, face_ids: Sequence[int]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        for face, person in db.query(
+            f"SELECT face_id, person_id FROM person_face WHERE {_in(db, 'face_id', chunk)}",
+            chunk,
+        ):
+            found[int(face)] = int(person)
+    return found
+
+
+def person_vectors(
+    db: Database, person_ids: Sequence[int], sources: Sequence[str] | None = None
+) -> list[tuple[int, int, np.ndarray]]:
+    """(person id, face id, vector) of the faces of these people (of these sources)."""
+    where_source, source_params = "", []
+    if sources is not None:
+        where_source = f" AND pf.source IN ({db.dialect.params(len(sources))})"
+        source_params = list(sources)
+    found = []
+    for chunk in in_clause_chunks(_ids(person_ids)):
+        for person, face, blob in db.query(
+            "SELECT pf.person_id, pf.face_id, f.embedding FROM person_face pf"
+            " JOIN face_meta f ON f.id = pf.face_id"
+            f" WHERE {_in(db, 'pf.person_id', chunk)}{where_source} ORDER BY pf.face_id",
+            list(chunk) + source_params,
+        ):
+            found.append((int(person), int(face), np.frombuffer(bytes(blob), dtype="<f4")))
+    return found
+
+
+def labelled_vectors(db: Database) -> list[tuple[int, int, np.ndarray]]:
+    """(person id, face id, vector) of every face a folder or a user vouches for."""
+    rows = db.query(
+        "SELECT pf.person_id, pf.face_id, f.embedding FROM person_face pf"
+        " JOIN face_meta f ON f.id = pf.face_id"
+        " WHERE pf.source IN ('folder', 'confirmed') ORDER BY pf.face_id"
+    )
+    return [(int(p), int(f), np.frombuffer(bytes(b), dtype="<f4")) for p, f, b in rows]
+
+
+def assign(db: Database, rows: Iterable[tuple[int, int, str, float | None]]) -> int:
+    """Make each (face, person, source, score) the face's one assignment."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    unassign(db, [row[0] for row in rows])
+    stamp = now()
+    db.executemany(
+        "INSERT INTO person_face (face_id, person_id, source, score, updated_at)"
+        " VALUES ({p}, {p}, {p}, {p}, {p})",
+        [
+            (int(face), int(person), source, None if score is None else float(score), stamp)
+            for face, person, source, score in rows
+        ],
+    )
+    return len(rows)
+
+
+def unassign(db: Database, face_ids: Sequence[int]) -> None:
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        db.execute(f"DELETE FROM person_face WHERE {_in(db, 'face_id', chunk)}", chunk)
+
+
+def move_person_faces(db: Database, source_person: int, target_person: int) -> None:
+    """Every face, rejection and folder of one person becomes another's."""
+    stamp = now()
+    db.execute(
+        "UPDATE person_face SET person_id = {p}, updated_at = {p} WHERE person_id = {p}",
+        (target_person, stamp, source_person),
+    )
+    # A face rejected from both keeps one rejection.
+    db.execute(
+        "DELETE FROM person_rejection WHERE person_id = {p} AND face_id IN"
+        " (SELECT face_id FROM (SELECT face_id FROM person_rejection WHERE person_id = {p}) t)",
+        (source_person, target_person),
+    )
+    db.execute(
+        "UPDATE person_rejection SET person_id = {p} WHERE person_id = {p}",
+        (target_person, source_person),
+    )
+    db.execute(
+        "UPDATE person_folder SET person_id = {p} WHERE person_id = {p}",
+        (target_person, source_person),
+    )
+
+
+def add_rejections(db: Database, pairs: Iterable[tuple[int, int]]) -> None:
+    pairs = sorted(set(pairs))
+    remove_rejections(db, pairs)
+    stamp = now()
+    db.executemany(
+        "INSERT INTO person_rejection (face_id, person_id, created_at) VALUES ({p}, {p}, {p})",
+        [(face, person, stamp) for face, person in pairs],
+    )
+
+
+def remove_rejections(db: Database, pairs: Iterable[tuple[int, int]]) -> None:
+    for face, person in pairs:
+        db.execute(
+            "DELETE FROM person_rejection WHERE face_id = {p} AND person_id = {p}", (face, person)
+        )
+
+
+def rejected_from(db: Database, face_ids: Sequence[int]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        for face, person in db.query(
+            f"SELECT face_id, person_id FROM person_rejection WHERE {_in(db, 'face_id', chunk)}",
+            chunk,
+        ):
+            found.setdefault(int(face), set()).add(int(person))
+    return found
+
+
+# People --------------------------------------------------------------------------
+
+_PERSON_COLUMNS = "person_id, name, faces, photos, confirmed, folder, suggested"
+
+
+def _person(row: tuple) -> Person:
+    return Person(int(row[0]), row[1], *(int(value) for value in row[2:]))
+
+
+def persons(db: Database) -> list[Person]:
+    return [
+        _person(row) for row in db.query(f"SELECT {_PERSON_COLUMNS} FROM people ORDER BY person_id")
+    ]
+
+
+def person(db: Database, person_id: int) -> Person | None:
+    rows = db.query(f"SELECT {_PERSON_COLUMNS} FROM people WHERE person_id = {{p}}", (person_id,))
+    return _person(rows[0]) if rows else None
+
+
+def person_id_named(db: Database, name: str) -> int | None:
+    value = db.scalar("SELECT id FROM person WHERE name = {p}", (name,))
+    return None if value is None else int(value)
+
+
+def person_exists(db: Database, person_id: int) -> bool:
+    return db.scalar("SELECT 1 FROM person WHERE id = {p}", (person_id,)) is not None
+
+
+def person_names(db: Database, person_ids: Sequence[int]) -> dict[int, str | None]:
+    found: dict[int, str | None] = {}
+    for chunk in in_clause_chunks(_ids(person_ids)):
+        for person_id, name in db.query(
+            f"SELECT id, name FROM person WHERE {_in(db, 'id', chunk)}", chunk
+        ):
+            found[int(person_id)] = name
+    return found
+
+
+def person_faces(db: Database, person_id: int) -> list[PersonFace]:
+    rows = db.query(
+        "SELECT face_id, person_id, img_name, face_index, source, score, facial_area_x,"
+        " facial_area_y, facial_area_w, facial_area_h FROM person_faces"
+        " WHERE person_id = {p} ORDER BY face_id",
+        (person_id,),
+    )
+    return [PersonFace(int(r[0]), int(r[1]), r[2], int(r[3]), r[4], r[5], *r[6:]) for r in rows]
+
+
+def create_person(db: Database, name: str | None = None) -> int:
+    stamp = now()
+    cursor = db.execute(
+        "INSERT INTO person (name, created_at, updated_at) VALUES ({p}, {p}, {p})"
+        + db.dialect.returning_id,
+        (name, stamp, stamp),
+    )
+    return db.dialect.inserted_id(cursor)
+
+
+def create_persons(db: Database, count: int) -> list[int]:
+    """`count` unnamed people, for a clustering run's new clusters."""
+    return [create_person(db) for _ in range(count)]
+
+
+def rename_person(db: Database, person_id: int, name: str | None) -> None:
+    db.execute(
+        "UPDATE person SET name = {p}, updated_at = {p} WHERE id = {p}", (name, now(), person_id)
+    )
+
+
+def delete_person(db: Database, person_id: int) -> None:
+    db.execute("DELETE FROM person_face WHERE person_id = {p}", (person_id,))
+    db.execute("DELETE FROM person_rejection WHERE person_id = {p}", (person_id,))
+    db.execute("DELETE FROM person_folder WHERE person_id = {p}", (person_id,))
+    db.execute("DELETE FROM person WHERE id = {p}", (person_id,))
+
+
+# Folders -------------------------------------------------------------------------
+
+
+def has_people(db: Database) -> bool:
+    """Whether the people tables and views exist (a gallery of schema version 2)."""
+    return db.scalar(db.dialect.view_exists_sql, ("people",)) is not None
+
+
+_ORPHANS = "SELECT face_id FROM {table} WHERE face_id NOT IN (SELECT id FROM face_meta)"
+_PENDING = (
+    "SELECT f.id, f.identity FROM face_meta f"
+    " LEFT JOIN person_face pf ON pf.face_id = f.id"
+    " WHERE f.identity IS NOT NULL AND pf.face_id IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM person_folder pd JOIN person_rejection r"
+    " ON r.person_id = pd.person_id WHERE pd.folder = f.identity AND r.face_id = f.id)"
+)
+
+
+def folder_sync_needed(db: Database) -> bool:
+    """Whether sync_folders has anything to do (asked without writing)."""
+    limit, params = db.dialect.limit(1)
+    for statement in (
+        _ORPHANS.format(table="person_face"),
+        _ORPHANS.format(table="person_rejection"),
+        _PENDING,
+    ):
+        if db.query(statement + limit, params):
+            return True
+    return False
+
+
+def sync_folders(db: Database) -> int:
+    """Give every face of a gallery folder (face_meta.identity) its folder's person.
+
+    Only faces with no person yet and no rejection of that person are assigned, so
+    what users changed stands. A folder gets the person of the same name if there
+    is one, else a new person named after it. Faces whose rows are gone lose their
+    assignments and rejections here too. Returns the faces assigned.
+    """
+    for table in ("person_face", "person_rejection"):
+        orphans = [row[0] for row in db.query(_ORPHANS.format(table=table))]
+        for chunk in in_clause_chunks(orphans):
+            db.execute(f"DELETE FROM {table} WHERE {_in(db, 'face_id', chunk)}", chunk)
+    pending = db.query(_PENDING + " ORDER BY f.id")
+    if not pending:
+        return 0
+    folders = {
+        folder: int(person_id)
+        for folder, person_id in db.query("SELECT folder, person_id FROM person_folder")
+    }
+    stamp = now()
+    for folder in sorted({identity for _, identity in pending} - set(folders)):
+        person_id = person_id_named(db, folder)
+        if person_id is None:
+            person_id = create_person(db, folder)
+        db.execute(
+            "INSERT INTO person_folder (folder, person_id) VALUES ({p}, {p})", (folder, person_id)
+        )
+        folders[folder] = person_id
+    refused = rejected_from(db, [face for face, _ in pending])
+    rows = [
+        (int(face), folders[identity], "folder", None, stamp)
+        for face, identity in pending
+        if folders[identity] not in refused.get(int(face), set())
+    ]
+    db.executemany(
+        "INSERT INTO person_face (face_id, person_id, source, score, updated_at)"
+        " VALUES ({p}, {p}, {p}, {p}, {p})",
+        rows,
+    )
+    return len(rows)
+
+
+def upgrade(db: Database) -> None:
+    """Bring a version-1 gallery to version 2: its folders become people.
+
+    create_schema has made the tables; this fills them once, in one transaction.
+    """
+    collection = get_collection(db)
+    if collection is None or collection.schema_version >= SCHEMA_VERSION:
+        return
+    with db.transaction():
+        sync_folders(db)
+        set_schema_version(db, SCHEMA_VERSION)
+
+
+# Edits and undo ------------------------------------------------------------------
+
+
+def snapshot(db: Database, person_ids: Iterable[int], face_ids: Iterable[int]) -> dict:
+    """The rows an edit of these people and faces may change, as they are now."""
+    persons_, faces_ = _ids(person_ids), _ids(face_ids)
+    rows: dict[str, list[list[Any]]] = {
+        "person": [],
+        "person_folder": [],
+        "person_face": [],
+        "person_rejection": [],
+    }
+    for chunk in in_clause_chunks(persons_):
+        marks = _in(db, "id", chunk)
+        rows["person"] += db.query(
+            f"SELECT id, name, created_at, updated_at FROM person WHERE {marks}", chunk
+        )
+        rows["person_folder"] += db.query(
+            f"SELECT folder, person_id FROM person_folder WHERE {_in(db, 'person_id', chunk)}",
+            chunk,
+        )
+        rows["person_rejection"] += db.query(
+            "SELECT face_id, person_id, created_at FROM person_rejection"
+            f" WHERE {_in(db, 'person_id', chunk)}",
+            chunk,
+        )
+    for chunk in in_clause_chunks(faces_):
+        rows["person_face"] += db.query(
+            "SELECT face_id, person_id, source, score, updated_at FROM person_face"
+            f" WHERE {_in(db, 'face_id', chunk)}",
+            chunk,
+        )
+        rows["person_rejection"] += db.query(
+            "SELECT face_id, person_id, created_at FROM person_rejection"
+            f" WHERE {_in(db, 'face_id', chunk)}",
+            chunk,
+        )
+    unique = {tuple(row[:2]): list(row) for row in rows["person_rejection"]}
+    rows["person_rejection"] = [unique[key] for key in sorted(unique)]
+    return {table: [list(row) for row in found] for table, found in rows.items()}
+
+
+def record_edit(
+    db: Database,
+    action: str,
+    summary: str,
+    person_ids: Iterable[int],
+    face_ids: Iterable[int],
+    before_rows: dict,
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO person_edit (action, summary, persons, faces, before_rows, created_at)"
+        " VALUES ({p}, {p}, {p}, {p}, {p}, {p})" + db.dialect.returning_id,
+        (
+            action,
+            summary,
+            json.dumps(_ids(person_ids)),
+            json.dumps(_ids(face_ids)),
+            json.dumps(before_rows),
+            now(),
+        ),
+    )
+    return db.dialect.inserted_id(cursor)
+
+
+def last_edit(db: Database) -> Edit | None:
+    """The latest edit not undone yet."""
+    limit, params = db.dialect.limit(1)
+    rows = db.query(
+        "SELECT id, action, summary, persons, faces, before_rows, created_at FROM person_edit"
+        f" WHERE undone_at IS NULL ORDER BY id DESC{limit}",
+        params,
+    )
+    if not rows:
+        return None
+    edit_id, action, summary, persons_, faces_, before, created = rows[0]
+    return Edit(
+        int(edit_id),
+        action,
+        summary,
+        json.loads(persons_),
+        json.loads(faces_),
+        json.loads(before),
+        created,
+    )
+
+
+def edits(db: Database, limit_rows: int = 20) -> list[tuple[int, str, str, str, str | None]]:
+    """(id, action, summary, created_at, undone_at), latest first."""
+    limit, params = db.dialect.limit(limit_rows)
+    return [
+        (int(row[0]), *row[1:])
+        for row in db.query(
+            "SELECT id, action, summary, created_at, undone_at FROM person_edit"
+            f" ORDER BY id DESC{limit}",
+            params,
+        )
+    ]
+
+
+def restore(db: Database, edit: Edit) -> None:
+    """Put back the rows an edit replaced, removing what it wrote."""
+    for chunk in in_clause_chunks(edit.faces):
+        db.execute(f"DELETE FROM person_face WHERE {_in(db, 'face_id', chunk)}", chunk)
+        db.execute(f"DELETE FROM person_rejection WHERE {_in(db, 'face_id', chunk)}", chunk)
+    for chunk in in_clause_chunks(edit.persons):
+        db.execute(f"DELETE FROM person_rejection WHERE {_in(db, 'person_id', chunk)}", chunk)
+        db.execute(f"DELETE FROM person_folder WHERE {_in(db, 'person_id', chunk)}", chunk)
+        db.execute(f"DELETE FROM person WHERE {_in(db, 'id', chunk)}", chunk)
+    before = edit.before_rows
+    db.executemany(
+        "INSERT INTO person (id, name, created_at, updated_at) VALUES ({p}, {p}, {p}, {p})",
+        before["person"],
+    )
+    db.executemany(
+        "INSERT INTO person_folder (folder, person_id) VALUES ({p}, {p})", before["person_folder"]
+    )
+    # Only faces still stored: a prune since the edit removed the others for good.
+    stored = existing_faces(db, [row[0] for row in before["person_face"]])
+    db.executemany(
+        "INSERT INTO person_face (face_id, person_id, source, score, updated_at)"
+        " VALUES ({p}, {p}, {p}, {p}, {p})",
+        [row for row in before["person_face"] if row[0] in stored],
+    )
+    db.executemany(
+        "INSERT INTO person_rejection (face_id, person_id, created_at) VALUES ({p}, {p}, {p})",
+        before["person_rejection"],
+    )
+    db.execute("UPDATE person_edit SET undone_at = {p} WHERE id = {p}", (now(), edit.id))
+
+
+# Calibration ---------------------------------------------------------------------
+
+CALIBRATION_COLUMNS = (
+    "metric",
+    "model_name",
+    "people",
+    "faces",
+    "genuine_pairs",
+    "impostor_pairs",
+    "eer",
+    "eer_threshold",
+    "fmr_1e2_threshold",
+    "fmr_1e2_fnmr",
+    "fmr_1e3_threshold",
+    "fmr_1e3_fnmr",
+    "threshold",
+    "threshold_rule",
+    "created_at",
+)
+
+
+def save_calibration(db: Database, values: dict[str, Any]) -> None:
+    db.execute("DELETE FROM facevec_calibration WHERE metric = {p}", (values["metric"],))
+    db.execute(
+        f"INSERT INTO facevec_calibration ({', '.join(CALIBRATION_COLUMNS)})"
+        f" VALUES ({db.dialect.params(len(CALIBRATION_COLUMNS))})",
+        [values[column] for column in CALIBRATION_COLUMNS],
+    )
+
+
+def calibration(db: Database, metric: str) -> dict[str, Any] | None:
+    rows = db.query(
+        f"SELECT {', '.join(CALIBRATION_COLUMNS)} FROM facevec_calibration WHERE metric = {{p}}",
+        (metric,),
+    )
+    return dict(zip(CALIBRATION_COLUMNS, rows[0], strict=True)) if rows else None
