@@ -1152,12 +1152,30 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 /* Search                                                                    */
 
 /* Max-heap of the k best (distance, rowid), ordered like ORDER BY distance,
-** rowid. Doubles, so distances are exactly the scalar functions'. */
+** rowid. Doubles, so distances are exactly the scalar functions'. Its
+** buffers start small and grow with the rows actually seen (up to k), so a
+** huge k costs nothing and no count read from the file sizes an allocation. */
 typedef struct knn_heap {
-  size_t k, size;
+  size_t k, size, cap;
   double *d;
   i64 *id;
 } knn_heap;
+
+/* Room for one more entry (size < k). */
+static int heap_reserve(knn_heap *h) {
+  if (h->size < h->cap) return SQLITE_OK;
+  size_t cap = h->cap ? h->cap * 2 : 64;
+  if (cap > h->k || cap < h->cap) cap = h->k;
+  if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
+  double *d = sqlite3_realloc64(h->d, (sqlite3_uint64)cap * sizeof(double));
+  if (!d) return SQLITE_NOMEM;
+  h->d = d;
+  i64 *id = sqlite3_realloc64(h->id, (sqlite3_uint64)cap * sizeof(i64));
+  if (!id) return SQLITE_NOMEM;
+  h->id = id;
+  h->cap = cap;
+  return SQLITE_OK;
+}
 
 static inline int heap_gt(const knn_heap *h, size_t i, size_t j) {
   return h->d[i] > h->d[j] || (h->d[i] == h->d[j] && h->id[i] > h->id[j]);
@@ -1300,8 +1318,10 @@ static int consider(knn_query *s, const float *v, i64 rid, int stored) {
   int rc = row_key(s, v, &key);
   if (rc == FV_OK && key == key) {
     if (key <= s->thr_key && heap_accepts(&s->heap, key, rid) &&
-        !(stored && is_pending(s, rid)))
+        !(stored && is_pending(s, rid))) {
+      if (heap_reserve(&s->heap) != SQLITE_OK) return SQLITE_NOMEM;
       heap_push(&s->heap, key, rid);
+    }
     return SQLITE_OK;
   }
   if (stored && is_pending(s, rid)) return SQLITE_OK;
@@ -1471,7 +1491,7 @@ static int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, 
                       size_t *n, char **pzErr) {
   knn_query s;
   int rc, trig = 0;
-  i64 n_log = 0, bound;
+  i64 n_log = 0;
   memset(&s, 0, sizeof s);
   s.db = db;
   s.metric = metric;
@@ -1520,26 +1540,8 @@ static int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, 
   rc = load_pending(&s, &n_log);
   if (rc != SQLITE_OK) goto finish;
 
-  /* The heap never needs more entries than there are candidate rows. */
-  bound = s.ix.n_vectors + n_log;
-  if (s.ix.building) {
-    sqlite3_stmt *st = NULL;
-    rc = prepare_fmt(db, &st, &s.zErr, "SELECT count(*) FROM \"%w\" WHERE \"%w\" >= ?1",
-                     s.ix.tbl, s.ix.pk);
-    if (rc != SQLITE_OK) goto finish;
-    sqlite3_bind_int64(st, 1, s.ix.build_next);
-    if (sqlite3_step(st) == SQLITE_ROW) bound += sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-  }
-  if (bound < k) k = bound;
-  if (k <= 0) goto finish;
-  s.heap.k = (size_t)k;
-  s.heap.d = sqlite3_malloc64((sqlite3_uint64)k * sizeof(double));
-  s.heap.id = sqlite3_malloc64((sqlite3_uint64)k * sizeof(i64));
-  if (!s.heap.d || !s.heap.id) {
-    rc = SQLITE_NOMEM;
-    goto finish;
-  }
+  /* "At most k": the heap grows with the rows seen, never to k itself. */
+  s.heap.k = (uint64_t)k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)k;
   s.thr_key = HUGE_VAL;
   if (has_thr) {
     /* A slightly loose bound in key space; the exact test is on the output. */

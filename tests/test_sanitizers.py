@@ -24,6 +24,7 @@ from sqlshell import (
     FUNCTIONS_SQL,
     SQL_DIR,
     WHY_NO_SHELL,
+    check_battery,
     check_errors_battery,
     check_functions_battery,
     run_shell,
@@ -147,6 +148,14 @@ def test_knn_script_under_sanitizers(build):
     assert_no_report(result)
     assert "facevec_knn: query has 3 dimensions, the index of face_meta has 4" in result.stderr
     assert '"vectors":2001,"pending":0' in result.stdout
+
+
+def test_knn_hostile_script_under_sanitizers(build):
+    """tests/sql/knn_hostile.sql: forged and damaged indexes, huge k."""
+    sql = (SQL_DIR / "knn_hostile.sql").read_text()
+    result = run_sanitized(build / "facevec0.so", sql)
+    assert_no_report(result)
+    check_battery(result, sql)
 
 
 def hex_blob(values) -> str:
