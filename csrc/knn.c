@@ -42,6 +42,9 @@
 ** Every write happens inside a SAVEPOINT, so a crash leaves either the old
 ** or the new index.
 **
+** Who may call what: every function here is DIRECTONLY (never from a view or
+** trigger of the file); see the security model in sqlite3_facevec.c.
+**
 ** Limits: a REPLACE that deletes a row through a UNIQUE constraint other than
 ** the rowid fires no DELETE trigger unless PRAGMA recursive_triggers is on
 ** (rebuild afterwards otherwise). A query copies each chunk through
@@ -1629,6 +1632,9 @@ static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
   rc = sqlite3_declare_vtab(db,
                             "CREATE TABLE x(distance REAL, rank INTEGER, collection HIDDEN, "
                             "query HIDDEN, k HIDDEN, metric HIDDEN, threshold HIDDEN)");
+  /* It reads any table and costs a scan: never from a view or trigger of
+  ** the file (see the security model at the top). */
+  if (rc == SQLITE_OK) rc = sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
   if (rc != SQLITE_OK) return rc;
   v = sqlite3_malloc(sizeof *v);
   if (!v) return SQLITE_NOMEM;

@@ -13,6 +13,33 @@
 **     not divisible by 4, malformed JSON, or vectors of different dimensions
 **     is an SQL error whose message names the function and what it found;
 **   - a NaN result (a vector holding NaN or infinity) is an error, not NULL.
+**
+** Security model: what the schema of a database file may call.
+** A database file may come from anyone, and its views, triggers, CHECK
+** constraints, generated columns and index expressions run whenever the
+** application touches them. So:
+**   - Schema objects may call the pure functions only: euclidean_distance,
+**     euclidean_distance_squared, cosine_distance, euclidean_l2_distance,
+**     inner_product, vector_dims, vector_to_json, vector_from_json, sqrt,
+**     facevec_version and facevec_isa. They are SQLITE_DETERMINISTIC |
+**     SQLITE_INNOCUOUS: they read nothing but their arguments, allocate no
+**     more than their arguments' size, and change nothing, so they also run
+**     under PRAGMA trusted_schema=OFF.
+**   - Everything of the knn index is SQLITE_DIRECTONLY: the facevec_knn
+**     table-valued function (sqlite3_vtab_config) and facevec_knn_build,
+**     _create, _sync, _drop and _status. They read and write other tables,
+**     can run long and allocate per row, so only SQL the application
+**     prepares itself may call them; from a view or trigger SQLite refuses
+**     with "unsafe use of ...".
+**   - The triggers facevec_knn_build adds to a table are plain SQL that call
+**     no function, so writes log their changes with trusted_schema=OFF too.
+**   - Every number the knn code reads from its own tables (counts,
+**     dimension, chunk sizes, slots, bitmaps, rowid arrays, blob lengths) is
+**     checked before use: a damaged index is an SQL error that names the
+**     table and asks for a rebuild, never a wrong answer or a memory error.
+**   - Table and column names are quoted identifiers looked up in schema
+**     "main" only (a TEMP table cannot stand in); a name holding a NUL
+**     character is an error.
 */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1

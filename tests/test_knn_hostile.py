@@ -100,3 +100,163 @@ def test_huge_k_with_a_forged_count_stays_in_bounds(ext, tmp_path):
 def test_hostile_script(ext):
     sql = (SQL_DIR / "knn_hostile.sql").read_text()
     check_battery(run_shell(ext.removesuffix(".so"), sql), sql)
+
+
+# --------------------------------------------------------------------------
+# What a schema object (view, trigger) of the file may call
+
+KNN_FUNCTIONS = [
+    "facevec_knn_build('face_meta')",
+    "facevec_knn_create('face_meta')",
+    "facevec_knn_sync('face_meta')",
+    "facevec_knn_drop('face_meta')",
+    "facevec_knn_status('face_meta')",
+]
+PURE_CALLS = [
+    "euclidean_distance(embedding, '[1, 2, 3, 4]')",
+    "euclidean_distance_squared(embedding, '[1, 2, 3, 4]')",
+    "cosine_distance(embedding, '[1, 2, 3, 4]')",
+    "euclidean_l2_distance(embedding, '[1, 2, 3, 4]')",
+    "inner_product(embedding, '[1, 2, 3, 4]')",
+    "vector_dims(embedding)",
+    "vector_to_json(embedding)",
+    "vector_from_json(vector_to_json(embedding))",
+    "sqrt(id)",
+    "facevec_version()",
+    "facevec_isa()",
+]
+
+
+def reopened(ext, db: Path, trusted_schema: bool = True):
+    conn = connect(ext, db)
+    conn.execute(f"PRAGMA trusted_schema = {'ON' if trusted_schema else 'OFF'}")
+    return conn
+
+
+@pytest.mark.parametrize("trusted_schema", [True, False])
+def test_a_view_cannot_call_facevec_knn(ext, tmp_path, trusted_schema):
+    db = tmp_path / "view.db"
+    gallery(ext, db).execute(
+        f"CREATE VIEW nearest AS SELECT rowid FROM facevec_knn('face_meta', '[1,2,3,4]', {HUGE_K})"
+    )
+    conn = reopened(ext, db, trusted_schema)
+    with pytest.raises(
+        pysqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
+    ):
+        conn.execute("SELECT count(*) FROM nearest").fetchall()
+
+
+@pytest.mark.parametrize("call", KNN_FUNCTIONS)
+def test_views_and_triggers_cannot_call_the_index_functions(ext, tmp_path, call):
+    db = tmp_path / "schema.db"
+    conn = gallery(ext, db)
+    conn.execute(f"CREATE VIEW v AS SELECT {call}")
+    conn.execute("CREATE TABLE audit(x)")
+    conn.execute(f"CREATE TRIGGER t AFTER INSERT ON audit BEGIN SELECT {call}; END")
+    conn = reopened(ext, db)
+    name = call.split("(")[0]
+    for sql in ("SELECT * FROM v", "INSERT INTO audit VALUES (1)"):
+        with pytest.raises(pysqlite3.OperationalError, match=rf"^unsafe use of {name}\(\)$"):
+            conn.execute(sql).fetchall()
+    assert conn.execute("SELECT count(*) FROM audit").fetchone() == (0,)
+
+
+def test_a_trigger_cannot_call_facevec_knn(ext, tmp_path):
+    db = tmp_path / "trigger.db"
+    conn = gallery(ext, db)
+    conn.execute("CREATE TABLE audit(x)")
+    conn.execute(
+        "CREATE TRIGGER t AFTER INSERT ON audit BEGIN "
+        "INSERT INTO audit SELECT rowid FROM facevec_knn('face_meta', '[1,2,3,4]', 3); END"
+    )
+    conn = reopened(ext, db)
+    with pytest.raises(
+        pysqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
+    ):
+        conn.execute("INSERT INTO audit VALUES (1)")
+
+
+def test_views_may_call_the_pure_functions_with_trusted_schema_off(ext, tmp_path):
+    db = tmp_path / "pure.db"
+    conn = gallery(ext, db)
+    conn.execute(f"CREATE VIEW v AS SELECT {', '.join(PURE_CALLS)} FROM face_meta")
+    want = conn.execute("SELECT * FROM v").fetchall()
+    assert len(want) == 40
+    assert reopened(ext, db, trusted_schema=False).execute("SELECT * FROM v").fetchall() == want
+
+
+def test_the_index_triggers_run_with_trusted_schema_off(ext, tmp_path):
+    """The triggers facevec_knn_build adds are plain SQL, so connections that
+    distrust the file's schema (facevec's own) still log every change."""
+    db = tmp_path / "trusted.db"
+    gallery(ext, db).close()
+    conn = reopened(ext, db, trusted_schema=False)
+    rng = np.random.default_rng(1)
+    conn.execute("BEGIN")
+    for _ in range(30):
+        conn.execute(
+            "INSERT INTO face_meta(embedding) VALUES (?)",
+            (rng.standard_normal(4).astype(np.float32).tobytes(),),
+        )
+    conn.execute("DELETE FROM face_meta WHERE id % 3 = 0")
+    conn.execute(
+        "UPDATE face_meta SET embedding = ? WHERE id % 5 = 0", (np.ones(4, "f4").tobytes(),)
+    )
+    conn.execute("UPDATE face_meta SET id = id + 1000 WHERE id % 7 = 0")
+    conn.execute("COMMIT")
+    q = [0.5, -1, 2, 0.25]
+    want = scalar(conn, q, 100)
+    assert len(want) == 47
+    knn_sql = "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 100)"
+    query = np.asarray(q, "f4").tobytes()
+    assert conn.execute(knn_sql, (query,)).fetchall() == want  # pending rows
+    assert conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()[0] > 0
+    assert conn.execute(knn_sql, (query,)).fetchall() == want  # synced
+
+
+def hostile_gallery(tmp_path: Path) -> Path:
+    """A facevec database whose face_meta is a view over facevec_knn with a
+    huge k on a forged index: what once crashed `facevec info` and `find`."""
+    import facevec
+
+    db = tmp_path / "hostile.db"
+    vectors = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    facevec.add(str(db), [f"img{i}.jpg" for i in range(20)], vectors, model_name="Facenet")
+    conn = connect(extension_under_test(), db)
+    conn.execute("ALTER TABLE face_meta RENAME TO t")
+    conn.execute("SELECT facevec_knn_build('t')")
+    conn.execute("UPDATE facevec_knn_index SET n_vectors = ?", (2**62,))
+    query = "x'" + vectors[0].tobytes().hex() + "'"
+    conn.execute(
+        "CREATE VIEW face_meta AS SELECT t.* FROM facevec_knn('t', "
+        f"{query}, {HUGE_K}) AS k JOIN t ON t.id = k.rowid"
+    )
+    conn.close()
+    return db
+
+
+def test_facevec_info_and_find_refuse_a_hostile_file(ext, tmp_path):
+    db = hostile_gallery(tmp_path)
+    facevec_cli = Path(sys.executable).parent / "facevec"
+    info = subprocess.run(
+        [str(facevec_cli), "info", "--db", str(db)], capture_output=True, text=True, timeout=120
+    )
+    assert info.returncode == 1, info.stdout + info.stderr
+    assert 'unsafe use of virtual table "facevec_knn"' in info.stderr
+    find = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, numpy, facevec\n"
+            "try:\n"
+            "    facevec.find(numpy.ones(8, 'float32'), sys.argv[1])\n"
+            "except Exception as error:\n"
+            "    print(type(error).__name__, error)\n",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert find.returncode == 0, find.stderr[-3000:]
+    assert 'unsafe use of virtual table "facevec_knn"' in find.stdout
