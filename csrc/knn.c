@@ -163,7 +163,7 @@ static int meta_table_exists(sqlite3 *db) {
   sqlite3_stmt *st = NULL;
   int found = 0;
   if (sqlite3_prepare_v2(db,
-                         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '"
+                         "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = '"
                          KNN_INDEX_TABLE "'",
                          -1, &st, NULL) == SQLITE_OK)
     found = sqlite3_step(st) == SQLITE_ROW;
@@ -180,7 +180,7 @@ static int index_load(sqlite3 *db, const char *tbl, knn_index *ix, char **pzErr)
   if (!meta_table_exists(db)) return SQLITE_NOTFOUND;
   rc = sqlite3_prepare_v2(db,
                           "SELECT tbl, col, pk, dim, chunk_size, tail_chunk, tail_used, "
-                          "n_vectors, build_next FROM " KNN_INDEX_TABLE
+                          "n_vectors, build_next FROM main." KNN_INDEX_TABLE
                           " WHERE tbl = ?1",
                           -1, &st, NULL);
   if (rc != SQLITE_OK) goto finish;
@@ -224,7 +224,7 @@ finish:
 static int index_save(sqlite3 *db, const knn_index *ix, char **pzErr) {
   sqlite3_stmt *st = NULL;
   int rc = sqlite3_prepare_v2(db,
-                              "UPDATE " KNN_INDEX_TABLE
+                              "UPDATE main." KNN_INDEX_TABLE
                               " SET dim = ?2, chunk_size = ?3, tail_chunk = ?4, "
                               "tail_used = ?5, n_vectors = ?6, build_next = ?7 "
                               "WHERE tbl = ?1",
@@ -261,12 +261,13 @@ static i64 auto_chunk_size(i64 dim) {
 /* The plain-SQL triggers that log changes of the source table. Checked by
 ** queries: without them the log would miss changes. */
 static const char *const trigger_suffix[3] = {"_fvknn_ins", "_fvknn_del", "_fvknn_upd"};
+static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_fvknn_log"};
 
 static int triggers_present(sqlite3 *db, const knn_index *ix, int *present,
                             char **pzErr) {
   sqlite3_stmt *st = NULL;
   int rc = prepare_fmt(db, &st, pzErr,
-                       "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
+                       "SELECT count(*) FROM main.sqlite_schema WHERE type = 'trigger' "
                        "AND tbl_name = %Q AND name IN ('%q%s', '%q%s', '%q%s')",
                        ix->tbl, ix->tbl, trigger_suffix[0], ix->tbl, trigger_suffix[1],
                        ix->tbl, trigger_suffix[2]);
@@ -411,26 +412,29 @@ static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix
   w->ix = ix;
   w->chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
   if (!w->chunks_tbl) return SQLITE_NOMEM;
-  rc = prepare_fmt(db, &w->src_get, &w->zErr, "SELECT \"%w\" FROM \"%w\" WHERE \"%w\" = ?1",
+  rc = prepare_fmt(db, &w->src_get, &w->zErr,
+                   "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1",
                    ix->col, ix->tbl, ix->pk);
   if (rc == SQLITE_OK)
     rc = prepare_fmt(db, &w->map_get, &w->zErr,
-                     "SELECT chunk, slot FROM \"%w_fvknn_rowids\" WHERE rid = ?1", ix->tbl);
+                     "SELECT chunk, slot FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1",
+                     ix->tbl);
   if (rc == SQLITE_OK)
     rc = prepare_fmt(db, &w->map_ins, &w->zErr,
-                     "INSERT INTO \"%w_fvknn_rowids\"(rid, chunk, slot) VALUES (?1, ?2, ?3)",
+                     "INSERT INTO \"main\".\"%w_fvknn_rowids\"(rid, chunk, slot) "
+                     "VALUES (?1, ?2, ?3)",
                      ix->tbl);
   if (rc == SQLITE_OK)
     rc = prepare_fmt(db, &w->map_del, &w->zErr,
-                     "DELETE FROM \"%w_fvknn_rowids\" WHERE rid = ?1", ix->tbl);
+                     "DELETE FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1", ix->tbl);
   if (rc == SQLITE_OK)
     rc = prepare_fmt(db, &w->chunk_new, &w->zErr,
-                     "INSERT INTO \"%w_fvknn_chunks\"(id, valid, rowids, vectors) "
+                     "INSERT INTO \"main\".\"%w_fvknn_chunks\"(id, valid, rowids, vectors) "
                      "VALUES (?1, zeroblob(?2), zeroblob(?3), zeroblob(?4))",
                      ix->tbl);
   if (rc == SQLITE_OK)
     rc = prepare_fmt(db, &w->chunk_del, &w->zErr,
-                     "DELETE FROM \"%w_fvknn_chunks\" WHERE id = ?1", ix->tbl);
+                     "DELETE FROM \"main\".\"%w_fvknn_chunks\" WHERE id = ?1", ix->tbl);
   return rc;
 }
 
@@ -687,7 +691,7 @@ static int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_row
 
   /* 1. The change log, oldest first. */
   rc = prepare_fmt(db, &log_st, &w.zErr,
-                   "SELECT seq, rid FROM \"%w_fvknn_log\" ORDER BY seq LIMIT ?1", ix->tbl);
+                   "SELECT seq, rid FROM \"main\".\"%w_fvknn_log\" ORDER BY seq LIMIT ?1", ix->tbl);
   if (rc != SQLITE_OK) goto finish;
   sqlite3_bind_int64(log_st, 1, max_rows < 0 ? -1 : max_rows);
   while ((rc = sqlite3_step(log_st)) == SQLITE_ROW) {
@@ -704,7 +708,7 @@ static int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_row
   sqlite3_finalize(log_st);
   log_st = NULL;
   if (last_seq >= 0) {
-    rc = exec_fmt(db, &w.zErr, "DELETE FROM \"%w_fvknn_log\" WHERE seq <= %lld", ix->tbl,
+    rc = exec_fmt(db, &w.zErr, "DELETE FROM \"main\".\"%w_fvknn_log\" WHERE seq <= %lld", ix->tbl,
                   last_seq);
     if (rc != SQLITE_OK) goto finish;
   }
@@ -714,8 +718,8 @@ static int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_row
     i64 budget = max_rows < 0 ? -1 : max_rows - count, n = 0;
     int at_end = 0;
     rc = prepare_fmt(db, &build_st, &w.zErr,
-                     "SELECT \"%w\", \"%w\" FROM \"%w\" WHERE \"%w\" >= ?1 ORDER BY \"%w\" "
-                     "LIMIT ?2",
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" >= ?1 "
+                     "ORDER BY \"%w\" LIMIT ?2",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->pk);
     if (rc != SQLITE_OK) goto finish;
     sqlite3_bind_int64(build_st, 1, ix->build_next);
@@ -767,12 +771,11 @@ finish:
 static int drop_index_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   int rc = SQLITE_OK;
   for (int i = 0; rc == SQLITE_OK && i < 3; i++)
-    rc = exec_fmt(db, pzErr, "DROP TRIGGER IF EXISTS \"%w%s\"", tbl, trigger_suffix[i]);
-  if (rc == SQLITE_OK) rc = exec_fmt(db, pzErr, "DROP TABLE IF EXISTS \"%w_fvknn_chunks\"", tbl);
-  if (rc == SQLITE_OK) rc = exec_fmt(db, pzErr, "DROP TABLE IF EXISTS \"%w_fvknn_rowids\"", tbl);
-  if (rc == SQLITE_OK) rc = exec_fmt(db, pzErr, "DROP TABLE IF EXISTS \"%w_fvknn_log\"", tbl);
+    rc = exec_fmt(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl, trigger_suffix[i]);
+  for (int i = 0; rc == SQLITE_OK && i < 3; i++)
+    rc = exec_fmt(db, pzErr, "DROP TABLE IF EXISTS \"main\".\"%w%s\"", tbl, table_suffix[i]);
   if (rc == SQLITE_OK && meta_table_exists(db))
-    rc = exec_fmt(db, pzErr, "DELETE FROM " KNN_INDEX_TABLE " WHERE tbl = %Q", tbl);
+    rc = exec_fmt(db, pzErr, "DELETE FROM main." KNN_INDEX_TABLE " WHERE tbl = %Q", tbl);
   return rc;
 }
 
@@ -784,7 +787,7 @@ static int inspect_source(sqlite3 *db, const char *fn, const char *tbl, const ch
   int rc, has_col = 0, n_pk = 0, pk_index = 0;
   *canon = *pk = NULL;
   rc = sqlite3_prepare_v2(db,
-                          "SELECT name FROM sqlite_schema WHERE type = 'table' AND "
+                          "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND "
                           "name = ?1 COLLATE NOCASE",
                           -1, &st, NULL);
   if (rc != SQLITE_OK) goto finish;
@@ -804,7 +807,8 @@ static int inspect_source(sqlite3 *db, const char *fn, const char *tbl, const ch
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  rc = prepare_fmt(db, &st, pzErr, "SELECT name, type, pk FROM pragma_table_info(%Q)", *canon);
+  rc = prepare_fmt(db, &st, pzErr, "SELECT name, type, pk FROM pragma_table_info(%Q, 'main')",
+                   *canon);
   if (rc != SQLITE_OK) goto finish;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *name = (const char *)sqlite3_column_text(st, 0);
@@ -828,7 +832,8 @@ static int inspect_source(sqlite3 *db, const char *fn, const char *tbl, const ch
   /* An INTEGER PRIMARY KEY that aliases the rowid has no index of its own;
   ** WITHOUT ROWID tables and "INTEGER PRIMARY KEY DESC" have one. */
   rc = prepare_fmt(db, &st, pzErr,
-                   "SELECT count(*) FROM pragma_index_list(%Q) WHERE origin = 'pk'", *canon);
+                   "SELECT count(*) FROM pragma_index_list(%Q, 'main') WHERE origin = 'pk'",
+                   *canon);
   if (rc != SQLITE_OK) goto finish;
   if (sqlite3_step(st) == SQLITE_ROW) pk_index = sqlite3_column_int(st, 0);
   if (n_pk != 1 || !*pk || pk_index) {
@@ -858,45 +863,45 @@ static int create_index(sqlite3 *db, const char *fn, const char *tbl, const char
   rc = drop_index_objects(db, canon, pzErr);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TABLE IF NOT EXISTS " KNN_INDEX_TABLE "("
+                  "CREATE TABLE IF NOT EXISTS main." KNN_INDEX_TABLE "("
                   "tbl TEXT PRIMARY KEY COLLATE NOCASE, col TEXT NOT NULL, pk TEXT NOT NULL, "
                   "dim INTEGER NOT NULL, chunk_size INTEGER NOT NULL, "
                   "tail_chunk INTEGER NOT NULL, tail_used INTEGER NOT NULL, "
                   "n_vectors INTEGER NOT NULL, build_next INTEGER, format INTEGER NOT NULL)");
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "INSERT INTO " KNN_INDEX_TABLE " VALUES (%Q, %Q, %Q, 0, %lld, 0, 0, 0, "
+                  "INSERT INTO main." KNN_INDEX_TABLE " VALUES (%Q, %Q, %Q, 0, %lld, 0, 0, 0, "
                   "-9223372036854775808, 1)",
                   canon, col, pk, chunk_size);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TABLE \"%w_fvknn_chunks\"(id INTEGER PRIMARY KEY, valid BLOB NOT "
-                  "NULL, rowids BLOB NOT NULL, vectors BLOB NOT NULL)",
+                  "CREATE TABLE \"main\".\"%w_fvknn_chunks\"(id INTEGER PRIMARY KEY, "
+                  "valid BLOB NOT NULL, rowids BLOB NOT NULL, vectors BLOB NOT NULL)",
                   canon);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TABLE \"%w_fvknn_rowids\"(rid INTEGER PRIMARY KEY, chunk INTEGER "
-                  "NOT NULL, slot INTEGER NOT NULL)",
+                  "CREATE TABLE \"main\".\"%w_fvknn_rowids\"(rid INTEGER PRIMARY KEY, "
+                  "chunk INTEGER NOT NULL, slot INTEGER NOT NULL)",
                   canon);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TABLE \"%w_fvknn_log\"(seq INTEGER PRIMARY KEY, rid INTEGER NOT "
+                  "CREATE TABLE \"main\".\"%w_fvknn_log\"(seq INTEGER PRIMARY KEY, rid INTEGER NOT "
                   "NULL)",
                   canon);
   /* Plain SQL, so connections without facevec can still write the table. */
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TRIGGER \"%w%s\" AFTER INSERT ON \"%w\" BEGIN "
+                  "CREATE TRIGGER \"main\".\"%w%s\" AFTER INSERT ON \"%w\" BEGIN "
                   "INSERT INTO \"%w_fvknn_log\"(rid) VALUES (new.\"%w\"); END",
                   canon, trigger_suffix[0], canon, canon, pk);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TRIGGER \"%w%s\" AFTER DELETE ON \"%w\" BEGIN "
+                  "CREATE TRIGGER \"main\".\"%w%s\" AFTER DELETE ON \"%w\" BEGIN "
                   "INSERT INTO \"%w_fvknn_log\"(rid) VALUES (old.\"%w\"); END",
                   canon, trigger_suffix[1], canon, canon, pk);
   if (rc == SQLITE_OK)
     rc = exec_fmt(db, pzErr,
-                  "CREATE TRIGGER \"%w%s\" AFTER UPDATE ON \"%w\" "
+                  "CREATE TRIGGER \"main\".\"%w%s\" AFTER UPDATE ON \"%w\" "
                   "WHEN old.\"%w\" IS NOT new.\"%w\" OR old.\"%w\" IS NOT new.\"%w\" BEGIN "
                   "INSERT INTO \"%w_fvknn_log\"(rid) VALUES (old.\"%w\"); "
                   "INSERT INTO \"%w_fvknn_log\"(rid) VALUES (new.\"%w\"); END",
@@ -942,18 +947,43 @@ static void result_error(sqlite3_context *ctx, const char *fn, int rc, char *zEr
   }
 }
 
+/* A TEXT value as a C string, or NULL with *msg set (sqlite3_malloc'd) when
+** it is not TEXT or holds a NUL, which would cut the name short ("t\0x"
+** acting on t). what = "table (argument 1)", ... */
+static const char *name_value(sqlite3_value *v, const char *fn, const char *what,
+                              char **msg) {
+  const char *text;
+  *msg = NULL;
+  if (sqlite3_value_type(v) != SQLITE_TEXT) {
+    *msg = sqlite3_mprintf("%s: %s must be TEXT, found %s", fn, what,
+                           type_name(sqlite3_value_type(v)));
+    return NULL;
+  }
+  text = (const char *)sqlite3_value_text(v);
+  if (text && (size_t)sqlite3_value_bytes(v) != strlen(text)) {
+    *msg = sqlite3_mprintf("%s: %s contains a NUL character", fn, what);
+    return NULL;
+  }
+  return text;
+}
+
 /* Text argument i of fn, or an error. NULL is an error too: these functions
 ** administer an index, and silently doing nothing would hide mistakes. */
 static const char *text_arg(sqlite3_context *ctx, const char *fn, const char *what,
                             sqlite3_value **argv, int i) {
-  if (sqlite3_value_type(argv[i]) != SQLITE_TEXT) {
-    char *msg = sqlite3_mprintf("%s: %s (argument %d) must be TEXT, found %s", fn, what,
-                                i + 1, type_name(sqlite3_value_type(argv[i])));
-    sqlite3_result_error(ctx, msg ? msg : fn, -1);
-    sqlite3_free(msg);
-    return NULL;
+  char *label = sqlite3_mprintf("%s (argument %d)", what, i + 1), *msg = NULL;
+  const char *text = label ? name_value(argv[i], fn, label, &msg) : NULL;
+  sqlite3_free(label);
+  if (!label) {
+    sqlite3_result_error_nomem(ctx);
+  } else if (!text) {
+    if (msg)
+      sqlite3_result_error(ctx, msg, -1);
+    else
+      sqlite3_result_error_nomem(ctx);
   }
-  return (const char *)sqlite3_value_text(argv[i]);
+  sqlite3_free(msg);
+  return text;
 }
 
 static int int_arg(sqlite3_context *ctx, const char *fn, const char *what,
@@ -977,7 +1007,7 @@ static int load_existing(sqlite3 *db, const char *fn, const char *tbl, knn_index
     sqlite3_stmt *st = NULL;
     int exists = 0;
     if (sqlite3_prepare_v2(db,
-                           "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND "
+                           "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND "
                            "name = ?1 COLLATE NOCASE",
                            -1, &st, NULL) == SQLITE_OK) {
       sqlite3_bind_text(st, 1, tbl, -1, SQLITE_STATIC);
@@ -1132,8 +1162,8 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   if (rc == SQLITE_OK) rc = triggers_present(db, &ix, &trig, &zErr);
   if (rc == SQLITE_OK) {
-    i64 chunks = count_rows(db, "SELECT count(*) FROM \"%w_fvknn_chunks\"", ix.tbl);
-    i64 pending = count_rows(db, "SELECT count(*) FROM \"%w_fvknn_log\"", ix.tbl);
+    i64 chunks = count_rows(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_chunks\"", ix.tbl);
+    i64 pending = count_rows(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
     i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
     json = sqlite3_mprintf("{\"table\":\"%w\",\"column\":\"%w\",\"dim\":%lld,"
                            "\"chunk_size\":%lld,\"chunks\":%lld,\"slots\":%lld,"
@@ -1361,7 +1391,7 @@ static int scan_chunks(knn_query *s) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  rc = prepare_fmt(s->db, &st, &s->zErr, "SELECT id FROM \"%w_fvknn_chunks\" ORDER BY id",
+  rc = prepare_fmt(s->db, &st, &s->zErr, "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id",
                    ix->tbl);
   if (rc != SQLITE_OK) goto finish;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1433,13 +1463,13 @@ static int scan_pending(knn_query *s) {
   int rc;
   if (ix->building)
     rc = prepare_fmt(s->db, &st, &s->zErr,
-                     "SELECT \"%w\", \"%w\" FROM \"%w\" WHERE \"%w\" >= ?1 OR \"%w\" IN "
-                     "(SELECT rid FROM \"%w_fvknn_log\")",
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" >= ?1 OR \"%w\" IN "
+                     "(SELECT rid FROM \"main\".\"%w_fvknn_log\")",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->pk, ix->tbl);
   else
     rc = prepare_fmt(s->db, &st, &s->zErr,
-                     "SELECT \"%w\", \"%w\" FROM \"%w\" WHERE \"%w\" IN "
-                     "(SELECT rid FROM \"%w_fvknn_log\")",
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IN "
+                     "(SELECT rid FROM \"main\".\"%w_fvknn_log\")",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->tbl);
   if (rc != SQLITE_OK) goto finish;
   if (ix->building) sqlite3_bind_int64(st, 1, ix->build_next);
@@ -1468,7 +1498,8 @@ finish:
 
 static int load_pending(knn_query *s, i64 *n_log) {
   sqlite3_stmt *st = NULL;
-  int rc = prepare_fmt(s->db, &st, &s->zErr, "SELECT rid FROM \"%w_fvknn_log\"", s->ix.tbl);
+  int rc = prepare_fmt(s->db, &st, &s->zErr, "SELECT rid FROM \"main\".\"%w_fvknn_log\"",
+                       s->ix.tbl);
   *n_log = 0;
   if (rc != SQLITE_OK) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1718,6 +1749,14 @@ static int vtab_error(sqlite3_vtab *pVtab, const char *fmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* Hand zErr (sqlite3_malloc'd; NULL = out of memory) to the vtab. */
+static int vtab_take_error(sqlite3_vtab *pVtab, char *zErr) {
+  if (!zErr) return SQLITE_NOMEM;
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = zErr;
+  return SQLITE_ERROR;
+}
+
 /*
 ** facevec_knn(collection, query, k [, metric [, threshold]])
 ** Errors: a missing or NULL collection, query or k; k not a positive
@@ -1757,18 +1796,17 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
     return vtab_error(pVtab, "facevec_knn: collection (argument 1) must be a table name, "
                              "found %s",
                       type_name(sqlite3_value_type(arg[0])));
-  tbl = (const char *)sqlite3_value_text(arg[0]);
+  tbl = name_value(arg[0], "facevec_knn", "collection (argument 1)", &zErr);
+  if (!tbl) return vtab_take_error(pVtab, zErr);
   if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER)
     return vtab_error(pVtab, "facevec_knn: k (argument 3) must be an INTEGER, found %s",
                       type_name(sqlite3_value_type(arg[2])));
   k = sqlite3_value_int64(arg[2]);
   if (k <= 0) return vtab_error(pVtab, "facevec_knn: k must be positive, found %lld", k);
   if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
-    const char *name = (const char *)sqlite3_value_text(arg[3]);
+    const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", &zErr);
     size_t i, nm = sizeof metric_names / sizeof metric_names[0];
-    if (sqlite3_value_type(arg[3]) != SQLITE_TEXT || !name)
-      return vtab_error(pVtab, "facevec_knn: metric (argument 4) must be TEXT, found %s",
-                        type_name(sqlite3_value_type(arg[3])));
+    if (!name) return vtab_take_error(pVtab, zErr);
     for (i = 0; i < nm; i++)
       if (sqlite3_stricmp(name, metric_names[i].name) == 0) break;
     if (i == nm)

@@ -10,6 +10,7 @@ killing the test run.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -260,3 +261,103 @@ def test_facevec_info_and_find_refuse_a_hostile_file(ext, tmp_path):
     )
     assert find.returncode == 0, find.stderr[-3000:]
     assert 'unsafe use of virtual table "facevec_knn"' in find.stdout
+
+
+# --------------------------------------------------------------------------
+# Names: schema main only, no NUL
+
+
+def shadow(conn, name: str, dim: int = 4) -> None:
+    """A TEMP table named like a main one, holding other vectors."""
+    conn.execute(f'CREATE TEMP TABLE "{name}"(id INTEGER PRIMARY KEY, embedding BLOB)')
+    conn.executemany(
+        f'INSERT INTO temp."{name}" VALUES (?, ?)',
+        [(i, np.full(dim, 100 + i, "f4").tobytes()) for i in range(1, 6)],
+    )
+
+
+def test_a_temp_table_cannot_stand_in_for_the_main_one(ext):
+    conn = connect(ext)
+    make_table(conn, np.random.default_rng(2).standard_normal((30, 4)).astype(np.float32))
+    shadow(conn, "face_meta")
+    assert conn.execute("SELECT facevec_knn_build('face_meta')").fetchone() == (30,)
+    q = [1, 2, 3, 4]
+    query = np.asarray(q, "f4").tobytes()
+    knn_sql = "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 100)"
+    want = conn.execute(
+        "SELECT id, euclidean_distance(embedding, ?) AS d FROM main.face_meta ORDER BY d, id",
+        (query,),
+    ).fetchall()
+    assert conn.execute(knn_sql, (query,)).fetchall() == want
+    conn.execute("DELETE FROM main.face_meta WHERE id <= 10")
+    conn.execute("INSERT INTO temp.face_meta VALUES (50, ?)", (query,))
+    want = want[:0] + [row for row in want if row[0] > 10]
+    assert conn.execute(knn_sql, (query,)).fetchall() == want
+    assert conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone() == (10,)
+    assert conn.execute(knn_sql, (query,)).fetchall() == want
+    assert '"vectors":20' in conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM temp.face_meta").fetchone() == (6,)
+    assert conn.execute("SELECT facevec_knn_drop('face_meta')").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM temp.face_meta").fetchone() == (6,)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "facevec_knn_index",
+        "face_meta_fvknn_chunks",
+        "face_meta_fvknn_log",
+        "face_meta_fvknn_rowids",
+    ],
+)
+def test_temp_tables_named_like_the_index_tables_are_ignored(ext, name):
+    conn = gallery(ext)
+    q = np.asarray([1, 2, 3, 4], "f4").tobytes()
+    knn_sql = "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 100)"
+    want = conn.execute(knn_sql, (q,)).fetchall()
+    conn.execute(f'CREATE TEMP TABLE "{name}" AS SELECT * FROM main."{name}" WHERE 0')
+    conn.execute("DELETE FROM face_meta WHERE id = 7")
+    want = [row for row in want if row[0] != 7]
+    assert conn.execute(knn_sql, (q,)).fetchall() == want
+    assert conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone() == (1,)
+    assert conn.execute(knn_sql, (q,)).fetchall() == want
+    assert conn.execute("SELECT facevec_knn_build('face_meta')").fetchone() == (39,)
+    assert conn.execute(knn_sql, (q,)).fetchall() == want
+    assert conn.execute(f'SELECT count(*) FROM temp."{name}"').fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "sql, value, message",
+    [
+        ("SELECT facevec_knn_build(?)", "canary\0evil", "facevec_knn_build: table (argument 1)"),
+        ("SELECT facevec_knn_create(?)", "canary\0evil", "facevec_knn_create: table (argument 1)"),
+        ("SELECT facevec_knn_sync(?)", "canary\0evil", "facevec_knn_sync: table (argument 1)"),
+        ("SELECT facevec_knn_drop(?)", "canary\0evil", "facevec_knn_drop: table (argument 1)"),
+        ("SELECT facevec_knn_status(?)", "canary\0evil", "facevec_knn_status: table (argument 1)"),
+        (
+            "SELECT * FROM facevec_knn(?, '[1, 2, 3, 4]', 3)",
+            "canary\0evil",
+            "facevec_knn: collection (argument 1)",
+        ),
+        (
+            "SELECT facevec_knn_build('canary', ?)",
+            "embedding\0x",
+            "facevec_knn_build: column (argument 2)",
+        ),
+        (
+            "SELECT * FROM facevec_knn('canary', '[1]', 3, ?)",
+            "cosine\0x",
+            "facevec_knn: metric (argument 4)",
+        ),
+    ],
+)
+def test_a_name_holding_nul_is_an_error(ext, sql, value, message):
+    conn = gallery(ext)
+    conn.execute("CREATE TABLE canary(id INTEGER PRIMARY KEY, embedding BLOB)")
+    conn.execute("INSERT INTO canary VALUES (1, x'0000803f')")
+    conn.execute("SELECT facevec_knn_build('canary')")
+    with pytest.raises(
+        pysqlite3.OperationalError, match="^" + re.escape(message + " contains a NUL character")
+    ):
+        conn.execute(sql, (value,)).fetchall()
+    assert conn.execute("SELECT facevec_knn_status('canary')").fetchone()[0] is not None
