@@ -1165,13 +1165,35 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     i64 chunks = count_rows(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_chunks\"", ix.tbl);
     i64 pending = count_rows(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
     i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
-    json = sqlite3_mprintf("{\"table\":\"%w\",\"column\":\"%w\",\"dim\":%lld,"
-                           "\"chunk_size\":%lld,\"chunks\":%lld,\"slots\":%lld,"
-                           "\"vectors\":%lld,\"pending\":%lld,\"building\":%s,"
-                           "\"triggers\":%s}",
-                           ix.tbl, ix.col, ix.dim, ix.chunk_size, chunks, slots, ix.n_vectors,
-                           pending, ix.building ? "true" : "false", trig ? "true" : "false");
-    if (!json) rc = SQLITE_NOMEM;
+    /* SQLite's json_object escapes the names, whatever characters they hold. */
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT json_object('table', ?1, 'column', ?2, 'dim', ?3, "
+                            "'chunk_size', ?4, 'chunks', ?5, 'slots', ?6, 'vectors', ?7, "
+                            "'pending', ?8, 'building', json(?9), 'triggers', json(?10))",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, ix.tbl, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, ix.col, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, ix.dim);
+      sqlite3_bind_int64(st, 4, ix.chunk_size);
+      sqlite3_bind_int64(st, 5, chunks);
+      sqlite3_bind_int64(st, 6, slots);
+      sqlite3_bind_int64(st, 7, ix.n_vectors);
+      sqlite3_bind_int64(st, 8, pending);
+      sqlite3_bind_text(st, 9, ix.building ? "true" : "false", -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 10, trig ? "true" : "false", -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW) {
+        json = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+        if (!json) rc = SQLITE_NOMEM;
+      } else {
+        rc = sqlite3_errcode(db) == SQLITE_OK ? SQLITE_ERROR : sqlite3_errcode(db);
+        set_db_err(db, &zErr);
+      }
+    } else {
+      set_db_err(db, &zErr);
+    }
+    sqlite3_finalize(st);
   }
   if (rc == SQLITE_OK)
     sqlite3_result_text(ctx, json, -1, sqlite3_free);

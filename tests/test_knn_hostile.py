@@ -10,6 +10,7 @@ killing the test run.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -361,3 +362,32 @@ def test_a_name_holding_nul_is_an_error(ext, sql, value, message):
     ):
         conn.execute(sql, (value,)).fetchall()
     assert conn.execute("SELECT facevec_knn_status('canary')").fetchone()[0] is not None
+
+
+# --------------------------------------------------------------------------
+# facevec_knn_status is valid JSON whatever the names
+
+
+@pytest.mark.parametrize("name", ['quote"d', "back\\slash", "new\nline", "bell\x07tab\t", "é ü ☃"])
+def test_status_is_json_for_any_table_and_column_name(ext, name):
+    conn = connect(ext)
+    quoted = '"' + name.replace('"', '""') + '"'
+    column = "col " + name
+    conn.execute(
+        f'CREATE TABLE {quoted}(id INTEGER PRIMARY KEY, "{column.replace(chr(34), chr(34) * 2)}")'
+    )
+    conn.execute(f"INSERT INTO {quoted} VALUES (1, x'0000803f'), (2, x'00000040')")
+    assert conn.execute("SELECT facevec_knn_build(?, ?)", (name, column)).fetchone() == (2,)
+    text = conn.execute("SELECT facevec_knn_status(?)", (name,)).fetchone()[0]
+    assert json.loads(text) == {
+        "table": name,
+        "column": column,
+        "dim": 1,
+        "chunk_size": 8192,
+        "chunks": 1,
+        "slots": 2,
+        "vectors": 2,
+        "pending": 0,
+        "building": False,
+        "triggers": True,
+    }
