@@ -6,6 +6,7 @@
 - facevec/bindings/_kernels: the cffi module the Python API calls.
 """
 
+import glob
 import sys
 
 from setuptools import Extension, setup
@@ -38,12 +39,7 @@ class BuildExt(build_ext):
 
 loadable = Extension(
     LOADABLE,
-    sources=[
-        "csrc/sqlite3_facevec.c",
-        "csrc/knn.c",
-        "csrc/distance.c",
-        "csrc/vector_arg.c",
-    ],
+    sources=sorted(glob.glob("csrc/*.c")),  # every C file: the SQL wrappers and the kernels
     include_dirs=["csrc", "csrc/sqlite"],
     libraries=[] if sys.platform == "win32" else ["m"],
     extra_compile_args=CFLAGS,

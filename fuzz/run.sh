@@ -20,7 +20,7 @@ mkdir -p "$BUILD" "$BUILD/corpus"
 "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=all -DSQLITE_CORE -Wall -Wextra \
   -Icsrc -Icsrc/sqlite \
-  fuzz/fuzz_sql_functions.c csrc/sqlite3_facevec.c csrc/distance.c csrc/vector_arg.c csrc/knn.c \
+  fuzz/fuzz_sql_functions.c csrc/*.c \
   -lsqlite3 -lm -o "$BUILD/fuzz_sql_functions"
 
 # Seeds: a valid vector pair for each statement, as BLOB, TEXT JSON and floats-as-JSON.

@@ -1,4 +1,4 @@
-"""facevec_knn: the in-database exact nearest-neighbour index (csrc/knn.c).
+"""facevec_knn: the in-database exact nearest-neighbour index (csrc/knn_*.c).
 
 Every answer is compared with the scalar path (``ORDER BY <metric>_distance(
 embedding, ?), id``: same rows, bit-identical distances) and with a numpy

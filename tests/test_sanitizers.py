@@ -88,7 +88,7 @@ pytestmark = [
 def build(tmp_path_factory) -> Path:
     """The sanitized extension (facevec0.so) and the canary (canary.so)."""
     out = tmp_path_factory.mktemp("asan")
-    sources = [CSRC / name for name in ("sqlite3_facevec.c", "distance.c", "vector_arg.c", "knn.c")]
+    sources = sorted(CSRC.glob("*.c"))
     includes = ["-I", str(CSRC), "-I", str(CSRC / "sqlite")]
     compile_ = subprocess.run(
         ["gcc", *SANITIZE, *includes, *map(str, sources), "-o", str(out / "facevec0.so"), "-lm"],

@@ -358,7 +358,7 @@ def test_registered_functions_are_the_same_on_both_paths():
     fallback = registered_by_facevec("fallback")
     expected = {(name, nargs) for name, (nargs, _) in sqlite_functions.FUNCTIONS.items()}
     assert {name for name, _ in expected} >= set(DISTANCE_FUNCTIONS + VECTOR_FUNCTIONS)
-    # The knn functions (csrc/knn.c) need a virtual table, which the fallback cannot offer.
+    # The knn functions (csrc/knn_*.c) need a virtual table, which the fallback cannot offer.
     native -= Counter({row: n for row, n in native.items() if row[0].startswith("facevec_knn")})
     assert sorted((name, narg) for name, narg, _ in native.elements()) == sorted(expected)
     assert sorted((name, narg) for name, narg, _ in fallback.elements()) == sorted(expected)

@@ -1,0 +1,657 @@
+/*
+** knn_sql.c - exact k-nearest-neighbour search over a table's embeddings, stored
+** in the same SQLite database in large contiguous chunks.
+**
+** SQL interface (all in schema "main"):
+**
+**   SELECT facevec_knn_build(table [, column [, chunk_size]])
+**       Drop any index on table, create one on column (default 'embedding')
+**       and fill it. Returns the number of vectors indexed.
+**   SELECT facevec_knn_create(table [, column [, chunk_size]])
+**       As build, but leave the filling to facevec_knn_sync (in batches, so a
+**       caller can show progress). Returns 0.
+**   SELECT facevec_knn_sync(table [, max_rows])
+**       Apply pending changes of table (logged by triggers) and continue an
+**       unfinished build, at most max_rows source rows (default: all).
+**       Returns the number of rows processed; fewer than max_rows = done.
+**   SELECT facevec_knn_drop(table)      remove the index; returns 1 or 0.
+**   SELECT facevec_knn_status(table)    JSON description, NULL if no index.
+**
+**   SELECT rowid, distance, rank
+**   FROM facevec_knn(table, query, k [, metric [, threshold]]);
+**       The k rows nearest to query (float32 BLOB or JSON array), ascending
+**       by distance, ties by rowid; metric 'euclidean' (default),
+**       'euclidean_squared', 'cosine' or 'euclidean_l2'; only rows with
+**       distance <= threshold when one is given. Distances equal, bit for
+**       bit, the scalar <metric>_distance(embedding, query).
+**
+** Storage, for table T (T's rowid must be an INTEGER PRIMARY KEY column, so
+** that VACUUM cannot renumber it):
+**   facevec_knn_index   one row per index: column, dimension, chunk size,
+**                       tail chunk and fill, build cursor
+**   T_fvknn_chunks      (id, valid, rowids, vectors): chunk_size slots each;
+**                       valid is a bitmap, rowids int64, vectors float32, all
+**                       fixed-size BLOBs edited in place with sqlite3_blob_*
+**   T_fvknn_rowids      (rid -> chunk, slot), for updates and deletes
+**   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
+**                       connection, with or without facevec loaded, can write
+**                       T; facevec_knn_sync empties it.
+**
+** A query is never stale: rows named in the log (and, during a build, rows
+** past the build cursor) are skipped in the chunks and read from T itself.
+** Every write happens inside a SAVEPOINT, so a crash leaves either the old
+** or the new index.
+**
+** Who may call what: every function here is DIRECTONLY (never from a view or
+** trigger of the file); see the security model in sqlite3_facevec.c.
+**
+** Limits: a REPLACE that deletes a row through a UNIQUE constraint other than
+** the rowid fires no DELETE trigger unless PRAGMA recursive_triggers is on
+** (rebuild afterwards otherwise). A query copies each chunk through
+** sqlite3_blob_read into a 128 KiB buffer; with PRAGMA mmap_size covering the
+** file those copies come from the mapping instead of one read() per page,
+** about twice as fast.
+*/
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "facevec.h"
+#include "knn.h"
+#include "knn_search.h"
+#include "knn_store.h"
+
+typedef struct metric_name {
+  const char *name;
+  fv_metric metric;
+} metric_name;
+
+static const metric_name metric_names[] = {
+    {"euclidean", FV_EUCLIDEAN},
+    {"euclidean_squared", FV_EUCLIDEAN_SQUARED},
+    {"cosine", FV_COSINE},
+    {"euclidean_l2", FV_EUCLIDEAN_L2},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Transactions around the writing functions                                 */
+
+static int savepoint_begin(sqlite3 *db, char **pzErr) {
+  return knn_exec(db, pzErr, "SAVEPOINT facevec_knn");
+}
+
+/* Commit (rc == SQLITE_OK) or roll back the savepoint; returns the final rc. */
+static int savepoint_end(sqlite3 *db, int rc, char **pzErr) {
+  if (rc == SQLITE_OK) {
+    rc = knn_exec(db, pzErr, "RELEASE facevec_knn");
+    if (rc == SQLITE_OK) return rc;
+  }
+  sqlite3_exec(db, "ROLLBACK TO facevec_knn", NULL, NULL, NULL);
+  sqlite3_exec(db, "RELEASE facevec_knn", NULL, NULL, NULL);
+  return rc;
+}
+
+/* Report rc/zErr of function fn on ctx. */
+static void result_error(sqlite3_context *ctx, const char *fn, int rc, char *zErr) {
+  if (rc == SQLITE_NOMEM) {
+    sqlite3_result_error_nomem(ctx);
+  } else {
+    char *msg;
+    if (zErr && strncmp(zErr, fn, strlen(fn)) == 0)
+      msg = sqlite3_mprintf("%s", zErr);
+    else
+      msg = sqlite3_mprintf("%s: %s", fn, zErr ? zErr : sqlite3_errstr(rc));
+    sqlite3_result_error(ctx, msg ? msg : fn, -1);
+    sqlite3_free(msg);
+    if (rc != SQLITE_ERROR) sqlite3_result_error_code(ctx, rc);
+  }
+}
+
+/* A TEXT value as a C string, or NULL with *msg set (sqlite3_malloc'd) when
+** it is not TEXT or holds a NUL, which would cut the name short ("t\0x"
+** acting on t). what = "table (argument 1)", ... */
+static const char *name_value(sqlite3_value *v, const char *fn, const char *what,
+                              char **msg) {
+  const char *text;
+  *msg = NULL;
+  if (sqlite3_value_type(v) != SQLITE_TEXT) {
+    *msg = sqlite3_mprintf("%s: %s must be TEXT, found %s", fn, what,
+                           knn_type_name(sqlite3_value_type(v)));
+    return NULL;
+  }
+  text = (const char *)sqlite3_value_text(v);
+  if (text && (size_t)sqlite3_value_bytes(v) != strlen(text)) {
+    *msg = sqlite3_mprintf("%s: %s contains a NUL character", fn, what);
+    return NULL;
+  }
+  return text;
+}
+
+/* Text argument i of fn, or an error. NULL is an error too: these functions
+** administer an index, and silently doing nothing would hide mistakes. */
+static const char *text_arg(sqlite3_context *ctx, const char *fn, const char *what,
+                            sqlite3_value **argv, int i) {
+  char *label = sqlite3_mprintf("%s (argument %d)", what, i + 1), *msg = NULL;
+  const char *text = label ? name_value(argv[i], fn, label, &msg) : NULL;
+  sqlite3_free(label);
+  if (!label) {
+    sqlite3_result_error_nomem(ctx);
+  } else if (!text) {
+    if (msg)
+      sqlite3_result_error(ctx, msg, -1);
+    else
+      sqlite3_result_error_nomem(ctx);
+  }
+  sqlite3_free(msg);
+  return text;
+}
+
+static int int_arg(sqlite3_context *ctx, const char *fn, const char *what,
+                   sqlite3_value **argv, int i, i64 *out) {
+  if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER) {
+    char *msg = sqlite3_mprintf("%s: %s (argument %d) must be an INTEGER, found %s", fn,
+                                what, i + 1, knn_type_name(sqlite3_value_type(argv[i])));
+    sqlite3_result_error(ctx, msg ? msg : fn, -1);
+    sqlite3_free(msg);
+    return 0;
+  }
+  *out = sqlite3_value_int64(argv[i]);
+  return 1;
+}
+
+/*
+** facevec_knn_build(table [, column [, chunk_size]]) -> INTEGER vectors indexed
+** facevec_knn_create(table [, column [, chunk_size]]) -> 0 (fill with _sync)
+** Drop any index on table first. column defaults to 'embedding'; chunk_size
+** (slots per chunk, a multiple of 64 up to 65536) to about 2 MiB of vectors.
+** Errors: NULL or non-TEXT names, no such table/column, no INTEGER PRIMARY
+** KEY, a row whose vector is malformed or of another dimension.
+*/
+static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const int fill = sqlite3_user_data(ctx) != NULL;
+  const char *fn = fill ? "facevec_knn_build" : "facevec_knn_create";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *tbl, *col = "embedding";
+  i64 chunk_size = 0, done = 0;
+  char *zErr = NULL;
+  knn_index ix;
+  int rc;
+  memset(&ix, 0, sizeof ix);
+
+  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  if (argc > 1 && !(col = text_arg(ctx, fn, "column", argv, 1))) return;
+  if (argc > 2) {
+    if (!int_arg(ctx, fn, "chunk_size", argv, 2, &chunk_size)) return;
+    if (chunk_size < 64 || chunk_size > KNN_MAX_CHUNK || chunk_size % 64) {
+      char *msg = sqlite3_mprintf("%s: chunk_size must be a multiple of 64 between 64 and "
+                                  "%d, found %lld",
+                                  fn, KNN_MAX_CHUNK, chunk_size);
+      sqlite3_result_error(ctx, msg ? msg : fn, -1);
+      sqlite3_free(msg);
+      return;
+    }
+  }
+  rc = savepoint_begin(db, &zErr);
+  if (rc != SQLITE_OK) goto finish;
+  rc = knn_create(db, fn, tbl, col, chunk_size, &ix, &zErr);
+  if (rc == SQLITE_OK && fill) rc = knn_sync_rows(db, fn, &ix, -1, &done, &zErr);
+  rc = savepoint_end(db, rc, &zErr);
+  if (rc == SQLITE_OK) sqlite3_result_int64(ctx, fill ? ix.n_vectors : 0);
+finish:
+  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
+  sqlite3_free(zErr);
+  knn_index_clear(&ix);
+}
+
+/*
+** facevec_knn_sync(table [, max_rows]) -> INTEGER rows processed
+** Applies logged changes of table (then continues an unfinished build), at
+** most max_rows (> 0; default all) source rows, in one savepoint. A result
+** below max_rows means the index is up to date.
+*/
+static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "facevec_knn_sync";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *tbl;
+  i64 max_rows = -1, done = 0;
+  char *zErr = NULL;
+  knn_index ix;
+  int rc;
+  memset(&ix, 0, sizeof ix);
+
+  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  if (argc > 1) {
+    if (!int_arg(ctx, fn, "max_rows", argv, 1, &max_rows)) return;
+    if (max_rows <= 0) {
+      char *msg = sqlite3_mprintf("%s: max_rows must be positive, found %lld", fn, max_rows);
+      sqlite3_result_error(ctx, msg ? msg : fn, -1);
+      sqlite3_free(msg);
+      return;
+    }
+  }
+  rc = savepoint_begin(db, &zErr);
+  if (rc != SQLITE_OK) goto finish;
+  rc = knn_index_open(db, fn, tbl, &ix, &zErr);
+  if (rc == SQLITE_OK) rc = knn_sync_rows(db, fn, &ix, max_rows, &done, &zErr);
+  rc = savepoint_end(db, rc, &zErr);
+  if (rc == SQLITE_OK) sqlite3_result_int64(ctx, done);
+finish:
+  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
+  sqlite3_free(zErr);
+  knn_index_clear(&ix);
+}
+
+/* facevec_knn_drop(table) -> 1 if an index was dropped, 0 if there was none.
+** Call it in a statement of its own: SQLite refuses DROP TABLE while another
+** statement of the connection reads. */
+static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "facevec_knn_drop";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *tbl;
+  char *zErr = NULL;
+  knn_index ix;
+  int rc, found;
+  (void)argc;
+  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  rc = savepoint_begin(db, &zErr);
+  if (rc != SQLITE_OK) goto finish;
+  rc = knn_index_load(db, tbl, &ix, &zErr);
+  found = rc == SQLITE_OK;
+  if (rc == SQLITE_NOTFOUND) rc = SQLITE_OK;
+  if (rc == SQLITE_OK && found) rc = knn_drop_objects(db, ix.tbl, &zErr);
+  knn_index_clear(&ix);
+  rc = savepoint_end(db, rc, &zErr);
+  if (rc == SQLITE_OK) sqlite3_result_int(ctx, found);
+finish:
+  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
+  sqlite3_free(zErr);
+}
+
+/* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
+** if table has none. "pending" counts logged changes not yet synced;
+** "slots" - "vectors" is space left by deletions (a rebuild compacts it). */
+static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "facevec_knn_status";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *tbl;
+  char *zErr = NULL, *json = NULL;
+  knn_index ix;
+  int rc, trig = 0;
+  (void)argc;
+  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  rc = knn_index_load(db, tbl, &ix, &zErr);
+  if (rc == SQLITE_NOTFOUND) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  if (rc == SQLITE_OK) rc = knn_triggers_present(db, &ix, &trig, &zErr);
+  if (rc == SQLITE_OK) {
+    i64 chunks = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_chunks\"", ix.tbl);
+    i64 pending = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
+    i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
+    /* SQLite's json_object escapes the names, whatever characters they hold. */
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT json_object('table', ?1, 'column', ?2, 'dim', ?3, "
+                            "'chunk_size', ?4, 'chunks', ?5, 'slots', ?6, 'vectors', ?7, "
+                            "'pending', ?8, 'building', json(?9), 'triggers', json(?10))",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, ix.tbl, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, ix.col, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, ix.dim);
+      sqlite3_bind_int64(st, 4, ix.chunk_size);
+      sqlite3_bind_int64(st, 5, chunks);
+      sqlite3_bind_int64(st, 6, slots);
+      sqlite3_bind_int64(st, 7, ix.n_vectors);
+      sqlite3_bind_int64(st, 8, pending);
+      sqlite3_bind_text(st, 9, ix.building ? "true" : "false", -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 10, trig ? "true" : "false", -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW) {
+        json = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+        if (!json) rc = SQLITE_NOMEM;
+      } else {
+        rc = sqlite3_errcode(db) == SQLITE_OK ? SQLITE_ERROR : sqlite3_errcode(db);
+        knn_db_error(db, &zErr);
+      }
+    } else {
+      knn_db_error(db, &zErr);
+    }
+    sqlite3_finalize(st);
+  }
+  if (rc == SQLITE_OK)
+    sqlite3_result_text(ctx, json, -1, sqlite3_free);
+  else
+    result_error(ctx, fn, rc, zErr);
+  sqlite3_free(zErr);
+  knn_index_clear(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The facevec_knn table-valued function                                     */
+
+enum {
+  KNN_COL_DISTANCE = 0,
+  KNN_COL_RANK,
+  KNN_COL_COLLECTION, /* hidden arguments from here */
+  KNN_COL_QUERY,
+  KNN_COL_K,
+  KNN_COL_METRIC,
+  KNN_COL_THRESHOLD,
+  KNN_N_ARGS = 5
+};
+
+typedef struct knn_vtab {
+  sqlite3_vtab base;
+  sqlite3 *db;
+} knn_vtab;
+
+typedef struct knn_cursor {
+  sqlite3_vtab_cursor base;
+  i64 *ids;
+  double *dist;
+  size_t n, i;
+} knn_cursor;
+
+static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                      sqlite3_vtab **ppVtab, char **pzErr) {
+  knn_vtab *v;
+  int rc;
+  (void)aux;
+  (void)argc;
+  (void)argv;
+  (void)pzErr;
+  rc = sqlite3_declare_vtab(db,
+                            "CREATE TABLE x(distance REAL, rank INTEGER, collection HIDDEN, "
+                            "query HIDDEN, k HIDDEN, metric HIDDEN, threshold HIDDEN)");
+  /* It reads any table and costs a scan: never from a view or trigger of
+  ** the file (see the security model at the top). */
+  if (rc == SQLITE_OK) rc = sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+  if (rc != SQLITE_OK) return rc;
+  v = sqlite3_malloc(sizeof *v);
+  if (!v) return SQLITE_NOMEM;
+  memset(v, 0, sizeof *v);
+  v->db = db;
+  *ppVtab = &v->base;
+  return SQLITE_OK;
+}
+
+static int knnDisconnect(sqlite3_vtab *pVtab) {
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+/* idxNum: bit i set when hidden argument i (collection, query, k, metric,
+** threshold) is given, passed in argv in that order. */
+static int knnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *info) {
+  int idx[KNN_N_ARGS], mask = 0, argi = 0;
+  (void)pVtab;
+  for (int i = 0; i < KNN_N_ARGS; i++) idx[i] = -1;
+  for (int i = 0; i < info->nConstraint; i++) {
+    const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+    int a = c->iColumn - KNN_COL_COLLECTION;
+    if (a < 0 || a >= KNN_N_ARGS) continue;
+    if (c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    if (!c->usable) return SQLITE_CONSTRAINT; /* wait for a plan that binds it */
+    idx[a] = i;
+  }
+  for (int a = 0; a < KNN_N_ARGS; a++) {
+    if (idx[a] < 0) continue;
+    mask |= 1 << a;
+    info->aConstraintUsage[idx[a]].argvIndex = ++argi;
+    info->aConstraintUsage[idx[a]].omit = 1;
+  }
+  info->idxNum = mask;
+  info->estimatedCost = (mask & 7) == 7 ? 10.0 : 1e12;
+  info->estimatedRows = 10;
+  /* Rows come out ordered by distance, then rowid (and so by rank). */
+  if (info->nOrderBy >= 1 && info->nOrderBy <= 2) {
+    int ok = 1;
+    for (int i = 0; i < info->nOrderBy && ok; i++) {
+      const struct sqlite3_index_orderby *o = &info->aOrderBy[i];
+      if (o->desc) ok = 0;
+      else if (i == 0) ok = o->iColumn == KNN_COL_DISTANCE || o->iColumn == KNN_COL_RANK;
+      else ok = o->iColumn == -1 || o->iColumn == KNN_COL_RANK;
+    }
+    if (ok) info->orderByConsumed = 1;
+  }
+  return SQLITE_OK;
+}
+
+static int knnOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
+  knn_cursor *c = sqlite3_malloc(sizeof *c);
+  (void)pVtab;
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof *c);
+  *ppCursor = &c->base;
+  return SQLITE_OK;
+}
+
+static void cursor_reset(knn_cursor *c) {
+  sqlite3_free(c->ids);
+  sqlite3_free(c->dist);
+  c->ids = NULL;
+  c->dist = NULL;
+  c->n = c->i = 0;
+}
+
+static int knnClose(sqlite3_vtab_cursor *cur) {
+  cursor_reset((knn_cursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+static int vtab_error(sqlite3_vtab *pVtab, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  return SQLITE_ERROR;
+}
+
+/* Hand zErr (sqlite3_malloc'd; NULL = out of memory) to the vtab. */
+static int vtab_take_error(sqlite3_vtab *pVtab, char *zErr) {
+  if (!zErr) return SQLITE_NOMEM;
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = zErr;
+  return SQLITE_ERROR;
+}
+
+/*
+** facevec_knn(collection, query, k [, metric [, threshold]])
+** Errors: a missing or NULL collection, query or k; k not a positive
+** INTEGER; an unknown metric; a threshold that is not a number; a query that
+** is not a float32 BLOB / JSON array, holds NaN or infinity, has another
+** dimension than the index, or (cosine, euclidean_l2) has norm 0; no index on
+** the table; a live row whose distance is undefined (norm 0, NaN).
+*/
+static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                     sqlite3_value **argv) {
+  knn_cursor *c = (knn_cursor *)cur;
+  sqlite3_vtab *pVtab = cur->pVtab;
+  sqlite3 *db = ((knn_vtab *)pVtab)->db;
+  sqlite3_value *arg[KNN_N_ARGS] = {0};
+  static const char *const arg_name[KNN_N_ARGS] = {"collection", "query", "k", "metric",
+                                                   "threshold"};
+  const char *tbl;
+  float *qbuf = NULL;
+  const float *q = NULL;
+  size_t dim = 0;
+  i64 k;
+  fv_metric metric = FV_EUCLIDEAN;
+  int has_thr = 0, rc = SQLITE_OK, ai = 0;
+  double thr = 0;
+  char *zErr = NULL;
+  (void)idxStr;
+  cursor_reset(c);
+  for (int a = 0; a < KNN_N_ARGS && ai < argc; a++)
+    if (idxNum & (1 << a)) arg[a] = argv[ai++];
+
+  for (int a = 0; a < 3; a++) {
+    if (!arg[a] || sqlite3_value_type(arg[a]) == SQLITE_NULL)
+      return vtab_error(pVtab, "facevec_knn: %s (argument %d) is %s", arg_name[a], a + 1,
+                        arg[a] ? "NULL" : "missing");
+  }
+  if (sqlite3_value_type(arg[0]) != SQLITE_TEXT)
+    return vtab_error(pVtab, "facevec_knn: collection (argument 1) must be a table name, "
+                             "found %s",
+                      knn_type_name(sqlite3_value_type(arg[0])));
+  tbl = name_value(arg[0], "facevec_knn", "collection (argument 1)", &zErr);
+  if (!tbl) return vtab_take_error(pVtab, zErr);
+  if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER)
+    return vtab_error(pVtab, "facevec_knn: k (argument 3) must be an INTEGER, found %s",
+                      knn_type_name(sqlite3_value_type(arg[2])));
+  k = sqlite3_value_int64(arg[2]);
+  if (k <= 0) return vtab_error(pVtab, "facevec_knn: k must be positive, found %lld", k);
+  if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
+    const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", &zErr);
+    size_t i, nm = sizeof metric_names / sizeof metric_names[0];
+    if (!name) return vtab_take_error(pVtab, zErr);
+    for (i = 0; i < nm; i++)
+      if (sqlite3_stricmp(name, metric_names[i].name) == 0) break;
+    if (i == nm)
+      return vtab_error(pVtab, "facevec_knn: unknown metric '%s'; expected euclidean, "
+                               "euclidean_squared, cosine or euclidean_l2",
+                        name);
+    metric = metric_names[i].metric;
+  }
+  if (arg[4] && sqlite3_value_type(arg[4]) != SQLITE_NULL) {
+    int t = sqlite3_value_type(arg[4]);
+    if (t != SQLITE_INTEGER && t != SQLITE_FLOAT)
+      return vtab_error(pVtab, "facevec_knn: threshold (argument 5) must be a number, "
+                               "found %s",
+                        knn_type_name(t));
+    has_thr = 1;
+    thr = sqlite3_value_double(arg[4]);
+  }
+
+  /* The query vector: a float32 BLOB (copied, for alignment) or JSON. */
+  {
+    int t = sqlite3_value_type(arg[1]);
+    if (t == SQLITE_BLOB) {
+      int nb = sqlite3_value_bytes(arg[1]);
+      const void *p = sqlite3_value_blob(arg[1]);
+      if (nb <= 0 || nb % 4)
+        return vtab_error(pVtab, "facevec_knn: query (argument 2): invalid float32 vector "
+                                 "BLOB length, must be a positive multiple of 4, found %d "
+                                 "bytes",
+                          nb);
+      dim = (size_t)nb / 4;
+      qbuf = sqlite3_malloc64(dim * sizeof(float));
+      if (!qbuf || !p) {
+        sqlite3_free(qbuf);
+        return SQLITE_NOMEM;
+      }
+      memcpy(qbuf, p, (size_t)nb);
+    } else if (t == SQLITE_TEXT) {
+      const char *text = (const char *)sqlite3_value_text(arg[1]);
+      size_t len = (size_t)sqlite3_value_bytes(arg[1]), pos = 0;
+      long cnt = text ? fv_parse_json(text, len, NULL, 0, &pos) : -1;
+      if (!text) return SQLITE_NOMEM;
+      if (cnt <= 0)
+        return vtab_error(pVtab, cnt == 0 ? "facevec_knn: query (argument 2) is an empty "
+                                            "JSON array"
+                                          : "facevec_knn: query (argument 2): malformed "
+                                            "JSON array of numbers at character %lld",
+                          (i64)pos);
+      qbuf = sqlite3_malloc64((size_t)cnt * sizeof(float));
+      if (!qbuf) return SQLITE_NOMEM;
+      if (fv_parse_json(text, len, qbuf, (size_t)cnt, &pos) != cnt) {
+        sqlite3_free(qbuf);
+        return vtab_error(pVtab, "facevec_knn: query (argument 2): number out of float32 "
+                                 "range at character %lld",
+                          (i64)pos);
+      }
+      dim = (size_t)cnt;
+    } else {
+      return vtab_error(pVtab, "facevec_knn: query (argument 2) must be a float32 vector "
+                               "BLOB or a JSON array TEXT, found %s",
+                        knn_type_name(t));
+    }
+    q = qbuf;
+  }
+
+  rc = knn_search(db, tbl, q, dim, k, metric, has_thr, thr, &c->ids, &c->dist, &c->n,
+                  &zErr);
+  if (rc != SQLITE_OK && rc != SQLITE_NOMEM) {
+    sqlite3_free(pVtab->zErrMsg);
+    pVtab->zErrMsg = zErr;
+    zErr = NULL;
+  }
+  sqlite3_free(zErr);
+  sqlite3_free(qbuf);
+  return rc;
+}
+
+static int knnNext(sqlite3_vtab_cursor *cur) {
+  ((knn_cursor *)cur)->i++;
+  return SQLITE_OK;
+}
+
+static int knnEof(sqlite3_vtab_cursor *cur) {
+  knn_cursor *c = (knn_cursor *)cur;
+  return c->i >= c->n;
+}
+
+static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
+  knn_cursor *c = (knn_cursor *)cur;
+  switch (col) {
+    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->dist[c->i]); break;
+    case KNN_COL_RANK: sqlite3_result_int64(ctx, (i64)c->i + 1); break;
+    default: sqlite3_result_null(ctx); break; /* hidden arguments */
+  }
+  return SQLITE_OK;
+}
+
+static int knnRowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *pRowid) {
+  knn_cursor *c = (knn_cursor *)cur;
+  *pRowid = c->ids[c->i];
+  return SQLITE_OK;
+}
+
+static sqlite3_module knn_module = {
+    0,             /* iVersion */
+    NULL,          /* xCreate: NULL makes the module eponymous-only */
+    knnConnect,    /* xConnect */
+    knnBestIndex,  /* xBestIndex */
+    knnDisconnect, /* xDisconnect */
+    NULL,          /* xDestroy */
+    knnOpen,       /* xOpen */
+    knnClose,      /* xClose */
+    knnFilter,     /* xFilter */
+    knnNext,       /* xNext */
+    knnEof,        /* xEof */
+    knnColumn,     /* xColumn */
+    knnRowid,      /* xRowid */
+    /* xUpdate .. xShadowName */
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+
+int fv_knn_register(sqlite3 *db) {
+  static const struct {
+    const char *name;
+    int nargs;
+    void (*fn)(sqlite3_context *, int, sqlite3_value **);
+    int fill; /* user data for build_func */
+  } fns[] = {
+      {"facevec_knn_build", 1, build_func, 1},  {"facevec_knn_build", 2, build_func, 1},
+      {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_create", 1, build_func, 0},
+      {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
+      {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
+      {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
+  };
+  /* They write the database (or read arbitrary tables): never from triggers
+  ** or views of an untrusted schema. */
+  const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
+  int rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof fns / sizeof fns[0]; i++)
+    rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].nargs, flags,
+                                    fns[i].fill ? (void *)&knn_module : NULL, fns[i].fn,
+                                    NULL, NULL, NULL);
+  return rc;
+}

@@ -1,0 +1,75 @@
+/*
+** knn_store.h - the knn index's tables, shared by the search (knn_search.c)
+** and the SQL functions (knn_sql.c). Internal to the extension.
+*/
+#ifndef FACEVEC_KNN_STORE_H
+#define FACEVEC_KNN_STORE_H
+
+#include <stddef.h>
+
+#include "sqlite3ext.h"
+
+typedef sqlite3_int64 i64;
+
+#define KNN_INDEX_TABLE "facevec_knn_index"
+#define KNN_MAX_CHUNK 65536
+/* Largest chunk BLOB (SQLite's default limit on a value is 1e9 bytes). */
+#define KNN_MAX_CHUNK_BYTES (256 * 1024 * 1024)
+/* Bytes of vectors a query reads at once: small enough to stay in L2. */
+#ifndef KNN_BLOCK_BYTES
+#define KNN_BLOCK_BYTES (128 * 1024)
+#endif
+/* Target bytes of vectors per chunk when chunk_size is not given. */
+#define KNN_CHUNK_BYTES (2 * 1024 * 1024)
+
+/* The index's description: one row of facevec_knn_index. */
+typedef struct knn_index {
+  char *tbl;       /* canonical table name */
+  char *col;       /* vector column */
+  char *pk;        /* INTEGER PRIMARY KEY column (the rowid) */
+  i64 dim;         /* 0 until the first vector is seen */
+  i64 chunk_size;  /* slots per chunk, multiple of 64; 0 = choose from dim */
+  i64 tail_chunk;  /* id of the chunk being appended to; 0 = none */
+  i64 tail_used;   /* slots used in the tail chunk */
+  i64 n_vectors;   /* valid slots */
+  i64 build_next;  /* rows with rowid >= build_next are not indexed yet */
+  int building;    /* build_next is meaningful */
+} knn_index;
+
+/* Small helpers: one formatted statement run or prepared (sqlite3_mprintf
+** syntax), db's last message into *pzErr unless set, a type's name. */
+int knn_exec(sqlite3 *db, char **pzErr, const char *fmt, ...);
+int knn_prepare(sqlite3 *db, sqlite3_stmt **st, char **pzErr, const char *fmt, ...);
+void knn_db_error(sqlite3 *db, char **pzErr);
+const char *knn_type_name(int type);
+i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl);
+
+/* Load the index of table tbl. Returns SQLITE_OK, SQLITE_NOTFOUND (no index;
+** no message), or an error with *pzErr set. */
+int knn_index_load(sqlite3 *db, const char *tbl, knn_index *ix, char **pzErr);
+/* As knn_index_load, with "no index" as an error naming fn. */
+int knn_index_open(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix, char **pzErr);
+void knn_index_clear(knn_index *ix);
+/* *present = whether the three logging triggers of the source table exist. */
+int knn_triggers_present(sqlite3 *db, const knn_index *ix, int *present, char **pzErr);
+
+/* Vector of column value (type, data, bytes) of row rid into *out (pointing
+** into data or into *scratch, grown as needed). Sets *has to 0 for NULL.
+** Messages name function fn. */
+int knn_source_vector(const char *fn, const knn_index *ix, i64 rid, int type,
+                      const void *data, int nbytes, i64 want_dim, const float **out,
+                      size_t *n, int *has, float **scratch, size_t *scratch_cap,
+                      char **pzErr);
+
+/* Drop any index on tbl and create an empty one whose build cursor covers
+** every row; *ix describes it. */
+int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col,
+               i64 chunk_size, knn_index *ix, char **pzErr);
+/* Drop the index's triggers, tables and description. */
+int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr);
+/* Process up to max_rows (< 0: all) logged changes, then build rows.
+** *done gets the number of rows processed. */
+int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
+                  char **pzErr);
+
+#endif /* FACEVEC_KNN_STORE_H */
