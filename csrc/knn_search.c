@@ -15,13 +15,16 @@ SQLITE_EXTENSION_INIT3
 #include "knn_store.h"
 
 /* Max-heap of the k best (distance, rowid), ordered like ORDER BY distance,
-** rowid. Doubles, so distances are exactly the scalar functions'. Its
-** buffers start small and grow with the rows actually seen (up to k), so a
-** huge k costs nothing and no count read from the file sizes an allocation. */
+** rowid. Doubles, so distances are exactly the scalar functions'. Each entry
+** also notes where its vector came from (see slot_key), so the results can
+** be checked against the rowid map. Its buffers start small and grow with
+** the rows actually seen (up to k), so a huge k costs nothing and no count
+** read from the file sizes an allocation. */
 typedef struct knn_heap {
   size_t k, size, cap;
   double *d;
   i64 *id;
+  i64 *at;
 } knn_heap;
 
 /* Room for one more entry (size < k). */
@@ -36,6 +39,9 @@ static int heap_reserve(knn_heap *h) {
   i64 *id = sqlite3_realloc64(h->id, (sqlite3_uint64)cap * sizeof(i64));
   if (!id) return SQLITE_NOMEM;
   h->id = id;
+  i64 *at = sqlite3_realloc64(h->at, (sqlite3_uint64)cap * sizeof(i64));
+  if (!at) return SQLITE_NOMEM;
+  h->at = at;
   h->cap = cap;
   return SQLITE_OK;
 }
@@ -46,11 +52,13 @@ static inline int heap_gt(const knn_heap *h, size_t i, size_t j) {
 
 static inline void heap_swap(knn_heap *h, size_t i, size_t j) {
   double d = h->d[i];
-  i64 id = h->id[i];
+  i64 id = h->id[i], at = h->at[i];
   h->d[i] = h->d[j];
   h->id[i] = h->id[j];
+  h->at[i] = h->at[j];
   h->d[j] = d;
   h->id[j] = id;
+  h->at[j] = at;
 }
 
 static void heap_down(knn_heap *h, size_t i, size_t size) {
@@ -68,12 +76,14 @@ static inline int heap_accepts(const knn_heap *h, double d, i64 id) {
   return h->size < h->k || d < h->d[0] || (d == h->d[0] && id < h->id[0]);
 }
 
-/* Caller checked heap_accepts. */
-static void heap_push(knn_heap *h, double d, i64 id) {
+/* Caller checked heap_accepts and heap_reserve. */
+static void heap_push(knn_heap *h, double d, i64 id, i64 at) {
+  size_t i = 0;
   if (h->size < h->k) {
-    size_t i = h->size++;
+    i = h->size++;
     h->d[i] = d;
     h->id[i] = id;
+    h->at[i] = at;
     while (i > 0) {
       size_t p = (i - 1) / 2;
       if (!heap_gt(h, i, p)) break;
@@ -84,6 +94,7 @@ static void heap_push(knn_heap *h, double d, i64 id) {
   }
   h->d[0] = d;
   h->id[0] = id;
+  h->at[0] = at;
   heap_down(h, 0, h->size);
 }
 
@@ -93,6 +104,10 @@ static void heap_sort(knn_heap *h) {
     heap_down(h, 0, end - 1);
   }
 }
+
+/* Where a stored vector sits, as one number: chunk ids stay below 2^47 and
+** slots below 2^16 (KNN_MAX_CHUNK). -1: read from the source table. */
+static inline i64 slot_key(i64 chunk, i64 slot) { return chunk << 16 | slot; }
 
 /* Open-addressing set of rowids with pending changes. */
 typedef struct rid_set {
@@ -153,7 +168,8 @@ typedef struct knn_query {
   double thr_key; /* skip keys above this (HUGE_VAL: no threshold) */
   knn_heap heap;
   rid_set pending;
-  int pending_has_min; /* INT64_MIN is pending (cannot live in the set) */
+  int pending_has_min;   /* INT64_MIN is pending (cannot live in the set) */
+  sqlite3_stmt *map_get; /* rid -> (chunk, slot) */
   char *zErr;
 } knn_query;
 
@@ -162,6 +178,40 @@ static inline int is_pending(const knn_query *s, i64 rid) {
   if (s->ix.building && rid >= s->ix.build_next) return 1;
   if (rid == INT64_MIN) return s->pending_has_min;
   return rid_set_has(&s->pending, rid);
+}
+
+/* The rowid map agrees that row rid is stored at slot_key `at`: a slot
+** whose rowid was forged, or one left over, cannot pose as a row. */
+static int check_map(knn_query *s, i64 rid, i64 at) {
+  int rc, same = 0;
+  i64 chunk = -1, slot = -1;
+  if (!s->map_get) {
+    rc = knn_prepare(s->db, &s->map_get, &s->zErr,
+                     "SELECT chunk, slot FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1",
+                     s->ix.tbl);
+    if (rc != SQLITE_OK) return rc;
+  }
+  sqlite3_bind_int64(s->map_get, 1, rid);
+  rc = sqlite3_step(s->map_get);
+  if (rc == SQLITE_ROW) {
+    chunk = sqlite3_column_int64(s->map_get, 0);
+    slot = sqlite3_column_int64(s->map_get, 1);
+    same = sqlite3_column_type(s->map_get, 0) == SQLITE_INTEGER &&
+           sqlite3_column_type(s->map_get, 1) == SQLITE_INTEGER && chunk >= 0 &&
+           chunk < ((i64)1 << 47) && slot >= 0 && slot < KNN_MAX_CHUNK &&
+           slot_key(chunk, slot) == at;
+    rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  } else {
+    knn_db_error(s->db, &s->zErr);
+  }
+  sqlite3_reset(s->map_get);
+  if (rc == SQLITE_OK && !same)
+    rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix,
+                     "slot %lld of chunk %lld holds row %lld, which the map puts %s", at & 0xFFFF,
+                     at >> 16, rid, chunk < 0 ? "nowhere" : "elsewhere");
+  return rc;
 }
 
 /* Distance key of row vector v: the squared distance for euclidean (sqrt is
@@ -175,19 +225,17 @@ static inline int row_key(const knn_query *s, const float *v, double *key) {
   return fv_distance(s->metric, v, s->q, s->dim, key);
 }
 
-/* Score one row; problems are errors only for live rows. */
-static int consider(knn_query *s, const float *v, i64 rid, int stored) {
+/* Score one live row (stored at slot_key `at`, or -1: read from the table). */
+static int consider(knn_query *s, const float *v, i64 rid, i64 at) {
   double key;
   int rc = row_key(s, v, &key);
   if (rc == FV_OK && key == key) {
-    if (key <= s->thr_key && heap_accepts(&s->heap, key, rid) &&
-        !(stored && is_pending(s, rid))) {
+    if (key <= s->thr_key && heap_accepts(&s->heap, key, rid)) {
       if (heap_reserve(&s->heap) != SQLITE_OK) return SQLITE_NOMEM;
-      heap_push(&s->heap, key, rid);
+      heap_push(&s->heap, key, rid, at);
     }
     return SQLITE_OK;
   }
-  if (stored && is_pending(s, rid)) return SQLITE_OK;
   if (rc == FV_ZERO_NORM)
     s->zErr = sqlite3_mprintf("facevec_knn: distance undefined for %s row %lld, whose %s "
                               "has norm 0",
@@ -221,8 +269,8 @@ static int scan_chunks(knn_query *s) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  rc = knn_prepare(s->db, &st, &s->zErr, "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id",
-                   ix->tbl);
+  rc = knn_prepare(s->db, &st, &s->zErr,
+                   "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id", ix->tbl);
   if (rc != SQLITE_OK) goto finish;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 id = sqlite3_column_int64(st, 0);
@@ -240,13 +288,12 @@ static int scan_chunks(knn_query *s) {
       if (rc == SQLITE_OK) rc = sqlite3_blob_reopen(b_vectors, id);
     }
     if (rc != SQLITE_OK) goto db_error;
+    /* knn_index_check saw these sizes in this same snapshot; a mismatch here
+    ** is a bug, never a reason to read out of bounds. */
     if (sqlite3_blob_bytes(b_vectors) != (int)(ix->chunk_size * (i64)vbytes) ||
         sqlite3_blob_bytes(b_valid) != (int)(ix->chunk_size / 8) ||
         sqlite3_blob_bytes(b_rowids) != (int)(ix->chunk_size * 8)) {
-      s->zErr = sqlite3_mprintf("facevec_knn: index of %s is corrupt (chunk %lld has the "
-                                "wrong size); rebuild it",
-                                ix->tbl, id);
-      rc = SQLITE_CORRUPT;
+      rc = knn_corrupt(&s->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
       goto finish;
     }
     rc = sqlite3_blob_read(b_valid, valid, (int)((n_slots + 7) / 8), 0);
@@ -262,7 +309,12 @@ static int scan_chunks(knn_query *s) {
       if (rc != SQLITE_OK) goto db_error;
       for (size_t r = lo; r < hi; r++) {
         if (!(valid[r / 8] >> (r % 8) & 1)) continue;
-        rc = consider(s, block + (r - lo) * dim, rowids[r], 1);
+        /* A pending row is scored from the table; its stale copy must still
+        ** be the one the map knows. */
+        if (is_pending(s, rowids[r]))
+          rc = check_map(s, rowids[r], slot_key(id, (i64)r));
+        else
+          rc = consider(s, block + (r - lo) * dim, rowids[r], slot_key(id, (i64)r));
         if (rc != SQLITE_OK) goto finish;
       }
     }
@@ -291,11 +343,14 @@ static int scan_pending(knn_query *s) {
   float *scratch = NULL;
   size_t cap = 0;
   int rc;
+  /* During a build, rows the map does not know are read from the table too,
+  ** whatever the cursor says: a forged cursor cannot hide rows. */
   if (ix->building)
     rc = knn_prepare(s->db, &st, &s->zErr,
-                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" >= ?1 OR \"%w\" IN "
-                     "(SELECT rid FROM \"main\".\"%w_fvknn_log\")",
-                     ix->pk, ix->col, ix->tbl, ix->pk, ix->pk, ix->tbl);
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" AS t WHERE \"%w\" >= ?1 "
+                     "OR \"%w\" IN (SELECT rid FROM \"main\".\"%w_fvknn_log\") OR NOT EXISTS "
+                     "(SELECT 1 FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = t.\"%w\")",
+                     ix->pk, ix->col, ix->tbl, ix->pk, ix->pk, ix->tbl, ix->tbl, ix->pk);
   else
     rc = knn_prepare(s->db, &st, &s->zErr,
                      "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IN "
@@ -313,7 +368,7 @@ static int scan_pending(knn_query *s) {
                        (i64)s->dim, &v, &n, &has, &scratch, &cap, &s->zErr);
     if (rc != SQLITE_OK) goto finish;
     if (!has) continue;
-    rc = consider(s, v, rid, 0);
+    rc = consider(s, v, rid, -1);
     if (rc != SQLITE_OK) goto finish;
   }
   if (rc == SQLITE_DONE)
@@ -334,6 +389,11 @@ static int load_pending(knn_query *s, i64 *n_log) {
   if (rc != SQLITE_OK) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 rid = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
+      rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix, "its log holds a %s rowid",
+                       knn_type_name(sqlite3_column_type(st, 0)));
+      break;
+    }
     (*n_log)++;
     if (rid == INT64_MIN)
       s->pending_has_min = 1;
@@ -348,11 +408,35 @@ static int load_pending(knn_query *s, i64 *n_log) {
   return rc;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+  i64 x = *(const i64 *)a, y = *(const i64 *)b;
+  return (x > y) - (x < y);
+}
+
+/* The results name each row once, and every stored one sits where the map
+** says: duplicated or relabelled slots show here rather than as answers. */
+static int check_results(knn_query *s, size_t n) {
+  int rc = SQLITE_OK;
+  if (n == 0) return SQLITE_OK;
+  i64 *sorted = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
+  if (!sorted) return SQLITE_NOMEM;
+  memcpy(sorted, s->heap.id, n * sizeof(i64));
+  qsort(sorted, n, sizeof(i64), cmp_i64);
+  for (size_t i = 1; i < n && rc == SQLITE_OK; i++)
+    if (sorted[i] == sorted[i - 1])
+      rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix, "row %lld is stored twice", sorted[i]);
+  sqlite3_free(sorted);
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
+    if (s->heap.at[i] >= 0) rc = check_map(s, s->heap.id[i], s->heap.at[i]);
+  return rc;
+}
+
 int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
                       fv_metric metric, int has_thr, double thr, i64 **ids, double **dist,
                       size_t *n, char **pzErr) {
   knn_query s;
-  int rc, trig = 0;
+  sqlite3_stmt *pin = NULL;
+  int rc;
   i64 n_log = 0;
   memset(&s, 0, sizeof s);
   s.db = db;
@@ -363,18 +447,14 @@ int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
   *dist = NULL;
   *n = 0;
 
+  /* One snapshot for every statement below: a statement left open on the
+  ** schema holds the read transaction, so a writer committing meanwhile
+  ** cannot show us the log of one state and the chunks of another. */
+  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.sqlite_schema", -1, &pin, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(pin) != SQLITE_ROW) rc = sqlite3_errcode(db);
+  if (rc != SQLITE_OK) goto finish;
   rc = knn_index_open(db, "facevec_knn", tbl, &s.ix, &s.zErr);
   if (rc != SQLITE_OK) goto finish;
-  rc = knn_triggers_present(db, &s.ix, &trig, &s.zErr);
-  if (rc != SQLITE_OK) goto finish;
-  if (!trig) {
-    s.zErr = sqlite3_mprintf("facevec_knn: the index of %s is stale: its triggers are "
-                             "missing (was the table dropped and created again?); rebuild "
-                             "it with SELECT facevec_knn_build('%q', '%q')",
-                             s.ix.tbl, s.ix.tbl, s.ix.col);
-    rc = SQLITE_ERROR;
-    goto finish;
-  }
   if (s.ix.dim > 0 && (i64)dim != s.ix.dim) {
     s.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
                              "%lld",
@@ -421,6 +501,8 @@ int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
     if (rc != SQLITE_OK) goto finish;
   }
   heap_sort(&s.heap);
+  rc = check_results(&s, s.heap.size);
+  if (rc != SQLITE_OK) goto finish;
   {
     size_t m = 0;
     for (size_t i = 0; i < s.heap.size; i++) {
@@ -449,7 +531,10 @@ finish:
   sqlite3_free(s.zErr);
   sqlite3_free(s.heap.d);
   sqlite3_free(s.heap.id);
+  sqlite3_free(s.heap.at);
   sqlite3_free(s.pending.slot);
+  sqlite3_finalize(s.map_get);
+  sqlite3_finalize(pin);
   knn_index_clear(&s.ix);
   return rc;
 }

@@ -254,17 +254,12 @@ static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   const char *tbl;
   char *zErr = NULL;
-  knn_index ix;
-  int rc, found;
+  int rc, found = 0;
   (void)argc;
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
   rc = savepoint_begin(db, &zErr);
   if (rc != SQLITE_OK) goto finish;
-  rc = knn_index_load(db, tbl, &ix, &zErr);
-  found = rc == SQLITE_OK;
-  if (rc == SQLITE_NOTFOUND) rc = SQLITE_OK;
-  if (rc == SQLITE_OK && found) rc = knn_drop_objects(db, ix.tbl, &zErr);
-  knn_index_clear(&ix);
+  rc = knn_drop(db, tbl, &found, &zErr);
   rc = savepoint_end(db, rc, &zErr);
   if (rc == SQLITE_OK) sqlite3_result_int(ctx, found);
 finish:
@@ -284,14 +279,15 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int rc, trig = 0;
   (void)argc;
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
-  rc = knn_index_load(db, tbl, &ix, &zErr);
+  rc = knn_index_load(db, fn, tbl, &ix, &zErr);
   if (rc == SQLITE_NOTFOUND) {
     sqlite3_result_null(ctx);
     return;
   }
-  if (rc == SQLITE_OK) rc = knn_triggers_present(db, &ix, &trig, &zErr);
+  /* Missing triggers are reported, not an error: status is how one finds out. */
+  if (rc == SQLITE_OK) rc = knn_index_check(db, fn, &ix, &trig, &zErr);
   if (rc == SQLITE_OK) {
-    i64 chunks = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_chunks\"", ix.tbl);
+    i64 chunks = ix.n_chunks;
     i64 pending = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
     i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
     /* SQLite's json_object escapes the names, whatever characters they hold. */

@@ -12,6 +12,8 @@
 typedef sqlite3_int64 i64;
 
 #define KNN_INDEX_TABLE "facevec_knn_index"
+/* The storage layout of this code, kept in facevec_knn_index.format. */
+#define KNN_FORMAT 1
 #define KNN_MAX_CHUNK 65536
 /* Largest chunk BLOB (SQLite's default limit on a value is 1e9 bytes). */
 #define KNN_MAX_CHUNK_BYTES (256 * 1024 * 1024)
@@ -34,6 +36,7 @@ typedef struct knn_index {
   i64 n_vectors;   /* valid slots */
   i64 build_next;  /* rows with rowid >= build_next are not indexed yet */
   int building;    /* build_next is meaningful */
+  i64 n_chunks;    /* chunk rows, counted by knn_index_check */
 } knn_index;
 
 /* Small helpers: one formatted statement run or prepared (sqlite3_mprintf
@@ -44,14 +47,23 @@ void knn_db_error(sqlite3 *db, char **pzErr);
 const char *knn_type_name(int type);
 i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl);
 
-/* Load the index of table tbl. Returns SQLITE_OK, SQLITE_NOTFOUND (no index;
-** no message), or an error with *pzErr set. */
-int knn_index_load(sqlite3 *db, const char *tbl, knn_index *ix, char **pzErr);
-/* As knn_index_load, with "no index" as an error naming fn. */
+/* Load the description of tbl's index and check its numbers against each
+** other. Returns SQLITE_OK, SQLITE_NOTFOUND (no index; no message), or an
+** error naming fn with *pzErr set. */
+int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
+                   char **pzErr);
+/* Check a loaded index against the schema (source column and key, its
+** tables, its triggers: *triggers_ok) and the chunks' real sizes and bits;
+** sets ix->n_chunks. A damaged index is an error asking for a rebuild. */
+int knn_index_check(sqlite3 *db, const char *fn, knn_index *ix, int *triggers_ok,
+                    char **pzErr);
+/* Load and check tbl's index for fn: "no index", missing triggers and any
+** damage are errors naming fn. */
 int knn_index_open(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix, char **pzErr);
 void knn_index_clear(knn_index *ix);
-/* *present = whether the three logging triggers of the source table exist. */
-int knn_triggers_present(sqlite3 *db, const knn_index *ix, int *present, char **pzErr);
+/* *pzErr = "fn: the knn index of T is corrupt (<detail>); rebuild it with:
+** ..."; returns SQLITE_ERROR (SQLITE_NOMEM without memory). */
+int knn_corrupt(char **pzErr, const char *fn, const knn_index *ix, const char *fmt, ...);
 
 /* Vector of column value (type, data, bytes) of row rid into *out (pointing
 ** into data or into *scratch, grown as needed). Sets *has to 0 for NULL.
@@ -67,6 +79,8 @@ int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col,
                i64 chunk_size, knn_index *ix, char **pzErr);
 /* Drop the index's triggers, tables and description. */
 int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr);
+/* Drop tbl's index, damaged or not; *found: whether it had one. */
+int knn_drop(sqlite3 *db, const char *tbl, int *found, char **pzErr);
 /* Process up to max_rows (< 0: all) logged changes, then build rows.
 ** *done gets the number of rows processed. */
 int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
