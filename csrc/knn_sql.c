@@ -39,8 +39,9 @@
 **
 ** A query is never stale: rows named in the log (and, during a build, rows
 ** past the build cursor) are skipped in the chunks and read from T itself.
-** Every write happens inside a SAVEPOINT, so a crash leaves either the old
-** or the new index.
+** Every call's writes form one transaction (BEGIN IMMEDIATE, or a SAVEPOINT
+** inside the caller's transaction), so a crash leaves either the old or the
+** new index, and concurrent writers wait for each other.
 **
 ** Who may call what: every function here is DIRECTONLY (never from a view or
 ** trigger of the file); see the security model in sqlite3_facevec.c.
@@ -81,18 +82,31 @@ static const metric_name metric_names[] = {
 /* ------------------------------------------------------------------------ */
 /* Transactions around the writing functions                                 */
 
-static int savepoint_begin(sqlite3 *db, char **pzErr) {
-  return knn_exec(db, pzErr, "SAVEPOINT facevec_knn");
+
+/* Every write of one call is atomic. In autocommit mode the call runs in a
+** BEGIN IMMEDIATE transaction: it takes the write lock up front, waiting in
+** the busy handler like any writer. (A SAVEPOINT there would start a
+** deferred transaction that reads first and must upgrade later, and SQLite
+** answers such an upgrade with SQLITE_BUSY at once, without waiting.) Inside
+** the caller's transaction it runs in a SAVEPOINT, which commits or rolls
+** back with the caller's. *own records which. */
+static int txn_begin(sqlite3 *db, int *own, char **pzErr) {
+  *own = sqlite3_get_autocommit(db);
+  return knn_exec(db, pzErr, *own ? "BEGIN IMMEDIATE" : "SAVEPOINT facevec_knn");
 }
 
-/* Commit (rc == SQLITE_OK) or roll back the savepoint; returns the final rc. */
-static int savepoint_end(sqlite3 *db, int rc, char **pzErr) {
+/* Commit (rc == SQLITE_OK) or roll back; returns the final rc. */
+static int txn_end(sqlite3 *db, int own, int rc, char **pzErr) {
   if (rc == SQLITE_OK) {
-    rc = knn_exec(db, pzErr, "RELEASE facevec_knn");
+    rc = knn_exec(db, pzErr, own ? "COMMIT" : "RELEASE facevec_knn");
     if (rc == SQLITE_OK) return rc;
   }
-  sqlite3_exec(db, "ROLLBACK TO facevec_knn", NULL, NULL, NULL);
-  sqlite3_exec(db, "RELEASE facevec_knn", NULL, NULL, NULL);
+  if (own) {
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  } else {
+    sqlite3_exec(db, "ROLLBACK TO facevec_knn", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE facevec_knn", NULL, NULL, NULL);
+  }
   return rc;
 }
 
@@ -180,7 +194,7 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   i64 chunk_size = 0, done = 0;
   char *zErr = NULL;
   knn_index ix;
-  int rc;
+  int rc, own = 0;
   memset(&ix, 0, sizeof ix);
 
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
@@ -196,11 +210,11 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       return;
     }
   }
-  rc = savepoint_begin(db, &zErr);
+  rc = txn_begin(db, &own, &zErr);
   if (rc != SQLITE_OK) goto finish;
   rc = knn_create(db, fn, tbl, col, chunk_size, &ix, &zErr);
   if (rc == SQLITE_OK && fill) rc = knn_sync_rows(db, fn, &ix, -1, &done, &zErr);
-  rc = savepoint_end(db, rc, &zErr);
+  rc = txn_end(db, own, rc, &zErr);
   if (rc == SQLITE_OK) sqlite3_result_int64(ctx, fill ? ix.n_vectors : 0);
 finish:
   if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
@@ -211,7 +225,7 @@ finish:
 /*
 ** facevec_knn_sync(table [, max_rows]) -> INTEGER rows processed
 ** Applies logged changes of table (then continues an unfinished build), at
-** most max_rows (> 0; default all) source rows, in one savepoint. A result
+** most max_rows (> 0; default all) source rows, in one transaction. A result
 ** below max_rows means the index is up to date.
 */
 static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -221,7 +235,7 @@ static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   i64 max_rows = -1, done = 0;
   char *zErr = NULL;
   knn_index ix;
-  int rc;
+  int rc, own = 0;
   memset(&ix, 0, sizeof ix);
 
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
@@ -234,11 +248,11 @@ static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       return;
     }
   }
-  rc = savepoint_begin(db, &zErr);
+  rc = txn_begin(db, &own, &zErr);
   if (rc != SQLITE_OK) goto finish;
   rc = knn_index_open(db, fn, tbl, &ix, &zErr);
   if (rc == SQLITE_OK) rc = knn_sync_rows(db, fn, &ix, max_rows, &done, &zErr);
-  rc = savepoint_end(db, rc, &zErr);
+  rc = txn_end(db, own, rc, &zErr);
   if (rc == SQLITE_OK) sqlite3_result_int64(ctx, done);
 finish:
   if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
@@ -254,13 +268,13 @@ static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   const char *tbl;
   char *zErr = NULL;
-  int rc, found = 0;
+  int rc, found = 0, own = 0;
   (void)argc;
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
-  rc = savepoint_begin(db, &zErr);
+  rc = txn_begin(db, &own, &zErr);
   if (rc != SQLITE_OK) goto finish;
   rc = knn_drop(db, tbl, &found, &zErr);
-  rc = savepoint_end(db, rc, &zErr);
+  rc = txn_end(db, own, rc, &zErr);
   if (rc == SQLITE_OK) sqlite3_result_int(ctx, found);
 finish:
   if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
