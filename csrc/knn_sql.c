@@ -59,6 +59,7 @@ SQLITE_EXTENSION_INIT3
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -473,13 +474,31 @@ static int vtab_take_error(sqlite3_vtab *pVtab, char *zErr) {
   return SQLITE_ERROR;
 }
 
+/* A numeric value as a person would write it: "-1", "-0.5", "-Inf". */
+static void format_number(char *buf, size_t cap, sqlite3_value *v) {
+  double x = sqlite3_value_double(v);
+  if (sqlite3_value_type(v) == SQLITE_INTEGER) {
+    snprintf(buf, cap, "%lld", (long long)sqlite3_value_int64(v));
+  } else if (isinf(x)) {
+    snprintf(buf, cap, "%sInf", x < 0 ? "-" : "");
+  } else {
+    for (int prec = 15; prec <= 17; prec++) { /* fewest digits that read back */
+      snprintf(buf, cap, "%.*g", prec, x);
+      if (strtod(buf, NULL) == x) break;
+    }
+  }
+}
+
 /*
 ** facevec_knn(collection, query, k [, metric [, threshold]])
-** Errors: a missing or NULL collection, query or k; k not a positive
-** INTEGER; an unknown metric; a threshold that is not a number; a query that
-** is not a float32 BLOB / JSON array, holds NaN or infinity, has another
-** dimension than the index, or (cosine, euclidean_l2) has norm 0; no index on
-** the table; a live row whose distance is undefined (norm 0, NaN).
+** k: an INTEGER >= 1, up to 2^63-1, meaning "at most k" rows. threshold:
+** NULL or +infinity for no limit, else a number >= 0.
+** Errors: a missing or NULL collection, query or k; k not an INTEGER >= 1;
+** an unknown metric; a threshold that is not a number, NaN or negative; a
+** query that is not a float32 BLOB / JSON array, holds NaN or infinity, has
+** another dimension than the index, or (cosine, euclidean_l2) has norm 0; no
+** index on the table, or a damaged one; a live row whose distance is
+** undefined (norm 0, NaN).
 */
 static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
                      sqlite3_value **argv) {
@@ -517,8 +536,9 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
   if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER)
     return vtab_error(pVtab, "facevec_knn: k (argument 3) must be an INTEGER, found %s",
                       knn_type_name(sqlite3_value_type(arg[2])));
+  /* Any k up to 2^63-1 means "at most k": the search allocates per row seen. */
   k = sqlite3_value_int64(arg[2]);
-  if (k <= 0) return vtab_error(pVtab, "facevec_knn: k must be positive, found %lld", k);
+  if (k < 1) return vtab_error(pVtab, "facevec_knn: k must be >= 1, found %lld", k);
   if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
     const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", &zErr);
     size_t i, nm = sizeof metric_names / sizeof metric_names[0];
@@ -537,8 +557,17 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
       return vtab_error(pVtab, "facevec_knn: threshold (argument 5) must be a number, "
                                "found %s",
                         knn_type_name(t));
-    has_thr = 1;
     thr = sqlite3_value_double(arg[4]);
+    /* SQLite stores a NaN as NULL, but a threshold must never compare false
+    ** silently. */
+    if (isnan(thr))
+      return vtab_error(pVtab, "facevec_knn: threshold must be a number, found NaN");
+    if (thr < 0) {
+      char found[32];
+      format_number(found, sizeof found, arg[4]);
+      return vtab_error(pVtab, "facevec_knn: threshold must be >= 0, found %s", found);
+    }
+    has_thr = !isinf(thr); /* +infinity: no limit */
   }
 
   /* The query vector: a float32 BLOB (copied, for alignment) or JSON. */

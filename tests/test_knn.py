@@ -92,12 +92,30 @@ def test_thresholds(ext, metric):
     conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
     q = rng.standard_normal(12).astype(np.float32)
     d = np.sort(reference(x, range(1, 501), q, metric))
-    for threshold in (float(d[0]) - 1e-3, float(d[3]), float(d[40]), float(d[-1]) + 1, -1.0):
+    for threshold in (float(d[0]) / 2, float(d[3]), float(d[40]), float(d[-1]) + 1, 0.0):
         for k in (5, 100, 500):
             assert_matches(conn, x, range(1, 501), q, k, metric, threshold)
     # a threshold exactly at a returned distance keeps that row
     top = knn(conn, q, 3, metric)
     assert knn(conn, q, 10, metric, top[2][1]) == top
+
+
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_threshold_null_and_infinity_mean_no_limit(ext, metric):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    q = rng.standard_normal(6).astype(np.float32)
+    every = assert_matches(conn, x, range(1, 201), q, 300, metric)
+    assert len(every) == 200
+    assert knn(conn, q, 300, metric, float("inf")) == every
+    assert knn(conn, q, 300, metric, None) == every
+    # 0 keeps exact matches only: the stored row itself, where its distance rounds to 0
+    exact = assert_matches(conn, x, range(1, 201), x[7], 5, metric, 0.0)
+    if metric in ("euclidean", "euclidean_squared"):
+        assert exact == [(8, 0.0)]
 
 
 def test_ties_are_broken_by_rowid(ext):
@@ -485,12 +503,12 @@ Q4 = np.ones(4, np.float32).tobytes()
         (
             "SELECT * FROM facevec_knn('face_meta', ?, 0)",
             (Q4,),
-            "facevec_knn: k must be positive, found 0",
+            "facevec_knn: k must be >= 1, found 0",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', ?, -3)",
             (Q4,),
-            "facevec_knn: k must be positive, found -3",
+            "facevec_knn: k must be >= 1, found -3",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', ?, 2.5)",
@@ -517,6 +535,31 @@ Q4 = np.ones(4, np.float32).tobytes()
             (Q4,),
             "facevec_knn: unknown metric 'manhattan'; expected euclidean, euclidean_squared, "
             "cosine or euclidean_l2",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -1)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -1",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -0.5)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -0.5",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -9e999)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -Inf",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, -9223372036854775808)",
+            (Q4,),
+            "facevec_knn: k must be >= 1, found -9223372036854775808",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, '3')",
+            (Q4,),
+            "facevec_knn: k (argument 3) must be an INTEGER, found TEXT",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', 'near')",

@@ -12,6 +12,15 @@ select 'build', (SELECT facevec_knn_build('face_meta', 'embedding', 64)) = 150;
 -- k: any INTEGER up to 2^63-1 means "at most k"; no allocation of k entries.
 select 'k-huge', (SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 2305843009213693953)) = 150;
 select 'k-max', (SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 9223372036854775807)) = 150;
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 0); -- error: facevec_knn: k must be >= 1, found 0
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', -9223372036854775808); -- error: facevec_knn: k must be >= 1, found -9223372036854775808
+-- threshold: NULL or +infinity for no limit, else a number >= 0.
+select 'threshold-null', (SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000, 'cosine', NULL)) = 150;
+select 'threshold-inf', (SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000, 'euclidean', 9e999)) = 150;
+select 'threshold-zero', (SELECT count(*) FROM facevec_knn('face_meta', '[1,1,1,1.5]', 1000, 'euclidean', 0)) = 1;
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'cosine', -1); -- error: facevec_knn: threshold must be >= 0, found -1
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'cosine', -1e-300); -- error: facevec_knn: threshold must be >= 0, found -1e-300
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'euclidean', -9e999); -- error: facevec_knn: threshold must be >= 0, found -Inf
 
 -- Deleted slots, then changes left in the log.
 DELETE FROM face_meta WHERE id BETWEEN 20 AND 25;
