@@ -219,7 +219,7 @@ static int check_map(knn_query *s, i64 rid, i64 at) {
 ** the query b, as in <metric>_distance(embedding, query). */
 static inline int row_key(const knn_query *s, const float *v, double *key) {
   if (s->metric == FV_EUCLIDEAN || s->metric == FV_EUCLIDEAN_SQUARED) {
-    *key = (double)fv_l2_squared(v, s->q, s->dim);
+    *key = fv_l2_squared(v, s->q, s->dim);
     return FV_OK;
   }
   return fv_distance(s->metric, v, s->q, s->dim, key);
@@ -463,7 +463,8 @@ int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
     goto finish;
   }
   if (metric == FV_COSINE || metric == FV_EUCLIDEAN_L2) {
-    if (fv_dot(q, q, dim) == 0.0f) {
+    double self;
+    if (fv_distance(metric, q, q, dim, &self) == FV_ZERO_NORM) {
       s.zErr = sqlite3_mprintf("facevec_knn: %s distance is undefined for a query vector "
                                "whose norm is 0",
                                metric == FV_COSINE ? "cosine" : "euclidean_l2");

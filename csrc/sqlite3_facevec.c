@@ -174,7 +174,7 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
       double d;
       int rc = FV_OK;
       if (f->metric == FV_EUCLIDEAN)
-        d = sqrt((double)fv_l2_squared(pa, pb, (size_t)na / 4));
+        d = sqrt(fv_l2_squared(pa, pb, (size_t)na / 4));
       else
         rc = fv_distance(f->metric, pa, pb, (size_t)na / 4, &d);
       if (rc == FV_OK && !isnan(d)) {

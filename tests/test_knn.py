@@ -28,6 +28,7 @@ pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load e
 from knn_helpers import (  # noqa: E402
     SCALAR,
     assert_matches,
+    check_reference,
     connect,
     current,
     extension_under_test,
@@ -116,6 +117,23 @@ def test_threshold_null_and_infinity_mean_no_limit(ext, metric):
     exact = assert_matches(conn, x, range(1, 201), x[7], 5, metric, 0.0)
     if metric in ("euclidean", "euclidean_squared"):
         assert exact == [(8, 0.0)]
+
+
+@pytest.mark.parametrize("scale", (1e20, 1e-22))
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_extreme_values_match_scalar(ext, metric, scale):
+    """Vectors whose float32 sums overflow or underflow: the index returns
+    the scalar functions' double-checked distances, bit for bit."""
+    rng = np.random.default_rng(9)
+    x = (np.clip(rng.standard_normal((150, 8)), -3, 3) * scale).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    for _ in range(3):
+        q = (np.clip(rng.standard_normal(8), -3, 3) * scale).astype(np.float32)
+        got = knn(conn, q, 20, metric)
+        assert got == scalar(conn, q, 20, metric)
+        check_reference(got, x, range(1, 151), q, 20, metric)
 
 
 def test_ties_are_broken_by_rowid(ext):
