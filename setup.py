@@ -7,7 +7,9 @@
 """
 
 import glob
+import re
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -15,6 +17,13 @@ from setuptools.command.build_ext import build_ext
 LOADABLE = "facevec.bindings.facevec0"
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
 CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"]
+# The one version constant, read without importing the package (which needs the
+# compiled parts this script builds).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (Path(__file__).parent / "facevec" / "_version.py").read_text(),
+    re.MULTILINE,
+).group(1)
 
 
 class BuildExt(build_ext):
@@ -41,6 +50,7 @@ loadable = Extension(
     LOADABLE,
     sources=sorted(glob.glob("csrc/*.c")),  # every C file: the SQL wrappers and the kernels
     include_dirs=["csrc", "csrc/sqlite"],
+    define_macros=[("FACEVEC_VERSION", f'"{VERSION}"')],
     libraries=[] if sys.platform == "win32" else ["m"],
     extra_compile_args=CFLAGS,
 )

@@ -22,7 +22,10 @@
 extern "C" {
 #endif
 
-#define FACEVEC_VERSION "0.1.0"
+/* The package version; setup.py passes it from facevec/_version.py. */
+#ifndef FACEVEC_VERSION
+#define FACEVEC_VERSION "unknown"
+#endif
 
 /* Distance metrics. Every metric is "smaller is closer". */
 typedef enum fv_metric {

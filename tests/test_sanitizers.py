@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,8 +91,20 @@ def build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("asan")
     sources = sorted(CSRC.glob("*.c"))
     includes = ["-I", str(CSRC), "-I", str(CSRC / "sqlite")]
+    version = re.search(
+        r'^__version__ = "([^"]+)"$', (ROOT / "facevec" / "_version.py").read_text(), re.M
+    ).group(1)
     compile_ = subprocess.run(
-        ["gcc", *SANITIZE, *includes, *map(str, sources), "-o", str(out / "facevec0.so"), "-lm"],
+        [
+            "gcc",
+            *SANITIZE,
+            *includes,
+            f'-DFACEVEC_VERSION="{version}"',
+            *map(str, sources),
+            "-o",
+            str(out / "facevec0.so"),
+            "-lm",
+        ],
         capture_output=True,
         text=True,
     )
