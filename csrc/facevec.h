@@ -11,6 +11,9 @@
 ** or portable C) is chosen once, at first use, at run time. Sums run in
 ** float32; where float32 would overflow or underflow (elements beyond about
 ** 1e19 or below 1e-19) they are taken again in double.
+**
+** The declarations between "cffi: begin" and "cffi: end" are also the cffi
+** module's (facevec/bindings/_ffi_build.py reads them from here).
 */
 #ifndef FACEVEC_H
 #define FACEVEC_H
@@ -27,6 +30,7 @@ extern "C" {
 #define FACEVEC_VERSION "unknown"
 #endif
 
+/* cffi: begin */
 /* Distance metrics. Every metric is "smaller is closer". */
 typedef enum fv_metric {
   FV_EUCLIDEAN_SQUARED = 0,     /* sum((a-b)^2) */
@@ -64,6 +68,7 @@ int fv_distances(fv_metric m, const float *query, const float *matrix,
 int fv_top_k(fv_metric m, const float *query, const float *matrix,
              size_t n_rows, size_t dim, size_t k, int64_t *out_idx,
              float *out_dist, size_t *n_found, int64_t *bad_row);
+/* cffi: end */
 
 /* sum((a-b)^2), as the SQL functions and the knn index compute it. */
 double fv_l2_squared(const float *a, const float *b, size_t n);

@@ -2,9 +2,10 @@
 ** vector_arg.h - reading SQL function arguments as vectors, with the error
 ** messages of facevec's SQL functions.
 **
-** Pure C, no SQLite: the SQLite extension (sqlite3_facevec.c) and the Python
-** fallback (facevec/sqlite_functions.py, through cffi) both call these, so
-** both loading paths give the same results and the same messages.
+** Pure C, no SQLite: the SQLite extension (sqlite3_facevec.c, knn_sql.c) and
+** the Python fallback (facevec/bindings/fallback.py, through cffi: the block
+** between the cffi markers is its declarations) both call these, so both
+** loading paths give the same results and the same messages.
 */
 #ifndef FACEVEC_VECTOR_ARG_H
 #define FACEVEC_VECTOR_ARG_H
@@ -17,6 +18,7 @@
 extern "C" {
 #endif
 
+/* cffi: begin */
 /* Value types, numbered as SQLite's fundamental datatypes. */
 #define FV_TYPE_INTEGER 1
 #define FV_TYPE_FLOAT 2
@@ -66,6 +68,7 @@ int fv_pair_distance(const char *fn, fv_metric m, const fv_vector *a,
 ** memory). */
 char *fv_vector_to_json(const char *fn, const fv_vector *v, size_t *len,
                         char *err);
+/* cffi: end */
 
 #ifdef __cplusplus
 }
