@@ -660,9 +660,10 @@ size_t fv_heap_sort(fv_heap *h) {
 static int scan_block(const scan_query *s, const float *matrix, size_t n_rows,
                       int64_t first_id, fv_heap *h, int64_t *bad_row) {
   const size_t dim = s->dim;
-  /* The heap's worst key, kept at hand: most rows lose to it. Ids grow
-  ** with the rows, so a row tying with it loses too. */
-  double worst = h->size < h->k ? HUGE_VAL : h->dist[0];
+  /* The heap's worst key, kept at hand once the heap is full: most rows
+  ** lose to it. Ids grow with the rows, so a row tying with it loses too.
+  ** NaN until then, which no key is >= (an infinite key still gets in). */
+  double worst = h->size < h->k ? NAN : h->dist[0];
   if (s->m == FV_EUCLIDEAN || s->m == FV_EUCLIDEAN_SQUARED) {
     /* One kernel call per block of rows, the row kernel inlined. */
     float block[256];

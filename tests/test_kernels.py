@@ -97,6 +97,13 @@ def test_extreme_values_match_numpy(kernels, metric, scale):
     np.testing.assert_array_equal(values, got[indices])
 
 
+def test_an_infinite_distance_is_ranked_last_not_dropped(kernels):
+    matrix = np.array([[np.inf], [1.0], [2.0]], np.float32)
+    indices, values = facevec.top_k([-1.0], matrix, 3, "inner_product")
+    assert indices.tolist() == [1, 2, 0]
+    assert values.tolist() == [-1.0, -2.0, -np.inf]
+
+
 def test_top_k_default_metric_is_euclidean():
     matrix, query = matrix_and_query(50, 8)
     indices, values = facevec.top_k(query, matrix, 4)
