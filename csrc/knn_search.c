@@ -1,6 +1,8 @@
 /*
-** knn_search.c - the search behind facevec_knn: a bounded heap over the
-** chunks' vectors and the rows with pending changes, read from the table.
+** knn_search.c - the search behind facevec_knn: one pass over the index's
+** chunks and the rows with pending changes (read from the table itself),
+** each row scored for every query into that query's bounded heap (fv_heap,
+** the one top_k uses).
 */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT3
@@ -13,101 +15,6 @@ SQLITE_EXTENSION_INIT3
 #include "facevec.h"
 #include "knn_search.h"
 #include "knn_store.h"
-
-/* Max-heap of the k best (distance, rowid), ordered like ORDER BY distance,
-** rowid. Doubles, so distances are exactly the scalar functions'. Each entry
-** also notes where its vector came from (see slot_key), so the results can
-** be checked against the rowid map. Its buffers start small and grow with
-** the rows actually seen (up to k), so a huge k costs nothing and no count
-** read from the file sizes an allocation. */
-typedef struct knn_heap {
-  size_t k, size, cap;
-  double *d;
-  i64 *id;
-  i64 *at;
-} knn_heap;
-
-/* Room for one more entry (size < k). */
-static int heap_reserve(knn_heap *h) {
-  if (h->size < h->cap) return SQLITE_OK;
-  size_t cap = h->cap ? h->cap * 2 : 64;
-  if (cap > h->k || cap < h->cap) cap = h->k;
-  if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
-  double *d = sqlite3_realloc64(h->d, (sqlite3_uint64)cap * sizeof(double));
-  if (!d) return SQLITE_NOMEM;
-  h->d = d;
-  i64 *id = sqlite3_realloc64(h->id, (sqlite3_uint64)cap * sizeof(i64));
-  if (!id) return SQLITE_NOMEM;
-  h->id = id;
-  i64 *at = sqlite3_realloc64(h->at, (sqlite3_uint64)cap * sizeof(i64));
-  if (!at) return SQLITE_NOMEM;
-  h->at = at;
-  h->cap = cap;
-  return SQLITE_OK;
-}
-
-static inline int heap_gt(const knn_heap *h, size_t i, size_t j) {
-  return h->d[i] > h->d[j] || (h->d[i] == h->d[j] && h->id[i] > h->id[j]);
-}
-
-static inline void heap_swap(knn_heap *h, size_t i, size_t j) {
-  double d = h->d[i];
-  i64 id = h->id[i], at = h->at[i];
-  h->d[i] = h->d[j];
-  h->id[i] = h->id[j];
-  h->at[i] = h->at[j];
-  h->d[j] = d;
-  h->id[j] = id;
-  h->at[j] = at;
-}
-
-static void heap_down(knn_heap *h, size_t i, size_t size) {
-  for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, top = i;
-    if (l < size && heap_gt(h, l, top)) top = l;
-    if (r < size && heap_gt(h, r, top)) top = r;
-    if (top == i) return;
-    heap_swap(h, i, top);
-    i = top;
-  }
-}
-
-static inline int heap_accepts(const knn_heap *h, double d, i64 id) {
-  return h->size < h->k || d < h->d[0] || (d == h->d[0] && id < h->id[0]);
-}
-
-/* Caller checked heap_accepts and heap_reserve. */
-static void heap_push(knn_heap *h, double d, i64 id, i64 at) {
-  size_t i = 0;
-  if (h->size < h->k) {
-    i = h->size++;
-    h->d[i] = d;
-    h->id[i] = id;
-    h->at[i] = at;
-    while (i > 0) {
-      size_t p = (i - 1) / 2;
-      if (!heap_gt(h, i, p)) break;
-      heap_swap(h, i, p);
-      i = p;
-    }
-    return;
-  }
-  h->d[0] = d;
-  h->id[0] = id;
-  h->at[0] = at;
-  heap_down(h, 0, h->size);
-}
-
-static void heap_sort(knn_heap *h) {
-  for (size_t end = h->size; end > 1; end--) {
-    heap_swap(h, 0, end - 1);
-    heap_down(h, 0, end - 1);
-  }
-}
-
-/* Where a stored vector sits, as one number: chunk ids stay below 2^47 and
-** slots below 2^16 (KNN_MAX_CHUNK). -1: read from the source table. */
-static inline i64 slot_key(i64 chunk, i64 slot) { return chunk << 16 | slot; }
 
 /* Open-addressing set of rowids with pending changes. */
 typedef struct rid_set {
@@ -159,103 +66,120 @@ static int rid_set_has(const rid_set *s, i64 v) {
   return 0;
 }
 
-typedef struct knn_query {
+/* Where a stored vector sits, as one number (a heap entry's tag): chunk ids
+** stay below 2^47 and slots below 2^16 (KNN_MAX_CHUNK). -1: read from the
+** source table. */
+static inline i64 slot_key(i64 chunk, i64 slot) { return chunk << 16 | slot; }
+
+/* One pass over an index, shared by the queries of a request. */
+typedef struct knn_scan {
   sqlite3 *db;
   knn_index ix;
   fv_metric metric;
-  const float *q;
   size_t dim;
-  double thr_key; /* skip keys above this (HUGE_VAL: no threshold) */
-  knn_heap heap;
   rid_set pending;
   int pending_has_min;   /* INT64_MIN is pending (cannot live in the set) */
   sqlite3_stmt *map_get; /* rid -> (chunk, slot) */
   char *zErr;
+} knn_scan;
+
+/* One query: its spec, its threshold in key space, its heap. */
+typedef struct knn_query {
+  const knn_query_spec *spec;
+  double thr_key; /* keys above this cannot qualify (HUGE_VAL: no threshold) */
+  fv_heap heap;
 } knn_query;
 
+/* The heap's buffers start small and double with the rows that enter it (up
+** to k), so a huge k costs nothing and no count read from the file sizes an
+** allocation. */
+static int heap_reserve(fv_heap *h) {
+  if (h->size < h->cap) return SQLITE_OK;
+  size_t cap = h->cap ? h->cap * 2 : 64;
+  if (cap > h->k || cap < h->cap) cap = h->k;
+  if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
+  double *dist = sqlite3_realloc64(h->dist, (sqlite3_uint64)cap * sizeof(double));
+  if (!dist) return SQLITE_NOMEM;
+  h->dist = dist;
+  int64_t *id = sqlite3_realloc64(h->id, (sqlite3_uint64)cap * sizeof(int64_t));
+  if (!id) return SQLITE_NOMEM;
+  h->id = id;
+  int64_t *tag = sqlite3_realloc64(h->tag, (sqlite3_uint64)cap * sizeof(int64_t));
+  if (!tag) return SQLITE_NOMEM;
+  h->tag = tag;
+  h->cap = cap;
+  return SQLITE_OK;
+}
+
+static void heap_free(fv_heap *h) {
+  sqlite3_free(h->dist);
+  sqlite3_free(h->id);
+  sqlite3_free(h->tag);
+  memset(h, 0, sizeof *h);
+}
+
 /* Rows whose stored copy may be out of date: scored from the source table. */
-static inline int is_pending(const knn_query *s, i64 rid) {
-  if (s->ix.building && rid >= s->ix.build_next) return 1;
-  if (rid == INT64_MIN) return s->pending_has_min;
-  return rid_set_has(&s->pending, rid);
+static inline int is_pending(const knn_scan *sc, i64 rid) {
+  if (sc->ix.building && rid >= sc->ix.build_next) return 1;
+  if (rid == INT64_MIN) return sc->pending_has_min;
+  return rid_set_has(&sc->pending, rid);
 }
 
 /* The rowid map agrees that row rid is stored at slot_key `at`: a slot
 ** whose rowid was forged, or one left over, cannot pose as a row. */
-static int check_map(knn_query *s, i64 rid, i64 at) {
-  int rc, same = 0;
-  i64 chunk = -1, slot = -1;
-  if (!s->map_get) {
-    rc = knn_prepare(s->db, &s->map_get, &s->zErr,
-                     "SELECT chunk, slot FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1",
-                     s->ix.tbl);
-    if (rc != SQLITE_OK) return rc;
-  }
-  sqlite3_bind_int64(s->map_get, 1, rid);
-  rc = sqlite3_step(s->map_get);
-  if (rc == SQLITE_ROW) {
-    chunk = sqlite3_column_int64(s->map_get, 0);
-    slot = sqlite3_column_int64(s->map_get, 1);
-    same = sqlite3_column_type(s->map_get, 0) == SQLITE_INTEGER &&
-           sqlite3_column_type(s->map_get, 1) == SQLITE_INTEGER && chunk >= 0 &&
-           chunk < ((i64)1 << 47) && slot >= 0 && slot < KNN_MAX_CHUNK &&
-           slot_key(chunk, slot) == at;
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_OK;
-  } else {
-    knn_db_error(s->db, &s->zErr);
-  }
-  sqlite3_reset(s->map_get);
-  if (rc == SQLITE_OK && !same)
-    rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix,
-                     "slot %lld of chunk %lld holds row %lld, which the map puts %s", at & 0xFFFF,
-                     at >> 16, rid, chunk < 0 ? "nowhere" : "elsewhere");
+static int check_map(knn_scan *sc, i64 rid, i64 at) {
+  i64 chunk = 0, slot = 0;
+  int rc = sc->map_get ? SQLITE_OK : knn_map_prepare(sc->db, &sc->ix, &sc->map_get, &sc->zErr);
+  if (rc == SQLITE_OK)
+    rc = knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot,
+                      &sc->zErr);
+  if (rc == SQLITE_OK && (chunk == 0 || slot_key(chunk, slot) != at))
+    rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix,
+                     "slot %lld of chunk %lld holds row %lld, which the map puts %s",
+                     at & 0xFFFF, at >> 16, rid, chunk == 0 ? "nowhere" : "elsewhere");
   return rc;
 }
 
-/* Distance key of row vector v: the squared distance for euclidean (sqrt is
-** applied to the final k), else the metric's value. The row is argument a,
-** the query b, as in <metric>_distance(embedding, query). */
-static inline int row_key(const knn_query *s, const float *v, double *key) {
-  if (s->metric == FV_EUCLIDEAN || s->metric == FV_EUCLIDEAN_SQUARED) {
-    *key = fv_l2_squared(v, s->q, s->dim);
-    return FV_OK;
-  }
-  return fv_distance(s->metric, v, s->q, s->dim, key);
-}
-
-/* Score one live row (stored at slot_key `at`, or -1: read from the table). */
-static int consider(knn_query *s, const float *v, i64 rid, i64 at) {
+/* Score live row rid (vector v, stored at slot_key `at` or -1) for query q.
+** The key is the squared distance for euclidean (its sqrt is taken for the
+** final k only), else the metric's value; the row is argument a, the query
+** b, as in <metric>_distance(embedding, query), so the distances are the
+** scalar functions' to the bit. */
+static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at) {
   double key;
-  int rc = row_key(s, v, &key);
+  int rc = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED
+               ? (key = fv_l2_squared(v, q->spec->vector, sc->dim), FV_OK)
+               : fv_distance(sc->metric, v, q->spec->vector, sc->dim, &key);
   if (rc == FV_OK && key == key) {
-    if (key <= s->thr_key && heap_accepts(&s->heap, key, rid)) {
-      if (heap_reserve(&s->heap) != SQLITE_OK) return SQLITE_NOMEM;
-      heap_push(&s->heap, key, rid, at);
+    if (key <= q->thr_key && fv_heap_accepts(&q->heap, key, rid)) {
+      if (heap_reserve(&q->heap) != SQLITE_OK) return SQLITE_NOMEM;
+      fv_heap_push(&q->heap, key, rid, at);
     }
     return SQLITE_OK;
   }
   if (rc == FV_ZERO_NORM)
-    s->zErr = sqlite3_mprintf("facevec_knn: distance undefined for %s row %lld, whose %s "
-                              "has norm 0",
-                              s->ix.tbl, rid, s->ix.col);
+    sc->zErr = sqlite3_mprintf("facevec_knn: distance undefined for %s row %lld, whose %s "
+                               "has norm 0",
+                               sc->ix.tbl, rid, sc->ix.col);
   else
-    s->zErr = sqlite3_mprintf("facevec_knn: distance to %s row %lld is NaN: its %s holds "
-                              "NaN or infinity",
-                              s->ix.tbl, rid, s->ix.col);
+    sc->zErr = sqlite3_mprintf("facevec_knn: distance to %s row %lld is NaN: its %s holds "
+                               "NaN or infinity",
+                               sc->ix.tbl, rid, sc->ix.col);
   return SQLITE_ERROR;
 }
 
-static int scan_chunks(knn_query *s) {
-  knn_index *ix = &s->ix;
+/* Every valid slot of every chunk, read a block of vectors at a time (about
+** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
+static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
+  static const char *const column[3] = {"valid", "rowids", "vectors"};
+  knn_index *ix = &sc->ix;
   sqlite3_stmt *st = NULL;
-  sqlite3_blob *b_valid = NULL, *b_rowids = NULL, *b_vectors = NULL;
+  sqlite3_blob *blob[3] = {NULL, NULL, NULL};
   unsigned char *valid = NULL;
   i64 *rowids = NULL;
   float *block = NULL;
   char *chunks_tbl = NULL;
-  const size_t dim = s->dim, vbytes = dim * sizeof(float);
+  const size_t dim = sc->dim, vbytes = dim * sizeof(float);
   size_t block_rows = KNN_BLOCK_BYTES / vbytes;
   int rc;
   if (block_rows < 1) block_rows = 1;
@@ -269,35 +193,28 @@ static int scan_chunks(knn_query *s) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  rc = knn_prepare(s->db, &st, &s->zErr,
+  rc = knn_prepare(sc->db, &st, &sc->zErr,
                    "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id", ix->tbl);
   if (rc != SQLITE_OK) goto finish;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 id = sqlite3_column_int64(st, 0);
     size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
     if (n_slots == 0) continue;
-    if (!b_vectors) {
-      rc = sqlite3_blob_open(s->db, "main", chunks_tbl, "valid", id, 0, &b_valid);
-      if (rc == SQLITE_OK)
-        rc = sqlite3_blob_open(s->db, "main", chunks_tbl, "rowids", id, 0, &b_rowids);
-      if (rc == SQLITE_OK)
-        rc = sqlite3_blob_open(s->db, "main", chunks_tbl, "vectors", id, 0, &b_vectors);
-    } else {
-      rc = sqlite3_blob_reopen(b_valid, id);
-      if (rc == SQLITE_OK) rc = sqlite3_blob_reopen(b_rowids, id);
-      if (rc == SQLITE_OK) rc = sqlite3_blob_reopen(b_vectors, id);
-    }
+    rc = SQLITE_OK;
+    for (int c = 0; c < 3 && rc == SQLITE_OK; c++)
+      rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
+                   : sqlite3_blob_open(sc->db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
     if (rc != SQLITE_OK) goto db_error;
     /* knn_index_check saw these sizes in this same snapshot; a mismatch here
     ** is a bug, never a reason to read out of bounds. */
-    if (sqlite3_blob_bytes(b_vectors) != (int)(ix->chunk_size * (i64)vbytes) ||
-        sqlite3_blob_bytes(b_valid) != (int)(ix->chunk_size / 8) ||
-        sqlite3_blob_bytes(b_rowids) != (int)(ix->chunk_size * 8)) {
-      rc = knn_corrupt(&s->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
+    if (sqlite3_blob_bytes(blob[0]) != (int)(ix->chunk_size / 8) ||
+        sqlite3_blob_bytes(blob[1]) != (int)(ix->chunk_size * 8) ||
+        sqlite3_blob_bytes(blob[2]) != (int)(ix->chunk_size * (i64)vbytes)) {
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
       goto finish;
     }
-    rc = sqlite3_blob_read(b_valid, valid, (int)((n_slots + 7) / 8), 0);
-    if (rc == SQLITE_OK) rc = sqlite3_blob_read(b_rowids, rowids, (int)(n_slots * 8), 0);
+    rc = sqlite3_blob_read(blob[0], valid, (int)((n_slots + 7) / 8), 0);
+    if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], rowids, (int)(n_slots * 8), 0);
     if (rc != SQLITE_OK) goto db_error;
     for (size_t first = 0; first < n_slots; first += block_rows) {
       size_t rows = n_slots - first < block_rows ? n_slots - first : block_rows;
@@ -305,16 +222,19 @@ static int scan_chunks(knn_query *s) {
       while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
       while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
       if (lo == hi) continue;
-      rc = sqlite3_blob_read(b_vectors, block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
+      rc = sqlite3_blob_read(blob[2], block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
       if (rc != SQLITE_OK) goto db_error;
       for (size_t r = lo; r < hi; r++) {
         if (!(valid[r / 8] >> (r % 8) & 1)) continue;
+        i64 at = slot_key(id, (i64)r);
         /* A pending row is scored from the table; its stale copy must still
         ** be the one the map knows. */
-        if (is_pending(s, rowids[r]))
-          rc = check_map(s, rowids[r], slot_key(id, (i64)r));
-        else
-          rc = consider(s, block + (r - lo) * dim, rowids[r], slot_key(id, (i64)r));
+        if (is_pending(sc, rowids[r])) {
+          rc = check_map(sc, rowids[r], at);
+        } else {
+          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
+            rc = consider(sc, &queries[i], block + (r - lo) * dim, rowids[r], at);
+        }
         if (rc != SQLITE_OK) goto finish;
       }
     }
@@ -323,11 +243,9 @@ static int scan_chunks(knn_query *s) {
   rc = SQLITE_OK;
   goto finish;
 db_error:
-  knn_db_error(s->db, &s->zErr);
+  knn_db_error(sc->db, &sc->zErr);
 finish:
-  sqlite3_blob_close(b_valid);
-  sqlite3_blob_close(b_rowids);
-  sqlite3_blob_close(b_vectors);
+  for (int c = 0; c < 3; c++) sqlite3_blob_close(blob[c]);
   sqlite3_finalize(st);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
@@ -337,22 +255,20 @@ finish:
 }
 
 /* Score rows with pending changes straight from the source table. */
-static int scan_pending(knn_query *s) {
-  knn_index *ix = &s->ix;
+static int scan_pending(knn_scan *sc, knn_query *queries, size_t n_queries) {
+  knn_index *ix = &sc->ix;
   sqlite3_stmt *st = NULL;
-  float *scratch = NULL;
-  size_t cap = 0;
   int rc;
   /* During a build, rows the map does not know are read from the table too,
   ** whatever the cursor says: a forged cursor cannot hide rows. */
   if (ix->building)
-    rc = knn_prepare(s->db, &st, &s->zErr,
+    rc = knn_prepare(sc->db, &st, &sc->zErr,
                      "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" AS t WHERE \"%w\" >= ?1 "
                      "OR \"%w\" IN (SELECT rid FROM \"main\".\"%w_fvknn_log\") OR NOT EXISTS "
                      "(SELECT 1 FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = t.\"%w\")",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->pk, ix->tbl, ix->tbl, ix->pk);
   else
-    rc = knn_prepare(s->db, &st, &s->zErr,
+    rc = knn_prepare(sc->db, &st, &sc->zErr,
                      "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IN "
                      "(SELECT rid FROM \"main\".\"%w_fvknn_log\")",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->tbl);
@@ -360,92 +276,134 @@ static int scan_pending(knn_query *s) {
   if (ix->building) sqlite3_bind_int64(st, 1, ix->build_next);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 rid = sqlite3_column_int64(st, 0);
-    const float *v;
-    size_t n;
-    int has;
-    rc = knn_source_vector("facevec_knn", ix, rid, sqlite3_column_type(st, 1),
-                       sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1),
-                       (i64)s->dim, &v, &n, &has, &scratch, &cap, &s->zErr);
-    if (rc != SQLITE_OK) goto finish;
-    if (!has) continue;
-    rc = consider(s, v, rid, -1);
+    fv_vector v;
+    rc = knn_row_vector("facevec_knn", ix, rid, sqlite3_column_type(st, 1),
+                        sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1),
+                        (i64)sc->dim, &v, &sc->zErr);
+    for (size_t i = 0; i < n_queries && rc == SQLITE_OK && v.v; i++)
+      rc = consider(sc, &queries[i], v.v, rid, -1);
+    fv_vector_free(&v);
     if (rc != SQLITE_OK) goto finish;
   }
   if (rc == SQLITE_DONE)
     rc = SQLITE_OK;
   else
-    knn_db_error(s->db, &s->zErr);
+    knn_db_error(sc->db, &sc->zErr);
 finish:
   sqlite3_finalize(st);
-  sqlite3_free(scratch);
   return rc;
 }
 
-static int load_pending(knn_query *s, i64 *n_log) {
+static int load_pending(knn_scan *sc, i64 *n_log) {
   sqlite3_stmt *st = NULL;
-  int rc = knn_prepare(s->db, &st, &s->zErr, "SELECT rid FROM \"main\".\"%w_fvknn_log\"",
-                       s->ix.tbl);
+  int rc = knn_prepare(sc->db, &st, &sc->zErr, "SELECT rid FROM \"main\".\"%w_fvknn_log\"",
+                       sc->ix.tbl);
   *n_log = 0;
   if (rc != SQLITE_OK) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 rid = sqlite3_column_int64(st, 0);
     if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
-      rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix, "its log holds a %s rowid",
-                       knn_type_name(sqlite3_column_type(st, 0)));
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix, "its log holds a %s rowid",
+                       fv_type_name(sqlite3_column_type(st, 0)));
       break;
     }
     (*n_log)++;
     if (rid == INT64_MIN)
-      s->pending_has_min = 1;
-    else if ((rc = rid_set_add(&s->pending, rid)) != SQLITE_OK)
+      sc->pending_has_min = 1;
+    else if ((rc = rid_set_add(&sc->pending, rid)) != SQLITE_OK)
       break;
   }
   if (rc == SQLITE_DONE)
     rc = SQLITE_OK;
   else if (rc != SQLITE_NOMEM)
-    knn_db_error(s->db, &s->zErr);
+    knn_db_error(sc->db, &sc->zErr);
   sqlite3_finalize(st);
   return rc;
 }
 
 static int cmp_i64(const void *a, const void *b) {
-  i64 x = *(const i64 *)a, y = *(const i64 *)b;
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
 }
 
 /* The results name each row once, and every stored one sits where the map
 ** says: duplicated or relabelled slots show here rather than as answers. */
-static int check_results(knn_query *s, size_t n) {
+static int check_results(knn_scan *sc, const fv_heap *h) {
   int rc = SQLITE_OK;
-  if (n == 0) return SQLITE_OK;
-  i64 *sorted = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
+  if (h->size == 0) return SQLITE_OK;
+  int64_t *sorted = sqlite3_malloc64((sqlite3_uint64)h->size * sizeof(int64_t));
   if (!sorted) return SQLITE_NOMEM;
-  memcpy(sorted, s->heap.id, n * sizeof(i64));
-  qsort(sorted, n, sizeof(i64), cmp_i64);
-  for (size_t i = 1; i < n && rc == SQLITE_OK; i++)
+  memcpy(sorted, h->id, h->size * sizeof(int64_t));
+  qsort(sorted, h->size, sizeof(int64_t), cmp_i64);
+  for (size_t i = 1; i < h->size && rc == SQLITE_OK; i++)
     if (sorted[i] == sorted[i - 1])
-      rc = knn_corrupt(&s->zErr, "facevec_knn", &s->ix, "row %lld is stored twice", sorted[i]);
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix, "row %lld is stored twice",
+                       (i64)sorted[i]);
   sqlite3_free(sorted);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
-    if (s->heap.at[i] >= 0) rc = check_map(s, s->heap.id[i], s->heap.at[i]);
+  for (size_t i = 0; i < h->size && rc == SQLITE_OK; i++)
+    if (h->tag[i] >= 0) rc = check_map(sc, h->id[i], h->tag[i]);
   return rc;
 }
 
-int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
-                      fv_metric metric, int has_thr, double thr, i64 **ids, double **dist,
-                      size_t *n, char **pzErr) {
-  knn_query s;
+/* A query vector facevec_knn can rank by: finite, and with a direction for
+** cosine and euclidean_l2. */
+static int check_query(knn_scan *sc, const float *v) {
+  for (size_t i = 0; i < sc->dim; i++) {
+    float x;
+    memcpy(&x, v + i, sizeof x); /* any alignment */
+    if (!isfinite(x)) {
+      sc->zErr = sqlite3_mprintf("facevec_knn: query element %lld is %s", (i64)i,
+                                 isnan(x) ? "NaN" : "infinite");
+      return SQLITE_ERROR;
+    }
+  }
+  double self;
+  if ((sc->metric == FV_COSINE || sc->metric == FV_EUCLIDEAN_L2) &&
+      fv_distance(sc->metric, v, v, sc->dim, &self) == FV_ZERO_NORM) {
+    sc->zErr = sqlite3_mprintf("facevec_knn: %s distance is undefined for a query vector "
+                               "whose norm is 0",
+                               sc->metric == FV_COSINE ? "cosine" : "euclidean_l2");
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
+/* The query's heap as its answer: ascending, euclidean keys square-rooted,
+** cut at the threshold (the key-space bound was slightly loose). */
+static void finish_query(knn_query *q, fv_metric metric, knn_result *out) {
+  size_t m = 0;
+  for (size_t i = 0; i < q->heap.size; i++) {
+    double d = q->heap.dist[i];
+    if (metric == FV_EUCLIDEAN) d = sqrt(d);
+    if (q->spec->has_threshold && !(d <= q->spec->threshold)) break;
+    q->heap.dist[m] = d;
+    q->heap.id[m] = q->heap.id[i];
+    m++;
+  }
+  out->n = m;
+  out->ids = q->heap.id;
+  out->dist = q->heap.dist;
+  q->heap.id = NULL;
+  q->heap.dist = NULL;
+}
+
+void knn_result_clear(knn_result *r) {
+  sqlite3_free(r->ids);
+  sqlite3_free(r->dist);
+  memset(r, 0, sizeof *r);
+}
+
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **pzErr) {
+  knn_scan sc;
+  knn_query *queries = NULL;
   sqlite3_stmt *pin = NULL;
-  int rc;
   i64 n_log = 0;
-  memset(&s, 0, sizeof s);
-  s.db = db;
-  s.metric = metric;
-  s.q = q;
-  s.dim = dim;
-  *ids = NULL;
-  *dist = NULL;
-  *n = 0;
+  int rc;
+  memset(&sc, 0, sizeof sc);
+  memset(results, 0, req->n_queries * sizeof *results);
+  sc.db = db;
+  sc.metric = req->metric;
+  sc.dim = req->dim;
 
   /* One snapshot for every statement below: a statement left open on the
   ** schema holds the read transaction, so a writer committing meanwhile
@@ -453,90 +411,62 @@ int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
   rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.sqlite_schema", -1, &pin, NULL);
   if (rc == SQLITE_OK && sqlite3_step(pin) != SQLITE_ROW) rc = sqlite3_errcode(db);
   if (rc != SQLITE_OK) goto finish;
-  rc = knn_index_open(db, "facevec_knn", tbl, &s.ix, &s.zErr);
+  rc = knn_index_open(db, "facevec_knn", req->table, &sc.ix, &sc.zErr);
   if (rc != SQLITE_OK) goto finish;
-  if (s.ix.dim > 0 && (i64)dim != s.ix.dim) {
-    s.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
-                             "%lld",
-                             (i64)dim, s.ix.tbl, s.ix.dim);
+  if (sc.ix.dim > 0 && (i64)sc.dim != sc.ix.dim) {
+    sc.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
+                              "%lld",
+                              (i64)sc.dim, sc.ix.tbl, sc.ix.dim);
     rc = SQLITE_ERROR;
     goto finish;
   }
-  if (metric == FV_COSINE || metric == FV_EUCLIDEAN_L2) {
-    double self;
-    if (fv_distance(metric, q, q, dim, &self) == FV_ZERO_NORM) {
-      s.zErr = sqlite3_mprintf("facevec_knn: %s distance is undefined for a query vector "
-                               "whose norm is 0",
-                               metric == FV_COSINE ? "cosine" : "euclidean_l2");
-      rc = SQLITE_ERROR;
-      goto finish;
-    }
+  queries = sqlite3_malloc64((sqlite3_uint64)req->n_queries * sizeof *queries);
+  if (!queries) {
+    rc = SQLITE_NOMEM;
+    goto finish;
   }
-  for (size_t i = 0; i < dim; i++) {
-    if (!isfinite(q[i])) {
-      s.zErr = sqlite3_mprintf("facevec_knn: query element %lld is %s", (i64)i,
-                               isnan(q[i]) ? "NaN" : "infinite");
-      rc = SQLITE_ERROR;
-      goto finish;
-    }
-  }
-  rc = load_pending(&s, &n_log);
-  if (rc != SQLITE_OK) goto finish;
-
-  /* "At most k": the heap grows with the rows seen, never to k itself. */
-  s.heap.k = (uint64_t)k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)k;
-  s.thr_key = HUGE_VAL;
-  if (has_thr) {
-    /* A slightly loose bound in key space; the exact test is on the output. */
-    if (metric == FV_EUCLIDEAN)
-      s.thr_key = thr < 0 ? -1.0 : thr * thr * (1 + 1e-9) + 1e-300;
-    else
-      s.thr_key = thr;
-  }
-  if (s.ix.dim > 0 && s.ix.tail_chunk > 0) {
-    rc = scan_chunks(&s);
+  memset(queries, 0, req->n_queries * sizeof *queries);
+  for (size_t i = 0; i < req->n_queries; i++) {
+    const knn_query_spec *spec = &req->queries[i];
+    knn_query *q = &queries[i];
+    rc = check_query(&sc, spec->vector);
     if (rc != SQLITE_OK) goto finish;
+    q->spec = spec;
+    /* "At most k": the heap grows with the rows seen, never to k itself. */
+    fv_heap_init(&q->heap, (uint64_t)spec->k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)spec->k,
+                 NULL, NULL, NULL, 0);
+    q->thr_key = HUGE_VAL;
+    if (spec->has_threshold) /* a slightly loose bound in key space; exact at the end */
+      q->thr_key = req->metric == FV_EUCLIDEAN
+                       ? spec->threshold * spec->threshold * (1 + 1e-9) + 1e-300
+                       : spec->threshold;
   }
-  if (n_log > 0 || s.ix.building) {
-    rc = scan_pending(&s);
-    if (rc != SQLITE_OK) goto finish;
+  rc = load_pending(&sc, &n_log);
+  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0)
+    rc = scan_chunks(&sc, queries, req->n_queries);
+  if (rc == SQLITE_OK && (n_log > 0 || sc.ix.building))
+    rc = scan_pending(&sc, queries, req->n_queries);
+  for (size_t i = 0; i < req->n_queries && rc == SQLITE_OK; i++) {
+    fv_heap_sort(&queries[i].heap);
+    rc = check_results(&sc, &queries[i].heap);
+    if (rc == SQLITE_OK) finish_query(&queries[i], req->metric, &results[i]);
   }
-  heap_sort(&s.heap);
-  rc = check_results(&s, s.heap.size);
-  if (rc != SQLITE_OK) goto finish;
-  {
-    size_t m = 0;
-    for (size_t i = 0; i < s.heap.size; i++) {
-      double d = s.heap.d[i];
-      if (metric == FV_EUCLIDEAN) d = sqrt(d);
-      if (has_thr && !(d <= thr)) break;
-      s.heap.d[m] = d;
-      s.heap.id[m] = s.heap.id[i];
-      m++;
-    }
-    *n = m;
-  }
-  *ids = s.heap.id;
-  *dist = s.heap.d;
-  s.heap.id = NULL;
-  s.heap.d = NULL;
 finish:
   if (rc != SQLITE_OK) {
-    if (s.zErr) {
-      *pzErr = s.zErr;
-      s.zErr = NULL;
+    for (size_t i = 0; i < req->n_queries; i++) knn_result_clear(&results[i]);
+    if (sc.zErr) {
+      *pzErr = sc.zErr;
+      sc.zErr = NULL;
     } else if (rc != SQLITE_NOMEM) {
       *pzErr = sqlite3_mprintf("facevec_knn: %s", sqlite3_errmsg(db));
     }
   }
-  sqlite3_free(s.zErr);
-  sqlite3_free(s.heap.d);
-  sqlite3_free(s.heap.id);
-  sqlite3_free(s.heap.at);
-  sqlite3_free(s.pending.slot);
-  sqlite3_finalize(s.map_get);
+  for (size_t i = 0; queries && i < req->n_queries; i++) heap_free(&queries[i].heap);
+  sqlite3_free(queries);
+  sqlite3_free(sc.zErr);
+  sqlite3_free(sc.pending.slot);
+  sqlite3_finalize(sc.map_get);
   sqlite3_finalize(pin);
-  knn_index_clear(&s.ix);
+  knn_index_clear(&sc.ix);
   return rc;
 }
-

@@ -7,10 +7,39 @@
 #include "facevec.h"
 #include "knn_store.h"
 
-/* The k rows of tbl nearest to q (dim floats). On success *ids and *dist
-** (sqlite3_malloc'd) hold *n results, ascending. */
-int knn_search(sqlite3 *db, const char *tbl, const float *q, size_t dim, i64 k,
-               fv_metric metric, int has_thr, double thr, i64 **ids, double **dist,
-               size_t *n, char **pzErr);
+/* One query vector and what to return for it. */
+typedef struct knn_query_spec {
+  const float *vector; /* dim floats, any alignment */
+  i64 k;               /* >= 1: at most k rows */
+  int has_threshold;   /* 0: no limit */
+  double threshold;    /* >= 0: only rows with distance <= threshold */
+} knn_query_spec;
+
+/* A search of one index: the collection, the metric, and its queries.
+** Today facevec_knn sends one query; a batch (many query vectors in one
+** call) is n_queries > 1, each scored in the same pass over the chunks.
+** Options of an approximate index would join here: an IVF probe (nprobe,
+** the list ids to read) picks which chunks the pass reads, and quantised
+** storage how a chunk's vectors decode; neither exists yet. */
+typedef struct knn_request {
+  const char *table;
+  fv_metric metric;
+  size_t dim;
+  const knn_query_spec *queries;
+  size_t n_queries;
+} knn_request;
+
+/* The answer to one query: n rows ascending by distance, ties by rowid,
+** sqlite3_malloc'd (knn_result_clear frees them). */
+typedef struct knn_result {
+  size_t n;
+  int64_t *ids;
+  double *dist;
+} knn_result;
+
+/* Run req; results has req->n_queries entries. On an error every result is
+** empty and *pzErr names what was wrong (NULL: out of memory). */
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **pzErr);
+void knn_result_clear(knn_result *r);
 
 #endif /* FACEVEC_KNN_SEARCH_H */

@@ -57,7 +57,6 @@
 SQLITE_EXTENSION_INIT3
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +66,7 @@ SQLITE_EXTENSION_INIT3
 #include "knn.h"
 #include "knn_search.h"
 #include "knn_store.h"
+#include "vector_arg.h"
 
 typedef struct metric_name {
   const char *name;
@@ -136,7 +136,7 @@ static const char *name_value(sqlite3_value *v, const char *fn, const char *what
   *msg = NULL;
   if (sqlite3_value_type(v) != SQLITE_TEXT) {
     *msg = sqlite3_mprintf("%s: %s must be TEXT, found %s", fn, what,
-                           knn_type_name(sqlite3_value_type(v)));
+                           fv_type_name(sqlite3_value_type(v)));
     return NULL;
   }
   text = (const char *)sqlite3_value_text(v);
@@ -166,17 +166,72 @@ static const char *text_arg(sqlite3_context *ctx, const char *fn, const char *wh
   return text;
 }
 
+/* An argument error of fn on ctx; returns 0. */
+static int arg_error(sqlite3_context *ctx, const char *fn, char *msg) {
+  sqlite3_result_error(ctx, msg ? msg : fn, -1);
+  sqlite3_free(msg);
+  return 0;
+}
+
 static int int_arg(sqlite3_context *ctx, const char *fn, const char *what,
                    sqlite3_value **argv, int i, i64 *out) {
-  if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER) {
-    char *msg = sqlite3_mprintf("%s: %s (argument %d) must be an INTEGER, found %s", fn,
-                                what, i + 1, knn_type_name(sqlite3_value_type(argv[i])));
-    sqlite3_result_error(ctx, msg ? msg : fn, -1);
-    sqlite3_free(msg);
-    return 0;
-  }
+  if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER)
+    return arg_error(ctx, fn,
+                     sqlite3_mprintf("%s: %s (argument %d) must be an INTEGER, found %s", fn,
+                                     what, i + 1, fv_type_name(sqlite3_value_type(argv[i]))));
   *out = sqlite3_value_int64(argv[i]);
   return 1;
+}
+
+/* The arguments of the writing functions, and what each does with them
+** inside the transaction run_write opens. */
+typedef struct write_args {
+  const char *fn, *table, *column;
+  i64 chunk_size; /* build/create: 0 = from the dimension */
+  i64 max_rows;   /* sync: < 0 = all */
+  int fill;       /* build (1) or create (0) */
+} write_args;
+
+typedef int (*write_op)(sqlite3 *db, const write_args *a, i64 *result, char **pzErr);
+
+static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  knn_index ix = {0};
+  i64 done = 0;
+  int rc = knn_create(db, a->fn, a->table, a->column, a->chunk_size, &ix, pzErr);
+  if (rc == SQLITE_OK && a->fill) rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
+  *result = a->fill ? ix.n_vectors : 0;
+  knn_index_clear(&ix);
+  return rc;
+}
+
+static int sync_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  knn_index ix = {0};
+  int rc = knn_index_open(db, a->fn, a->table, &ix, pzErr);
+  if (rc == SQLITE_OK) rc = knn_sync_rows(db, a->fn, &ix, a->max_rows, result, pzErr);
+  knn_index_clear(&ix);
+  return rc;
+}
+
+static int drop_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  int found = 0, rc = knn_drop(db, a->table, &found, pzErr);
+  *result = found;
+  return rc;
+}
+
+/* Run op in one transaction (txn_begin) and give its INTEGER result, or
+** its error, to ctx. */
+static void run_write(sqlite3_context *ctx, write_op op, const write_args *a) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char *zErr = NULL;
+  i64 result = 0;
+  int own = 0;
+  int rc = txn_begin(db, &own, &zErr);
+  if (rc == SQLITE_OK) rc = txn_end(db, own, op(db, a, &result, &zErr), &zErr);
+  if (rc == SQLITE_OK)
+    sqlite3_result_int64(ctx, result);
+  else
+    result_error(ctx, a->fn, rc, zErr);
+  sqlite3_free(zErr);
 }
 
 /*
@@ -188,39 +243,23 @@ static int int_arg(sqlite3_context *ctx, const char *fn, const char *what,
 ** KEY, a row whose vector is malformed or of another dimension.
 */
 static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const int fill = sqlite3_user_data(ctx) != NULL;
-  const char *fn = fill ? "facevec_knn_build" : "facevec_knn_create";
-  sqlite3 *db = sqlite3_context_db_handle(ctx);
-  const char *tbl, *col = "embedding";
-  i64 chunk_size = 0, done = 0;
-  char *zErr = NULL;
-  knn_index ix;
-  int rc, own = 0;
-  memset(&ix, 0, sizeof ix);
-
-  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
-  if (argc > 1 && !(col = text_arg(ctx, fn, "column", argv, 1))) return;
+  write_args a = {0};
+  a.fill = sqlite3_user_data(ctx) != NULL;
+  a.fn = a.fill ? "facevec_knn_build" : "facevec_knn_create";
+  a.column = "embedding";
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
+  if (argc > 1 && !(a.column = text_arg(ctx, a.fn, "column", argv, 1))) return;
   if (argc > 2) {
-    if (!int_arg(ctx, fn, "chunk_size", argv, 2, &chunk_size)) return;
-    if (chunk_size < 64 || chunk_size > KNN_MAX_CHUNK || chunk_size % 64) {
-      char *msg = sqlite3_mprintf("%s: chunk_size must be a multiple of 64 between 64 and "
-                                  "%d, found %lld",
-                                  fn, KNN_MAX_CHUNK, chunk_size);
-      sqlite3_result_error(ctx, msg ? msg : fn, -1);
-      sqlite3_free(msg);
+    if (!int_arg(ctx, a.fn, "chunk_size", argv, 2, &a.chunk_size)) return;
+    if (a.chunk_size < 64 || a.chunk_size > KNN_MAX_CHUNK || a.chunk_size % 64) {
+      arg_error(ctx, a.fn,
+                sqlite3_mprintf("%s: chunk_size must be a multiple of 64 between 64 and %d, "
+                                "found %lld",
+                                a.fn, KNN_MAX_CHUNK, a.chunk_size));
       return;
     }
   }
-  rc = txn_begin(db, &own, &zErr);
-  if (rc != SQLITE_OK) goto finish;
-  rc = knn_create(db, fn, tbl, col, chunk_size, &ix, &zErr);
-  if (rc == SQLITE_OK && fill) rc = knn_sync_rows(db, fn, &ix, -1, &done, &zErr);
-  rc = txn_end(db, own, rc, &zErr);
-  if (rc == SQLITE_OK) sqlite3_result_int64(ctx, fill ? ix.n_vectors : 0);
-finish:
-  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
-  sqlite3_free(zErr);
-  knn_index_clear(&ix);
+  run_write(ctx, build_op, &a);
 }
 
 /*
@@ -230,56 +269,27 @@ finish:
 ** below max_rows means the index is up to date.
 */
 static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const char *fn = "facevec_knn_sync";
-  sqlite3 *db = sqlite3_context_db_handle(ctx);
-  const char *tbl;
-  i64 max_rows = -1, done = 0;
-  char *zErr = NULL;
-  knn_index ix;
-  int rc, own = 0;
-  memset(&ix, 0, sizeof ix);
-
-  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  write_args a = {.fn = "facevec_knn_sync", .max_rows = -1};
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
   if (argc > 1) {
-    if (!int_arg(ctx, fn, "max_rows", argv, 1, &max_rows)) return;
-    if (max_rows <= 0) {
-      char *msg = sqlite3_mprintf("%s: max_rows must be positive, found %lld", fn, max_rows);
-      sqlite3_result_error(ctx, msg ? msg : fn, -1);
-      sqlite3_free(msg);
+    if (!int_arg(ctx, a.fn, "max_rows", argv, 1, &a.max_rows)) return;
+    if (a.max_rows <= 0) {
+      arg_error(ctx, a.fn,
+                sqlite3_mprintf("%s: max_rows must be positive, found %lld", a.fn, a.max_rows));
       return;
     }
   }
-  rc = txn_begin(db, &own, &zErr);
-  if (rc != SQLITE_OK) goto finish;
-  rc = knn_index_open(db, fn, tbl, &ix, &zErr);
-  if (rc == SQLITE_OK) rc = knn_sync_rows(db, fn, &ix, max_rows, &done, &zErr);
-  rc = txn_end(db, own, rc, &zErr);
-  if (rc == SQLITE_OK) sqlite3_result_int64(ctx, done);
-finish:
-  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
-  sqlite3_free(zErr);
-  knn_index_clear(&ix);
+  run_write(ctx, sync_op, &a);
 }
 
 /* facevec_knn_drop(table) -> 1 if an index was dropped, 0 if there was none.
 ** Call it in a statement of its own: SQLite refuses DROP TABLE while another
 ** statement of the connection reads. */
 static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const char *fn = "facevec_knn_drop";
-  sqlite3 *db = sqlite3_context_db_handle(ctx);
-  const char *tbl;
-  char *zErr = NULL;
-  int rc, found = 0, own = 0;
+  write_args a = {.fn = "facevec_knn_drop"};
   (void)argc;
-  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
-  rc = txn_begin(db, &own, &zErr);
-  if (rc != SQLITE_OK) goto finish;
-  rc = knn_drop(db, tbl, &found, &zErr);
-  rc = txn_end(db, own, rc, &zErr);
-  if (rc == SQLITE_OK) sqlite3_result_int(ctx, found);
-finish:
-  if (rc != SQLITE_OK) result_error(ctx, fn, rc, zErr);
-  sqlite3_free(zErr);
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
+  run_write(ctx, drop_op, &a);
 }
 
 /* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
@@ -364,9 +374,8 @@ typedef struct knn_vtab {
 
 typedef struct knn_cursor {
   sqlite3_vtab_cursor base;
-  i64 *ids;
-  double *dist;
-  size_t n, i;
+  knn_result result;
+  size_t i; /* current row of result */
 } knn_cursor;
 
 static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
@@ -444,26 +453,14 @@ static int knnOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
 }
 
 static void cursor_reset(knn_cursor *c) {
-  sqlite3_free(c->ids);
-  sqlite3_free(c->dist);
-  c->ids = NULL;
-  c->dist = NULL;
-  c->n = c->i = 0;
+  knn_result_clear(&c->result);
+  c->i = 0;
 }
 
 static int knnClose(sqlite3_vtab_cursor *cur) {
   cursor_reset((knn_cursor *)cur);
   sqlite3_free(cur);
   return SQLITE_OK;
-}
-
-static int vtab_error(sqlite3_vtab *pVtab, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  sqlite3_free(pVtab->zErrMsg);
-  pVtab->zErrMsg = sqlite3_vmprintf(fmt, ap);
-  va_end(ap);
-  return SQLITE_ERROR;
 }
 
 /* Hand zErr (sqlite3_malloc'd; NULL = out of memory) to the vtab. */
@@ -489,6 +486,117 @@ static void format_number(char *buf, size_t cap, sqlite3_value *v) {
   }
 }
 
+/* facevec_knn's arguments, parsed: the request, and the query vector it
+** points to (owned when parsed from JSON; else it points into the BLOB
+** argument, which lives as long as the xFilter call). */
+typedef struct knn_args {
+  knn_request req;
+  knn_query_spec query;
+  fv_vector vector;
+} knn_args;
+
+/* Parse the hidden arguments (collection, query, k, metric, threshold) that
+** idxNum says argv holds. Errors go to *pzErr. */
+static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *a,
+                          char **pzErr) {
+  static const char *const arg_name[KNN_N_ARGS] = {"collection", "query", "k", "metric",
+                                                   "threshold"};
+  sqlite3_value *arg[KNN_N_ARGS] = {0};
+  char err[FV_ERR_MAX];
+  fv_arg query;
+  int t, ai = 0;
+  memset(a, 0, sizeof *a);
+  a->req.metric = FV_EUCLIDEAN;
+  a->req.queries = &a->query;
+  a->req.n_queries = 1;
+  for (int i = 0; i < KNN_N_ARGS && ai < argc; i++)
+    if (idxNum & (1 << i)) arg[i] = argv[ai++];
+
+  for (int i = 0; i < 3; i++) {
+    if (!arg[i] || sqlite3_value_type(arg[i]) == SQLITE_NULL) {
+      *pzErr = sqlite3_mprintf("facevec_knn: %s (argument %d) is %s", arg_name[i], i + 1,
+                               arg[i] ? "NULL" : "missing");
+      return SQLITE_ERROR;
+    }
+  }
+  /* collection */
+  if (sqlite3_value_type(arg[0]) != SQLITE_TEXT) {
+    *pzErr = sqlite3_mprintf("facevec_knn: collection (argument 1) must be a table name, "
+                             "found %s",
+                             fv_type_name(sqlite3_value_type(arg[0])));
+    return SQLITE_ERROR;
+  }
+  a->req.table = name_value(arg[0], "facevec_knn", "collection (argument 1)", pzErr);
+  if (!a->req.table) return *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  /* k: any INTEGER up to 2^63-1 means "at most k"; the search allocates per
+  ** row seen, not per k. */
+  if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER) {
+    *pzErr = sqlite3_mprintf("facevec_knn: k (argument 3) must be an INTEGER, found %s",
+                             fv_type_name(sqlite3_value_type(arg[2])));
+    return SQLITE_ERROR;
+  }
+  a->query.k = sqlite3_value_int64(arg[2]);
+  if (a->query.k < 1) {
+    *pzErr = sqlite3_mprintf("facevec_knn: k must be >= 1, found %lld", a->query.k);
+    return SQLITE_ERROR;
+  }
+  /* metric */
+  if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
+    const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", pzErr);
+    size_t i, nm = sizeof metric_names / sizeof metric_names[0];
+    if (!name) return *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+    for (i = 0; i < nm; i++)
+      if (sqlite3_stricmp(name, metric_names[i].name) == 0) break;
+    if (i == nm) {
+      *pzErr = sqlite3_mprintf("facevec_knn: unknown metric '%s'; expected euclidean, "
+                               "euclidean_squared, cosine or euclidean_l2",
+                               name);
+      return SQLITE_ERROR;
+    }
+    a->req.metric = metric_names[i].metric;
+  }
+  /* threshold: NULL or +infinity for no limit, else a number >= 0 */
+  if (arg[4] && (t = sqlite3_value_type(arg[4])) != SQLITE_NULL) {
+    double thr = sqlite3_value_double(arg[4]);
+    if (t != SQLITE_INTEGER && t != SQLITE_FLOAT) {
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold (argument 5) must be a number, "
+                               "found %s",
+                               fv_type_name(t));
+      return SQLITE_ERROR;
+    }
+    /* SQLite stores a NaN as NULL, but a threshold must never compare false
+    ** silently. */
+    if (isnan(thr)) {
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold must be a number, found NaN");
+      return SQLITE_ERROR;
+    }
+    if (thr < 0) {
+      char found[32];
+      format_number(found, sizeof found, arg[4]);
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold must be >= 0, found %s", found);
+      return SQLITE_ERROR;
+    }
+    a->query.has_threshold = !isinf(thr);
+    a->query.threshold = thr;
+  }
+  /* query: the one vector parser, as the scalar functions read theirs */
+  query.type = sqlite3_value_type(arg[1]);
+  query.data = query.type == SQLITE_TEXT   ? (const void *)sqlite3_value_text(arg[1])
+               : query.type == SQLITE_BLOB ? sqlite3_value_blob(arg[1])
+                                           : NULL;
+  query.nbytes = (size_t)sqlite3_value_bytes(arg[1]);
+  if (query.type == SQLITE_TEXT && !query.data) return SQLITE_NOMEM;
+  t = fv_vector_parse("facevec_knn", "query (argument 2)", &query, &a->vector, err);
+  if (t == FV_ARG_NOMEM) return SQLITE_NOMEM;
+  if (t != FV_ARG_OK) {
+    *pzErr = sqlite3_mprintf("%s", err);
+    return SQLITE_ERROR;
+  }
+  a->query.vector = a->vector.v;
+  a->req.dim = a->vector.n;
+  return SQLITE_OK;
+}
+
 /*
 ** facevec_knn(collection, query, k [, metric [, threshold]])
 ** k: an INTEGER >= 1, up to 2^63-1, meaning "at most k" rows. threshold:
@@ -504,128 +612,20 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
                      sqlite3_value **argv) {
   knn_cursor *c = (knn_cursor *)cur;
   sqlite3_vtab *pVtab = cur->pVtab;
-  sqlite3 *db = ((knn_vtab *)pVtab)->db;
-  sqlite3_value *arg[KNN_N_ARGS] = {0};
-  static const char *const arg_name[KNN_N_ARGS] = {"collection", "query", "k", "metric",
-                                                   "threshold"};
-  const char *tbl;
-  float *qbuf = NULL;
-  const float *q = NULL;
-  size_t dim = 0;
-  i64 k;
-  fv_metric metric = FV_EUCLIDEAN;
-  int has_thr = 0, rc = SQLITE_OK, ai = 0;
-  double thr = 0;
+  knn_args args;
   char *zErr = NULL;
+  int rc;
   (void)idxStr;
   cursor_reset(c);
-  for (int a = 0; a < KNN_N_ARGS && ai < argc; a++)
-    if (idxNum & (1 << a)) arg[a] = argv[ai++];
-
-  for (int a = 0; a < 3; a++) {
-    if (!arg[a] || sqlite3_value_type(arg[a]) == SQLITE_NULL)
-      return vtab_error(pVtab, "facevec_knn: %s (argument %d) is %s", arg_name[a], a + 1,
-                        arg[a] ? "NULL" : "missing");
+  rc = knn_args_parse(idxNum, argc, argv, &args, &zErr);
+  if (rc == SQLITE_OK)
+    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, &c->result, &zErr);
+  fv_vector_free(&args.vector);
+  if (rc == SQLITE_NOMEM || !zErr) {
+    sqlite3_free(zErr);
+    return rc;
   }
-  if (sqlite3_value_type(arg[0]) != SQLITE_TEXT)
-    return vtab_error(pVtab, "facevec_knn: collection (argument 1) must be a table name, "
-                             "found %s",
-                      knn_type_name(sqlite3_value_type(arg[0])));
-  tbl = name_value(arg[0], "facevec_knn", "collection (argument 1)", &zErr);
-  if (!tbl) return vtab_take_error(pVtab, zErr);
-  if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER)
-    return vtab_error(pVtab, "facevec_knn: k (argument 3) must be an INTEGER, found %s",
-                      knn_type_name(sqlite3_value_type(arg[2])));
-  /* Any k up to 2^63-1 means "at most k": the search allocates per row seen. */
-  k = sqlite3_value_int64(arg[2]);
-  if (k < 1) return vtab_error(pVtab, "facevec_knn: k must be >= 1, found %lld", k);
-  if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
-    const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", &zErr);
-    size_t i, nm = sizeof metric_names / sizeof metric_names[0];
-    if (!name) return vtab_take_error(pVtab, zErr);
-    for (i = 0; i < nm; i++)
-      if (sqlite3_stricmp(name, metric_names[i].name) == 0) break;
-    if (i == nm)
-      return vtab_error(pVtab, "facevec_knn: unknown metric '%s'; expected euclidean, "
-                               "euclidean_squared, cosine or euclidean_l2",
-                        name);
-    metric = metric_names[i].metric;
-  }
-  if (arg[4] && sqlite3_value_type(arg[4]) != SQLITE_NULL) {
-    int t = sqlite3_value_type(arg[4]);
-    if (t != SQLITE_INTEGER && t != SQLITE_FLOAT)
-      return vtab_error(pVtab, "facevec_knn: threshold (argument 5) must be a number, "
-                               "found %s",
-                        knn_type_name(t));
-    thr = sqlite3_value_double(arg[4]);
-    /* SQLite stores a NaN as NULL, but a threshold must never compare false
-    ** silently. */
-    if (isnan(thr))
-      return vtab_error(pVtab, "facevec_knn: threshold must be a number, found NaN");
-    if (thr < 0) {
-      char found[32];
-      format_number(found, sizeof found, arg[4]);
-      return vtab_error(pVtab, "facevec_knn: threshold must be >= 0, found %s", found);
-    }
-    has_thr = !isinf(thr); /* +infinity: no limit */
-  }
-
-  /* The query vector: a float32 BLOB (copied, for alignment) or JSON. */
-  {
-    int t = sqlite3_value_type(arg[1]);
-    if (t == SQLITE_BLOB) {
-      int nb = sqlite3_value_bytes(arg[1]);
-      const void *p = sqlite3_value_blob(arg[1]);
-      if (nb <= 0 || nb % 4)
-        return vtab_error(pVtab, "facevec_knn: query (argument 2): invalid float32 vector "
-                                 "BLOB length, must be a positive multiple of 4, found %d "
-                                 "bytes",
-                          nb);
-      dim = (size_t)nb / 4;
-      qbuf = sqlite3_malloc64(dim * sizeof(float));
-      if (!qbuf || !p) {
-        sqlite3_free(qbuf);
-        return SQLITE_NOMEM;
-      }
-      memcpy(qbuf, p, (size_t)nb);
-    } else if (t == SQLITE_TEXT) {
-      const char *text = (const char *)sqlite3_value_text(arg[1]);
-      size_t len = (size_t)sqlite3_value_bytes(arg[1]), pos = 0;
-      long cnt = text ? fv_parse_json(text, len, NULL, 0, &pos) : -1;
-      if (!text) return SQLITE_NOMEM;
-      if (cnt <= 0)
-        return vtab_error(pVtab, cnt == 0 ? "facevec_knn: query (argument 2) is an empty "
-                                            "JSON array"
-                                          : "facevec_knn: query (argument 2): malformed "
-                                            "JSON array of numbers at character %lld",
-                          (i64)pos);
-      qbuf = sqlite3_malloc64((size_t)cnt * sizeof(float));
-      if (!qbuf) return SQLITE_NOMEM;
-      if (fv_parse_json(text, len, qbuf, (size_t)cnt, &pos) != cnt) {
-        sqlite3_free(qbuf);
-        return vtab_error(pVtab, "facevec_knn: query (argument 2): number out of float32 "
-                                 "range at character %lld",
-                          (i64)pos);
-      }
-      dim = (size_t)cnt;
-    } else {
-      return vtab_error(pVtab, "facevec_knn: query (argument 2) must be a float32 vector "
-                               "BLOB or a JSON array TEXT, found %s",
-                        knn_type_name(t));
-    }
-    q = qbuf;
-  }
-
-  rc = knn_search(db, tbl, q, dim, k, metric, has_thr, thr, &c->ids, &c->dist, &c->n,
-                  &zErr);
-  if (rc != SQLITE_OK && rc != SQLITE_NOMEM) {
-    sqlite3_free(pVtab->zErrMsg);
-    pVtab->zErrMsg = zErr;
-    zErr = NULL;
-  }
-  sqlite3_free(zErr);
-  sqlite3_free(qbuf);
-  return rc;
+  return vtab_take_error(pVtab, zErr);
 }
 
 static int knnNext(sqlite3_vtab_cursor *cur) {
@@ -635,13 +635,13 @@ static int knnNext(sqlite3_vtab_cursor *cur) {
 
 static int knnEof(sqlite3_vtab_cursor *cur) {
   knn_cursor *c = (knn_cursor *)cur;
-  return c->i >= c->n;
+  return c->i >= c->result.n;
 }
 
 static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
   knn_cursor *c = (knn_cursor *)cur;
   switch (col) {
-    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->dist[c->i]); break;
+    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->result.dist[c->i]); break;
     case KNN_COL_RANK: sqlite3_result_int64(ctx, (i64)c->i + 1); break;
     default: sqlite3_result_null(ctx); break; /* hidden arguments */
   }
@@ -650,7 +650,7 @@ static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
 
 static int knnRowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *pRowid) {
   knn_cursor *c = (knn_cursor *)cur;
-  *pRowid = c->ids[c->i];
+  *pRowid = (sqlite3_int64)c->result.ids[c->i];
   return SQLITE_OK;
 }
 

@@ -13,6 +13,7 @@ SQLITE_EXTENSION_INIT3
 
 #include "facevec.h"
 #include "knn_store.h"
+#include "vector_arg.h"
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -47,16 +48,6 @@ int knn_prepare(sqlite3 *db, sqlite3_stmt **st, char **pzErr, const char *fmt,
 
 void knn_db_error(sqlite3 *db, char **pzErr) {
   if (!*pzErr) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
-}
-
-const char *knn_type_name(int type) {
-  switch (type) {
-    case SQLITE_INTEGER: return "INTEGER";
-    case SQLITE_FLOAT: return "REAL";
-    case SQLITE_TEXT: return "TEXT";
-    case SQLITE_BLOB: return "BLOB";
-    default: return "NULL";
-  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -226,7 +217,7 @@ int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
     int type = sqlite3_column_type(st, i);
     if (type != SQLITE_INTEGER && !(i == 8 && type == SQLITE_NULL)) {
       rc = knn_corrupt(pzErr, fn, ix, "%s is %s", sqlite3_column_name(st, i),
-                       knn_type_name(type));
+                       fv_type_name(type));
       goto finish;
     }
   }
@@ -527,72 +518,69 @@ int knn_index_check(sqlite3 *db, const char *fn, knn_index *ix, int *triggers_ok
 /* ------------------------------------------------------------------------ */
 /* Reading a source row's vector                                             */
 
-int knn_source_vector(const char *fn, const knn_index *ix, i64 rid, int type,
-                         const void *data, int nbytes, i64 want_dim, const float **out,
-                         size_t *n, int *has, float **scratch, size_t *scratch_cap,
-                         char **pzErr) {
-  *has = 0;
-  *n = 0;
+int knn_row_vector(const char *fn, const knn_index *ix, i64 rid, int type, const void *data,
+                   int nbytes, i64 want_dim, fv_vector *out, char **pzErr) {
+  char err[FV_ERR_MAX], *subject;
+  fv_arg arg;
+  int rc;
+  memset(out, 0, sizeof *out);
   if (type == SQLITE_NULL) return SQLITE_OK;
-  if (type == SQLITE_BLOB) {
-    if (nbytes <= 0 || nbytes % 4) {
-      *pzErr = sqlite3_mprintf("%s: %s row %lld: %s is not a float32 vector, found a "
-                               "BLOB of %d bytes",
-                               fn, ix->tbl, rid, ix->col, nbytes);
-      return SQLITE_ERROR;
-    }
-    *n = (size_t)nbytes / 4;
-    if ((uintptr_t)data % sizeof(float)) {
-      /* Copy unaligned data; the kernels do not need it, our memcpy does. */
-      if (*scratch_cap < *n) {
-        float *p = sqlite3_realloc64(*scratch, *n * sizeof(float));
-        if (!p) return SQLITE_NOMEM;
-        *scratch = p;
-        *scratch_cap = *n;
-      }
-      memcpy(*scratch, data, (size_t)nbytes);
-      *out = *scratch;
-    } else {
-      *out = (const float *)data;
-    }
-  } else if (type == SQLITE_TEXT) {
-    size_t pos = 0;
-    long cnt = fv_parse_json((const char *)data, (size_t)nbytes, NULL, 0, &pos);
-    if (cnt <= 0) {
-      *pzErr = sqlite3_mprintf("%s: %s row %lld: %s is TEXT but not a JSON array of "
-                               "numbers (problem at character %lld)",
-                               fn, ix->tbl, rid, ix->col, (i64)(cnt < 0 ? pos : 0));
-      return SQLITE_ERROR;
-    }
-    if (*scratch_cap < (size_t)cnt) {
-      float *p = sqlite3_realloc64(*scratch, (size_t)cnt * sizeof(float));
-      if (!p) return SQLITE_NOMEM;
-      *scratch = p;
-      *scratch_cap = (size_t)cnt;
-    }
-    if (fv_parse_json((const char *)data, (size_t)nbytes, *scratch, (size_t)cnt, &pos) !=
-        cnt) {
-      *pzErr = sqlite3_mprintf("%s: %s row %lld: %s holds a number out of float32 range "
-                               "at character %lld",
-                               fn, ix->tbl, rid, ix->col, (i64)pos);
-      return SQLITE_ERROR;
-    }
-    *out = *scratch;
-    *n = (size_t)cnt;
-  } else {
-    *pzErr = sqlite3_mprintf("%s: %s row %lld: %s must be a float32 vector BLOB or a "
-                             "JSON array TEXT, found %s",
-                             fn, ix->tbl, rid, ix->col, knn_type_name(type));
+  arg.type = type; /* FV_TYPE_* are SQLite's numbers */
+  arg.data = data;
+  arg.nbytes = nbytes > 0 ? (size_t)nbytes : 0;
+  subject = sqlite3_mprintf("%s row %lld: %s", ix->tbl, rid, ix->col);
+  if (!subject) return SQLITE_NOMEM;
+  rc = fv_vector_parse(fn, subject, &arg, out, err);
+  sqlite3_free(subject);
+  if (rc == FV_ARG_NOMEM) return SQLITE_NOMEM;
+  if (rc != FV_ARG_OK) {
+    *pzErr = sqlite3_mprintf("%s", err);
     return SQLITE_ERROR;
   }
-  if (want_dim > 0 && (i64)*n != want_dim) {
-    *pzErr = sqlite3_mprintf("%s: %s row %lld: %s has %lld dimensions, the index has "
-                             "%lld",
-                             fn, ix->tbl, rid, ix->col, (i64)*n, want_dim);
+  if (want_dim > 0 && (i64)out->n != want_dim) {
+    *pzErr = sqlite3_mprintf("%s: %s row %lld: %s has %lld dimensions, the index has %lld", fn,
+                             ix->tbl, rid, ix->col, (i64)out->n, want_dim);
+    fv_vector_free(out);
     return SQLITE_ERROR;
   }
-  *has = 1;
   return SQLITE_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The rowid map                                                             */
+
+int knn_map_prepare(sqlite3 *db, const knn_index *ix, sqlite3_stmt **map_get, char **pzErr) {
+  return knn_prepare(db, map_get, pzErr,
+                     "SELECT chunk, slot FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1",
+                     ix->tbl);
+}
+
+int knn_map_find(sqlite3 *db, const char *fn, const knn_index *ix, sqlite3_stmt *map_get,
+                 i64 rid, i64 *chunk, i64 *slot, char **pzErr) {
+  int rc, found = 0, typed = 0;
+  *chunk = *slot = 0;
+  sqlite3_bind_int64(map_get, 1, rid);
+  rc = sqlite3_step(map_get);
+  if (rc == SQLITE_ROW) {
+    found = 1;
+    typed = sqlite3_column_type(map_get, 0) == SQLITE_INTEGER &&
+            sqlite3_column_type(map_get, 1) == SQLITE_INTEGER;
+    *chunk = sqlite3_column_int64(map_get, 0);
+    *slot = sqlite3_column_int64(map_get, 1);
+    rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  } else {
+    knn_db_error(db, pzErr);
+  }
+  sqlite3_reset(map_get);
+  if (rc == SQLITE_OK && found &&
+      (!typed || *chunk < 1 || *chunk > ix->tail_chunk || *slot < 0 ||
+       *slot >= (*chunk == ix->tail_chunk ? ix->tail_used : ix->chunk_size)))
+    rc = knn_corrupt(pzErr, fn, ix, "row %lld is mapped to slot %lld of chunk %lld", rid, *slot,
+                     *chunk);
+  if (rc != SQLITE_OK) *chunk = *slot = 0;
+  return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -613,8 +601,6 @@ typedef struct knn_writer {
   unsigned char *app_valid;
   i64 app_start, app_n;
   unsigned char *bitmap; /* chunk_size / 8 bytes of scratch */
-  float *scratch;
-  size_t scratch_cap;
   char *zErr;
 } knn_writer;
 
@@ -639,7 +625,6 @@ static void writer_free(knn_writer *w) {
   sqlite3_free(w->app_rid);
   sqlite3_free(w->app_valid);
   sqlite3_free(w->bitmap);
-  sqlite3_free(w->scratch);
 }
 
 static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix) {
@@ -653,26 +638,20 @@ static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix
   rc = knn_prepare(db, &w->src_get, &w->zErr,
                    "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1",
                    ix->col, ix->tbl, ix->pk);
-  if (rc == SQLITE_OK)
-    rc = knn_prepare(db, &w->map_get, &w->zErr,
-                     "SELECT chunk, slot FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1",
-                     ix->tbl);
-  if (rc == SQLITE_OK)
-    rc = knn_prepare(db, &w->map_ins, &w->zErr,
-                     "INSERT INTO \"main\".\"%w_fvknn_rowids\"(rid, chunk, slot) "
-                     "VALUES (?1, ?2, ?3)",
-                     ix->tbl);
-  if (rc == SQLITE_OK)
-    rc = knn_prepare(db, &w->map_del, &w->zErr,
-                     "DELETE FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1", ix->tbl);
-  if (rc == SQLITE_OK)
-    rc = knn_prepare(db, &w->chunk_new, &w->zErr,
-                     "INSERT INTO \"main\".\"%w_fvknn_chunks\"(id, valid, rowids, vectors) "
-                     "VALUES (?1, zeroblob(?2), zeroblob(?3), zeroblob(?4))",
-                     ix->tbl);
-  if (rc == SQLITE_OK)
-    rc = knn_prepare(db, &w->chunk_del, &w->zErr,
-                     "DELETE FROM \"main\".\"%w_fvknn_chunks\" WHERE id = ?1", ix->tbl);
+  if (rc == SQLITE_OK) rc = knn_map_prepare(db, ix, &w->map_get, &w->zErr);
+  const struct {
+    sqlite3_stmt **st;
+    const char *sql; /* %w: the table */
+  } statements[] = {
+      {&w->map_ins,
+       "INSERT INTO \"main\".\"%w_fvknn_rowids\"(rid, chunk, slot) VALUES (?1, ?2, ?3)"},
+      {&w->map_del, "DELETE FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = ?1"},
+      {&w->chunk_new, "INSERT INTO \"main\".\"%w_fvknn_chunks\"(id, valid, rowids, vectors) "
+                      "VALUES (?1, zeroblob(?2), zeroblob(?3), zeroblob(?4))"},
+      {&w->chunk_del, "DELETE FROM \"main\".\"%w_fvknn_chunks\" WHERE id = ?1"},
+  };
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof statements / sizeof statements[0]; i++)
+    rc = knn_prepare(db, statements[i].st, &w->zErr, statements[i].sql, ix->tbl);
   return rc;
 }
 
@@ -889,48 +868,28 @@ static int writer_remove(knn_writer *w, i64 rid, i64 chunk, i64 slot) {
 ** (type, data, nbytes) (type SQLITE_NULL for a NULL or missing row). */
 static int writer_apply(knn_writer *w, i64 rid, int type, const void *data, int nbytes) {
   knn_index *ix = w->ix;
-  const float *vec = NULL;
-  size_t n = 0;
-  int has = 0, rc;
+  fv_vector vec;
   i64 chunk = 0, slot = 0;
-  int mapped = 0, typed = 0;
+  int mapped = 0, rc;
 
-  rc = knn_source_vector(w->fn, ix, rid, type, data, nbytes, ix->dim, &vec, &n, &has,
-                     &w->scratch, &w->scratch_cap, &w->zErr);
+  rc = knn_row_vector(w->fn, ix, rid, type, data, nbytes, ix->dim, &vec, &w->zErr);
   if (rc != SQLITE_OK) return rc;
-  if (has && ix->dim == 0) {
-    ix->dim = (i64)n;
+  if (vec.v && ix->dim == 0) {
+    ix->dim = (i64)vec.n;
     if (ix->chunk_size == 0) ix->chunk_size = auto_chunk_size(ix->dim);
   }
-  sqlite3_bind_int64(w->map_get, 1, rid);
-  rc = sqlite3_step(w->map_get);
-  if (rc == SQLITE_ROW) {
-    mapped = 1;
-    typed = sqlite3_column_type(w->map_get, 0) == SQLITE_INTEGER &&
-            sqlite3_column_type(w->map_get, 1) == SQLITE_INTEGER;
-    chunk = sqlite3_column_int64(w->map_get, 0);
-    slot = sqlite3_column_int64(w->map_get, 1);
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_OK;
-  } else {
-    knn_db_error(w->db, &w->zErr);
+  rc = knn_map_find(w->db, w->fn, ix, w->map_get, rid, &chunk, &slot, &w->zErr);
+  mapped = chunk > 0;
+  if (rc == SQLITE_OK && (vec.v || mapped)) rc = writer_alloc(w);
+  if (rc == SQLITE_OK && mapped) rc = writer_check_slot(w, rid, chunk, slot);
+  if (rc == SQLITE_OK) {
+    if (vec.v)
+      rc = mapped ? writer_overwrite(w, chunk, slot, vec.v) : writer_append(w, rid, vec.v);
+    else if (mapped)
+      rc = writer_remove(w, rid, chunk, slot);
   }
-  sqlite3_reset(w->map_get);
-  if (rc != SQLITE_OK) return rc;
-  if (mapped && (!typed || chunk < 1 || chunk > ix->tail_chunk || slot < 0 ||
-                 slot >= (chunk == ix->tail_chunk ? ix->tail_used : ix->chunk_size)))
-    return knn_corrupt(&w->zErr, w->fn, ix, "row %lld is mapped to slot %lld of chunk %lld",
-                       rid, slot, chunk);
-  if (has || mapped) {
-    rc = writer_alloc(w);
-    if (rc == SQLITE_OK && mapped) rc = writer_check_slot(w, rid, chunk, slot);
-    if (rc != SQLITE_OK) return rc;
-  }
-  if (has) {
-    return mapped ? writer_overwrite(w, chunk, slot, vec) : writer_append(w, rid, vec);
-  }
-  return mapped ? writer_remove(w, rid, chunk, slot) : SQLITE_OK;
+  fv_vector_free(&vec);
+  return rc;
 }
 
 /* Reconcile rid by reading its current value from the source table. */
@@ -988,7 +947,7 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
     last_seq = sqlite3_column_int64(log_st, 0);
     if (sqlite3_column_type(log_st, 1) != SQLITE_INTEGER) {
       rc = knn_corrupt(&w.zErr, fn, ix, "its log holds a %s rowid",
-                       knn_type_name(sqlite3_column_type(log_st, 1)));
+                       fv_type_name(sqlite3_column_type(log_st, 1)));
       goto finish;
     }
     rc = writer_apply_rid(&w, sqlite3_column_int64(log_st, 1));

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "sqlite3ext.h"
+#include "vector_arg.h"
 
 typedef sqlite3_int64 i64;
 
@@ -40,11 +41,10 @@ typedef struct knn_index {
 } knn_index;
 
 /* Small helpers: one formatted statement run or prepared (sqlite3_mprintf
-** syntax), db's last message into *pzErr unless set, a type's name. */
+** syntax), db's last message into *pzErr unless set. */
 int knn_exec(sqlite3 *db, char **pzErr, const char *fmt, ...);
 int knn_prepare(sqlite3 *db, sqlite3_stmt **st, char **pzErr, const char *fmt, ...);
 void knn_db_error(sqlite3 *db, char **pzErr);
-const char *knn_type_name(int type);
 i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl);
 
 /* Load the description of tbl's index and check its numbers against each
@@ -65,13 +65,20 @@ void knn_index_clear(knn_index *ix);
 ** ..."; returns SQLITE_ERROR (SQLITE_NOMEM without memory). */
 int knn_corrupt(char **pzErr, const char *fn, const knn_index *ix, const char *fmt, ...);
 
-/* Vector of column value (type, data, bytes) of row rid into *out (pointing
-** into data or into *scratch, grown as needed). Sets *has to 0 for NULL.
-** Messages name function fn. */
-int knn_source_vector(const char *fn, const knn_index *ix, i64 rid, int type,
-                      const void *data, int nbytes, i64 want_dim, const float **out,
-                      size_t *n, int *has, float **scratch, size_t *scratch_cap,
-                      char **pzErr);
+/* The vector in row rid's column value (type, data, nbytes), read by the
+** one vector parser (vector_arg.h), of want_dim elements unless want_dim is
+** 0. out->v is NULL for a NULL value; fv_vector_free releases it. Messages
+** name fn, the table, the row and the column. */
+int knn_row_vector(const char *fn, const knn_index *ix, i64 rid, int type, const void *data,
+                   int nbytes, i64 want_dim, fv_vector *out, char **pzErr);
+
+/* The rowid map: map_get is "SELECT chunk, slot FROM <table>_fvknn_rowids
+** WHERE rid = ?1" (knn_map_prepare). knn_map_find gives row rid's (chunk,
+** slot), *chunk = 0 when the map has no entry; an entry that is not two
+** INTEGERs within the index's slots in use is an error naming fn. */
+int knn_map_prepare(sqlite3 *db, const knn_index *ix, sqlite3_stmt **map_get, char **pzErr);
+int knn_map_find(sqlite3 *db, const char *fn, const knn_index *ix, sqlite3_stmt *map_get,
+                 i64 rid, i64 *chunk, i64 *slot, char **pzErr);
 
 /* Drop any index on tbl and create an empty one whose build cursor covers
 ** every row; *ix describes it. */

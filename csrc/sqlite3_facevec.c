@@ -186,18 +186,29 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   distance_checked(ctx, f, argv);
 }
 
+/* The start of a one-vector function: a NULL argument gives NULL (returns
+** 0), an unreadable one its error (0); else *a holds it (1), and the caller
+** releases it with fv_vector_free. */
+static int single_vector(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
+                         fv_vector *a) {
+  int cache = 0;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return 0;
+  }
+  if (vector_arg(ctx, fn, argv, 0, a, &cache) != SQLITE_OK) {
+    fv_vector_free(a);
+    return 0;
+  }
+  return 1;
+}
+
 /* vector_dims(a) -> INTEGER number of elements; NULL if a is NULL. */
 static void vector_dims_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_dims", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_dims", argv, &a)) return;
   sqlite3_result_int64(ctx, (sqlite3_int64)a.n);
-finish:
   fv_vector_free(&a);
 }
 
@@ -205,25 +216,17 @@ finish:
 ** element is NaN or infinite (JSON has no such numbers). */
 static void vector_to_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   char err[FV_ERR_MAX];
   size_t len = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_to_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_to_json", argv, &a)) return;
   char *json = fv_vector_to_json("vector_to_json", &a, &len, err);
-  if (!json) {
-    if (err[0])
-      sqlite3_result_error(ctx, err, -1);
-    else
-      sqlite3_result_error_nomem(ctx);
-    goto finish;
-  }
-  sqlite3_result_text64(ctx, json, len, free, SQLITE_UTF8);
-finish:
+  if (json)
+    sqlite3_result_text64(ctx, json, len, free, SQLITE_UTF8);
+  else if (err[0])
+    sqlite3_result_error(ctx, err, -1);
+  else
+    sqlite3_result_error_nomem(ctx);
   fv_vector_free(&a);
 }
 
@@ -231,15 +234,9 @@ finish:
 ** checked and returned as it is); NULL if a is NULL. */
 static void vector_from_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_from_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_from_json", argv, &a)) return;
   sqlite3_result_blob64(ctx, a.v, (sqlite3_uint64)a.n * 4, SQLITE_TRANSIENT);
-finish:
   fv_vector_free(&a);
 }
 

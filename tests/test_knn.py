@@ -592,8 +592,23 @@ Q4 = np.ones(4, np.float32).tobytes()
         (
             "SELECT * FROM facevec_knn('face_meta', x'000000', 3)",
             (),
-            "facevec_knn: query (argument 2): invalid float32 vector BLOB length, must be a "
-            "positive multiple of 4, found 3 bytes",
+            "facevec_knn: query (argument 2): invalid float32 vector BLOB length, must be "
+            "divisible by 4, found 3 bytes",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', x'', 3)",
+            (),
+            "facevec_knn: query (argument 2) is an empty BLOB, expected float32 values",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[]', 3)",
+            (),
+            "facevec_knn: query (argument 2) is an empty JSON array",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[1, 1e39, 0, 0]', 3)",
+            (),
+            "facevec_knn: query (argument 2): number out of float32 range at character 4",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', 42, 3)",
@@ -703,6 +718,26 @@ def test_error_bad_rows(ext):
         ),
     ):
         conn.execute("SELECT facevec_knn_sync('face_meta')")
+    # Rows are read by the same parser as arguments, with the row named.
+    for value, problem in [
+        (
+            "x'000000'",
+            ": invalid float32 vector BLOB length, must be divisible by 4, found 3 bytes",
+        ),
+        ("x''", " is an empty BLOB, expected float32 values"),
+        ("'[0, 0,'", ": malformed JSON array of numbers at character 6"),
+        ("'[]'", " is an empty JSON array"),
+    ]:
+        conn.execute(f"UPDATE face_meta SET embedding = {value} WHERE id = 9")
+        for sql, fn in [
+            ("SELECT facevec_knn_sync('face_meta')", "facevec_knn_sync"),
+            ("SELECT * FROM facevec_knn('face_meta', '[1, 1, 1, 1]', 3)", "facevec_knn"),
+        ]:
+            with pytest.raises(
+                pysqlite3.OperationalError,
+                match="^" + re.escape(f"{fn}: face_meta row 9: embedding{problem}") + "$",
+            ):
+                conn.execute(sql).fetchall()
     conn.execute("UPDATE face_meta SET embedding = '[0, 0, 0, 0]' WHERE id = 9")  # JSON is fine
     conn.execute("SELECT facevec_knn_sync('face_meta')")
     assert knn(conn, [0, 0, 0, 0], 1) == [(9, 0.0)]
