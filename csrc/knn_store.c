@@ -15,6 +15,9 @@ SQLITE_EXTENSION_INIT3
 #include "knn_store.h"
 #include "vector_arg.h"
 
+/* Bytes of vectors the writer buffers before writing them into the tail. */
+#define KNN_APPEND_BYTES (1024 * 1024)
+
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
@@ -599,7 +602,7 @@ typedef struct knn_writer {
   float *app_vec;
   i64 *app_rid;
   unsigned char *app_valid;
-  i64 app_start, app_n;
+  i64 app_start, app_n, app_cap;
   unsigned char *bitmap; /* chunk_size / 8 bytes of scratch */
   char *zErr;
 } knn_writer;
@@ -666,10 +669,15 @@ static int writer_alloc(knn_writer *w) {
                               KNN_MAX_CHUNK_BYTES);
     return SQLITE_ERROR;
   }
-  w->app_vec = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * (sqlite3_uint64)ix->dim *
+  /* Appends are buffered up to about KNN_APPEND_BYTES, not a whole chunk:
+  ** memory stays small whatever chunk size the index names. */
+  w->app_cap = KNN_APPEND_BYTES / (ix->dim * 4);
+  if (w->app_cap < 64) w->app_cap = 64;
+  if (w->app_cap > ix->chunk_size) w->app_cap = ix->chunk_size;
+  w->app_vec = sqlite3_malloc64((sqlite3_uint64)w->app_cap * (sqlite3_uint64)ix->dim *
                                 sizeof(float));
-  w->app_rid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
-  w->app_valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size);
+  w->app_rid = sqlite3_malloc64((sqlite3_uint64)w->app_cap * sizeof(i64));
+  w->app_valid = sqlite3_malloc64((sqlite3_uint64)w->app_cap);
   w->bitmap = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
   if (!w->app_vec || !w->app_rid || !w->app_valid || !w->bitmap) return SQLITE_NOMEM;
   w->app_start = ix->tail_used;
@@ -800,6 +808,10 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
     ix->tail_used = 0;
     w->app_start = 0;
     w->app_n = 0;
+  }
+  if (w->app_n == w->app_cap) {
+    rc = writer_flush(w);
+    if (rc != SQLITE_OK) return rc;
   }
   i64 slot = ix->tail_used;
   memcpy(w->app_vec + w->app_n * ix->dim, vec, (size_t)ix->dim * sizeof(float));

@@ -63,6 +63,7 @@ def ext() -> str:
         (200, 7, 64),
         (1000, 128, 128),
         (3000, 33, None),
+        (300, 2048, 1024),  # appends written in pieces: 128 vectors fill the 1 MiB buffer
     ],
 )
 @pytest.mark.parametrize("metric", list(SCALAR))
