@@ -1,6 +1,8 @@
 /*
-** knn_sql.c - exact k-nearest-neighbour search over a table's embeddings, stored
-** in the same SQLite database in large contiguous chunks.
+** knn_sql.c - the SQL interface of facevec's knn index: exact k-nearest-
+** neighbour search over a table's embeddings, kept in the same SQLite
+** database in large contiguous chunks (knn_store.c) and scanned with the
+** SIMD kernels into a bounded heap (knn_search.c).
 **
 ** SQL interface (all in schema "main"):
 **
@@ -19,11 +21,12 @@
 **
 **   SELECT rowid, distance, rank
 **   FROM facevec_knn(table, query, k [, metric [, threshold]]);
-**       The k rows nearest to query (float32 BLOB or JSON array), ascending
-**       by distance, ties by rowid; metric 'euclidean' (default),
-**       'euclidean_squared', 'cosine' or 'euclidean_l2'; only rows with
-**       distance <= threshold when one is given. Distances equal, bit for
-**       bit, the scalar <metric>_distance(embedding, query).
+**       At most k rows (any INTEGER >= 1) nearest to query (float32 BLOB or
+**       JSON array), ascending by distance, ties by rowid; metric
+**       'euclidean' (default), 'euclidean_squared', 'cosine' or
+**       'euclidean_l2'; only rows with distance <= threshold when one is
+**       given (NULL or +infinity: no limit). Distances equal, bit for bit,
+**       the scalar <metric>_distance(embedding, query).
 **
 ** Storage, for table T (T's rowid must be an INTEGER PRIMARY KEY column, so
 ** that VACUUM cannot renumber it):
@@ -38,7 +41,9 @@
 **                       T; facevec_knn_sync empties it.
 **
 ** A query is never stale: rows named in the log (and, during a build, rows
-** past the build cursor) are skipped in the chunks and read from T itself.
+** past the build cursor or unknown to the map) are skipped in the chunks and
+** read from T itself. Nothing read from these tables is trusted: a damaged
+** index is an error that names T and asks for a rebuild (knn_store.c).
 ** Every call's writes form one transaction (BEGIN IMMEDIATE, or a SAVEPOINT
 ** inside the caller's transaction), so a crash leaves either the old or the
 ** new index, and concurrent writers wait for each other.
@@ -47,8 +52,9 @@
 ** trigger of the file); see the security model in sqlite3_facevec.c.
 **
 ** Limits: a REPLACE that deletes a row through a UNIQUE constraint other than
-** the rowid fires no DELETE trigger unless PRAGMA recursive_triggers is on
-** (rebuild afterwards otherwise). A query copies each chunk through
+** the rowid fires no DELETE trigger unless PRAGMA recursive_triggers is on;
+** the next full facevec_knn_sync then finds the index holding a row too
+** many and asks for a rebuild. A query copies each chunk through
 ** sqlite3_blob_read into a 128 KiB buffer; with PRAGMA mmap_size covering the
 ** file those copies come from the mapping instead of one read() per page,
 ** about twice as fast.
@@ -82,7 +88,6 @@ static const metric_name metric_names[] = {
 
 /* ------------------------------------------------------------------------ */
 /* Transactions around the writing functions                                 */
-
 
 /* Every write of one call is atomic. In autocommit mode the call runs in a
 ** BEGIN IMMEDIATE transaction: it takes the write lock up front, waiting in

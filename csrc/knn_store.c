@@ -1,7 +1,13 @@
 /*
 ** knn_store.c - the knn index's tables: its description in facevec_knn_index,
-** the chunks, and the writer that keeps them in step with the source table.
-** See knn_sql.c for the SQL interface and the storage layout.
+** the chunks, the rowid map, and the writer that keeps them in step with the
+** source table. See knn_sql.c for the SQL interface and the storage layout.
+**
+** The file is input, never trusted: every number read from these tables
+** (counts, dimension, chunk size, slots, bitmaps, rowid arrays, map entries,
+** blob lengths) is checked against the others and against the real blob
+** sizes before it sizes a buffer, bounds a loop or steers a write
+** (knn_index_load, knn_index_check, knn_map_find, writer_check_slot).
 */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT3
