@@ -12,10 +12,19 @@
 **     facevec_knn with each metric and a threshold, the face_meta lookup of
 **     the ids it returned;
 **   - `facevec index` afterwards: facevec_knn_sync, then the search again.
+**   - `facevec reindex`: facevec_knn_create, facevec_knn_sync in batches,
+**     facevec_knn_status, and the search once more.
 ** SQL errors are expected (most mutations corrupt the file); a crash, a
 ** sanitizer report, or a facevec_knn answer that is not sorted, repeats a
 ** row or exceeds k is a failure. Like fuzz_sql_functions.c, the extension's
 ** sources are compiled in with -DSQLITE_CORE against the system libsqlite3.
+**
+** Mutations: half of them are libFuzzer's own, on the file's bytes; the
+** other half (LLVMFuzzerCustomMutator) open the file and change one thing a
+** forger would, through SQL: a number or name of the index's description, a
+** chunk's blobs or id, a rowid map entry, the log, a trigger, or face_meta's
+** rows, then write the file back. A byte-level mutation of a 30 KB file
+** rarely lands on the few bytes that hold the index's numbers; these do.
 */
 #include <math.h>
 #include <stdint.h>
@@ -135,6 +144,24 @@ static void find_knn(sqlite3 *db, const float *query, int dim, const char *metri
   sqlite3_finalize(st);
 }
 
+/* `facevec reindex` (facevec/knn.py build): create, sync in batches, status. */
+static void reindex(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  run(db, "SELECT facevec_knn_create('face_meta', 'embedding')");
+  if (sqlite3_prepare_v2(db, "SELECT facevec_knn_sync('face_meta', 20)", -1, &st, NULL) !=
+      SQLITE_OK)
+    return;
+  for (int i = 0; i < 100; i++) { /* batches until one comes back short */
+    int rc = sqlite3_step(st);
+    int more = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) == 20;
+    expect_done_or_error(db, rc == SQLITE_ROW ? SQLITE_DONE : rc);
+    sqlite3_reset(st);
+    if (!more) break;
+  }
+  sqlite3_finalize(st);
+  run(db, "SELECT facevec_knn_status('face_meta')");
+}
+
 /* Stop statements that run away (a mutated file can hold a deep recursion). */
 static int progress(void *steps) {
   return ++*(int *)steps > 2000;
@@ -181,6 +208,155 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   run(db, "SELECT facevec_knn_sync('face_meta')");
   steps = 0;
   find_knn(db, query, 8, metrics[(pick >> 2) % 4], -1.0);
+  steps = 0;
+  reindex(db);
+  steps = 0;
+  find_knn(db, query, 8, metrics[(pick >> 4) % 4], (pick & 64) ? 0.5 : -1.0);
   sqlite3_close(db);
   return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Structure-aware mutations                                                 */
+
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
+
+static uint64_t rng_next(uint64_t *state) { /* splitmix64 */
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* An SQL literal a forger might write: boundaries, types, near values. */
+static char *forged_value(uint64_t *state) {
+  static const char *const values[] = {
+      "-1", "0", "1", "2", "3", "7", "8", "9", "63", "64", "65", "127", "128", "4096",
+      "8192", "65536", "2147483647", "2147483648", "4611686018427387904",
+      "9223372036854775807", "-9223372036854775808", "NULL", "'x'", "''", "1.5", "-0.0",
+      "x''", "x'00'", "9e999", "'face_meta'", "'embedding'", "'id'", "'img_name'",
+  };
+  uint64_t r = rng_next(state);
+  if (r % 4 == 0) return sqlite3_mprintf("%lld", (long long)(rng_next(state) % 200) - 20);
+  return sqlite3_mprintf("%s", values[r % (sizeof values / sizeof values[0])]);
+}
+
+/* One change through SQL, as sqlite3_mprintf'd statement text. */
+static char *forged_change(uint64_t *state) {
+  static const char *const meta[] = {"dim",       "chunk_size", "tail_chunk", "tail_used",
+                                     "n_vectors", "build_next", "format",     "col",
+                                     "pk",        "tbl"};
+  static const char *const blobs[] = {"valid", "rowids", "vectors"};
+  char *value = forged_value(state), *sql = NULL;
+  uint64_t r = rng_next(state), n = rng_next(state) % 64, chunk = rng_next(state) % 3 + 1;
+  const char *blob = blobs[rng_next(state) % 3];
+  switch (r % 14) {
+    case 0:
+    case 1:
+      sql = sqlite3_mprintf("UPDATE facevec_knn_index SET %s = %s", meta[rng_next(state) % 10],
+                            value);
+      break;
+    case 2: /* one byte of a chunk's blob */
+      sql = sqlite3_mprintf("UPDATE face_meta_fvknn_chunks SET %s = substr(%s, 1, %llu) || "
+                            "x'%02x' || substr(%s, %llu) WHERE id = %llu",
+                            blob, blob, (unsigned long long)n * 4,
+                            (unsigned)(rng_next(state) & 0xFF), blob,
+                            (unsigned long long)n * 4 + 2, (unsigned long long)chunk);
+      break;
+    case 3: /* a chunk's blob cut, grown, or replaced */
+      if ((r >> 8) % 3 == 0)
+        sql = sqlite3_mprintf("UPDATE face_meta_fvknn_chunks SET %s = substr(%s, 1, "
+                              "length(%s) - 8) WHERE id = %llu",
+                              blob, blob, blob, (unsigned long long)chunk);
+      else if ((r >> 8) % 3 == 1)
+        sql = sqlite3_mprintf("UPDATE face_meta_fvknn_chunks SET %s = %s || zeroblob(8) "
+                              "WHERE id = %llu",
+                              blob, blob, (unsigned long long)chunk);
+      else
+        sql = sqlite3_mprintf("UPDATE face_meta_fvknn_chunks SET %s = %s WHERE id = %llu", blob,
+                              value, (unsigned long long)chunk);
+      break;
+    case 4:
+      sql = sqlite3_mprintf("UPDATE face_meta_fvknn_chunks SET id = %s WHERE id = %llu", value,
+                            (unsigned long long)chunk);
+      break;
+    case 5:
+      sql = sqlite3_mprintf(r & 256 ? "DELETE FROM face_meta_fvknn_chunks WHERE id = %llu"
+                                    : "INSERT INTO face_meta_fvknn_chunks SELECT id + 1, valid, "
+                                      "rowids, vectors FROM face_meta_fvknn_chunks WHERE id = %llu",
+                            (unsigned long long)chunk);
+      break;
+    case 6:
+      sql = sqlite3_mprintf("UPDATE face_meta_fvknn_rowids SET %s = %s WHERE rid = %llu",
+                            r & 256 ? "chunk" : "slot", value, (unsigned long long)n);
+      break;
+    case 7:
+      sql = sqlite3_mprintf(r & 256 ? "DELETE FROM face_meta_fvknn_rowids WHERE rid = %llu"
+                                    : "INSERT OR REPLACE INTO face_meta_fvknn_rowids "
+                                      "VALUES (%llu, 1, 0)",
+                            (unsigned long long)n);
+      break;
+    case 8:
+      sql = sqlite3_mprintf(r & 256 ? "INSERT INTO face_meta_fvknn_log(rid) VALUES (%s)"
+                                    : "DELETE FROM face_meta_fvknn_log WHERE rid = %s",
+                            value);
+      break;
+    case 9:
+      sql = sqlite3_mprintf(r & 256 ? "DROP TRIGGER face_meta_fvknn_%s"
+                                    : "UPDATE sqlite_schema SET sql = replace(sql, 'old.', "
+                                      "'new.') WHERE name = 'face_meta_fvknn_%s'",
+                            (const char *[]){"ins", "del", "upd"}[rng_next(state) % 3]);
+      break;
+    case 10:
+      sql = sqlite3_mprintf("UPDATE face_meta SET embedding = %s WHERE id = %llu",
+                            r & 256 ? value : "randomblob(32)", (unsigned long long)n);
+      break;
+    case 11:
+      sql = sqlite3_mprintf(r & 256 ? "DELETE FROM face_meta WHERE id = %llu"
+                                    : "UPDATE face_meta SET id = id + 1000 WHERE id = %llu",
+                            (unsigned long long)n);
+      break;
+    case 12:
+      sql = sqlite3_mprintf("INSERT INTO face_meta(img_name, face_index, embedding, model_name, "
+                            "created_at) VALUES ('forged%llu', 0, %s, 'Facenet', 'now')",
+                            (unsigned long long)n, r & 256 ? "randomblob(32)" : value);
+      break;
+    default:
+      sql = sqlite3_mprintf("DELETE FROM face_meta_fvknn_log");
+      break;
+  }
+  sqlite3_free(value);
+  return sql;
+}
+
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size,
+                               unsigned int seed) {
+  uint64_t state = seed;
+  sqlite3 *db = NULL;
+  size_t out = 0;
+  if (rng_next(&state) % 2 || size < 512) return LLVMFuzzerMutate(data, size, max_size);
+  if (sqlite3_open(":memory:", &db) == SQLITE_OK) {
+    unsigned char *copy = sqlite3_malloc64(size);
+    if (copy) {
+      memcpy(copy, data, size);
+      if (sqlite3_deserialize(db, "main", copy, (sqlite3_int64)size, (sqlite3_int64)size,
+                              SQLITE_DESERIALIZE_FREEONCLOSE |
+                                  SQLITE_DESERIALIZE_RESIZEABLE) == SQLITE_OK) {
+        sqlite3_db_config(db, SQLITE_DBCONFIG_WRITABLE_SCHEMA, 1, NULL);
+        char *sql = forged_change(&state);
+        if (sql && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK) {
+          sqlite3_int64 n = 0;
+          unsigned char *bytes = sqlite3_serialize(db, "main", &n, 0);
+          if (bytes && n > 0 && (size_t)n <= max_size) {
+            memcpy(data, bytes, (size_t)n);
+            out = (size_t)n;
+          }
+          sqlite3_free(bytes);
+        }
+        sqlite3_free(sql);
+      }
+    }
+    sqlite3_close(db);
+  }
+  return out ? out : LLVMFuzzerMutate(data, size, max_size);
 }

@@ -6,7 +6,8 @@
 # TARGET  sql      fuzz_sql_functions.c: every SQL function, facevec_knn's
 #                  arguments and the kernels on fuzzed bytes (the default);
 #         gallery  fuzz_gallery_file.c: a damaged or hostile gallery file,
-#                  mutated from the seeds in fuzz/gallery_seeds/.
+#                  mutated from the seeds in fuzz/gallery_seeds/ (its bytes,
+#                  and forged values written through SQL).
 # The run stops after RUNS inputs or SECONDS seconds, whichever comes first
 # (defaults: sql 1000000 inputs / 90 s, gallery no limit / 60 s). It fails on
 # a crash, a sanitizer report, or fewer than MIN_RUNS inputs (a run that did

@@ -1,7 +1,8 @@
 """libFuzzer under ASan + UBSan (fuzz/run.sh), bounded to about 2.5 minutes in all:
 every SQL function on fuzzed arguments (up to a million inputs), and damaged
-gallery files mutated from fuzz/gallery_seeds/ through the statements `facevec
-info`, `find --strategy knn` and `index` run. No crash, no sanitizer report.
+gallery files mutated from fuzz/gallery_seeds/ (bytes, and forged values through
+SQL) through the statements `facevec info`, `find --strategy knn`, `index` and
+`reindex` run. No crash, no sanitizer report.
 Needs clang with libFuzzer and libsqlite3's headers."""
 
 from __future__ import annotations
