@@ -16,7 +16,10 @@ from setuptools.command.build_ext import build_ext
 
 LOADABLE = "facevec.bindings.facevec0"
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
-CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"]
+# Hidden by default: the library exports its entry point only. SQLite loads
+# extensions RTLD_GLOBAL, so an exported fv_* function of one build would stand
+# in for another's (two versions in one process, or the cffi module's copy).
+CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"]
 # The one version constant, read without importing the package (which needs the
 # compiled parts this script builds).
 VERSION = re.search(

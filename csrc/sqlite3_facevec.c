@@ -271,8 +271,11 @@ static void isa_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_text(ctx, fv_isa(), -1, SQLITE_STATIC);
 }
 
-#ifdef _WIN32
+/* The one symbol the library exports (everything else is compiled hidden). */
+#if defined(_WIN32)
 __declspec(dllexport)
+#elif defined(__GNUC__)
+__attribute__((visibility("default")))
 #endif
 int sqlite3_facevec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   static const struct {

@@ -46,7 +46,11 @@ ffi.set_source(
     "".join(f'#include "{name}"\n' for name in HEADERS) + "#include <stdlib.h>\n",
     sources=[f"{CSRC}/distance.c", f"{CSRC}/vector_arg.c"],
     include_dirs=[CSRC],
-    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"],
+    # Hidden: the module exports PyInit__kernels only, so a facevec0 library
+    # loaded before it (RTLD_GLOBAL) cannot stand in for its functions.
+    extra_compile_args=[]
+    if sys.platform == "win32"
+    else ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
 )
 
 if __name__ == "__main__":
