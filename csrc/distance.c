@@ -432,6 +432,19 @@ double fv_l2_squared(const float *a, const float *b, size_t n) {
   return sum_ok(s) ? (double)s : l2sq_double(a, b, n);
 }
 
+void fv_l2_squared_rows(const float *q, const float *rows, size_t n_rows, size_t dim,
+                        double *out) {
+  const fv_kernels *k = K();
+  float block[256];
+  for (size_t start = 0; start < n_rows; start += 256) {
+    size_t n = n_rows - start < 256 ? n_rows - start : 256;
+    k->l2sq_rows(q, rows + start * dim, n, dim, block);
+    for (size_t r = 0; r < n; r++)
+      out[start + r] = sum_ok(block[r]) ? (double)block[r]
+                                        : l2sq_double(rows + (start + r) * dim, q, dim);
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Metrics                                                                   */
 

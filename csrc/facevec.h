@@ -72,6 +72,10 @@ int fv_top_k(fv_metric m, const float *query, const float *matrix,
 
 /* sum((a-b)^2), as the SQL functions and the knn index compute it. */
 double fv_l2_squared(const float *a, const float *b, size_t n);
+/* fv_l2_squared(row, q) of each of the n_rows rows (row-major, dim floats
+** each) into out[n_rows], bit for bit, in one call. */
+void fv_l2_squared_rows(const float *q, const float *rows, size_t n_rows, size_t dim,
+                        double *out);
 
 /* Distance between a and b under metric m. Returns FV_OK and sets *out, or
 ** FV_ZERO_NORM (cosine, euclidean_l2) / FV_MISUSE (unknown metric). */

@@ -79,7 +79,10 @@ typedef struct knn_scan {
   size_t dim;
   rid_set pending;
   int pending_has_min;   /* INT64_MIN is pending (cannot live in the set) */
-  sqlite3_stmt *map_get; /* rid -> (chunk, slot) */
+  /* The log's rowids, the chunk ids, rid -> (chunk, slot): prepared for
+  ** this search, or borrowed from the cache (then only reset). */
+  sqlite3_stmt *log_st, *chunks_st, *map_get;
+  int borrowed;
   char *zErr;
 } knn_scan;
 
@@ -87,6 +90,7 @@ typedef struct knn_scan {
 typedef struct knn_query {
   const knn_query_spec *spec;
   double thr_key; /* keys above this cannot qualify (HUGE_VAL: no threshold) */
+  double worst;   /* the full heap's largest key; NaN until the heap is full */
   fv_heap heap;
 } knn_query;
 
@@ -129,9 +133,7 @@ static inline int is_pending(const knn_scan *sc, i64 rid) {
 ** whose rowid was forged, or one left over, cannot pose as a row. */
 static int check_map(knn_scan *sc, i64 rid, i64 at) {
   i64 chunk = 0, slot = 0;
-  int rc = sc->map_get ? SQLITE_OK : knn_map_prepare(sc->db, &sc->ix, &sc->map_get, &sc->zErr);
-  if (rc == SQLITE_OK)
-    rc = knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot,
+  int rc = knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot,
                       &sc->zErr);
   if (rc == SQLITE_OK && (chunk == 0 || slot_key(chunk, slot) != at))
     rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix,
@@ -140,20 +142,17 @@ static int check_map(knn_scan *sc, i64 rid, i64 at) {
   return rc;
 }
 
-/* Score live row rid (vector v, stored at slot_key `at` or -1) for query q.
-** The key is the squared distance for euclidean (its sqrt is taken for the
-** final k only), else the metric's value; the row is argument a, the query
-** b, as in <metric>_distance(embedding, query), so the distances are the
-** scalar functions' to the bit. */
-static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at) {
-  double key;
-  int rc = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED
-               ? (key = fv_l2_squared(v, q->spec->vector, sc->dim), FV_OK)
-               : fv_distance(sc->metric, v, q->spec->vector, sc->dim, &key);
+/* Offer live row rid's key (stored at slot_key `at`, or -1) to query q. The
+** key is the squared distance for euclidean (its sqrt is taken for the
+** final k only), else the metric's value. A key that is no number is an
+** error: the row cannot be ranked. */
+static inline int offer(knn_scan *sc, knn_query *q, int rc, double key, i64 rid, i64 at) {
+  if (key > q->worst) return SQLITE_OK; /* most rows: a full heap's worst beats them */
   if (rc == FV_OK && key == key) {
     if (key <= q->thr_key && fv_heap_accepts(&q->heap, key, rid)) {
       if (heap_reserve(&q->heap) != SQLITE_OK) return SQLITE_NOMEM;
       fv_heap_push(&q->heap, key, rid, at);
+      if (q->heap.size == q->heap.k) q->worst = q->heap.dist[0];
     }
     return SQLITE_OK;
   }
@@ -168,6 +167,17 @@ static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at)
   return SQLITE_ERROR;
 }
 
+/* Score live row rid (vector v) for query q. The row is argument a, the
+** query b, as in <metric>_distance(embedding, query), so the distances are
+** the scalar functions' to the bit. */
+static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at) {
+  double key = NAN; /* unless a distance is computed */
+  int rc = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED
+               ? (key = fv_l2_squared(v, q->spec->vector, sc->dim), FV_OK)
+               : fv_distance(sc->metric, v, q->spec->vector, sc->dim, &key);
+  return offer(sc, q, rc, key, rid, at);
+}
+
 /* Every valid slot of every chunk, read a block of vectors at a time (about
 ** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
 static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
@@ -178,10 +188,11 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   unsigned char *valid = NULL;
   i64 *rowids = NULL;
   float *block = NULL;
+  double *keys = NULL; /* euclidean: block_rows keys per query */
   char *chunks_tbl = NULL;
   const size_t dim = sc->dim, vbytes = dim * sizeof(float);
   size_t block_rows = KNN_BLOCK_BYTES / vbytes;
-  int rc;
+  int rc = SQLITE_OK;
   if (block_rows < 1) block_rows = 1;
   if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
 
@@ -189,13 +200,15 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
   rowids = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
   block = sqlite3_malloc64(block_rows * vbytes);
-  if (!chunks_tbl || !valid || !rowids || !block) {
+  if (sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED) {
+    keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
+    if (!keys) rc = SQLITE_NOMEM;
+  }
+  if (!chunks_tbl || !valid || !rowids || !block || rc == SQLITE_NOMEM) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  rc = knn_prepare(sc->db, &st, &sc->zErr,
-                   "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id", ix->tbl);
-  if (rc != SQLITE_OK) goto finish;
+  st = sc->chunks_st;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 id = sqlite3_column_int64(st, 0);
     size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
@@ -224,6 +237,12 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       if (lo == hi) continue;
       rc = sqlite3_blob_read(blob[2], block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
       if (rc != SQLITE_OK) goto db_error;
+      for (size_t i = 0; i < n_queries; i++) {
+        /* Euclidean keys of the whole block in one kernel call. */
+        if (keys)
+          fv_l2_squared_rows(queries[i].spec->vector, block, hi - lo, dim,
+                             keys + i * block_rows);
+      }
       for (size_t r = lo; r < hi; r++) {
         if (!(valid[r / 8] >> (r % 8) & 1)) continue;
         i64 at = slot_key(id, (i64)r);
@@ -231,6 +250,9 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
         ** be the one the map knows. */
         if (is_pending(sc, rowids[r])) {
           rc = check_map(sc, rowids[r], at);
+        } else if (keys) {
+          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
+            rc = offer(sc, &queries[i], FV_OK, keys[i * block_rows + r - lo], rowids[r], at);
         } else {
           for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
             rc = consider(sc, &queries[i], block + (r - lo) * dim, rowids[r], at);
@@ -246,11 +268,12 @@ db_error:
   knn_db_error(sc->db, &sc->zErr);
 finish:
   for (int c = 0; c < 3; c++) sqlite3_blob_close(blob[c]);
-  sqlite3_finalize(st);
+  if (st) sqlite3_reset(st);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
   sqlite3_free(rowids);
   sqlite3_free(block);
+  sqlite3_free(keys);
   return rc;
 }
 
@@ -295,11 +318,9 @@ finish:
 }
 
 static int load_pending(knn_scan *sc, i64 *n_log) {
-  sqlite3_stmt *st = NULL;
-  int rc = knn_prepare(sc->db, &st, &sc->zErr, "SELECT rid FROM \"main\".\"%w_fvknn_log\"",
-                       sc->ix.tbl);
+  sqlite3_stmt *st = sc->log_st;
+  int rc;
   *n_log = 0;
-  if (rc != SQLITE_OK) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 rid = sqlite3_column_int64(st, 0);
     if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
@@ -317,7 +338,7 @@ static int load_pending(knn_scan *sc, i64 *n_log) {
     rc = SQLITE_OK;
   else if (rc != SQLITE_NOMEM)
     knn_db_error(sc->db, &sc->zErr);
-  sqlite3_finalize(st);
+  sqlite3_reset(st);
   return rc;
 }
 
@@ -393,12 +414,100 @@ void knn_result_clear(knn_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **pzErr) {
+static void cache_statements_clear(knn_cache *c);
+
+void knn_cache_clear(knn_cache *c) {
+  cache_statements_clear(c);
+  sqlite3_finalize(c->schema_st);
+  sqlite3_free(c->table);
+  knn_index_clear(&c->ix);
+  memset(c, 0, sizeof *c);
+}
+
+static char *dup(const char *s) { return s ? sqlite3_mprintf("%s", s) : NULL; }
+
+/* A copy of ix with its own names. */
+static int index_copy(knn_index *to, const knn_index *from) {
+  *to = *from;
+  to->tbl = dup(from->tbl);
+  to->col = dup(from->col);
+  to->pk = dup(from->pk);
+  if (to->tbl && to->col && to->pk) return SQLITE_OK;
+  knn_index_clear(to);
+  return SQLITE_NOMEM;
+}
+
+/* Load and check req's index, or take it from the cache when the file has
+** not changed since the cache was filled (then only the cheap checks of the
+** scan itself run). The read transaction must be open: pin holds it. */
+static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int schema_version) {
+  unsigned data_version = 0;
+  int changes = sqlite3_total_changes(sc->db), rc;
+  int versioned = cache && sqlite3_file_control(sc->db, "main", SQLITE_FCNTL_DATA_VERSION,
+                                                &data_version) == SQLITE_OK;
+  if (versioned && cache->valid && cache->data_version == data_version &&
+      cache->changes == changes && cache->schema_version == schema_version &&
+      strcmp(cache->table, table) == 0)
+    return index_copy(&sc->ix, &cache->ix);
+  rc = knn_index_open(sc->db, "facevec_knn", table, &sc->ix, &sc->zErr);
+  if (rc != SQLITE_OK || !versioned) return rc;
+  cache->valid = 0;
+  sqlite3_free(cache->table);
+  knn_index_clear(&cache->ix);
+  cache->table = dup(table);
+  if (!cache->table || index_copy(&cache->ix, &sc->ix) != SQLITE_OK) return SQLITE_OK;
+  cache->data_version = data_version;
+  cache->changes = changes;
+  cache->schema_version = schema_version;
+  cache->valid = 1;
+  return SQLITE_OK;
+}
+
+static void cache_statements_clear(knn_cache *c) {
+  sqlite3_finalize(c->log_st);
+  sqlite3_finalize(c->chunks_st);
+  sqlite3_finalize(c->map_get);
+  sqlite3_free(c->stmt_table);
+  c->log_st = c->chunks_st = c->map_get = NULL;
+  c->stmt_table = NULL;
+}
+
+/* The statements of a search of sc's index: the cache's when it holds them
+** for this table, else prepared (and given to the cache, if any). */
+static int scan_statements(knn_scan *sc, knn_cache *cache) {
+  const char *tbl = sc->ix.tbl;
+  int rc;
+  if (cache && cache->stmt_table && strcmp(cache->stmt_table, tbl) == 0) {
+    sc->log_st = cache->log_st;
+    sc->chunks_st = cache->chunks_st;
+    sc->map_get = cache->map_get;
+    sc->borrowed = 1;
+    return SQLITE_OK;
+  }
+  rc = knn_prepare(sc->db, &sc->log_st, &sc->zErr,
+                   "SELECT rid FROM \"main\".\"%w_fvknn_log\"", tbl);
+  if (rc == SQLITE_OK)
+    rc = knn_prepare(sc->db, &sc->chunks_st, &sc->zErr,
+                     "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id", tbl);
+  if (rc == SQLITE_OK) rc = knn_map_prepare(sc->db, &sc->ix, &sc->map_get, &sc->zErr);
+  if (rc != SQLITE_OK || !cache) return rc;
+  cache_statements_clear(cache);
+  cache->stmt_table = dup(tbl);
+  if (!cache->stmt_table) return SQLITE_OK; /* no cache this time */
+  cache->log_st = sc->log_st;
+  cache->chunks_st = sc->chunks_st;
+  cache->map_get = sc->map_get;
+  sc->borrowed = 1;
+  return SQLITE_OK;
+}
+
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cache *cache,
+               char **pzErr) {
   knn_scan sc;
   knn_query *queries = NULL;
   sqlite3_stmt *pin = NULL;
   i64 n_log = 0;
-  int rc;
+  int rc, schema_version = 0;
   memset(&sc, 0, sizeof sc);
   memset(results, 0, req->n_queries * sizeof *results);
   sc.db = db;
@@ -407,11 +516,20 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **
 
   /* One snapshot for every statement below: a statement left open on the
   ** schema holds the read transaction, so a writer committing meanwhile
-  ** cannot show us the log of one state and the chunks of another. */
-  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.sqlite_schema", -1, &pin, NULL);
+  ** cannot show us the log of one state and the chunks of another. Reading
+  ** the schema version opens it. */
+  if (cache && cache->schema_st) {
+    pin = cache->schema_st;
+    rc = SQLITE_OK;
+  } else {
+    rc = sqlite3_prepare_v2(db, "PRAGMA main.schema_version", -1, &pin, NULL);
+    if (cache && rc == SQLITE_OK) cache->schema_st = pin;
+  }
   if (rc == SQLITE_OK && sqlite3_step(pin) != SQLITE_ROW) rc = sqlite3_errcode(db);
   if (rc != SQLITE_OK) goto finish;
-  rc = knn_index_open(db, "facevec_knn", req->table, &sc.ix, &sc.zErr);
+  schema_version = sqlite3_column_int(pin, 0);
+  rc = open_index(&sc, req->table, cache, schema_version);
+  if (rc == SQLITE_OK) rc = scan_statements(&sc, cache);
   if (rc != SQLITE_OK) goto finish;
   if (sc.ix.dim > 0 && (i64)sc.dim != sc.ix.dim) {
     sc.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
@@ -436,6 +554,7 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **
     fv_heap_init(&q->heap, (uint64_t)spec->k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)spec->k,
                  NULL, NULL, NULL, 0);
     q->thr_key = HUGE_VAL;
+    q->worst = NAN;
     if (spec->has_threshold) /* a slightly loose bound in key space; exact at the end */
       q->thr_key = req->metric == FV_EUCLIDEAN
                        ? spec->threshold * spec->threshold * (1 + 1e-9) + 1e-300
@@ -465,8 +584,19 @@ finish:
   sqlite3_free(queries);
   sqlite3_free(sc.zErr);
   sqlite3_free(sc.pending.slot);
-  sqlite3_finalize(sc.map_get);
-  sqlite3_finalize(pin);
+  if (sc.borrowed) {
+    sqlite3_reset(sc.log_st);
+    sqlite3_reset(sc.chunks_st);
+    sqlite3_reset(sc.map_get);
+  } else {
+    sqlite3_finalize(sc.log_st);
+    sqlite3_finalize(sc.chunks_st);
+    sqlite3_finalize(sc.map_get);
+  }
+  if (cache && pin == cache->schema_st)
+    sqlite3_reset(pin);
+  else
+    sqlite3_finalize(pin);
   knn_index_clear(&sc.ix);
   return rc;
 }

@@ -37,9 +37,31 @@ typedef struct knn_result {
   double *dist;
 } knn_result;
 
+/* What a search learnt about an index, kept by its caller (facevec_knn's
+** table, one per connection) from one query to the next. The checks of
+** knn_index_check cost as much as a small search; while the file has not
+** changed since they passed (the same data version, change count and
+** schema version), they are not run again. */
+typedef struct knn_cache {
+  char *table;             /* the name the index was asked by */
+  knn_index ix;            /* loaded and checked */
+  unsigned data_version;   /* SQLITE_FCNTL_DATA_VERSION: any commit */
+  int changes;             /* sqlite3_total_changes: this connection's writes */
+  int schema_version;      /* PRAGMA schema_version */
+  int valid;
+  sqlite3_stmt *schema_st; /* PRAGMA main.schema_version, prepared once */
+  /* The statements every search of table runs, prepared once per table. */
+  char *stmt_table;
+  sqlite3_stmt *log_st, *chunks_st, *map_get;
+} knn_cache;
+
+void knn_cache_clear(knn_cache *c);
+
 /* Run req; results has req->n_queries entries. On an error every result is
-** empty and *pzErr names what was wrong (NULL: out of memory). */
-int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, char **pzErr);
+** empty and *pzErr names what was wrong (NULL: out of memory). cache may be
+** NULL. */
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cache *cache,
+               char **pzErr);
 void knn_result_clear(knn_result *r);
 
 #endif /* FACEVEC_KNN_SEARCH_H */

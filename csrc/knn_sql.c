@@ -375,6 +375,7 @@ enum {
 typedef struct knn_vtab {
   sqlite3_vtab base;
   sqlite3 *db;
+  knn_cache cache; /* this connection's last checked index */
 } knn_vtab;
 
 typedef struct knn_cursor {
@@ -407,6 +408,7 @@ static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
 }
 
 static int knnDisconnect(sqlite3_vtab *pVtab) {
+  knn_cache_clear(&((knn_vtab *)pVtab)->cache);
   sqlite3_free(pVtab);
   return SQLITE_OK;
 }
@@ -624,7 +626,8 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
   cursor_reset(c);
   rc = knn_args_parse(idxNum, argc, argv, &args, &zErr);
   if (rc == SQLITE_OK)
-    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, &c->result, &zErr);
+    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, &c->result,
+                    &((knn_vtab *)pVtab)->cache, &zErr);
   fv_vector_free(&args.vector);
   if (rc == SQLITE_NOMEM || !zErr) {
     sqlite3_free(zErr);

@@ -610,3 +610,67 @@ def test_an_index_claiming_rows_it_never_indexed_fails_the_next_sync(
 def test_hostile_script(ext):
     sql = (SQL_DIR / "knn_hostile.sql").read_text()
     check_battery(run_shell(ext.removesuffix(".so"), sql), sql)
+
+
+# --------------------------------------------------------------------------
+# The checks are skipped only while the file is unchanged
+
+
+def test_a_damage_after_a_query_is_seen_by_the_next_query(ext, tmp_path):
+    """A connection remembers that an index passed its checks until the file
+    changes: another connection's commit, a write of its own (even inside an
+    open transaction) or a schema change makes the next query check again."""
+    db = tmp_path / "later.db"
+    conn = gallery(ext, db)
+    q = np.asarray([1, 2, 3, 4], "f4").tobytes()
+    knn_sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 100)"
+    assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
+    corrupt = re.compile(r"^facevec_knn: the knn index of face_meta is (corrupt|stale)")
+
+    other = connect(ext, db)  # another connection's commit
+    other.execute("UPDATE facevec_knn_index SET n_vectors = 39")
+    other.close()
+    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+        conn.execute(knn_sql, (q,)).fetchall()
+    conn.execute("UPDATE facevec_knn_index SET n_vectors = 40")
+    assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
+
+    conn.execute("BEGIN")  # this connection's own write, not yet committed
+    conn.execute("UPDATE face_meta_fvknn_chunks SET vectors = substr(vectors, 1, 64)")
+    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+        conn.execute(knn_sql, (q,)).fetchall()
+    conn.execute("ROLLBACK")
+    assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
+
+    conn.execute("BEGIN")  # a schema change inside a transaction
+    conn.execute("DROP TRIGGER face_meta_fvknn_del")
+    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+        conn.execute(knn_sql, (q,)).fetchall()
+    conn.execute("ROLLBACK")
+    assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
+
+
+def test_queries_of_two_tables_on_one_connection(ext):
+    """Alternating tables on one connection: each query gets its own table's
+    index, not the one the connection remembers from the query before."""
+    conn = gallery(ext)
+    conn.execute("CREATE TABLE other(id INTEGER PRIMARY KEY, embedding BLOB)")
+    conn.executemany(
+        "INSERT INTO other VALUES (?, ?)", [(i, np.full(4, i, "f4").tobytes()) for i in range(1, 6)]
+    )
+    conn.execute("SELECT facevec_knn_build('other')")
+    q = np.asarray([1, 2, 3, 4], "f4").tobytes()
+    want = {
+        table: conn.execute(
+            f"SELECT id, euclidean_distance(embedding, ?) AS d FROM {table} ORDER BY d, id LIMIT 3",
+            (q,),
+        ).fetchall()
+        for table in ("face_meta", "other")
+    }
+    assert want["face_meta"] != want["other"]
+    for _ in range(2):
+        for table in ("face_meta", "other"):
+            got = conn.execute(
+                "SELECT rowid, distance FROM facevec_knn(?, ?, 3)", (table, q)
+            ).fetchall()
+            assert got == want[table]
