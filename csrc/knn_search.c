@@ -67,8 +67,8 @@ static int rid_set_has(const rid_set *s, i64 v) {
 }
 
 /* Where a stored vector sits, as one number (a heap entry's tag): chunk ids
-** stay below 2^47 and slots below 2^16 (KNN_MAX_CHUNK). -1: read from the
-** source table. */
+** stay below KNN_MAX_CHUNKS and slots below 2^16 (KNN_MAX_CHUNK). -1: read
+** from the source table. */
 static inline i64 slot_key(i64 chunk, i64 slot) { return chunk << 16 | slot; }
 
 /* One pass over an index, shared by the queries of a request. */
@@ -133,8 +133,8 @@ static inline int is_pending(const knn_scan *sc, i64 rid) {
 ** whose rowid was forged, or one left over, cannot pose as a row. */
 static int check_map(knn_scan *sc, i64 rid, i64 at) {
   i64 chunk = 0, slot = 0;
-  int rc = knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot,
-                      &sc->zErr);
+  int rc =
+      knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot, &sc->zErr);
   if (rc == SQLITE_OK && (chunk == 0 || slot_key(chunk, slot) != at))
     rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix,
                      "slot %lld of chunk %lld holds row %lld, which the map puts %s",

@@ -177,7 +177,7 @@ static int check_description(const char *fn, const knn_index *ix, char **pzErr) 
     return knn_corrupt(pzErr, fn, ix, "chunk size %lld for dimension %lld", cs, ix->dim);
   if (ix->dim == 0 && (ix->tail_chunk || ix->tail_used || ix->n_vectors))
     return knn_corrupt(pzErr, fn, ix, "no dimension, yet %lld chunks", ix->tail_chunk);
-  if (ix->tail_chunk < 0 || (cs && ix->tail_chunk > INT64_MAX / cs - 1))
+  if (ix->tail_chunk < 0 || ix->tail_chunk >= KNN_MAX_CHUNKS)
     return knn_corrupt(pzErr, fn, ix, "tail chunk %lld", ix->tail_chunk);
   if (ix->tail_used < 0 || ix->tail_used > cs || (ix->tail_chunk == 0 && ix->tail_used))
     return knn_corrupt(pzErr, fn, ix, "%lld slots used in a tail chunk of %lld",
@@ -537,10 +537,14 @@ int knn_row_vector(const char *fn, const knn_index *ix, i64 rid, int type, const
   arg.type = type; /* FV_TYPE_* are SQLite's numbers */
   arg.data = data;
   arg.nbytes = nbytes > 0 ? (size_t)nbytes : 0;
-  subject = sqlite3_mprintf("%s row %lld: %s", ix->tbl, rid, ix->col);
-  if (!subject) return SQLITE_NOMEM;
-  rc = fv_vector_parse(fn, subject, &arg, out, err);
-  sqlite3_free(subject);
+  /* The row is named only when it is wrong: a build reads every row. */
+  rc = fv_vector_parse(fn, "", &arg, out, err);
+  if (rc == FV_ARG_ERROR) {
+    subject = sqlite3_mprintf("%s row %lld: %s", ix->tbl, rid, ix->col);
+    if (!subject) return SQLITE_NOMEM;
+    rc = fv_vector_parse(fn, subject, &arg, out, err);
+    sqlite3_free(subject);
+  }
   if (rc == FV_ARG_NOMEM) return SQLITE_NOMEM;
   if (rc != FV_ARG_OK) {
     *pzErr = sqlite3_mprintf("%s", err);

@@ -16,6 +16,9 @@ typedef sqlite3_int64 i64;
 /* The storage layout of this code, kept in facevec_knn_index.format. */
 #define KNN_FORMAT 1
 #define KNN_MAX_CHUNK 65536
+/* Chunk ids stay below this (2^40 chunks of 64 vectors is beyond any file),
+** so that (chunk, slot) fits one int64 as chunk << 16 | slot. */
+#define KNN_MAX_CHUNKS ((i64)1 << 40)
 /* Largest chunk BLOB (SQLite's default limit on a value is 1e9 bytes). */
 #define KNN_MAX_CHUNK_BYTES (256 * 1024 * 1024)
 /* Bytes of vectors a query reads at once: small enough to stay in L2. */

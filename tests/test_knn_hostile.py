@@ -461,6 +461,11 @@ FORGERIES: dict[str, list[str]] = {
     "tail renumbered": ["UPDATE face_meta_fvknn_chunks SET id = 7 WHERE id = 3"],
     "chunk 0": ["UPDATE face_meta_fvknn_chunks SET id = 0 WHERE id = 1"],
     "chunk -1": ["UPDATE face_meta_fvknn_chunks SET id = -1 WHERE id = 2"],
+    "tail chunk far": [
+        "UPDATE face_meta_fvknn_chunks SET id = 1125899906842624 WHERE id = 3",
+        "UPDATE face_meta_fvknn_rowids SET chunk = 1125899906842624 WHERE chunk = 3",
+        "UPDATE facevec_knn_index SET tail_chunk = 1125899906842624",
+    ],
     "extra chunk": [
         "INSERT INTO face_meta_fvknn_chunks SELECT 9, valid, rowids, vectors "
         "FROM face_meta_fvknn_chunks WHERE id = 1"

@@ -265,6 +265,12 @@ UPDATE face_meta SET embedding = vector_from_json('[1,1,1,1]') WHERE id = 5;
 UPDATE face_meta SET embedding = vector_from_json('[1,2,3,4]') WHERE id = 151;
 select 'format-right', (SELECT group_concat(rowid || ':' || distance) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000)) = (SELECT * FROM answer);
 
+-- tail-chunk-far: chunk ids would not fit beside a slot in one int64
+UPDATE face_meta_fvknn_chunks SET id = 1125899906842624 WHERE id = 3;
+UPDATE facevec_knn_index SET tail_chunk = 1125899906842624;
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 10); -- error: facevec_knn: the knn index of face_meta is corrupt (tail chunk 1125899906842624); rebuild it with: facevec reindex
+select 'tail-chunk-far-rebuilt', (SELECT facevec_knn_build('face_meta', 'embedding', 64)) = 144;
+
 -- A build cursor that skips rows: the query reads them from the table, the
 -- sync that ends the build finds them missing.
 select 'create', (SELECT facevec_knn_create('face_meta', 'embedding', 64)) = 0;
