@@ -12,8 +12,9 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 FUNCTIONS_SQL = SQL_DIR / "functions.sql"
 ERRORS_SQL = SQL_DIR / "errors.sql"
 
-# 3.40 prints "Runtime error near line N: msg", older shells "Error: near line N: msg".
-SHELL_ERROR = re.compile(r"^(?:Runtime error|Error:) near line (\d+): (.*)$")
+# 3.40 prints "Runtime error near line N: msg" (or "Parse error ..." when the
+# statement cannot be prepared), older shells "Error: near line N: msg".
+SHELL_ERROR = re.compile(r"^(?:Runtime error|Parse error|Error:) near line (\d+): (.*)$")
 WHY_NO_SHELL = "the sqlite3 shell is not installed (apt-get install sqlite3)"
 
 

@@ -280,3 +280,34 @@ select 'cursor-right', (SELECT group_concat(rowid || ':' || distance) FROM facev
 SELECT facevec_knn_sync('face_meta'); -- error: facevec_knn_sync: the knn index of face_meta is corrupt (it holds 113 vectors, the table 144); rebuild it with: facevec reindex
 select 'cursor-rebuilt', (SELECT facevec_knn_build('face_meta')) = 144;
 select 'drop', (SELECT facevec_knn_drop('face_meta')) = 1;
+
+-- What the file's schema may call: views and triggers cannot reach the index.
+select 'rebuild', (SELECT facevec_knn_build('face_meta')) = 144;
+CREATE VIEW nearest AS SELECT rowid FROM facevec_knn('face_meta', '[1,2,3,4]', 2305843009213693953);
+CREATE VIEW sync_view AS SELECT facevec_knn_sync('face_meta');
+CREATE TABLE audit(x);
+CREATE TRIGGER audit_knn AFTER INSERT ON audit BEGIN SELECT facevec_knn_drop('face_meta'); END;
+SELECT count(*) FROM nearest; -- error: unsafe use of virtual table "facevec_knn"
+SELECT * FROM sync_view; -- error: unsafe use of facevec_knn_sync()
+INSERT INTO audit VALUES (1); -- error: unsafe use of facevec_knn_drop()
+CREATE VIEW pure AS SELECT euclidean_distance(embedding, '[1,2,3,4]') AS d FROM face_meta;
+PRAGMA trusted_schema = OFF;
+select 'pure-view-untrusted', (SELECT count(*) FROM pure WHERE d IS NOT NULL) = 144;
+INSERT INTO face_meta(embedding) VALUES (vector_from_json('[1,2,3,4]'));
+select 'trigger-untrusted', json_extract(facevec_knn_status('face_meta'), '$.pending') = 1;
+PRAGMA trusted_schema = ON;
+
+-- Names: schema main only, no NUL, any character in status.
+CREATE TEMP TABLE face_meta(id INTEGER PRIMARY KEY, embedding BLOB);
+INSERT INTO temp.face_meta VALUES (1, vector_from_json('[1,2,3,4]'));
+select 'temp-ignored', (SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000)) = 145;
+select 'temp-sync', (SELECT facevec_knn_sync('face_meta')) = 1;
+DROP TABLE temp.face_meta;
+SELECT facevec_knn_sync('face_meta' || char(0) || 'evil'); -- error: facevec_knn_sync: table (argument 1) contains a NUL character
+CREATE TABLE "we""ird\
+name"(id INTEGER PRIMARY KEY, embedding BLOB);
+INSERT INTO "we""ird\
+name" VALUES (1, x'0000803f');
+select 'status-no-index', facevec_knn_status((SELECT name FROM sqlite_schema WHERE name LIKE 'we%' AND type = 'table')) IS NULL;
+select 'status-json-built', (SELECT facevec_knn_build((SELECT name FROM sqlite_schema WHERE name LIKE 'we%' AND type = 'table'))) = 1;
+select 'status-json-valid', json_valid(facevec_knn_status((SELECT name FROM sqlite_schema WHERE name LIKE 'we%' AND type = 'table' AND name NOT LIKE '%fvknn%')));
