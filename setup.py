@@ -6,14 +6,27 @@
 - facevec/bindings/_kernels: the cffi module the Python API calls.
 """
 
+import glob
+import re
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 LOADABLE = "facevec.bindings.facevec0"
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
-CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"]
+# Hidden by default: the library exports its entry point only. SQLite loads
+# extensions RTLD_GLOBAL, so an exported fv_* function of one build would stand
+# in for another's (two versions in one process, or the cffi module's copy).
+CFLAGS = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"]
+# The one version constant, read without importing the package (which needs the
+# compiled parts this script builds).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (Path(__file__).parent / "facevec" / "_version.py").read_text(),
+    re.MULTILINE,
+).group(1)
 
 
 class BuildExt(build_ext):
@@ -38,15 +51,9 @@ class BuildExt(build_ext):
 
 loadable = Extension(
     LOADABLE,
-    sources=[
-        "csrc/sqlite3_facevec.c",
-        "csrc/knn.c",
-        "csrc/distance.c",
-        "csrc/vector_arg.c",
-        "csrc/batch.c",
-        "csrc/kmeans.c",
-    ],
+    sources=sorted(glob.glob("csrc/*.c")),  # every C file: the SQL wrappers and the kernels
     include_dirs=["csrc", "csrc/sqlite"],
+    define_macros=[("FACEVEC_VERSION", f'"{VERSION}"')],
     libraries=[] if sys.platform == "win32" else ["m"],
     extra_compile_args=CFLAGS,
 )

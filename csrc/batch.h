@@ -16,11 +16,6 @@
 extern "C" {
 #endif
 
-/* Return code beyond those of facevec.h: a work buffer could not be allocated. */
-#ifndef FV_NOMEM
-#define FV_NOMEM 4
-#endif
-
 /* Exact top-k of each of n_queries queries (row-major, n_queries x dim) over
 ** the n_rows rows of matrix (n_rows x dim). For query q, row q of out_idx /
 ** out_dist (k entries each) and n_found[q] are exactly what
@@ -42,10 +37,12 @@ extern "C" {
 ** whose norm is zero gives (that query, -1), the lowest such query first;
 ** otherwise the lowest bad row, and the lowest query at that row. Outputs are
 ** unspecified after an error. */
+/* cffi: begin */
 int fv_top_k_batch(fv_metric m, const float *queries, size_t n_queries,
                    const float *matrix, size_t n_rows, size_t dim, size_t k,
                    double max_distance, int64_t *out_idx, float *out_dist,
                    size_t *n_found, int64_t *bad_query, int64_t *bad_row);
+/* cffi: end */
 
 #ifdef __cplusplus
 }

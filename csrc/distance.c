@@ -9,6 +9,7 @@
 #include "facevec.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,19 +386,63 @@ void fv_force_scalar(int on) {
   active_kernels = on ? &kernels_scalar : best_kernels();
 }
 
-float fv_l2_squared(const float *a, const float *b, size_t n) {
-  return K()->l2sq(a, b, n);
+/* ------------------------------------------------------------------------ */
+/* Extremes: a float32 sum is recomputed in double when it may be wrong      */
+
+/* A float32 sum of squares or products is as accurate as float32 allows
+** unless it overflowed (infinity, NaN) or lies near the underflow range,
+** where each product rounds to a multiple of 2^-149 and the digits lost can
+** be the whole answer (elements of 1e-23 square to 0, elements of 1e20 to
+** infinity). Then the sum is taken again in double, which neither
+** overflows nor underflows for float32 inputs. Real embeddings never get
+** there, so the SIMD kernels keep their speed; zero vectors and exact
+** duplicates (a sum of 0) take the double loop, which gives 0 again. */
+#define FV_TINY 7.8886090522101181e-31 /* 2^-100 */
+
+static inline int sum_ok(float s) { return s >= (float)FV_TINY && s <= FLT_MAX; }
+
+static double l2sq_double(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)LD(a + i) - (double)LD(b + i);
+    s += d * d;
+  }
+  return s;
 }
 
-float fv_dot(const float *a, const float *b, size_t n) { return K()->dot(a, b, n); }
+static double dot_double(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += (double)LD(a + i) * (double)LD(b + i);
+  return s;
+}
 
-void fv_dot_norms(const float *a, const float *b, size_t n, double *ab, double *aa,
-                  double *bb) {
-  float fab, faa, fbb;
-  K()->dot_norms(a, b, n, &fab, &faa, &fbb);
-  *ab = fab;
-  *aa = faa;
-  *bb = fbb;
+/* sum((a*sa - b*sb)^2) in double. */
+static double l2sq_scaled_double(const float *a, double sa, const float *b, double sb,
+                                 size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)LD(a + i) * sa - (double)LD(b + i) * sb;
+    s += d * d;
+  }
+  return s;
+}
+
+double fv_l2_squared(const float *a, const float *b, size_t n) {
+  float s = K()->l2sq(a, b, n);
+  return sum_ok(s) ? (double)s : l2sq_double(a, b, n);
+}
+
+void fv_l2_squared_rows(const float *q, const float *rows, size_t n_rows, size_t dim,
+                        double *out) {
+  const fv_kernels *k = K();
+  float block[256];
+  for (size_t start = 0; start < n_rows; start += 256) {
+    size_t n = n_rows - start < 256 ? n_rows - start : 256;
+    k->l2sq_rows(q, rows + start * dim, n, dim, block);
+    for (size_t r = 0; r < n; r++)
+      out[start + r] = sum_ok(block[r]) ? (double)block[r]
+                                        : l2sq_double(rows + (start + r) * dim, q, dim);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -407,27 +452,40 @@ int fv_distance(fv_metric m, const float *a, const float *b, size_t n, double *o
   const fv_kernels *k = K();
   switch (m) {
     case FV_EUCLIDEAN_SQUARED:
-      *out = k->l2sq(a, b, n);
+      *out = fv_l2_squared(a, b, n);
       return FV_OK;
     case FV_EUCLIDEAN:
-      *out = sqrt((double)k->l2sq(a, b, n));
+      *out = sqrt(fv_l2_squared(a, b, n));
       return FV_OK;
-    case FV_NEGATIVE_INNER_PRODUCT:
-      *out = -(double)k->dot(a, b, n);
+    case FV_NEGATIVE_INNER_PRODUCT: {
+      float ab = k->dot(a, b, n);
+      *out = -(isfinite(ab) ? (double)ab : dot_double(a, b, n));
       return FV_OK;
+    }
     case FV_COSINE: {
       float ab, aa, bb;
       k->dot_norms(a, b, n, &ab, &aa, &bb);
-      if (aa == 0.0f || bb == 0.0f) return FV_ZERO_NORM;
-      *out = 1.0 - (double)ab / sqrt((double)aa * (double)bb);
+      double dab = ab, daa = aa, dbb = bb;
+      if (!sum_ok(aa) || !sum_ok(bb) || !isfinite(ab)) {
+        dab = dot_double(a, b, n);
+        daa = dot_double(a, a, n);
+        dbb = dot_double(b, b, n);
+      }
+      if (daa == 0.0 || dbb == 0.0) return FV_ZERO_NORM;
+      *out = 1.0 - dab / sqrt(daa * dbb);
       return FV_OK;
     }
     case FV_EUCLIDEAN_L2: {
       /* Normalise, then subtract: exact near zero, unlike sqrt(2 - 2 cos). */
       float aa = k->dot(a, a, n), bb = k->dot(b, b, n);
-      if (aa == 0.0f || bb == 0.0f) return FV_ZERO_NORM;
-      float sa = (float)(1.0 / sqrt((double)aa)), sb = (float)(1.0 / sqrt((double)bb));
-      *out = sqrt((double)k->l2sq_scaled(a, sa, b, sb, n));
+      if (sum_ok(aa) && sum_ok(bb)) {
+        float sa = (float)(1.0 / sqrt((double)aa)), sb = (float)(1.0 / sqrt((double)bb));
+        *out = sqrt((double)k->l2sq_scaled(a, sa, b, sb, n));
+        return FV_OK;
+      }
+      double daa = dot_double(a, a, n), dbb = dot_double(b, b, n);
+      if (daa == 0.0 || dbb == 0.0) return FV_ZERO_NORM;
+      *out = sqrt(l2sq_scaled_double(a, 1.0 / sqrt(daa), b, 1.0 / sqrt(dbb), n));
       return FV_OK;
     }
   }
@@ -440,7 +498,9 @@ typedef struct scan_query {
   fv_metric m;
   const float *q;
   size_t dim;
-  float q_scale; /* 1/|q| for cosine and euclidean_l2 */
+  float q_scale;   /* 1/|q| for cosine and euclidean_l2 */
+  double q_norm2;  /* |q|^2 in double, for rows taken in double */
+  int q_extreme;   /* |q|^2 is not a safe float32: every row in double */
 } scan_query;
 
 static int scan_query_init(scan_query *s, fv_metric m, const float *q, size_t dim) {
@@ -449,10 +509,14 @@ static int scan_query_init(scan_query *s, fv_metric m, const float *q, size_t di
   s->q = q;
   s->dim = dim;
   s->q_scale = 1.0f;
+  s->q_norm2 = 0;
+  s->q_extreme = 0;
   if (m == FV_COSINE || m == FV_EUCLIDEAN_L2) {
     float qq = s->k->dot(q, q, dim);
-    if (qq == 0.0f) return FV_ZERO_NORM;
-    s->q_scale = (float)(1.0 / sqrt((double)qq));
+    s->q_extreme = !sum_ok(qq);
+    s->q_norm2 = s->q_extreme ? dot_double(q, q, dim) : (double)qq;
+    if (s->q_norm2 == 0.0) return FV_ZERO_NORM;
+    s->q_scale = (float)(1.0 / sqrt(s->q_norm2));
   } else if (m != FV_EUCLIDEAN && m != FV_EUCLIDEAN_SQUARED &&
              m != FV_NEGATIVE_INNER_PRODUCT) {
     return FV_MISUSE;
@@ -460,37 +524,56 @@ static int scan_query_init(scan_query *s, fv_metric m, const float *q, size_t di
   return FV_OK;
 }
 
-/* Distance of one row in scan form (squared for FV_EUCLIDEAN). */
-static inline int scan_row(const scan_query *s, const float *row, float *out) {
+/* Distance key of one row: the metric's value as float32 computes it (the
+** squared distance for FV_EUCLIDEAN, finished by finish_key), or, at the
+** extremes, the same taken in double. */
+static inline int scan_row(const scan_query *s, const float *row, double *key) {
   switch (s->m) {
     case FV_EUCLIDEAN:
-    case FV_EUCLIDEAN_SQUARED:
-      *out = s->k->l2sq(s->q, row, s->dim);
+    case FV_EUCLIDEAN_SQUARED: {
+      float d = s->k->l2sq(s->q, row, s->dim);
+      *key = sum_ok(d) ? (double)d : l2sq_double(s->q, row, s->dim);
       return FV_OK;
-    case FV_NEGATIVE_INNER_PRODUCT:
-      *out = -s->k->dot(s->q, row, s->dim);
+    }
+    case FV_NEGATIVE_INNER_PRODUCT: {
+      float ab = s->k->dot(s->q, row, s->dim);
+      *key = -(isfinite(ab) ? (double)ab : dot_double(s->q, row, s->dim));
       return FV_OK;
+    }
     case FV_COSINE: {
       float ab, qq, rr;
       s->k->dot_norms(s->q, row, s->dim, &ab, &qq, &rr);
-      if (rr == 0.0f) return FV_ZERO_NORM;
-      *out = (float)(1.0 - (double)ab * s->q_scale / sqrt((double)rr));
+      if (s->q_extreme || !sum_ok(rr) || !isfinite(ab)) {
+        double drr = dot_double(row, row, s->dim);
+        if (drr == 0.0) return FV_ZERO_NORM;
+        *key = 1.0 - dot_double(s->q, row, s->dim) / sqrt(s->q_norm2 * drr);
+        return FV_OK;
+      }
+      *key = (float)(1.0 - (double)ab * s->q_scale / sqrt((double)rr));
       return FV_OK;
     }
     case FV_EUCLIDEAN_L2: {
       float rr = s->k->dot(row, row, s->dim);
-      if (rr == 0.0f) return FV_ZERO_NORM;
+      if (s->q_extreme || !sum_ok(rr)) {
+        double drr = dot_double(row, row, s->dim);
+        if (drr == 0.0) return FV_ZERO_NORM;
+        *key = sqrt(l2sq_scaled_double(s->q, 1.0 / sqrt(s->q_norm2), row, 1.0 / sqrt(drr),
+                                       s->dim));
+        return FV_OK;
+      }
       float rs = (float)(1.0 / sqrt((double)rr));
-      *out = sqrtf(s->k->l2sq_scaled(s->q, s->q_scale, row, rs, s->dim));
+      *key = sqrtf(s->k->l2sq_scaled(s->q, s->q_scale, row, rs, s->dim));
       return FV_OK;
     }
   }
   return FV_MISUSE;
 }
 
-void fv_finish_distances(fv_metric m, float *dist, size_t n) {
-  if (m != FV_EUCLIDEAN) return;
-  for (size_t i = 0; i < n; i++) dist[i] = sqrtf(dist[i]);
+/* A key as the float32 distance top_k and distances return. sqrt in double
+** rounded to float32 equals sqrtf of the float32 sum, so results are the
+** float32 kernels' own wherever those were safe. */
+static inline float finish_key(fv_metric m, double key) {
+  return (float)(m == FV_EUCLIDEAN ? sqrt(key) : key);
 }
 
 int fv_distances(fv_metric m, const float *query, const float *matrix, size_t n_rows,
@@ -502,13 +585,14 @@ int fv_distances(fv_metric m, const float *query, const float *matrix, size_t n_
     return rc;
   }
   for (size_t r = 0; r < n_rows; r++) {
-    rc = scan_row(&s, matrix + r * dim, &out[r]);
+    double key;
+    rc = scan_row(&s, matrix + r * dim, &key);
     if (rc != FV_OK) {
       if (bad_row) *bad_row = (int64_t)r;
       return rc;
     }
+    out[r] = finish_key(m, key);
   }
-  fv_finish_distances(m, out, n_rows);
   return FV_OK;
 }
 
@@ -520,12 +604,17 @@ static inline int heap_greater(const fv_heap *h, size_t i, size_t j) {
 }
 
 static inline void heap_swap(fv_heap *h, size_t i, size_t j) {
-  float d = h->dist[i];
+  double d = h->dist[i];
   int64_t id = h->id[i];
   h->dist[i] = h->dist[j];
   h->id[i] = h->id[j];
   h->dist[j] = d;
   h->id[j] = id;
+  if (h->tag) {
+    int64_t t = h->tag[i];
+    h->tag[i] = h->tag[j];
+    h->tag[j] = t;
+  }
 }
 
 static void heap_sift_down(fv_heap *h, size_t i, size_t size) {
@@ -539,19 +628,22 @@ static void heap_sift_down(fv_heap *h, size_t i, size_t size) {
   }
 }
 
-void fv_heap_init(fv_heap *h, size_t k, float *dist_buf, int64_t *id_buf) {
+void fv_heap_init(fv_heap *h, size_t k, double *dist, int64_t *id, int64_t *tag,
+                  size_t cap) {
   h->k = k;
   h->size = 0;
-  h->dist = dist_buf;
-  h->id = id_buf;
+  h->cap = cap;
+  h->dist = dist;
+  h->id = id;
+  h->tag = tag;
 }
 
-void fv_heap_push(fv_heap *h, float d, int64_t id) {
-  if (h->k == 0) return;
+void fv_heap_push(fv_heap *h, double d, int64_t id, int64_t tag) {
   if (h->size < h->k) {
     size_t i = h->size++;
     h->dist[i] = d;
     h->id[i] = id;
+    if (h->tag) h->tag[i] = tag;
     while (i > 0) {
       size_t parent = (i - 1) / 2;
       if (!heap_greater(h, i, parent)) break;
@@ -560,9 +652,10 @@ void fv_heap_push(fv_heap *h, float d, int64_t id) {
     }
     return;
   }
-  if (!fv_heap_accepts(h, d, id)) return;
+  if (h->k == 0 || !fv_heap_accepts(h, d, id)) return;
   h->dist[0] = d;
   h->id[0] = id;
+  if (h->tag) h->tag[0] = tag;
   heap_sift_down(h, 0, h->size);
 }
 
@@ -575,44 +668,54 @@ size_t fv_heap_sort(fv_heap *h) {
   return h->size;
 }
 
-int fv_scan_block(fv_metric m, const float *query, const float *matrix, size_t n_rows,
-                  size_t dim, int64_t first_id, fv_heap *h, int64_t *bad_row) {
-  scan_query s;
-  int rc = scan_query_init(&s, m, query, dim);
-  if (rc != FV_OK) {
-    if (bad_row) *bad_row = -1;
-    return rc;
-  }
-  if (m == FV_EUCLIDEAN || m == FV_EUCLIDEAN_SQUARED) {
+/* Push each row's key into h, ids being first_id + row. Returns FV_OK, or
+** FV_ZERO_NORM / FV_NAN with *bad_row set: a NaN cannot be ranked. */
+static int scan_block(const scan_query *s, const float *matrix, size_t n_rows,
+                      int64_t first_id, fv_heap *h, int64_t *bad_row) {
+  const size_t dim = s->dim;
+  /* The heap's worst key, kept at hand once the heap is full: most rows
+  ** lose to it. Ids grow with the rows, so a row tying with it loses too.
+  ** NaN until then, which no key is >= (an infinite key still gets in). */
+  double worst = h->size < h->k ? NAN : h->dist[0];
+  if (s->m == FV_EUCLIDEAN || s->m == FV_EUCLIDEAN_SQUARED) {
+    /* One kernel call per block of rows, the row kernel inlined. */
     float block[256];
     for (size_t start = 0; start < n_rows; start += 256) {
       size_t n = n_rows - start < 256 ? n_rows - start : 256;
-      s.k->l2sq_rows(query, matrix + start * dim, n, dim, block);
+      s->k->l2sq_rows(s->q, matrix + start * dim, n, dim, block);
       for (size_t r = 0; r < n; r++) {
-        float d = block[r];
-        int64_t id = first_id + (int64_t)(start + r);
-        if (d != d) {
-          if (bad_row) *bad_row = (int64_t)(start + r);
-          return FV_NAN;
+        double d = block[r];
+        if (d >= worst && sum_ok(block[r])) continue;
+        if (!sum_ok(block[r])) { /* rare: overflow, underflow, NaN */
+          d = l2sq_double(s->q, matrix + (start + r) * dim, dim);
+          if (d != d) {
+            if (bad_row) *bad_row = (int64_t)(start + r);
+            return FV_NAN;
+          }
         }
-        if (fv_heap_accepts(h, d, id)) fv_heap_push(h, d, id);
+        int64_t id = first_id + (int64_t)(start + r);
+        if (fv_heap_accepts(h, d, id)) {
+          fv_heap_push(h, d, id, 0);
+          if (h->size == h->k) worst = h->dist[0];
+        }
       }
     }
     return FV_OK;
   }
   for (size_t r = 0; r < n_rows; r++) {
-    float d;
-    rc = scan_row(&s, matrix + r * dim, &d);
+    double d;
+    int rc = scan_row(s, matrix + r * dim, &d);
+    if (rc == FV_OK && d != d) rc = FV_NAN;
     if (rc != FV_OK) {
       if (bad_row) *bad_row = (int64_t)r;
       return rc;
     }
-    if (d != d) {
-      if (bad_row) *bad_row = (int64_t)r;
-      return FV_NAN;
-    }
+    if (d >= worst) continue;
     int64_t id = first_id + (int64_t)r;
-    if (fv_heap_accepts(h, d, id)) fv_heap_push(h, d, id);
+    if (fv_heap_accepts(h, d, id)) {
+      fv_heap_push(h, d, id, 0);
+      if (h->size == h->k) worst = h->dist[0];
+    }
   }
   return FV_OK;
 }
@@ -620,15 +723,29 @@ int fv_scan_block(fv_metric m, const float *query, const float *matrix, size_t n
 int fv_top_k(fv_metric m, const float *query, const float *matrix, size_t n_rows,
              size_t dim, size_t k, int64_t *out_idx, float *out_dist, size_t *n_found,
              int64_t *bad_row) {
+  double small[256], *dist = small;
+  scan_query s;
   fv_heap h;
   *n_found = 0;
   if (k == 0) return FV_MISUSE;
-  fv_heap_init(&h, k, out_dist, out_idx);
-  int rc = fv_scan_block(m, query, matrix, n_rows, dim, 0, &h, bad_row);
-  if (rc != FV_OK) return rc;
-  *n_found = fv_heap_sort(&h);
-  fv_finish_distances(m, out_dist, *n_found);
-  return FV_OK;
+  if (k > n_rows) k = n_rows;
+  int rc = scan_query_init(&s, m, query, dim);
+  if (rc != FV_OK) {
+    if (bad_row) *bad_row = -1;
+    return rc;
+  }
+  if (k > sizeof small / sizeof small[0]) {
+    dist = k > SIZE_MAX / sizeof(double) ? NULL : (double *)malloc(k * sizeof(double));
+    if (!dist) return FV_NOMEM;
+  }
+  fv_heap_init(&h, k, dist, out_idx, NULL, k);
+  rc = scan_block(&s, matrix, n_rows, 0, &h, bad_row);
+  if (rc == FV_OK) {
+    *n_found = fv_heap_sort(&h);
+    for (size_t i = 0; i < *n_found; i++) out_dist[i] = finish_key(m, dist[i]);
+  }
+  if (dist != small) free(dist);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------ */

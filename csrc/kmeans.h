@@ -28,6 +28,7 @@ extern "C" {
 ** with either *bad_row (a data row) or *bad_centroid set and the other -1,
 ** or FV_NAN with both set: the first NaN distance, ordered as in
 ** fv_top_k_batch (lowest centroid, then lowest row). */
+/* cffi: begin */
 int fv_assign_nearest(fv_metric m, const float *centroids, size_t k, const float *data,
                       size_t n, size_t dim, int64_t *out_assign, float *out_dist,
                       int64_t *bad_row, int64_t *bad_centroid);
@@ -71,6 +72,7 @@ int fv_assign_nearest(fv_metric m, const float *centroids, size_t k, const float
 int fv_kmeans(fv_metric m, const float *data, size_t n, size_t dim, size_t k,
               unsigned iterations, uint64_t seed, float *out_centroids, int64_t *out_assign,
               int64_t *bad_row);
+/* cffi: end */
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 /*
 ** knn.h - exact k-nearest-neighbour search stored inside the database.
 **
-** See knn.c for the SQL interface (facevec_knn, facevec_knn_build, ...).
+** See knn_sql.c for the SQL interface (facevec_knn, facevec_knn_build, ...).
 */
 #ifndef FACEVEC_KNN_H
 #define FACEVEC_KNN_H

@@ -13,6 +13,33 @@
 **     not divisible by 4, malformed JSON, or vectors of different dimensions
 **     is an SQL error whose message names the function and what it found;
 **   - a NaN result (a vector holding NaN or infinity) is an error, not NULL.
+**
+** Security model: what the schema of a database file may call.
+** A database file may come from anyone, and its views, triggers, CHECK
+** constraints, generated columns and index expressions run whenever the
+** application touches them. So:
+**   - Schema objects may call the pure functions only: euclidean_distance,
+**     euclidean_distance_squared, cosine_distance, euclidean_l2_distance,
+**     inner_product, vector_dims, vector_to_json, vector_from_json, sqrt,
+**     facevec_version and facevec_isa. They are SQLITE_DETERMINISTIC |
+**     SQLITE_INNOCUOUS: they read nothing but their arguments, allocate no
+**     more than their arguments' size, and change nothing, so they also run
+**     under PRAGMA trusted_schema=OFF.
+**   - Everything of the knn index is SQLITE_DIRECTONLY: the facevec_knn
+**     table-valued function (sqlite3_vtab_config) and facevec_knn_build,
+**     _create, _sync, _drop and _status. They read and write other tables,
+**     can run long and allocate per row, so only SQL the application
+**     prepares itself may call them; from a view or trigger SQLite refuses
+**     with "unsafe use of ...".
+**   - The triggers facevec_knn_build adds to a table are plain SQL that call
+**     no function, so writes log their changes with trusted_schema=OFF too.
+**   - Every number the knn code reads from its own tables (counts,
+**     dimension, chunk sizes, slots, bitmaps, rowid arrays, blob lengths) is
+**     checked before use: a damaged index is an SQL error that names the
+**     table and asks for a rebuild, never a wrong answer or a memory error.
+**   - Table and column names are quoted identifiers looked up in schema
+**     "main" only (a TEMP table cannot stand in); a name holding a NUL
+**     character is an error.
 */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1
@@ -147,7 +174,7 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
       double d;
       int rc = FV_OK;
       if (f->metric == FV_EUCLIDEAN)
-        d = sqrt((double)fv_l2_squared(pa, pb, (size_t)na / 4));
+        d = sqrt(fv_l2_squared(pa, pb, (size_t)na / 4));
       else
         rc = fv_distance(f->metric, pa, pb, (size_t)na / 4, &d);
       if (rc == FV_OK && !isnan(d)) {
@@ -159,18 +186,29 @@ static void distance_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   distance_checked(ctx, f, argv);
 }
 
+/* The start of a one-vector function: a NULL argument gives NULL (returns
+** 0), an unreadable one its error (0); else *a holds it (1), and the caller
+** releases it with fv_vector_free. */
+static int single_vector(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
+                         fv_vector *a) {
+  int cache = 0;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return 0;
+  }
+  if (vector_arg(ctx, fn, argv, 0, a, &cache) != SQLITE_OK) {
+    fv_vector_free(a);
+    return 0;
+  }
+  return 1;
+}
+
 /* vector_dims(a) -> INTEGER number of elements; NULL if a is NULL. */
 static void vector_dims_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_dims", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_dims", argv, &a)) return;
   sqlite3_result_int64(ctx, (sqlite3_int64)a.n);
-finish:
   fv_vector_free(&a);
 }
 
@@ -178,25 +216,17 @@ finish:
 ** element is NaN or infinite (JSON has no such numbers). */
 static void vector_to_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   char err[FV_ERR_MAX];
   size_t len = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_to_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_to_json", argv, &a)) return;
   char *json = fv_vector_to_json("vector_to_json", &a, &len, err);
-  if (!json) {
-    if (err[0])
-      sqlite3_result_error(ctx, err, -1);
-    else
-      sqlite3_result_error_nomem(ctx);
-    goto finish;
-  }
-  sqlite3_result_text64(ctx, json, len, free, SQLITE_UTF8);
-finish:
+  if (json)
+    sqlite3_result_text64(ctx, json, len, free, SQLITE_UTF8);
+  else if (err[0])
+    sqlite3_result_error(ctx, err, -1);
+  else
+    sqlite3_result_error_nomem(ctx);
   fv_vector_free(&a);
 }
 
@@ -204,15 +234,9 @@ finish:
 ** checked and returned as it is); NULL if a is NULL. */
 static void vector_from_json_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fv_vector a = {0};
-  int cache = 0;
   (void)argc;
-  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-    sqlite3_result_null(ctx);
-    return;
-  }
-  if (vector_arg(ctx, "vector_from_json", argv, 0, &a, &cache) != SQLITE_OK) goto finish;
+  if (!single_vector(ctx, "vector_from_json", argv, &a)) return;
   sqlite3_result_blob64(ctx, a.v, (sqlite3_uint64)a.n * 4, SQLITE_TRANSIENT);
-finish:
   fv_vector_free(&a);
 }
 
@@ -247,8 +271,11 @@ static void isa_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_text(ctx, fv_isa(), -1, SQLITE_STATIC);
 }
 
-#ifdef _WIN32
+/* The one symbol the library exports (everything else is compiled hidden). */
+#if defined(_WIN32)
 __declspec(dllexport)
+#elif defined(__GNUC__)
+__attribute__((visibility("default")))
 #endif
 int sqlite3_facevec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   static const struct {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *type_name(int type) {
+const char *fv_type_name(int type) {
   switch (type) {
     case FV_TYPE_INTEGER: return "INTEGER";
     case FV_TYPE_FLOAT: return "REAL";
@@ -19,22 +19,22 @@ static const char *type_name(int type) {
   return "an unknown type";
 }
 
-int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg, fv_vector *out,
-                       char *err) {
+int fv_vector_parse(const char *fn, const char *subject, const fv_arg *arg, fv_vector *out,
+                    char *err) {
   out->v = NULL;
   out->n = 0;
   out->owned = NULL;
   if (arg->type == FV_TYPE_BLOB) {
     if (arg->nbytes == 0) {
-      snprintf(err, FV_ERR_MAX, "%s: argument %d is an empty BLOB, expected float32 values",
-               fn, argno);
+      snprintf(err, FV_ERR_MAX, "%s: %s is an empty BLOB, expected float32 values", fn,
+               subject);
       return FV_ARG_ERROR;
     }
     if (arg->nbytes % 4 != 0) {
       snprintf(err, FV_ERR_MAX,
-               "%s: argument %d: invalid float32 vector BLOB length, must be divisible "
-               "by 4, found %zu bytes",
-               fn, argno, arg->nbytes);
+               "%s: %s: invalid float32 vector BLOB length, must be divisible by 4, "
+               "found %zu bytes",
+               fn, subject, arg->nbytes);
       return FV_ARG_ERROR;
     }
     out->v = (const float *)arg->data;
@@ -46,13 +46,12 @@ int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg, fv_vector *
     size_t pos = 0;
     long n = fv_parse_json(text, arg->nbytes, NULL, 0, &pos);
     if (n < 0) {
-      snprintf(err, FV_ERR_MAX,
-               "%s: argument %d: malformed JSON array of numbers at character %zu",
-               fn, argno, pos);
+      snprintf(err, FV_ERR_MAX, "%s: %s: malformed JSON array of numbers at character %zu",
+               fn, subject, pos);
       return FV_ARG_ERROR;
     }
     if (n == 0) {
-      snprintf(err, FV_ERR_MAX, "%s: argument %d is an empty JSON array", fn, argno);
+      snprintf(err, FV_ERR_MAX, "%s: %s is an empty JSON array", fn, subject);
       return FV_ARG_ERROR;
     }
     out->owned = (float *)malloc((size_t)n * sizeof(float));
@@ -61,9 +60,8 @@ int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg, fv_vector *
       /* Only a number beyond float32's range fails the second pass. */
       free(out->owned);
       out->owned = NULL;
-      snprintf(err, FV_ERR_MAX,
-               "%s: argument %d: number out of float32 range at character %zu", fn,
-               argno, pos);
+      snprintf(err, FV_ERR_MAX, "%s: %s: number out of float32 range at character %zu", fn,
+               subject, pos);
       return FV_ARG_ERROR;
     }
     out->v = out->owned;
@@ -71,9 +69,16 @@ int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg, fv_vector *
     return FV_ARG_OK;
   }
   snprintf(err, FV_ERR_MAX,
-           "%s: argument %d must be a float32 vector BLOB or a JSON array TEXT, found %s",
-           fn, argno, type_name(arg->type));
+           "%s: %s must be a float32 vector BLOB or a JSON array TEXT, found %s", fn, subject,
+           fv_type_name(arg->type));
   return FV_ARG_ERROR;
+}
+
+int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg, fv_vector *out,
+                       char *err) {
+  char subject[32];
+  snprintf(subject, sizeof subject, "argument %d", argno);
+  return fv_vector_parse(fn, subject, arg, out, err);
 }
 
 void fv_vector_free(fv_vector *v) {

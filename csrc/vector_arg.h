@@ -2,9 +2,10 @@
 ** vector_arg.h - reading SQL function arguments as vectors, with the error
 ** messages of facevec's SQL functions.
 **
-** Pure C, no SQLite: the SQLite extension (sqlite3_facevec.c) and the Python
-** fallback (facevec/sqlite_functions.py, through cffi) both call these, so
-** both loading paths give the same results and the same messages.
+** Pure C, no SQLite: the SQLite extension (sqlite3_facevec.c, knn_sql.c) and
+** the Python fallback (facevec/bindings/fallback.py, through cffi: the block
+** between the cffi markers is its declarations) both call these, so both
+** loading paths give the same results and the same messages.
 */
 #ifndef FACEVEC_VECTOR_ARG_H
 #define FACEVEC_VECTOR_ARG_H
@@ -17,6 +18,7 @@
 extern "C" {
 #endif
 
+/* cffi: begin */
 /* Value types, numbered as SQLite's fundamental datatypes. */
 #define FV_TYPE_INTEGER 1
 #define FV_TYPE_FLOAT 2
@@ -50,7 +52,7 @@ typedef struct fv_vector {
 /* Read argument argno (1-based, for messages) of SQL function fn as a vector:
 ** a non-empty BLOB whose length is a multiple of 4 (float32), or TEXT holding
 ** a non-empty JSON array of numbers. Other types are an error; callers handle
-** NULL before calling. */
+** NULL before calling. The messages read "<fn>: argument <argno> ...". */
 int fv_vector_from_arg(const char *fn, int argno, const fv_arg *arg,
                        fv_vector *out, char *err);
 void fv_vector_free(fv_vector *v);
@@ -66,6 +68,18 @@ int fv_pair_distance(const char *fn, fv_metric m, const fv_vector *a,
 ** memory). */
 char *fv_vector_to_json(const char *fn, const fv_vector *v, size_t *len,
                         char *err);
+/* cffi: end */
+
+/* The one vector parser: fv_vector_from_arg with the value named by subject
+** in the messages ("<fn>: <subject> ..."), e.g. "query (argument 2)" or
+** "face_meta row 9: embedding". The vector may point into arg's bytes,
+** unaligned. */
+int fv_vector_parse(const char *fn, const char *subject, const fv_arg *arg,
+                    fv_vector *out, char *err);
+
+/* "INTEGER", "REAL", "TEXT", "BLOB" or "NULL" for an FV_TYPE_* (which are
+** SQLite's type numbers). */
+const char *fv_type_name(int type);
 
 #ifdef __cplusplus
 }

@@ -1,3 +1,3 @@
-"""facevec's version, written here only: setup.py passes it to the C code."""
+"""facevec's version: the one place it is written (setup.py gives it to the C compiler)."""
 
 __version__ = "0.1.0"

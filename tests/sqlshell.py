@@ -12,8 +12,9 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 FUNCTIONS_SQL = SQL_DIR / "functions.sql"
 ERRORS_SQL = SQL_DIR / "errors.sql"
 
-# 3.40 prints "Runtime error near line N: msg", older shells "Error: near line N: msg".
-SHELL_ERROR = re.compile(r"^(?:Runtime error|Error:) near line (\d+): (.*)$")
+# 3.40 prints "Runtime error near line N: msg" (or "Parse error ..." when the
+# statement cannot be prepared), older shells "Error: near line N: msg".
+SHELL_ERROR = re.compile(r"^(?:Runtime error|Parse error|Error:) near line (\d+): (.*)$")
 WHY_NO_SHELL = "the sqlite3 shell is not installed (apt-get install sqlite3)"
 
 
@@ -75,3 +76,25 @@ def check_errors_battery(result: subprocess.CompletedProcess[str], sql: str) -> 
     assert len(expected) > 15
     assert result.stdout == ""
     assert shell_errors(result.stderr) == expected
+
+
+def expected_error_lines(sql: str) -> dict[int, str]:
+    """Line number -> message, from statements ending in ``; -- error: message``."""
+    expected = {}
+    for number, line in enumerate(sql.splitlines(), start=1):
+        _, sep, message = line.partition("; -- error: ")
+        if sep:
+            expected[number] = message
+    return expected
+
+
+def check_battery(result: subprocess.CompletedProcess[str], sql: str) -> None:
+    """A script mixing checks (``select 'name', <true>;`` prints ``name|1``)
+    and statements that must fail (``...; -- error: message``)."""
+    names = battery_names(sql)
+    assert len(set(names)) == len(names)
+    rows = result.stdout.splitlines()
+    assert [row.rsplit("|", 1)[0] for row in rows] == names, result.stderr[-3000:]
+    failed = [row for row in rows if not row.endswith("|1")]
+    assert not failed, f"failing checks: {failed}"
+    assert shell_errors(result.stderr) == expected_error_lines(sql)

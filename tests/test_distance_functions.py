@@ -21,6 +21,7 @@ from sqlpaths import (
     connect,
     encode,
     json_text,
+    reference,
 )
 
 import facevec
@@ -373,3 +374,58 @@ def test_connect_opens_a_file(tmp_path):
         assert connection.execute("SELECT vector_dims(v) FROM t").fetchone() == (3,)
         connection.close()
         assert database.exists()
+
+
+# ---------------------------------------------------------------------------
+# Extremes: where float32 sums overflow or underflow, the result is still the
+# float64 reference's (the kernels take such sums again in double).
+
+#: (a, b) builders: elements far beyond sqrt(FLT_MAX) ~ 1.8e19 or below
+#: sqrt(FLT_MIN) ~ 1.1e-19, opposite and random, and one huge vector against
+#: a normal one.
+EXTREME_SCALES = (1e20, 1e38, 1e-22, 1e-40)
+
+
+def extreme_pairs(dim: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(dim)
+    pairs = []
+    for scale in EXTREME_SCALES:
+        # |elements| <= 3 * scale: finite in float32 at every scale
+        a = (np.clip(rng.standard_normal(dim), -3, 3) * scale).astype(np.float32)
+        b = (np.clip(rng.standard_normal(dim), -3, 3) * scale).astype(np.float32)
+        pairs.append((f"random {scale:g}", a, b))
+        ones = np.full(dim, scale, np.float32)
+        pairs.append((f"opposite {scale:g}", ones, -ones))
+    normal = rng.standard_normal(dim).astype(np.float32)
+    pairs.append(("huge and normal", (normal * 1e25).astype(np.float32), normal))
+    pairs.append(("tiny and normal", (normal * 1e-30).astype(np.float32), normal))
+    return [(name, a, b) for name, a, b in pairs if a.any() and b.any()]
+
+
+@pytest.mark.parametrize("dim", (1, 3, 17, 128))
+@pytest.mark.parametrize("fn", DISTANCE_FUNCTIONS)
+def test_extreme_values_match_numpy(conn, fn, dim):
+    for name, a, b in extreme_pairs(dim):
+        (got,) = conn.execute(f"SELECT {fn}(?, ?)", (blob(a), blob(b))).fetchone()
+        value, tol = reference(fn, a, b)
+        assert abs(got - value) <= tol, f"{fn} {name}: got {got!r}, numpy {value!r}"
+
+
+@pytest.mark.parametrize("scale", (1e19, 1e20, 3e38))
+def test_euclidean_l2_of_opposite_huge_vectors_is_2(conn, scale):
+    ones = np.full(128, scale, np.float32)
+    (got,) = conn.execute(
+        "SELECT euclidean_l2_distance(?, ?)", (blob(ones), blob(-ones))
+    ).fetchone()
+    assert got == pytest.approx(2.0, abs=1e-12)
+    (got,) = conn.execute("SELECT cosine_distance(?, ?)", (blob(ones), blob(-ones))).fetchone()
+    assert got == pytest.approx(2.0, abs=1e-12)
+
+
+def test_a_tiny_vector_has_a_direction(conn):
+    """Elements of 1e-30 square to 0 in float32: that is no zero norm."""
+    tiny = blob([1e-30, 0, 0])
+    assert conn.execute("SELECT cosine_distance(?, '[1, 0, 0]')", (tiny,)).fetchone() == (0.0,)
+    assert conn.execute("SELECT euclidean_l2_distance(?, '[0, 2, 0]')", (tiny,)).fetchone()[
+        0
+    ] == pytest.approx(2**0.5, abs=1e-12)

@@ -81,6 +81,29 @@ def test_top_k_matches_numpy(kernels, metric, dim):
     assert facevec.top_k(query, matrix, 3, metric)[0].tolist() == ref_order[:3].tolist()
 
 
+@pytest.mark.parametrize("scale", (1e20, 1e-22))
+@pytest.mark.parametrize("metric", ("euclidean", "cosine", "euclidean_l2"))
+def test_extreme_values_match_numpy(kernels, metric, scale):
+    """Elements whose squares overflow (1e20) or underflow (1e-22) float32:
+    the sums are taken again in double, so the float32 results are right."""
+    rng = np.random.default_rng(int(-np.log10(scale)) % 97)
+    matrix = (np.clip(rng.standard_normal((40, 33)), -3, 3) * scale).astype(np.float32)
+    query = (np.clip(rng.standard_normal(33), -3, 3) * scale).astype(np.float32)
+    got = facevec.distances(query, matrix, metric)
+    ref = np.array([reference(SQL_NAME[metric], row, query)[0] for row in matrix])
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    indices, values = facevec.top_k(query, matrix, 10, metric)
+    assert indices.tolist() == np.argsort(ref, kind="stable")[:10].tolist()
+    np.testing.assert_array_equal(values, got[indices])
+
+
+def test_an_infinite_distance_is_ranked_last_not_dropped(kernels):
+    matrix = np.array([[np.inf], [1.0], [2.0]], np.float32)
+    indices, values = facevec.top_k([-1.0], matrix, 3, "inner_product")
+    assert indices.tolist() == [1, 2, 0]
+    assert values.tolist() == [-1.0, -2.0, -np.inf]
+
+
 def test_top_k_default_metric_is_euclidean():
     matrix, query = matrix_and_query(50, 8)
     indices, values = facevec.top_k(query, matrix, 4)

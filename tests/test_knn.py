@@ -1,4 +1,4 @@
-"""facevec_knn: the in-database exact nearest-neighbour index (csrc/knn.c).
+"""facevec_knn: the in-database exact nearest-neighbour index (csrc/knn_*.c).
 
 Every answer is compared with the scalar path (``ORDER BY <metric>_distance(
 embedding, ?), id``: same rows, bit-identical distances) and with a numpy
@@ -6,13 +6,11 @@ float64 reference (explicit tolerance), over random collections, after
 changes, after reopening and after a crash.
 
 The extension under test is $FACEVEC_LOADABLE if set (e.g. a sanitizer
-build), else the installed facevec's if it is newer than csrc/, else one
-compiled from csrc/ into a temporary directory.
+build), else the installed facevec's.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3 as stdlib_sqlite3
@@ -27,120 +25,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
+from knn_helpers import (  # noqa: E402
+    SCALAR,
+    assert_matches,
+    check_reference,
+    connect,
+    current,
+    extension_under_test,
+    knn,
+    make_table,
+    reference,
+    scalar,
+    status,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
 
-SCALAR = {
-    "euclidean": "euclidean_distance",
-    "euclidean_squared": "euclidean_distance_squared",
-    "cosine": "cosine_distance",
-    "euclidean_l2": "euclidean_l2_distance",
-}
-
 
 @pytest.fixture(scope="session")
 def ext() -> str:
-    """The installed extension (FACEVEC_LOADABLE names another build, e.g. a
-    sanitizer build)."""
-    import facevec
-
-    return os.environ.get("FACEVEC_LOADABLE") or facevec.loadable_path()
-
-
-def connect(ext: str, path: Path | str = ":memory:"):
-    conn = pysqlite3.connect(str(path), isolation_level=None)
-    conn.enable_load_extension(True)
-    conn.load_extension(ext)
-    return conn
-
-
-def make_table(conn, x: np.ndarray | None = None, ids=None) -> None:
-    conn.execute(
-        "CREATE TABLE face_meta(id INTEGER PRIMARY KEY, img_name TEXT, embedding BLOB, model TEXT)"
-    )
-    if x is not None:
-        ids = list(range(1, len(x) + 1)) if ids is None else ids
-        conn.executemany(
-            "INSERT INTO face_meta(id, img_name, embedding) VALUES (?, ?, ?)",
-            [
-                (int(i), f"img{i}.jpg", v.astype(np.float32).tobytes())
-                for i, v in zip(ids, x, strict=True)
-            ],
-        )
-
-
-def knn(conn, q, k, metric="euclidean", threshold=None, table="face_meta"):
-    q = q if isinstance(q, (bytes, str)) else np.asarray(q, np.float32).tobytes()
-    return conn.execute(
-        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?)", (table, q, k, metric, threshold)
-    ).fetchall()
-
-
-def scalar(conn, q, k, metric="euclidean", threshold=None):
-    fn = SCALAR[metric]
-    where = "" if threshold is None else "WHERE d <= ?"
-    params = (np.asarray(q, np.float32).tobytes(),) + (() if threshold is None else (threshold,))
-    return conn.execute(
-        f"SELECT id, d FROM (SELECT id, {fn}(embedding, ?1) AS d FROM face_meta "
-        f"WHERE embedding IS NOT NULL) {where.replace('?', '?2')} ORDER BY d, id LIMIT {int(k)}",
-        params,
-    ).fetchall()
-
-
-def reference(x: np.ndarray, ids, q: np.ndarray, metric: str) -> np.ndarray:
-    x64, q64 = x.astype(np.float64), q.astype(np.float64)
-    if metric in ("euclidean", "euclidean_squared"):
-        d = ((x64 - q64) ** 2).sum(1)
-        return np.sqrt(d) if metric == "euclidean" else d
-    xn = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
-    qn = q64 / np.linalg.norm(q64)
-    if metric == "cosine":
-        return 1 - xn @ qn
-    return np.sqrt(((xn - qn) ** 2).sum(1))
-
-
-def check_reference(got, x, ids, q, k, metric, threshold=None):
-    """got agrees with float64 numpy: its distances are the true distances of
-    its rows (to 1e-5), and no row left out is nearer than the last one kept."""
-    d = reference(x, ids, q, metric)
-    by_id = dict(zip((int(i) for i in ids), d, strict=True))
-    scale = 1e-5 * max(1.0, float(np.abs(d).max()) if len(d) else 1.0)
-    for rid, dist in got:
-        assert abs(by_id[rid] - dist) <= scale, (rid, dist, by_id[rid])
-    eligible = d if threshold is None else d[d <= threshold + scale]
-    assert len(got) in range(min(k, len(eligible)) - 2, min(k, len(eligible)) + 3)
-    if threshold is None:
-        assert len(got) == min(k, len(d))
-    if got and len(got) < len(d):
-        kept = {rid for rid, _ in got}
-        worst = max(dist for _, dist in got)
-        left_out = [v for i, v in by_id.items() if i not in kept]
-        assert min(left_out) >= worst - scale
-
-
-def assert_matches(conn, x, ids, q, k, metric="euclidean", threshold=None):
-    got = knn(conn, q, k, metric, threshold)
-    assert got == scalar(conn, q, k, metric, threshold)  # same rows, same bits
-    check_reference(got, x, ids, q, k, metric, threshold)
-    return got
-
-
-def current(conn):
-    """(matrix, ids) of face_meta rows with an embedding."""
-    rows = conn.execute(
-        "SELECT id, embedding FROM face_meta WHERE embedding IS NOT NULL ORDER BY id"
-    ).fetchall()
-    if not rows:
-        return np.zeros((0, 1), np.float32), []
-    return np.stack([np.frombuffer(e, np.float32) for _, e in rows]), [i for i, _ in rows]
-
-
-def status(conn, table="face_meta"):
-    import json
-
-    return json.loads(conn.execute("SELECT facevec_knn_status(?)", (table,)).fetchone()[0])
+    return extension_under_test()
 
 
 # --------------------------------------------------------------------------
@@ -157,6 +63,7 @@ def status(conn, table="face_meta"):
         (200, 7, 64),
         (1000, 128, 128),
         (3000, 33, None),
+        (300, 2048, 1024),  # appends written in pieces: 128 vectors fill the 1 MiB buffer
     ],
 )
 @pytest.mark.parametrize("metric", list(SCALAR))
@@ -187,12 +94,47 @@ def test_thresholds(ext, metric):
     conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
     q = rng.standard_normal(12).astype(np.float32)
     d = np.sort(reference(x, range(1, 501), q, metric))
-    for threshold in (float(d[0]) - 1e-3, float(d[3]), float(d[40]), float(d[-1]) + 1, -1.0):
+    for threshold in (float(d[0]) / 2, float(d[3]), float(d[40]), float(d[-1]) + 1, 0.0):
         for k in (5, 100, 500):
             assert_matches(conn, x, range(1, 501), q, k, metric, threshold)
     # a threshold exactly at a returned distance keeps that row
     top = knn(conn, q, 3, metric)
     assert knn(conn, q, 10, metric, top[2][1]) == top
+
+
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_threshold_null_and_infinity_mean_no_limit(ext, metric):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    q = rng.standard_normal(6).astype(np.float32)
+    every = assert_matches(conn, x, range(1, 201), q, 300, metric)
+    assert len(every) == 200
+    assert knn(conn, q, 300, metric, float("inf")) == every
+    assert knn(conn, q, 300, metric, None) == every
+    # 0 keeps exact matches only: the stored row itself, where its distance rounds to 0
+    exact = assert_matches(conn, x, range(1, 201), x[7], 5, metric, 0.0)
+    if metric in ("euclidean", "euclidean_squared"):
+        assert exact == [(8, 0.0)]
+
+
+@pytest.mark.parametrize("scale", (1e20, 1e-22))
+@pytest.mark.parametrize("metric", list(SCALAR))
+def test_extreme_values_match_scalar(ext, metric, scale):
+    """Vectors whose float32 sums overflow or underflow: the index returns
+    the scalar functions' double-checked distances, bit for bit."""
+    rng = np.random.default_rng(9)
+    x = (np.clip(rng.standard_normal((150, 8)), -3, 3) * scale).astype(np.float32)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    for _ in range(3):
+        q = (np.clip(rng.standard_normal(8), -3, 3) * scale).astype(np.float32)
+        got = knn(conn, q, 20, metric)
+        assert got == scalar(conn, q, 20, metric)
+        check_reference(got, x, range(1, 151), q, 20, metric)
 
 
 def test_ties_are_broken_by_rowid(ext):
@@ -580,12 +522,12 @@ Q4 = np.ones(4, np.float32).tobytes()
         (
             "SELECT * FROM facevec_knn('face_meta', ?, 0)",
             (Q4,),
-            "facevec_knn: k must be positive, found 0",
+            "facevec_knn: k must be >= 1, found 0",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', ?, -3)",
             (Q4,),
-            "facevec_knn: k must be positive, found -3",
+            "facevec_knn: k must be >= 1, found -3",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', ?, 2.5)",
@@ -614,6 +556,31 @@ Q4 = np.ones(4, np.float32).tobytes()
             "cosine or euclidean_l2",
         ),
         (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -1)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -1",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -0.5)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -0.5",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', -9e999)",
+            (Q4,),
+            "facevec_knn: threshold must be >= 0, found -Inf",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, -9223372036854775808)",
+            (Q4,),
+            "facevec_knn: k must be >= 1, found -9223372036854775808",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', ?, '3')",
+            (Q4,),
+            "facevec_knn: k (argument 3) must be an INTEGER, found TEXT",
+        ),
+        (
             "SELECT * FROM facevec_knn('face_meta', ?, 3, 'cosine', 'near')",
             (Q4,),
             "facevec_knn: threshold (argument 5) must be a number, found TEXT",
@@ -626,8 +593,23 @@ Q4 = np.ones(4, np.float32).tobytes()
         (
             "SELECT * FROM facevec_knn('face_meta', x'000000', 3)",
             (),
-            "facevec_knn: query (argument 2): invalid float32 vector BLOB length, must be a "
-            "positive multiple of 4, found 3 bytes",
+            "facevec_knn: query (argument 2): invalid float32 vector BLOB length, must be "
+            "divisible by 4, found 3 bytes",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', x'', 3)",
+            (),
+            "facevec_knn: query (argument 2) is an empty BLOB, expected float32 values",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[]', 3)",
+            (),
+            "facevec_knn: query (argument 2) is an empty JSON array",
+        ),
+        (
+            "SELECT * FROM facevec_knn('face_meta', '[1, 1e39, 0, 0]', 3)",
+            (),
+            "facevec_knn: query (argument 2): number out of float32 range at character 4",
         ),
         (
             "SELECT * FROM facevec_knn('face_meta', 42, 3)",
@@ -737,6 +719,26 @@ def test_error_bad_rows(ext):
         ),
     ):
         conn.execute("SELECT facevec_knn_sync('face_meta')")
+    # Rows are read by the same parser as arguments, with the row named.
+    for value, problem in [
+        (
+            "x'000000'",
+            ": invalid float32 vector BLOB length, must be divisible by 4, found 3 bytes",
+        ),
+        ("x''", " is an empty BLOB, expected float32 values"),
+        ("'[0, 0,'", ": malformed JSON array of numbers at character 6"),
+        ("'[]'", " is an empty JSON array"),
+    ]:
+        conn.execute(f"UPDATE face_meta SET embedding = {value} WHERE id = 9")
+        for sql, fn in [
+            ("SELECT facevec_knn_sync('face_meta')", "facevec_knn_sync"),
+            ("SELECT * FROM facevec_knn('face_meta', '[1, 1, 1, 1]', 3)", "facevec_knn"),
+        ]:
+            with pytest.raises(
+                pysqlite3.OperationalError,
+                match="^" + re.escape(f"{fn}: face_meta row 9: embedding{problem}") + "$",
+            ):
+                conn.execute(sql).fetchall()
     conn.execute("UPDATE face_meta SET embedding = '[0, 0, 0, 0]' WHERE id = 9")  # JSON is fine
     conn.execute("SELECT facevec_knn_sync('face_meta')")
     assert knn(conn, [0, 0, 0, 0], 1) == [(9, 0.0)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlshell import (
     FUNCTIONS_SQL,
     SQL_DIR,
     WHY_NO_SHELL,
+    check_battery,
     check_errors_battery,
     check_functions_battery,
     run_shell,
@@ -87,10 +89,22 @@ pytestmark = [
 def build(tmp_path_factory) -> Path:
     """The sanitized extension (facevec0.so) and the canary (canary.so)."""
     out = tmp_path_factory.mktemp("asan")
-    sources = [CSRC / name for name in ("sqlite3_facevec.c", "distance.c", "vector_arg.c", "knn.c")]
+    sources = sorted(CSRC.glob("*.c"))
     includes = ["-I", str(CSRC), "-I", str(CSRC / "sqlite")]
+    version = re.search(
+        r'^__version__ = "([^"]+)"$', (ROOT / "facevec" / "_version.py").read_text(), re.M
+    ).group(1)
     compile_ = subprocess.run(
-        ["gcc", *SANITIZE, *includes, *map(str, sources), "-o", str(out / "facevec0.so"), "-lm"],
+        [
+            "gcc",
+            *SANITIZE,
+            *includes,
+            f'-DFACEVEC_VERSION="{version}"',
+            *map(str, sources),
+            "-o",
+            str(out / "facevec0.so"),
+            "-lm",
+        ],
         capture_output=True,
         text=True,
     )
@@ -147,6 +161,14 @@ def test_knn_script_under_sanitizers(build):
     assert_no_report(result)
     assert "facevec_knn: query has 3 dimensions, the index of face_meta has 4" in result.stderr
     assert '"vectors":2001,"pending":0' in result.stdout
+
+
+def test_knn_hostile_script_under_sanitizers(build):
+    """tests/sql/knn_hostile.sql: forged and damaged indexes, huge k."""
+    sql = (SQL_DIR / "knn_hostile.sql").read_text()
+    result = run_sanitized(build / "facevec0.so", sql)
+    assert_no_report(result)
+    check_battery(result, sql)
 
 
 def hex_blob(values) -> str:

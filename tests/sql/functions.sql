@@ -24,6 +24,15 @@ select 'blob-from-json', vector_from_json('[1,2]') = x'0000803f00000040';
 select 'cosine-blob', abs(cosine_distance(vector_from_json('[1,0,0]'), vector_from_json('[0,0,3]')) - 1.0) < 1e-7;
 select 'inner-blob', inner_product(vector_from_json('[0.5,0.25]'), x'0000803f0000803f') = 0.75;
 
+-- extremes: float32 sums that would overflow (elements of 1e20) or underflow
+-- (1e-30) are taken again in double
+select 'l2-opposite-huge', abs(euclidean_l2_distance('[1e20,1e20,1e20]', '[-1e20,-1e20,-1e20]') - 2.0) < 1e-12;
+select 'cosine-opposite-huge', abs(cosine_distance('[1e20,1e20,1e20]', '[-1e20,-1e20,-1e20]') - 2.0) < 1e-12;
+select 'euclidean-huge', abs(euclidean_distance('[3e38,0]', '[-3e38,0]') / 6e38 - 1) < 1e-7;
+select 'inner-product-huge', abs(inner_product('[3e38,3e38]', '[3e38,3e38]') / 1.8e77 - 1) < 1e-7;
+select 'cosine-tiny', cosine_distance('[1e-30,0,0]', '[1,0,0]') = 0.0;
+select 'euclidean-tiny', abs(euclidean_distance('[3e-30,0]', '[0,4e-30]') / 5e-30 - 1) < 1e-7;
+
 -- vector_dims, vector_to_json, vector_from_json
 select 'dims-json', vector_dims('[1,2,3]') = 3;
 select 'dims-blob', vector_dims(x'0000803f00000040') = 2;

@@ -1,0 +1,602 @@
+/*
+** knn_search.c - the search behind facevec_knn: one pass over the index's
+** chunks and the rows with pending changes (read from the table itself),
+** each row scored for every query into that query's bounded heap (fv_heap,
+** the one top_k uses).
+*/
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "facevec.h"
+#include "knn_search.h"
+#include "knn_store.h"
+
+/* Open-addressing set of rowids with pending changes. */
+typedef struct rid_set {
+  i64 *slot;
+  size_t mask, n;
+} rid_set;
+
+static inline size_t rid_hash(i64 v) {
+  uint64_t x = (uint64_t)v * 0x9E3779B97F4A7C15ull;
+  return (size_t)(x ^ (x >> 29));
+}
+
+/* Sentinel: INT64_MIN is never stored (add_rid maps it aside). */
+static int rid_set_add(rid_set *s, i64 v) {
+  if ((s->n + 1) * 2 > s->mask + 1 || !s->slot) {
+    size_t cap = s->slot ? (s->mask + 1) * 2 : 64;
+    i64 *ns = sqlite3_malloc64(cap * sizeof(i64));
+    if (!ns) return SQLITE_NOMEM;
+    for (size_t i = 0; i < cap; i++) ns[i] = INT64_MIN;
+    if (s->slot) {
+      for (size_t i = 0; i <= s->mask; i++) {
+        if (s->slot[i] == INT64_MIN) continue;
+        size_t j = rid_hash(s->slot[i]) & (cap - 1);
+        while (ns[j] != INT64_MIN) j = (j + 1) & (cap - 1);
+        ns[j] = s->slot[i];
+      }
+      sqlite3_free(s->slot);
+    }
+    s->slot = ns;
+    s->mask = cap - 1;
+  }
+  size_t j = rid_hash(v) & s->mask;
+  while (s->slot[j] != INT64_MIN) {
+    if (s->slot[j] == v) return SQLITE_OK;
+    j = (j + 1) & s->mask;
+  }
+  s->slot[j] = v;
+  s->n++;
+  return SQLITE_OK;
+}
+
+static int rid_set_has(const rid_set *s, i64 v) {
+  if (!s->n) return 0;
+  size_t j = rid_hash(v) & s->mask;
+  while (s->slot[j] != INT64_MIN) {
+    if (s->slot[j] == v) return 1;
+    j = (j + 1) & s->mask;
+  }
+  return 0;
+}
+
+/* Where a stored vector sits, as one number (a heap entry's tag): chunk ids
+** stay below KNN_MAX_CHUNKS and slots below 2^16 (KNN_MAX_CHUNK). -1: read
+** from the source table. */
+static inline i64 slot_key(i64 chunk, i64 slot) { return chunk << 16 | slot; }
+
+/* One pass over an index, shared by the queries of a request. */
+typedef struct knn_scan {
+  sqlite3 *db;
+  knn_index ix;
+  fv_metric metric;
+  size_t dim;
+  rid_set pending;
+  int pending_has_min;   /* INT64_MIN is pending (cannot live in the set) */
+  /* The log's rowids, the chunk ids, rid -> (chunk, slot): prepared for
+  ** this search, or borrowed from the cache (then only reset). */
+  sqlite3_stmt *log_st, *chunks_st, *map_get;
+  int borrowed;
+  char *zErr;
+} knn_scan;
+
+/* One query: its spec, its threshold in key space, its heap. */
+typedef struct knn_query {
+  const knn_query_spec *spec;
+  double thr_key; /* keys above this cannot qualify (HUGE_VAL: no threshold) */
+  double worst;   /* the full heap's largest key; NaN until the heap is full */
+  fv_heap heap;
+} knn_query;
+
+/* The heap's buffers start small and double with the rows that enter it (up
+** to k), so a huge k costs nothing and no count read from the file sizes an
+** allocation. */
+static int heap_reserve(fv_heap *h) {
+  if (h->size < h->cap) return SQLITE_OK;
+  size_t cap = h->cap ? h->cap * 2 : 64;
+  if (cap > h->k || cap < h->cap) cap = h->k;
+  if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
+  double *dist = sqlite3_realloc64(h->dist, (sqlite3_uint64)cap * sizeof(double));
+  if (!dist) return SQLITE_NOMEM;
+  h->dist = dist;
+  int64_t *id = sqlite3_realloc64(h->id, (sqlite3_uint64)cap * sizeof(int64_t));
+  if (!id) return SQLITE_NOMEM;
+  h->id = id;
+  int64_t *tag = sqlite3_realloc64(h->tag, (sqlite3_uint64)cap * sizeof(int64_t));
+  if (!tag) return SQLITE_NOMEM;
+  h->tag = tag;
+  h->cap = cap;
+  return SQLITE_OK;
+}
+
+static void heap_free(fv_heap *h) {
+  sqlite3_free(h->dist);
+  sqlite3_free(h->id);
+  sqlite3_free(h->tag);
+  memset(h, 0, sizeof *h);
+}
+
+/* Rows whose stored copy may be out of date: scored from the source table. */
+static inline int is_pending(const knn_scan *sc, i64 rid) {
+  if (sc->ix.building && rid >= sc->ix.build_next) return 1;
+  if (rid == INT64_MIN) return sc->pending_has_min;
+  return rid_set_has(&sc->pending, rid);
+}
+
+/* The rowid map agrees that row rid is stored at slot_key `at`: a slot
+** whose rowid was forged, or one left over, cannot pose as a row. */
+static int check_map(knn_scan *sc, i64 rid, i64 at) {
+  i64 chunk = 0, slot = 0;
+  int rc =
+      knn_map_find(sc->db, "facevec_knn", &sc->ix, sc->map_get, rid, &chunk, &slot, &sc->zErr);
+  if (rc == SQLITE_OK && (chunk == 0 || slot_key(chunk, slot) != at))
+    rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix,
+                     "slot %lld of chunk %lld holds row %lld, which the map puts %s",
+                     at & 0xFFFF, at >> 16, rid, chunk == 0 ? "nowhere" : "elsewhere");
+  return rc;
+}
+
+/* Offer live row rid's key (stored at slot_key `at`, or -1) to query q. The
+** key is the squared distance for euclidean (its sqrt is taken for the
+** final k only), else the metric's value. A key that is no number is an
+** error: the row cannot be ranked. */
+static inline int offer(knn_scan *sc, knn_query *q, int rc, double key, i64 rid, i64 at) {
+  if (key > q->worst) return SQLITE_OK; /* most rows: a full heap's worst beats them */
+  if (rc == FV_OK && key == key) {
+    if (key <= q->thr_key && fv_heap_accepts(&q->heap, key, rid)) {
+      if (heap_reserve(&q->heap) != SQLITE_OK) return SQLITE_NOMEM;
+      fv_heap_push(&q->heap, key, rid, at);
+      if (q->heap.size == q->heap.k) q->worst = q->heap.dist[0];
+    }
+    return SQLITE_OK;
+  }
+  if (rc == FV_ZERO_NORM)
+    sc->zErr = sqlite3_mprintf("facevec_knn: distance undefined for %s row %lld, whose %s "
+                               "has norm 0",
+                               sc->ix.tbl, rid, sc->ix.col);
+  else
+    sc->zErr = sqlite3_mprintf("facevec_knn: distance to %s row %lld is NaN: its %s holds "
+                               "NaN or infinity",
+                               sc->ix.tbl, rid, sc->ix.col);
+  return SQLITE_ERROR;
+}
+
+/* Score live row rid (vector v) for query q. The row is argument a, the
+** query b, as in <metric>_distance(embedding, query), so the distances are
+** the scalar functions' to the bit. */
+static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at) {
+  double key = NAN; /* unless a distance is computed */
+  int rc = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED
+               ? (key = fv_l2_squared(v, q->spec->vector, sc->dim), FV_OK)
+               : fv_distance(sc->metric, v, q->spec->vector, sc->dim, &key);
+  return offer(sc, q, rc, key, rid, at);
+}
+
+/* Every valid slot of every chunk, read a block of vectors at a time (about
+** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
+static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
+  static const char *const column[3] = {"valid", "rowids", "vectors"};
+  knn_index *ix = &sc->ix;
+  sqlite3_stmt *st = NULL;
+  sqlite3_blob *blob[3] = {NULL, NULL, NULL};
+  unsigned char *valid = NULL;
+  i64 *rowids = NULL;
+  float *block = NULL;
+  double *keys = NULL; /* euclidean: block_rows keys per query */
+  char *chunks_tbl = NULL;
+  const size_t dim = sc->dim, vbytes = dim * sizeof(float);
+  size_t block_rows = KNN_BLOCK_BYTES / vbytes;
+  int rc = SQLITE_OK;
+  if (block_rows < 1) block_rows = 1;
+  if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
+
+  chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
+  valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
+  rowids = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
+  block = sqlite3_malloc64(block_rows * vbytes);
+  if (sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED) {
+    keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
+    if (!keys) rc = SQLITE_NOMEM;
+  }
+  if (!chunks_tbl || !valid || !rowids || !block || rc == SQLITE_NOMEM) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  st = sc->chunks_st;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    i64 id = sqlite3_column_int64(st, 0);
+    size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
+    if (n_slots == 0) continue;
+    rc = SQLITE_OK;
+    for (int c = 0; c < 3 && rc == SQLITE_OK; c++)
+      rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
+                   : sqlite3_blob_open(sc->db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
+    if (rc != SQLITE_OK) goto db_error;
+    /* knn_index_check saw these sizes in this same snapshot; a mismatch here
+    ** is a bug, never a reason to read out of bounds. */
+    if (sqlite3_blob_bytes(blob[0]) != (int)(ix->chunk_size / 8) ||
+        sqlite3_blob_bytes(blob[1]) != (int)(ix->chunk_size * 8) ||
+        sqlite3_blob_bytes(blob[2]) != (int)(ix->chunk_size * (i64)vbytes)) {
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
+      goto finish;
+    }
+    rc = sqlite3_blob_read(blob[0], valid, (int)((n_slots + 7) / 8), 0);
+    if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], rowids, (int)(n_slots * 8), 0);
+    if (rc != SQLITE_OK) goto db_error;
+    for (size_t first = 0; first < n_slots; first += block_rows) {
+      size_t rows = n_slots - first < block_rows ? n_slots - first : block_rows;
+      size_t lo = first, hi = first + rows; /* trim invalid rows at both ends */
+      while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
+      while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
+      if (lo == hi) continue;
+      rc = sqlite3_blob_read(blob[2], block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
+      if (rc != SQLITE_OK) goto db_error;
+      for (size_t i = 0; i < n_queries; i++) {
+        /* Euclidean keys of the whole block in one kernel call. */
+        if (keys)
+          fv_l2_squared_rows(queries[i].spec->vector, block, hi - lo, dim,
+                             keys + i * block_rows);
+      }
+      for (size_t r = lo; r < hi; r++) {
+        if (!(valid[r / 8] >> (r % 8) & 1)) continue;
+        i64 at = slot_key(id, (i64)r);
+        /* A pending row is scored from the table; its stale copy must still
+        ** be the one the map knows. */
+        if (is_pending(sc, rowids[r])) {
+          rc = check_map(sc, rowids[r], at);
+        } else if (keys) {
+          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
+            rc = offer(sc, &queries[i], FV_OK, keys[i * block_rows + r - lo], rowids[r], at);
+        } else {
+          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
+            rc = consider(sc, &queries[i], block + (r - lo) * dim, rowids[r], at);
+        }
+        if (rc != SQLITE_OK) goto finish;
+      }
+    }
+  }
+  if (rc != SQLITE_DONE) goto db_error;
+  rc = SQLITE_OK;
+  goto finish;
+db_error:
+  knn_db_error(sc->db, &sc->zErr);
+finish:
+  for (int c = 0; c < 3; c++) sqlite3_blob_close(blob[c]);
+  if (st) sqlite3_reset(st);
+  sqlite3_free(chunks_tbl);
+  sqlite3_free(valid);
+  sqlite3_free(rowids);
+  sqlite3_free(block);
+  sqlite3_free(keys);
+  return rc;
+}
+
+/* Score rows with pending changes straight from the source table. */
+static int scan_pending(knn_scan *sc, knn_query *queries, size_t n_queries) {
+  knn_index *ix = &sc->ix;
+  sqlite3_stmt *st = NULL;
+  int rc;
+  /* During a build, rows the map does not know are read from the table too,
+  ** whatever the cursor says: a forged cursor cannot hide rows. */
+  if (ix->building)
+    rc = knn_prepare(sc->db, &st, &sc->zErr,
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" AS t WHERE \"%w\" >= ?1 "
+                     "OR \"%w\" IN (SELECT rid FROM \"main\".\"%w_fvknn_log\") OR NOT EXISTS "
+                     "(SELECT 1 FROM \"main\".\"%w_fvknn_rowids\" WHERE rid = t.\"%w\")",
+                     ix->pk, ix->col, ix->tbl, ix->pk, ix->pk, ix->tbl, ix->tbl, ix->pk);
+  else
+    rc = knn_prepare(sc->db, &st, &sc->zErr,
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IN "
+                     "(SELECT rid FROM \"main\".\"%w_fvknn_log\")",
+                     ix->pk, ix->col, ix->tbl, ix->pk, ix->tbl);
+  if (rc != SQLITE_OK) goto finish;
+  if (ix->building) sqlite3_bind_int64(st, 1, ix->build_next);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    i64 rid = sqlite3_column_int64(st, 0);
+    fv_vector v;
+    rc = knn_row_vector("facevec_knn", ix, rid, sqlite3_column_type(st, 1),
+                        sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1),
+                        (i64)sc->dim, &v, &sc->zErr);
+    for (size_t i = 0; i < n_queries && rc == SQLITE_OK && v.v; i++)
+      rc = consider(sc, &queries[i], v.v, rid, -1);
+    fv_vector_free(&v);
+    if (rc != SQLITE_OK) goto finish;
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  else
+    knn_db_error(sc->db, &sc->zErr);
+finish:
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int load_pending(knn_scan *sc, i64 *n_log) {
+  sqlite3_stmt *st = sc->log_st;
+  int rc;
+  *n_log = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    i64 rid = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix, "its log holds a %s rowid",
+                       fv_type_name(sqlite3_column_type(st, 0)));
+      break;
+    }
+    (*n_log)++;
+    if (rid == INT64_MIN)
+      sc->pending_has_min = 1;
+    else if ((rc = rid_set_add(&sc->pending, rid)) != SQLITE_OK)
+      break;
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  else if (rc != SQLITE_NOMEM)
+    knn_db_error(sc->db, &sc->zErr);
+  sqlite3_reset(st);
+  return rc;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The results name each row once, and every stored one sits where the map
+** says: duplicated or relabelled slots show here rather than as answers. */
+static int check_results(knn_scan *sc, const fv_heap *h) {
+  int rc = SQLITE_OK;
+  if (h->size == 0) return SQLITE_OK;
+  int64_t *sorted = sqlite3_malloc64((sqlite3_uint64)h->size * sizeof(int64_t));
+  if (!sorted) return SQLITE_NOMEM;
+  memcpy(sorted, h->id, h->size * sizeof(int64_t));
+  qsort(sorted, h->size, sizeof(int64_t), cmp_i64);
+  for (size_t i = 1; i < h->size && rc == SQLITE_OK; i++)
+    if (sorted[i] == sorted[i - 1])
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", &sc->ix, "row %lld is stored twice",
+                       (i64)sorted[i]);
+  sqlite3_free(sorted);
+  for (size_t i = 0; i < h->size && rc == SQLITE_OK; i++)
+    if (h->tag[i] >= 0) rc = check_map(sc, h->id[i], h->tag[i]);
+  return rc;
+}
+
+/* A query vector facevec_knn can rank by: finite, and with a direction for
+** cosine and euclidean_l2. */
+static int check_query(knn_scan *sc, const float *v) {
+  for (size_t i = 0; i < sc->dim; i++) {
+    float x;
+    memcpy(&x, v + i, sizeof x); /* any alignment */
+    if (!isfinite(x)) {
+      sc->zErr = sqlite3_mprintf("facevec_knn: query element %lld is %s", (i64)i,
+                                 isnan(x) ? "NaN" : "infinite");
+      return SQLITE_ERROR;
+    }
+  }
+  double self;
+  if ((sc->metric == FV_COSINE || sc->metric == FV_EUCLIDEAN_L2) &&
+      fv_distance(sc->metric, v, v, sc->dim, &self) == FV_ZERO_NORM) {
+    sc->zErr = sqlite3_mprintf("facevec_knn: %s distance is undefined for a query vector "
+                               "whose norm is 0",
+                               sc->metric == FV_COSINE ? "cosine" : "euclidean_l2");
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
+/* The query's heap as its answer: ascending, euclidean keys square-rooted,
+** cut at the threshold (the key-space bound was slightly loose). */
+static void finish_query(knn_query *q, fv_metric metric, knn_result *out) {
+  size_t m = 0;
+  for (size_t i = 0; i < q->heap.size; i++) {
+    double d = q->heap.dist[i];
+    if (metric == FV_EUCLIDEAN) d = sqrt(d);
+    if (q->spec->has_threshold && !(d <= q->spec->threshold)) break;
+    q->heap.dist[m] = d;
+    q->heap.id[m] = q->heap.id[i];
+    m++;
+  }
+  out->n = m;
+  out->ids = q->heap.id;
+  out->dist = q->heap.dist;
+  q->heap.id = NULL;
+  q->heap.dist = NULL;
+}
+
+void knn_result_clear(knn_result *r) {
+  sqlite3_free(r->ids);
+  sqlite3_free(r->dist);
+  memset(r, 0, sizeof *r);
+}
+
+static void cache_statements_clear(knn_cache *c);
+
+void knn_cache_clear(knn_cache *c) {
+  cache_statements_clear(c);
+  sqlite3_finalize(c->schema_st);
+  sqlite3_free(c->table);
+  knn_index_clear(&c->ix);
+  memset(c, 0, sizeof *c);
+}
+
+static char *dup(const char *s) { return s ? sqlite3_mprintf("%s", s) : NULL; }
+
+/* A copy of ix with its own names. */
+static int index_copy(knn_index *to, const knn_index *from) {
+  *to = *from;
+  to->tbl = dup(from->tbl);
+  to->col = dup(from->col);
+  to->pk = dup(from->pk);
+  if (to->tbl && to->col && to->pk) return SQLITE_OK;
+  knn_index_clear(to);
+  return SQLITE_NOMEM;
+}
+
+/* Load and check req's index, or take it from the cache when the file has
+** not changed since the cache was filled (then only the cheap checks of the
+** scan itself run). The read transaction must be open: pin holds it. */
+static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int schema_version) {
+  unsigned data_version = 0;
+  int changes = sqlite3_total_changes(sc->db), rc;
+  int versioned = cache && sqlite3_file_control(sc->db, "main", SQLITE_FCNTL_DATA_VERSION,
+                                                &data_version) == SQLITE_OK;
+  if (versioned && cache->valid && cache->data_version == data_version &&
+      cache->changes == changes && cache->schema_version == schema_version &&
+      strcmp(cache->table, table) == 0)
+    return index_copy(&sc->ix, &cache->ix);
+  rc = knn_index_open(sc->db, "facevec_knn", table, &sc->ix, &sc->zErr);
+  if (rc != SQLITE_OK || !versioned) return rc;
+  cache->valid = 0;
+  sqlite3_free(cache->table);
+  knn_index_clear(&cache->ix);
+  cache->table = dup(table);
+  if (!cache->table || index_copy(&cache->ix, &sc->ix) != SQLITE_OK) return SQLITE_OK;
+  cache->data_version = data_version;
+  cache->changes = changes;
+  cache->schema_version = schema_version;
+  cache->valid = 1;
+  return SQLITE_OK;
+}
+
+static void cache_statements_clear(knn_cache *c) {
+  sqlite3_finalize(c->log_st);
+  sqlite3_finalize(c->chunks_st);
+  sqlite3_finalize(c->map_get);
+  sqlite3_free(c->stmt_table);
+  c->log_st = c->chunks_st = c->map_get = NULL;
+  c->stmt_table = NULL;
+}
+
+/* The statements of a search of sc's index: the cache's when it holds them
+** for this table, else prepared (and given to the cache, if any). */
+static int scan_statements(knn_scan *sc, knn_cache *cache) {
+  const char *tbl = sc->ix.tbl;
+  int rc;
+  if (cache && cache->stmt_table && strcmp(cache->stmt_table, tbl) == 0) {
+    sc->log_st = cache->log_st;
+    sc->chunks_st = cache->chunks_st;
+    sc->map_get = cache->map_get;
+    sc->borrowed = 1;
+    return SQLITE_OK;
+  }
+  rc = knn_prepare(sc->db, &sc->log_st, &sc->zErr,
+                   "SELECT rid FROM \"main\".\"%w_fvknn_log\"", tbl);
+  if (rc == SQLITE_OK)
+    rc = knn_prepare(sc->db, &sc->chunks_st, &sc->zErr,
+                     "SELECT id FROM \"main\".\"%w_fvknn_chunks\" ORDER BY id", tbl);
+  if (rc == SQLITE_OK) rc = knn_map_prepare(sc->db, &sc->ix, &sc->map_get, &sc->zErr);
+  if (rc != SQLITE_OK || !cache) return rc;
+  cache_statements_clear(cache);
+  cache->stmt_table = dup(tbl);
+  if (!cache->stmt_table) return SQLITE_OK; /* no cache this time */
+  cache->log_st = sc->log_st;
+  cache->chunks_st = sc->chunks_st;
+  cache->map_get = sc->map_get;
+  sc->borrowed = 1;
+  return SQLITE_OK;
+}
+
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cache *cache,
+               char **pzErr) {
+  knn_scan sc;
+  knn_query *queries = NULL;
+  sqlite3_stmt *pin = NULL;
+  i64 n_log = 0;
+  int rc, schema_version = 0;
+  memset(&sc, 0, sizeof sc);
+  memset(results, 0, req->n_queries * sizeof *results);
+  sc.db = db;
+  sc.metric = req->metric;
+  sc.dim = req->dim;
+
+  /* One snapshot for every statement below: a statement left open on the
+  ** schema holds the read transaction, so a writer committing meanwhile
+  ** cannot show us the log of one state and the chunks of another. Reading
+  ** the schema version opens it. */
+  if (cache && cache->schema_st) {
+    pin = cache->schema_st;
+    rc = SQLITE_OK;
+  } else {
+    rc = sqlite3_prepare_v2(db, "PRAGMA main.schema_version", -1, &pin, NULL);
+    if (cache && rc == SQLITE_OK) cache->schema_st = pin;
+  }
+  if (rc == SQLITE_OK && sqlite3_step(pin) != SQLITE_ROW) rc = sqlite3_errcode(db);
+  if (rc != SQLITE_OK) goto finish;
+  schema_version = sqlite3_column_int(pin, 0);
+  rc = open_index(&sc, req->table, cache, schema_version);
+  if (rc == SQLITE_OK) rc = scan_statements(&sc, cache);
+  if (rc != SQLITE_OK) goto finish;
+  if (sc.ix.dim > 0 && (i64)sc.dim != sc.ix.dim) {
+    sc.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
+                              "%lld",
+                              (i64)sc.dim, sc.ix.tbl, sc.ix.dim);
+    rc = SQLITE_ERROR;
+    goto finish;
+  }
+  queries = sqlite3_malloc64((sqlite3_uint64)req->n_queries * sizeof *queries);
+  if (!queries) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  memset(queries, 0, req->n_queries * sizeof *queries);
+  for (size_t i = 0; i < req->n_queries; i++) {
+    const knn_query_spec *spec = &req->queries[i];
+    knn_query *q = &queries[i];
+    rc = check_query(&sc, spec->vector);
+    if (rc != SQLITE_OK) goto finish;
+    q->spec = spec;
+    /* "At most k": the heap grows with the rows seen, never to k itself. */
+    fv_heap_init(&q->heap, (uint64_t)spec->k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)spec->k,
+                 NULL, NULL, NULL, 0);
+    q->thr_key = HUGE_VAL;
+    q->worst = NAN;
+    if (spec->has_threshold) /* a slightly loose bound in key space; exact at the end */
+      q->thr_key = req->metric == FV_EUCLIDEAN
+                       ? spec->threshold * spec->threshold * (1 + 1e-9) + 1e-300
+                       : spec->threshold;
+  }
+  rc = load_pending(&sc, &n_log);
+  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0)
+    rc = scan_chunks(&sc, queries, req->n_queries);
+  if (rc == SQLITE_OK && (n_log > 0 || sc.ix.building))
+    rc = scan_pending(&sc, queries, req->n_queries);
+  for (size_t i = 0; i < req->n_queries && rc == SQLITE_OK; i++) {
+    fv_heap_sort(&queries[i].heap);
+    rc = check_results(&sc, &queries[i].heap);
+    if (rc == SQLITE_OK) finish_query(&queries[i], req->metric, &results[i]);
+  }
+finish:
+  if (rc != SQLITE_OK) {
+    for (size_t i = 0; i < req->n_queries; i++) knn_result_clear(&results[i]);
+    if (sc.zErr) {
+      *pzErr = sc.zErr;
+      sc.zErr = NULL;
+    } else if (rc != SQLITE_NOMEM) {
+      *pzErr = sqlite3_mprintf("facevec_knn: %s", sqlite3_errmsg(db));
+    }
+  }
+  for (size_t i = 0; queries && i < req->n_queries; i++) heap_free(&queries[i].heap);
+  sqlite3_free(queries);
+  sqlite3_free(sc.zErr);
+  sqlite3_free(sc.pending.slot);
+  if (sc.borrowed) {
+    sqlite3_reset(sc.log_st);
+    sqlite3_reset(sc.chunks_st);
+    sqlite3_reset(sc.map_get);
+  } else {
+    sqlite3_finalize(sc.log_st);
+    sqlite3_finalize(sc.chunks_st);
+    sqlite3_finalize(sc.map_get);
+  }
+  if (cache && pin == cache->schema_st)
+    sqlite3_reset(pin);
+  else
+    sqlite3_finalize(pin);
+  knn_index_clear(&sc.ix);
+  return rc;
+}

@@ -1,0 +1,67 @@
+/*
+** knn_search.h - the search behind facevec_knn. Internal to the extension.
+*/
+#ifndef FACEVEC_KNN_SEARCH_H
+#define FACEVEC_KNN_SEARCH_H
+
+#include "facevec.h"
+#include "knn_store.h"
+
+/* One query vector and what to return for it. */
+typedef struct knn_query_spec {
+  const float *vector; /* dim floats, any alignment */
+  i64 k;               /* >= 1: at most k rows */
+  int has_threshold;   /* 0: no limit */
+  double threshold;    /* >= 0: only rows with distance <= threshold */
+} knn_query_spec;
+
+/* A search of one index: the collection, the metric, and its queries.
+** Today facevec_knn sends one query; a batch (many query vectors in one
+** call) is n_queries > 1, each scored in the same pass over the chunks.
+** Options of an approximate index would join here: an IVF probe (nprobe,
+** the list ids to read) picks which chunks the pass reads, and quantised
+** storage how a chunk's vectors decode; neither exists yet. */
+typedef struct knn_request {
+  const char *table;
+  fv_metric metric;
+  size_t dim;
+  const knn_query_spec *queries;
+  size_t n_queries;
+} knn_request;
+
+/* The answer to one query: n rows ascending by distance, ties by rowid,
+** sqlite3_malloc'd (knn_result_clear frees them). */
+typedef struct knn_result {
+  size_t n;
+  int64_t *ids;
+  double *dist;
+} knn_result;
+
+/* What a search learnt about an index, kept by its caller (facevec_knn's
+** table, one per connection) from one query to the next. The checks of
+** knn_index_check cost as much as a small search; while the file has not
+** changed since they passed (the same data version, change count and
+** schema version), they are not run again. */
+typedef struct knn_cache {
+  char *table;             /* the name the index was asked by */
+  knn_index ix;            /* loaded and checked */
+  unsigned data_version;   /* SQLITE_FCNTL_DATA_VERSION: any commit */
+  int changes;             /* sqlite3_total_changes: this connection's writes */
+  int schema_version;      /* PRAGMA schema_version */
+  int valid;
+  sqlite3_stmt *schema_st; /* PRAGMA main.schema_version, prepared once */
+  /* The statements every search of table runs, prepared once per table. */
+  char *stmt_table;
+  sqlite3_stmt *log_st, *chunks_st, *map_get;
+} knn_cache;
+
+void knn_cache_clear(knn_cache *c);
+
+/* Run req; results has req->n_queries entries. On an error every result is
+** empty and *pzErr names what was wrong (NULL: out of memory). cache may be
+** NULL. */
+int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cache *cache,
+               char **pzErr);
+void knn_result_clear(knn_result *r);
+
+#endif /* FACEVEC_KNN_SEARCH_H */

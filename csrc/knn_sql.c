@@ -1,0 +1,704 @@
+/*
+** knn_sql.c - the SQL interface of facevec's knn index: exact k-nearest-
+** neighbour search over a table's embeddings, kept in the same SQLite
+** database in large contiguous chunks (knn_store.c) and scanned with the
+** SIMD kernels into a bounded heap (knn_search.c).
+**
+** SQL interface (all in schema "main"):
+**
+**   SELECT facevec_knn_build(table [, column [, chunk_size]])
+**       Drop any index on table, create one on column (default 'embedding')
+**       and fill it. Returns the number of vectors indexed.
+**   SELECT facevec_knn_create(table [, column [, chunk_size]])
+**       As build, but leave the filling to facevec_knn_sync (in batches, so a
+**       caller can show progress). Returns 0.
+**   SELECT facevec_knn_sync(table [, max_rows])
+**       Apply pending changes of table (logged by triggers) and continue an
+**       unfinished build, at most max_rows source rows (default: all).
+**       Returns the number of rows processed; fewer than max_rows = done.
+**   SELECT facevec_knn_drop(table)      remove the index; returns 1 or 0.
+**   SELECT facevec_knn_status(table)    JSON description, NULL if no index.
+**
+**   SELECT rowid, distance, rank
+**   FROM facevec_knn(table, query, k [, metric [, threshold]]);
+**       At most k rows (any INTEGER >= 1) nearest to query (float32 BLOB or
+**       JSON array), ascending by distance, ties by rowid; metric
+**       'euclidean' (default), 'euclidean_squared', 'cosine' or
+**       'euclidean_l2'; only rows with distance <= threshold when one is
+**       given (NULL or +infinity: no limit). Distances equal, bit for bit,
+**       the scalar <metric>_distance(embedding, query).
+**
+** Storage, for table T (T's rowid must be an INTEGER PRIMARY KEY column, so
+** that VACUUM cannot renumber it):
+**   facevec_knn_index   one row per index: column, dimension, chunk size,
+**                       tail chunk and fill, build cursor
+**   T_fvknn_chunks      (id, valid, rowids, vectors): chunk_size slots each;
+**                       valid is a bitmap, rowids int64, vectors float32, all
+**                       fixed-size BLOBs edited in place with sqlite3_blob_*
+**   T_fvknn_rowids      (rid -> chunk, slot), for updates and deletes
+**   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
+**                       connection, with or without facevec loaded, can write
+**                       T; facevec_knn_sync empties it.
+**
+** A query is never stale: rows named in the log (and, during a build, rows
+** past the build cursor or unknown to the map) are skipped in the chunks and
+** read from T itself. Nothing read from these tables is trusted: a damaged
+** index is an error that names T and asks for a rebuild (knn_store.c).
+** Every call's writes form one transaction (BEGIN IMMEDIATE, or a SAVEPOINT
+** inside the caller's transaction), so a crash leaves either the old or the
+** new index, and concurrent writers wait for each other.
+**
+** Who may call what: every function here is DIRECTONLY (never from a view or
+** trigger of the file); see the security model in sqlite3_facevec.c.
+**
+** Limits: a REPLACE that deletes a row through a UNIQUE constraint other than
+** the rowid fires no DELETE trigger unless PRAGMA recursive_triggers is on;
+** the next full facevec_knn_sync then finds the index holding a row too
+** many and asks for a rebuild. A query copies each chunk through
+** sqlite3_blob_read into a 128 KiB buffer; with PRAGMA mmap_size covering the
+** file those copies come from the mapping instead of one read() per page,
+** about twice as fast.
+*/
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "facevec.h"
+#include "knn.h"
+#include "knn_search.h"
+#include "knn_store.h"
+#include "vector_arg.h"
+
+typedef struct metric_name {
+  const char *name;
+  fv_metric metric;
+} metric_name;
+
+static const metric_name metric_names[] = {
+    {"euclidean", FV_EUCLIDEAN},
+    {"euclidean_squared", FV_EUCLIDEAN_SQUARED},
+    {"cosine", FV_COSINE},
+    {"euclidean_l2", FV_EUCLIDEAN_L2},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Transactions around the writing functions                                 */
+
+/* Every write of one call is atomic. In autocommit mode the call runs in a
+** BEGIN IMMEDIATE transaction: it takes the write lock up front, waiting in
+** the busy handler like any writer. (A SAVEPOINT there would start a
+** deferred transaction that reads first and must upgrade later, and SQLite
+** answers such an upgrade with SQLITE_BUSY at once, without waiting.) Inside
+** the caller's transaction it runs in a SAVEPOINT, which commits or rolls
+** back with the caller's. *own records which. */
+static int txn_begin(sqlite3 *db, int *own, char **pzErr) {
+  *own = sqlite3_get_autocommit(db);
+  return knn_exec(db, pzErr, *own ? "BEGIN IMMEDIATE" : "SAVEPOINT facevec_knn");
+}
+
+/* Commit (rc == SQLITE_OK) or roll back; returns the final rc. */
+static int txn_end(sqlite3 *db, int own, int rc, char **pzErr) {
+  if (rc == SQLITE_OK) {
+    rc = knn_exec(db, pzErr, own ? "COMMIT" : "RELEASE facevec_knn");
+    if (rc == SQLITE_OK) return rc;
+  }
+  if (own) {
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  } else {
+    sqlite3_exec(db, "ROLLBACK TO facevec_knn", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE facevec_knn", NULL, NULL, NULL);
+  }
+  return rc;
+}
+
+/* Report rc/zErr of function fn on ctx. */
+static void result_error(sqlite3_context *ctx, const char *fn, int rc, char *zErr) {
+  if (rc == SQLITE_NOMEM) {
+    sqlite3_result_error_nomem(ctx);
+  } else {
+    char *msg;
+    if (zErr && strncmp(zErr, fn, strlen(fn)) == 0)
+      msg = sqlite3_mprintf("%s", zErr);
+    else
+      msg = sqlite3_mprintf("%s: %s", fn, zErr ? zErr : sqlite3_errstr(rc));
+    sqlite3_result_error(ctx, msg ? msg : fn, -1);
+    sqlite3_free(msg);
+    if (rc != SQLITE_ERROR) sqlite3_result_error_code(ctx, rc);
+  }
+}
+
+/* A TEXT value as a C string, or NULL with *msg set (sqlite3_malloc'd) when
+** it is not TEXT or holds a NUL, which would cut the name short ("t\0x"
+** acting on t). what = "table (argument 1)", ... */
+static const char *name_value(sqlite3_value *v, const char *fn, const char *what,
+                              char **msg) {
+  const char *text;
+  *msg = NULL;
+  if (sqlite3_value_type(v) != SQLITE_TEXT) {
+    *msg = sqlite3_mprintf("%s: %s must be TEXT, found %s", fn, what,
+                           fv_type_name(sqlite3_value_type(v)));
+    return NULL;
+  }
+  text = (const char *)sqlite3_value_text(v);
+  if (text && (size_t)sqlite3_value_bytes(v) != strlen(text)) {
+    *msg = sqlite3_mprintf("%s: %s contains a NUL character", fn, what);
+    return NULL;
+  }
+  return text;
+}
+
+/* Text argument i of fn, or an error. NULL is an error too: these functions
+** administer an index, and silently doing nothing would hide mistakes. */
+static const char *text_arg(sqlite3_context *ctx, const char *fn, const char *what,
+                            sqlite3_value **argv, int i) {
+  char *label = sqlite3_mprintf("%s (argument %d)", what, i + 1), *msg = NULL;
+  const char *text = label ? name_value(argv[i], fn, label, &msg) : NULL;
+  sqlite3_free(label);
+  if (!label) {
+    sqlite3_result_error_nomem(ctx);
+  } else if (!text) {
+    if (msg)
+      sqlite3_result_error(ctx, msg, -1);
+    else
+      sqlite3_result_error_nomem(ctx);
+  }
+  sqlite3_free(msg);
+  return text;
+}
+
+/* An argument error of fn on ctx; returns 0. */
+static int arg_error(sqlite3_context *ctx, const char *fn, char *msg) {
+  sqlite3_result_error(ctx, msg ? msg : fn, -1);
+  sqlite3_free(msg);
+  return 0;
+}
+
+static int int_arg(sqlite3_context *ctx, const char *fn, const char *what,
+                   sqlite3_value **argv, int i, i64 *out) {
+  if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER)
+    return arg_error(ctx, fn,
+                     sqlite3_mprintf("%s: %s (argument %d) must be an INTEGER, found %s", fn,
+                                     what, i + 1, fv_type_name(sqlite3_value_type(argv[i]))));
+  *out = sqlite3_value_int64(argv[i]);
+  return 1;
+}
+
+/* The arguments of the writing functions, and what each does with them
+** inside the transaction run_write opens. */
+typedef struct write_args {
+  const char *fn, *table, *column;
+  i64 chunk_size; /* build/create: 0 = from the dimension */
+  i64 max_rows;   /* sync: < 0 = all */
+  int fill;       /* build (1) or create (0) */
+} write_args;
+
+typedef int (*write_op)(sqlite3 *db, const write_args *a, i64 *result, char **pzErr);
+
+static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  knn_index ix = {0};
+  i64 done = 0;
+  int rc = knn_create(db, a->fn, a->table, a->column, a->chunk_size, &ix, pzErr);
+  if (rc == SQLITE_OK && a->fill) rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
+  *result = a->fill ? ix.n_vectors : 0;
+  knn_index_clear(&ix);
+  return rc;
+}
+
+static int sync_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  knn_index ix = {0};
+  int rc = knn_index_open(db, a->fn, a->table, &ix, pzErr);
+  if (rc == SQLITE_OK) rc = knn_sync_rows(db, a->fn, &ix, a->max_rows, result, pzErr);
+  knn_index_clear(&ix);
+  return rc;
+}
+
+static int drop_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  int found = 0, rc = knn_drop(db, a->table, &found, pzErr);
+  *result = found;
+  return rc;
+}
+
+/* Run op in one transaction (txn_begin) and give its INTEGER result, or
+** its error, to ctx. */
+static void run_write(sqlite3_context *ctx, write_op op, const write_args *a) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char *zErr = NULL;
+  i64 result = 0;
+  int own = 0;
+  int rc = txn_begin(db, &own, &zErr);
+  if (rc == SQLITE_OK) rc = txn_end(db, own, op(db, a, &result, &zErr), &zErr);
+  if (rc == SQLITE_OK)
+    sqlite3_result_int64(ctx, result);
+  else
+    result_error(ctx, a->fn, rc, zErr);
+  sqlite3_free(zErr);
+}
+
+/*
+** facevec_knn_build(table [, column [, chunk_size]]) -> INTEGER vectors indexed
+** facevec_knn_create(table [, column [, chunk_size]]) -> 0 (fill with _sync)
+** Drop any index on table first. column defaults to 'embedding'; chunk_size
+** (slots per chunk, a multiple of 64 up to 65536) to about 2 MiB of vectors.
+** Errors: NULL or non-TEXT names, no such table/column, no INTEGER PRIMARY
+** KEY, a row whose vector is malformed or of another dimension.
+*/
+static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  write_args a = {0};
+  a.fill = sqlite3_user_data(ctx) != NULL;
+  a.fn = a.fill ? "facevec_knn_build" : "facevec_knn_create";
+  a.column = "embedding";
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
+  if (argc > 1 && !(a.column = text_arg(ctx, a.fn, "column", argv, 1))) return;
+  if (argc > 2) {
+    if (!int_arg(ctx, a.fn, "chunk_size", argv, 2, &a.chunk_size)) return;
+    if (a.chunk_size < 64 || a.chunk_size > KNN_MAX_CHUNK || a.chunk_size % 64) {
+      arg_error(ctx, a.fn,
+                sqlite3_mprintf("%s: chunk_size must be a multiple of 64 between 64 and %d, "
+                                "found %lld",
+                                a.fn, KNN_MAX_CHUNK, a.chunk_size));
+      return;
+    }
+  }
+  run_write(ctx, build_op, &a);
+}
+
+/*
+** facevec_knn_sync(table [, max_rows]) -> INTEGER rows processed
+** Applies logged changes of table (then continues an unfinished build), at
+** most max_rows (> 0; default all) source rows, in one transaction. A result
+** below max_rows means the index is up to date.
+*/
+static void sync_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  write_args a = {.fn = "facevec_knn_sync", .max_rows = -1};
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
+  if (argc > 1) {
+    if (!int_arg(ctx, a.fn, "max_rows", argv, 1, &a.max_rows)) return;
+    if (a.max_rows <= 0) {
+      arg_error(ctx, a.fn,
+                sqlite3_mprintf("%s: max_rows must be positive, found %lld", a.fn, a.max_rows));
+      return;
+    }
+  }
+  run_write(ctx, sync_op, &a);
+}
+
+/* facevec_knn_drop(table) -> 1 if an index was dropped, 0 if there was none.
+** Call it in a statement of its own: SQLite refuses DROP TABLE while another
+** statement of the connection reads. */
+static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  write_args a = {.fn = "facevec_knn_drop"};
+  (void)argc;
+  if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
+  run_write(ctx, drop_op, &a);
+}
+
+/* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
+** if table has none. "pending" counts logged changes not yet synced;
+** "slots" - "vectors" is space left by deletions (a rebuild compacts it). */
+static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "facevec_knn_status";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *tbl;
+  char *zErr = NULL, *json = NULL;
+  knn_index ix;
+  int rc, trig = 0;
+  (void)argc;
+  if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
+  rc = knn_index_load(db, fn, tbl, &ix, &zErr);
+  if (rc == SQLITE_NOTFOUND) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  /* Missing triggers are reported, not an error: status is how one finds out. */
+  if (rc == SQLITE_OK) rc = knn_index_check(db, fn, &ix, &trig, &zErr);
+  if (rc == SQLITE_OK) {
+    i64 chunks = ix.n_chunks;
+    i64 pending = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
+    i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
+    /* SQLite's json_object escapes the names, whatever characters they hold. */
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT json_object('table', ?1, 'column', ?2, 'dim', ?3, "
+                            "'chunk_size', ?4, 'chunks', ?5, 'slots', ?6, 'vectors', ?7, "
+                            "'pending', ?8, 'building', json(?9), 'triggers', json(?10))",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, ix.tbl, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, ix.col, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, ix.dim);
+      sqlite3_bind_int64(st, 4, ix.chunk_size);
+      sqlite3_bind_int64(st, 5, chunks);
+      sqlite3_bind_int64(st, 6, slots);
+      sqlite3_bind_int64(st, 7, ix.n_vectors);
+      sqlite3_bind_int64(st, 8, pending);
+      sqlite3_bind_text(st, 9, ix.building ? "true" : "false", -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 10, trig ? "true" : "false", -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW) {
+        json = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+        if (!json) rc = SQLITE_NOMEM;
+      } else {
+        rc = sqlite3_errcode(db) == SQLITE_OK ? SQLITE_ERROR : sqlite3_errcode(db);
+        knn_db_error(db, &zErr);
+      }
+    } else {
+      knn_db_error(db, &zErr);
+    }
+    sqlite3_finalize(st);
+  }
+  if (rc == SQLITE_OK)
+    sqlite3_result_text(ctx, json, -1, sqlite3_free);
+  else
+    result_error(ctx, fn, rc, zErr);
+  sqlite3_free(zErr);
+  knn_index_clear(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The facevec_knn table-valued function                                     */
+
+enum {
+  KNN_COL_DISTANCE = 0,
+  KNN_COL_RANK,
+  KNN_COL_COLLECTION, /* hidden arguments from here */
+  KNN_COL_QUERY,
+  KNN_COL_K,
+  KNN_COL_METRIC,
+  KNN_COL_THRESHOLD,
+  KNN_N_ARGS = 5
+};
+
+typedef struct knn_vtab {
+  sqlite3_vtab base;
+  sqlite3 *db;
+  knn_cache cache; /* this connection's last checked index */
+} knn_vtab;
+
+typedef struct knn_cursor {
+  sqlite3_vtab_cursor base;
+  knn_result result;
+  size_t i; /* current row of result */
+} knn_cursor;
+
+static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                      sqlite3_vtab **ppVtab, char **pzErr) {
+  knn_vtab *v;
+  int rc;
+  (void)aux;
+  (void)argc;
+  (void)argv;
+  (void)pzErr;
+  rc = sqlite3_declare_vtab(db,
+                            "CREATE TABLE x(distance REAL, rank INTEGER, collection HIDDEN, "
+                            "query HIDDEN, k HIDDEN, metric HIDDEN, threshold HIDDEN)");
+  /* It reads any table and costs a scan: never from a view or trigger of
+  ** the file (see the security model at the top). */
+  if (rc == SQLITE_OK) rc = sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+  if (rc != SQLITE_OK) return rc;
+  v = sqlite3_malloc(sizeof *v);
+  if (!v) return SQLITE_NOMEM;
+  memset(v, 0, sizeof *v);
+  v->db = db;
+  *ppVtab = &v->base;
+  return SQLITE_OK;
+}
+
+static int knnDisconnect(sqlite3_vtab *pVtab) {
+  knn_cache_clear(&((knn_vtab *)pVtab)->cache);
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+/* idxNum: bit i set when hidden argument i (collection, query, k, metric,
+** threshold) is given, passed in argv in that order. */
+static int knnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *info) {
+  int idx[KNN_N_ARGS], mask = 0, argi = 0;
+  (void)pVtab;
+  for (int i = 0; i < KNN_N_ARGS; i++) idx[i] = -1;
+  for (int i = 0; i < info->nConstraint; i++) {
+    const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+    int a = c->iColumn - KNN_COL_COLLECTION;
+    if (a < 0 || a >= KNN_N_ARGS) continue;
+    if (c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    if (!c->usable) return SQLITE_CONSTRAINT; /* wait for a plan that binds it */
+    idx[a] = i;
+  }
+  for (int a = 0; a < KNN_N_ARGS; a++) {
+    if (idx[a] < 0) continue;
+    mask |= 1 << a;
+    info->aConstraintUsage[idx[a]].argvIndex = ++argi;
+    info->aConstraintUsage[idx[a]].omit = 1;
+  }
+  info->idxNum = mask;
+  info->estimatedCost = (mask & 7) == 7 ? 10.0 : 1e12;
+  info->estimatedRows = 10;
+  /* Rows come out ordered by distance, then rowid (and so by rank). */
+  if (info->nOrderBy >= 1 && info->nOrderBy <= 2) {
+    int ok = 1;
+    for (int i = 0; i < info->nOrderBy && ok; i++) {
+      const struct sqlite3_index_orderby *o = &info->aOrderBy[i];
+      if (o->desc) ok = 0;
+      else if (i == 0) ok = o->iColumn == KNN_COL_DISTANCE || o->iColumn == KNN_COL_RANK;
+      else ok = o->iColumn == -1 || o->iColumn == KNN_COL_RANK;
+    }
+    if (ok) info->orderByConsumed = 1;
+  }
+  return SQLITE_OK;
+}
+
+static int knnOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
+  knn_cursor *c = sqlite3_malloc(sizeof *c);
+  (void)pVtab;
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof *c);
+  *ppCursor = &c->base;
+  return SQLITE_OK;
+}
+
+static void cursor_reset(knn_cursor *c) {
+  knn_result_clear(&c->result);
+  c->i = 0;
+}
+
+static int knnClose(sqlite3_vtab_cursor *cur) {
+  cursor_reset((knn_cursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+/* Hand zErr (sqlite3_malloc'd; NULL = out of memory) to the vtab. */
+static int vtab_take_error(sqlite3_vtab *pVtab, char *zErr) {
+  if (!zErr) return SQLITE_NOMEM;
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = zErr;
+  return SQLITE_ERROR;
+}
+
+/* A numeric value as a person would write it: "-1", "-0.5", "-Inf". */
+static void format_number(char *buf, size_t cap, sqlite3_value *v) {
+  double x = sqlite3_value_double(v);
+  if (sqlite3_value_type(v) == SQLITE_INTEGER) {
+    snprintf(buf, cap, "%lld", (long long)sqlite3_value_int64(v));
+  } else if (isinf(x)) {
+    snprintf(buf, cap, "%sInf", x < 0 ? "-" : "");
+  } else {
+    for (int prec = 15; prec <= 17; prec++) { /* fewest digits that read back */
+      snprintf(buf, cap, "%.*g", prec, x);
+      if (strtod(buf, NULL) == x) break;
+    }
+  }
+}
+
+/* facevec_knn's arguments, parsed: the request, and the query vector it
+** points to (owned when parsed from JSON; else it points into the BLOB
+** argument, which lives as long as the xFilter call). */
+typedef struct knn_args {
+  knn_request req;
+  knn_query_spec query;
+  fv_vector vector;
+} knn_args;
+
+/* Parse the hidden arguments (collection, query, k, metric, threshold) that
+** idxNum says argv holds. Errors go to *pzErr. */
+static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *a,
+                          char **pzErr) {
+  static const char *const arg_name[KNN_N_ARGS] = {"collection", "query", "k", "metric",
+                                                   "threshold"};
+  sqlite3_value *arg[KNN_N_ARGS] = {0};
+  char err[FV_ERR_MAX];
+  fv_arg query;
+  int t, ai = 0;
+  memset(a, 0, sizeof *a);
+  a->req.metric = FV_EUCLIDEAN;
+  a->req.queries = &a->query;
+  a->req.n_queries = 1;
+  for (int i = 0; i < KNN_N_ARGS && ai < argc; i++)
+    if (idxNum & (1 << i)) arg[i] = argv[ai++];
+
+  for (int i = 0; i < 3; i++) {
+    if (!arg[i] || sqlite3_value_type(arg[i]) == SQLITE_NULL) {
+      *pzErr = sqlite3_mprintf("facevec_knn: %s (argument %d) is %s", arg_name[i], i + 1,
+                               arg[i] ? "NULL" : "missing");
+      return SQLITE_ERROR;
+    }
+  }
+  /* collection */
+  if (sqlite3_value_type(arg[0]) != SQLITE_TEXT) {
+    *pzErr = sqlite3_mprintf("facevec_knn: collection (argument 1) must be a table name, "
+                             "found %s",
+                             fv_type_name(sqlite3_value_type(arg[0])));
+    return SQLITE_ERROR;
+  }
+  a->req.table = name_value(arg[0], "facevec_knn", "collection (argument 1)", pzErr);
+  if (!a->req.table) return *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  /* k: any INTEGER up to 2^63-1 means "at most k"; the search allocates per
+  ** row seen, not per k. */
+  if (sqlite3_value_type(arg[2]) != SQLITE_INTEGER) {
+    *pzErr = sqlite3_mprintf("facevec_knn: k (argument 3) must be an INTEGER, found %s",
+                             fv_type_name(sqlite3_value_type(arg[2])));
+    return SQLITE_ERROR;
+  }
+  a->query.k = sqlite3_value_int64(arg[2]);
+  if (a->query.k < 1) {
+    *pzErr = sqlite3_mprintf("facevec_knn: k must be >= 1, found %lld", a->query.k);
+    return SQLITE_ERROR;
+  }
+  /* metric */
+  if (arg[3] && sqlite3_value_type(arg[3]) != SQLITE_NULL) {
+    const char *name = name_value(arg[3], "facevec_knn", "metric (argument 4)", pzErr);
+    size_t i, nm = sizeof metric_names / sizeof metric_names[0];
+    if (!name) return *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+    for (i = 0; i < nm; i++)
+      if (sqlite3_stricmp(name, metric_names[i].name) == 0) break;
+    if (i == nm) {
+      *pzErr = sqlite3_mprintf("facevec_knn: unknown metric '%s'; expected euclidean, "
+                               "euclidean_squared, cosine or euclidean_l2",
+                               name);
+      return SQLITE_ERROR;
+    }
+    a->req.metric = metric_names[i].metric;
+  }
+  /* threshold: NULL or +infinity for no limit, else a number >= 0 */
+  if (arg[4] && (t = sqlite3_value_type(arg[4])) != SQLITE_NULL) {
+    double thr = sqlite3_value_double(arg[4]);
+    if (t != SQLITE_INTEGER && t != SQLITE_FLOAT) {
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold (argument 5) must be a number, "
+                               "found %s",
+                               fv_type_name(t));
+      return SQLITE_ERROR;
+    }
+    /* SQLite stores a NaN as NULL, but a threshold must never compare false
+    ** silently. */
+    if (isnan(thr)) {
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold must be a number, found NaN");
+      return SQLITE_ERROR;
+    }
+    if (thr < 0) {
+      char found[32];
+      format_number(found, sizeof found, arg[4]);
+      *pzErr = sqlite3_mprintf("facevec_knn: threshold must be >= 0, found %s", found);
+      return SQLITE_ERROR;
+    }
+    a->query.has_threshold = !isinf(thr);
+    a->query.threshold = thr;
+  }
+  /* query: the one vector parser, as the scalar functions read theirs */
+  query.type = sqlite3_value_type(arg[1]);
+  query.data = query.type == SQLITE_TEXT   ? (const void *)sqlite3_value_text(arg[1])
+               : query.type == SQLITE_BLOB ? sqlite3_value_blob(arg[1])
+                                           : NULL;
+  query.nbytes = (size_t)sqlite3_value_bytes(arg[1]);
+  if (query.type == SQLITE_TEXT && !query.data) return SQLITE_NOMEM;
+  t = fv_vector_parse("facevec_knn", "query (argument 2)", &query, &a->vector, err);
+  if (t == FV_ARG_NOMEM) return SQLITE_NOMEM;
+  if (t != FV_ARG_OK) {
+    *pzErr = sqlite3_mprintf("%s", err);
+    return SQLITE_ERROR;
+  }
+  a->query.vector = a->vector.v;
+  a->req.dim = a->vector.n;
+  return SQLITE_OK;
+}
+
+/*
+** facevec_knn(collection, query, k [, metric [, threshold]])
+** k: an INTEGER >= 1, up to 2^63-1, meaning "at most k" rows. threshold:
+** NULL or +infinity for no limit, else a number >= 0.
+** Errors: a missing or NULL collection, query or k; k not an INTEGER >= 1;
+** an unknown metric; a threshold that is not a number, NaN or negative; a
+** query that is not a float32 BLOB / JSON array, holds NaN or infinity, has
+** another dimension than the index, or (cosine, euclidean_l2) has norm 0; no
+** index on the table, or a damaged one; a live row whose distance is
+** undefined (norm 0, NaN).
+*/
+static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                     sqlite3_value **argv) {
+  knn_cursor *c = (knn_cursor *)cur;
+  sqlite3_vtab *pVtab = cur->pVtab;
+  knn_args args;
+  char *zErr = NULL;
+  int rc;
+  (void)idxStr;
+  cursor_reset(c);
+  rc = knn_args_parse(idxNum, argc, argv, &args, &zErr);
+  if (rc == SQLITE_OK)
+    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, &c->result,
+                    &((knn_vtab *)pVtab)->cache, &zErr);
+  fv_vector_free(&args.vector);
+  if (rc == SQLITE_NOMEM || !zErr) {
+    sqlite3_free(zErr);
+    return rc;
+  }
+  return vtab_take_error(pVtab, zErr);
+}
+
+static int knnNext(sqlite3_vtab_cursor *cur) {
+  ((knn_cursor *)cur)->i++;
+  return SQLITE_OK;
+}
+
+static int knnEof(sqlite3_vtab_cursor *cur) {
+  knn_cursor *c = (knn_cursor *)cur;
+  return c->i >= c->result.n;
+}
+
+static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
+  knn_cursor *c = (knn_cursor *)cur;
+  switch (col) {
+    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->result.dist[c->i]); break;
+    case KNN_COL_RANK: sqlite3_result_int64(ctx, (i64)c->i + 1); break;
+    default: sqlite3_result_null(ctx); break; /* hidden arguments */
+  }
+  return SQLITE_OK;
+}
+
+static int knnRowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *pRowid) {
+  knn_cursor *c = (knn_cursor *)cur;
+  *pRowid = (sqlite3_int64)c->result.ids[c->i];
+  return SQLITE_OK;
+}
+
+static sqlite3_module knn_module = {
+    0,             /* iVersion */
+    NULL,          /* xCreate: NULL makes the module eponymous-only */
+    knnConnect,    /* xConnect */
+    knnBestIndex,  /* xBestIndex */
+    knnDisconnect, /* xDisconnect */
+    NULL,          /* xDestroy */
+    knnOpen,       /* xOpen */
+    knnClose,      /* xClose */
+    knnFilter,     /* xFilter */
+    knnNext,       /* xNext */
+    knnEof,        /* xEof */
+    knnColumn,     /* xColumn */
+    knnRowid,      /* xRowid */
+    /* xUpdate .. xShadowName */
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+
+int fv_knn_register(sqlite3 *db) {
+  static const struct {
+    const char *name;
+    int nargs;
+    void (*fn)(sqlite3_context *, int, sqlite3_value **);
+    int fill; /* user data for build_func */
+  } fns[] = {
+      {"facevec_knn_build", 1, build_func, 1},  {"facevec_knn_build", 2, build_func, 1},
+      {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_create", 1, build_func, 0},
+      {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
+      {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
+      {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
+  };
+  /* They write the database (or read arbitrary tables): never from triggers
+  ** or views of an untrusted schema. */
+  const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
+  int rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof fns / sizeof fns[0]; i++)
+    rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].nargs, flags,
+                                    fns[i].fill ? (void *)&knn_module : NULL, fns[i].fn,
+                                    NULL, NULL, NULL);
+  return rc;
+}

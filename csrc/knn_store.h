@@ -1,0 +1,99 @@
+/*
+** knn_store.h - the knn index's tables, shared by the search (knn_search.c)
+** and the SQL functions (knn_sql.c). Internal to the extension.
+*/
+#ifndef FACEVEC_KNN_STORE_H
+#define FACEVEC_KNN_STORE_H
+
+#include <stddef.h>
+
+#include "sqlite3ext.h"
+#include "vector_arg.h"
+
+typedef sqlite3_int64 i64;
+
+#define KNN_INDEX_TABLE "facevec_knn_index"
+/* The storage layout of this code, kept in facevec_knn_index.format. */
+#define KNN_FORMAT 1
+#define KNN_MAX_CHUNK 65536
+/* Chunk ids stay below this (2^40 chunks of 64 vectors is beyond any file),
+** so that (chunk, slot) fits one int64 as chunk << 16 | slot. */
+#define KNN_MAX_CHUNKS ((i64)1 << 40)
+/* Largest chunk BLOB (SQLite's default limit on a value is 1e9 bytes). */
+#define KNN_MAX_CHUNK_BYTES (256 * 1024 * 1024)
+/* Bytes of vectors a query reads at once: small enough to stay in L2. */
+#ifndef KNN_BLOCK_BYTES
+#define KNN_BLOCK_BYTES (128 * 1024)
+#endif
+/* Target bytes of vectors per chunk when chunk_size is not given. */
+#define KNN_CHUNK_BYTES (2 * 1024 * 1024)
+
+/* The index's description: one row of facevec_knn_index. */
+typedef struct knn_index {
+  char *tbl;       /* canonical table name */
+  char *col;       /* vector column */
+  char *pk;        /* INTEGER PRIMARY KEY column (the rowid) */
+  i64 dim;         /* 0 until the first vector is seen */
+  i64 chunk_size;  /* slots per chunk, multiple of 64; 0 = choose from dim */
+  i64 tail_chunk;  /* id of the chunk being appended to; 0 = none */
+  i64 tail_used;   /* slots used in the tail chunk */
+  i64 n_vectors;   /* valid slots */
+  i64 build_next;  /* rows with rowid >= build_next are not indexed yet */
+  int building;    /* build_next is meaningful */
+  i64 n_chunks;    /* chunk rows, counted by knn_index_check */
+} knn_index;
+
+/* Small helpers: one formatted statement run or prepared (sqlite3_mprintf
+** syntax), db's last message into *pzErr unless set. */
+int knn_exec(sqlite3 *db, char **pzErr, const char *fmt, ...);
+int knn_prepare(sqlite3 *db, sqlite3_stmt **st, char **pzErr, const char *fmt, ...);
+void knn_db_error(sqlite3 *db, char **pzErr);
+i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl);
+
+/* Load the description of tbl's index and check its numbers against each
+** other. Returns SQLITE_OK, SQLITE_NOTFOUND (no index; no message), or an
+** error naming fn with *pzErr set. */
+int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
+                   char **pzErr);
+/* Check a loaded index against the schema (source column and key, its
+** tables, its triggers: *triggers_ok) and the chunks' real sizes and bits;
+** sets ix->n_chunks. A damaged index is an error asking for a rebuild. */
+int knn_index_check(sqlite3 *db, const char *fn, knn_index *ix, int *triggers_ok,
+                    char **pzErr);
+/* Load and check tbl's index for fn: "no index", missing triggers and any
+** damage are errors naming fn. */
+int knn_index_open(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix, char **pzErr);
+void knn_index_clear(knn_index *ix);
+/* *pzErr = "fn: the knn index of T is corrupt (<detail>); rebuild it with:
+** ..."; returns SQLITE_ERROR (SQLITE_NOMEM without memory). */
+int knn_corrupt(char **pzErr, const char *fn, const knn_index *ix, const char *fmt, ...);
+
+/* The vector in row rid's column value (type, data, nbytes), read by the
+** one vector parser (vector_arg.h), of want_dim elements unless want_dim is
+** 0. out->v is NULL for a NULL value; fv_vector_free releases it. Messages
+** name fn, the table, the row and the column. */
+int knn_row_vector(const char *fn, const knn_index *ix, i64 rid, int type, const void *data,
+                   int nbytes, i64 want_dim, fv_vector *out, char **pzErr);
+
+/* The rowid map: map_get is "SELECT chunk, slot FROM <table>_fvknn_rowids
+** WHERE rid = ?1" (knn_map_prepare). knn_map_find gives row rid's (chunk,
+** slot), *chunk = 0 when the map has no entry; an entry that is not two
+** INTEGERs within the index's slots in use is an error naming fn. */
+int knn_map_prepare(sqlite3 *db, const knn_index *ix, sqlite3_stmt **map_get, char **pzErr);
+int knn_map_find(sqlite3 *db, const char *fn, const knn_index *ix, sqlite3_stmt *map_get,
+                 i64 rid, i64 *chunk, i64 *slot, char **pzErr);
+
+/* Drop any index on tbl and create an empty one whose build cursor covers
+** every row; *ix describes it. */
+int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col,
+               i64 chunk_size, knn_index *ix, char **pzErr);
+/* Drop the index's triggers, tables and description. */
+int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr);
+/* Drop tbl's index, damaged or not; *found: whether it had one. */
+int knn_drop(sqlite3 *db, const char *tbl, int *found, char **pzErr);
+/* Process up to max_rows (< 0: all) logged changes, then build rows.
+** *done gets the number of rows processed. */
+int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
+                  char **pzErr);
+
+#endif /* FACEVEC_KNN_STORE_H */
