@@ -40,6 +40,7 @@ from .errors import (
     VectorError,
 )
 from .metrics import KNN_METRICS
+from .parameters import check_k, check_threshold
 from .storage import faces, knn_index
 from .storage.database import Database, DbArg, open_database
 
@@ -167,6 +168,10 @@ def search(
     given. Distances equal the scalar ``<metric>_distance(embedding, query)``.
     """
     _require(conn)
+    k = check_k(k)
+    if k is None:
+        raise InvalidParameterError("k must be a whole number, not None")
+    threshold = check_threshold(threshold)
     return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold)
 
 

@@ -19,16 +19,14 @@ import numpy as np
 
 from . import knn
 from .bindings.kernels import top_k
-from .errors import InvalidParameterError, ModelMismatchError, UnknownStrategyError
+from .errors import ModelMismatchError, UnknownStrategyError
 from .metrics import face_metric
+from .parameters import check_k, check_threshold
 from .storage import faces, search_sql
 from .storage.database import Database
 
 STRATEGIES = ("extension", "knn", "relational", "client")
 SQLITE_STRATEGIES = ("extension", "knn")
-
-# SQLite's integers are 64-bit: a larger k means "every row" all the same.
-MAX_K = 2**63 - 1
 
 Hits = list[tuple[int, float]]
 
@@ -39,32 +37,6 @@ def check_strategy(strategy: str) -> str:
             f"unknown search strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}"
         )
     return strategy
-
-
-def check_k(k: int | None) -> int | None:
-    """k as every strategy takes it: None (no limit) or 1 .. MAX_K."""
-    if k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidParameterError(f"k must be a whole number, not {k!r}")
-    if k < 1:
-        raise InvalidParameterError(f"k must be at least 1, not {k}")
-    return min(int(k), MAX_K)
-
-
-def check_threshold(threshold: float | None) -> float | None:
-    """A distance threshold: None or +infinity (no limit), else a number >= 0."""
-    if threshold is None:
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"threshold must be a number, not {threshold!r}") from None
-    if math.isnan(value):
-        raise InvalidParameterError("threshold must be a number, found NaN")
-    if value < 0:
-        raise InvalidParameterError(f"threshold must be >= 0, found {threshold}")
-    return None if math.isinf(value) else value
 
 
 def default_strategy(db: Database) -> str:

@@ -21,6 +21,7 @@ VOCABULARY = {
     "facevec.metrics",
     "facevec.options",
     "facevec.face",
+    "facevec.parameters",
 }
 # Which first-level parts each part may import (besides the vocabulary and itself).
 ALLOWED = {

@@ -26,8 +26,9 @@ from ..bindings.kernels import distances
 from ..errors import ModelMismatchError
 from ..metrics import face_metric
 from ..options import DEFAULT_DETECTOR, EmbedOptions
+from ..parameters import check_k, check_threshold
 from ..recognize import ImageArg, query_faces
-from ..search import check_k, check_strategy, check_threshold, nearest
+from ..search import check_strategy, nearest
 from ..storage import people as store
 from ..storage.database import Database, DbArg
 from . import defaults

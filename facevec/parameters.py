@@ -1,0 +1,43 @@
+"""The search parameters every strategy, database and load path reads the same way.
+
+- ``k``: None (no limit), or a whole number from 1; any size is accepted and means
+  "at most that many" (SQLite's integers stop at 2^63 - 1, so larger is capped there);
+- ``threshold``: None or +infinity (no limit), else a number >= 0; NaN and negative
+  numbers are refused (SQLite would bind NaN as NULL, silently "no limit").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import InvalidParameterError
+
+MAX_K = 2**63 - 1
+
+
+def check_k(k: int | None) -> int | None:
+    """k as every strategy takes it: None (no limit) or 1 .. MAX_K."""
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InvalidParameterError(f"k must be a whole number, not {k!r}")
+    if k < 1:
+        raise InvalidParameterError(f"k must be at least 1, not {k}")
+    return min(int(k), MAX_K)
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A distance threshold: None or +infinity (no limit), else a number >= 0."""
+    if threshold is None:
+        return None
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"threshold must be a number, not {threshold!r}") from None
+    if math.isnan(value):
+        raise InvalidParameterError("threshold must be a number, found NaN")
+    if value < 0:
+        raise InvalidParameterError(f"threshold must be >= 0, found {threshold}")
+    return None if math.isinf(value) else value
