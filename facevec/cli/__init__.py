@@ -4,7 +4,7 @@
 its commands on import.
 """
 
-from . import gallery  # noqa: F401  (registers the commands)
+from . import gallery, spark, transfer  # noqa: F401  (registers the commands)
 from .main import cli
 
 __all__ = ["cli"]
