@@ -1,0 +1,219 @@
+"""Batch search on Spark (local cores) against one process and against faiss.
+
+Side by side, over the same random 128-d float32 vectors at Dlib's scale, exact
+top-k of every query (no threshold):
+
+- spark local[N]: ``facevec.spark.batch_search`` over a Parquet gallery (shards
+  as ``facevec export`` writes them), results written to Spark's no-op sink;
+  session start-up is timed apart;
+- one process: the same per-partition code (``top_k_many``) over the whole
+  matrix in memory, one thread;
+- faiss ``IndexFlatL2``, one thread, the whole query batch at once (BLAS).
+
+Also measured: Spark's fixed cost per task (an empty Arrow task), and the rate
+of each method in query x face pairs per second. Spark's answers are checked
+against the one-process answers (same ids) before anything is printed. Usage:
+
+    python benchmarks/bench_spark.py                                # 10k x 1M, local[1], local[2]
+    python benchmarks/bench_spark.py --gallery 10000000 --queries 1000 --skip-faiss
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from facevec.transfer import PARQUET_METADATA_KEY  # noqa: E402
+from facevec.vector_columns import float_list_column  # noqa: E402
+
+DIM = 128
+CHUNK = 250_000
+
+
+def gallery_chunk(start: int, rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, start])
+    return rng.normal(scale=0.09, size=(rows, DIM)).astype(np.float32)
+
+
+def write_gallery(folder: Path, n: int, seed: int, rows_per_file: int) -> None:
+    """Parquet shards in facevec's export layout (id, img_name, face_index, embedding)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {PARQUET_METADATA_KEY: json.dumps({"model_name": "Dlib", "dimensions": DIM})}
+    for file_number, first in enumerate(range(0, n, rows_per_file)):
+        count = min(rows_per_file, n - first)
+        vectors = np.concatenate(
+            [
+                gallery_chunk(start, min(CHUNK, first + count - start), seed)
+                for start in range(first, first + count, CHUNK)
+            ]
+        )
+        ids = np.arange(first, first + count, dtype=np.int64)
+        table = pa.table(
+            {
+                "id": ids,
+                "img_name": pa.array([f"face{i}.jpg" for i in ids]),
+                "face_index": pa.array(np.zeros(count, dtype=np.int32)),
+                "embedding": float_list_column(vectors),
+            }
+        ).replace_schema_metadata(metadata)
+        pq.write_table(table, folder / f"part-{file_number:05d}.parquet")
+
+
+def load_gallery(n: int, seed: int) -> np.ndarray:
+    return np.concatenate(
+        [gallery_chunk(start, min(CHUNK, n - start), seed) for start in range(0, n, CHUNK)]
+    )
+
+
+def make_queries(matrix: np.ndarray, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    picked = matrix[rng.integers(0, matrix.shape[0], count)]
+    return (picked + rng.normal(scale=0.02, size=picked.shape)).astype(np.float32)
+
+
+def one_process(queries: np.ndarray, matrix: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    from facevec.spark.partition_search import top_k_many
+
+    started = time.perf_counter()
+    query, row, _ = top_k_many(queries, matrix, k, "euclidean", None)
+    seconds = time.perf_counter() - started
+    return seconds, row.reshape(queries.shape[0], k)
+
+
+def with_faiss(queries: np.ndarray, matrix: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    started = time.perf_counter()
+    index = faiss.IndexFlatL2(DIM)
+    index.add(matrix)
+    _, rows = index.search(queries, k)
+    return time.perf_counter() - started, rows
+
+
+def spark_run(
+    cores: int, gallery: Path, queries: np.ndarray, k: int, block: int
+) -> dict[str, float]:
+    from facevec.spark import batch_search, read_gallery, spark_session
+
+    started = time.perf_counter()
+    spark = spark_session(
+        f"local[{cores}]",
+        "bench_spark",
+        {"spark.driver.memory": "6g", "spark.sql.shuffle.partitions": str(4 * cores)},
+        progress=False,
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.range(1).count()  # the JVM and a first Python worker are up
+    startup = time.perf_counter() - started
+
+    # Spark's fixed cost per task: Arrow tasks that do nothing.
+    tasks = 200
+    started = time.perf_counter()
+    spark.range(0, tasks, numPartitions=tasks).mapInArrow(
+        lambda batches: batches, "id long"
+    ).write.format("noop").mode("overwrite").save()
+    per_task = (time.perf_counter() - started) / tasks * cores
+
+    table = pa.table(
+        {
+            "query_id": np.arange(queries.shape[0], dtype=np.int64),
+            "embedding": float_list_column(queries, fixed=False),
+        }
+    )
+    started = time.perf_counter()
+    frame = read_gallery(spark, [str(gallery)])
+    hits = batch_search(
+        frame, spark.createDataFrame(table), k=k, similarity_search=True, query_block_size=block
+    )
+    result = hits.select("query_id", "rank", "face_id").orderBy("query_id", "rank").toArrow()
+    seconds = time.perf_counter() - started
+    partitions = frame.frame.rdd.getNumPartitions()
+    rows = result.column("face_id").to_numpy().reshape(queries.shape[0], k)
+    spark.stop()
+    return {
+        "seconds": seconds,
+        "startup": startup,
+        "per_task": per_task,
+        "partitions": partitions,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gallery", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--cores", default="1,2", help="local[N] runs, e.g. 1,2")
+    parser.add_argument("--rows-per-file", type=int, default=125_000)
+    parser.add_argument("--query-block", type=int, default=65_536)
+    parser.add_argument("--skip-faiss", action="store_true")
+    parser.add_argument("--skip-one-process", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_spark_"))
+    gallery = workdir / f"gallery_{args.gallery}"
+    if not gallery.exists():
+        started = time.perf_counter()
+        write_gallery(gallery, args.gallery, args.seed, args.rows_per_file)
+        print(f"wrote {args.gallery:,} faces in {time.perf_counter() - started:.0f} s to {gallery}")
+    matrix = load_gallery(args.gallery, args.seed)
+    queries = make_queries(matrix, args.queries, args.seed)
+    pairs = args.gallery * args.queries
+    results: dict[str, dict] = {}
+
+    reference = None
+    if not args.skip_one_process:
+        seconds, reference = one_process(queries, matrix, args.k)
+        results["one process (top_k_many, 1 thread)"] = {"seconds": seconds}
+    if not args.skip_faiss:
+        seconds, rows = with_faiss(queries, matrix, args.k)
+        results["faiss IndexFlatL2 (1 thread)"] = {"seconds": seconds}
+        if reference is not None:
+            agree = float(np.mean(rows == reference))
+            results["faiss IndexFlatL2 (1 thread)"]["same ids"] = round(agree, 5)
+    del matrix
+    for cores in [int(c) for c in args.cores.split(",")]:
+        run = spark_run(cores, gallery, queries, args.k, args.query_block)
+        if reference is not None:
+            assert np.array_equal(run["rows"], reference), "Spark's answer differs"
+        results[f"spark local[{cores}]"] = {
+            key: value for key, value in run.items() if key != "rows"
+        }
+
+    base = results.get("one process (top_k_many, 1 thread)", {}).get("seconds")
+    print(
+        f"\n{args.queries:,} queries x {args.gallery:,} faces, k={args.k}, {DIM}-d "
+        f"({pairs:,} pairs)\n"
+    )
+    print("| method | seconds | M pairs/s | vs one process | notes |")
+    print("|---|---:|---:|---:|---|")
+    for name, row in results.items():
+        seconds = row["seconds"]
+        ratio = f"{base / seconds:.2f}x" if base else ""
+        notes = ", ".join(
+            f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in row.items()
+            if key != "seconds"
+        )
+        print(f"| {name} | {seconds:.1f} | {pairs / seconds / 1e6:.0f} | {ratio} | {notes} |")
+
+
+if __name__ == "__main__":
+    main()
