@@ -21,6 +21,7 @@ def test_every_command_has_help_text():
 
 def test_expected_commands_exist():
     expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path"}
+    expected |= {"export", "import", "spark"}
     assert expected == set(cli.commands)
 
 

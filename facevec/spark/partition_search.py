@@ -21,6 +21,32 @@ from ..vector_columns import matrix_from_arrow
 #: Rows scanned by every query before the next block: 1 MiB stays in the L2 cache
 #: while the queries pass, instead of streaming the batch from memory per query.
 BLOCK_BYTES = 1 << 20
+#: Without k, a block's answer is dense (queries x rows): at most this many entries.
+DENSE_ENTRIES = 1 << 22
+
+
+def block_top_k(
+    queries: np.ndarray, rows: np.ndarray, k: int, metric: str, threshold: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances), each (queries, min(k, rows)): top_k per query, only
+    rows within `threshold`, padded with index -1 and distance +inf.
+
+    The contract of the C kernels' many-query top_k (one pass over the rows for
+    the whole batch); this is the same answer, one query at a time.
+    """
+    width = min(k, rows.shape[0])
+    indices = np.full((queries.shape[0], width), -1, dtype=np.int64)
+    distances = np.full((queries.shape[0], width), np.inf, dtype=np.float32)
+    for position in range(queries.shape[0]):
+        found, dist = top_k(queries[position], rows, width, metric=metric)
+        if threshold is not None:
+            # Compared as double, like SQL's distance <= ?: numpy would round the
+            # threshold to float32 otherwise.
+            keep = int(np.count_nonzero(dist.astype(np.float64) <= threshold))
+            found, dist = found[:keep], dist[:keep]
+        indices[position, : found.size] = found
+        distances[position, : found.size] = dist
+    return indices, distances
 
 
 def top_k_many(
@@ -34,63 +60,37 @@ def top_k_many(
     """
     n_queries, n_rows = queries.shape[0], matrix.shape[0]
     if n_queries == 0 or n_rows == 0:
-        return _no_hits()
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     block = max(256, BLOCK_BYTES // (4 * max(1, matrix.shape[1])))
     if k is None:
-        return _all_within(queries, matrix, metric, threshold, block)
-    width = min(k, n_rows)
-    best_row = np.full((n_queries, width), -1, dtype=np.int64)
-    best_distance = np.full((n_queries, width), np.inf, dtype=np.float32)
+        block = max(1, min(block, DENSE_ENTRIES // n_queries))
+    width = n_rows if k is None else min(k, n_rows)
+    kept_row = np.full((n_queries, 0), -1, dtype=np.int64)
+    kept_distance = np.full((n_queries, 0), np.inf, dtype=np.float32)
+    parts = []
     for first in range(0, n_rows, block):
         rows = matrix[first : first + block]
-        wanted = min(width, rows.shape[0])
-        found_row = np.full((n_queries, wanted), -1, dtype=np.int64)
-        found_distance = np.full((n_queries, wanted), np.inf, dtype=np.float32)
-        for position in range(n_queries):
-            found, dist = _within(*top_k(queries[position], rows, wanted, metric=metric), threshold)
-            found_row[position, : found.size] = found + first
-            found_distance[position, : found.size] = dist
+        found_row, found_distance = block_top_k(queries, rows, width, metric, threshold)
+        found_row[found_row >= 0] += first
+        if k is None:  # every hit counts: keep the block's as they are
+            parts.append(_sparse(found_row, found_distance))
+            continue
         # Earlier blocks hold lower rows: a stable sort on distance keeps ties by row.
-        merged_row = np.concatenate([best_row, found_row], axis=1)
-        merged_distance = np.concatenate([best_distance, found_distance], axis=1)
+        merged_row = np.concatenate([kept_row, found_row], axis=1)
+        merged_distance = np.concatenate([kept_distance, found_distance], axis=1)
         order = np.argsort(merged_distance, axis=1, kind="stable")[:, :width]
-        best_row = np.take_along_axis(merged_row, order, 1)
-        best_distance = np.take_along_axis(merged_distance, order, 1)
-    query, slot = np.nonzero(best_row >= 0)
-    return query, best_row[query, slot], best_distance[query, slot]
-
-
-def _within(found: np.ndarray, dist: np.ndarray, threshold: float | None) -> tuple:
-    if threshold is None:
-        return found, dist
-    # Compared as double, like SQL's distance <= ?: numpy would round the
-    # threshold to float32 otherwise.
-    keep = int(np.count_nonzero(dist.astype(np.float64) <= threshold))
-    return found[:keep], dist[:keep]
-
-
-def _all_within(
-    queries: np.ndarray, matrix: np.ndarray, metric: str, threshold: float | None, block: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every row within the threshold, for each query (find without k)."""
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for first in range(0, matrix.shape[0], block):
-        rows = matrix[first : first + block]
-        for position in range(queries.shape[0]):
-            found, dist = _within(
-                *top_k(queries[position], rows, rows.shape[0], metric=metric), threshold
-            )
-            if found.size:
-                parts.append((np.full(found.size, position), found + first, dist))
-    if not parts:
-        return _no_hits()
+        kept_row = np.take_along_axis(merged_row, order, 1)
+        kept_distance = np.take_along_axis(merged_distance, order, 1)
+    if k is not None:
+        return _sparse(kept_row, kept_distance)
     query, row, distance = (np.concatenate(column) for column in zip(*parts, strict=True))
     order = np.lexsort((row, distance, query))
     return query[order], row[order], distance[order]
 
 
-def _no_hits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+def _sparse(rows: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    query, slot = np.nonzero(rows >= 0)
+    return query, rows[query, slot], distances[query, slot]
 
 
 class PartitionTopK:

@@ -41,6 +41,25 @@ CANDIDATE_SCHEMA = (
     " query_index int, distance float"
 )
 
+#: Columns of a batch search's result after the query's own.
+RESULT_COLUMNS = (
+    "rank",
+    "shard",
+    "source",
+    "face_id",
+    "img_name",
+    "identity",
+    "face_index",
+    "target_x",
+    "target_y",
+    "target_w",
+    "target_h",
+    "threshold",
+    "distance",
+    "verified",
+    "query_index",
+)
+
 #: Queries broadcast at once: 65,536 Dlib vectors are 32 MB per executor.
 QUERY_BLOCK_SIZE = 65_536
 
@@ -57,8 +76,19 @@ def collect_queries(queries: Any, dimensions: int) -> tuple[np.ndarray, Any]:
         )
     matrix = matrix_from_arrow(table.column("embedding"), "query embedding")
     others = table.drop_columns(["embedding"])
+    # A query column named like a result column (a gallery searched against itself
+    # brings shard and id) keeps its value as query_<name>.
+    others = others.rename_columns(
+        [f"query_{name}" if name in RESULT_COLUMNS else name for name in others.column_names]
+    )
     if "query_id" not in others.column_names:
-        others = others.append_column("query_id", pa.array(np.arange(len(table), dtype=np.int64)))
+        if "id" in others.column_names:  # a gallery's faces as queries: their ids
+            others = others.rename_columns(
+                ["query_id" if name == "id" else name for name in others.column_names]
+            )
+        else:
+            ids = pa.array(np.arange(len(table), dtype=np.int64))
+            others = others.append_column("query_id", ids)
     if len(table) and matrix.shape[1] != dimensions:
         raise ModelMismatchError(
             f"query embeddings have {matrix.shape[1]} dimensions; the gallery holds "
@@ -86,8 +116,9 @@ def batch_search(
     """The gallery's faces nearest to each query: a DataFrame, one row per hit.
 
     `queries`: a DataFrame (or pyarrow Table) with an ``embedding`` column
-    (float32 blobs, or arrays of floats) and optionally ``query_id`` and other
-    columns, which are carried into the result (``queries_from_photos`` adds the
+    (float32 blobs, or arrays of floats), ``query_id`` (else ``id``, else the row
+    number) and any other columns, which are carried into the result (as
+    ``query_<name>`` where a result column has the name) (``queries_from_photos`` adds the
     photo and the face's box). As ``facevec.find``: hits within the threshold
     (deepface's for the gallery's model and metric unless given), at most k per
     query; ``similarity_search=True`` drops the threshold (then give k).
