@@ -51,24 +51,23 @@ def write_gallery(folder: Path, n: int, seed: int, rows_per_file: int) -> None:
     """Parquet shards in facevec's export layout (id, img_name, face_index, embedding)."""
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {PARQUET_METADATA_KEY: json.dumps({"model_name": "Dlib", "dimensions": DIM})}
-    for file_number, first in enumerate(range(0, n, rows_per_file)):
-        count = min(rows_per_file, n - first)
-        vectors = np.concatenate(
-            [
-                gallery_chunk(start, min(CHUNK, first + count - start), seed)
-                for start in range(first, first + count, CHUNK)
-            ]
-        )
-        ids = np.arange(first, first + count, dtype=np.int64)
-        table = pa.table(
-            {
-                "id": ids,
-                "img_name": pa.array([f"face{i}.jpg" for i in ids]),
-                "face_index": pa.array(np.zeros(count, dtype=np.int32)),
-                "embedding": float_list_column(vectors),
-            }
-        ).replace_schema_metadata(metadata)
-        pq.write_table(table, folder / f"part-{file_number:05d}.parquet")
+    file_number = 0
+    for chunk_start in range(0, n, CHUNK):  # the chunks load_gallery makes, cut into files
+        chunk = gallery_chunk(chunk_start, min(CHUNK, n - chunk_start), seed)
+        for offset in range(0, chunk.shape[0], rows_per_file):
+            vectors = chunk[offset : offset + rows_per_file]
+            first = chunk_start + offset
+            ids = np.arange(first, first + vectors.shape[0], dtype=np.int64)
+            table = pa.table(
+                {
+                    "id": ids,
+                    "img_name": pa.array([f"face{i}.jpg" for i in ids]),
+                    "face_index": pa.array(np.zeros(ids.size, dtype=np.int32)),
+                    "embedding": float_list_column(vectors),
+                }
+            ).replace_schema_metadata(metadata)
+            pq.write_table(table, folder / f"part-{file_number:05d}.parquet")
+            file_number += 1
 
 
 def load_gallery(n: int, seed: int) -> np.ndarray:
