@@ -70,7 +70,10 @@ class Source:
 class SparkGallery:
     """A gallery spread over Spark partitions, and the one model its sources share."""
 
-    frame: Any  # pyspark.sql.DataFrame with GALLERY_SCHEMA's columns
+    #: One DataFrame per kind of source, with GALLERY_SCHEMA's columns; Parquet's
+    #: keep their float arrays (the search reads either), which spares them a
+    #: round trip through Python before the search.
+    parts: tuple[Any, ...]
     model_name: str
     dimensions: int
     detector_backend: str | None
@@ -79,6 +82,17 @@ class SparkGallery:
     @property
     def faces(self) -> int:
         return sum(source.faces for source in self.sources)
+
+    @property
+    def frame(self) -> Any:
+        """The whole gallery as one DataFrame (embedding as float32 bytes)."""
+        frames = [
+            part
+            if dict(part.dtypes)["embedding"] == "binary"
+            else part.mapInArrow(_to_blobs, GALLERY_SCHEMA)
+            for part in self.parts
+        ]
+        return reduce(lambda a, b: a.unionByName(b), frames)
 
 
 def describe_source(shard: int, location: str | os.PathLike[str]) -> Source:
@@ -198,10 +212,9 @@ def read_gallery(
         for source in described
         if source.kind == "parquet" and source.faces
     )
-    frame = reduce(lambda a, b: a.unionByName(b), frames)
     assert first.model_name is not None and first.dimensions is not None
     return SparkGallery(
-        frame, first.model_name, first.dimensions, first.detector_backend, described
+        tuple(frames), first.model_name, first.dimensions, first.detector_backend, described
     )
 
 
@@ -257,7 +270,7 @@ def _parquet_frame(spark: Any, source: Source) -> Any:
     def column(name: str, kind: str) -> Any:
         return (F.col(name) if name in names else F.lit(None)).cast(kind).alias(name)
 
-    frame = frame.select(
+    return frame.select(
         F.lit(source.shard).cast("int").alias("shard"),
         F.lit(source.name).alias("source"),
         column("id", "long"),
@@ -266,7 +279,6 @@ def _parquet_frame(spark: Any, source: Source) -> Any:
         *(column(name, "int") for name in _INT_COLUMNS),
         F.col("embedding"),
     )
-    return frame.mapInArrow(_to_blobs, GALLERY_SCHEMA)
 
 
 def _to_blobs(batches: Iterator[Any]) -> Iterator[Any]:

@@ -142,7 +142,7 @@ def batch_search(
         raise InvalidParameterError(f"query_block_size must be at least 1, not {query_block_size}")
     cutoff = None if similarity_search else threshold
     matrix, query_columns = collect_queries(queries, gallery.dimensions)
-    spark = gallery.frame.sparkSession
+    spark = gallery.parts[0].sparkSession
     candidates = _candidates(gallery, matrix, k, distance_metric, cutoff, query_block_size)
     return _merge(spark, candidates, query_columns, k, float(threshold))
 
@@ -156,18 +156,18 @@ def _candidates(
     block_size: int,
 ) -> Any:
     """Each partition's best k per query, for every block of queries."""
-    spark = gallery.frame.sparkSession
+    spark = gallery.parts[0].sparkSession
     blocks = max(1, math.ceil(matrix.shape[0] / block_size))
-    frame = gallery.frame
+    frames = gallery.parts
     if blocks > 1:  # every block reads the gallery: once from its sources is enough
-        frame = frame.persist()
-    parts = []
+        frames = tuple(frame.persist() for frame in frames)
+    found = []
     for block in range(blocks):
         start = block * block_size
         shared = spark.sparkContext.broadcast(matrix[start : start + block_size])
         search = _partition_searcher(shared, k, metric, cutoff, start)
-        parts.append(frame.mapInArrow(search, CANDIDATE_SCHEMA))
-    return reduce(lambda a, b: a.unionByName(b), parts)
+        found.extend(frame.mapInArrow(search, CANDIDATE_SCHEMA) for frame in frames)
+    return reduce(lambda a, b: a.unionByName(b), found)
 
 
 def _partition_searcher(
