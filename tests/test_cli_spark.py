@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -89,3 +91,14 @@ def test_bad_galleries_are_one_clear_error(spark, tmp_path, names, error, messag
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and expected in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_loads_neither_spark_nor_arrow():
+    """facevec --help stays fast: pyspark and pyarrow load only when a command runs."""
+    code = (
+        "import sys, facevec.cli, facevec.spark, facevec.transfer;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'pyarrow')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

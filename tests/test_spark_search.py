@@ -65,22 +65,30 @@ def test_three_sqlite_shards_and_parquet_equal_find_on_the_merged_gallery(spark,
     gallery = read_gallery(spark, sharded["sources"], rows_per_partition=7)
     assert gallery.faces == 80 and gallery.model_name == "Dlib" and gallery.dimensions == 128
     queries = noisy_queries(sharded["vectors"], [0, 3, 19, 25, 41, 50, 66, 79], seed=1)
-    result = batch_search(gallery, query_frame(spark, queries), **options).toArrow()
-    assert result.num_rows > len(queries)
-    assert_equals_find(result, queries, sharded["merged"], **options)
-    if options.get("similarity_search"):  # the tie: same vector in shards 0 and 2
-        tied = hits_of(result, 101)
-        assert tied["distance"][0] == tied["distance"][1]
-        assert tied["shard"].to_pylist()[:2] == [0, 2]
+    frame = query_frame(spark, queries)
+    # Both plans: gallery partitions x broadcast queries, query partitions x broadcast gallery.
+    for broadcast in ("queries", "gallery"):
+        result = batch_search(gallery, frame, broadcast=broadcast, **options).toArrow()
+        assert result.num_rows > len(queries)
+        assert_equals_find(result, queries, sharded["merged"], **options)
+        if options.get("similarity_search"):  # the tie: same vector in shards 0 and 2
+            tied = hits_of(result, 101)
+            assert tied["distance"][0] == tied["distance"][1]
+            assert tied["shard"].to_pylist()[:2] == [0, 2]
 
 
 def test_query_blocks_give_the_same_hits(spark, sharded):
     gallery = read_gallery(spark, sharded["sources"], rows_per_partition=30)
     queries = noisy_queries(sharded["vectors"], list(range(0, 80, 7)), seed=2)
-    one = batch_search(gallery, query_frame(spark, queries), k=3).toArrow()
-    blocks = batch_search(gallery, query_frame(spark, queries), k=3, query_block_size=4)
+    frame = query_frame(spark, queries)
+    one = batch_search(gallery, frame, k=3, broadcast="queries").toArrow()
+    blocks = batch_search(gallery, frame, k=3, broadcast="queries", query_block_size=4)
     order = [("query_id", "ascending"), ("rank", "ascending")]
+    assert one.num_rows == 3 * len(queries)
     assert one.sort_by(order).equals(blocks.toArrow().sort_by(order))
+    by_gallery = batch_search(gallery, frame, k=3, broadcast="gallery").toArrow()
+    by_gallery = by_gallery.select(one.column_names).sort_by(order)
+    assert by_gallery.to_pylist() == one.sort_by(order).to_pylist()
 
 
 def test_the_gallery_frame_holds_every_face_once(spark, sharded):
@@ -117,7 +125,8 @@ def test_a_server_gallery_is_read_in_id_ranges(spark, server, tmp_path):
         assert sorted(table["id"].to_pylist()) == sorted(set(table["id"].to_pylist()))
         assert table.num_rows == 30
         queries = noisy_queries(vectors, [0, 7, 29], seed=3)
-        result = batch_search(gallery, query_frame(spark, queries), k=4).toArrow()
+        result = batch_search(gallery, query_frame(spark, queries), k=4, broadcast="queries")
+        result = result.toArrow()
         assert_equals_find(result, queries, url, k=4, strategy="client")
         assert_equals_find(result, queries, url, k=4, strategy="relational")
 
@@ -126,7 +135,7 @@ def test_photos_are_embedded_on_the_executors(spark, gallery_db, gallery_maker, 
     folder = gallery_maker(tmp_path / "queries", {"": ["img3.jpg", "couple.jpg"]})
     queries = queries_from_photos(spark, folder, partitions=1)
     gallery = read_gallery(spark, [gallery_db])
-    result = batch_search(gallery, queries, k=3, similarity_search=True).toArrow()
+    result = batch_search(gallery, queries, k=3, similarity_search=True).toArrow()  # auto: gallery
     for name in ("img3.jpg", "couple.jpg"):
         expected = facevec.find(str(folder / name), gallery_db, k=3, similarity_search=True)
         path = os.path.join(str(folder), name)
@@ -137,3 +146,17 @@ def test_photos_are_embedded_on_the_executors(spark, gallery_db, gallery_maker, 
             assert np.allclose(mine["distance"].to_numpy(), expected_distances, atol=1e-6, rtol=0)
             assert mine["source_x"].to_pylist() == list(frame.source_x)
     assert len(expected) == 2  # both faces of couple.jpg are queries
+
+
+def test_a_gallery_searched_against_itself(spark, sharded):
+    """Each face's first hit is itself: the seam of a k-nearest-neighbour graph."""
+    gallery = read_gallery(spark, sharded["sources"][:2])
+    faces = gallery.frame.select("shard", "id", "img_name", "embedding")
+    edges = batch_search(gallery, faces, k=2, similarity_search=True).toArrow()
+    first = edges.filter(pc.equal(edges["rank"], 1))
+    assert first.num_rows == 40
+    assert first["query_shard"].equals(first["shard"]) and first["query_id"].equals(
+        first["face_id"]
+    )
+    assert first["query_img_name"].equals(first["img_name"])
+    assert pc.max(first["distance"]).as_py() == 0.0

@@ -16,7 +16,8 @@ def spark_group() -> None:
     """Batch search on Apache Spark (pip install 'facevec[spark]').
 
     The gallery's shards (SQLite files, database URLs, Parquet folders) are read
-    in partitions on the executors; the queries are broadcast to them.
+    in partitions on the executors; the queries (or a small gallery) are
+    broadcast to them.
     """
 
 
@@ -83,6 +84,14 @@ def _is_parquet(path: str) -> bool:
     help="Faces per partition of a database shard.",
 )
 @click.option(
+    "--broadcast",
+    type=click.Choice(("auto", "queries", "gallery")),
+    default="auto",
+    show_default=True,
+    help="Side copied to every executor: the queries (a large gallery), or the gallery "
+    "(a watch list: up to 256 MiB of vectors by default).",
+)
+@click.option(
     "--query-block-size",
     type=click.IntRange(1),
     default=65_536,
@@ -109,6 +118,7 @@ def spark_find_command(
     master: str,
     settings: tuple[str, ...],
     rows_per_partition: int,
+    broadcast: str,
     query_block_size: int,
     detector_backend: str | None,
     quiet: bool,
@@ -153,6 +163,7 @@ def spark_find_command(
             distance_metric=distance_metric,
             threshold=threshold,
             similarity_search=similarity_search,
+            broadcast=broadcast,
             query_block_size=query_block_size,
         )
         hits.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)

@@ -1,18 +1,18 @@
 """Batch search on Spark: many query faces against a gallery spread over partitions.
 
-How the work is split:
+Two plans (``broadcast=``), chosen by the gallery's size unless told:
 
-1. The queries are gathered on the driver (they are small next to the gallery:
-   10,000 Dlib vectors are 5 MB) and broadcast, in blocks of ``query_block_size``,
-   to every executor once.
-2. Each task takes one gallery partition and one query block, streams the
-   partition's rows through the C kernels and keeps the best k hits per query
-   (:mod:`.partition_search`): queries x k rows leave the task.
-3. Those candidates are shuffled by query and each query keeps its k best,
-   ordered as find orders them: distance, then the lower (shard, id).
-
-With several query blocks, the gallery is cached (memory, then disk) and every
-partition meets every block: partitions x blocks tasks.
+- **queries broadcast** (a large gallery): the queries are gathered on the driver
+  and broadcast in blocks of ``query_block_size`` (65,536 Dlib vectors are 32 MB).
+  Each task takes one gallery partition and one block, streams the partition's
+  rows through the C kernels and keeps the best k hits per query
+  (:mod:`.partition_search`): queries x k rows leave the task. Those candidates are
+  shuffled by query, and each query keeps its k best, ordered as find orders them:
+  distance, then the lower (shard, id). With several blocks the gallery is cached
+  (memory, then disk) and every partition meets every block.
+- **gallery broadcast** (a gallery of at most 256 MiB of vectors, e.g. a watch
+  list): :mod:`.gallery_broadcast`; each query partition is answered where it is,
+  without a shuffle.
 
 Results equal ``facevec.find`` on the merged gallery: the same kernels, metrics,
 thresholds and tie-breaking.
@@ -28,11 +28,17 @@ from typing import Any
 import numpy as np
 
 from ..engine import models
-from ..errors import InvalidParameterError, ModelMismatchError, VectorError
+from ..errors import InvalidParameterError
 from ..metrics import face_metric
 from ..search import check_k, check_threshold
 from ..vector_columns import matrix_from_arrow
 from .gallery import SparkGallery
+from .gallery_broadcast import (
+    GALLERY_BROADCAST_BYTES,
+    check_query_vectors,
+    gallery_bytes,
+    search_with_gallery_broadcast,
+)
 from .partition_search import PartitionTopK
 
 CANDIDATE_SCHEMA = (
@@ -64,42 +70,40 @@ RESULT_COLUMNS = (
 QUERY_BLOCK_SIZE = 65_536
 
 
+PLANS = ("auto", "queries", "gallery")
+
+
+def name_queries(queries: Any) -> Any:
+    """The queries with a query_id (query_id, else id, else a generated unique id)
+    and their other columns renamed query_<name> where a result column has the name."""
+    from pyspark.sql import functions as F
+
+    names = queries.columns
+    if "embedding" not in names:
+        raise InvalidParameterError(
+            f"the queries need an 'embedding' column; they have {', '.join(names)}"
+        )
+    if "query_id" not in names:
+        if "id" in names:  # a gallery's faces as queries: their ids
+            queries = queries.withColumnRenamed("id", "query_id")
+        else:
+            queries = queries.withColumn("query_id", F.monotonically_increasing_id())
+    for name in queries.columns:
+        if name in RESULT_COLUMNS:
+            queries = queries.withColumnRenamed(name, f"query_{name}")
+    return queries
+
+
 def collect_queries(queries: Any, dimensions: int) -> tuple[np.ndarray, Any]:
-    """(matrix, pyarrow table of the other query columns plus query_index) of a
-    DataFrame of query vectors, checked as find checks a query."""
+    """(matrix, pyarrow table of the other query columns plus query_index) of
+    named queries, gathered on the driver and checked as find checks a query."""
     import pyarrow as pa
 
-    table = queries.toArrow() if hasattr(queries, "toArrow") else queries
-    if "embedding" not in table.column_names:
-        raise InvalidParameterError(
-            f"the queries need an 'embedding' column; they have {', '.join(table.column_names)}"
-        )
+    table = queries.toArrow()
     matrix = matrix_from_arrow(table.column("embedding"), "query embedding")
     others = table.drop_columns(["embedding"])
-    # A query column named like a result column (a gallery searched against itself
-    # brings shard and id) keeps its value as query_<name>.
-    others = others.rename_columns(
-        [f"query_{name}" if name in RESULT_COLUMNS else name for name in others.column_names]
-    )
-    if "query_id" not in others.column_names:
-        if "id" in others.column_names:  # a gallery's faces as queries: their ids
-            others = others.rename_columns(
-                ["query_id" if name == "id" else name for name in others.column_names]
-            )
-        else:
-            ids = pa.array(np.arange(len(table), dtype=np.int64))
-            others = others.append_column("query_id", ids)
-    if len(table) and matrix.shape[1] != dimensions:
-        raise ModelMismatchError(
-            f"query embeddings have {matrix.shape[1]} dimensions; the gallery holds "
-            f"{dimensions}-dimensional vectors"
-        )
-    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1) | ~matrix.any(axis=1))
-    if bad.size:
-        query_id = others.column("query_id")[int(bad[0])].as_py()
-        raise VectorError(
-            f"query {query_id!r} is all zeros or holds NaN or infinity ({bad.size} such queries)"
-        )
+    if len(table):
+        check_query_vectors(matrix, dimensions, table)
     others = others.append_column("query_index", pa.array(np.arange(len(table), dtype=np.int32)))
     return matrix, others
 
@@ -111,21 +115,31 @@ def batch_search(
     distance_metric: str = "euclidean",
     threshold: float | None = None,
     similarity_search: bool = False,
+    broadcast: str = "auto",
     query_block_size: int = QUERY_BLOCK_SIZE,
 ) -> Any:
     """The gallery's faces nearest to each query: a DataFrame, one row per hit.
 
     `queries`: a DataFrame (or pyarrow Table) with an ``embedding`` column
-    (float32 blobs, or arrays of floats), ``query_id`` (else ``id``, else the row
-    number) and any other columns, which are carried into the result (as
-    ``query_<name>`` where a result column has the name) (``queries_from_photos`` adds the
-    photo and the face's box). As ``facevec.find``: hits within the threshold
-    (deepface's for the gallery's model and metric unless given), at most k per
-    query; ``similarity_search=True`` drops the threshold (then give k).
+    (float32 blobs, or arrays of floats), ``query_id`` (else ``id``, else a
+    generated unique id) and any other columns, which are carried into the
+    result (as ``query_<name>`` where a result column has the name;
+    ``queries_from_photos`` adds the photo and the face's box). As
+    ``facevec.find``: hits within the threshold (deepface's for the gallery's
+    model and metric unless given), at most k per query;
+    ``similarity_search=True`` drops the threshold (then give k).
+
+    `broadcast`: which side is copied to every executor. "queries": gallery
+    partitions x query blocks, candidates shuffled by query (a large gallery);
+    "gallery": query partitions against the whole gallery, no shuffle (a
+    small gallery, e.g. a watch list, against any number of queries); "auto":
+    the gallery when its vectors take at most 256 MiB, else the queries.
 
     Columns: the query's columns, rank (1, 2, ... per query), shard, source,
     face_id, img_name, identity, face_index, target_x/y/w/h, threshold,
-    distance, verified. Lazy: nothing runs until the result is used.
+    distance, verified. Lazy: nothing runs until the result is used (with
+    broadcast="queries" the queries, and with "gallery" the gallery, are
+    gathered on the driver at once).
     """
     face_metric(distance_metric)
     k = check_k(k)
@@ -134,6 +148,10 @@ def batch_search(
         threshold = models.find_threshold(gallery.model_name, distance_metric)
     if similarity_search and k is None:
         raise InvalidParameterError("a similarity search without a threshold needs k")
+    if broadcast not in PLANS:
+        raise InvalidParameterError(
+            f"broadcast must be one of {', '.join(PLANS)}, not {broadcast!r}"
+        )
     if isinstance(query_block_size, bool) or not isinstance(query_block_size, int):
         raise InvalidParameterError(
             f"query_block_size must be a whole number, not {query_block_size!r}"
@@ -141,8 +159,18 @@ def batch_search(
     if query_block_size < 1:
         raise InvalidParameterError(f"query_block_size must be at least 1, not {query_block_size}")
     cutoff = None if similarity_search else threshold
-    matrix, query_columns = collect_queries(queries, gallery.dimensions)
     spark = gallery.parts[0].sparkSession
+    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
+        queries = spark.createDataFrame(queries)
+    queries = name_queries(queries)
+    if broadcast == "auto":
+        small = gallery_bytes(gallery) <= GALLERY_BROADCAST_BYTES
+        broadcast = "gallery" if small else "queries"
+    if broadcast == "gallery":
+        return search_with_gallery_broadcast(
+            gallery, queries, k, distance_metric, cutoff, float(threshold)
+        )
+    matrix, query_columns = collect_queries(queries, gallery.dimensions)
     candidates = _candidates(gallery, matrix, k, distance_metric, cutoff, query_block_size)
     return _merge(spark, candidates, query_columns, k, float(threshold))
 
