@@ -43,6 +43,8 @@ loadable = Extension(
         "csrc/knn.c",
         "csrc/distance.c",
         "csrc/vector_arg.c",
+        "csrc/batch.c",
+        "csrc/kmeans.c",
     ],
     include_dirs=["csrc", "csrc/sqlite"],
     libraries=[] if sys.platform == "win32" else ["m"],

@@ -4,7 +4,8 @@
   (``euclidean_distance``, ``cosine_distance``, ...) available;
   ``facevec.load(conn)`` adds them to an open connection;
   ``facevec.loadable_path()`` is the extension for ``.load`` in other tools.
-- ``facevec.distances`` / ``facevec.top_k``: the same C kernels on numpy arrays.
+- ``facevec.distances`` / ``facevec.top_k`` / ``facevec.top_k_batch``: the same C
+  kernels on numpy arrays (``top_k_batch``: many queries in one pass).
 - ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from ._version import __version__
 from .bindings.extension import connect, load, loadable_path
-from .bindings.kernels import METRICS, distances, isa, top_k
+from .bindings.kernels import METRICS, distances, isa, top_k, top_k_batch
 from .errors import (
     DimensionMismatchError,
     ExtensionError,
@@ -65,5 +66,6 @@ __all__ = [
     "loadable_path",
     "reindex",
     "top_k",
+    "top_k_batch",
     "verify",
 ]

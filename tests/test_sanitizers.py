@@ -197,3 +197,26 @@ def test_stress_under_sanitizers(build):
     assert_no_report(result)
     results = [row for row in result.stdout.splitlines() if row.startswith("ok|")]
     assert results == ["ok|1"] * checks
+
+
+def test_batch_and_kmeans_under_sanitizers(tmp_path):
+    """tests/c/check_batch.c (batch top-k, assignment and k-means against
+    fv_top_k, every screen kernel) built with the same sanitizers."""
+    binary = tmp_path / "check_batch"
+    flags = [flag for flag in SANITIZE if flag not in ("-shared", "-fPIC")]
+    sources = [ROOT / "tests" / "c" / "check_batch.c", CSRC / "distance.c", CSRC / "kmeans.c"]
+    compile_ = subprocess.run(
+        ["gcc", *flags, "-I", str(CSRC), *map(str, sources), "-o", str(binary), "-lm"],
+        capture_output=True,
+        text=True,
+    )
+    assert compile_.returncode == 0 and "warning" not in compile_.stderr, compile_.stderr
+    env = {
+        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    }
+    result = subprocess.run(
+        [str(binary), "16"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert_no_report(result)
+    assert result.returncode == 0 and result.stdout.endswith("batch ok\n"), result.stdout

@@ -57,12 +57,35 @@ char *fv_vector_to_json(const char *fn, const fv_vector *v, size_t *len,
 void free(void *p);
 """
 
+# csrc/batch.h and csrc/kmeans.h: many-query top-k and k-means.
+CDEF_BATCH = """
+#define FV_NOMEM 4
+
+int fv_top_k_batch(fv_metric m, const float *queries, size_t n_queries,
+                   const float *matrix, size_t n_rows, size_t dim, size_t k,
+                   double max_distance, int64_t *out_idx, float *out_dist,
+                   size_t *n_found, int64_t *bad_query, int64_t *bad_row);
+int fv_assign_nearest(fv_metric m, const float *centroids, size_t k, const float *data,
+                      size_t n, size_t dim, int64_t *out_assign, float *out_dist,
+                      int64_t *bad_row, int64_t *bad_centroid);
+int fv_kmeans(fv_metric m, const float *data, size_t n, size_t dim, size_t k,
+              unsigned iterations, uint64_t seed, float *out_centroids, int64_t *out_assign,
+              int64_t *bad_row);
+"""
+
 ffi = FFI()
 ffi.cdef(CDEF)
+ffi.cdef(CDEF_BATCH)
 ffi.set_source(
     "facevec.bindings._kernels",
-    '#include "facevec.h"\n#include "vector_arg.h"\n#include <stdlib.h>\n',
-    sources=[f"{CSRC}/distance.c", f"{CSRC}/vector_arg.c"],
+    '#include "facevec.h"\n#include "vector_arg.h"\n#include "batch.h"\n#include "kmeans.h"\n'
+    "#include <stdlib.h>\n",
+    sources=[
+        f"{CSRC}/distance.c",
+        f"{CSRC}/vector_arg.c",
+        f"{CSRC}/batch.c",
+        f"{CSRC}/kmeans.c",
+    ],
     include_dirs=[CSRC],
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"],
 )
