@@ -225,7 +225,7 @@ def main() -> None:
     reference = None
     if not args.skip_one_process:
         wall, cpu, reference = timed(one_process, subset, matrix, args.k)
-        results["one process (top_k_many, 1 thread)"] = {
+        results["one process (top_k_batch, 1 thread)"] = {
             "seconds": wall,
             "cpu": cpu,
             "pairs": reference_pairs,
@@ -245,7 +245,7 @@ def main() -> None:
         row = {key: value for key, value in run.items() if key != "rows"}
         results[f"spark local[{cores}]"] = {**row, "pairs": pairs}
 
-    base = results.get("one process (top_k_many, 1 thread)")
+    base = results.get("one process (top_k_batch, 1 thread)")
     print(
         f"\n{args.queries:,} queries x {args.gallery:,} faces, k={args.k}, {DIM}-d "
         f"({pairs:,} pairs; references on {subset.shape[0]:,} queries)\n"

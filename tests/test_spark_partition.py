@@ -26,7 +26,7 @@ def data():
 @pytest.mark.parametrize("metric", ["euclidean", "cosine", "euclidean_l2"])
 @pytest.mark.parametrize("k, threshold", [(7, None), (7, 5.0), (None, 5.0), (500, None)])
 def test_top_k_many_is_top_k_per_query(data, metric, k, threshold, monkeypatch):
-    monkeypatch.setattr(partition_search, "BLOCK_BYTES", 64 * 16 * 4)  # 5 blocks, 4 merges
+    monkeypatch.setattr(partition_search, "BLOCK_ROWS", 64)  # 5 blocks, 4 merges
     matrix, queries = data
     query, row, distance = top_k_many(queries, matrix, k, metric, threshold)
     for position, vector in enumerate(queries):

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..bindings.kernels import top_k
+from ..bindings.kernels import top_k_batch
 from ..vector_columns import matrix_from_arrow
 
-#: Rows scanned by every query before the next block: 1 MiB stays in the L2 cache
-#: while the queries pass, instead of streaming the batch from memory per query.
-BLOCK_BYTES = 1 << 20
+#: Rows per call of the kernel when k is given: the kernel tiles them for the cache
+#: itself, so a whole Arrow batch goes in at once.
+BLOCK_ROWS = 1 << 16
 #: Without k, a block's answer is dense (queries x rows): at most this many entries.
 DENSE_ENTRIES = 1 << 22
 
@@ -29,24 +29,9 @@ def block_top_k(
     queries: np.ndarray, rows: np.ndarray, k: int, metric: str, threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances), each (queries, min(k, rows)): top_k per query, only
-    rows within `threshold`, padded with index -1 and distance +inf.
-
-    The contract of the C kernels' many-query top_k (one pass over the rows for
-    the whole batch); this is the same answer, one query at a time.
-    """
-    width = min(k, rows.shape[0])
-    indices = np.full((queries.shape[0], width), -1, dtype=np.int64)
-    distances = np.full((queries.shape[0], width), np.inf, dtype=np.float32)
-    for position in range(queries.shape[0]):
-        found, dist = top_k(queries[position], rows, width, metric=metric)
-        if threshold is not None:
-            # Compared as double, like SQL's distance <= ?: numpy would round the
-            # threshold to float32 otherwise.
-            keep = int(np.count_nonzero(dist.astype(np.float64) <= threshold))
-            found, dist = found[:keep], dist[:keep]
-        indices[position, : found.size] = found
-        distances[position, : found.size] = dist
-    return indices, distances
+    rows within `threshold` (compared as double), padded with index -1 and
+    distance +inf; one pass over the rows for the whole batch of queries."""
+    return top_k_batch(queries, rows, k, metric=metric, threshold=threshold)
 
 
 def top_k_many(
@@ -61,7 +46,7 @@ def top_k_many(
     n_queries, n_rows = queries.shape[0], matrix.shape[0]
     if n_queries == 0 or n_rows == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    block = max(256, BLOCK_BYTES // (4 * max(1, matrix.shape[1])))
+    block = BLOCK_ROWS
     if k is None:
         block = max(1, min(block, DENSE_ENTRIES // n_queries))
     width = n_rows if k is None else min(k, n_rows)
