@@ -60,7 +60,8 @@ def gallery_batch(matrix, shard, first_id):
     )
 
 
-def test_a_partition_keeps_the_best_k_across_batches(data):
+def test_a_partition_keeps_the_best_k_across_batches(data, monkeypatch):
+    monkeypatch.setattr(partition_search, "BLOCK_ROWS", 100)  # scored 128 rows at a time
     matrix, queries = data
     best = PartitionTopK(queries, 6, "euclidean", None, query_offset=40)
     for start in range(0, 300, 64):  # batches as Arrow hands them to the task

@@ -94,28 +94,44 @@ class PartitionTopK:
         self.k, self.metric, self.threshold = k, metric, threshold
         self.query_offset = query_offset
         self.kept: Any = None  # pyarrow Table of hits
+        self.pending: list[Any] = []  # batches not scored yet
+        self.pending_rows = 0
 
     def add(self, batch: Any) -> None:
-        """Score a pyarrow RecordBatch of gallery rows (with columns shard, id, embedding)."""
-        import pyarrow as pa
+        """Take a pyarrow RecordBatch of gallery rows (columns shard, id, embedding, ...).
 
+        Batches are scored BLOCK_ROWS at a time: one kernel call and one merge per
+        block rather than per Arrow batch, since the merge's cost is per query.
+        """
         if batch.num_rows == 0:
             return
-        matrix = matrix_from_arrow(batch.column("embedding"))
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= BLOCK_ROWS:
+            self._score()
+
+    def _score(self) -> None:
+        import pyarrow as pa
+
+        if not self.pending:
+            return
+        block = pa.Table.from_batches(self.pending).combine_chunks()
+        self.pending, self.pending_rows = [], 0
+        matrix = matrix_from_arrow(block.column("embedding"))
         query, rows, distances = top_k_many(
             self.queries, matrix, self.k, self.metric, self.threshold
         )
-        hits = batch.drop_columns(["embedding"]).take(pa.array(rows))
+        hits = block.drop_columns(["embedding"]).take(pa.array(rows))
         hits = hits.append_column(
             "query_index", pa.array((query + self.query_offset).astype(np.int32))
         ).append_column("distance", pa.array(distances, pa.float32()))
-        table = pa.Table.from_batches([hits])
-        self.kept = table if self.kept is None else pa.concat_tables([self.kept, table])
+        self.kept = hits if self.kept is None else pa.concat_tables([self.kept, hits])
         if self.k is not None:
             self.kept = best_per_query(self.kept, self.k)
 
     def result(self) -> list[Any]:
         """The partition's hits as record batches (none when nothing was within reach)."""
+        self._score()
         if self.kept is None:
             return []
         return self.kept.combine_chunks().to_batches()
