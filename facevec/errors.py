@@ -99,6 +99,15 @@ class DatabaseConnectionError(FacevecError, ConnectionError):
     """The database server cannot be reached, or refuses the login."""
 
 
+class EmptyGalleryError(FacevecError, LookupError):
+    """A gallery (or every source of a distributed one) that holds no face to search."""
+
+
+class GalleryFormatError(FacevecError, ValueError):
+    """A gallery file (Parquet) that lacks what facevec needs: a column, a model name,
+    vectors of one size."""
+
+
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
 

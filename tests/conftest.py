@@ -160,3 +160,20 @@ def gallery_copy_on(tmp_path: Path):
             return url
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for every Spark test (starting one takes seconds)."""
+    import shutil
+
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install '.[spark]')")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java 17+ on PATH (Debian: default-jre-headless)")
+    from facevec.spark.session import spark_session
+
+    settings = {"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}
+    session = spark_session("local[2]", "facevec tests", settings, progress=False)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

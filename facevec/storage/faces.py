@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidParameterError
 from ..face import Face
 from .database import Database, in_clause_chunks
 from .schema import now
@@ -133,6 +134,11 @@ def insert_face(
 def delete_image(db: Database, img_name: str) -> int:
     """Remove every face of one image; returns how many there were."""
     ids = [row[0] for row in db.query("SELECT id FROM face_meta WHERE img_name = {p}", (img_name,))]
+    _delete_faces(db, ids)
+    return len(ids)
+
+
+def _delete_faces(db: Database, ids: list[int]) -> None:
     if ids:
         marks = db.dialect.params(len(ids))
         # A face's people rows go with it: a reused id must not inherit them.
@@ -140,7 +146,6 @@ def delete_image(db: Database, img_name: str) -> int:
         db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
-    return len(ids)
 
 
 def replace_image(
@@ -270,3 +275,89 @@ def faces_of_identity(
         params + limit_params,
     )
     return [FaceLocation(int(row[0]), *row[1:]) for row in rows]
+
+
+# Reading in id ranges (export, and the partitions of a distributed read) ----------
+
+#: The columns of a gallery row as a search result shows it, embedding last.
+GALLERY_COLUMNS = (
+    "id",
+    "img_name",
+    "identity",
+    "face_index",
+    "facial_area_x",
+    "facial_area_y",
+    "facial_area_w",
+    "facial_area_h",
+    "embedding",
+)
+
+
+def id_span(db: Database) -> tuple[int, int, int] | None:
+    """(lowest id, highest id, number of faces), or None when there is no face."""
+    row = db.execute("SELECT MIN(id), MAX(id), COUNT(*) FROM face_meta").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def iter_id_range(
+    db: Database,
+    low: int,
+    high: int,
+    columns: Sequence[str] = GALLERY_COLUMNS,
+    batch_size: int = 10000,
+) -> Iterator[list[tuple]]:
+    """Rows (the given face_meta columns) with low <= id < high, by id, in batches.
+
+    Each batch is one keyset-paginated query, so a long read holds no cursor
+    open between batches and every partition of a gallery costs one index range scan.
+    """
+    known = set(GALLERY_COLUMNS) | set(_COLUMNS)
+    unknown = [column for column in columns if column not in known]
+    if unknown:  # column names go into the statement: only face_meta's own
+        raise InvalidParameterError(f"not a face_meta column: {', '.join(unknown)}")
+    start = low
+    while start < high:
+        limit, limit_params = db.dialect.limit(batch_size)
+        rows = db.query(
+            f"SELECT id, {', '.join(columns)} FROM face_meta WHERE id >= {{p}} AND id < {{p}}"
+            f" ORDER BY id{limit}",
+            [start, high] + limit_params,
+        )
+        if rows:
+            yield [tuple(_plain(value) for value in row[1:]) for row in rows]
+        if len(rows) < batch_size:
+            return
+        start = int(rows[-1][0]) + 1
+
+
+def iter_stored_faces(
+    db: Database, batch_size: int = 2000
+) -> Iterator[list[tuple[int, StoredFace]]]:
+    """(id, StoredFace) of every face, by id, in batches: a whole gallery, streamed."""
+    span = id_span(db)
+    if span is None:
+        return
+    for rows in iter_id_range(db, span[0], span[1] + 1, ("id",) + _COLUMNS, batch_size):
+        yield [(int(row[0]), StoredFace(*row[1:])) for row in rows]
+
+
+def replace_stored_face(db: Database, face: StoredFace) -> int:
+    """Make `face` the one stored under its (img_name, face_index); returns its new id.
+
+    Keyed by face rather than by image, so faces of one image may arrive in any
+    order and in several batches, and a rerun replaces instead of duplicating.
+    """
+    ids = [
+        row[0]
+        for row in db.query(
+            "SELECT id FROM face_meta WHERE img_name = {p} AND face_index = {p}",
+            (face.img_name, face.face_index),
+        )
+    ]
+    _delete_faces(db, ids)
+    return insert_stored_face(db, face)
+
+
+STORED_FACE_COLUMNS = _COLUMNS

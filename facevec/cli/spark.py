@@ -1,0 +1,189 @@
+"""The Spark commands: facevec spark find (batch search past one machine)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from ..parameters import check_threshold
+from .main import cli, fail_cleanly, metric_option
+
+
+@cli.group(name="spark")
+def spark_group() -> None:
+    """Batch search on Apache Spark (pip install 'facevec[spark]').
+
+    The gallery's shards (SQLite files, database URLs, Parquet folders) are read
+    in partitions on the executors; the queries (or a small gallery) are
+    broadcast to them.
+    """
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from pyspark.errors import PySparkException
+    except ImportError:
+        return ()
+    return (PySparkException,)
+
+
+def _is_parquet(path: str) -> bool:
+    if os.path.isfile(path):
+        return path.endswith(".parquet")
+    return os.path.isdir(path) and any(
+        name.endswith(".parquet") for _, _, files in os.walk(path) for name in files
+    )
+
+
+@spark_group.command(name="find")
+@click.argument("queries", type=click.Path(exists=True))
+@click.option(
+    "--gallery",
+    "sources",
+    multiple=True,
+    required=True,
+    help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
+    "Repeat for each shard.",
+)
+@click.option("--k", "k", type=click.IntRange(1), default=None, help="At most K hits per query.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Distance threshold (default: deepface's for the model and metric).",
+)
+@metric_option()
+@click.option("--similarity-search", is_flag=True, help="No threshold: the K nearest (needs --k).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="Parquet folder for the results (one row per hit).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--master",
+    default="local[2]",
+    show_default=True,
+    help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
+)
+@click.option(
+    "--conf",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
+)
+@click.option(
+    "--rows-per-partition",
+    type=click.IntRange(1),
+    default=250_000,
+    show_default=True,
+    help="Faces per partition of a database shard.",
+)
+@click.option(
+    "--broadcast",
+    type=click.Choice(("auto", "queries", "gallery")),
+    default="auto",
+    show_default=True,
+    help="Side copied to every executor: the queries (a large gallery), or the gallery "
+    "(a watch list: up to 256 MiB of vectors by default).",
+)
+@click.option(
+    "--query-block-size",
+    type=click.IntRange(1),
+    default=65_536,
+    show_default=True,
+    help="Queries broadcast at once; more queries are searched block by block.",
+)
+@click.option(
+    "--detector",
+    "detector_backend",
+    default=None,
+    help="Face detector for photo queries (default: the gallery's).",
+)
+@click.option("--quiet", is_flag=True, help="No Spark progress bar.")
+@fail_cleanly
+def spark_find_command(
+    queries: str,
+    sources: tuple[str, ...],
+    k: int | None,
+    threshold: float | None,
+    distance_metric: str,
+    similarity_search: bool,
+    out: str,
+    overwrite: bool,
+    master: str,
+    settings: tuple[str, ...],
+    rows_per_partition: int,
+    broadcast: str,
+    query_block_size: int,
+    detector_backend: str | None,
+    quiet: bool,
+) -> None:
+    """Find the faces of QUERIES in the gallery's shards, on Spark.
+
+    QUERIES is a Parquet file or folder of vectors (an 'embedding' column, and
+    'query_id' or 'id') or a folder of photos, embedded on the executors.
+    Results go to --out as Parquet: the query, rank, shard, face and distance,
+    as facevec find gives them.
+    """
+    from ..errors import InvalidParameterError
+    from ..spark import batch_search, queries_from_parquet, queries_from_photos, read_gallery
+    from ..spark.session import spark_session
+
+    check_threshold(threshold)
+    config = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise InvalidParameterError(f"--conf takes KEY=VALUE, not {setting!r}")
+        config[key.strip()] = value.strip()
+    if os.path.exists(out) and not overwrite:
+        raise click.ClickException(f"{out} exists; choose another --out or add --overwrite")
+    try:
+        session = spark_session(master, "facevec spark find", config, progress=not quiet)
+        session.sparkContext.setLogLevel("ERROR")
+        gallery = read_gallery(session, list(sources), rows_per_partition=rows_per_partition)
+        if _is_parquet(queries):
+            query_frame = queries_from_parquet(session, queries)
+        else:
+            query_frame = queries_from_photos(
+                session,
+                queries,
+                gallery.model_name,
+                detector_backend or gallery.detector_backend or "dlib",
+            )
+        hits = batch_search(
+            gallery,
+            query_frame,
+            k=k,
+            distance_metric=distance_metric,
+            threshold=threshold,
+            similarity_search=similarity_search,
+            broadcast=broadcast,
+            query_block_size=query_block_size,
+        )
+        hits.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)
+        summary = _summary(out)
+    except _spark_errors() as err:
+        raise click.ClickException(f"Spark: {_first_line(err)}") from err
+    click.echo(
+        f"{summary['hits']} hits for {summary['queries']} queries among "
+        f"{gallery.faces} faces in {len(sources)} shards, written to {out}"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _summary(out: str) -> dict[str, Any]:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(out, format="parquet").to_table(columns=["query_id"])
+    return {"hits": table.num_rows, "queries": len(pc.unique(table.column("query_id")))}

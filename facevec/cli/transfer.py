@@ -1,0 +1,65 @@
+"""Moving a gallery to and from Parquet: export, import."""
+
+from __future__ import annotations
+
+import click
+
+from .main import cli, db_option, fail_cleanly
+
+parquet_folder = click.option(
+    "--parquet",
+    "folder",
+    required=True,
+    type=click.Path(),
+    help="Folder of Parquet files (one row per face).",
+)
+
+
+@cli.command(name="export")
+@parquet_folder
+@db_option()
+@click.option(
+    "--rows-per-file",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Faces per Parquet file.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the Parquet files already in the folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_cleanly
+def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, quiet: bool) -> None:
+    """Write the gallery in --db as Parquet files in --parquet, one row per face.
+
+    The embedding is a fixed-size float32 list; the model and dimensions are in
+    each file's metadata. Spark, DuckDB and pandas read the folder as it is.
+    """
+    from ..transfer import export_parquet
+
+    written = export_parquet(
+        db, folder, rows_per_file=rows_per_file, overwrite=overwrite, progress=not quiet
+    )
+    click.echo(f"exported {written['faces']} faces to {written['files']} files in {folder}")
+
+
+@cli.command(name="import")
+@parquet_folder
+@db_option()
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Model of the vectors, for Parquet files that do not say it.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_cleanly
+def import_command(folder: str, db: str, model_name: str | None, quiet: bool) -> None:
+    """Store the faces of a Parquet gallery (--parquet) in --db, without re-embedding.
+
+    Reads facevec's export, or any Parquet with columns img_name, face_index and
+    embedding. Rerunning finishes an interrupted import without duplicates.
+    """
+    from ..transfer import import_parquet
+
+    imported = import_parquet(folder, db, model_name=model_name, progress=not quiet)
+    click.echo(f"imported {imported['faces']} faces")

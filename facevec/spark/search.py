@@ -1,0 +1,241 @@
+"""Batch search on Spark: many query faces against a gallery spread over partitions.
+
+Two plans (``broadcast=``), chosen by the gallery's size unless told:
+
+- **queries broadcast** (a large gallery): the queries are gathered on the driver
+  and broadcast in blocks of ``query_block_size`` (65,536 Dlib vectors are 32 MB).
+  Each task takes one gallery partition and one block, streams the partition's
+  rows through the C kernels and keeps the best k hits per query
+  (:mod:`.partition_search`): queries x k rows leave the task. Those candidates are
+  shuffled by query, and each query keeps its k best, ordered as find orders them:
+  distance, then the lower (shard, id). With several blocks the gallery is cached
+  (memory, then disk) and every partition meets every block.
+- **gallery broadcast** (a gallery of at most 256 MiB of vectors, e.g. a watch
+  list): :mod:`.gallery_broadcast`; each query partition is answered where it is,
+  without a shuffle.
+
+Results equal ``facevec.find`` on the merged gallery: the same kernels, metrics,
+thresholds and tie-breaking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from functools import reduce
+from typing import Any
+
+import numpy as np
+
+from ..engine import models
+from ..errors import InvalidParameterError
+from ..metrics import face_metric
+from ..parameters import check_k, check_threshold
+from ..vector_columns import matrix_from_arrow
+from .gallery import SparkGallery
+from .gallery_broadcast import (
+    GALLERY_BROADCAST_BYTES,
+    check_query_vectors,
+    gallery_bytes,
+    search_with_gallery_broadcast,
+)
+from .partition_search import PartitionTopK
+
+CANDIDATE_SCHEMA = (
+    "shard int, source string, id long, img_name string, identity string, face_index int,"
+    " facial_area_x int, facial_area_y int, facial_area_w int, facial_area_h int,"
+    " query_index int, distance float"
+)
+
+#: Columns of a batch search's result after the query's own.
+RESULT_COLUMNS = (
+    "rank",
+    "shard",
+    "source",
+    "face_id",
+    "img_name",
+    "identity",
+    "face_index",
+    "target_x",
+    "target_y",
+    "target_w",
+    "target_h",
+    "threshold",
+    "distance",
+    "verified",
+    "query_index",
+)
+
+#: Queries broadcast at once: 65,536 Dlib vectors are 32 MB per executor.
+QUERY_BLOCK_SIZE = 65_536
+
+
+PLANS = ("auto", "queries", "gallery")
+
+
+def name_queries(queries: Any) -> Any:
+    """The queries with a query_id (query_id, else id, else a generated unique id)
+    and their other columns renamed query_<name> where a result column has the name."""
+    from pyspark.sql import functions as F
+
+    names = queries.columns
+    if "embedding" not in names:
+        raise InvalidParameterError(
+            f"the queries need an 'embedding' column; they have {', '.join(names)}"
+        )
+    if "query_id" not in names:
+        if "id" in names:  # a gallery's faces as queries: their ids
+            queries = queries.withColumnRenamed("id", "query_id")
+        else:
+            queries = queries.withColumn("query_id", F.monotonically_increasing_id())
+    for name in queries.columns:
+        if name in RESULT_COLUMNS:
+            queries = queries.withColumnRenamed(name, f"query_{name}")
+    return queries
+
+
+def collect_queries(queries: Any, dimensions: int) -> tuple[np.ndarray, Any]:
+    """(matrix, pyarrow table of the other query columns plus query_index) of
+    named queries, gathered on the driver and checked as find checks a query."""
+    import pyarrow as pa
+
+    table = queries.toArrow()
+    matrix = matrix_from_arrow(table.column("embedding"), "query embedding")
+    others = table.drop_columns(["embedding"])
+    if len(table):
+        check_query_vectors(matrix, dimensions, table)
+    others = others.append_column("query_index", pa.array(np.arange(len(table), dtype=np.int32)))
+    return matrix, others
+
+
+def batch_search(
+    gallery: SparkGallery,
+    queries: Any,
+    k: int | None = None,
+    distance_metric: str = "euclidean",
+    threshold: float | None = None,
+    similarity_search: bool = False,
+    broadcast: str = "auto",
+    query_block_size: int = QUERY_BLOCK_SIZE,
+) -> Any:
+    """The gallery's faces nearest to each query: a DataFrame, one row per hit.
+
+    `queries`: a DataFrame (or pyarrow Table) with an ``embedding`` column
+    (float32 blobs, or arrays of floats), ``query_id`` (else ``id``, else a
+    generated unique id) and any other columns, which are carried into the
+    result (as ``query_<name>`` where a result column has the name;
+    ``queries_from_photos`` adds the photo and the face's box). As
+    ``facevec.find``: hits within the threshold (deepface's for the gallery's
+    model and metric unless given), at most k per query;
+    ``similarity_search=True`` drops the threshold (then give k).
+
+    `broadcast`: which side is copied to every executor. "queries": gallery
+    partitions x query blocks, candidates shuffled by query (a large gallery);
+    "gallery": query partitions against the whole gallery, no shuffle (a
+    small gallery, e.g. a watch list, against any number of queries); "auto":
+    the gallery when its vectors take at most 256 MiB, else the queries.
+
+    Columns: the query's columns, rank (1, 2, ... per query), shard, source,
+    face_id, img_name, identity, face_index, target_x/y/w/h, threshold,
+    distance, verified. Lazy: nothing runs until the result is used (with
+    broadcast="queries" the queries, and with "gallery" the gallery, are
+    gathered on the driver at once).
+    """
+    face_metric(distance_metric)
+    k = check_k(k)
+    threshold = check_threshold(threshold)
+    if threshold is None:
+        threshold = models.find_threshold(gallery.model_name, distance_metric)
+    if similarity_search and k is None:
+        raise InvalidParameterError("a similarity search without a threshold needs k")
+    if broadcast not in PLANS:
+        raise InvalidParameterError(
+            f"broadcast must be one of {', '.join(PLANS)}, not {broadcast!r}"
+        )
+    if isinstance(query_block_size, bool) or not isinstance(query_block_size, int):
+        raise InvalidParameterError(
+            f"query_block_size must be a whole number, not {query_block_size!r}"
+        )
+    if query_block_size < 1:
+        raise InvalidParameterError(f"query_block_size must be at least 1, not {query_block_size}")
+    cutoff = None if similarity_search else threshold
+    spark = gallery.parts[0].sparkSession
+    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
+        queries = spark.createDataFrame(queries)
+    queries = name_queries(queries)
+    if broadcast == "auto":
+        small = gallery_bytes(gallery) <= GALLERY_BROADCAST_BYTES
+        broadcast = "gallery" if small else "queries"
+    if broadcast == "gallery":
+        return search_with_gallery_broadcast(
+            gallery, queries, k, distance_metric, cutoff, float(threshold)
+        )
+    matrix, query_columns = collect_queries(queries, gallery.dimensions)
+    candidates = _candidates(gallery, matrix, k, distance_metric, cutoff, query_block_size)
+    return _merge(spark, candidates, query_columns, k, float(threshold))
+
+
+def _candidates(
+    gallery: SparkGallery,
+    matrix: np.ndarray,
+    k: int | None,
+    metric: str,
+    cutoff: float | None,
+    block_size: int,
+) -> Any:
+    """Each partition's best k per query, for every block of queries."""
+    spark = gallery.parts[0].sparkSession
+    blocks = max(1, math.ceil(matrix.shape[0] / block_size))
+    frames = gallery.parts
+    if blocks > 1:  # every block reads the gallery: once from its sources is enough
+        frames = tuple(frame.persist() for frame in frames)
+    found = []
+    for block in range(blocks):
+        start = block * block_size
+        shared = spark.sparkContext.broadcast(matrix[start : start + block_size])
+        search = _partition_searcher(shared, k, metric, cutoff, start)
+        found.extend(frame.mapInArrow(search, CANDIDATE_SCHEMA) for frame in frames)
+    return reduce(lambda a, b: a.unionByName(b), found)
+
+
+def _partition_searcher(
+    shared: Any, k: int | None, metric: str, cutoff: float | None, offset: int
+) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    def search(batches: Iterator[Any]) -> Iterator[Any]:
+        best = PartitionTopK(shared.value, k, metric, cutoff, offset)
+        for batch in batches:
+            best.add(batch)
+        yield from best.result()
+
+    return search
+
+
+def _merge(spark: Any, candidates: Any, query_columns: Any, k: int | None, threshold: float) -> Any:
+    """The k best per query over all partitions, with the query's own columns."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("query_index").orderBy("distance", "shard", "id")
+    ranked = candidates.withColumn("rank", F.row_number().over(order))
+    if k is not None:
+        ranked = ranked.where(F.col("rank") <= k)
+    queries = spark.createDataFrame(query_columns)
+    query_names = [c for c in queries.columns if c != "query_index"]
+    distance = F.col("distance").cast("double")
+    return ranked.join(F.broadcast(queries), "query_index").select(
+        *query_names,
+        "rank",
+        "shard",
+        "source",
+        F.col("id").alias("face_id"),
+        "img_name",
+        "identity",
+        "face_index",
+        F.col("facial_area_x").alias("target_x"),
+        F.col("facial_area_y").alias("target_y"),
+        F.col("facial_area_w").alias("target_w"),
+        F.col("facial_area_h").alias("target_h"),
+        F.lit(threshold).alias("threshold"),
+        distance.alias("distance"),
+        (distance <= F.lit(threshold)).alias("verified"),
+    )
