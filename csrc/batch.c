@@ -1,10 +1,11 @@
 /*
 ** batch.c - exact top-k of many queries in one pass over a matrix.
 **
-** The answer is fv_top_k's for each query, bit for bit: every distance that
-** can reach a heap is computed by fv_scan_block, the function fv_top_k runs,
-** and a heap's final content does not depend on the order of its pushes.
-** What changes is how the rows that cannot reach a heap are recognised:
+** The answer is fv_top_k's for each query, bit for bit: every key that can
+** reach a heap is computed by scan_block (scan.h), the scan fv_top_k runs,
+** into the same heap of double keys, and a heap's final content does not
+** depend on the order of its pushes. What changes is how the rows that
+** cannot reach a heap are recognised:
 **
 ** 1. A panel of PANEL rows is transposed (dimension-major) into a scratch
 **    buffer that stays in L1, once per tile of queries.
@@ -14,22 +15,24 @@
 **    product, not of one distance after another, so it runs at the CPU's
 **    multiply-add rate instead of its load rate.
 ** 3. From the dot product and the two norms, a lower bound of the exact
-**    distance follows (the rounding of any summation order of `dim` terms is
+**    key follows (the rounding of any summation order of `dim` terms is
 **    bounded: Higham, Accuracy and Stability of Numerical Algorithms, 3.1).
-**    A row whose lower bound is above the query's current k-th distance (or
+**    A row whose lower bound is above the query's current k-th key (or
 **    above max_distance) cannot enter its heap and is skipped; every other
-**    row gets its exact distance from fv_scan_block. Rows whose values could
+**    row gets its exact key from scan_block. Rows whose values could
 **    overflow, or are NaN, infinite or of (nearly) zero norm, are never
 **    skipped, so errors are found exactly where fv_top_k finds them.
 **
 ** Small batches (fewer than MIN_SCREEN_QUERIES) skip the screen and scan
-** each row block with fv_scan_block directly, still one block for all queries.
+** each row block with scan_block directly, still one block for all queries.
 */
 #include "batch.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "scan.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FV_BATCH_X86 1
@@ -212,18 +215,34 @@ static screen_kernels pick_screen_kernels(void) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* The screen: a row r is kept (gets its exact distance) unless
+/* The screen: a row r is kept (gets its exact key) unless
 **     dot(q, r) < C_q + S_q * P_r,
 ** a bound derived per metric below from the query's current limit (its k-th
-** scan value once the heap is full, or the max_distance), with P_r a row
-** term (squared norm or norm) and NaN in P_r or C_q meaning "always keep".
+** key once the heap is full, or the max_distance), with P_r a row term
+** (squared norm or norm) and NaN in P_r or C_q meaning "always keep".
 **
 ** With u = 2^-24 and gamma = (dim + 1) u / (1 - (dim + 1) u) the bound of
 ** any float summation of dim + 1 terms, G = 2 (dim + 32) u covers gamma, the
 ** extra roundings of each metric's formula, and the float rounding of the
 ** screen itself, with a factor 2 to spare. Every inequality below is one a
-** skipped row's exact scan value satisfies, so skipped rows are exactly those
-** fv_heap_accepts would refuse.                                              */
+** skipped row's exact key satisfies, so skipped rows are exactly those
+** fv_heap_accepts would refuse.
+**
+** Keys are doubles (scan.h): the float32 value, or the same sum taken again
+** in double where the float32 one overflowed or came near underflow (below
+** 2^-100). A pair the screen may skip has both squared norms in
+** [NORM2_MIN, NORM2_MAX] (the euclidean metrics: at most NORM2_MAX), and
+** with gamma < 0.005 (G < 0.01) no float32 sum of such a pair overflows or
+** falls below 2^-100, save one: the squared distance of a query and a row
+** closer than about 2^-50. So every skippable key is the float32 value the bounds below were
+** derived for, except that euclidean one, which the scan takes in double:
+** there it errs by at most dim 2^-53 relatively and never by underflow,
+** inside what the float32 bound allows, so the same lower bound holds. The
+** limit may be any double (a heap's worst key may come from a row taken in
+** double); the bounds are computed from it in double. max_distance is
+** compared with the finished float32 distance: a skipped euclidean_squared
+** key taken in double exceeds its limit by a factor of at least
+** 1 + G - dim 2^-53 > 1 + 2u, so it still does once rounded to float32.     */
 
 typedef struct screen {
   fv_metric m;
@@ -249,7 +268,7 @@ static float row_term(const screen *s, double rr) {
   return s->m == FV_EUCLIDEAN || s->m == FV_EUCLIDEAN_SQUARED ? (float)rr : (float)sqrt(rr);
 }
 
-/* (C_q, S_q) for a query of squared norm qq whose rows must have a scan value
+/* (C_q, S_q) for a query of squared norm qq whose rows must have a key
 ** <= limit to matter (limit = +inf: every row matters). */
 static void query_bound(const screen *s, double qq, double limit, float *c, float *sq) {
   double g = s->g, nq = sqrt(qq);
@@ -295,37 +314,21 @@ static void query_bound(const screen *s, double qq, double limit, float *c, floa
   *c = NAN, *sq = 0.0f;
 }
 
-/* The scan value a row must not exceed to matter to a heap: its k-th value
-** once full, and in any case the max_distance in scan form. */
-static double heap_limit(const fv_heap *h, double limit_scan) {
-  if (h->size < h->k) return limit_scan;
-  double top = (double)h->dist[0];
-  return top < limit_scan ? top : limit_scan;
+/* The key a row must not exceed to matter to a heap: its k-th key once
+** full, and in any case the max_distance as a key. */
+static double heap_limit(const fv_heap *h, double limit_key) {
+  if (h->size < h->k) return limit_key;
+  double top = h->dist[0];
+  return top < limit_key ? top : limit_key;
 }
 
-/* max_distance in scan form: squared for FV_EUCLIDEAN, with room for the
-** rounding of the final sqrtf. */
-static double scan_limit(fv_metric m, double max_distance) {
+/* max_distance as a key: squared for FV_EUCLIDEAN, with room for the
+** rounding of the final sqrt to float32. */
+static double key_limit(fv_metric m, double max_distance) {
   if (m != FV_EUCLIDEAN || max_distance == INFINITY) return max_distance;
   if (max_distance < 0) return -1.0;
   double t = max_distance * (1.0 + 0x1p-20);
   return t * t;
-}
-
-/* Distance of one row as fv_top_k computes it, in scan form. */
-static int exact_scan_value(fv_metric m, const float *q, const float *row, size_t dim,
-                            float *out) {
-  fv_heap one;
-  float d = 0.0f;
-  int64_t id = 0, bad = 0;
-  fv_heap_init(&one, 1, &d, &id);
-  int rc = fv_scan_block(m, q, row, 1, dim, 0, &one, &bad);
-  *out = d;
-  return rc;
-}
-
-static float finished(fv_metric m, float scan_value) {
-  return m == FV_EUCLIDEAN ? sqrtf(scan_value) : scan_value;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -336,22 +339,22 @@ typedef struct batch {
   const float *queries;
   const float *matrix;
   size_t n_rows, dim, k;
-  double max_distance, limit_scan;
+  size_t heap_k; /* entries a heap keeps: min(k, n_rows), as in fv_top_k */
+  double max_distance, limit_key;
   int64_t *out_idx;
   float *out_dist;
-  size_t *n_found; /* heap sizes while scanning */
+  size_t *n_found;
+  /* The tile of queries being scanned, [q0, q0 + n_tile): each query's scan
+  ** state and heap (keys in `keys`, ids straight into out_idx). */
+  size_t q0, n_tile;
+  scan_query *scan;
+  fv_heap *heap;
+  double *keys;
   /* The first error: the lowest bad row, then the lowest query failing there.
   ** Pairs at or after err_row need not be scanned any more. */
   int err;
   size_t err_row, err_query;
 } batch;
-
-static fv_heap query_heap(const batch *b, size_t q) {
-  fv_heap h;
-  fv_heap_init(&h, b->k, b->out_dist + q * b->k, b->out_idx + q * b->k);
-  h.size = b->n_found[q];
-  return h;
-}
 
 static void record_error(batch *b, int rc, size_t row, size_t q) {
   b->err = rc;
@@ -359,19 +362,47 @@ static void record_error(batch *b, int rc, size_t row, size_t q) {
   b->err_query = q;
 }
 
-/* Direct path: rows [first, first + n) of every query of [q0, q1) through
-** fv_scan_block; max_distance is applied when the heaps are finished. */
-static void scan_block_direct(batch *b, size_t q0, size_t q1, size_t first, size_t n) {
+/* Make queries [q0, q1) the tile: scan states and empty heaps. */
+static void start_tile(batch *b, size_t q0, size_t q1) {
+  b->q0 = q0;
+  b->n_tile = q1 - q0;
+  for (size_t t = 0; t < b->n_tile; t++) {
+    size_t q = q0 + t;
+    /* The query passed scan_query_init before: it passes again. */
+    (void)scan_query_init(&b->scan[t], b->m, b->queries + q * b->dim, b->dim);
+    fv_heap_init(&b->heap[t], b->heap_k, b->keys + t * b->heap_k, b->out_idx + q * b->k, NULL,
+                 b->heap_k);
+  }
+}
+
+/* Sort each heap of the tile, finish its keys into float32 distances as
+** fv_top_k does, cut at max_distance, pad. */
+static void finish_tile(batch *b) {
+  for (size_t t = 0; t < b->n_tile; t++) {
+    size_t q = b->q0 + t;
+    fv_heap *h = &b->heap[t];
+    float *dist = b->out_dist + q * b->k;
+    size_t n = fv_heap_sort(h);
+    for (size_t i = 0; i < n; i++) dist[i] = finish_key(b->m, h->dist[i]);
+    while (n > 0 && !((double)dist[n - 1] <= b->max_distance)) n--;
+    for (size_t i = n; i < b->k; i++) {
+      h->id[i] = -1;
+      dist[i] = INFINITY;
+    }
+    b->n_found[q] = n;
+  }
+}
+
+/* Direct path: rows [first, first + n) of every query of the tile through
+** scan_block; max_distance is applied when the heaps are finished. */
+static void scan_rows_direct(batch *b, size_t first, size_t n) {
   const float *block = b->matrix + first * b->dim;
-  for (size_t q = q0; q < q1; q++) {
+  for (size_t t = 0; t < b->n_tile; t++) {
     if (b->err_row <= first) return;
     size_t rows = b->err_row - first < n ? b->err_row - first : n;
-    fv_heap h = query_heap(b, q);
     int64_t row = -1;
-    int rc = fv_scan_block(b->m, b->queries + q * b->dim, block, rows, b->dim, (int64_t)first,
-                           &h, &row);
-    b->n_found[q] = h.size;
-    if (rc != FV_OK) record_error(b, rc, first + (size_t)row, q);
+    int rc = scan_block(&b->scan[t], block, rows, (int64_t)first, &b->heap[t], &row);
+    if (rc != FV_OK) record_error(b, rc, first + (size_t)row, b->q0 + t);
   }
 }
 
@@ -401,16 +432,14 @@ static void build_panel(panel_work *w, const batch *b, size_t first, size_t n) {
   for (size_t r = 0; r < PANEL; r++) w->term[r] = r < n ? row_term(&w->s, rr[r]) : NAN;
 }
 
-static void refresh_bound(panel_work *w, const batch *b, size_t q, size_t t) {
-  fv_heap h = query_heap(b, q);
-  query_bound(&w->s, w->qq[t], heap_limit(&h, b->limit_scan), &w->c[t], &w->sq[t]);
+static void refresh_bound(panel_work *w, const batch *b, size_t t) {
+  query_bound(&w->s, w->qq[t], heap_limit(&b->heap[t], b->limit_key), &w->c[t], &w->sq[t]);
 }
 
-/* Exact distances for the kept rows of one query; updates its heap. */
-static void consider_rows(batch *b, panel_work *w, size_t q, size_t t, size_t first,
-                          const float *a, uint32_t keep) {
-  const float *query = b->queries + q * b->dim;
-  fv_heap h = query_heap(b, q);
+/* Exact keys for the kept rows of query t of the tile, into its heap. */
+static void consider_rows(batch *b, panel_work *w, size_t t, size_t first, const float *a,
+                          uint32_t keep) {
+  fv_heap *h = &b->heap[t];
   while (keep) {
     size_t r = lowest_bit(keep);
     keep &= keep - 1;
@@ -418,47 +447,38 @@ static void consider_rows(batch *b, panel_work *w, size_t q, size_t t, size_t fi
     if (row >= b->err_row) break;
     /* The bound may have tightened since the panel was screened. */
     if (a[r] < w->c[t] + w->sq[t] * w->term[r]) continue;
-    float d;
-    int rc = exact_scan_value(b->m, query, b->matrix + row * b->dim, b->dim, &d);
-    if (rc == FV_OK && d != d) rc = FV_NAN;
+    size_t size = h->size;
+    int64_t worst = size > 0 ? h->id[0] : -1, bad = -1;
+    int rc = scan_block(&b->scan[t], b->matrix + row * b->dim, 1, (int64_t)row, h, &bad);
     if (rc != FV_OK) {
-      record_error(b, rc, row, q);
+      record_error(b, rc, row, b->q0 + t);
       break;
     }
-    if (!((double)finished(b->m, d) <= b->max_distance)) continue;
-    if (!fv_heap_accepts(&h, d, (int64_t)row)) continue;
-    fv_heap_push(&h, d, (int64_t)row);
-    b->n_found[q] = h.size;
-    refresh_bound(w, b, q, t);
+    if (h->size != size || (size > 0 && h->id[0] != worst)) refresh_bound(w, b, t);
   }
-  b->n_found[q] = h.size;
 }
 
-static void scan_panel_screened(batch *b, panel_work *w, size_t q0, size_t q1, size_t first,
-                                size_t n) {
+static void scan_panel_screened(batch *b, panel_work *w, size_t first, size_t n) {
   build_panel(w, b, first, n);
   float dots[QUAD][PANEL];
-  for (size_t qa = q0; qa < q1; qa += QUAD) {
+  for (size_t ta = 0; ta < b->n_tile; ta += QUAD) {
     if (b->err_row <= first) return;
     const float *qp[QUAD];
     for (size_t i = 0; i < QUAD; i++) {
-      size_t q = qa + i < q1 ? qa + i : q1 - 1; /* pad with the last query */
-      qp[i] = b->queries + q * b->dim;
+      size_t t = ta + i < b->n_tile ? ta + i : b->n_tile - 1; /* pad with the last query */
+      qp[i] = b->queries + (b->q0 + t) * b->dim;
     }
     w->kernels.dots(qp, w->panel, b->dim, dots);
-    for (size_t i = 0; i < QUAD && qa + i < q1; i++) {
-      size_t t = qa + i - q0;
+    for (size_t i = 0; i < QUAD && ta + i < b->n_tile; i++) {
+      size_t t = ta + i;
       uint32_t keep = w->kernels.kept(dots[i], w->term, w->c[t], w->sq[t], n);
-      if (keep) consider_rows(b, w, qa + i, t, first, dots[i], keep);
+      if (keep) consider_rows(b, w, t, first, dots[i], keep);
     }
   }
 }
 
-static int run_screened(batch *b, size_t n_queries, screen_kernels kernels) {
+static int run_screened(batch *b, size_t n_queries, size_t tile, screen_kernels kernels) {
   size_t dim = b->dim;
-  size_t tile = QUERY_TILE_BYTES / (dim * sizeof(float));
-  if (tile < 64) tile = 64;
-  if (tile > n_queries) tile = n_queries;
   panel_work w;
   screen_init(&w.s, b->m, dim);
   w.kernels = kernels;
@@ -472,18 +492,19 @@ static int run_screened(batch *b, size_t n_queries, screen_kernels kernels) {
     goto finish;
   }
   for (size_t q0 = 0; q0 < n_queries; q0 += tile) {
-    size_t q1 = n_queries - q0 < tile ? n_queries : q0 + tile;
-    for (size_t q = q0; q < q1; q++) {
-      const float *query = b->queries + q * dim;
+    start_tile(b, q0, n_queries - q0 < tile ? n_queries : q0 + tile);
+    for (size_t t = 0; t < b->n_tile; t++) {
+      const float *query = b->queries + (q0 + t) * dim;
       double qq = 0.0;
       for (size_t j = 0; j < dim; j++) qq += (double)LD(query + j) * LD(query + j);
-      w.qq[q - q0] = qq;
-      refresh_bound(&w, b, q, q - q0);
+      w.qq[t] = qq;
+      refresh_bound(&w, b, t);
     }
     for (size_t first = 0; first < b->err_row; first += PANEL) {
       size_t n = b->n_rows - first < PANEL ? b->n_rows - first : PANEL;
-      scan_panel_screened(b, &w, q0, q1, first, n);
+      scan_panel_screened(b, &w, first, n);
     }
+    if (b->err == FV_OK) finish_tile(b);
   }
 finish:
   free(w.panel);
@@ -493,27 +514,16 @@ finish:
   return rc;
 }
 
-static void run_direct(batch *b, size_t n_queries) {
+static void run_direct(batch *b, size_t n_queries, size_t tile) {
   size_t block = ROW_BLOCK_BYTES / (b->dim * sizeof(float));
   if (block == 0) block = 1;
-  for (size_t first = 0; first < b->err_row; first += block) {
-    size_t n = b->n_rows - first < block ? b->n_rows - first : block;
-    scan_block_direct(b, 0, n_queries, first, n);
-  }
-}
-
-/* Sort each heap, turn scan values into distances, cut at max_distance, pad. */
-static void finish_heaps(batch *b, size_t n_queries) {
-  for (size_t q = 0; q < n_queries; q++) {
-    fv_heap h = query_heap(b, q);
-    size_t n = fv_heap_sort(&h);
-    fv_finish_distances(b->m, h.dist, n);
-    while (n > 0 && !((double)h.dist[n - 1] <= b->max_distance)) n--;
-    for (size_t i = n; i < b->k; i++) {
-      h.id[i] = -1;
-      h.dist[i] = INFINITY;
+  for (size_t q0 = 0; q0 < n_queries; q0 += tile) {
+    start_tile(b, q0, n_queries - q0 < tile ? n_queries : q0 + tile);
+    for (size_t first = 0; first < b->err_row; first += block) {
+      size_t n = b->n_rows - first < block ? b->n_rows - first : block;
+      scan_rows_direct(b, first, n);
     }
-    b->n_found[q] = n;
+    if (b->err == FV_OK) finish_tile(b);
   }
 }
 
@@ -526,32 +536,49 @@ static int top_k_batch_with(screen_kernels kernels, fv_metric m, const float *qu
   *bad_row = -1;
   if (k == 0 || dim == 0 || isnan(max_distance)) return FV_MISUSE;
   for (size_t q = 0; q < n_queries; q++) {
-    /* Scanning no rows validates the metric and the query alone (zero norm),
-    ** as fv_top_k does before its first row. */
-    fv_heap h;
-    int64_t row = -1;
-    fv_heap_init(&h, k, out_dist + q * k, out_idx + q * k);
-    int rc = fv_scan_block(m, queries + q * dim, matrix, 0, dim, 0, &h, &row);
+    /* The metric and the query alone (zero norm), as fv_top_k checks them
+    ** before its first row. */
+    scan_query s;
+    int rc = scan_query_init(&s, m, queries + q * dim, dim);
     if (rc != FV_OK) {
       *bad_query = (int64_t)q;
       return rc;
     }
-    n_found[q] = 0;
   }
-  batch b = {m,       queries, matrix, n_rows, dim, k, max_distance,
-             scan_limit(m, max_distance), out_idx, out_dist, n_found, FV_OK, n_rows, 0};
-  if (n_queries >= MIN_SCREEN_QUERIES) {
-    int rc = run_screened(&b, n_queries, kernels);
-    if (rc != FV_OK) return rc;
+  if (n_queries == 0) return FV_OK;
+  int screened = n_queries >= MIN_SCREEN_QUERIES;
+  size_t tile = n_queries;
+  if (screened) {
+    tile = QUERY_TILE_BYTES / (dim * sizeof(float));
+    if (tile < 64) tile = 64;
+    if (tile > n_queries) tile = n_queries;
+  }
+  size_t heap_k = k < n_rows ? k : n_rows;
+  batch b = {m, queries, matrix, n_rows, dim, k, heap_k, max_distance,
+             key_limit(m, max_distance), out_idx, out_dist, n_found, 0, 0, NULL, NULL, NULL,
+             FV_OK, n_rows, 0};
+  int rc = FV_OK;
+  /* tile * heap_k <= n_queries * k: no more keys than the caller's ids. */
+  if (heap_k > SIZE_MAX / sizeof(double) / tile) return FV_NOMEM;
+  b.scan = malloc(tile * sizeof *b.scan);
+  b.heap = malloc(tile * sizeof *b.heap);
+  b.keys = malloc((heap_k ? tile * heap_k : 1) * sizeof *b.keys);
+  if (!b.scan || !b.heap || !b.keys) {
+    rc = FV_NOMEM;
+  } else if (screened) {
+    rc = run_screened(&b, n_queries, tile, kernels);
   } else {
-    run_direct(&b, n_queries);
+    run_direct(&b, n_queries, tile);
   }
+  free(b.scan);
+  free(b.heap);
+  free(b.keys);
+  if (rc != FV_OK) return rc;
   if (b.err != FV_OK) {
     *bad_query = (int64_t)b.err_query;
     *bad_row = (int64_t)b.err_row;
     return b.err;
   }
-  finish_heaps(&b, n_queries);
   return FV_OK;
 }
 

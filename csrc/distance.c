@@ -7,6 +7,7 @@
 ** NEON is part of the baseline. Everything else uses portable C.
 */
 #include "facevec.h"
+#include "scan.h"
 
 #include <errno.h>
 #include <float.h>
@@ -492,18 +493,9 @@ int fv_distance(fv_metric m, const float *a, const float *b, size_t n, double *o
   return FV_MISUSE;
 }
 
-/* Per-query state so a matrix scan normalises the query only once. */
-typedef struct scan_query {
-  const fv_kernels *k;
-  fv_metric m;
-  const float *q;
-  size_t dim;
-  float q_scale;   /* 1/|q| for cosine and euclidean_l2 */
-  double q_norm2;  /* |q|^2 in double, for rows taken in double */
-  int q_extreme;   /* |q|^2 is not a safe float32: every row in double */
-} scan_query;
+/* The scan of fv_top_k, shared with batch.c through scan.h. */
 
-static int scan_query_init(scan_query *s, fv_metric m, const float *q, size_t dim) {
+int scan_query_init(scan_query *s, fv_metric m, const float *q, size_t dim) {
   s->k = K();
   s->m = m;
   s->q = q;
@@ -567,13 +559,6 @@ static inline int scan_row(const scan_query *s, const float *row, double *key) {
     }
   }
   return FV_MISUSE;
-}
-
-/* A key as the float32 distance top_k and distances return. sqrt in double
-** rounded to float32 equals sqrtf of the float32 sum, so results are the
-** float32 kernels' own wherever those were safe. */
-static inline float finish_key(fv_metric m, double key) {
-  return (float)(m == FV_EUCLIDEAN ? sqrt(key) : key);
 }
 
 int fv_distances(fv_metric m, const float *query, const float *matrix, size_t n_rows,
@@ -668,10 +653,9 @@ size_t fv_heap_sort(fv_heap *h) {
   return h->size;
 }
 
-/* Push each row's key into h, ids being first_id + row. Returns FV_OK, or
-** FV_ZERO_NORM / FV_NAN with *bad_row set: a NaN cannot be ranked. */
-static int scan_block(const scan_query *s, const float *matrix, size_t n_rows,
-                      int64_t first_id, fv_heap *h, int64_t *bad_row) {
+/* See scan.h. */
+int scan_block(const scan_query *s, const float *matrix, size_t n_rows, int64_t first_id,
+               fv_heap *h, int64_t *bad_row) {
   const size_t dim = s->dim;
   /* The heap's worst key, kept at hand once the heap is full: most rows
   ** lose to it. Ids grow with the rows, so a row tying with it loses too.

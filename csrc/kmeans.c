@@ -67,7 +67,9 @@ static void set_centroid(float *dst, const float *src, size_t dim, int unit) {
 }
 
 /* The first row that no k-means can use: NaN or infinity anywhere; a zero
-** vector (as the distance kernels see it) under a spherical metric. */
+** vector under a spherical metric. The distance kernels take a norm that
+** float32 would underflow again in double, so for them, as here, only a
+** vector of zeros has norm 0. */
 static int check_rows(fv_metric m, const float *data, size_t n, size_t dim, int64_t *bad_row) {
   for (size_t i = 0; i < n; i++) {
     const float *row = data + i * dim;
@@ -77,7 +79,7 @@ static int check_rows(fv_metric m, const float *data, size_t n, size_t dim, int6
         return FV_NAN;
       }
     }
-    if (spherical(m) && fv_dot(row, row, dim) == 0.0f) {
+    if (spherical(m) && norm2(row, dim) == 0.0) {
       *bad_row = (int64_t)i;
       return FV_ZERO_NORM;
     }
@@ -91,6 +93,9 @@ static int check_rows(fv_metric m, const float *data, size_t n, size_t dim, int6
 static int seed_centroids(fv_metric m, const float *data, size_t n, size_t dim, size_t k,
                           rng *r, float *centroids) {
   size_t m_rows = n < SEED_SAMPLE_PER_CENTROID * k ? n : SEED_SAMPLE_PER_CENTROID * k;
+  /* Never empty (fv_kmeans checks n >= k >= 1); said for the compiler,
+  ** which otherwise sees the sample read before it is written. */
+  if (m_rows == 0) return FV_MISUSE;
   size_t *pick = malloc(n * sizeof *pick);
   float *sample = malloc(m_rows * dim * sizeof *sample);
   float *d = malloc(m_rows * sizeof *d);

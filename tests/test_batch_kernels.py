@@ -122,6 +122,40 @@ def test_equals_top_k_with_duplicates_and_near_ties(kernels, metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("nq", [3, 30])  # small-batch and screened paths
+def test_equals_top_k_at_the_extremes(kernels, metric, nq):
+    """Rows and queries whose float32 sums overflow (1e19, 1e20) or come near
+    underflow (1e-16, 1e-30), among ordinary ones: the scan takes those sums again
+    in double, and each answer is still top_k's, cut at a threshold too."""
+    queries, matrix = random_data(nq, 400, 24, seed=7)
+    rng = np.random.default_rng(8)
+    scales = np.array([1, 1, 1e19, 1e20, 1e-16, 1e-30], np.float32)
+    matrix *= rng.choice(scales, (400, 1))
+    queries *= rng.choice(scales, (nq, 1))
+    dists = assert_equals_top_k(queries, matrix, 10, metric)[1]
+    threshold = float(np.median(dists[np.isfinite(dists)]))
+    if metric != "inner_product":
+        threshold = max(threshold, 0.0)
+    assert_equals_top_k(queries, matrix, 10, metric, threshold)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_equals_top_k_next_to_tiny_rows(kernels, metric):
+    """Rows of 1e-16 and queries one float step from some of them: squared
+    distances below float32's safe range, which the scan takes in double, on rows
+    of ordinary norm for the screen."""
+    _, matrix = random_data(1, 500, 16, seed=9)
+    matrix *= np.float32(1e-16)
+    picks = np.random.default_rng(10).integers(0, 500, 40)
+    queries = np.nextafter(matrix[picks], np.float32(np.inf))
+    indices, dists = assert_equals_top_k(queries, matrix, 8, metric)
+    if metric in ("euclidean", "euclidean_squared"):
+        assert indices[:, 0].tolist() == picks.tolist()
+    dists = dists[np.isfinite(dists)]
+    assert_equals_top_k(queries, matrix, 8, metric, float(np.median(dists)))
+
+
+@pytest.mark.parametrize("metric", METRICS)
 def test_ranking_matches_numpy(metric):
     """On random data (no near ties) the ranking is float64 numpy's."""
     queries, matrix = random_data(30, 2000, 96, seed=3)

@@ -172,6 +172,32 @@ def test_ivf_recall_grows_with_nprobe():
 
 
 @pytest.mark.parametrize("metric", list(facevec.METRICS))
+def test_assign_equals_top_k_at_the_extremes(metric):
+    """Rows and centroids whose float32 sums overflow or underflow, among
+    ordinary ones: each row's list and distance are still top_k's."""
+    rng = np.random.default_rng(14)
+    scales = np.array([1, 1, 1e20, 1e-16, 1e-30], np.float32)
+    data = rng.standard_normal((300, 12)).astype(np.float32) * rng.choice(scales, (300, 1))
+    centroids = rng.standard_normal((9, 12)).astype(np.float32) * rng.choice(scales, (9, 1))
+    lists, dists = assign(data, centroids, metric)
+    for i, row in enumerate(data):
+        index, dist = facevec.top_k(row, centroids, 1, metric)
+        assert lists[i] == index[0]
+        assert dists[i].view(np.uint32) == dist[0].view(np.uint32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean_l2"])
+def test_spherical_kmeans_of_tiny_rows(metric):
+    """Rows of norm 1e-30, whose float32 squares underflow to 0, have no norm 0
+    for the distance kernels (they take them in double), nor for k-means: it
+    clusters them as it clusters the same directions at norm 1."""
+    data, labels = faces(20, 6, 32, spread=0.05, seed=4)
+    centroids, assignment = kmeans(data * np.float32(1e-30), 20, metric, seed=3)
+    assert same_partition(assignment, labels)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", list(facevec.METRICS))
 def test_assign_equals_top_k_over_the_centroids(metric):
     rng = np.random.default_rng(13)
     data = rng.standard_normal((300, 12)).astype(np.float32)

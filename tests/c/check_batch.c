@@ -116,8 +116,32 @@ static int check_case(screen_kernels kernels, int m, const float *queries, size_
 
 static const size_t DIMS[] = {1, 2, 3, 5, 8, 16, 17, 31, 64, 127, 128, 129, 300, 1024};
 
+/* Scales of the extreme modes: sums of squares that overflow float32
+** (1e20, 1e30), that the screen passes over (1e-20, 1e-30: norms below its
+** floor), and euclidean sums of rows it screens that fall below float32's
+** safe range (1e-16, 1e-17), where the scan takes them in double. */
+static const float EXTREME[] = {1e30f, 1e20f, 1e19f, 1e-15f, 1e-16f, 1e-17f, 1e-20f, 1e-30f};
+
+static float extreme_scale(void) {
+  return EXTREME[next() % (sizeof EXTREME / sizeof EXTREME[0])];
+}
+
+/* A max_distance for metric m: mostly the distance of a pair of the data
+** (a boundary the cut must place exactly), else INFINITY. */
+static double pair_distance(int m, const float *q, size_t nq, const float *x, size_t n,
+                            size_t dim) {
+  float d;
+  int64_t bad;
+  if (n == 0 || next() % 4 == 0) return INFINITY;
+  if (fv_distances((fv_metric)m, q + (next() % nq) * dim, x + (next() % n) * dim, 1, dim, &d,
+                   &bad) != FV_OK || d != d)
+    return INFINITY;
+  return (double)d;
+}
+
 /* Random shapes and data designed to hit ties, duplicates, near ties, tiny
-** and huge values, NaN, infinity and zero vectors. */
+** and huge values, NaN, infinity and zero vectors, and rows at the extremes
+** of float32 (modes 8 to 11), alone and mixed with ordinary ones. */
 static int check_random_batches(screen_kernels kernels, const char *name, int cases) {
   for (int it = 0; it < cases; it++) {
     size_t dim = DIMS[next() % (sizeof DIMS / sizeof DIMS[0])];
@@ -126,7 +150,7 @@ static int check_random_batches(screen_kernels kernels, const char *name, int ca
     size_t k = 1 + next() % 12;
     if (next() % 5 == 0) k = n + 1 + next() % 3;
     float *x = malloc((n + 1) * dim * sizeof *x), *q = malloc(nq * dim * sizeof *q);
-    int mode = it % 8; /* a few cases already cover every kind */
+    int mode = it % 12; /* a few cases already cover every kind */
     size_t distinct = 1 + next() % 5;
     for (size_t i = 0; i < n * dim; i++) x[i] = uniform();
     for (size_t i = 0; i < nq * dim; i++) q[i] = uniform();
@@ -153,10 +177,40 @@ static int check_random_batches(screen_kernels kernels, const char *name, int ca
       if (next() % 2) q[bad * dim + next() % dim] = NAN;
       else memset(q + bad * dim, 0, dim * 4);
     }
+    if (mode == 8) { /* every vector at one extreme scale */
+      float scale = extreme_scale();
+      for (size_t i = 0; i < n * dim; i++) x[i] *= scale;
+      for (size_t i = 0; i < nq * dim; i++) q[i] *= scale;
+    }
+    if (mode == 9) /* each row at its own scale, ordinary ones among them */
+      for (size_t r = 0; r < n; r++) {
+        float scale = next() % 2 ? 1.0f : extreme_scale();
+        for (size_t j = 0; j < dim; j++) x[r * dim + j] *= scale;
+      }
+    if (mode == 10) { /* rows and queries at mixed scales */
+      for (size_t r = 0; r < n; r++) {
+        float scale = next() % 3 ? 1.0f : extreme_scale();
+        for (size_t j = 0; j < dim; j++) x[r * dim + j] *= scale;
+      }
+      for (size_t i = 0; i < nq; i++) {
+        float scale = next() % 3 ? 1.0f : extreme_scale();
+        for (size_t j = 0; j < dim; j++) q[i * dim + j] *= scale;
+      }
+    }
+    if (mode == 11 && n > 0) { /* tiny rows, queries a few ulps off some of them */
+      float scale = EXTREME[3 + next() % 3];
+      for (size_t i = 0; i < n * dim; i++) x[i] *= scale;
+      for (size_t i = 0; i < nq; i++) {
+        memcpy(q + i * dim, x + (next() % n) * dim, dim * 4);
+        for (size_t j = 0; j < dim; j++)
+          q[i * dim + j] = nextafterf(q[i * dim + j], next() % 2 ? INFINITY : -INFINITY);
+      }
+    }
     double max_distance = next() % 3 == 0 ? (double)(uniform() + 1.0f) * (mode == 4 ? 1e18 : 1.0)
                                           : INFINITY;
     for (int m = FV_EUCLIDEAN_SQUARED; m <= FV_NEGATIVE_INNER_PRODUCT; m++) {
       double md = m == FV_NEGATIVE_INNER_PRODUCT ? -max_distance : max_distance;
+      if (mode >= 8) md = pair_distance(m, q, nq, x, n, dim);
       if (check_case(kernels, m, q, nq, x, n, dim, k, md, name)) {
         printf("  (case %d, mode %d, nq %zu)\n", it, mode, nq);
         return 1;
