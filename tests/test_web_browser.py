@@ -66,9 +66,12 @@ def browser(tmp_path_factory):
 
 
 def _wait(driver, condition, timeout: float = 180):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    # A page that re-renders replaces the elements a condition may be reading.
+    waiting = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(condition)
 
 
 def _loaded_images(driver) -> list[str]:
@@ -213,10 +216,15 @@ if importlib.util.find_spec("facevec.people") is not None:
             assert "send the server's token" in error.text
             browser.find_element(By.ID, "token-input").send_keys(TOKEN)
             browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
-            name = browser.find_element(By.ID, "name-input")
-            name.clear()
-            name.send_keys("Jennifer")
-            browser.find_element(By.CSS_SELECTOR, "#name-form button").click()
+
+            def name_the_person(driver) -> bool:
+                field = driver.find_element(By.ID, "name-input")  # after any re-render
+                field.clear()
+                field.send_keys("Jennifer")
+                driver.find_element(By.CSS_SELECTOR, "#name-form button").click()
+                return True
+
+            _wait(browser, name_the_person)
             _wait(browser, lambda d: d.find_element(By.ID, "person-name").text == "Jennifer")
             browser.save_screenshot(str(screenshots / "person-named.png"))
             browser.execute_script("sessionStorage.clear()")

@@ -14,7 +14,7 @@ from ..errors import (
     NoFaceError,
     NotAnImageError,
 )
-from ..ingest import iter_photo_paths
+from ..ingest.walk import Walk
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
 from ..vector_columns import blob_column, require_pyarrow
 
@@ -65,7 +65,7 @@ def queries_from_photos(
     location = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(location):
         raise FolderNotFoundError(f"no folder of query photos at {location}")
-    paths = list(iter_photo_paths(location))
+    paths = list(Walk(location).photos())
     if not paths:
         raise FolderNotFoundError(f"{location} holds no photos")
     slices = partitions or spark.sparkContext.defaultParallelism
