@@ -12,6 +12,7 @@ SQLITE_EXTENSION_INIT3
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "facevec.h"
 #include "knn_search.h"
 #include "knn_store.h"
@@ -83,6 +84,10 @@ typedef struct knn_scan {
   ** this search, or borrowed from the cache (then only reset). */
   sqlite3_stmt *log_st, *chunks_st, *map_get;
   int borrowed;
+  /* IVF with nprobe < lists: probe[q * lists + l] says query q reads list l;
+  ** ivf_st lists the chunks with their list. NULL: every chunk, every query. */
+  unsigned char *probe;
+  sqlite3_stmt *ivf_st;
   char *zErr;
 } knn_scan;
 
@@ -193,6 +198,12 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   const size_t dim = sc->dim, vbytes = dim * sizeof(float);
   size_t block_rows = KNN_BLOCK_BYTES / vbytes;
   int rc = SQLITE_OK;
+  /* IVF: the queries that read this chunk, and a mixed chunk's slot lists. */
+  const i64 lists = ix->lists;
+  size_t *active = NULL, n_active = n_queries;
+  int32_t *slot_list = NULL;
+  sqlite3_blob *b_slots = NULL;
+  char *lists_tbl = NULL;
   if (block_rows < 1) block_rows = 1;
   if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
 
@@ -204,16 +215,46 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
     if (!keys) rc = SQLITE_NOMEM;
   }
-  if (!chunks_tbl || !valid || !rowids || !block || rc == SQLITE_NOMEM) {
+  active = sqlite3_malloc64((sqlite3_uint64)n_queries * sizeof(size_t));
+  if (sc->probe) {
+    lists_tbl = sqlite3_mprintf("%s_fvknn_chunklists", ix->tbl);
+    slot_list = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(int32_t));
+    if (!lists_tbl || !slot_list) rc = SQLITE_NOMEM;
+  }
+  if (!chunks_tbl || !valid || !rowids || !block || !active || rc == SQLITE_NOMEM) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  st = sc->chunks_st;
+  for (size_t i = 0; i < n_queries; i++) active[i] = i;
+  st = sc->probe ? sc->ivf_st : sc->chunks_st;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    i64 id = sqlite3_column_int64(st, 0);
+    i64 id = sqlite3_column_int64(st, 0), list = -1;
     size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
     if (n_slots == 0) continue;
     rc = SQLITE_OK;
+    if (sc->probe) {
+      list = sqlite3_column_int64(st, 1);
+      if (sqlite3_column_type(st, 1) != SQLITE_INTEGER || list < -1 || list >= lists) {
+        rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the IVF list of chunk %lld is "
+                         "missing or malformed", id);
+        goto finish;
+      }
+      n_active = 0;
+      for (size_t i = 0; i < n_queries; i++)
+        if (list < 0 || sc->probe[i * (size_t)lists + (size_t)list]) active[n_active++] = i;
+      if (n_active == 0) continue; /* no query reads this list */
+      if (list < 0) {
+        rc = b_slots ? sqlite3_blob_reopen(b_slots, id)
+                     : sqlite3_blob_open(sc->db, "main", lists_tbl, "slots", id, 0, &b_slots);
+        if (rc != SQLITE_OK || sqlite3_blob_bytes(b_slots) != (int)(ix->chunk_size * 4)) {
+          rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the slots of chunk %lld are "
+                           "malformed", id);
+          goto finish;
+        }
+        rc = sqlite3_blob_read(b_slots, slot_list, (int)(n_slots * 4), 0);
+        if (rc != SQLITE_OK) goto db_error;
+      }
+    }
     for (int c = 0; c < 3 && rc == SQLITE_OK; c++)
       rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
                    : sqlite3_blob_open(sc->db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
@@ -237,25 +278,37 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       if (lo == hi) continue;
       rc = sqlite3_blob_read(blob[2], block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
       if (rc != SQLITE_OK) goto db_error;
-      for (size_t i = 0; i < n_queries; i++) {
+      for (size_t a = 0; a < n_active; a++) {
         /* Euclidean keys of the whole block in one kernel call. */
         if (keys)
-          fv_l2_squared_rows(queries[i].spec->vector, block, hi - lo, dim,
-                             keys + i * block_rows);
+          fv_l2_squared_rows(queries[active[a]].spec->vector, block, hi - lo, dim,
+                             keys + a * block_rows);
       }
       for (size_t r = lo; r < hi; r++) {
         if (!(valid[r / 8] >> (r % 8) & 1)) continue;
         i64 at = slot_key(id, (i64)r);
+        const unsigned char *reads = NULL; /* mixed chunk: which queries read row r */
+        if (sc->probe && list < 0) {
+          if (slot_list[r] < 0 || slot_list[r] >= lists) {
+            rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "slot %lld of chunk %lld names "
+                             "list %d", (i64)r, id, (int)slot_list[r]);
+            goto finish;
+          }
+          reads = sc->probe + slot_list[r];
+        }
         /* A pending row is scored from the table; its stale copy must still
         ** be the one the map knows. */
         if (is_pending(sc, rowids[r])) {
           rc = check_map(sc, rowids[r], at);
         } else if (keys) {
-          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
-            rc = offer(sc, &queries[i], FV_OK, keys[i * block_rows + r - lo], rowids[r], at);
+          for (size_t a = 0; a < n_active && rc == SQLITE_OK; a++)
+            if (!reads || reads[active[a] * (size_t)lists])
+              rc = offer(sc, &queries[active[a]], FV_OK, keys[a * block_rows + r - lo],
+                         rowids[r], at);
         } else {
-          for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++)
-            rc = consider(sc, &queries[i], block + (r - lo) * dim, rowids[r], at);
+          for (size_t a = 0; a < n_active && rc == SQLITE_OK; a++)
+            if (!reads || reads[active[a] * (size_t)lists])
+              rc = consider(sc, &queries[active[a]], block + (r - lo) * dim, rowids[r], at);
         }
         if (rc != SQLITE_OK) goto finish;
       }
@@ -268,7 +321,11 @@ db_error:
   knn_db_error(sc->db, &sc->zErr);
 finish:
   for (int c = 0; c < 3; c++) sqlite3_blob_close(blob[c]);
+  sqlite3_blob_close(b_slots);
   if (st) sqlite3_reset(st);
+  sqlite3_free(active);
+  sqlite3_free(slot_list);
+  sqlite3_free(lists_tbl);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
   sqlite3_free(rowids);
@@ -339,6 +396,64 @@ static int load_pending(knn_scan *sc, i64 *n_log) {
   else if (rc != SQLITE_NOMEM)
     knn_db_error(sc->db, &sc->zErr);
   sqlite3_reset(st);
+  return rc;
+}
+
+/* IVF: each query's nprobe nearest lists (euclidean over the centroids, as
+** rows were assigned), into sc->probe. nprobe >= lists leaves sc->probe
+** NULL: every chunk is read, the exact answer. */
+static int choose_lists(knn_scan *sc, const knn_request *req) {
+  const knn_index *ix = &sc->ix;
+  const size_t L = (size_t)ix->lists, nq = req->n_queries, dim = sc->dim;
+  i64 np = req->nprobe > 0 ? req->nprobe : ix->nprobe;
+  float *centroids = NULL, *qs = NULL, *dist = NULL;
+  int64_t *idx = NULL, bad_q = -1, bad_r = -1;
+  size_t *found = NULL;
+  int rc;
+  if (ix->lists < 1 || np >= ix->lists) return SQLITE_OK;
+  rc = knn_ivf_centroids(sc->db, "facevec_knn", ix, &centroids, &sc->zErr);
+  if (rc != SQLITE_OK) return rc;
+  sc->probe = sqlite3_malloc64((sqlite3_uint64)nq * L);
+  qs = sqlite3_malloc64((sqlite3_uint64)nq * dim * sizeof(float));
+  idx = sqlite3_malloc64((sqlite3_uint64)nq * (size_t)np * sizeof(int64_t));
+  dist = sqlite3_malloc64((sqlite3_uint64)nq * (size_t)np * sizeof(float));
+  found = sqlite3_malloc64((sqlite3_uint64)nq * sizeof(size_t));
+  if (!sc->probe || !qs || !idx || !dist || !found) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  memset(sc->probe, 0, nq * L);
+  for (size_t i = 0; i < nq; i++) memcpy(qs + i * dim, req->queries[i].vector, dim * 4);
+  int frc = fv_top_k_batch(FV_EUCLIDEAN, qs, nq, centroids, L, dim, (size_t)np, HUGE_VAL, idx,
+                           dist, found, &bad_q, &bad_r);
+  if (frc == FV_NOMEM) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  if (frc != FV_OK) {
+    rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "centroid %lld is not a finite vector",
+                     (i64)bad_r);
+    goto finish;
+  }
+  for (size_t i = 0; i < nq; i++)
+    for (size_t j = 0; j < found[i] && j < (size_t)np; j++) {
+      int64_t l = idx[i * (size_t)np + j];
+      if (l >= 0 && (size_t)l < L) sc->probe[i * L + (size_t)l] = 1;
+    }
+  rc = knn_prepare(sc->db, &sc->ivf_st, &sc->zErr,
+                   "SELECT c.id, l.list FROM \"main\".\"%w_fvknn_chunks\" AS c LEFT JOIN "
+                   "\"main\".\"%w_fvknn_chunklists\" AS l ON l.id = c.id ORDER BY c.id",
+                   ix->tbl, ix->tbl);
+finish:
+  if (rc != SQLITE_OK) {
+    sqlite3_free(sc->probe);
+    sc->probe = NULL;
+  }
+  sqlite3_free(centroids);
+  sqlite3_free(qs);
+  sqlite3_free(idx);
+  sqlite3_free(dist);
+  sqlite3_free(found);
   return rc;
 }
 
@@ -561,6 +676,7 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cac
                        : spec->threshold;
   }
   rc = load_pending(&sc, &n_log);
+  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) rc = choose_lists(&sc, req);
   if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0)
     rc = scan_chunks(&sc, queries, req->n_queries);
   if (rc == SQLITE_OK && (n_log > 0 || sc.ix.building))
@@ -584,6 +700,8 @@ finish:
   sqlite3_free(queries);
   sqlite3_free(sc.zErr);
   sqlite3_free(sc.pending.slot);
+  sqlite3_free(sc.probe);
+  sqlite3_finalize(sc.ivf_st);
   if (sc.borrowed) {
     sqlite3_reset(sc.log_st);
     sqlite3_reset(sc.chunks_st);

@@ -18,15 +18,15 @@ typedef struct knn_query_spec {
 /* A search of one index: the collection, the metric, and its queries.
 ** Today facevec_knn sends one query; a batch (many query vectors in one
 ** call) is n_queries > 1, each scored in the same pass over the chunks.
-** Options of an approximate index would join here: an IVF probe (nprobe,
-** the list ids to read) picks which chunks the pass reads, and quantised
-** storage how a chunk's vectors decode; neither exists yet. */
+** On an IVF index, nprobe picks, for each query, the lists whose chunks it
+** scores (the union of the batch's lists is read once). */
 typedef struct knn_request {
   const char *table;
   fv_metric metric;
   size_t dim;
   const knn_query_spec *queries;
   size_t n_queries;
+  i64 nprobe; /* IVF lists each query reads: 0 = the index's default; >= lists = all */
 } knn_request;
 
 /* The answer to one query: n rows ascending by distance, ties by rowid,

@@ -195,6 +195,7 @@ typedef struct write_args {
   i64 chunk_size; /* build/create: 0 = from the dimension */
   i64 max_rows;   /* sync: < 0 = all */
   int fill;       /* build (1) or create (0) */
+  knn_build_opts opts; /* build: IVF options (lists 0 = exact) */
 } write_args;
 
 typedef int (*write_op)(sqlite3 *db, const write_args *a, i64 *result, char **pzErr);
@@ -203,7 +204,10 @@ static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr)
   knn_index ix = {0};
   i64 done = 0;
   int rc = knn_create(db, a->fn, a->table, a->column, a->chunk_size, &ix, pzErr);
-  if (rc == SQLITE_OK && a->fill) rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
+  if (rc == SQLITE_OK && a->fill && a->opts.lists > 0)
+    rc = knn_build_ivf(db, a->fn, &ix, &a->opts, pzErr);
+  else if (rc == SQLITE_OK && a->fill)
+    rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
   *result = a->fill ? ix.n_vectors : 0;
   knn_index_clear(&ix);
   return rc;
@@ -239,8 +243,75 @@ static void run_write(sqlite3_context *ctx, write_op op, const write_args *a) {
   sqlite3_free(zErr);
 }
 
+/* Parse build options: a JSON object of INTEGERs {"lists": N, "nprobe": P,
+** "sample": S, "iterations": I}; NULL = none. Unknown keys are errors. */
+static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
+                               knn_build_opts *o) {
+  static const char *const keys[4] = {"lists", "nprobe", "sample", "iterations"};
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  sqlite3_stmt *st = NULL;
+  char *msg = NULL;
+  int rc;
+  memset(o, 0, sizeof *o);
+  if (sqlite3_value_type(v) == SQLITE_NULL) return 1;
+  if (sqlite3_value_type(v) != SQLITE_TEXT)
+    return arg_error(ctx, fn,
+                     sqlite3_mprintf("%s: options (argument 4) must be a JSON object as TEXT, "
+                                     "found %s",
+                                     fn, fv_type_name(sqlite3_value_type(v))));
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT json_type(?1), key, type, value FROM json_each(?1) "
+                          "WHERE json_type(?1) = 'object'",
+                          -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_value(st, 1, v);
+    while (!msg && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *key = (const char *)sqlite3_column_text(st, 1);
+      const char *type = (const char *)sqlite3_column_text(st, 2);
+      i64 value = sqlite3_column_int64(st, 3);
+      int k = 0;
+      while (k < 4 && !(key && strcmp(key, keys[k]) == 0)) k++;
+      if (k == 4)
+        msg = sqlite3_mprintf("%s: unknown option '%s'; expected lists, nprobe, sample or "
+                              "iterations",
+                              fn, key ? key : "");
+      else if (!type || strcmp(type, "integer") != 0 || value < 0 ||
+               (k == 0 && value > KNN_MAX_LISTS) || (k == 3 && value > 1000))
+        msg = sqlite3_mprintf("%s: option %s must be an integer between 0 and %d", fn, key,
+                              k == 0 ? KNN_MAX_LISTS : k == 3 ? 1000 : 2147483647);
+      else if (k == 0) o->lists = value;
+      else if (k == 1) o->nprobe = value;
+      else if (k == 2) o->sample = value;
+      else o->iterations = value;
+    }
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  }
+  if (!msg && rc != SQLITE_OK)
+    msg = sqlite3_mprintf("%s: options (argument 4) must be a JSON object: %s", fn,
+                          sqlite3_errmsg(db));
+  if (!msg) {
+    /* json_each of a non-object gives no rows: say so. */
+    sqlite3_reset(st);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+      sqlite3_stmt *t = NULL;
+      int is_obj = 0;
+      if (sqlite3_prepare_v2(db, "SELECT json_type(?1) = 'object'", -1, &t, NULL) ==
+          SQLITE_OK) {
+        sqlite3_bind_value(t, 1, v);
+        is_obj = sqlite3_step(t) == SQLITE_ROW && sqlite3_column_int(t, 0);
+      }
+      sqlite3_finalize(t);
+      if (!is_obj)
+        msg = sqlite3_mprintf("%s: options (argument 4) must be a JSON object", fn);
+    }
+  }
+  sqlite3_finalize(st);
+  if (msg) return arg_error(ctx, fn, msg);
+  return 1;
+}
+
 /*
-** facevec_knn_build(table [, column [, chunk_size]]) -> INTEGER vectors indexed
+** facevec_knn_build(table [, column [, chunk_size [, options]]]) -> INTEGER vectors indexed
 ** facevec_knn_create(table [, column [, chunk_size]]) -> 0 (fill with _sync)
 ** Drop any index on table first. column defaults to 'embedding'; chunk_size
 ** (slots per chunk, a multiple of 64 up to 65536) to about 2 MiB of vectors.
@@ -254,7 +325,15 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   a.column = "embedding";
   if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
   if (argc > 1 && !(a.column = text_arg(ctx, a.fn, "column", argv, 1))) return;
-  if (argc > 2) {
+  if (argc > 3 && !parse_build_options(ctx, a.fn, argv[3], &a.opts)) return;
+  if (argc > 3 && a.opts.lists > 0 && !a.fill) {
+    arg_error(ctx, a.fn,
+              sqlite3_mprintf("%s: an IVF index (option lists) is built in one call: use "
+                              "facevec_knn_build",
+                              a.fn));
+    return;
+  }
+  if (argc > 2 && !(argc > 3 && sqlite3_value_type(argv[2]) == SQLITE_NULL)) {
     if (!int_arg(ctx, a.fn, "chunk_size", argv, 2, &a.chunk_size)) return;
     if (a.chunk_size < 64 || a.chunk_size > KNN_MAX_CHUNK || a.chunk_size % 64) {
       arg_error(ctx, a.fn,
@@ -295,6 +374,80 @@ static void drop_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
   run_write(ctx, drop_op, &a);
+}
+
+/* Status fields of the IVF option, added to *json: lists (0: exact), the
+** default nprobe, the rows the centroids were trained for, list sizes (min,
+** max, mean), imbalance (lists * sum(size^2) / vectors^2: 1 when even),
+** unlisted (vectors appended since training, in mixed chunks), and whether
+** a retrain (facevec_knn_build again, `facevec reindex`) would help. */
+static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **json,
+                      char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  i64 *sizes = NULL, unlisted = 0, lo = 0, hi = 0;
+  double sq = 0, imbalance = 0;
+  const char *reason = NULL;
+  int rc = SQLITE_OK;
+  if (ix->lists > 0) {
+    sizes = sqlite3_malloc64((sqlite3_uint64)ix->lists * sizeof(i64));
+    if (!sizes) return SQLITE_NOMEM;
+    rc = knn_ivf_sizes(db, fn, ix, sizes, &unlisted, pzErr);
+    if (rc == SQLITE_OK) {
+      lo = hi = sizes[0];
+      for (i64 i = 0; i < ix->lists; i++) {
+        if (sizes[i] < lo) lo = sizes[i];
+        if (sizes[i] > hi) hi = sizes[i];
+        sq += (double)sizes[i] * (double)sizes[i];
+      }
+      if (ix->n_vectors > 0)
+        imbalance = (double)ix->lists * sq / ((double)ix->n_vectors * (double)ix->n_vectors);
+      if (ix->n_vectors > 2 * ix->trained)
+        reason = "the index has grown to more than twice the vectors it was trained on";
+      else if (2 * ix->n_vectors < ix->trained)
+        reason = "the index holds less than half the vectors it was trained on";
+      else if (5 * unlisted > ix->n_vectors)
+        reason = "more than a fifth of the vectors were added since training";
+      else if (imbalance > 5)
+        reason = "its lists are uneven (imbalance above 5)";
+    }
+  }
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT json_set(?1, '$.lists', ?2, '$.nprobe', ?3, '$.trained', "
+                            "?4, '$.list_min', ?5, '$.list_max', ?6, '$.list_mean', ?7, "
+                            "'$.imbalance', ?8, '$.unlisted', ?9, '$.retrain', json(?10), "
+                            "'$.retrain_reason', ?11)",
+                            -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, *json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, ix->lists);
+    sqlite3_bind_int64(st, 3, ix->nprobe);
+    sqlite3_bind_int64(st, 4, ix->trained);
+    sqlite3_bind_int64(st, 5, lo);
+    sqlite3_bind_int64(st, 6, hi);
+    sqlite3_bind_double(st, 7, ix->lists ? (double)ix->n_vectors / (double)ix->lists : 0);
+    sqlite3_bind_double(st, 8, imbalance);
+    sqlite3_bind_int64(st, 9, unlisted);
+    sqlite3_bind_text(st, 10, reason ? "true" : "false", -1, SQLITE_STATIC);
+    if (reason) sqlite3_bind_text(st, 11, reason, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      char *out = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+      if (!out) {
+        rc = SQLITE_NOMEM;
+      } else {
+        sqlite3_free(*json);
+        *json = out;
+      }
+    } else {
+      rc = SQLITE_ERROR;
+      knn_db_error(db, pzErr);
+    }
+  } else if (rc != SQLITE_NOMEM && !*pzErr) {
+    knn_db_error(db, pzErr);
+  }
+  sqlite3_finalize(st);
+  sqlite3_free(sizes);
+  return rc;
 }
 
 /* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
@@ -350,10 +503,13 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     sqlite3_finalize(st);
   }
-  if (rc == SQLITE_OK)
+  if (rc == SQLITE_OK) rc = status_ivf(db, fn, &ix, &json, &zErr);
+  if (rc == SQLITE_OK) {
     sqlite3_result_text(ctx, json, -1, sqlite3_free);
-  else
+  } else {
+    sqlite3_free(json);
     result_error(ctx, fn, rc, zErr);
+  }
   sqlite3_free(zErr);
   knn_index_clear(&ix);
 }
@@ -369,32 +525,39 @@ enum {
   KNN_COL_K,
   KNN_COL_METRIC,
   KNN_COL_THRESHOLD,
-  KNN_N_ARGS = 5
+  KNN_COL_NPROBE,
+  KNN_COL_QUERY_NO, /* output: the query's index in a batch (0 for one query) */
+  KNN_N_ARGS = 6
 };
+
+/* Most query vectors in one batch. */
+#define KNN_MAX_BATCH 100000
 
 typedef struct knn_vtab {
   sqlite3_vtab base;
   sqlite3 *db;
   knn_cache cache; /* this connection's last checked index */
+  int batch;       /* facevec_knn_batch: the query is an array of vectors */
 } knn_vtab;
 
 typedef struct knn_cursor {
   sqlite3_vtab_cursor base;
-  knn_result result;
-  size_t i; /* current row of result */
+  knn_result *results; /* one per query */
+  size_t n_results;
+  size_t q, i; /* current row: row i of results[q] */
 } knn_cursor;
 
 static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                       sqlite3_vtab **ppVtab, char **pzErr) {
   knn_vtab *v;
   int rc;
-  (void)aux;
   (void)argc;
   (void)argv;
   (void)pzErr;
   rc = sqlite3_declare_vtab(db,
                             "CREATE TABLE x(distance REAL, rank INTEGER, collection HIDDEN, "
-                            "query HIDDEN, k HIDDEN, metric HIDDEN, threshold HIDDEN)");
+                            "query HIDDEN, k HIDDEN, metric HIDDEN, threshold HIDDEN, "
+                            "nprobe HIDDEN, query_no HIDDEN)");
   /* It reads any table and costs a scan: never from a view or trigger of
   ** the file (see the security model at the top). */
   if (rc == SQLITE_OK) rc = sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
@@ -403,6 +566,7 @@ static int knnConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
   if (!v) return SQLITE_NOMEM;
   memset(v, 0, sizeof *v);
   v->db = db;
+  v->batch = aux != NULL;
   *ppVtab = &v->base;
   return SQLITE_OK;
 }
@@ -436,16 +600,21 @@ static int knnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *info) {
   info->idxNum = mask;
   info->estimatedCost = (mask & 7) == 7 ? 10.0 : 1e12;
   info->estimatedRows = 10;
-  /* Rows come out ordered by distance, then rowid (and so by rank). */
-  if (info->nOrderBy >= 1 && info->nOrderBy <= 2) {
-    int ok = 1;
-    for (int i = 0; i < info->nOrderBy && ok; i++) {
+  /* Rows come out ordered by distance, then rowid (and so by rank); a
+  ** batch's by query_no first. */
+  int first = ((knn_vtab *)pVtab)->batch ? 1 : 0;
+  if (info->nOrderBy >= 1 + first && info->nOrderBy <= 2 + first) {
+    int ok = !first || (info->aOrderBy[0].iColumn == KNN_COL_QUERY_NO && !info->aOrderBy[0].desc);
+    for (int i = first; i < info->nOrderBy && ok; i++) {
       const struct sqlite3_index_orderby *o = &info->aOrderBy[i];
       if (o->desc) ok = 0;
-      else if (i == 0) ok = o->iColumn == KNN_COL_DISTANCE || o->iColumn == KNN_COL_RANK;
+      else if (i == first) ok = o->iColumn == KNN_COL_DISTANCE || o->iColumn == KNN_COL_RANK;
       else ok = o->iColumn == -1 || o->iColumn == KNN_COL_RANK;
     }
     if (ok) info->orderByConsumed = 1;
+  } else if (first && info->nOrderBy == 1 && info->aOrderBy[0].iColumn == KNN_COL_QUERY_NO &&
+             !info->aOrderBy[0].desc) {
+    info->orderByConsumed = 1;
   }
   return SQLITE_OK;
 }
@@ -460,8 +629,11 @@ static int knnOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
 }
 
 static void cursor_reset(knn_cursor *c) {
-  knn_result_clear(&c->result);
-  c->i = 0;
+  for (size_t q = 0; q < c->n_results; q++) knn_result_clear(&c->results[q]);
+  sqlite3_free(c->results);
+  c->results = NULL;
+  c->n_results = 0;
+  c->q = c->i = 0;
 }
 
 static int knnClose(sqlite3_vtab_cursor *cur) {
@@ -498,24 +670,126 @@ static void format_number(char *buf, size_t cap, sqlite3_value *v) {
 ** argument, which lives as long as the xFilter call). */
 typedef struct knn_args {
   knn_request req;
-  knn_query_spec query;
-  fv_vector vector;
+  knn_query_spec *specs; /* n_queries */
+  fv_vector *vectors;    /* n_queries */
 } knn_args;
+
+static void knn_args_free(knn_args *a) {
+  for (size_t i = 0; a->vectors && i < a->req.n_queries; i++) fv_vector_free(&a->vectors[i]);
+  sqlite3_free(a->vectors);
+  sqlite3_free(a->specs);
+  memset(a, 0, sizeof *a);
+}
+
+/* The query argument as one vector or, a JSON array of arrays, a batch:
+** each inner array parsed by the one vector parser. */
+static int parse_queries(const fv_arg *query, int allow_batch, knn_args *a, char **pzErr) {
+  char err[FV_ERR_MAX];
+  const char *text = query->data;
+  size_t n = 0, pos = 0, len = query->nbytes;
+  int batch = 0;
+  if (query->type == SQLITE_TEXT && allow_batch) {
+    while (pos < len && (text[pos] == ' ' || text[pos] == '\t' || text[pos] == '\n' ||
+                         text[pos] == '\r'))
+      pos++;
+    if (pos < len && text[pos] == '[') {
+      size_t p = pos + 1;
+      while (p < len && (text[p] == ' ' || text[p] == '\t' || text[p] == '\n' ||
+                         text[p] == '\r'))
+        p++;
+      batch = p < len && text[p] == '[';
+    }
+  }
+  if (batch) /* count the inner arrays */
+    for (size_t p = pos + 1; p < len; p++)
+      if (text[p] == '[') n++;
+  if (!batch) n = 1;
+  if (n == 0 || n > KNN_MAX_BATCH) {
+    *pzErr = sqlite3_mprintf("facevec_knn: a batch holds 1 to %d query vectors, found %lld",
+                             KNN_MAX_BATCH, (i64)n);
+    return SQLITE_ERROR;
+  }
+  a->specs = sqlite3_malloc64((sqlite3_uint64)n * sizeof *a->specs);
+  a->vectors = sqlite3_malloc64((sqlite3_uint64)n * sizeof *a->vectors);
+  if (!a->specs || !a->vectors) return SQLITE_NOMEM;
+  memset(a->specs, 0, n * sizeof *a->specs);
+  memset(a->vectors, 0, n * sizeof *a->vectors);
+  a->req.n_queries = n;
+  if (!batch) {
+    int t = fv_vector_parse("facevec_knn", "query (argument 2)", query, &a->vectors[0], err);
+    if (t == FV_ARG_NOMEM) return SQLITE_NOMEM;
+    if (t != FV_ARG_OK) {
+      *pzErr = sqlite3_mprintf("%s", err);
+      return SQLITE_ERROR;
+    }
+  } else {
+    size_t p = pos + 1, q = 0;
+    for (;;) {
+      while (p < len && text[p] != '[' && text[p] != ']') {
+        if (!(text[p] == ' ' || text[p] == '\t' || text[p] == '\n' || text[p] == '\r' ||
+              (text[p] == ',' && q > 0)))
+          break;
+        p++;
+      }
+      if (p < len && text[p] == ']' && q == n) {
+        p++;
+        while (p < len && (text[p] == ' ' || text[p] == '\t' || text[p] == '\n' ||
+                           text[p] == '\r'))
+          p++;
+        if (p == len) break;
+      }
+      if (p >= len || text[p] != '[' || q >= n) {
+        *pzErr = sqlite3_mprintf("facevec_knn: query (argument 2) is not a JSON array of "
+                                 "vectors (at character %lld)",
+                                 (i64)p);
+        return SQLITE_ERROR;
+      }
+      size_t end = p;
+      while (end < len && text[end] != ']') end++;
+      if (end >= len) {
+        *pzErr = sqlite3_mprintf("facevec_knn: query (argument 2) is not a JSON array of "
+                                 "vectors (unterminated vector %lld)",
+                                 (i64)q);
+        return SQLITE_ERROR;
+      }
+      fv_arg one = {.type = SQLITE_TEXT, .data = text + p, .nbytes = end - p + 1};
+      char label[64];
+      snprintf(label, sizeof label, "query %lld of the batch", (long long)q);
+      int t = fv_vector_parse("facevec_knn", label, &one, &a->vectors[q], err);
+      if (t == FV_ARG_NOMEM) return SQLITE_NOMEM;
+      if (t != FV_ARG_OK) {
+        *pzErr = sqlite3_mprintf("%s", err);
+        return SQLITE_ERROR;
+      }
+      if (q > 0 && a->vectors[q].n != a->vectors[0].n) {
+        *pzErr = sqlite3_mprintf("facevec_knn: query %lld of the batch has %lld dimensions, "
+                                 "query 0 has %lld",
+                                 (i64)q, (i64)a->vectors[q].n, (i64)a->vectors[0].n);
+        return SQLITE_ERROR;
+      }
+      q++;
+      p = end + 1;
+    }
+  }
+  for (size_t i = 0; i < n; i++) a->specs[i].vector = a->vectors[i].v;
+  a->req.queries = a->specs;
+  a->req.dim = a->vectors[0].n;
+  return SQLITE_OK;
+}
 
 /* Parse the hidden arguments (collection, query, k, metric, threshold) that
 ** idxNum says argv holds. Errors go to *pzErr. */
-static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *a,
-                          char **pzErr) {
+static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, int batch,
+                          knn_args *a, char **pzErr) {
   static const char *const arg_name[KNN_N_ARGS] = {"collection", "query", "k", "metric",
-                                                   "threshold"};
+                                                   "threshold", "nprobe"};
   sqlite3_value *arg[KNN_N_ARGS] = {0};
-  char err[FV_ERR_MAX];
   fv_arg query;
+  knn_query_spec one;
   int t, ai = 0;
   memset(a, 0, sizeof *a);
+  memset(&one, 0, sizeof one);
   a->req.metric = FV_EUCLIDEAN;
-  a->req.queries = &a->query;
-  a->req.n_queries = 1;
   for (int i = 0; i < KNN_N_ARGS && ai < argc; i++)
     if (idxNum & (1 << i)) arg[i] = argv[ai++];
 
@@ -542,9 +816,9 @@ static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *
                              fv_type_name(sqlite3_value_type(arg[2])));
     return SQLITE_ERROR;
   }
-  a->query.k = sqlite3_value_int64(arg[2]);
-  if (a->query.k < 1) {
-    *pzErr = sqlite3_mprintf("facevec_knn: k must be >= 1, found %lld", a->query.k);
+  one.k = sqlite3_value_int64(arg[2]);
+  if (one.k < 1) {
+    *pzErr = sqlite3_mprintf("facevec_knn: k must be >= 1, found %lld", one.k);
     return SQLITE_ERROR;
   }
   /* metric */
@@ -583,8 +857,21 @@ static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *
       *pzErr = sqlite3_mprintf("facevec_knn: threshold must be >= 0, found %s", found);
       return SQLITE_ERROR;
     }
-    a->query.has_threshold = !isinf(thr);
-    a->query.threshold = thr;
+    one.has_threshold = !isinf(thr);
+    one.threshold = thr;
+  }
+  /* nprobe: NULL for the index's default, else an INTEGER >= 1 */
+  if (arg[5] && (t = sqlite3_value_type(arg[5])) != SQLITE_NULL) {
+    if (t != SQLITE_INTEGER) {
+      *pzErr = sqlite3_mprintf("facevec_knn: nprobe (argument 6) must be an INTEGER, found %s",
+                               fv_type_name(t));
+      return SQLITE_ERROR;
+    }
+    a->req.nprobe = sqlite3_value_int64(arg[5]);
+    if (a->req.nprobe < 1) {
+      *pzErr = sqlite3_mprintf("facevec_knn: nprobe must be >= 1, found %lld", a->req.nprobe);
+      return SQLITE_ERROR;
+    }
   }
   /* query: the one vector parser, as the scalar functions read theirs */
   query.type = sqlite3_value_type(arg[1]);
@@ -593,14 +880,13 @@ static int knn_args_parse(int idxNum, int argc, sqlite3_value **argv, knn_args *
                                            : NULL;
   query.nbytes = (size_t)sqlite3_value_bytes(arg[1]);
   if (query.type == SQLITE_TEXT && !query.data) return SQLITE_NOMEM;
-  t = fv_vector_parse("facevec_knn", "query (argument 2)", &query, &a->vector, err);
-  if (t == FV_ARG_NOMEM) return SQLITE_NOMEM;
-  if (t != FV_ARG_OK) {
-    *pzErr = sqlite3_mprintf("%s", err);
-    return SQLITE_ERROR;
+  t = parse_queries(&query, batch, a, pzErr);
+  if (t != SQLITE_OK) return t;
+  for (size_t i = 0; i < a->req.n_queries; i++) {
+    const float *v = a->specs[i].vector;
+    a->specs[i] = one;
+    a->specs[i].vector = v;
   }
-  a->query.vector = a->vector.v;
-  a->req.dim = a->vector.n;
   return SQLITE_OK;
 }
 
@@ -624,11 +910,19 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
   int rc;
   (void)idxStr;
   cursor_reset(c);
-  rc = knn_args_parse(idxNum, argc, argv, &args, &zErr);
-  if (rc == SQLITE_OK)
-    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, &c->result,
+  rc = knn_args_parse(idxNum, argc, argv, ((knn_vtab *)pVtab)->batch, &args, &zErr);
+  if (rc == SQLITE_OK) {
+    c->results = sqlite3_malloc64((sqlite3_uint64)args.req.n_queries * sizeof *c->results);
+    if (!c->results) rc = SQLITE_NOMEM;
+  }
+  if (rc == SQLITE_OK) {
+    c->n_results = args.req.n_queries;
+    rc = knn_search(((knn_vtab *)pVtab)->db, &args.req, c->results,
                     &((knn_vtab *)pVtab)->cache, &zErr);
-  fv_vector_free(&args.vector);
+  }
+  knn_args_free(&args);
+  c->q = c->i = 0;
+  while (c->q < c->n_results && c->results[c->q].n == 0) c->q++;
   if (rc == SQLITE_NOMEM || !zErr) {
     sqlite3_free(zErr);
     return rc;
@@ -637,20 +931,26 @@ static int knnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
 }
 
 static int knnNext(sqlite3_vtab_cursor *cur) {
-  ((knn_cursor *)cur)->i++;
+  knn_cursor *c = (knn_cursor *)cur;
+  if (++c->i >= c->results[c->q].n) {
+    c->i = 0;
+    c->q++;
+    while (c->q < c->n_results && c->results[c->q].n == 0) c->q++;
+  }
   return SQLITE_OK;
 }
 
 static int knnEof(sqlite3_vtab_cursor *cur) {
   knn_cursor *c = (knn_cursor *)cur;
-  return c->i >= c->result.n;
+  return c->q >= c->n_results;
 }
 
 static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
   knn_cursor *c = (knn_cursor *)cur;
   switch (col) {
-    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->result.dist[c->i]); break;
+    case KNN_COL_DISTANCE: sqlite3_result_double(ctx, c->results[c->q].dist[c->i]); break;
     case KNN_COL_RANK: sqlite3_result_int64(ctx, (i64)c->i + 1); break;
+    case KNN_COL_QUERY_NO: sqlite3_result_int64(ctx, (i64)c->q); break;
     default: sqlite3_result_null(ctx); break; /* hidden arguments */
   }
   return SQLITE_OK;
@@ -658,7 +958,7 @@ static int knnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
 
 static int knnRowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *pRowid) {
   knn_cursor *c = (knn_cursor *)cur;
-  *pRowid = (sqlite3_int64)c->result.ids[c->i];
+  *pRowid = (sqlite3_int64)c->results[c->q].ids[c->i];
   return SQLITE_OK;
 }
 
@@ -687,7 +987,8 @@ int fv_knn_register(sqlite3 *db) {
     int fill; /* user data for build_func */
   } fns[] = {
       {"facevec_knn_build", 1, build_func, 1},  {"facevec_knn_build", 2, build_func, 1},
-      {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_create", 1, build_func, 0},
+      {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_build", 4, build_func, 1},
+      {"facevec_knn_create", 1, build_func, 0},
       {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
       {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
       {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
@@ -696,6 +997,10 @@ int fv_knn_register(sqlite3 *db) {
   ** or views of an untrusted schema. */
   const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
   int rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
+  /* The same search for many query vectors: a JSON array of vectors, each
+  ** answered in the same pass over the chunks; rows ordered by query_no. */
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_module(db, "facevec_knn_batch", &knn_module, (void *)&knn_module);
   for (size_t i = 0; rc == SQLITE_OK && i < sizeof fns / sizeof fns[0]; i++)
     rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].nargs, flags,
                                     fns[i].fill ? (void *)&knn_module : NULL, fns[i].fn,

@@ -18,6 +18,7 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 
 #include "facevec.h"
+#include "kmeans.h"
 #include "knn_store.h"
 #include "vector_arg.h"
 
@@ -64,6 +65,9 @@ void knn_db_error(sqlite3 *db, char **pzErr) {
 
 static const char *const trigger_suffix[3] = {"_fvknn_ins", "_fvknn_del", "_fvknn_upd"};
 static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_fvknn_log"};
+/* The IVF option's tables: its centroids and settings (one row), and the list
+** of each chunk (-1: a mixed chunk, whose slots BLOB names each slot's list). */
+static const char *const ivf_suffix[2] = {"_fvknn_ivf", "_fvknn_chunklists"};
 /* Columns of each table, in order, as pragma_table_info lists them. */
 static const char *const table_columns[3] = {"id,valid,rowids,vectors", "rid,chunk,slot",
                                              "seq,rid"};
@@ -188,6 +192,70 @@ static int check_description(const char *fn, const knn_index *ix, char **pzErr) 
   return SQLITE_OK;
 }
 
+/* The IVF description (T_fvknn_ivf), when the index has one: every number
+** against the others and the centroids BLOB's real length. */
+static int load_ivf(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) {
+  char *name = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[0]);
+  char *type = name ? object_type(db, name) : NULL;
+  sqlite3_stmt *st = NULL;
+  int rc, rows = 0;
+  sqlite3_free(name);
+  if (!name) return SQLITE_NOMEM;
+  if (!type) return SQLITE_OK; /* the exact index */
+  rc = strcmp(type, "table") == 0 ? SQLITE_OK
+                                  : knn_corrupt(pzErr, fn, ix, "%s%s is a %s", ix->tbl,
+                                                ivf_suffix[0], type);
+  sqlite3_free(type);
+  if (rc != SQLITE_OK) return rc;
+  if (knn_prepare(db, &st, NULL,
+                  "SELECT lists, nprobe, trained, typeof(centroids), length(centroids) "
+                  "FROM \"main\".\"%w%s\"",
+                  ix->tbl, ivf_suffix[0]) != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return knn_corrupt(pzErr, fn, ix, "%s%s: %s", ix->tbl, ivf_suffix[0], sqlite3_errmsg(db));
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rows++;
+    for (int i = 0; i < 3; i++)
+      if (sqlite3_column_type(st, i) != SQLITE_INTEGER) {
+        rc = knn_corrupt(pzErr, fn, ix, "its IVF %s is %s", sqlite3_column_name(st, i),
+                         fv_type_name(sqlite3_column_type(st, i)));
+        goto finish;
+      }
+    const char *ctype = (const char *)sqlite3_column_text(st, 3);
+    ix->lists = sqlite3_column_int64(st, 0);
+    ix->nprobe = sqlite3_column_int64(st, 1);
+    ix->trained = sqlite3_column_int64(st, 2);
+    i64 bytes = sqlite3_column_int64(st, 4);
+    if (ix->lists < 1 || ix->lists > KNN_MAX_LISTS || ix->dim < 1 ||
+        ix->lists * ix->dim * 4 > KNN_MAX_CENTROID_BYTES) {
+      rc = knn_corrupt(pzErr, fn, ix, "%lld IVF lists of dimension %lld", ix->lists, ix->dim);
+      goto finish;
+    }
+    if (ix->nprobe < 1 || ix->nprobe > ix->lists || ix->trained < 0) {
+      rc = knn_corrupt(pzErr, fn, ix, "nprobe %lld of %lld lists, trained on %lld",
+                       ix->nprobe, ix->lists, ix->trained);
+      goto finish;
+    }
+    if (!ctype || strcmp(ctype, "blob") != 0 || bytes != ix->lists * ix->dim * 4) {
+      rc = knn_corrupt(pzErr, fn, ix, "its centroids hold %lld bytes, expected %lld", bytes,
+                       ix->lists * ix->dim * 4);
+      goto finish;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    knn_db_error(db, pzErr);
+    goto finish;
+  }
+  rc = rows == 1 ? SQLITE_OK
+                 : knn_corrupt(pzErr, fn, ix, "%s%s holds %d rows, expected 1", ix->tbl,
+                               ivf_suffix[0], rows);
+finish:
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) ix->lists = ix->nprobe = ix->trained = 0;
+  return rc;
+}
+
 int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
                    char **pzErr) {
   sqlite3_stmt *st = NULL;
@@ -242,6 +310,9 @@ int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
                      KNN_FORMAT);
   else
     rc = check_description(fn, ix, pzErr);
+  sqlite3_finalize(st);
+  st = NULL;
+  if (rc == SQLITE_OK) rc = load_ivf(db, fn, ix, pzErr);
 finish:
   if (rc != SQLITE_OK && rc != SQLITE_NOTFOUND) knn_db_error(db, pzErr);
   if (rc != SQLITE_OK) knn_index_clear(ix);
@@ -516,11 +587,141 @@ finish:
   return rc;
 }
 
+/* The IVF chunk lists: a table of their columns, one row per chunk and no
+** other, each naming a list in range, a mixed chunk's slots BLOB of exactly
+** chunk_size int32 (the slots' values are checked where they are read). */
+static int check_ivf(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  i64 bad = -1;
+  char *have = NULL;
+  int rc = knn_prepare(db, &st, pzErr,
+                       "SELECT group_concat(name, ',') FROM (SELECT name FROM "
+                       "pragma_table_info('%q%s', 'main') ORDER BY cid)",
+                       ix->tbl, ivf_suffix[1]);
+  if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+    have = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  st = NULL;
+  if (rc != SQLITE_OK) return rc;
+  if (!have || strcmp(have, "id,list,slots") != 0) {
+    rc = knn_corrupt(pzErr, fn, ix, "%s%s has columns (%s), expected (id,list,slots)",
+                     ix->tbl, ivf_suffix[1], have ? have : "");
+    sqlite3_free(have);
+    return rc;
+  }
+  sqlite3_free(have);
+  rc = knn_prepare(
+      db, &st, pzErr,
+      "SELECT coalesce((SELECT c.id FROM \"main\".\"%w_fvknn_chunks\" AS c WHERE NOT EXISTS "
+      "(SELECT 1 FROM \"main\".\"%w%s\" AS l WHERE l.id = c.id) LIMIT 1), "
+      "(SELECT l.id FROM \"main\".\"%w%s\" AS l WHERE typeof(l.list) != 'integer' OR "
+      "l.list < -1 OR l.list >= %lld OR (l.list = -1 AND (typeof(l.slots) != 'blob' OR "
+      "length(l.slots) != %lld)) OR (l.list >= 0 AND l.slots IS NOT NULL) OR NOT EXISTS "
+      "(SELECT 1 FROM \"main\".\"%w_fvknn_chunks\" AS c WHERE c.id = l.id) LIMIT 1), -1)",
+      ix->tbl, ix->tbl, ivf_suffix[1], ix->tbl, ivf_suffix[1], ix->lists, ix->chunk_size * 4,
+      ix->tbl);
+  if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) bad = sqlite3_column_int64(st, 0);
+  else if (rc == SQLITE_OK) knn_db_error(db, pzErr), rc = SQLITE_ERROR;
+  sqlite3_finalize(st);
+  if (rc == SQLITE_OK && bad != -1)
+    rc = knn_corrupt(pzErr, fn, ix, "the IVF list of chunk %lld is missing or malformed", bad);
+  return rc;
+}
+
 int knn_index_check(sqlite3 *db, const char *fn, knn_index *ix, int *triggers_ok,
                     char **pzErr) {
   int rc = check_source(db, fn, ix, pzErr);
   if (rc == SQLITE_OK) rc = check_schema(db, fn, ix, triggers_ok, pzErr);
   if (rc == SQLITE_OK) rc = check_chunks(db, fn, ix, pzErr);
+  if (rc == SQLITE_OK && ix->lists > 0) rc = check_ivf(db, fn, ix, pzErr);
+  return rc;
+}
+
+int knn_ivf_centroids(sqlite3 *db, const char *fn, const knn_index *ix, float **out,
+                      char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  const i64 bytes = ix->lists * ix->dim * 4;
+  int rc;
+  *out = NULL;
+  if (ix->lists < 1 || ix->dim < 1 || bytes > KNN_MAX_CENTROID_BYTES)
+    return knn_corrupt(pzErr, fn, ix, "%lld IVF lists of dimension %lld", ix->lists, ix->dim);
+  rc = knn_prepare(db, &st, pzErr, "SELECT centroids FROM \"main\".\"%w%s\"", ix->tbl,
+                   ivf_suffix[0]);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
+        sqlite3_column_bytes(st, 0) == bytes) {
+      *out = sqlite3_malloc64((sqlite3_uint64)bytes);
+      if (*out) memcpy(*out, sqlite3_column_blob(st, 0), (size_t)bytes);
+      rc = *out ? SQLITE_OK : SQLITE_NOMEM;
+    } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+      rc = knn_corrupt(pzErr, fn, ix, "its centroids are not %lld bytes", bytes);
+    } else {
+      knn_db_error(db, pzErr);
+    }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int knn_ivf_sizes(sqlite3 *db, const char *fn, const knn_index *ix, i64 *sizes,
+                  i64 *unlisted, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  sqlite3_blob *bv = NULL, *bs = NULL;
+  const i64 cs = ix->chunk_size;
+  unsigned char *bits = sqlite3_malloc64((sqlite3_uint64)cs / 8 + 1);
+  int32_t *slots = sqlite3_malloc64((sqlite3_uint64)cs * 4 + 4);
+  char *chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
+  char *lists_tbl = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[1]);
+  int rc = bits && slots && chunks_tbl && lists_tbl ? SQLITE_OK : SQLITE_NOMEM;
+  memset(sizes, 0, (size_t)ix->lists * sizeof(i64));
+  *unlisted = 0;
+  if (rc == SQLITE_OK)
+    rc = knn_prepare(db, &st, pzErr, "SELECT id, list FROM \"main\".\"%w\" ORDER BY id",
+                     lists_tbl);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    i64 id = sqlite3_column_int64(st, 0), list = sqlite3_column_int64(st, 1);
+    i64 used = id == ix->tail_chunk ? ix->tail_used : cs;
+    rc = bv ? sqlite3_blob_reopen(bv, id) : sqlite3_blob_open(db, "main", chunks_tbl, "valid",
+                                                              id, 0, &bv);
+    if (rc != SQLITE_OK || sqlite3_blob_bytes(bv) != cs / 8 || list < -1 ||
+        list >= ix->lists || used < 0 || used > cs) {
+      rc = knn_corrupt(pzErr, fn, ix, "the IVF list of chunk %lld is malformed", id);
+      break;
+    }
+    rc = sqlite3_blob_read(bv, bits, (int)(cs / 8), 0);
+    if (rc != SQLITE_OK) break;
+    if (list >= 0) {
+      sizes[list] += count_bits(bits, (size_t)cs / 8);
+    } else {
+      rc = bs ? sqlite3_blob_reopen(bs, id)
+              : sqlite3_blob_open(db, "main", lists_tbl, "slots", id, 0, &bs);
+      if (rc != SQLITE_OK || sqlite3_blob_bytes(bs) != cs * 4) {
+        rc = knn_corrupt(pzErr, fn, ix, "the slots of chunk %lld are malformed", id);
+        break;
+      }
+      rc = sqlite3_blob_read(bs, slots, (int)(cs * 4), 0);
+      for (i64 i = 0; rc == SQLITE_OK && i < used; i++) {
+        if (!(bits[i / 8] >> (i % 8) & 1)) continue;
+        if (slots[i] < 0 || slots[i] >= ix->lists) {
+          rc = knn_corrupt(pzErr, fn, ix, "slot %lld of chunk %lld names list %d", i, id,
+                           (int)slots[i]);
+          break;
+        }
+        sizes[slots[i]]++;
+        (*unlisted)++;
+      }
+    }
+  }
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  else if (rc != SQLITE_OK && rc != SQLITE_NOMEM) knn_db_error(db, pzErr);
+  sqlite3_blob_close(bv);
+  sqlite3_blob_close(bs);
+  sqlite3_finalize(st);
+  sqlite3_free(bits);
+  sqlite3_free(slots);
+  sqlite3_free(chunks_tbl);
+  sqlite3_free(lists_tbl);
   return rc;
 }
 
@@ -614,6 +815,13 @@ typedef struct knn_writer {
   unsigned char *app_valid;
   i64 app_start, app_n, app_cap;
   unsigned char *bitmap; /* chunk_size / 8 bytes of scratch */
+  /* IVF: the centroids, the list new chunks belong to (-1: mixed, each
+  ** appended row tagged with its nearest list in app_list). */
+  float *centroids;
+  i64 cur_list;
+  int32_t *app_list;
+  sqlite3_stmt *cl_new, *cl_del;
+  char *lists_tbl;
   char *zErr;
 } knn_writer;
 
@@ -633,6 +841,11 @@ static void writer_free(knn_writer *w) {
   sqlite3_finalize(w->map_del);
   sqlite3_finalize(w->chunk_new);
   sqlite3_finalize(w->chunk_del);
+  sqlite3_finalize(w->cl_new);
+  sqlite3_finalize(w->cl_del);
+  sqlite3_free(w->centroids);
+  sqlite3_free(w->app_list);
+  sqlite3_free(w->lists_tbl);
   sqlite3_free(w->chunks_tbl);
   sqlite3_free(w->app_vec);
   sqlite3_free(w->app_rid);
@@ -665,6 +878,20 @@ static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix
   };
   for (size_t i = 0; rc == SQLITE_OK && i < sizeof statements / sizeof statements[0]; i++)
     rc = knn_prepare(db, statements[i].st, &w->zErr, statements[i].sql, ix->tbl);
+  w->cur_list = -1;
+  if (rc == SQLITE_OK && ix->lists > 0) {
+    w->lists_tbl = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[1]);
+    if (!w->lists_tbl) return SQLITE_NOMEM;
+    rc = knn_ivf_centroids(db, fn, ix, &w->centroids, &w->zErr);
+    if (rc == SQLITE_OK)
+      rc = knn_prepare(db, &w->cl_new, &w->zErr,
+                       "INSERT INTO \"main\".\"%w\"(id, list, slots) VALUES "
+                       "(?1, ?2, CASE WHEN ?2 < 0 THEN zeroblob(?3) END)",
+                       w->lists_tbl);
+    if (rc == SQLITE_OK)
+      rc = knn_prepare(db, &w->cl_del, &w->zErr, "DELETE FROM \"main\".\"%w\" WHERE id = ?1",
+                       w->lists_tbl);
+  }
   return rc;
 }
 
@@ -689,7 +916,9 @@ static int writer_alloc(knn_writer *w) {
   w->app_rid = sqlite3_malloc64((sqlite3_uint64)w->app_cap * sizeof(i64));
   w->app_valid = sqlite3_malloc64((sqlite3_uint64)w->app_cap);
   w->bitmap = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
-  if (!w->app_vec || !w->app_rid || !w->app_valid || !w->bitmap) return SQLITE_NOMEM;
+  w->app_list = sqlite3_malloc64((sqlite3_uint64)w->app_cap * sizeof(int32_t));
+  if (!w->app_vec || !w->app_rid || !w->app_valid || !w->bitmap || !w->app_list)
+    return SQLITE_NOMEM;
   w->app_start = ix->tail_used;
   w->app_n = 0;
   return SQLITE_OK;
@@ -783,6 +1012,20 @@ static int writer_flush(knn_writer *w) {
     }
     if (rc == SQLITE_OK) rc = sqlite3_blob_write(w->b_valid, w->bitmap, nb, (int)first);
   }
+  if (rc == SQLITE_OK && w->centroids && w->cur_list < 0) {
+    /* A mixed chunk: each slot's list, into its slots BLOB (of the size
+    ** check_ivf saw; sqlite3_blob_write refuses to write past its end). */
+    sqlite3_blob *bs = NULL;
+    rc = sqlite3_blob_open(w->db, "main", w->lists_tbl, "slots", ix->tail_chunk, 1, &bs);
+    if (rc == SQLITE_OK && sqlite3_blob_bytes(bs) != ix->chunk_size * 4)
+      rc = SQLITE_CORRUPT;
+    if (rc == SQLITE_OK)
+      rc = sqlite3_blob_write(bs, w->app_list, (int)(w->app_n * 4), (int)(w->app_start * 4));
+    sqlite3_blob_close(bs);
+    if (rc != SQLITE_OK)
+      return knn_corrupt(&w->zErr, w->fn, ix, "the slots of chunk %lld: %s", ix->tail_chunk,
+                         sqlite3_errmsg(w->db));
+  }
   if (rc != SQLITE_OK) {
     knn_db_error(w->db, &w->zErr);
     return rc;
@@ -813,6 +1056,12 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
     sqlite3_bind_int64(w->chunk_new, 3, ix->chunk_size * 8);
     sqlite3_bind_int64(w->chunk_new, 4, ix->chunk_size * ix->dim * 4);
     rc = step_done(w, w->chunk_new);
+    if (rc == SQLITE_OK && w->centroids) {
+      sqlite3_bind_int64(w->cl_new, 1, id);
+      sqlite3_bind_int64(w->cl_new, 2, w->cur_list);
+      sqlite3_bind_int64(w->cl_new, 3, ix->chunk_size * 4);
+      rc = step_done(w, w->cl_new);
+    }
     if (rc != SQLITE_OK) return rc;
     ix->tail_chunk = id;
     ix->tail_used = 0;
@@ -827,6 +1076,19 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
   memcpy(w->app_vec + w->app_n * ix->dim, vec, (size_t)ix->dim * sizeof(float));
   w->app_rid[w->app_n] = rid;
   w->app_valid[w->app_n] = 1;
+  w->app_list[w->app_n] = 0;
+  if (w->centroids && w->cur_list < 0) {
+    /* Its nearest list, as a query ranks the centroids (a row the metric
+    ** cannot place, NaN, goes to list 0: queries find it there at nprobe =
+    ** lists, and rank it an error like the exact index). */
+    int64_t best = 0, bad = -1;
+    float d = 0;
+    size_t found = 0;
+    int frc = fv_top_k(FV_EUCLIDEAN, vec, w->centroids, (size_t)ix->lists, (size_t)ix->dim, 1,
+                       &best, &d, &found, &bad);
+    if (frc == FV_NOMEM) return SQLITE_NOMEM;
+    w->app_list[w->app_n] = frc == FV_OK && found == 1 ? (int32_t)best : 0;
+  }
   w->app_n++;
   ix->tail_used++;
   ix->n_vectors++;
@@ -878,6 +1140,10 @@ static int writer_remove(knn_writer *w, i64 rid, i64 chunk, i64 slot) {
       writer_close_blobs(w);
       sqlite3_bind_int64(w->chunk_del, 1, chunk);
       rc = step_done(w, w->chunk_del);
+      if (rc == SQLITE_OK && w->cl_del) {
+        sqlite3_bind_int64(w->cl_del, 1, chunk);
+        rc = step_done(w, w->cl_del);
+      }
       if (rc != SQLITE_OK) return rc;
     }
   }
@@ -905,7 +1171,11 @@ static int writer_apply(knn_writer *w, i64 rid, int type, const void *data, int 
   if (rc == SQLITE_OK && (vec.v || mapped)) rc = writer_alloc(w);
   if (rc == SQLITE_OK && mapped) rc = writer_check_slot(w, rid, chunk, slot);
   if (rc == SQLITE_OK) {
-    if (vec.v)
+    if (vec.v && mapped && w->centroids) {
+      /* IVF: a changed vector may belong to another list; it moves. */
+      rc = writer_remove(w, rid, chunk, slot);
+      if (rc == SQLITE_OK) rc = writer_append(w, rid, vec.v);
+    } else if (vec.v)
       rc = mapped ? writer_overwrite(w, chunk, slot, vec.v) : writer_append(w, rid, vec.v);
     else if (mapped)
       rc = writer_remove(w, rid, chunk, slot);
@@ -1054,6 +1324,275 @@ finish:
 }
 
 /* ------------------------------------------------------------------------ */
+/* Building an IVF index                                                     */
+
+typedef struct list_row {
+  i64 list, rid;
+} list_row;
+
+static int cmp_list_row(const void *a, const void *b) {
+  const list_row *x = a, *y = b;
+  if (x->list != y->list) return (x->list > y->list) - (x->list < y->list);
+  return (x->rid > y->rid) - (x->rid < y->rid);
+}
+
+/* Close the tail chunk for appends: the next one starts a chunk (of the
+** writer's current list). Slots left unused stay invalid holes. */
+static int writer_seal(knn_writer *w) {
+  knn_index *ix = w->ix;
+  int rc = writer_flush(w);
+  if (rc == SQLITE_OK && ix->tail_chunk) ix->tail_used = ix->chunk_size;
+  return rc;
+}
+
+/* The message of a k-means / assignment failure on row index i of `rids`. */
+static int ivf_math_error(knn_writer *w, int frc, i64 rid) {
+  if (frc == FV_NOMEM) return SQLITE_NOMEM;
+  w->zErr = sqlite3_mprintf("%s: %s row %lld: %s holds NaN or infinity; an IVF index cannot "
+                            "place it (build the exact index, or fix the row)",
+                            w->fn, w->ix->tbl, rid, w->ix->col);
+  return SQLITE_ERROR;
+}
+
+int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
+                  char **pzErr) {
+  knn_writer w;
+  sqlite3_stmt *st = NULL;
+  i64 n = 0, lists, n_sample, dim = 0, i = 0, taken = 0, done = 0;
+  i64 *rids = NULL, *assign = NULL;
+  float *sample = NULL, *centroids = NULL, *batch = NULL, *bdist = NULL;
+  list_row *rows = NULL;
+  const i64 batch_rows = 8192;
+  int rc;
+  memset(&w, 0, sizeof w);
+  rc = count_vectors(db, ix, &n, pzErr);
+  if (rc != SQLITE_OK) return rc;
+  if (o->lists <= 0 || n == 0) return knn_sync_rows(db, fn, ix, -1, &done, pzErr);
+  lists = o->lists < n ? o->lists : n;
+  n_sample = o->sample > 0 ? o->sample : 40 * lists;
+  if (n_sample < lists) n_sample = lists;
+  if (n_sample > n) n_sample = n;
+
+  /* 1. Every row's id, and an even sample of the vectors (every n/S-th). */
+  rids = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
+  if (!rids) return SQLITE_NOMEM;
+  rc = knn_prepare(db, &st, &w.zErr,
+                   "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
+                   "ORDER BY \"%w\"",
+                   ix->pk, ix->col, ix->tbl, ix->col, ix->pk);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    i64 rid = sqlite3_column_int64(st, 0);
+    fv_vector v;
+    if (i >= n) break; /* one transaction: cannot happen */
+    rc = knn_row_vector(fn, ix, rid, sqlite3_column_type(st, 1), sqlite3_column_blob(st, 1),
+                        sqlite3_column_bytes(st, 1), dim, &v, &w.zErr);
+    if (rc != SQLITE_OK) break;
+    if (!v.v) continue;
+    if (dim == 0) {
+      dim = (i64)v.n;
+      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
+        w.zErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn, lists,
+                                 dim);
+        fv_vector_free(&v);
+        rc = SQLITE_ERROR;
+        break;
+      }
+      sample = sqlite3_malloc64((sqlite3_uint64)n_sample * (sqlite3_uint64)dim * 4);
+      if (!sample) {
+        fv_vector_free(&v);
+        rc = SQLITE_NOMEM;
+        break;
+      }
+    }
+    rids[i] = rid;
+    if ((i + 1) * n_sample / n > i * n_sample / n && taken < n_sample)
+      memcpy(sample + taken++ * dim, v.v, (size_t)dim * 4);
+    fv_vector_free(&v);
+    i++;
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = SQLITE_OK;
+  else if (rc != SQLITE_OK) goto finish;
+  sqlite3_reset(st);
+  if (i != n || taken != n_sample) {
+    rc = knn_corrupt(&w.zErr, fn, ix, "counted %lld vectors, read %lld", n, i);
+    goto finish;
+  }
+  ix->dim = dim;
+  if (ix->chunk_size == 0) {
+    /* About half a list per chunk: a list's last chunk is partly empty. */
+    i64 cs = n / lists / 2, most = auto_chunk_size(dim);
+    cs -= cs % 64;
+    ix->chunk_size = cs < 64 ? 64 : cs > most ? most : cs;
+  }
+
+  /* 2. Centroids by k-means on the sample. */
+  centroids = sqlite3_malloc64((sqlite3_uint64)lists * (sqlite3_uint64)dim * 4);
+  assign = sqlite3_malloc64((sqlite3_uint64)(n_sample > batch_rows ? n_sample : batch_rows) *
+                            sizeof(i64));
+  if (!centroids || !assign) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  {
+    int64_t bad = -1;
+    int frc = fv_kmeans(FV_EUCLIDEAN, sample, (size_t)n_sample, (size_t)dim, (size_t)lists,
+                        o->iterations > 0 ? (unsigned)o->iterations : 10, 42, centroids,
+                        (int64_t *)assign, &bad);
+    if (frc != FV_OK) {
+      w.ix = ix;
+      w.fn = fn;
+      rc = ivf_math_error(&w, frc, bad >= 0 ? rids[((bad + 1) * n + n_sample - 1) / n_sample - 1] : -1);
+      goto finish;
+    }
+  }
+  sqlite3_free(sample);
+  sample = NULL;
+
+  /* 3. Every row's list, a batch of rows at a time. */
+  rows = sqlite3_malloc64((sqlite3_uint64)n * sizeof *rows);
+  batch = sqlite3_malloc64((sqlite3_uint64)batch_rows * (sqlite3_uint64)dim * 4);
+  bdist = sqlite3_malloc64((sqlite3_uint64)batch_rows * 4);
+  if (!rows || !batch || !bdist) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  i = 0;
+  {
+    i64 nb = 0;
+    int more = 1;
+    while (more) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW && i + nb < n) {
+        fv_vector v;
+        rc = knn_row_vector(fn, ix, sqlite3_column_int64(st, 0), sqlite3_column_type(st, 1),
+                            sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), dim, &v,
+                            &w.zErr);
+        if (rc != SQLITE_OK) goto finish;
+        if (!v.v) continue;
+        memcpy(batch + nb * dim, v.v, (size_t)dim * 4);
+        fv_vector_free(&v);
+        nb++;
+        if (nb < batch_rows) continue;
+      } else if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+        more = 0;
+      } else {
+        knn_db_error(db, &w.zErr);
+        goto finish;
+      }
+      if (nb > 0) {
+        int64_t bad_row = -1, bad_c = -1;
+        int frc = fv_assign_nearest(FV_EUCLIDEAN, centroids, (size_t)lists, batch, (size_t)nb,
+                                    (size_t)dim, (int64_t *)assign, bdist, &bad_row, &bad_c);
+        if (frc != FV_OK) {
+          w.ix = ix;
+          w.fn = fn;
+          rc = ivf_math_error(&w, frc, bad_row >= 0 ? rids[i + bad_row] : -1);
+          goto finish;
+        }
+        for (i64 j = 0; j < nb; j++) {
+          rows[i + j].list = assign[j];
+          rows[i + j].rid = rids[i + j];
+        }
+        i += nb;
+        nb = 0;
+      }
+    }
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  st = NULL;
+  if (i != n) {
+    rc = knn_corrupt(&w.zErr, fn, ix, "counted %lld vectors, assigned %lld", n, i);
+    goto finish;
+  }
+  qsort(rows, (size_t)n, sizeof *rows, cmp_list_row);
+
+  /* 4. The IVF tables, then each list's rows into chunks of their own. */
+  {
+    i64 nprobe = o->nprobe > 0 ? o->nprobe : (lists + 15) / 16;
+    if (nprobe > lists) nprobe = lists;
+    rc = knn_exec(db, &w.zErr,
+                  "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, lists INTEGER NOT "
+                  "NULL, nprobe INTEGER NOT NULL, trained INTEGER NOT NULL, centroids BLOB NOT "
+                  "NULL)",
+                  ix->tbl, ivf_suffix[0]);
+    if (rc == SQLITE_OK)
+      rc = knn_exec(db, &w.zErr,
+                    "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, list INTEGER NOT "
+                    "NULL, slots BLOB)",
+                    ix->tbl, ivf_suffix[1]);
+    if (rc == SQLITE_OK)
+      rc = knn_prepare(db, &st, &w.zErr,
+                       "INSERT INTO \"main\".\"%w%s\" VALUES (1, ?1, ?2, ?3, ?4)", ix->tbl,
+                       ivf_suffix[0]);
+    if (rc != SQLITE_OK) goto finish;
+    sqlite3_bind_int64(st, 1, lists);
+    sqlite3_bind_int64(st, 2, nprobe);
+    sqlite3_bind_int64(st, 3, n);
+    sqlite3_bind_blob64(st, 4, centroids, (sqlite3_uint64)lists * (sqlite3_uint64)dim * 4,
+                        SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+      knn_db_error(db, &w.zErr);
+      goto finish;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    ix->lists = lists;
+    ix->nprobe = nprobe;
+    ix->trained = n;
+  }
+  {
+    char *keep = w.zErr;
+    w.zErr = NULL;
+    sqlite3_free(keep);
+  }
+  rc = writer_init(&w, db, fn, ix);
+  if (rc == SQLITE_OK) rc = writer_alloc(&w);
+  for (i64 j = 0; rc == SQLITE_OK && j < n; j++) {
+    if (j == 0 || rows[j].list != rows[j - 1].list) {
+      rc = writer_seal(&w);
+      w.cur_list = rows[j].list;
+    }
+    if (rc == SQLITE_OK) rc = writer_apply_rid(&w, rows[j].rid);
+  }
+  if (rc == SQLITE_OK) rc = writer_seal(&w);
+  w.cur_list = -1;
+  if (rc == SQLITE_OK && ix->n_vectors != n)
+    rc = knn_corrupt(&w.zErr, fn, ix, "built %lld vectors of %lld", ix->n_vectors, n);
+  if (rc == SQLITE_OK) {
+    /* Every row is in; the log holds only the build's own changes (none). */
+    ix->building = 0;
+    writer_close_blobs(&w);
+    rc = index_save(db, ix, &w.zErr);
+  }
+  if (rc == SQLITE_OK)
+    rc = knn_exec(db, &w.zErr, "DELETE FROM \"main\".\"%w_fvknn_log\"", ix->tbl);
+finish:
+  if (rc != SQLITE_OK) {
+    if (w.zErr) {
+      *pzErr = w.zErr;
+      w.zErr = NULL;
+    } else if (rc != SQLITE_NOMEM) {
+      knn_db_error(db, pzErr);
+    }
+  }
+  sqlite3_free(w.zErr);
+  w.zErr = NULL;
+  writer_free(&w);
+  sqlite3_finalize(st);
+  sqlite3_free(rids);
+  sqlite3_free(assign);
+  sqlite3_free(sample);
+  sqlite3_free(centroids);
+  sqlite3_free(batch);
+  sqlite3_free(bdist);
+  sqlite3_free(rows);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Creating, opening and dropping an index                                   */
 
 int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
@@ -1061,8 +1600,8 @@ int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   for (int i = 0; rc == SQLITE_OK && i < 3; i++)
     rc = knn_exec(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl,
                   trigger_suffix[i]);
-  for (int i = 0; rc == SQLITE_OK && i < 3; i++) {
-    char *name = sqlite3_mprintf("%s%s", tbl, table_suffix[i]);
+  for (int i = 0; rc == SQLITE_OK && i < 5; i++) {
+    char *name = sqlite3_mprintf("%s%s", tbl, i < 3 ? table_suffix[i] : ivf_suffix[i - 3]);
     char *type = name ? object_type(db, name) : NULL;
     if (!name) rc = SQLITE_NOMEM;
     else if (type) rc = knn_exec(db, pzErr, "DROP %s \"main\".\"%w\"", type, name);

@@ -41,7 +41,23 @@ typedef struct knn_index {
   i64 build_next;  /* rows with rowid >= build_next are not indexed yet */
   int building;    /* build_next is meaningful */
   i64 n_chunks;    /* chunk rows, counted by knn_index_check */
+  /* IVF (T_fvknn_ivf exists): 0 lists = the exact index. */
+  i64 lists;       /* coarse centroids, 1..KNN_MAX_LISTS */
+  i64 nprobe;      /* lists a query reads by default, 1..lists */
+  i64 trained;     /* vectors the centroids were trained for */
 } knn_index;
+
+/* IVF limits: lists per index, and the bytes of its centroids. */
+#define KNN_MAX_LISTS 65536
+#define KNN_MAX_CENTROID_BYTES (256 * 1024 * 1024)
+
+/* What facevec_knn_build's options ask for. lists 0: exact. */
+typedef struct knn_build_opts {
+  i64 lists;   /* 0: exact */
+  i64 nprobe;  /* 0: lists / 16, at least 1 */
+  i64 sample;  /* training rows; 0: 40 per list */
+  i64 iterations; /* Lloyd steps; 0: 10 */
+} knn_build_opts;
 
 /* Small helpers: one formatted statement run or prepared (sqlite3_mprintf
 ** syntax), db's last message into *pzErr unless set. */
@@ -93,6 +109,19 @@ int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr);
 int knn_drop(sqlite3 *db, const char *tbl, int *found, char **pzErr);
 /* Process up to max_rows (< 0: all) logged changes, then build rows.
 ** *done gets the number of rows processed. */
+/* The IVF index's centroids (lists x dim floats, sqlite3_malloc'd), their
+** BLOB checked against the description's numbers. */
+int knn_ivf_centroids(sqlite3 *db, const char *fn, const knn_index *ix, float **out,
+                      char **pzErr);
+/* Fill a just-created (empty, building) index as an IVF index: train
+** centroids on a sample, assign every row, write each list's rows into
+** chunks of their own. With opts->lists == 0 or no vectors: an exact build. */
+int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *opts,
+                  char **pzErr);
+/* Vectors per list (sizes: ix->lists entries, zeroed here) and those in
+** mixed chunks (appended since training, each tagged with its list). */
+int knn_ivf_sizes(sqlite3 *db, const char *fn, const knn_index *ix, i64 *sizes,
+                  i64 *unlisted, char **pzErr);
 int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
                   char **pzErr);
 
