@@ -12,6 +12,7 @@
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT3
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1345,6 +1346,136 @@ static int writer_seal(knn_writer *w) {
   return rc;
 }
 
+/* The default nprobe, measured: up to KNN_CAL_QUERIES stored rows (evenly
+** spread) serve as queries; their exact 10 nearest other rows are found in one
+** more pass over the table, and the smallest nprobe whose lists hold at least
+** KNN_CAL_RECALL of those neighbours is the index's default. st: the build's
+** statement over every row (reset here); row_list[i]: row i's list. */
+#define KNN_CAL_QUERIES 200
+#define KNN_CAL_K 10
+#define KNN_CAL_RECALL 0.97
+
+static int calibrate_nprobe(sqlite3 *db, const char *fn, knn_index *ix, sqlite3_stmt *st,
+                            const float *centroids, i64 lists, i64 n, const i64 *row_list,
+                            const float *calq, const i64 *cal_pos, i64 n_cal, i64 *nprobe,
+                            char **pzErr) {
+  const i64 dim = ix->dim, kk = KNN_CAL_K + 1, batch_rows = 8192;
+  float *batch = NULL, *bd = NULL, *best_d = NULL, *cd = NULL;
+  int64_t *bi = NULL, *best_p = NULL, *ci = NULL;
+  size_t *nf = NULL;
+  i64 *hist = NULL, i = 0, nb = 0, total = 0;
+  int rc = SQLITE_OK;
+  batch = sqlite3_malloc64((sqlite3_uint64)batch_rows * dim * 4);
+  bd = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 4);
+  bi = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 8);
+  nf = sqlite3_malloc64((sqlite3_uint64)n_cal * sizeof(size_t));
+  best_d = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 4);
+  best_p = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 8);
+  cd = sqlite3_malloc64((sqlite3_uint64)lists * 4);
+  ci = sqlite3_malloc64((sqlite3_uint64)lists * 8);
+  hist = sqlite3_malloc64((sqlite3_uint64)(lists + 1) * 8);
+  if (!batch || !bd || !bi || !nf || !best_d || !best_p || !cd || !ci || !hist) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  for (i64 j = 0; j < n_cal * kk; j++) {
+    best_d[j] = INFINITY;
+    best_p[j] = -1;
+  }
+  memset(hist, 0, (size_t)(lists + 1) * 8);
+  sqlite3_reset(st);
+  for (int more = 1; more;) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && i + nb < n) {
+      fv_vector v;
+      rc = knn_row_vector(fn, ix, sqlite3_column_int64(st, 0), sqlite3_column_type(st, 1),
+                          sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), dim, &v,
+                          pzErr);
+      if (rc != SQLITE_OK) goto finish;
+      if (!v.v) continue;
+      memcpy(batch + nb * dim, v.v, (size_t)dim * 4);
+      fv_vector_free(&v);
+      if (++nb < batch_rows) continue;
+    } else if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+      more = 0;
+    } else {
+      knn_db_error(db, pzErr);
+      goto finish;
+    }
+    rc = SQLITE_OK;
+    if (nb == 0) continue;
+    int64_t bq = -1, br = -1;
+    int frc = fv_top_k_batch(FV_EUCLIDEAN, calq, (size_t)n_cal, batch, (size_t)nb, (size_t)dim,
+                             (size_t)kk, HUGE_VAL, bi, bd, nf, &bq, &br);
+    if (frc == FV_NOMEM) {
+      rc = SQLITE_NOMEM;
+      goto finish;
+    }
+    if (frc == FV_OK) {
+      for (i64 q = 0; q < n_cal; q++) { /* merge into the query's best kk */
+        float *d = best_d + q * kk;
+        int64_t *p = best_p + q * kk;
+        for (size_t j = 0; j < nf[q]; j++) {
+          float x = bd[q * kk + (i64)j];
+          if (!(x < d[kk - 1])) break;
+          i64 m = kk - 1;
+          while (m > 0 && d[m - 1] > x) {
+            d[m] = d[m - 1];
+            p[m] = p[m - 1];
+            m--;
+          }
+          d[m] = x;
+          p[m] = i + bi[q * kk + (i64)j];
+        }
+      }
+    }
+    i += nb;
+    nb = 0;
+  }
+  /* Each query's lists by centroid distance; the ranks of its neighbours'. */
+  for (i64 q = 0; q < n_cal; q++) {
+    size_t found = 0;
+    int64_t bad = -1;
+    if (fv_top_k(FV_EUCLIDEAN, calq + q * dim, centroids, (size_t)lists, (size_t)dim,
+                 (size_t)lists, ci, cd, &found, &bad) != FV_OK)
+      continue;
+    i64 got = 0;
+    for (i64 j = 0; j < kk && got < KNN_CAL_K; j++) {
+      i64 pos = best_p[q * kk + j];
+      if (pos < 0 || pos >= n || pos == cal_pos[q]) continue;
+      got++;
+      total++;
+      for (size_t r = 0; r < found; r++)
+        if (ci[r] == row_list[pos]) {
+          hist[r]++;
+          break;
+        }
+    }
+  }
+  *nprobe = lists;
+  if (total > 0) {
+    i64 cum = 0;
+    for (i64 r = 0; r < lists; r++) {
+      cum += hist[r];
+      if ((double)cum >= KNN_CAL_RECALL * (double)total) {
+        *nprobe = r + 1;
+        break;
+      }
+    }
+  }
+finish:
+  sqlite3_free(batch);
+  sqlite3_free(bd);
+  sqlite3_free(bi);
+  sqlite3_free(nf);
+  sqlite3_free(best_d);
+  sqlite3_free(best_p);
+  sqlite3_free(cd);
+  sqlite3_free(ci);
+  sqlite3_free(hist);
+  return rc;
+}
+
 /* The message of a k-means / assignment failure on row index i of `rids`. */
 static int ivf_math_error(knn_writer *w, int frc, i64 rid) {
   if (frc == FV_NOMEM) return SQLITE_NOMEM;
@@ -1363,6 +1494,8 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
   float *sample = NULL, *centroids = NULL, *batch = NULL, *bdist = NULL;
   list_row *rows = NULL;
   const i64 batch_rows = 8192;
+  float *calq = NULL;
+  i64 *cal_pos = NULL, *row_list = NULL, n_cal = 0, nprobe = 0;
   int rc;
   memset(&w, 0, sizeof w);
   rc = count_vectors(db, ix, &n, pzErr);
@@ -1453,10 +1586,14 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
   rows = sqlite3_malloc64((sqlite3_uint64)n * sizeof *rows);
   batch = sqlite3_malloc64((sqlite3_uint64)batch_rows * (sqlite3_uint64)dim * 4);
   bdist = sqlite3_malloc64((sqlite3_uint64)batch_rows * 4);
-  if (!rows || !batch || !bdist) {
+  n_cal = o->nprobe > 0 ? 0 : n < KNN_CAL_QUERIES ? n : KNN_CAL_QUERIES;
+  calq = sqlite3_malloc64((sqlite3_uint64)(n_cal + 1) * (sqlite3_uint64)dim * 4);
+  cal_pos = sqlite3_malloc64((sqlite3_uint64)(n_cal + 1) * sizeof(i64));
+  if (!rows || !batch || !bdist || !calq || !cal_pos) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
+  for (i64 c = 0; c < n_cal; c++) cal_pos[c] = c * n / n_cal;
   i = 0;
   {
     i64 nb = 0;
@@ -1494,6 +1631,10 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
           rows[i + j].list = assign[j];
           rows[i + j].rid = rids[i + j];
         }
+        /* Calibration queries in this batch (cal_pos ascending). */
+        for (i64 c = 0; c < n_cal; c++)
+          if (cal_pos[c] >= i && cal_pos[c] < i + nb)
+            memcpy(calq + c * dim, batch + (cal_pos[c] - i) * dim, (size_t)dim * 4);
         i += nb;
         nb = 0;
       }
@@ -1506,11 +1647,30 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
     rc = knn_corrupt(&w.zErr, fn, ix, "counted %lld vectors, assigned %lld", n, i);
     goto finish;
   }
+  if (n_cal > 0) {
+    row_list = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
+    if (!row_list) {
+      rc = SQLITE_NOMEM;
+      goto finish;
+    }
+    for (i64 j = 0; j < n; j++) row_list[j] = rows[j].list;
+    rc = knn_prepare(db, &st, &w.zErr,
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
+                     "ORDER BY \"%w\"",
+                     ix->pk, ix->col, ix->tbl, ix->col, ix->pk);
+    if (rc == SQLITE_OK)
+      rc = calibrate_nprobe(db, fn, ix, st, centroids, lists, n, row_list, calq, cal_pos, n_cal,
+                            &nprobe, &w.zErr);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc != SQLITE_OK) goto finish;
+  }
   qsort(rows, (size_t)n, sizeof *rows, cmp_list_row);
 
   /* 4. The IVF tables, then each list's rows into chunks of their own. */
   {
-    i64 nprobe = o->nprobe > 0 ? o->nprobe : (lists + 15) / 16;
+    if (o->nprobe > 0) nprobe = o->nprobe;
+    if (nprobe < 1) nprobe = 1;
     if (nprobe > lists) nprobe = lists;
     rc = knn_exec(db, &w.zErr,
                   "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, lists INTEGER NOT "
@@ -1589,6 +1749,9 @@ finish:
   sqlite3_free(batch);
   sqlite3_free(bdist);
   sqlite3_free(rows);
+  sqlite3_free(calq);
+  sqlite3_free(cal_pos);
+  sqlite3_free(row_list);
   return rc;
 }
 

@@ -20,6 +20,12 @@ The index lives in the same file (tables ``<table>_fvknn_*`` and
 any connection may write it; a query scores logged rows from the table itself,
 so it is never stale, and ``sync`` folds them into the index.
 
+The index is exact below :data:`IVF_MIN_VECTORS` vectors; past that, ``build``
+makes an IVF index (``lists`` ≈ √N k-means lists; a query reads the ``nprobe``
+nearest lists and ranks their rows by exact distances). ``lists=0`` forces the
+exact index; ``nprobe`` is settable per query, and ``nprobe >= lists`` gives the
+exact answer. ``search_batch`` answers many query vectors in one pass.
+
 It needs the native extension: a connection on the Python fallback (a
 ``sqlite3`` that cannot load extensions) raises :class:`KnnUnavailableError`.
 """
@@ -27,6 +33,8 @@ It needs the native extension: a connection on the Python fallback (a
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -47,6 +55,8 @@ from .storage.database import Database, DbArg, open_database
 METRICS = KNN_METRICS
 TABLE = "face_meta"
 BATCH_ROWS = 20000
+# Below this many vectors, build() makes the exact index unless told otherwise.
+IVF_MIN_VECTORS = 100_000
 Progress = Callable[[int, int], None]
 
 
@@ -108,6 +118,22 @@ def sync(
             return done
 
 
+def default_lists(n_vectors: int) -> int:
+    """The IVF lists ``build`` chooses for ``n_vectors``: 0 (exact) below
+    :data:`IVF_MIN_VECTORS`, else about √N."""
+    if n_vectors < IVF_MIN_VECTORS:
+        return 0
+    return max(1, round(math.sqrt(n_vectors)))
+
+
+def _check_count(name: str, value: int | None, low: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidParameterError(f"{name} must be a whole number >= {low}, found {value!r}")
+    return value
+
+
 def build(
     conn: Any,
     table: str = TABLE,
@@ -116,13 +142,34 @@ def build(
     chunk_size: int | None = None,
     batch_size: int = BATCH_ROWS,
     progress: Progress | None = None,
+    lists: int | None = None,
+    nprobe: int | None = None,
 ) -> int:
     """(Re)build the index of ``table.column``; returns the number of vectors
-    indexed. Each batch of ``batch_size`` rows is its own transaction, so an
-    interrupted build resumes with :func:`sync`, and queries stay correct
-    meanwhile. ``progress(done, total)`` is called after each batch.
+    indexed.
+
+    ``lists``: None chooses (:func:`default_lists`), 0 is the exact index, N an
+    IVF index of N k-means lists whose queries read ``nprobe`` lists by default
+    (None: lists / 16). An IVF build is one transaction (training needs every
+    row). The exact build works in batches of ``batch_size`` rows, each its own
+    transaction, so an interrupted build resumes with :func:`sync`, and queries
+    stay correct meanwhile. ``progress(done, total)`` is called after each batch.
     """
     _require(conn)
+    lists = _check_count("lists", lists, 0)
+    nprobe = _check_count("nprobe", nprobe, 1)
+    if lists is None:
+        lists = default_lists(knn_index.vector_count(conn, table, column))
+    if lists > 0:
+        options = {"lists": lists}
+        if nprobe is not None:
+            options["nprobe"] = nprobe
+        if chunk_size is not None:
+            raise InvalidParameterError("chunk_size is chosen from the list sizes of an IVF index")
+        done = knn_index.build_ivf(conn, table, column, options)
+        if progress:
+            progress(done, done)
+        return done
     knn_index.create(conn, table, column, chunk_size)
     sync(conn, table, batch_size=batch_size, progress=progress)
     info = knn_index.status(conn, table)
@@ -162,24 +209,61 @@ def search(
     table: str = TABLE,
     metric: str = "euclidean",
     threshold: float | None = None,
+    nprobe: int | None = None,
 ) -> list[tuple[int, float]]:
     """The ``k`` rows of ``table`` nearest to ``query``: ``[(rowid, distance)]``
     ascending by distance (ties by rowid), only those within ``threshold`` if
     given. Distances equal the scalar ``<metric>_distance(embedding, query)``.
+    On an IVF index, ``nprobe`` lists are read (None: the index's default).
     """
     _require(conn)
     k = check_k(k)
     if k is None:
         raise InvalidParameterError("k must be a whole number, not None")
     threshold = check_threshold(threshold)
-    return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold)
+    nprobe = _check_count("nprobe", nprobe, 1)
+    return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold, nprobe)
+
+
+def search_batch(
+    conn: Any,
+    queries: Sequence[Sequence[float]] | np.ndarray,
+    k: int = 10,
+    *,
+    table: str = TABLE,
+    metric: str = "euclidean",
+    threshold: float | None = None,
+    nprobe: int | None = None,
+) -> list[list[tuple[int, float]]]:
+    """:func:`search` for each row of ``queries`` (an n x dim array), in one
+    pass over the index: one list of ``(rowid, distance)`` per query, each
+    exactly what :func:`search` gives for that query."""
+    _require(conn)
+    k = check_k(k)
+    if k is None:
+        raise InvalidParameterError("k must be a whole number, not None")
+    threshold = check_threshold(threshold)
+    nprobe = _check_count("nprobe", nprobe, 1)
+    array = np.asarray(queries)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise VectorError(f"queries must be a non-empty n x dim array, found shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise VectorError(f"queries must hold numbers, found dtype {array.dtype}")
+    # float32 -> float (exact) -> shortest repr: C reads back the same float32.
+    text = json.dumps(array.astype(np.float32).astype(np.float64).tolist())
+    return knn_index.search_batch(conn, table, text, len(array), k, metric, threshold, nprobe)
 
 
 # The gallery's index, as the pipeline uses it ---------------------------------
 
 
 def nearest(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
 ) -> list[tuple[int, float]]:
     """The knn search strategy on a gallery (see :func:`facevec.search.nearest`)."""
     if status(db.conn) is None:
@@ -190,7 +274,27 @@ def nearest(
         k = faces.count(db)
         if k == 0:
             return []
-    return search(db.conn, query, k, metric=metric, threshold=threshold)
+    return search(db.conn, query, k, metric=metric, threshold=threshold, nprobe=nprobe)
+
+
+def nearest_batch(
+    db: Database,
+    queries: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
+) -> list[list[tuple[int, float]]]:
+    """:func:`nearest` for each row of ``queries``, in one pass over the index."""
+    if status(db.conn) is None:
+        raise KnnIndexMissingError(
+            f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
+        )
+    if k is None:
+        k = faces.count(db)
+        if k == 0:
+            return [[] for _ in range(len(queries))]
+    return search_batch(db.conn, queries, k, metric=metric, threshold=threshold, nprobe=nprobe)
 
 
 def refresh_gallery_index(db: Database, progress: bool = False) -> None:
@@ -207,19 +311,31 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
         refresh(db.conn, progress=advance)
 
 
-def reindex(db: DbArg, progress: bool = True) -> int:
+def reindex(db: DbArg, progress: bool = True, lists: int | None = None) -> int:
     """(Re)build the knn index of a SQLite gallery (the knn strategy), with a
     progress bar; returns the number of faces indexed. ``index`` keeps the index
-    current by itself: this is for databases made otherwise, or to reclaim the
-    space of deleted faces."""
+    current by itself: this is for databases made otherwise, to reclaim the
+    space of deleted faces, or to retrain an IVF index (``facevec_knn_status``
+    says when that helps). ``lists``: None keeps an IVF index IVF (√N lists)
+    and otherwise chooses by size (:func:`default_lists`); 0 builds the exact
+    index; N an IVF index of N lists."""
     with open_database(db, create=False) as database:
         if not database.dialect.has_extension:
             raise UnknownStrategyError(
                 f"the knn index lives in SQLite; {database.name} is {database.dialect.name}, "
                 "where find uses strategy 'relational' or 'client'"
             )
+        lists = _check_count("lists", lists, 0)
+        if lists is None and available(database.conn):
+            try:
+                info = status(database.conn)
+            except Exception:  # a damaged index: reindex is how it is mended
+                info = None
+            if info is not None and info.get("lists", 0) > 0:
+                rows = knn_index.vector_count(database.conn, TABLE, "embedding")
+                lists = max(1, round(math.sqrt(rows)))
         with progress_bar(progress) as advance:
-            return build(database.conn, progress=advance)
+            return build(database.conn, progress=advance, lists=lists)
 
 
 @contextlib.contextmanager
@@ -241,10 +357,12 @@ __all__ = [
     "KnnUnavailableError",
     "available",
     "build",
+    "default_lists",
     "drop",
     "refresh",
     "reindex",
     "search",
+    "search_batch",
     "status",
     "sync",
 ]

@@ -51,7 +51,11 @@ def nearest(
     distance_metric: str = "euclidean",
     threshold: float | None = None,
     k: int | None = None,
+    nprobe: int | None = None,
 ) -> Hits:
+    """The k faces nearest to ``query`` by one strategy. ``nprobe``: the IVF
+    lists the knn strategy reads (None: the index's default); the exact
+    strategies ignore it."""
     strategy = check_strategy(strategy or default_strategy(db))
     face_metric(distance_metric)
     k = check_k(k)
@@ -65,7 +69,7 @@ def nearest(
     if strategy == "extension":
         return _extension(db, query, distance_metric, threshold, k)
     if strategy == "knn":
-        return knn.nearest(db, query, distance_metric, threshold, k)
+        return knn.nearest(db, query, distance_metric, threshold, k, nprobe)
     if strategy == "relational":
         return _relational(db, query, distance_metric, threshold, k)
     return _client(db, query, distance_metric, threshold, k)

@@ -165,6 +165,12 @@ def index_command(
     is_flag=True,
     help="Detect with deepface's own code (as index --exact); several times slower.",
 )
+@click.option(
+    "--nprobe",
+    type=click.IntRange(1),
+    default=None,
+    help="IVF lists the knn strategy reads [default: the index's own].",
+)
 @format_option()
 @fail_cleanly
 def find_command(
@@ -178,6 +184,7 @@ def find_command(
     model_name: str,
     detector_backend: str,
     exact: bool,
+    nprobe: int | None,
     output_format: str,
 ) -> None:
     """Find the faces in the database that match each face in IMG."""
@@ -194,6 +201,7 @@ def find_command(
         model_name=model_name,
         detector_backend=detector_backend,
         exact=exact,
+        nprobe=nprobe,
     )
     _print_frames(frames, output_format)
 
@@ -315,9 +323,16 @@ def copy_command(source: str, target: str) -> None:
 
 @cli.command(name="reindex")
 @db_option()
+@click.option(
+    "--lists",
+    type=click.IntRange(0),
+    default=None,
+    help="IVF lists of the knn index; 0 = exact [default: exact under 100,000 faces, "
+    "else about the square root of the faces].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def reindex_command(db: str, quiet: bool) -> None:
+def reindex_command(db: str, lists: int | None, quiet: bool) -> None:
     """(Re)build the knn index of a SQLite database (find --strategy knn).
 
     index keeps it current by itself; use this for a database filled otherwise,
@@ -325,7 +340,7 @@ def reindex_command(db: str, quiet: bool) -> None:
     """
     from ..knn import reindex
 
-    faces = reindex(db, progress=not quiet)
+    faces = reindex(db, progress=not quiet, lists=lists)
     click.echo(f"knn index: {faces} faces")
 
 

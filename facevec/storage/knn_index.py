@@ -36,6 +36,14 @@ def create(conn: Any, table: str, column: str, chunk_size: int | None) -> None:
     conn.execute(f"SELECT facevec_knn_create({marks})", args).fetchone()
 
 
+def build_ivf(conn: Any, table: str, column: str, options: dict[str, int]) -> int:
+    """Build an IVF index in one transaction; returns the vectors indexed."""
+    (done,) = conn.execute(
+        "SELECT facevec_knn_build(?, ?, NULL, ?)", (table, column, json.dumps(options))
+    ).fetchone()
+    return int(done)
+
+
 def sync(conn: Any, table: str, max_rows: int | None = None) -> int:
     """Rows processed; fewer than ``max_rows`` means the index is up to date."""
     if max_rows is None:
@@ -50,16 +58,49 @@ def drop(conn: Any, table: str) -> bool:
     return bool(dropped)
 
 
+def vector_count(conn: Any, table: str, column: str) -> int:
+    quoted = '"' + table.replace('"', '""') + '"'
+    col = '"' + column.replace('"', '""') + '"'
+    return int(conn.execute(f"SELECT count({col}) FROM main.{quoted}").fetchone()[0])
+
+
 def row_count(conn: Any, table: str) -> int:
     quoted = '"' + table.replace('"', '""') + '"'
     return int(conn.execute(f"SELECT count(*) FROM main.{quoted}").fetchone()[0])
 
 
 def search(
-    conn: Any, table: str, query: bytes | str, k: int, metric: str, threshold: float | None
+    conn: Any,
+    table: str,
+    query: bytes | str,
+    k: int,
+    metric: str,
+    threshold: float | None,
+    nprobe: int | None = None,
 ) -> list[tuple[int, float]]:
     rows = conn.execute(
-        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?)",
-        (table, query, k, metric, threshold),
+        "SELECT rowid, distance FROM facevec_knn(?, ?, ?, ?, ?, ?)",
+        (table, query, k, metric, threshold, nprobe),
     ).fetchall()
     return [(int(rowid), float(distance)) for rowid, distance in rows]
+
+
+def search_batch(
+    conn: Any,
+    table: str,
+    queries: str,
+    n_queries: int,
+    k: int,
+    metric: str,
+    threshold: float | None,
+    nprobe: int | None = None,
+) -> list[list[tuple[int, float]]]:
+    """``queries``: a JSON array of vectors; one pass over the index answers all."""
+    results: list[list[tuple[int, float]]] = [[] for _ in range(n_queries)]
+    for query_no, rowid, distance in conn.execute(
+        "SELECT query_no, rowid, distance FROM facevec_knn_batch(?, ?, ?, ?, ?, ?) "
+        "ORDER BY query_no, distance",
+        (table, queries, k, metric, threshold, nprobe),
+    ):
+        results[int(query_no)].append((int(rowid), float(distance)))
+    return results
