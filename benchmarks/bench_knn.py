@@ -13,6 +13,15 @@ build time and database size of each. Usage:
 
     python benchmarks/bench_knn.py                 # N = 10k, 100k
     python benchmarks/bench_knn.py --sizes 1000000 # 1M (build takes ~1 min)
+
+With ``--ann``, the approximate table instead, over clustered face-like vectors
+(many identities, five faces each): recall@10 against the exact answer and ms
+per query for facevec's IVF index at several nprobe, facevec's exact index,
+faiss IndexIVFFlat (the same lists and nprobe, one thread), faiss HNSW (M=32),
+and sqlite-vec vec0; build time and size of each; and a batch of 1,000 queries
+through ``facevec_knn_batch`` against as many single queries:
+
+    python benchmarks/bench_knn.py --ann --sizes 100000,1000000
 """
 
 from __future__ import annotations
@@ -174,6 +183,213 @@ def run(n: int, reps: int, workdir: Path) -> list[tuple[str, float, float | None
     return [(name, statistics.median(times[name]), b, size) for name, _, b, size, _ in methods]
 
 
+def faces_like(rng, n: int, dim: int = DIM, per_identity: int = 5) -> np.ndarray:
+    """Face-like clusters: identities on a 24-dimensional manifold (plus some
+    spread in every direction), several faces (noisy copies) of each."""
+    n_id = max(1, n // per_identity)
+    basis = rng.standard_normal((24, dim)).astype(np.float32) / np.float32(np.sqrt(24))
+    identities = rng.standard_normal((n_id, 24), dtype=np.float32) @ basis
+    identities += 0.35 * rng.standard_normal((n_id, dim), dtype=np.float32)
+    x = np.empty((n, dim), np.float32)
+    step = 100_000
+    for i in range(0, n, step):
+        m = min(step, n - i)
+        x[i : i + m] = identities[rng.integers(0, n_id, m)]
+        x[i : i + m] += 0.3 * rng.standard_normal((m, dim), dtype=np.float32)
+    return x
+
+
+def timed(fn, queries) -> float:
+    """Mean ms per query over queries (after one warm-up)."""
+    fn(queries[0])
+    t = time.perf_counter()
+    for q in queries:
+        fn(q)
+    return (time.perf_counter() - t) * 1e3 / len(queries)
+
+
+def recall_at_10(found: list[list[int]], truth: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
+    )
+
+
+def run_ann(n: int, workdir: Path, hnsw: bool, n_queries: int = 200) -> list[tuple]:
+    import json
+
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(n)
+    x = faces_like(rng, n)
+    picks = rng.choice(n, n_queries, replace=False)
+    queries = x[picks] + 0.3 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    flat = faiss.IndexFlatL2(DIM)
+    flat.add(x)
+    truth = flat.search(queries, 10)[1] + 1  # rowids are 1-based
+    del flat
+    lists = round(np.sqrt(n))
+    rows: list[tuple] = []  # (method, setting, recall, ms, build s, MiB)
+
+    ivf_db, exact_db = workdir / f"ivf_{n}.db", workdir / f"exact_{n}.db"
+    for p in (ivf_db, exact_db):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
+    build_face_meta(ivf_db, x)
+    base = ivf_db.stat().st_size
+    conn = connect(ivf_db)
+    t = time.perf_counter()
+    conn.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)",
+        (json.dumps({"lists": lists}),),
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ivf_build = time.perf_counter() - t
+    ivf_size = (ivf_db.stat().st_size - base) / 2**20
+    info = json.loads(conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0])
+    conn.close()
+    conn = connect(ivf_db, mmap=True)
+    sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10, 'euclidean', NULL, ?)"
+    probes = sorted({1, 2, 4, 8, 16, 32, 64, info["nprobe"]} - {p for p in [] if p > lists})
+    ivf_times = {}
+    for nprobe in probes:
+        found = [[r[0] for r in conn.execute(sql, (q.tobytes(), nprobe))] for q in queries]
+        ms = timed(
+            lambda q, p=nprobe: conn.execute(sql, (q.tobytes(), p)).fetchall(), queries[:100]
+        )
+        label = f"nprobe {nprobe}" + (" (default)" if nprobe == info["nprobe"] else "")
+        ivf_times[nprobe] = ms
+        rows.append(("facevec IVF", label, recall_at_10(found, truth), ms, ivf_build, ivf_size))
+    batch_sql = (
+        "SELECT query_no, rowid FROM facevec_knn_batch('face_meta', ?, 10, 'euclidean', NULL, ?) "
+        "ORDER BY query_no, distance"
+    )
+    big = np.concatenate([queries] * (1000 // n_queries + 1))[:1000]
+    text = json.dumps(big.astype(np.float64).tolist())
+    t = time.perf_counter()
+    conn.execute(batch_sql, (text, info["nprobe"])).fetchall()
+    ivf_batch_ms = (time.perf_counter() - t) * 1e3 / 1000
+    conn.close()
+
+    build_face_meta(exact_db, x)
+    base = exact_db.stat().st_size
+    conn = connect(exact_db)
+    t = time.perf_counter()
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding')")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    exact_build = time.perf_counter() - t
+    exact_size = (exact_db.stat().st_size - base) / 2**20
+    conn.close()
+    conn = connect(exact_db, mmap=True)
+    sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10)"
+    found = [[r[0] for r in conn.execute(sql, (q.tobytes(),))] for q in queries[:20]]
+    exact_ms = timed(lambda q: conn.execute(sql, (q.tobytes(),)).fetchall(), queries[:20])
+    rows.append(
+        ("facevec exact", "", recall_at_10(found, truth[:20]), exact_ms, exact_build, exact_size)
+    )
+    t = time.perf_counter()
+    batch_rows = conn.execute(batch_sql, (text, None)).fetchall()
+    exact_batch_ms = (time.perf_counter() - t) * 1e3 / 1000
+    got = [[r for qn, r in batch_rows if qn == i] for i in range(n_queries)]
+    batch_recall = recall_at_10(got, truth)
+    conn.close()
+    exact_db.unlink()
+
+    quantizer = faiss.IndexFlatL2(DIM)
+    ivf = faiss.IndexIVFFlat(quantizer, DIM, lists)
+    t = time.perf_counter()
+    sample = x[rng.choice(n, min(n, 40 * lists), replace=False)]
+    ivf.train(sample)
+    ivf.add(x)
+    fbuild = time.perf_counter() - t
+    for nprobe in probes:
+        ivf.nprobe = nprobe
+        found = (ivf.search(queries, 10)[1] + 1).tolist()
+        ms = timed(lambda q, index=ivf: index.search(q[None, :], 10), queries[:100])
+        rows.append(
+            (
+                "faiss IVFFlat",
+                f"nprobe {nprobe}",
+                recall_at_10(found, truth),
+                ms,
+                fbuild,
+                n * DIM * 4 / 2**20,
+            )
+        )
+    if hnsw:
+        index = faiss.IndexHNSWFlat(DIM, 32)
+        t = time.perf_counter()
+        index.add(x)
+        hbuild = time.perf_counter() - t
+        for ef in (16, 32, 64, 128):
+            index.hnsw.efSearch = ef
+            found = (index.search(queries, 10)[1] + 1).tolist()
+            ms = timed(lambda q, h=index: h.search(q[None, :], 10), queries[:100])
+            rows.append(
+                ("faiss HNSW32", f"efSearch {ef}", recall_at_10(found, truth), ms, hbuild, None)
+            )
+        del index
+
+    vec_db = workdir / f"vec0_ann_{n}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(vec_db) + suffix).unlink(missing_ok=True)
+    conn = connect(vec_db)
+    t = time.perf_counter()
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[{DIM}])")
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO vec_items(rowid, embedding) VALUES (?, ?)",
+        ((i + 1, x[i].tobytes()) for i in range(n)),
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    vbuild = time.perf_counter() - t
+    vsize = vec_db.stat().st_size / 2**20
+    conn.close()
+    conn = connect(vec_db, mmap=True)
+    vsql = "SELECT rowid FROM vec_items WHERE embedding MATCH ? AND k = 10"
+    found = [[r[0] for r in conn.execute(vsql, (q.tobytes(),))] for q in queries[:10]]
+    vms = timed(lambda q: conn.execute(vsql, (q.tobytes(),)).fetchall(), queries[:10])
+    rows.append(("sqlite-vec vec0", "exact", recall_at_10(found, truth[:10]), vms, vbuild, vsize))
+    conn.close()
+    vec_db.unlink()
+    ivf_db.unlink()
+    rows.append(
+        (
+            "facevec exact, batch of 1000",
+            "facevec_knn_batch",
+            batch_recall,
+            exact_batch_ms,
+            None,
+            None,
+        )
+    )
+    rows.append(
+        ("facevec IVF, batch of 1000", f"nprobe {info['nprobe']}", None, ivf_batch_ms, None, None)
+    )
+    rows.append(
+        ("(IVF lists, default nprobe)", f"{lists}, {info['nprobe']}", None, None, None, None)
+    )
+    return rows
+
+
+def main_ann(sizes: list[int], workdir: Path, hnsw_max: int) -> None:
+    for n in sizes:
+        rows = run_ann(n, workdir, hnsw=n <= hnsw_max)
+        print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries (new faces of known people)")
+        print("| method | setting | recall@10 | ms/query | build s | size MiB |")
+        print("|---|---|---:|---:|---:|---:|")
+        for name, setting, rec, ms, build, size in rows:
+            cells = [
+                "" if rec is None else f"{rec:.3f}",
+                "" if ms is None else f"{ms:.3f}",
+                "" if build is None else f"{build:.1f}",
+                "" if size is None else f"{size:.0f}",
+            ]
+            print(f"| {name} | {setting} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -183,10 +399,17 @@ def main() -> None:
     parser.add_argument(
         "--workdir", default=None, help="where the databases go (default: a temp dir)"
     )
+    parser.add_argument("--ann", action="store_true", help="the approximate (IVF) table")
+    parser.add_argument(
+        "--hnsw-max", type=int, default=1_000_000, help="largest N to build faiss HNSW for"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_knn_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"databases in {workdir}; extension {loadable()}")
+    if args.ann:
+        main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max)
+        return
     for n in (int(s) for s in args.sizes.split(",")):
         rows = run(n, args.reps, workdir)
         times = dict((r[0], r[1]) for r in rows)

@@ -160,9 +160,7 @@ def mutate(conn, rng, x_like, n_ops, next_id):
     dim = x_like.shape[1]
     for _ in range(n_ops):
         op = rng.integers(6)
-        v = (x_like[rng.integers(len(x_like))] + 0.3 * rng.standard_normal(dim)).astype(
-            np.float32
-        )
+        v = (x_like[rng.integers(len(x_like))] + 0.3 * rng.standard_normal(dim)).astype(np.float32)
         if op <= 1 or not ids:
             conn.execute(
                 "INSERT INTO face_meta(id, embedding) VALUES (?, ?)", (next_id, v.tobytes())
@@ -339,11 +337,12 @@ def test_batch_errors(ext):
         ("[[1,2]] x", "is not a JSON array of vectors"),
     ]:
         with pytest.raises(pysqlite3.OperationalError, match=re.escape(message)):
-            conn.execute(
-                "SELECT * FROM facevec_knn_batch('face_meta', ?, 3)", (text,)
-            ).fetchall()
+            conn.execute("SELECT * FROM facevec_knn_batch('face_meta', ?, 3)", (text,)).fetchall()
     # A single vector is a batch of one; facevec_knn itself takes no batch.
-    assert len(conn.execute("SELECT * FROM facevec_knn_batch('face_meta', '[1,2]', 3)").fetchall()) == 3
+    assert (
+        len(conn.execute("SELECT * FROM facevec_knn_batch('face_meta', '[1,2]', 3)").fetchall())
+        == 3
+    )
     with pytest.raises(pysqlite3.OperationalError):
         conn.execute("SELECT * FROM facevec_knn('face_meta', '[[1,2]]', 3)").fetchall()
 
@@ -400,8 +399,11 @@ TAMPER = [
         "names list",
     ),
     ("DROP TABLE face_meta_fvknn_chunklists", "chunklists"),
-    ("CREATE TABLE face_meta_fvknn_x(a); DROP TABLE face_meta_fvknn_ivf; "
-     "CREATE VIEW face_meta_fvknn_ivf AS SELECT 1", "is a view"),
+    (
+        "CREATE TABLE face_meta_fvknn_x(a); DROP TABLE face_meta_fvknn_ivf; "
+        "CREATE VIEW face_meta_fvknn_ivf AS SELECT 1",
+        "is a view",
+    ),
 ]
 
 
