@@ -88,6 +88,7 @@ typedef struct knn_scan {
   ** ivf_st lists the chunks with their list. NULL: every chunk, every query. */
   unsigned char *probe;
   sqlite3_stmt *ivf_st;
+  size_t n_all; /* queries of the request */
   char *zErr;
 } knn_scan;
 
@@ -183,6 +184,92 @@ static int consider(knn_scan *sc, knn_query *q, const float *v, i64 rid, i64 at)
   return offer(sc, q, rc, key, rid, at);
 }
 
+/* A batch of queries over one whole chunk (rows [lo, hi) in cbuf): each
+** active query's candidates come from fv_top_k_batch (the screened kernel:
+** a dot product per row, most rows skipped), and only they get their exact
+** key (consider: the scalar functions' bits). A row left out has at least k
+** valid rows strictly nearer in float32, so strictly nearer exactly (rounding
+** is monotonic): it cannot be among the k. When that cannot be shown (ties at
+** the cut, a NaN, a zero norm), the query scores every row itself. */
+static int batch_chunk(knn_scan *sc, knn_query *queries, const size_t *active, size_t n_active,
+                       const float *qall, float *qbuf, const float *cbuf, size_t lo, size_t hi,
+                       const unsigned char *valid, const i64 *rowids, i64 id, i64 kmax,
+                       int64_t *idx, float *dist, size_t *nf) {
+  const size_t dim = sc->dim, rows = hi - lo;
+  size_t n_excl = 0, kk;
+  double max_d = 0;
+  int rc = SQLITE_OK, frc;
+  int64_t bq = -1, br = -1;
+  unsigned char *skip = sqlite3_malloc64(rows ? rows : 1);
+  if (!skip) return SQLITE_NOMEM;
+  for (size_t r = lo; r < hi; r++) {
+    int bad = !(valid[r / 8] >> (r % 8) & 1);
+    if (!bad && is_pending(sc, rowids[r])) {
+      rc = check_map(sc, rowids[r], slot_key(id, (i64)r));
+      if (rc != SQLITE_OK) goto finish;
+      bad = 1;
+    }
+    skip[r - lo] = (unsigned char)bad;
+    n_excl += (size_t)bad;
+  }
+  kk = (size_t)kmax + n_excl + 1;
+  if (kk > rows) kk = rows;
+  /* Rows beyond every active heap's worst cannot enter any: the kernel may
+  ** drop them (with a margin over float32 rounding). */
+  for (size_t a = 0; a < n_active && max_d < HUGE_VAL; a++) {
+    double w = queries[active[a]].worst;
+    if (w != w || queries[active[a]].thr_key < HUGE_VAL) {
+      max_d = HUGE_VAL;
+      break;
+    }
+    if (sc->metric == FV_EUCLIDEAN) w = sqrt(w);
+    if (w > max_d) max_d = w;
+  }
+  if (max_d < HUGE_VAL) max_d = max_d * (1 + 1e-5) + 1e-30;
+  const float *qs = qall;
+  if (n_active != sc->n_all) {
+    for (size_t a = 0; a < n_active; a++)
+      memcpy(qbuf + a * dim, qall + active[a] * dim, dim * sizeof(float));
+    qs = qbuf;
+  }
+  frc = fv_top_k_batch(sc->metric, qs, n_active, cbuf, rows, dim, kk, max_d, idx, dist, nf, &bq,
+                       &br);
+  if (frc == FV_NOMEM) {
+    rc = SQLITE_NOMEM;
+    goto finish;
+  }
+  for (size_t a = 0; a < n_active && rc == SQLITE_OK; a++) {
+    knn_query *q = &queries[active[a]];
+    const int64_t *ci = idx + a * kk;
+    const float *cd = dist + a * kk;
+    size_t found = frc == FV_OK ? nf[a] : 0;
+    int sure = frc == FV_OK;
+    if (sure && found == kk && kk < rows) {
+      /* Cut off: k valid candidates strictly before the last one? */
+      size_t better = 0;
+      for (size_t j = 0; j + 1 < found; j++)
+        if (cd[j] < cd[found - 1] && ci[j] >= 0 && (size_t)ci[j] < rows && !skip[ci[j]])
+          better++;
+      sure = better >= (size_t)q->spec->k;
+    }
+    if (sure) {
+      for (size_t j = 0; j < found && rc == SQLITE_OK; j++) {
+        int64_t r = ci[j];
+        if (r < 0 || (size_t)r >= rows || skip[r]) continue;
+        rc = consider(sc, q, cbuf + (size_t)r * dim, rowids[lo + (size_t)r],
+                      slot_key(id, (i64)(lo + (size_t)r)));
+      }
+    } else {
+      for (size_t r = 0; r < rows && rc == SQLITE_OK; r++)
+        if (!skip[r])
+          rc = consider(sc, q, cbuf + r * dim, rowids[lo + r], slot_key(id, (i64)(lo + r)));
+    }
+  }
+finish:
+  sqlite3_free(skip);
+  return rc;
+}
+
 /* Every valid slot of every chunk, read a block of vectors at a time (about
 ** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
 static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
@@ -204,6 +291,15 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   int32_t *slot_list = NULL;
   sqlite3_blob *b_slots = NULL;
   char *lists_tbl = NULL;
+  /* A batch (KNN_BATCH_MIN queries or more, k up to KNN_BATCH_MAX_K): whole
+  ** chunks through batch_chunk. */
+  float *qall = NULL, *qbuf = NULL, *cbuf = NULL, *bdist = NULL;
+  int64_t *bidx = NULL;
+  size_t *bnf = NULL;
+  i64 kmax = 0;
+  for (size_t i = 0; i < n_queries; i++)
+    if (queries[i].spec->k > kmax) kmax = queries[i].spec->k;
+  int batch = n_queries >= KNN_BATCH_MIN && kmax <= KNN_BATCH_MAX_K;
   if (block_rows < 1) block_rows = 1;
   if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
 
@@ -226,6 +322,21 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     goto finish;
   }
   for (size_t i = 0; i < n_queries; i++) active[i] = i;
+  if (batch) {
+    const size_t cs = (size_t)ix->chunk_size, kk = (size_t)kmax + cs + 1;
+    qall = sqlite3_malloc64((sqlite3_uint64)n_queries * vbytes);
+    qbuf = sqlite3_malloc64((sqlite3_uint64)n_queries * vbytes);
+    cbuf = sqlite3_malloc64((sqlite3_uint64)cs * vbytes);
+    bidx = sqlite3_malloc64((sqlite3_uint64)n_queries * kk * sizeof(int64_t));
+    bdist = sqlite3_malloc64((sqlite3_uint64)n_queries * kk * sizeof(float));
+    bnf = sqlite3_malloc64((sqlite3_uint64)n_queries * sizeof(size_t));
+    if (!qall || !qbuf || !cbuf || !bidx || !bdist || !bnf) {
+      rc = SQLITE_NOMEM;
+      goto finish;
+    }
+    for (size_t i = 0; i < n_queries; i++)
+      memcpy(qall + i * dim, queries[i].spec->vector, vbytes);
+  }
   st = sc->probe ? sc->ivf_st : sc->chunks_st;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 id = sqlite3_column_int64(st, 0), list = -1;
@@ -270,6 +381,20 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     rc = sqlite3_blob_read(blob[0], valid, (int)((n_slots + 7) / 8), 0);
     if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], rowids, (int)(n_slots * 8), 0);
     if (rc != SQLITE_OK) goto db_error;
+    if (batch && list >= -1 && !(sc->probe && list < 0)) {
+      /* The whole chunk at once (a mixed chunk, whose rows each query reads
+      ** or not, takes the path below). */
+      size_t lo = 0, hi = n_slots;
+      while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
+      while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
+      if (lo == hi) continue;
+      rc = sqlite3_blob_read(blob[2], cbuf, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
+      if (rc != SQLITE_OK) goto db_error;
+      rc = batch_chunk(sc, queries, active, n_active, qall, qbuf, cbuf, lo, hi, valid, rowids,
+                       id, kmax, bidx, bdist, bnf);
+      if (rc != SQLITE_OK) goto finish;
+      continue;
+    }
     for (size_t first = 0; first < n_slots; first += block_rows) {
       size_t rows = n_slots - first < block_rows ? n_slots - first : block_rows;
       size_t lo = first, hi = first + rows; /* trim invalid rows at both ends */
@@ -325,6 +450,12 @@ finish:
   if (st) sqlite3_reset(st);
   sqlite3_free(active);
   sqlite3_free(slot_list);
+  sqlite3_free(qall);
+  sqlite3_free(qbuf);
+  sqlite3_free(cbuf);
+  sqlite3_free(bidx);
+  sqlite3_free(bdist);
+  sqlite3_free(bnf);
   sqlite3_free(lists_tbl);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
@@ -626,6 +757,7 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cac
   memset(&sc, 0, sizeof sc);
   memset(results, 0, req->n_queries * sizeof *results);
   sc.db = db;
+  sc.n_all = req->n_queries;
   sc.metric = req->metric;
   sc.dim = req->dim;
 

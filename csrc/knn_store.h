@@ -25,6 +25,11 @@ typedef sqlite3_int64 i64;
 #ifndef KNN_BLOCK_BYTES
 #define KNN_BLOCK_BYTES (128 * 1024)
 #endif
+/* Queries from which a search scores whole chunks with the batch kernel
+** (fv_top_k_batch screens rows from 12 queries up), and the largest k it
+** does so for. */
+#define KNN_BATCH_MIN 12
+#define KNN_BATCH_MAX_K 1024
 /* Target bytes of vectors per chunk when chunk_size is not given. */
 #define KNN_CHUNK_BYTES (2 * 1024 * 1024)
 

@@ -467,3 +467,28 @@ def test_python_api_on_the_fallback_connection(tmp_path):
         api.search_batch(conn, [[1.0, 2.0]], 3)
     with pytest.raises(api.KnnUnavailableError, match="needs the native SQLite extension"):
         api.build(conn, lists=4)
+
+
+@pytest.mark.parametrize("k", [1, 10, 2000])
+def test_a_batch_with_ties_thresholds_and_large_k(ext, k):
+    # Many equal rows: the batch kernel's cut falls inside runs of ties, where
+    # each query must fall back to scoring the chunk itself.
+    rng = np.random.default_rng(k)
+    base = rng.standard_normal((50, 8)).astype(np.float32)
+    x = base[rng.integers(0, 50, 3000)]
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 256)")
+    conn.execute("DELETE FROM face_meta WHERE id % 11 = 0")
+    conn.execute("UPDATE face_meta SET embedding = ? WHERE id = 5", (base[3].tobytes(),))
+    queries = np.concatenate([base[:10], base[:10] + 0.01]).astype(np.float32)
+    text = json.dumps(queries.astype(np.float64).tolist())
+    for metric, thr in (("euclidean", None), ("cosine", None), ("euclidean", 0.5)):
+        rows = conn.execute(
+            "SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', ?, ?, ?, ?) "
+            "ORDER BY query_no, distance",
+            (text, k, metric, thr),
+        ).fetchall()
+        for i, q in enumerate(queries):
+            got = [(r, d) for qn, r, d in rows if qn == i]
+            assert got == scalar(conn, q, k, metric, thr)
