@@ -88,6 +88,10 @@ typedef struct knn_scan {
   ** ivf_st lists the chunks with their list. NULL: every chunk, every query. */
   unsigned char *probe;
   sqlite3_stmt *ivf_st;
+  struct knn_visit {
+    i64 id, list;
+  } *visit;
+  size_t n_visit;
   size_t n_all; /* queries of the request */
   char *zErr;
 } knn_scan;
@@ -337,15 +341,25 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     for (size_t i = 0; i < n_queries; i++)
       memcpy(qall + i * dim, queries[i].spec->vector, vbytes);
   }
-  st = sc->probe ? sc->ivf_st : sc->chunks_st;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    i64 id = sqlite3_column_int64(st, 0), list = -1;
+  st = sc->probe ? NULL : sc->chunks_st;
+  size_t next_visit = 0;
+  /* The chunks: every one (exact, or all lists probed), or those of the
+  ** probed lists and the mixed ones, in id order (sc->visit). */
+  while (st ? (rc = sqlite3_step(st)) == SQLITE_ROW
+            : (rc = next_visit < sc->n_visit ? SQLITE_ROW : SQLITE_DONE) == SQLITE_ROW) {
+    i64 id = st ? sqlite3_column_int64(st, 0) : sc->visit[next_visit].id, list = -1;
+    int list_type = SQLITE_INTEGER;
+    if (!st) list = sc->visit[next_visit++].list;
     size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
+    if (id < 1 || id > ix->tail_chunk) {
+      rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the IVF list of chunk %lld is "
+                       "missing or malformed", id);
+      goto finish;
+    }
     if (n_slots == 0) continue;
     rc = SQLITE_OK;
     if (sc->probe) {
-      list = sqlite3_column_int64(st, 1);
-      if (sqlite3_column_type(st, 1) != SQLITE_INTEGER || list < -1 || list >= lists) {
+      if (list_type != SQLITE_INTEGER || list < -1 || list >= lists) {
         rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the IVF list of chunk %lld is "
                          "missing or malformed", id);
         goto finish;
@@ -530,6 +544,11 @@ static int load_pending(knn_scan *sc, i64 *n_log) {
   return rc;
 }
 
+static int cmp_visit(const void *a, const void *b) {
+  i64 x = *(const i64 *)a, y = *(const i64 *)b;
+  return (x > y) - (x < y);
+}
+
 /* IVF: each query's nprobe nearest lists (euclidean over the centroids, as
 ** rows were assigned), into sc->probe. nprobe >= lists leaves sc->probe
 ** NULL: every chunk is read, the exact answer. */
@@ -571,10 +590,42 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
       int64_t l = idx[i * (size_t)np + j];
       if (l >= 0 && (size_t)l < L) sc->probe[i * L + (size_t)l] = 1;
     }
+  /* The chunks of every list some query reads, and the mixed ones (-1). */
   rc = knn_prepare(sc->db, &sc->ivf_st, &sc->zErr,
-                   "SELECT c.id, l.list FROM \"main\".\"%w_fvknn_chunks\" AS c LEFT JOIN "
-                   "\"main\".\"%w_fvknn_chunklists\" AS l ON l.id = c.id ORDER BY c.id",
-                   ix->tbl, ix->tbl);
+                   "SELECT id, list FROM \"main\".\"%w_fvknn_chunklists\" WHERE list = ?1",
+                   ix->tbl);
+  size_t cap = 0;
+  for (i64 l = -1; rc == SQLITE_OK && l < ix->lists; l++) {
+    int wanted = l < 0;
+    for (size_t i = 0; i < nq && !wanted; i++) wanted = sc->probe[i * L + (size_t)l];
+    if (!wanted) continue;
+    sqlite3_bind_int64(sc->ivf_st, 1, l);
+    while ((rc = sqlite3_step(sc->ivf_st)) == SQLITE_ROW) {
+      if (sc->n_visit == cap) {
+        size_t ncap = cap ? cap * 2 : 256;
+        struct knn_visit *nv = sqlite3_realloc64(sc->visit, ncap * sizeof *nv);
+        if (!nv) {
+          rc = SQLITE_NOMEM;
+          break;
+        }
+        sc->visit = nv;
+        cap = ncap;
+      }
+      if (sqlite3_column_type(sc->ivf_st, 0) != SQLITE_INTEGER) {
+        rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the IVF list of a chunk is malformed");
+        break;
+      }
+      sc->visit[sc->n_visit].id = sqlite3_column_int64(sc->ivf_st, 0);
+      sc->visit[sc->n_visit].list = l;
+      sc->n_visit++;
+    }
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    else if (rc == SQLITE_ROW) rc = SQLITE_ERROR;
+    else if (rc != SQLITE_OK && rc != SQLITE_NOMEM && !sc->zErr) knn_db_error(sc->db, &sc->zErr);
+    sqlite3_reset(sc->ivf_st);
+  }
+  if (rc == SQLITE_OK && sc->n_visit > 1)
+    qsort(sc->visit, sc->n_visit, sizeof *sc->visit, cmp_visit);
 finish:
   if (rc != SQLITE_OK) {
     sqlite3_free(sc->probe);
@@ -833,6 +884,7 @@ finish:
   sqlite3_free(sc.zErr);
   sqlite3_free(sc.pending.slot);
   sqlite3_free(sc.probe);
+  sqlite3_free(sc.visit);
   sqlite3_finalize(sc.ivf_st);
   if (sc.borrowed) {
     sqlite3_reset(sc.log_st);

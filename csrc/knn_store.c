@@ -1553,9 +1553,9 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
   }
   ix->dim = dim;
   if (ix->chunk_size == 0) {
-    /* About half a list per chunk: a list's last chunk is partly empty. */
-    i64 cs = n / lists / 2, most = auto_chunk_size(dim);
-    cs -= cs % 64;
+    /* About a list per chunk (rounded up to 64 slots): a query reads few
+    ** chunks per list; a list's last chunk is partly empty. */
+    i64 cs = (n / lists + 63) / 64 * 64, most = auto_chunk_size(dim);
     ix->chunk_size = cs < 64 ? 64 : cs > most ? most : cs;
   }
 
@@ -1682,6 +1682,9 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
                     "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, list INTEGER NOT "
                     "NULL, slots BLOB)",
                     ix->tbl, ivf_suffix[1]);
+    if (rc == SQLITE_OK)
+      rc = knn_exec(db, &w.zErr, "CREATE INDEX \"main\".\"%w%s_list\" ON \"%w%s\"(list)",
+                    ix->tbl, ivf_suffix[1], ix->tbl, ivf_suffix[1]);
     if (rc == SQLITE_OK)
       rc = knn_prepare(db, &st, &w.zErr,
                        "INSERT INTO \"main\".\"%w%s\" VALUES (1, ?1, ?2, ?3, ?4)", ix->tbl,

@@ -394,8 +394,8 @@ TAMPER = [
     ("UPDATE face_meta_fvknn_chunklists SET slots = x'00' WHERE list = -1", "malformed"),
     ("UPDATE face_meta_fvknn_chunklists SET list = -1 WHERE id = 1", "malformed"),
     (
-        "UPDATE face_meta_fvknn_chunklists SET slots = CAST(zeroblob(length(slots) - 4) || "
-        "x'ffffff7f' AS BLOB) WHERE list = -1",
+        "UPDATE face_meta_fvknn_chunklists SET slots = CAST(x'ffffff7f' || "
+        "zeroblob(length(slots) - 4) AS BLOB) WHERE list = -1",
         "names list",
     ),
     ("DROP TABLE face_meta_fvknn_chunklists", "chunklists"),
@@ -413,7 +413,7 @@ def test_a_damaged_ivf_index_is_an_error(ext, sql, message):
     conn = connect(ext)
     make_table(conn, faces_like(rng, 600, 8))
     build_ivf(conn, lists=4, nprobe=1)
-    # A mixed chunk: rows added since training, whose last slot is in use.
+    # A mixed chunk: rows added since training.
     conn.executemany(
         "INSERT INTO face_meta(embedding) VALUES (?)",
         [(v.tobytes(),) for v in faces_like(rng, 64, 8)],
