@@ -411,7 +411,9 @@ static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **j
         reason = "its lists are uneven (imbalance above 5)";
     }
   }
-  if (rc == SQLITE_OK)
+  if (rc == SQLITE_OK && ix->lists == 0)
+    rc = sqlite3_prepare_v2(db, "SELECT json_set(?1, '$.lists', ?2)", -1, &st, NULL);
+  else if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(db,
                             "SELECT json_set(?1, '$.lists', ?2, '$.nprobe', ?3, '$.trained', "
                             "?4, '$.list_min', ?5, '$.list_max', ?6, '$.list_mean', ?7, "
@@ -421,7 +423,7 @@ static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **j
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(st, 1, *json, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, ix->lists);
-    sqlite3_bind_int64(st, 3, ix->nprobe);
+    if (ix->lists > 0) sqlite3_bind_int64(st, 3, ix->nprobe);
     sqlite3_bind_int64(st, 4, ix->trained);
     sqlite3_bind_int64(st, 5, lo);
     sqlite3_bind_int64(st, 6, hi);
