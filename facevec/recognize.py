@@ -19,7 +19,7 @@ from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, 
 from .face import Face
 from .metrics import face_metric
 from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from .search import check_strategy, nearest
+from .search import check_strategy, nearest_batch
 from .storage import faces, schema
 from .storage.database import DbArg, open_database
 
@@ -50,6 +50,24 @@ def _is_embedding(img: Any) -> bool:
     return isinstance(img, (list, tuple)) and all(
         isinstance(value, (int, float, np.floating, np.integer)) for value in img
     )
+
+
+def _photos(img: Any) -> list[Any] | None:
+    """Several query photos: a folder's image files (sorted) or a list of
+    photos; None for one photo or one embedding."""
+    if isinstance(img, (str, os.PathLike)) and os.path.isdir(img):
+        from .ingest.walk import IMAGE_EXTENSIONS
+
+        folder = os.fspath(img)
+        return [
+            os.path.join(folder, name)
+            for name in sorted(os.listdir(folder))
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            and os.path.isfile(os.path.join(folder, name))
+        ]
+    if isinstance(img, (list, tuple)) and not _is_embedding(img):
+        return list(img)
+    return None
 
 
 def query_faces(img: ImageArg, options: EmbedOptions) -> list[Face]:
@@ -125,7 +143,10 @@ def find(
     """Faces in `db` nearest to each face of `img`, like DeepFace.find.
 
     `img` is a photo (path, bytes, or BGR array) or a precomputed embedding (1-D
-    array or list of floats). Returns one pandas DataFrame per query face, nearest
+    array or list of floats), or many photos: a folder (its image files) or a list
+    of photos; then the frames of all their faces come in photo order, each with
+    ``attrs["img"]``, from one batch search (the knn strategy reads its index
+    once for all of them). Returns one pandas DataFrame per query face, nearest
     first: img_name, identity, face_index, face_id, target_x/y/w/h (the stored
     face), source_x/y/w/h (the query face), threshold, distance, verified. Rows are
     those within the threshold (deepface's for the model and metric unless given;
@@ -164,24 +185,38 @@ def find(
             normalization,
             exact,
         )
-        frames = []
-        for face in query_faces(img, options):
+        photos = _photos(img)
+        queries = [
+            (photo, face)
+            for photo in (photos if photos is not None else [None])
+            for face in query_faces(img if photo is None else photo, options)
+        ]
+        for _, face in queries:
             if face.embedding.shape != (collection.dimensions,):
                 raise ModelMismatchError(
                     f"query embedding has shape {face.embedding.shape}; {database.name} holds "
                     f"{collection.dimensions}-dimensional {collection.model_name} vectors"
                 )
-            hits = nearest(
-                database,
-                face.embedding,
-                strategy=strategy,
-                distance_metric=distance_metric,
-                threshold=None if similarity_search else threshold,
-                k=k,
-                nprobe=nprobe,
-            )
+        if not queries:
+            return []
+        # Every face of every photo in one search: the knn strategy reads its
+        # index once for all of them.
+        all_hits = nearest_batch(
+            database,
+            np.stack([face.embedding for _, face in queries]),
+            strategy=strategy,
+            distance_metric=distance_metric,
+            threshold=None if similarity_search else threshold,
+            k=k,
+            nprobe=nprobe,
+        )
+        frames = []
+        for (photo, face), hits in zip(queries, all_hits, strict=True):
             located = faces.locations(database, [face_id for face_id, _ in hits])
-            frames.append(_results_frame(located, hits, face, float(threshold)))
+            frame = _results_frame(located, hits, face, float(threshold))
+            if isinstance(photo, (str, os.PathLike)):
+                frame.attrs["img"] = os.fspath(photo)
+            frames.append(frame)
         return frames
 
 

@@ -75,6 +75,28 @@ def nearest(
     return _client(db, query, distance_metric, threshold, k)
 
 
+def nearest_batch(
+    db: Database,
+    queries: np.ndarray,
+    strategy: str | None = None,
+    distance_metric: str = "euclidean",
+    threshold: float | None = None,
+    k: int | None = None,
+    nprobe: int | None = None,
+) -> list[Hits]:
+    """:func:`nearest` for each row of ``queries`` (n x dim): the knn strategy
+    answers them all in one pass over its index (``facevec_knn_batch``), the
+    others one query at a time."""
+    strategy = check_strategy(strategy or default_strategy(db))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if strategy == "knn" and db.dialect.has_extension and len(queries) > 1:
+        face_metric(distance_metric)
+        return knn.nearest_batch(
+            db, queries, distance_metric, check_threshold(threshold), check_k(k), nprobe
+        )
+    return [nearest(db, q, strategy, distance_metric, threshold, k, nprobe=nprobe) for q in queries]
+
+
 def _extension(
     db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
 ) -> Hits:

@@ -84,3 +84,70 @@ def test_knn_on_the_python_fallback_is_a_clear_error(tmp_path):
     conn.commit()
     (frame,) = facevec.find(vectors[0], db, strategy="knn", k=1, similarity_search=True)
     assert frame.img_name[0] != "face0.jpg"
+
+
+def test_many_queries_in_one_batch_equal_single_finds(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db, n=400)
+    queries = [vectors[i] + 0.01 for i in (3, 50, 120, 399)]
+    for strategy in ("knn", "extension"):
+        frames = facevec.find(queries, db, strategy=strategy, k=7, similarity_search=True)
+        singles = [
+            facevec.find(q, db, strategy=strategy, k=7, similarity_search=True)[0] for q in queries
+        ]
+        assert len(frames) == 4
+        for got, want in zip(frames, singles, strict=True):
+            assert list(got.face_id) == list(want.face_id)
+            assert list(got.distance) == list(want.distance)
+
+
+def test_reindex_lists_builds_an_ivf_index_and_find_takes_nprobe(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db, n=600)
+    result = CliRunner().invoke(cli, ["reindex", "--db", str(db), "--lists", "12", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open_database(db, create=False) as database:
+        info = knn.status(database.conn)
+        assert info["lists"] == 12
+    query = vectors[9] + 0.01
+    (exact,) = facevec.find(query, db, strategy="extension", k=10, similarity_search=True)
+    (every,) = facevec.find(query, db, strategy="knn", k=10, nprobe=12, similarity_search=True)
+    assert list(every.face_id) == list(exact.face_id)
+    (one,) = facevec.find(query, db, strategy="knn", k=1, nprobe=1)
+    assert list(one.img_name) == ["face9.jpg"]
+    # Faces added later are found at once; reindex keeps the index IVF and retrains it.
+    facevec.add(db, ["late.jpg"], [query], model_name="Dlib")
+    (after,) = facevec.find(query, db, strategy="knn", k=1, nprobe=1)
+    assert list(after.img_name) == ["late.jpg"]
+    assert facevec.reindex(db, progress=False) == 601
+    with open_database(db, create=False) as database:
+        assert knn.status(database.conn)["lists"] == round(601**0.5)
+    result = CliRunner().invoke(cli, ["reindex", "--db", str(db), "--lists", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open_database(db, create=False) as database:
+        assert knn.status(database.conn)["lists"] == 0
+
+
+def test_find_over_a_folder(tmp_path, gallery_db_copy, photos):
+    import shutil
+
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for name in ("img1.jpg", "img2.jpg"):
+        shutil.copy(photos(name), folder / name)
+    (folder / "notes.txt").write_text("not a photo")
+    facevec.reindex(gallery_db_copy, progress=False, lists=2)
+    frames = facevec.find(folder, gallery_db_copy, strategy="knn", nprobe=2)
+    singles = [
+        frame
+        for name in ("img1.jpg", "img2.jpg")
+        for frame in facevec.find(folder / name, gallery_db_copy, strategy="knn", nprobe=2)
+    ]
+    assert sorted({f.attrs["img"] for f in frames}) == [
+        str(folder / "img1.jpg"),
+        str(folder / "img2.jpg"),
+    ]
+    assert [list(f.face_id) for f in frames] == [list(f.face_id) for f in singles]
+    result = CliRunner().invoke(cli, ["find", str(folder), "--db", str(gallery_db_copy)])
+    assert result.exit_code == 0, result.output
+    assert "img1.jpg: query face 0" in result.output

@@ -137,7 +137,7 @@ def index_command(
 
 
 @cli.command(name="find")
-@click.argument("img", type=click.Path(exists=True, dir_okay=False))
+@click.argument("img", type=click.Path(exists=True, dir_okay=True))
 @db_option()
 @click.option(
     "--strategy",
@@ -187,7 +187,8 @@ def find_command(
     nprobe: int | None,
     output_format: str,
 ) -> None:
-    """Find the faces in the database that match each face in IMG."""
+    """Find the faces in the database that match each face in IMG (a photo, or a
+    folder: every photo in it, searched in one batch)."""
     from ..recognize import find
 
     frames = find(
@@ -226,7 +227,8 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
         if len(frames) > 1:
             first = frame.iloc[0] if len(frame) else None
             where = "" if first is None else f" at x={first.source_x} y={first.source_y}"
-            click.echo(f"query face {number}{where}:")
+            photo = frame.attrs.get("img")
+            click.echo(f"{printable(photo) + ': ' if photo else ''}query face {number}{where}:")
         if frame.empty:
             click.echo("no match within the threshold")
         else:
