@@ -46,7 +46,9 @@
 ** index is an error that names T and asks for a rebuild (knn_store.c).
 ** Every call's writes form one transaction (BEGIN IMMEDIATE, or a SAVEPOINT
 ** inside the caller's transaction), so a crash leaves either the old or the
-** new index, and concurrent writers wait for each other.
+** new index, and concurrent writers wait for each other. Every call's reads
+** (facevec_knn, facevec_knn_status) see one snapshot: a statement held open
+** on the schema version keeps one read transaction for the whole call.
 **
 ** Who may call what: every function here is DIRECTONLY (never from a view or
 ** trigger of the file); see the security model in sqlite3_facevec.c.
