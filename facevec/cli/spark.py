@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -20,6 +21,48 @@ def spark_group() -> None:
     in partitions on the executors; the queries (or a small gallery) are
     broadcast to them.
     """
+
+
+def gallery_option(command: Callable) -> Callable:
+    """--gallery, repeated: the shards of one gallery."""
+    return click.option(
+        "--gallery",
+        "sources",
+        multiple=True,
+        required=True,
+        help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
+        "Repeat for each shard.",
+    )(command)
+
+
+def session_options(command: Callable) -> Callable:
+    """--master, --conf and --rows-per-partition: where and how Spark runs."""
+    for option in reversed(
+        (
+            click.option(
+                "--master",
+                default="local[2]",
+                show_default=True,
+                help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
+            ),
+            click.option(
+                "--conf",
+                "settings",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
+            ),
+            click.option(
+                "--rows-per-partition",
+                type=click.IntRange(1),
+                default=250_000,
+                show_default=True,
+                help="Faces per partition of a database shard.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
 
 
 def _spark_errors() -> tuple[type[BaseException], ...]:
@@ -40,14 +83,7 @@ def _is_parquet(path: str) -> bool:
 
 @spark_group.command(name="find")
 @click.argument("queries", type=click.Path(exists=True))
-@click.option(
-    "--gallery",
-    "sources",
-    multiple=True,
-    required=True,
-    help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
-    "Repeat for each shard.",
-)
+@gallery_option
 @click.option("--k", "k", type=click.IntRange(1), default=None, help="At most K hits per query.")
 @click.option(
     "--threshold",
@@ -64,26 +100,7 @@ def _is_parquet(path: str) -> bool:
     help="Parquet folder for the results (one row per hit).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option(
-    "--master",
-    default="local[2]",
-    show_default=True,
-    help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
-)
-@click.option(
-    "--conf",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
-)
-@click.option(
-    "--rows-per-partition",
-    type=click.IntRange(1),
-    default=250_000,
-    show_default=True,
-    help="Faces per partition of a database shard.",
-)
+@session_options
 @click.option(
     "--broadcast",
     type=click.Choice(("auto", "queries", "gallery")),
@@ -201,14 +218,7 @@ def _summary(out: str) -> dict[str, Any]:
 
 
 @spark_group.command(name="people")
-@click.option(
-    "--gallery",
-    "sources",
-    multiple=True,
-    required=True,
-    help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
-    "Repeat for each shard.",
-)
+@gallery_option
 @metric_option()
 @click.option(
     "--threshold",
@@ -233,26 +243,7 @@ def _summary(out: str) -> dict[str, Any]:
 )
 @click.option("--out", required=True, type=click.Path(), help="Parquet folder for the result.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option(
-    "--master",
-    default="local[2]",
-    show_default=True,
-    help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
-)
-@click.option(
-    "--conf",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
-)
-@click.option(
-    "--rows-per-partition",
-    type=click.IntRange(1),
-    default=250_000,
-    show_default=True,
-    help="Faces per partition of a database shard.",
-)
+@session_options
 @click.option("--quiet", is_flag=True, help="No Spark progress bar.")
 @fail_cleanly
 def spark_people_command(
