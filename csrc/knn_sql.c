@@ -46,7 +46,9 @@
 ** index is an error that names T and asks for a rebuild (knn_store.c).
 ** Every call's writes form one transaction (BEGIN IMMEDIATE, or a SAVEPOINT
 ** inside the caller's transaction), so a crash leaves either the old or the
-** new index, and concurrent writers wait for each other.
+** new index, and concurrent writers wait for each other. Every call's reads
+** (facevec_knn, facevec_knn_status) see one snapshot: a statement held open
+** on the schema version keeps one read transaction for the whole call.
 **
 ** Who may call what: every function here is DIRECTONLY (never from a view or
 ** trigger of the file); see the security model in sqlite3_facevec.c.
@@ -461,11 +463,21 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *tbl;
   char *zErr = NULL, *json = NULL;
   knn_index ix;
+  sqlite3_stmt *pin = NULL;
   int rc, trig = 0;
   (void)argc;
+  memset(&ix, 0, sizeof ix);
   if (!(tbl = text_arg(ctx, fn, "table", argv, 0))) return;
-  rc = knn_index_load(db, fn, tbl, &ix, &zErr);
+  /* One snapshot for every read below, as in knn_search: a statement left
+  ** open on the schema holds the read transaction, so another connection
+  ** committing meanwhile cannot show us the description of one state and
+  ** the chunks or log of another (which would look like a corrupt index). */
+  rc = sqlite3_prepare_v2(db, "PRAGMA main.schema_version", -1, &pin, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(pin) != SQLITE_ROW) rc = sqlite3_errcode(db);
+  if (rc != SQLITE_OK) knn_db_error(db, &zErr);
+  if (rc == SQLITE_OK) rc = knn_index_load(db, fn, tbl, &ix, &zErr);
   if (rc == SQLITE_NOTFOUND) {
+    sqlite3_finalize(pin);
     sqlite3_result_null(ctx);
     return;
   }
@@ -506,6 +518,7 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3_finalize(st);
   }
   if (rc == SQLITE_OK) rc = status_ivf(db, fn, &ix, &json, &zErr);
+  sqlite3_finalize(pin);
   if (rc == SQLITE_OK) {
     sqlite3_result_text(ctx, json, -1, sqlite3_free);
   } else {

@@ -7,6 +7,7 @@ must hold exactly the table's vectors, as a serial build would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -165,3 +166,68 @@ def test_a_failed_call_in_autocommit_mode_leaves_no_transaction(tmp_path):
         conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()
     assert not conn.in_transaction
     assert '"pending":1' in conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0]
+
+
+CHANGER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from pysqlite3 import dbapi2 as sqlite3
+
+    ext, db, rounds = sys.argv[1:4]
+    conn = sqlite3.connect(db, isolation_level=None, timeout=60)
+    conn.enable_load_extension(True)
+    conn.load_extension(ext)
+    rng = np.random.default_rng(5)
+    for i in range(int(rounds)):
+        conn.executemany(
+            "INSERT INTO face_meta(embedding) VALUES (?)",
+            [(rng.standard_normal(DIM).astype("f4").tobytes(),) for _ in range(3)],
+        )
+        conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()
+        if i % 10 == 9:  # a new index: its chunks and description start over
+            conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)").fetchone()
+    print("ok")
+    """
+).replace("DIM", str(DIM))
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_status_and_queries_read_one_snapshot_while_another_connection_writes(tmp_path, journal):
+    """Each call of facevec_knn_status and facevec_knn in autocommit mode reads
+    the index's description, chunks and log in one read transaction: a commit
+    of another connection between two of its statements must not show it the
+    description of one state and the chunks of another (reported as a corrupt
+    index before)."""
+    ext = extension_under_test()
+    db = tmp_path / "snapshot.db"
+    conn = connect(ext, db)
+    conn.execute(f"PRAGMA journal_mode = {journal}")
+    make_table(conn, np.random.default_rng(0).standard_normal((100, DIM)).astype(np.float32))
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', 64)")
+    conn.execute("PRAGMA busy_timeout = 60000")
+    script = tmp_path / "changer.py"
+    script.write_text(CHANGER)
+    changer = subprocess.Popen(
+        [sys.executable, str(script), ext, str(db), "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    q = np.random.default_rng(1).standard_normal(DIM).astype(np.float32).tobytes()
+    errors: list[str] = []
+    calls = 0
+    while changer.poll() is None and len(errors) < 5:
+        calls += 1
+        try:
+            info = json.loads(conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0])
+            assert info["vectors"] <= info["slots"], info
+            rows = conn.execute(
+                "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 10)", (q,)
+            ).fetchall()
+            assert len(rows) == 10, rows
+        except (pysqlite3.Error, AssertionError) as err:
+            errors.append(f"call {calls}: {err}")
+    out, err = changer.communicate(timeout=600)
+    assert changer.returncode == 0 and out.strip() == "ok", err
+    assert errors == []

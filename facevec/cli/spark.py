@@ -1,8 +1,10 @@
-"""The Spark commands: facevec spark find (batch search past one machine)."""
+"""The Spark commands: facevec spark find (batch search) and facevec spark people
+(people clustering), past one machine."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -19,6 +21,48 @@ def spark_group() -> None:
     in partitions on the executors; the queries (or a small gallery) are
     broadcast to them.
     """
+
+
+def gallery_option(command: Callable) -> Callable:
+    """--gallery, repeated: the shards of one gallery."""
+    return click.option(
+        "--gallery",
+        "sources",
+        multiple=True,
+        required=True,
+        help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
+        "Repeat for each shard.",
+    )(command)
+
+
+def session_options(command: Callable) -> Callable:
+    """--master, --conf and --rows-per-partition: where and how Spark runs."""
+    for option in reversed(
+        (
+            click.option(
+                "--master",
+                default="local[2]",
+                show_default=True,
+                help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
+            ),
+            click.option(
+                "--conf",
+                "settings",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
+            ),
+            click.option(
+                "--rows-per-partition",
+                type=click.IntRange(1),
+                default=250_000,
+                show_default=True,
+                help="Faces per partition of a database shard.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
 
 
 def _spark_errors() -> tuple[type[BaseException], ...]:
@@ -39,14 +83,7 @@ def _is_parquet(path: str) -> bool:
 
 @spark_group.command(name="find")
 @click.argument("queries", type=click.Path(exists=True))
-@click.option(
-    "--gallery",
-    "sources",
-    multiple=True,
-    required=True,
-    help="A gallery shard: SQLite file, postgresql:// or mysql:// URL, or Parquet folder. "
-    "Repeat for each shard.",
-)
+@gallery_option
 @click.option("--k", "k", type=click.IntRange(1), default=None, help="At most K hits per query.")
 @click.option(
     "--threshold",
@@ -63,26 +100,7 @@ def _is_parquet(path: str) -> bool:
     help="Parquet folder for the results (one row per hit).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option(
-    "--master",
-    default="local[2]",
-    show_default=True,
-    help="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
-)
-@click.option(
-    "--conf",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A Spark setting (e.g. spark.executor.memory=8g); repeatable.",
-)
-@click.option(
-    "--rows-per-partition",
-    type=click.IntRange(1),
-    default=250_000,
-    show_default=True,
-    help="Faces per partition of a database shard.",
-)
+@session_options
 @click.option(
     "--broadcast",
     type=click.Choice(("auto", "queries", "gallery")),
@@ -130,19 +148,12 @@ def spark_find_command(
     Results go to --out as Parquet: the query, rank, shard, face and distance,
     as facevec find gives them.
     """
-    from ..errors import InvalidParameterError
     from ..spark import batch_search, queries_from_parquet, queries_from_photos, read_gallery
     from ..spark.session import spark_session
 
     check_threshold(threshold)
-    config = {}
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or not key:
-            raise InvalidParameterError(f"--conf takes KEY=VALUE, not {setting!r}")
-        config[key.strip()] = value.strip()
-    if os.path.exists(out) and not overwrite:
-        raise click.ClickException(f"{out} exists; choose another --out or add --overwrite")
+    config = _settings(settings)
+    _check_out(out, overwrite)
     try:
         session = spark_session(master, "facevec spark find", config, progress=not quiet)
         session.sparkContext.setLogLevel("ERROR")
@@ -176,6 +187,23 @@ def spark_find_command(
     )
 
 
+def _settings(settings: tuple[str, ...]) -> dict[str, str]:
+    from ..errors import InvalidParameterError
+
+    config = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise InvalidParameterError(f"--conf takes KEY=VALUE, not {setting!r}")
+        config[key.strip()] = value.strip()
+    return config
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    if os.path.exists(out) and not overwrite:
+        raise click.ClickException(f"{out} exists; choose another --out or add --overwrite")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -187,3 +215,91 @@ def _summary(out: str) -> dict[str, Any]:
 
     table = ds.dataset(out, format="parquet").to_table(columns=["query_id"])
     return {"hits": table.num_rows, "queries": len(pc.unique(table.column("query_id")))}
+
+
+@spark_group.command(name="people")
+@gallery_option
+@metric_option()
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Linkage threshold: RMS distance between two groups' faces below which they are "
+    "one person (default: 0.92 x deepface's threshold).",
+)
+@click.option(
+    "--min-faces",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Faces a group needs to become a person.",
+)
+@click.option(
+    "--neighbours",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Neighbours of each face in the graph.",
+)
+@click.option("--out", required=True, type=click.Path(), help="Parquet folder for the result.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@session_options
+@click.option("--quiet", is_flag=True, help="No Spark progress bar.")
+@fail_cleanly
+def spark_people_command(
+    sources: tuple[str, ...],
+    distance_metric: str,
+    threshold: float | None,
+    min_faces: int,
+    neighbours: int,
+    out: str,
+    overwrite: bool,
+    master: str,
+    settings: tuple[str, ...],
+    rows_per_partition: int,
+    quiet: bool,
+) -> None:
+    """Cluster every face of the gallery's shards into people, on Spark.
+
+    The same clustering as 'facevec people cluster' on the merged gallery (from
+    scratch: people already named are not read). --out gets one row per face:
+    shard, source, id, img_name, identity, cluster (the key shard << 40 | id of
+    the cluster's first face; empty when unassigned) and score.
+    """
+    from ..spark import cluster_people, read_gallery
+    from ..spark.session import spark_session
+
+    config = _settings(settings)
+    _check_out(out, overwrite)
+    try:
+        session = spark_session(master, "facevec spark people", config, progress=not quiet)
+        session.sparkContext.setLogLevel("ERROR")
+        gallery = read_gallery(session, list(sources), rows_per_partition=rows_per_partition)
+        faces = cluster_people(
+            gallery,
+            distance_metric=distance_metric,
+            threshold=threshold,
+            min_faces=min_faces,
+            neighbours=neighbours,
+        )
+        faces.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)
+        summary = _people_summary(out)
+    except _spark_errors() as err:
+        raise click.ClickException(f"Spark: {_first_line(err)}") from err
+    click.echo(
+        f"{summary['people']} people ({summary['clustered']} faces) among "
+        f"{summary['faces']} faces in {len(sources)} shards, written to {out}"
+    )
+
+
+def _people_summary(out: str) -> dict[str, int]:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    column = ds.dataset(out, format="parquet").to_table(columns=["cluster"]).column("cluster")
+    clustered = column.drop_null()
+    return {
+        "faces": len(column),
+        "clustered": len(clustered),
+        "people": len(pc.unique(clustered)),
+    }

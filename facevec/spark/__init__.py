@@ -13,6 +13,9 @@ From a SparkSession of your own (or :func:`spark_session`)::
 - :mod:`.queries`: query vectors from Parquet, or photos embedded on the executors;
 - :mod:`.search`: the batch search (query blocks broadcast, partitions scanned
   with the C kernels, candidates merged per query);
+- :mod:`.people`: the people clustering of ``facevec people cluster`` at scale
+  (the neighbour graph by batch search, components by DataFrame iterations,
+  the linkage per component);
 - :mod:`.partition_search`: what one task computes (no Spark inside);
 - :mod:`.session`: a session with facevec's settings; pyspark is imported there,
   and only when a function needs it.
@@ -28,6 +31,7 @@ _OWNERS = {
     "SparkGallery": "gallery",
     "GALLERY_SCHEMA": "gallery",
     "batch_search": "search",
+    "cluster_people": "people",
     "queries_from_parquet": "queries",
     "queries_from_photos": "queries",
     "spark_session": "session",
