@@ -6,9 +6,12 @@
 **
 ** SQL interface (all in schema "main"):
 **
-**   SELECT facevec_knn_build(table [, column [, chunk_size]])
+**   SELECT facevec_knn_build(table [, column [, chunk_size [, options]]])
 **       Drop any index on table, create one on column (default 'embedding')
-**       and fill it. Returns the number of vectors indexed.
+**       and fill it. Returns the number of vectors indexed. options: JSON
+**       {"lists": N, "nprobe": P, "sample": S, "iterations": I}; lists > 0
+**       builds an IVF index (k-means lists; a query reads its nprobe nearest
+**       lists; P defaults to a value measured on the data), chunk_size NULL.
 **   SELECT facevec_knn_create(table [, column [, chunk_size]])
 **       As build, but leave the filling to facevec_knn_sync (in batches, so a
 **       caller can show progress). Returns 0.
@@ -27,6 +30,13 @@
 **       'euclidean_l2'; only rows with distance <= threshold when one is
 **       given (NULL or +infinity: no limit). Distances equal, bit for bit,
 **       the scalar <metric>_distance(embedding, query).
+**   ... FROM facevec_knn(table, query, k, metric, threshold, nprobe)
+**       On an IVF index: read the nprobe nearest lists (NULL: the index's
+**       default; >= lists: all, the exact answer). Ignored by the exact index.
+**   SELECT query_no, rowid, distance, rank
+**   FROM facevec_knn_batch(table, '[[..], [..], ...]', k [, ...]);
+**       The same for each vector of a JSON array (query_no: its index), in
+**       one pass over the chunks; rows ordered by query_no, then distance.
 **
 ** Storage, for table T (T's rowid must be an INTEGER PRIMARY KEY column, so
 ** that VACUUM cannot renumber it):
@@ -36,6 +46,10 @@
 **                       valid is a bitmap, rowids int64, vectors float32, all
 **                       fixed-size BLOBs edited in place with sqlite3_blob_*
 **   T_fvknn_rowids      (rid -> chunk, slot), for updates and deletes
+**   T_fvknn_ivf         IVF only: one row (lists, nprobe, trained, centroids)
+**   T_fvknn_chunklists  IVF only: each chunk's list, or -1 for a mixed chunk
+**                       (rows synced since training) whose slots BLOB holds
+**                       each slot's list as int32
 **   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
 **                       connection, with or without facevec loaded, can write
 **                       T; facevec_knn_sync empties it.

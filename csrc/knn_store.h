@@ -59,7 +59,7 @@ typedef struct knn_index {
 /* What facevec_knn_build's options ask for. lists 0: exact. */
 typedef struct knn_build_opts {
   i64 lists;   /* 0: exact */
-  i64 nprobe;  /* 0: lists / 16, at least 1 */
+  i64 nprobe;  /* 0: measured at build (calibrate_nprobe in knn_store.c) */
   i64 sample;  /* training rows; 0: 40 per list */
   i64 iterations; /* Lloyd steps; 0: 10 */
 } knn_build_opts;

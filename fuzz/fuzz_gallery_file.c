@@ -212,6 +212,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reindex(db);
   steps = 0;
   find_knn(db, query, 8, metrics[(pick >> 4) % 4], (pick & 64) ? 0.5 : -1.0);
+  if (pick & 128) {
+    /* `facevec reindex --lists 3`, then a search and a batch of the IVF index. */
+    steps = 0;
+    run(db, "SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{\"lists\": 3}')");
+    steps = 0;
+    find_knn(db, query, 8, metrics[pick % 4], -1.0);
+    steps = 0;
+    run(db, "SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', "
+            "'[[1,2,3,4,5,6,7,8],[0.5,0,0,0,0,0,0,-1]]', 5, NULL, NULL, 1)");
+  }
   sqlite3_close(db);
   return 0;
 }

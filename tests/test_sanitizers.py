@@ -163,6 +163,16 @@ def test_knn_script_under_sanitizers(build):
     assert '"vectors":2001,"pending":0' in result.stdout
 
 
+def test_knn_ivf_script_under_sanitizers(build):
+    """tests/sql/knn_ivf.sql: the IVF option and batches, and damaged IVF tables."""
+    result = run_sanitized(build / "facevec0.so", (SQL_DIR / "knn_ivf.sql").read_text())
+    assert_no_report(result)
+    assert '"lists":20' in result.stdout
+    assert "query 1 of the batch has 2 dimensions, query 0 has 4" in result.stderr
+    assert "names list 2147483647" in result.stderr
+    assert "its centroids hold 1 bytes, expected 320" in result.stderr
+
+
 def test_knn_hostile_script_under_sanitizers(build):
     """tests/sql/knn_hostile.sql: forged and damaged indexes, huge k."""
     sql = (SQL_DIR / "knn_hostile.sql").read_text()
