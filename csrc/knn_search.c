@@ -201,9 +201,7 @@ static int batch_chunk(knn_scan *sc, knn_query *queries, const size_t *active, s
                        int64_t *idx, float *dist, size_t *nf) {
   const size_t dim = sc->dim, rows = hi - lo;
   size_t n_excl = 0, kk;
-  double max_d = 0;
-  int rc = SQLITE_OK, frc;
-  int64_t bq = -1, br = -1;
+  int rc = SQLITE_OK;
   unsigned char *skip = sqlite3_malloc64(rows ? rows : 1);
   if (!skip) return SQLITE_NOMEM;
   for (size_t r = lo; r < hi; r++) {
@@ -218,55 +216,62 @@ static int batch_chunk(knn_scan *sc, knn_query *queries, const size_t *active, s
   }
   kk = (size_t)kmax + n_excl + 1;
   if (kk > rows) kk = rows;
-  /* Rows beyond every active heap's worst cannot enter any: the kernel may
-  ** drop them (with a margin over float32 rounding). */
-  for (size_t a = 0; a < n_active && max_d < HUGE_VAL; a++) {
-    double w = queries[active[a]].worst;
-    if (w != w || queries[active[a]].thr_key < HUGE_VAL) {
-      max_d = HUGE_VAL;
-      break;
-    }
-    if (sc->metric == FV_EUCLIDEAN) w = sqrt(w);
-    if (w > max_d) max_d = w;
-  }
-  if (max_d < HUGE_VAL) max_d = max_d * (1 + 1e-5) + 1e-30;
-  const float *qs = qall;
-  if (n_active != sc->n_all) {
-    for (size_t a = 0; a < n_active; a++)
-      memcpy(qbuf + a * dim, qall + active[a] * dim, dim * sizeof(float));
-    qs = qbuf;
-  }
-  frc = fv_top_k_batch(sc->metric, qs, n_active, cbuf, rows, dim, kk, max_d, idx, dist, nf, &bq,
-                       &br);
-  if (frc == FV_NOMEM) {
-    rc = SQLITE_NOMEM;
-    goto finish;
-  }
-  for (size_t a = 0; a < n_active && rc == SQLITE_OK; a++) {
-    knn_query *q = &queries[active[a]];
-    const int64_t *ci = idx + a * kk;
-    const float *cd = dist + a * kk;
-    size_t found = frc == FV_OK ? nf[a] : 0;
-    int sure = frc == FV_OK;
-    if (sure && found == kk && kk < rows) {
-      /* Cut off: k valid candidates strictly before the last one? */
-      size_t better = 0;
-      for (size_t j = 0; j + 1 < found; j++)
-        if (cd[j] < cd[found - 1] && ci[j] >= 0 && (size_t)ci[j] < rows && !skip[ci[j]])
-          better++;
-      sure = better >= (size_t)q->spec->k;
-    }
-    if (sure) {
-      for (size_t j = 0; j < found && rc == SQLITE_OK; j++) {
-        int64_t r = ci[j];
-        if (r < 0 || (size_t)r >= rows || skip[r]) continue;
-        rc = consider(sc, q, cbuf + (size_t)r * dim, rowids[lo + (size_t)r],
-                      slot_key(id, (i64)(lo + (size_t)r)));
+  /* Queries a tile at a time (the output buffers hold KNN_BATCH_TILE x
+  ** (kmax + KNN_BATCH_MAX_EXCL + 1)); a chunk with more excluded rows than
+  ** that is scored row by row. */
+  for (size_t t = 0; t < n_active && rc == SQLITE_OK; t += KNN_BATCH_TILE) {
+    const size_t nt = n_active - t < KNN_BATCH_TILE ? n_active - t : KNN_BATCH_TILE;
+    double max_d = 0;
+    int frc = FV_NAN;
+    int64_t bq = -1, br = -1;
+    if (n_excl <= KNN_BATCH_MAX_EXCL) {
+      /* Rows beyond every heap's worst cannot enter any: the kernel may drop
+      ** them (with a margin over float32 rounding). */
+      for (size_t a = t; a < t + nt && max_d < HUGE_VAL; a++) {
+        double w = queries[active[a]].worst;
+        if (w != w || queries[active[a]].thr_key < HUGE_VAL) {
+          max_d = HUGE_VAL;
+          break;
+        }
+        if (sc->metric == FV_EUCLIDEAN) w = sqrt(w);
+        if (w > max_d) max_d = w;
       }
-    } else {
-      for (size_t r = 0; r < rows && rc == SQLITE_OK; r++)
-        if (!skip[r])
-          rc = consider(sc, q, cbuf + r * dim, rowids[lo + r], slot_key(id, (i64)(lo + r)));
+      if (max_d < HUGE_VAL) max_d = max_d * (1 + 1e-5) + 1e-30;
+      for (size_t a = 0; a < nt; a++)
+        memcpy(qbuf + a * dim, qall + active[t + a] * dim, dim * sizeof(float));
+      frc = fv_top_k_batch(sc->metric, qbuf, nt, cbuf, rows, dim, kk, max_d, idx, dist, nf, &bq,
+                           &br);
+      if (frc == FV_NOMEM) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+    }
+    for (size_t a = 0; a < nt && rc == SQLITE_OK; a++) {
+      knn_query *q = &queries[active[t + a]];
+      const int64_t *ci = idx + a * kk;
+      const float *cd = dist + a * kk;
+      size_t found = frc == FV_OK ? nf[a] : 0;
+      int sure = frc == FV_OK;
+      if (sure && found == kk && kk < rows) {
+        /* Cut off: k valid candidates strictly before the last one? */
+        size_t better = 0;
+        for (size_t j = 0; j + 1 < found; j++)
+          if (cd[j] < cd[found - 1] && ci[j] >= 0 && (size_t)ci[j] < rows && !skip[ci[j]])
+            better++;
+        sure = better >= (size_t)q->spec->k;
+      }
+      if (sure) {
+        for (size_t j = 0; j < found && rc == SQLITE_OK; j++) {
+          int64_t r = ci[j];
+          if (r < 0 || (size_t)r >= rows || skip[r]) continue;
+          rc = consider(sc, q, cbuf + (size_t)r * dim, rowids[lo + (size_t)r],
+                        slot_key(id, (i64)(lo + (size_t)r)));
+        }
+      } else {
+        for (size_t r = 0; r < rows && rc == SQLITE_OK; r++)
+          if (!skip[r])
+            rc = consider(sc, q, cbuf + r * dim, rowids[lo + r], slot_key(id, (i64)(lo + r)));
+      }
     }
   }
 finish:
@@ -327,13 +332,13 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   }
   for (size_t i = 0; i < n_queries; i++) active[i] = i;
   if (batch) {
-    const size_t cs = (size_t)ix->chunk_size, kk = (size_t)kmax + cs + 1;
+    const size_t cs = (size_t)ix->chunk_size, kk = (size_t)kmax + KNN_BATCH_MAX_EXCL + 1;
     qall = sqlite3_malloc64((sqlite3_uint64)n_queries * vbytes);
-    qbuf = sqlite3_malloc64((sqlite3_uint64)n_queries * vbytes);
+    qbuf = sqlite3_malloc64((sqlite3_uint64)KNN_BATCH_TILE * vbytes);
     cbuf = sqlite3_malloc64((sqlite3_uint64)cs * vbytes);
-    bidx = sqlite3_malloc64((sqlite3_uint64)n_queries * kk * sizeof(int64_t));
-    bdist = sqlite3_malloc64((sqlite3_uint64)n_queries * kk * sizeof(float));
-    bnf = sqlite3_malloc64((sqlite3_uint64)n_queries * sizeof(size_t));
+    bidx = sqlite3_malloc64((sqlite3_uint64)KNN_BATCH_TILE * kk * sizeof(int64_t));
+    bdist = sqlite3_malloc64((sqlite3_uint64)KNN_BATCH_TILE * kk * sizeof(float));
+    bnf = sqlite3_malloc64((sqlite3_uint64)KNN_BATCH_TILE * sizeof(size_t));
     if (!qall || !qbuf || !cbuf || !bidx || !bdist || !bnf) {
       rc = SQLITE_NOMEM;
       goto finish;

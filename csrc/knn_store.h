@@ -30,6 +30,10 @@ typedef sqlite3_int64 i64;
 ** does so for. */
 #define KNN_BATCH_MIN 12
 #define KNN_BATCH_MAX_K 1024
+/* Queries per call of the batch kernel, and the most excluded rows (deleted,
+** pending) a chunk may hold to go through it. */
+#define KNN_BATCH_TILE 256
+#define KNN_BATCH_MAX_EXCL 256
 /* Target bytes of vectors per chunk when chunk_size is not given. */
 #define KNN_CHUNK_BYTES (2 * 1024 * 1024)
 

@@ -492,3 +492,26 @@ def test_a_batch_with_ties_thresholds_and_large_k(ext, k):
         for i, q in enumerate(queries):
             got = [(r, d) for qn, r, d in rows if qn == i]
             assert got == scalar(conn, q, k, metric, thr)
+
+
+def test_a_large_batch_over_a_chunk_with_many_pending_rows(ext):
+    # More queries than one kernel call takes (256), and a chunk with more
+    # pending rows than the kernel path allows: both fall back correctly.
+    rng = np.random.default_rng(12)
+    x = faces_like(rng, 3000, 16)
+    conn = connect(ext)
+    make_table(conn, x)
+    conn.execute("SELECT facevec_knn_build('face_meta')")
+    queries = x[:300] + 0.3 * rng.standard_normal((300, 16)).astype(np.float32)
+    text = json.dumps(queries.astype(np.float64).tolist())
+    for deleted in (0, 400):
+        conn.execute("DELETE FROM face_meta WHERE id <= ?", (deleted,))
+        rows = conn.execute(
+            "SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', ?, 5) "
+            "ORDER BY query_no, distance",
+            (text,),
+        ).fetchall()
+        by_query = [[] for _ in queries]
+        for qn, r, d in rows:
+            by_query[qn].append((r, d))
+        assert by_query == [knn(conn, q, 5) for q in queries]
