@@ -120,6 +120,7 @@ def find(
     normalization: str = "base",
     similarity_search: bool = False,
     exact: bool = False,
+    nprobe: int | None = None,
 ) -> list[Any]:
     """Faces in `db` nearest to each face of `img`, like DeepFace.find.
 
@@ -135,7 +136,8 @@ def find(
     model_name and detector_backend default to those the database was built with.
     exact=True detects the query's faces with deepface's own code (as index --exact).
     Each frame's ``attrs["source"]`` is the query face's box (x, y, w, h), even
-    when no stored face matches it.
+    when no stored face matches it. nprobe: the IVF lists searched (see
+    ``search.nearest``).
     """
     if strategy is not None:
         check_strategy(strategy)
@@ -176,6 +178,7 @@ def find(
                 distance_metric=distance_metric,
                 threshold=None if similarity_search else threshold,
                 k=k,
+                nprobe=nprobe,
             )
             located = faces.locations(database, [face_id for face_id, _ in hits])
             frames.append(_results_frame(located, hits, face, float(threshold)))

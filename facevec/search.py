@@ -17,12 +17,13 @@ import math
 
 import numpy as np
 
-from . import knn
+from . import knn, lists
 from .bindings.kernels import top_k
 from .errors import ModelMismatchError, UnknownStrategyError
 from .metrics import face_metric
 from .parameters import check_k, check_threshold
 from .storage import faces, search_sql
+from .storage import lists as store_lists
 from .storage.database import Database
 
 STRATEGIES = ("extension", "knn", "relational", "client")
@@ -51,8 +52,12 @@ def nearest(
     distance_metric: str = "euclidean",
     threshold: float | None = None,
     k: int | None = None,
+    nprobe: int | None = None,
 ) -> Hits:
+    """nprobe: IVF lists searched by relational and client when the gallery has
+    lists (facevec reindex --lists); None: lists.default_nprobe; >= lists: exact."""
     strategy = check_strategy(strategy or default_strategy(db))
+    nprobe = lists.check_nprobe(nprobe)
     face_metric(distance_metric)
     k = check_k(k)
     threshold = check_threshold(threshold)
@@ -67,8 +72,8 @@ def nearest(
     if strategy == "knn":
         return knn.nearest(db, query, distance_metric, threshold, k)
     if strategy == "relational":
-        return _relational(db, query, distance_metric, threshold, k)
-    return _client(db, query, distance_metric, threshold, k)
+        return _relational(db, query, distance_metric, threshold, k, nprobe)
+    return _client(db, query, distance_metric, threshold, k, nprobe)
 
 
 def _extension(
@@ -79,10 +84,22 @@ def _extension(
 
 
 def _relational(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
 ) -> Hits:
+    if not lists.has_embedding_rows(db):
+        raise UnknownStrategyError(
+            f"{db.name} keeps no face_embeddings rows (blobs only), which the relational "
+            "strategy reads; use strategy='client' (with IVF lists: facevec reindex --lists N)"
+        )
+    probe = lists.probe(db, query, nprobe)
     hits = []
-    for face_id, score in search_sql.relational_scores(db, query.tolist(), metric, threshold, k):
+    scores = search_sql.relational_scores(db, query.tolist(), metric, threshold, k, probe)
+    for face_id, score in scores:
         if score is None:
             continue
         distance = score if metric == "cosine" else math.sqrt(max(score, 0.0))
@@ -91,9 +108,15 @@ def _relational(
 
 
 def _client(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
 ) -> Hits:
-    ids, blobs = faces.embeddings(db)
+    probe = lists.probe(db, query, nprobe)
+    ids, blobs = faces.embeddings(db) if probe is None else store_lists.list_embeddings(db, probe)
     if not ids:
         return []
     sizes = {len(blob) for blob in blobs}
