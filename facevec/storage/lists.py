@@ -187,13 +187,15 @@ def activate(db: Database, generation: int) -> None:
 
 
 def analyze(db: Database) -> None:
-    """Refresh the planner's statistics of face_meta (after a reindex)."""
-    if db.dialect is POSTGRESQL:
-        db.execute("ANALYZE face_meta")
-    elif db.dialect is MYSQL:
-        db.query("ANALYZE TABLE face_meta")
-    elif db.dialect is SQLITE:
-        db.execute("ANALYZE face_meta")
+    """Refresh the planner's statistics of face_meta and face_embeddings (after a
+    reindex), so that it reads the probed lists' rows by index."""
+    for table in ("face_meta", "face_embeddings"):
+        if db.dialect is POSTGRESQL:
+            db.execute(f"ANALYZE {table}")
+        elif db.dialect is MYSQL:
+            db.query(f"ANALYZE TABLE {table}")
+        elif db.dialect is SQLITE:
+            db.execute(f"ANALYZE {table}")
     db.commit()
 
 
