@@ -68,8 +68,7 @@ def _load_postgresql(db, vectors: np.ndarray, rows: bool) -> None:
     cursor = db.conn.cursor()
     stamp = schema.now()
     with cursor.copy(
-        "COPY face_meta (id, img_name, face_index, embedding, model_name, created_at)"
-        " FROM STDIN"
+        "COPY face_meta (id, img_name, face_index, embedding, model_name, created_at) FROM STDIN"
     ) as copy:
         for row, vector in enumerate(vectors):
             copy.write_row((row + 1, f"{row}.jpg", 0, vector.tobytes(), "Dlib", stamp))
@@ -82,7 +81,8 @@ def _load_postgresql(db, vectors: np.ndarray, rows: bool) -> None:
                 for offset, vector in enumerate(block):
                     face_id = start + offset + 1
                     lines.extend(
-                        f"{face_id}\t{d}\t{v!r}\n" for d, v in zip(dims, vector.tolist(), strict=True)
+                        f"{face_id}\t{d}\t{v!r}\n"
+                        for d, v in zip(dims, vector.tolist(), strict=True)
                     )
                 copy.write("".join(lines))
     cursor.execute("SELECT setval(pg_get_serial_sequence('face_meta', 'id'), %s)", (len(vectors),))
@@ -171,9 +171,7 @@ def run(server: str, n: int, n_queries: int, nprobes: list[int], blobs_only: boo
     name = f"facevec_bench_{uuid.uuid4().hex[:10]}"
     admin = _admin(server)
     cursor = admin.cursor()
-    cursor.execute(
-        f"CREATE SCHEMA {name}" if server == "postgresql" else f"CREATE DATABASE {name}"
-    )
+    cursor.execute(f"CREATE SCHEMA {name}" if server == "postgresql" else f"CREATE DATABASE {name}")
     url = _database_url(server, name)
     try:
         with open_database(url) as db:

@@ -21,7 +21,8 @@ import numpy as np
 
 from .bindings.kernels import KMEANS_METRICS, assign, kmeans, top_k
 from .errors import EmptyGalleryError, InvalidParameterError, UnknownMetricError
-from .storage import faces, lists as store, schema
+from .storage import faces, schema
+from .storage import lists as store
 from .storage.database import Database, DbArg, open_database
 
 #: Training rows per list (k-means reads a random sample of this many per list).
@@ -159,7 +160,9 @@ def train_lists(
             ids, blob = store.unassigned_pending(database, generation)
             if ids:
                 matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
-                store.save_assignments(database, generation, ids, assign(matrix, centroids, metric)[0])
+                store.save_assignments(
+                    database, generation, ids, assign(matrix, centroids, metric)[0]
+                )
             store.activate(database, generation)
         store.analyze(database)
         report = store.status(database)
@@ -207,7 +210,10 @@ def list_status(db: DbArg) -> dict[str, Any] | None:
                 f"the gallery grew from {found.trained_faces} to {found.faces} faces since training"
             )
         if sizes.max() > 8 * mean:
-            advice.append(f"the largest list holds {int(sizes.max())} faces, {sizes.max() / mean:.0f}x the mean")
+            advice.append(
+                f"the largest list holds {int(sizes.max())} faces,"
+                f" {sizes.max() / mean:.0f}x the mean"
+            )
         return {
             "lists": found.lists,
             "metric": found.metric,

@@ -7,7 +7,6 @@ reindex, and the blobs-only layout.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from backends import BACKENDS, fresh_database
 from click.testing import CliRunner

@@ -169,7 +169,8 @@ def index_command(
     "--nprobe",
     type=click.IntRange(1),
     default=None,
-    help="IVF lists searched when the gallery has lists (reindex --lists) [default: 1/32 of them, at least 8].",
+    help="IVF lists searched when the gallery has lists (reindex --lists)"
+    " [default: 1/32 of them, at least 8].",
 )
 @format_option()
 @fail_cleanly
@@ -375,7 +376,9 @@ def reindex_command(
     if n_lists is not None:
         _reindex_lists(db, n_lists, lists_metric, quiet)
     if on_sqlite:
-        # SQLite's own knn index (its lists, when it has them, are built there too).
+        # SQLite's own knn index. Seam: the knn index's IVF lists take n_lists here
+        # (knn.reindex(db, ..., lists=n_lists)); the SQL lists above serve relational
+        # and client on every database.
         from ..knn import reindex
 
         faces = reindex(db, progress=not quiet)

@@ -46,7 +46,10 @@ class Layout:
 def layout(db: Database) -> Layout:
     """The gallery's layout; a gallery of schema < 3 (never written since) has rows, no lists."""
     if db.name not in _UPGRADED:
-        if db.scalar(db.dialect.column_exists_sql, ("facevec_collection", "ivf_generation")) is None:
+        if (
+            db.scalar(db.dialect.column_exists_sql, ("facevec_collection", "ivf_generation"))
+            is None
+        ):
             return Layout(True, None)
         _UPGRADED.add(db.name)
     row = db.execute(
@@ -133,8 +136,15 @@ def save_pending(
         "INSERT INTO facevec_centroids (generation, list_no, centroid, model_name, metric,"
         " state, trained_faces, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, 'pending', {p}, {p})",
         [
-            (generation, number, np.asarray(row, dtype="<f4").tobytes(), model_name, metric,
-             trained_faces, stamp)
+            (
+                generation,
+                number,
+                np.asarray(row, dtype="<f4").tobytes(),
+                model_name,
+                metric,
+                trained_faces,
+                stamp,
+            )
             for number, row in enumerate(matrix)
         ],
     )
@@ -147,7 +157,8 @@ def save_assignments(
     rows = [(int(f), generation, int(n)) for f, n in zip(face_ids, lists, strict=True)]
     if rows:
         db.executemany(
-            "INSERT INTO facevec_list_pending (face_id, generation, list_no) VALUES ({p}, {p}, {p})",
+            "INSERT INTO facevec_list_pending (face_id, generation, list_no)"
+            " VALUES ({p}, {p}, {p})",
             rows,
         )
 
@@ -256,9 +267,7 @@ def status(db: Database) -> Status | None:
     sizes = [0] * int(row[0])
     unassigned = 0
     faces = 0
-    for number, count in db.query(
-        "SELECT ivf_list, COUNT(*) FROM face_meta GROUP BY ivf_list"
-    ):
+    for number, count in db.query("SELECT ivf_list, COUNT(*) FROM face_meta GROUP BY ivf_list"):
         faces += int(count)
         if number is None or not 0 <= int(number) < len(sizes):
             unassigned += int(count)
