@@ -192,6 +192,14 @@ def test_cli_reindex_lists_and_info(backend, tmp_path):
             assert "pgvector" not in info
         shown = runner.invoke(cli, ["info", "--db", db])
         assert shown.exit_code == 0 and "ivf_lists: 8 lists" in shown.output
+        again = runner.invoke(cli, ["reindex", "--db", db, "--quiet"])
+        assert again.exit_code == 0, again.output
+        if backend == "sqlite":
+            assert "knn index: 300 faces" in again.output
+        else:  # a server has no knn index: the lists' status
+            assert "lists: 8" in again.output and "unassigned: 0" in again.output
+        blobs = runner.invoke(cli, ["reindex", "--blobs-only", "--db", db, "--quiet"])
+        assert blobs.exit_code == 0 and "blobs only (300 faces changed)" in blobs.output
 
 
 def test_version_2_gallery_is_upgraded(tmp_path):
