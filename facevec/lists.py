@@ -28,7 +28,7 @@ from .storage.database import Database, DbArg, open_database
 #: Training rows per list (k-means reads a random sample of this many per list).
 ROWS_PER_LIST = 256
 #: The default nprobe: this share of the lists, at least MIN_NPROBE.
-NPROBE_SHARE = 1 / 32
+NPROBE_SHARE = 1 / 128
 MIN_NPROBE = 8
 
 

@@ -170,7 +170,7 @@ def index_command(
     type=click.IntRange(1),
     default=None,
     help="IVF lists searched when the gallery has lists (reindex --lists)"
-    " [default: 1/32 of them, at least 8].",
+    " [default: 1/128 of them, at least 8].",
 )
 @format_option()
 @fail_cleanly

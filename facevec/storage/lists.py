@@ -241,6 +241,15 @@ def list_filter(db: Database, lists: Sequence[int]) -> tuple[str, str]:
     )
 
 
+def probed_join(db: Database, join_clause: str) -> str:
+    """The query-vector join of a probed relational query: on MariaDB after the
+    face_embeddings rows (STRAIGHT_JOIN), so it reads each probed face's rows as one
+    key range and looks their query values up in the materialised target by key."""
+    if db.dialect is MYSQL and join_clause.startswith("JOIN "):
+        return "STRAIGHT_" + join_clause
+    return join_clause
+
+
 # Status ------------------------------------------------------------------------------
 
 

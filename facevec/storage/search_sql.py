@@ -77,6 +77,7 @@ def relational_sql(
     source, where = "face_embeddings e", ""
     if probe is not None:
         source, where = lists.list_filter(db, probe)
+        join_clause = lists.probed_join(db, join_clause)
     sql = (
         f"{with_clause}SELECT e.face_id, {score} AS score"
         f" FROM {source} {join_clause}{where}"
