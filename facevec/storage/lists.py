@@ -199,7 +199,18 @@ def activate(db: Database, generation: int) -> None:
 
 def analyze(db: Database) -> None:
     """Refresh the planner's statistics of face_meta and face_embeddings (after a
-    reindex), so that it reads the probed lists' rows by index."""
+    reindex), so that it reads the probed lists' rows by index. On PostgreSQL,
+    VACUUM first makes the space of the rows the list UPDATE replaced reusable."""
+    if db.dialect is POSTGRESQL:
+        db.commit()
+        autocommit = db.conn.autocommit
+        db.conn.autocommit = True  # VACUUM runs outside a transaction
+        try:
+            db.execute("VACUUM (ANALYZE) face_meta")
+            db.execute("ANALYZE face_embeddings")
+        finally:
+            db.conn.autocommit = autocommit
+        return
     for table in ("face_meta", "face_embeddings"):
         if db.dialect is POSTGRESQL:
             db.execute(f"ANALYZE {table}")
