@@ -154,6 +154,8 @@ def _delete_faces(db: Database, ids: list[int]) -> None:
         db.execute(f"DELETE FROM person_face WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
+        # A reindex under way must not give a reused id (SQLite) this face's list.
+        db.execute(f"DELETE FROM facevec_list_pending WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
 
 
