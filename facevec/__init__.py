@@ -8,6 +8,8 @@
   kernels on numpy arrays (``top_k_batch``: many queries in one pass).
 - ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
+- ``facevec.train_lists`` / ``list_status`` / ``set_embedding_rows``: IVF lists on any
+  database (find's ``nprobe``) and the blobs-only layout.
 - ``facevec.identify`` / ``calibrate`` and ``facevec.people`` (cluster, name, merge,
   split, move, reject, ...): the people in a gallery.
 
@@ -39,6 +41,9 @@ _OWNERS = {
     "verify": "recognize",
     "info": "gallery_info",
     "reindex": "knn",
+    "train_lists": "lists",
+    "list_status": "lists",
+    "set_embedding_rows": "lists",
     "identify": "people.identify",
     "calibrate": "people.calibration",
 }
@@ -74,7 +79,10 @@ __all__ = [
     "loadable_path",
     "people",
     "reindex",
+    "list_status",
+    "set_embedding_rows",
     "top_k",
     "top_k_batch",
+    "train_lists",
     "verify",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import lists
 from .storage import faces, ledger, schema
+from .storage import lists as store_lists
 from .storage.database import DbArg, open_database
 
 
@@ -15,6 +17,7 @@ def info(db: DbArg) -> dict[str, Any]:
         if collection is None:
             return {"db": database.name, "model_name": None, "faces": 0, "images": 0, "ledger": {}}
         stored = faces.counts(database)
+        pgvector = store_lists.pgvector(database)
         files = ledger.summary(database)
         outcomes: dict[str, int] = files["outcomes"]  # type: ignore[assignment]
         return {
@@ -31,4 +34,7 @@ def info(db: DbArg) -> dict[str, Any]:
             "ledger": outcomes,
             "faces_in_ledger": files["faces"],
             "last_indexed_at": files["last_updated_at"],
+            "embedding_rows": store_lists.layout(database).embedding_rows,
+            "ivf_lists": lists.list_status(database),
+            **({} if pgvector is None else {"pgvector": pgvector}),
         }

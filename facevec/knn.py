@@ -48,7 +48,7 @@ from .errors import (
     VectorError,
 )
 from .metrics import KNN_METRICS
-from .parameters import check_k, check_threshold
+from .parameters import check_count, check_k, check_threshold
 from .storage import faces, knn_index
 from .storage.database import Database, DbArg, open_database
 
@@ -126,14 +126,6 @@ def default_lists(n_vectors: int) -> int:
     return max(1, round(math.sqrt(n_vectors)))
 
 
-def _check_count(name: str, value: int | None, low: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InvalidParameterError(f"{name} must be a whole number >= {low}, found {value!r}")
-    return value
-
-
 def build(
     conn: Any,
     table: str = TABLE,
@@ -156,8 +148,8 @@ def build(
     stay correct meanwhile. ``progress(done, total)`` is called after each batch.
     """
     _require(conn)
-    lists = _check_count("lists", lists, 0)
-    nprobe = _check_count("nprobe", nprobe, 1)
+    lists = check_count("lists", lists, 0)
+    nprobe = check_count("nprobe", nprobe, 1)
     if lists is None:
         lists = default_lists(knn_index.vector_count(conn, table, column))
     if lists > 0:
@@ -221,7 +213,7 @@ def search(
     if k is None:
         raise InvalidParameterError("k must be a whole number, not None")
     threshold = check_threshold(threshold)
-    nprobe = _check_count("nprobe", nprobe, 1)
+    nprobe = check_count("nprobe", nprobe, 1)
     return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold, nprobe)
 
 
@@ -243,7 +235,7 @@ def search_batch(
     if k is None:
         raise InvalidParameterError("k must be a whole number, not None")
     threshold = check_threshold(threshold)
-    nprobe = _check_count("nprobe", nprobe, 1)
+    nprobe = check_count("nprobe", nprobe, 1)
     array = np.asarray(queries)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise VectorError(f"queries must be a non-empty n x dim array, found shape {array.shape}")
@@ -325,7 +317,7 @@ def reindex(db: DbArg, progress: bool = True, lists: int | None = None) -> int:
                 f"the knn index lives in SQLite; {database.name} is {database.dialect.name}, "
                 "where find uses strategy 'relational' or 'client'"
             )
-        lists = _check_count("lists", lists, 0)
+        lists = check_count("lists", lists, 0)
         if lists is None and available(database.conn):
             try:
                 info = status(database.conn)

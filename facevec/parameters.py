@@ -3,7 +3,9 @@
 - ``k``: None (no limit), or a whole number from 1; any size is accepted and means
   "at most that many" (SQLite's integers stop at 2^63 - 1, so larger is capped there);
 - ``threshold``: None or +infinity (no limit), else a number >= 0; NaN and negative
-  numbers are refused (SQLite would bind NaN as NULL, silently "no limit").
+  numbers are refused (SQLite would bind NaN as NULL, silently "no limit");
+- ``nprobe`` (IVF lists a query reads) and ``lists`` (IVF lists to train): None
+  (the default), else a whole number from 1 (``lists``: from 0, an exact index).
 """
 
 from __future__ import annotations
@@ -41,3 +43,16 @@ def check_threshold(threshold: float | None) -> float | None:
     if value < 0:
         raise InvalidParameterError(f"threshold must be >= 0, found {threshold}")
     return None if math.isinf(value) else value
+
+
+def check_count(name: str, value: int | None, low: int) -> int | None:
+    """None, or a whole number >= low (nprobe: 1, lists: 0)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InvalidParameterError(f"{name} must be a whole number >= {low}, not {value!r}")
+    return int(value)
+
+
+def check_nprobe(nprobe: int | None) -> int | None:
+    return check_count("nprobe", nprobe, 1)

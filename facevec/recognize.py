@@ -157,8 +157,8 @@ def find(
     model_name and detector_backend default to those the database was built with.
     exact=True detects the query's faces with deepface's own code (as index --exact).
     Each frame's ``attrs["source"]`` is the query face's box (x, y, w, h), even
-    when no stored face matches it. nprobe: the IVF lists the knn strategy
-    reads (None: the index's default; see facevec.knn).
+    when no stored face matches it. nprobe: the IVF lists searched (see
+    ``search.nearest``).
     """
     if strategy is not None:
         check_strategy(strategy)

@@ -17,12 +17,13 @@ import math
 
 import numpy as np
 
-from . import knn
+from . import knn, lists
 from .bindings.kernels import top_k
 from .errors import ModelMismatchError, UnknownStrategyError
 from .metrics import face_metric
-from .parameters import check_k, check_threshold
+from .parameters import check_k, check_nprobe, check_threshold
 from .storage import faces, search_sql
+from .storage import lists as store_lists
 from .storage.database import Database
 
 STRATEGIES = ("extension", "knn", "relational", "client")
@@ -54,9 +55,12 @@ def nearest(
     nprobe: int | None = None,
 ) -> Hits:
     """The k faces nearest to ``query`` by one strategy. ``nprobe``: the IVF
-    lists the knn strategy reads (None: the index's default); the exact
-    strategies ignore it."""
+    lists searched, None for the default: the knn strategy reads its index's lists
+    (``facevec reindex --lists`` on SQLite; the index's own default); relational
+    and client read the gallery's SQL lists when it has them (``lists.default_nprobe``);
+    at least the number of lists is an exact search; without lists it is ignored."""
     strategy = check_strategy(strategy or default_strategy(db))
+    nprobe = check_nprobe(nprobe)
     face_metric(distance_metric)
     k = check_k(k)
     threshold = check_threshold(threshold)
@@ -71,8 +75,8 @@ def nearest(
     if strategy == "knn":
         return knn.nearest(db, query, distance_metric, threshold, k, nprobe)
     if strategy == "relational":
-        return _relational(db, query, distance_metric, threshold, k)
-    return _client(db, query, distance_metric, threshold, k)
+        return _relational(db, query, distance_metric, threshold, k, nprobe)
+    return _client(db, query, distance_metric, threshold, k, nprobe)
 
 
 def nearest_batch(
@@ -88,6 +92,7 @@ def nearest_batch(
     answers them all in one pass over its index (``facevec_knn_batch``), the
     others one query at a time."""
     strategy = check_strategy(strategy or default_strategy(db))
+    nprobe = check_nprobe(nprobe)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if strategy == "knn" and db.dialect.has_extension and len(queries) > 1:
         face_metric(distance_metric)
@@ -105,10 +110,22 @@ def _extension(
 
 
 def _relational(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
 ) -> Hits:
+    if not lists.has_embedding_rows(db):
+        raise UnknownStrategyError(
+            f"{db.name} keeps no face_embeddings rows (blobs only), which the relational "
+            "strategy reads; use strategy='client' (with IVF lists: facevec reindex --lists N)"
+        )
+    probe = lists.probe(db, query, nprobe)
     hits = []
-    for face_id, score in search_sql.relational_scores(db, query.tolist(), metric, threshold, k):
+    scores = search_sql.relational_scores(db, query.tolist(), metric, threshold, k, probe)
+    for face_id, score in scores:
         if score is None:
             continue
         distance = score if metric == "cosine" else math.sqrt(max(score, 0.0))
@@ -117,9 +134,15 @@ def _relational(
 
 
 def _client(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    nprobe: int | None = None,
 ) -> Hits:
-    ids, blobs = faces.embeddings(db)
+    probe = lists.probe(db, query, nprobe)
+    ids, blobs = faces.embeddings(db) if probe is None else store_lists.list_embeddings(db, probe)
     if not ids:
         return []
     sizes = {len(blob) for blob in blobs}

@@ -109,10 +109,18 @@ def test_reindex_lists_builds_an_ivf_index_and_find_takes_nprobe(tmp_path):
     with open_database(db, create=False) as database:
         info = knn.status(database.conn)
         assert info["lists"] == 12
+    # The same command trains the gallery's SQL lists (relational, client) on SQLite.
+    assert "IVF lists: 12 lists over 600 faces" in result.output
+    assert facevec.info(db)["ivf_lists"]["lists"] == 12
     query = vectors[9] + 0.01
     (exact,) = facevec.find(query, db, strategy="extension", k=10, similarity_search=True)
     (every,) = facevec.find(query, db, strategy="knn", k=10, nprobe=12, similarity_search=True)
     assert list(every.face_id) == list(exact.face_id)
+    for strategy in ("relational", "client"):
+        (listed,) = facevec.find(
+            query, db, strategy=strategy, k=10, nprobe=12, similarity_search=True
+        )
+        assert list(listed.face_id) == list(exact.face_id)
     (one,) = facevec.find(query, db, strategy="knn", k=1, nprobe=1)
     assert list(one.img_name) == ["face9.jpg"]
     # Faces added later are found at once; reindex keeps the index IVF and retrains it.

@@ -169,7 +169,8 @@ def index_command(
     "--nprobe",
     type=click.IntRange(1),
     default=None,
-    help="IVF lists the knn strategy reads [default: the index's own].",
+    help="IVF lists searched: the knn index's (SQLite) or the gallery's lists "
+    "(relational, client) [default: the knn index's own; 1/128 of the lists, at least 8].",
 )
 @format_option()
 @fail_cleanly
@@ -301,6 +302,13 @@ def info_command(db: str, output_format: str) -> None:
     for key, value in details.items():
         if key == "ledger":
             value = ", ".join(f"{outcome} {count}" for outcome, count in value.items())
+        elif key == "ivf_lists" and value:
+            value = (
+                f"{value['lists']} lists ({value['metric']}), faces per list "
+                f"{value['smallest']} to {value['largest']} (median {value['median']:g}), "
+                f"{value['unassigned']} in no list, default nprobe {value['default_nprobe']}"
+                + (f"; retrain advised: {value['retrain']}" if value["retrain"] else "")
+            )
         click.echo(f"{key}: {value}")
 
 
@@ -327,23 +335,81 @@ def copy_command(source: str, target: str) -> None:
 @db_option()
 @click.option(
     "--lists",
+    "n_lists",
     type=click.IntRange(0),
     default=None,
-    help="IVF lists of the knn index; 0 = exact [default: exact under 100,000 faces, "
-    "else about the square root of the faces].",
+    help="Train this many IVF lists and put every face in one: the gallery's lists "
+    "(relational, client; any database) and, on SQLite, the knn index's; 0 = exact "
+    "knn index [default: the knn index stays as it is: exact under 100,000 faces, else "
+    "about the square root of the faces].",
+)
+@click.option(
+    "--lists-metric",
+    type=click.Choice(["euclidean", "cosine", "euclidean_l2"]),
+    default="euclidean",
+    show_default=True,
+    help="The metric the lists are trained for.",
+)
+@click.option(
+    "--blobs-only/--embedding-rows",
+    "blobs_only",
+    default=None,
+    help="Empty face_embeddings (client strategy only) or fill it again.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def reindex_command(db: str, lists: int | None, quiet: bool) -> None:
-    """(Re)build the knn index of a SQLite database (find --strategy knn).
+def reindex_command(
+    db: str, n_lists: int | None, lists_metric: str, blobs_only: bool | None, quiet: bool
+) -> None:
+    """(Re)build a gallery's indexes: the knn index of a SQLite database (find
+    --strategy knn) and, with --lists N, IVF lists on any database (find --nprobe).
 
-    index keeps it current by itself; use this for a database filled otherwise,
-    or to reclaim the space of deleted faces.
+    index keeps them current by itself; use this for a database filled otherwise,
+    to reclaim the space of deleted faces, or to retrain the lists. Interrupted,
+    rerun the same command: it resumes.
     """
-    from ..knn import reindex
+    from ..storage.database import open_database
 
-    faces = reindex(db, progress=not quiet, lists=lists)
-    click.echo(f"knn index: {faces} faces")
+    with open_database(db, create=False) as database:
+        on_sqlite = database.dialect.has_extension
+    if blobs_only is not None:
+        from ..lists import set_embedding_rows
+
+        changed = set_embedding_rows(db, keep=not blobs_only, progress=not quiet)
+        layout = "blobs only" if blobs_only else "blobs and face_embeddings rows"
+        click.echo(f"layout: {layout} ({changed} faces changed)")
+    if n_lists:
+        _reindex_lists(db, n_lists, lists_metric, quiet)
+    if on_sqlite:
+        # SQLite's own knn index, with its own IVF lists (trained in C) when asked.
+        from ..knn import reindex
+
+        faces = reindex(db, progress=not quiet, lists=n_lists)
+        click.echo(f"knn index: {faces} faces")
+    elif n_lists is None and blobs_only is None:
+        _print_list_status(db)
+
+
+def _reindex_lists(db: str, n_lists: int, metric: str, quiet: bool) -> None:
+    from ..lists import train_lists
+
+    report = train_lists(db, n_lists, metric=metric, progress=not quiet)
+    sizes = report["sizes"]
+    click.echo(
+        f"IVF lists: {report['lists']} lists over {report['faces']} faces"
+        f" (sizes {min(sizes)} to {max(sizes)})" + (", resumed" if report["resumed"] else "")
+    )
+
+
+def _print_list_status(db: str) -> None:
+    from ..lists import list_status
+
+    status = list_status(db)
+    if status is None:
+        click.echo("no IVF lists: train them with reindex --lists N (about sqrt(faces))")
+        return
+    for key, value in status.items():
+        click.echo(f"{key}: {value}")
 
 
 @cli.command(name="extension-path")

@@ -42,6 +42,12 @@ class Dialect:
     # Likewise for an index name; the catalogs differ, so each dialect has its own.
     index_exists_sql = ""
 
+    # Two placeholders, a table and a column name: a row if that column exists.
+    column_exists_sql = (
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = {p} AND column_name = {p}"
+    )
+
     # Likewise for a view name.
     view_exists_sql = (
         "SELECT 1 FROM information_schema.views"
@@ -91,6 +97,7 @@ class SQLiteDialect(Dialect):
     table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
     index_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = {p}"
     view_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = {p}"
+    column_exists_sql = "SELECT 1 FROM pragma_table_info({p}) WHERE name = {p}"
     placeholder = "?"
     types = dict(Dialect.types, real="REAL", key_text="TEXT")
     # The table is its own covering index, clustered on (face_id, dimension): a scan
@@ -159,6 +166,10 @@ class MySQLDialect(Dialect):
     view_exists_sql = (
         "SELECT 1 FROM information_schema.views"
         " WHERE table_schema = DATABASE() AND table_name = {p}"
+    )
+    column_exists_sql = (
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = {p} AND column_name = {p}"
     )
 
     name = "mysql"

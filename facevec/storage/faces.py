@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..face import Face
+from . import lists
 from .database import Database, in_clause_chunks
 from .schema import now
 
@@ -75,23 +76,31 @@ def _plain(value: Any) -> Any:
 
 
 def insert_stored_face(db: Database, face: StoredFace) -> int:
-    """Insert one face in both representations; returns its face_meta id."""
+    """Insert one face in both representations (only the blob in a blobs-only
+    gallery), in its IVF list when the gallery has lists; returns its face_meta id."""
+    current = lists.layout(db)
     cursor = db.execute(
-        f"INSERT INTO face_meta ({', '.join(_COLUMNS)}) VALUES ("
-        + db.dialect.params(len(_COLUMNS))
+        f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list) VALUES ("
+        + db.dialect.params(len(_COLUMNS) + 1)
         + ")"
         + db.dialect.returning_id,
-        astuple(face),
+        astuple(face) + (lists.list_of(db, face.embedding, current),),
     )
     face_id = db.dialect.inserted_id(cursor)
+    if current.embedding_rows:
+        insert_embedding_rows(db, face_id, face.embedding)
+    return face_id
+
+
+def insert_embedding_rows(db: Database, face_id: int, embedding: bytes) -> None:
+    """The face_embeddings rows of one face (one per dimension)."""
     # The float32 values widened exactly to double, so relational sums see the
     # same numbers as the blob functions.
-    values = np.frombuffer(face.embedding, dtype="<f4").astype(np.float64).tolist()
+    values = np.frombuffer(embedding, dtype="<f4").astype(np.float64).tolist()
     db.executemany(
         "INSERT INTO face_embeddings (face_id, dimension, value) VALUES ({p}, {p}, {p})",
         [(face_id, dimension, value) for dimension, value in enumerate(values)],
     )
-    return face_id
 
 
 def insert_face(
@@ -145,6 +154,8 @@ def _delete_faces(db: Database, ids: list[int]) -> None:
         db.execute(f"DELETE FROM person_face WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
+        # A reindex under way must not give a reused id (SQLite) this face's list.
+        db.execute(f"DELETE FROM facevec_list_pending WHERE face_id IN ({marks})", ids)
         db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
 
 

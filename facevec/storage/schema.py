@@ -15,8 +15,11 @@ from .dialects import SQLITE
 
 # 1: faces, embeddings, ledger. 2: people (person, person_face, person_rejection,
 # person_folder, person_edit, facevec_calibration and the people views); a
-# version-1 database is upgraded by storage.people.upgrade.
-SCHEMA_VERSION = 2
+# version-1 database is upgraded by storage.people.upgrade. 3: IVF lists
+# (facevec_centroids, facevec_list_pending, face_meta.ivf_list,
+# facevec_collection.ivf_generation and embedding_rows); create_schema adds the
+# columns to an older gallery (_COLUMNS below).
+SCHEMA_VERSION = 3
 
 SOURCES = ("folder", "confirmed", "suggested")
 
@@ -77,7 +80,41 @@ def _ddl(db: Database) -> list[str]:
             updated_at {t["text"]} NOT NULL
         )""",
         *_people_ddl(db),
+        *_lists_ddl(db),
     ]
+
+
+def _lists_ddl(db: Database) -> list[str]:
+    t = db.dialect.types
+    return [
+        # Coarse centroids of the IVF lists (storage/lists.py): 'active' ones serve
+        # searches, 'pending' ones belong to a reindex under way.
+        f"""CREATE TABLE IF NOT EXISTS facevec_centroids (
+            generation {t["int"]} NOT NULL,
+            list_no {t["int"]} NOT NULL,
+            centroid {t["blob"]} NOT NULL,
+            model_name {t["text"]} NOT NULL,
+            metric {t["key_text"]} NOT NULL,
+            state {t["key_text"]} NOT NULL CHECK (state IN ('active', 'pending')),
+            trained_faces {t["int"]} NOT NULL,
+            created_at {t["text"]} NOT NULL,
+            PRIMARY KEY (generation, list_no)
+        )""",
+        # Each face's list under the pending centroids, filled batch by batch.
+        f"""CREATE TABLE IF NOT EXISTS facevec_list_pending (
+            face_id {t["int"]} PRIMARY KEY,
+            generation {t["int"]} NOT NULL,
+            list_no {t["int"]} NOT NULL
+        )""",
+    ]
+
+
+# (table, column, definition): added to a gallery made before they existed.
+_COLUMNS = (
+    ("face_meta", "ivf_list", "int"),
+    ("facevec_collection", "ivf_generation", "int"),
+    ("facevec_collection", "embedding_rows", "int NOT NULL DEFAULT 1"),
+)
 
 
 def _people_ddl(db: Database) -> list[str]:
@@ -187,6 +224,7 @@ _INDEXES = (
     ("person_face_person", "person_face", "person_id"),
     ("person_rejection_person", "person_rejection", "person_id"),
     ("person_folder_person", "person_folder", "person_id"),
+    ("face_meta_ivf_list", "face_meta", "ivf_list, id"),
 )
 
 
@@ -201,12 +239,23 @@ def create_schema(db: Database) -> None:
             with db.transaction():
                 for statement in _ddl(db):
                     db.execute(statement)
+                for table, column, kind in _COLUMNS:
+                    if db.scalar(db.dialect.column_exists_sql, (table, column)) is None:
+                        type_name, _, rest = kind.partition(" ")
+                        definition = f"{db.dialect.types[type_name]} {rest}".strip()
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 for index, table, column in _INDEXES:
                     if db.scalar(db.dialect.index_exists_sql, (index,)) is None:
                         db.execute(f"CREATE INDEX {index} ON {table} ({column})")
                 for view, statement in _VIEWS:
                     if db.scalar(db.dialect.view_exists_sql, (view,)) is None:
                         db.execute(statement)
+                # A version-2 gallery now has the lists' tables and columns (a
+                # version-1 one is upgraded by storage.people.upgrade).
+                db.execute(
+                    "UPDATE facevec_collection SET schema_version = {p} WHERE schema_version = 2",
+                    (SCHEMA_VERSION,),
+                )
             return
         except Exception:
             # A server racing another CREATE ... IF NOT EXISTS can fail on its own

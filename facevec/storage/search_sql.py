@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import lists
 from .database import Database
 
 
@@ -35,14 +36,19 @@ def extension_nearest(
 
 
 def relational_sql(
-    db: Database, query: Sequence[float], metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: Sequence[float],
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    probe: Sequence[int] | None = None,
 ) -> tuple[str, list]:
     """The relational query and its parameters; every value is bound (on SQLite,
     into a temporary table filled first).
 
     It yields (face_id, score): the squared distance for euclidean and
     euclidean_l2 (so that no square root is needed to filter or order), the
-    distance itself for cosine.
+    distance itself for cosine. With `probe`, only the faces of those IVF lists.
     """
     with_clause, join_clause, params = db.dialect.target_table(db.conn, query)
     if metric == "euclidean":
@@ -68,9 +74,13 @@ def relational_sql(
             params.append(query_norm)
         params.append(limit_value)
     limit, limit_params = db.dialect.limit(k)
+    source, where = "face_embeddings e", ""
+    if probe is not None:
+        source, where = lists.list_filter(db, probe)
+        join_clause = lists.probed_join(db, join_clause)
     sql = (
         f"{with_clause}SELECT e.face_id, {score} AS score"
-        f" FROM face_embeddings e {join_clause}"
+        f" FROM {source} {join_clause}{where}"
         f" GROUP BY e.face_id{having}"
         f" ORDER BY score, e.face_id{limit}"
     )
@@ -78,14 +88,19 @@ def relational_sql(
 
 
 def relational_scores(
-    db: Database, query: Sequence[float], metric: str, threshold: float | None, k: int | None
+    db: Database,
+    query: Sequence[float],
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    probe: Sequence[int] | None = None,
 ) -> list[tuple[int, float | None]]:
     """(face_id, score) rows of the relational query; see relational_sql."""
     # Filling a temporary target table opens a transaction: end it unless it was
     # the caller's own.
     was_in_transaction = bool(getattr(db.conn, "in_transaction", False))
     try:
-        sql, params = relational_sql(db, query, metric, threshold, k)
+        sql, params = relational_sql(db, query, metric, threshold, k, probe)
         cursor = db.conn.cursor()
         cursor.execute(sql, params)
         rows = cursor.fetchall()

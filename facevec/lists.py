@@ -1,0 +1,263 @@
+"""IVF lists on any database: train, assign, probe, report; and the blobs-only layout.
+
+Each face carries the number of its nearest coarse centroid (``face_meta.ivf_list``,
+indexed). A query finds its ``nprobe`` nearest centroids (cached in this process)
+and the relational and client strategies search only those lists, ranking the
+candidates exactly (``search.nearest``). ``nprobe >= lists`` is the exact search.
+
+Training is k-means on the C kernels (:func:`facevec.bindings.kernels.kmeans`,
+the same as the SQLite knn index's lists). :func:`train_lists` keeps the old
+lists serving until the new ones are complete, then swaps them in one
+transaction; an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .bindings.kernels import KMEANS_METRICS, assign, kmeans, top_k
+from .errors import EmptyGalleryError, InvalidParameterError, UnknownMetricError
+from .storage import faces, schema
+from .storage import lists as store
+from .storage.database import Database, DbArg, open_database
+
+#: Training rows per list (k-means reads a random sample of this many per list).
+ROWS_PER_LIST = 256
+#: The default nprobe: this share of the lists, at least MIN_NPROBE.
+NPROBE_SHARE = 1 / 128
+MIN_NPROBE = 8
+
+
+def default_nprobe(n_lists: int) -> int:
+    return min(n_lists, max(MIN_NPROBE, math.ceil(n_lists * NPROBE_SHARE)))
+
+
+def probe(db: Database, query: np.ndarray, nprobe: int | None) -> list[int] | None:
+    """The lists a query searches, or None for all of them (no lists, or nprobe >= lists)."""
+    current = store.layout(db)
+    if current.generation is None:
+        return None
+    matrix, metric = store.centroids(db, current)
+    wanted = default_nprobe(len(matrix)) if nprobe is None else nprobe
+    if wanted >= len(matrix):
+        return None
+    order, _ = top_k(query, matrix, wanted, metric=metric)
+    return sorted(int(n) for n in order)
+
+
+def has_embedding_rows(db: Database) -> bool:
+    return store.layout(db).embedding_rows
+
+
+# Training ------------------------------------------------------------------------
+
+
+def _sample(db: Database, total: int, size: int, seed: int, bar: Any) -> np.ndarray:
+    """A uniform random sample of `size` stored vectors, read in one pass."""
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(total, min(size, total), replace=False))
+    chosen, seen = [], 0
+    for ids, blob in faces.iter_embeddings(db, batch_size=20000):
+        matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
+        low, high = np.searchsorted(keep, [seen, seen + len(ids)])
+        chosen.append(matrix[keep[low:high] - seen])
+        seen += len(ids)
+        bar.update(len(ids))
+        if seen >= total:
+            break
+    return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
+
+
+def train_lists(
+    db: DbArg,
+    n_lists: int,
+    metric: str = "euclidean",
+    progress: bool = True,
+    batch_size: int = 20000,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train `n_lists` IVF lists on the gallery and assign every face to one.
+
+    k-means on a sample (ROWS_PER_LIST rows per list), then every face's list in
+    committed batches of `batch_size` into a pending table; the new lists replace
+    the old ones in one transaction at the end (a failure before leaves the old
+    ones serving). Rerunning after an interruption with the same `n_lists` and
+    `metric` resumes the assignment. `on_batch(done)` is called after each batch.
+    Returns {"lists", "faces", "resumed", "sizes"}.
+    """
+    from tqdm import tqdm
+
+    if metric not in KMEANS_METRICS:
+        raise UnknownMetricError(
+            f"unknown lists metric {metric!r}; choose one of {', '.join(KMEANS_METRICS)}"
+        )
+    if isinstance(n_lists, bool) or not isinstance(n_lists, (int, np.integer)) or n_lists < 1:
+        raise InvalidParameterError(f"lists must be a whole number >= 1, not {n_lists!r}")
+    n_lists = int(n_lists)
+    with open_database(db, create=False) as database:
+        schema.create_schema(database)
+        collection = schema.get_collection(database)
+        total = faces.count(database) if collection is not None else 0
+        if collection is None or total == 0:
+            raise EmptyGalleryError(f"{database.name} holds no faces: nothing to put in lists")
+        if n_lists > total:
+            raise InvalidParameterError(
+                f"lists ({n_lists}) is larger than the number of faces ({total}): "
+                "each list needs at least one face"
+            )
+        current = store.pending(database)
+        resumed = current is not None and (current.lists, current.metric) == (n_lists, metric)
+        if current is not None and not resumed:
+            with database.transaction():
+                store.discard_pending(database)
+        if not resumed:
+            size = min(total, ROWS_PER_LIST * n_lists)
+            with tqdm(total=total, unit="face", desc="lists: sample", disable=not progress) as bar:
+                train = _sample(database, total, size, seed, bar)
+            centroids, _ = kmeans(train, n_lists, metric=metric, seed=seed, sample=len(train))
+            with database.transaction():
+                generation = store.save_pending(
+                    database, centroids, collection.model_name, metric, total
+                )
+            database.commit()
+            current = store.pending(database)
+            assert current is not None and current.generation == generation
+        generation = current.generation
+        centroids = store.read_centroids(database, generation)[0]
+        done = current.assigned
+        with tqdm(
+            total=total, initial=done, unit="face", desc="lists: assign", disable=not progress
+        ) as bar:
+            last = current.last_face_id
+            while True:
+                batch = _batch_after(database, last, batch_size)
+                if batch is None:
+                    break
+                ids, matrix = batch
+                numbers, _ = assign(matrix, centroids, metric)
+                with database.transaction():
+                    store.save_assignments(database, generation, ids, numbers)
+                last = ids[-1]
+                done += len(ids)
+                bar.update(len(ids))
+                if on_batch is not None:
+                    on_batch(done)
+        with database.transaction():
+            # Faces written while the batches ran, then the swap: one transaction.
+            ids, blob = store.unassigned_pending(database, generation)
+            if ids:
+                matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
+                store.save_assignments(
+                    database, generation, ids, assign(matrix, centroids, metric)[0]
+                )
+            store.activate(database, generation)
+        store.analyze(database)
+        report = store.status(database)
+        assert report is not None
+        return {
+            "lists": n_lists,
+            "faces": report.faces,
+            "resumed": resumed,
+            "sizes": report.sizes,
+        }
+
+
+def _batch_after(
+    database: Database, last: int | None, batch_size: int
+) -> tuple[list[int], np.ndarray] | None:
+    span = faces.id_span(database)
+    if span is None:
+        return None
+    low = span[0] if last is None else last + 1
+    for rows in faces.iter_id_range(database, low, span[1] + 1, ("id", "embedding"), batch_size):
+        ids = [int(row[0]) for row in rows]
+        blob = b"".join(bytes(row[1]) for row in rows)
+        return ids, np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
+    return None
+
+
+# Status ------------------------------------------------------------------------------
+
+
+def list_status(db: DbArg) -> dict[str, Any] | None:
+    """The gallery's lists: count, sizes, and whether a retrain would help (None: no lists)."""
+    with open_database(db, create=False) as database:
+        if schema.get_collection(database) is None:
+            return None
+        found = store.status(database)
+        if found is None:
+            return None
+        sizes = np.asarray(found.sizes)
+        mean = max(found.faces - found.unassigned, 1) / max(found.lists, 1)
+        advice = []
+        if found.unassigned:
+            advice.append(f"{found.unassigned} faces are in no list (written outside facevec)")
+        if found.faces > 2 * found.trained_faces:
+            advice.append(
+                f"the gallery grew from {found.trained_faces} to {found.faces} faces since training"
+            )
+        if sizes.max() > 8 * mean:
+            advice.append(
+                f"the largest list holds {int(sizes.max())} faces,"
+                f" {sizes.max() / mean:.0f}x the mean"
+            )
+        return {
+            "lists": found.lists,
+            "metric": found.metric,
+            "default_nprobe": default_nprobe(found.lists),
+            "trained_at": found.trained_at,
+            "trained_faces": found.trained_faces,
+            "faces": found.faces,
+            "unassigned": found.unassigned,
+            "smallest": int(sizes.min()),
+            "median": float(np.median(sizes)),
+            "largest": int(sizes.max()),
+            "empty": int((sizes == 0).sum()),
+            "retrain": "; ".join(advice) if advice else None,
+        }
+
+
+# Blobs only ---------------------------------------------------------------------------
+
+
+def set_embedding_rows(db: DbArg, keep: bool, progress: bool = True, batch_size: int = 2000) -> int:
+    """Keep face_embeddings filled (keep=True, the default layout) or empty (blobs only).
+
+    Emptying records the choice first (new faces come without rows), then deletes
+    the rows in committed batches; filling writes the missing rows in batches and
+    records the choice last. Both resume when rerun. Returns the faces changed.
+    """
+    from tqdm import tqdm
+
+    changed = 0
+    with open_database(db, create=False) as database:
+        schema.create_schema(database)
+        if schema.get_collection(database) is None:
+            raise EmptyGalleryError(f"{database.name} holds no faces yet")
+        if not keep:
+            with database.transaction():
+                store.set_embedding_rows(database, False)
+            with tqdm(unit="face", desc="face_embeddings: delete", disable=not progress) as bar:
+                while ids := store.faces_with_rows(database, batch_size):
+                    with database.transaction():
+                        store.delete_embedding_rows(database, ids)
+                    changed += len(ids)
+                    bar.update(len(ids))
+            return changed
+        with tqdm(unit="face", desc="face_embeddings: fill", disable=not progress) as bar:
+            last = -1
+            while rows := store.faces_without_rows(database, last, batch_size):
+                with database.transaction():
+                    for face_id, blob in rows:
+                        faces.insert_embedding_rows(database, face_id, blob)
+                last = rows[-1][0]
+                changed += len(rows)
+                bar.update(len(rows))
+        with database.transaction():
+            store.set_embedding_rows(database, True)
+        return changed
