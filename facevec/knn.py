@@ -249,6 +249,15 @@ def search_batch(
 # The gallery's index, as the pipeline uses it ---------------------------------
 
 
+def _gallery_k(db: Database, k: int | None) -> int:
+    """k for a search of the gallery's index (None: every face); the index must exist."""
+    if status(db.conn) is None:
+        raise KnnIndexMissingError(
+            f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
+        )
+    return faces.count(db) if k is None else k
+
+
 def nearest(
     db: Database,
     query: np.ndarray,
@@ -258,14 +267,9 @@ def nearest(
     nprobe: int | None = None,
 ) -> list[tuple[int, float]]:
     """The knn search strategy on a gallery (see :func:`facevec.search.nearest`)."""
-    if status(db.conn) is None:
-        raise KnnIndexMissingError(
-            f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
-        )
-    if k is None:
-        k = faces.count(db)
-        if k == 0:
-            return []
+    k = _gallery_k(db, k)
+    if k == 0:
+        return []
     return search(db.conn, query, k, metric=metric, threshold=threshold, nprobe=nprobe)
 
 
@@ -278,14 +282,9 @@ def nearest_batch(
     nprobe: int | None = None,
 ) -> list[list[tuple[int, float]]]:
     """:func:`nearest` for each row of ``queries``, in one pass over the index."""
-    if status(db.conn) is None:
-        raise KnnIndexMissingError(
-            f"{db.name} has no knn index yet; build it with: facevec reindex --db {db.name}"
-        )
-    if k is None:
-        k = faces.count(db)
-        if k == 0:
-            return [[] for _ in range(len(queries))]
+    k = _gallery_k(db, k)
+    if k == 0:
+        return [[] for _ in range(len(queries))]
     return search_batch(db.conn, queries, k, metric=metric, threshold=threshold, nprobe=nprobe)
 
 
