@@ -12,9 +12,14 @@
 **       {"lists": N, "nprobe": P, "sample": S, "iterations": I}; lists > 0
 **       builds an IVF index (k-means lists; a query reads its nprobe nearest
 **       lists; P defaults to a value measured on the data), chunk_size NULL.
-**   SELECT facevec_knn_create(table [, column [, chunk_size]])
+**       "storage": "float16" | "int8" (default "float32") stores the chunks'
+**       vectors compressed (int8: per-dimension min/scale trained on the
+**       table's vectors); a query ranks them and re-ranks its "rerank"
+**       nearest (0, the default: max(4k, 64)) by their exact float32
+**       vectors read from the table, so distances are the scalar functions'.
+**   SELECT facevec_knn_create(table [, column [, chunk_size [, options]]])
 **       As build, but leave the filling to facevec_knn_sync (in batches, so a
-**       caller can show progress). Returns 0.
+**       caller can show progress); options: storage and rerank. Returns 0.
 **   SELECT facevec_knn_sync(table [, max_rows])
 **       Apply pending changes of table (logged by triggers) and continue an
 **       unfinished build, at most max_rows source rows (default: all).
@@ -48,6 +53,9 @@
 **   T_fvknn_rowids      (rid -> chunk, slot), for updates and deletes
 **   T_fvknn_ivf         IVF only: one row (lists, nprobe, trained, centroids)
 **   T_fvknn_chunklists  IVF only: each chunk's list, or -1 for a mixed chunk
+**   T_fvknn_quant       float16/int8 only: one row (storage, rerank, params:
+**                       int8's dim minima then dim scales, float32); the
+**                       chunks' vectors BLOBs then hold codes of 2 or 1 bytes
 **                       (rows synced since training) whose slots BLOB holds
 **                       each slot's list as int32
 **   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
@@ -1047,6 +1055,7 @@ int fv_knn_register(sqlite3 *db) {
       {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_build", 4, build_func, 1},
       {"facevec_knn_create", 1, build_func, 0},
       {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
+      {"facevec_knn_create", 4, build_func, 0},
       {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
       {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
   };

@@ -302,8 +302,12 @@ static int load_quant(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) 
       rc = knn_corrupt(pzErr, fn, ix, "its rerank is not an integer in 0..%d", KNN_MAX_RERANK);
       goto finish;
     }
+    /* A build not yet started knows its dimension from the parameters only
+    ** (the writer checks them against the first vector's). */
     if (ix->storage == KNN_STORE_I8
-            ? ix->dim < 1 || !ptype || strcmp(ptype, "blob") != 0 || bytes != ix->dim * 8
+            ? !ptype || strcmp(ptype, "blob") != 0 ||
+                  (ix->dim > 0 ? bytes != ix->dim * 8
+                               : bytes < 8 || bytes % 8 || bytes / 8 > KNN_MAX_CHUNK_BYTES / 256)
             : !ptype || strcmp(ptype, "null") != 0) {
       rc = knn_corrupt(pzErr, fn, ix, "its quantisation parameters hold %lld bytes, expected "
                        "%lld", bytes, ix->storage == KNN_STORE_I8 ? ix->dim * 8 : 0);
