@@ -151,7 +151,8 @@ def build(
     min/scale trained on the table) to store the chunks at 1/2 or 1/4 the size;
     a query then ranks the compressed vectors, and re-ranks its ``rerank``
     nearest (None: max(4k, 64)) by their exact float32 distances from the table,
-    so the distances returned are the scalar functions' own. The exact build works in batches of ``batch_size`` rows, each its own
+    so the distances returned are the scalar functions' own. The exact build
+    works in batches of ``batch_size`` rows, each its own
     transaction, so an interrupted build resumes with :func:`sync`, and queries
     stay correct meanwhile. ``progress(done, total)`` is called after each batch.
     """
