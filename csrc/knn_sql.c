@@ -1062,7 +1062,9 @@ int fv_knn_register(sqlite3 *db) {
   /* They write the database (or read arbitrary tables): never from triggers
   ** or views of an untrusted schema. */
   const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
-  int rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
+  int rc;
+  knn_codes_init();
+  rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
   /* The same search for many query vectors: a JSON array of vectors, each
   ** answered in the same pass over the chunks; rows ordered by query_no. */
   if (rc == SQLITE_OK)

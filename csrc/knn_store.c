@@ -2107,11 +2107,24 @@ void knn_encode(int storage, const float *params, const float *src, size_t n, si
   }
 }
 
+/* Every half's float (256 KiB), filled once when the extension registers. */
+static float f16_table[65536];
+
+void knn_codes_init(void) {
+  static int done = 0;
+  sqlite3_mutex *m = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1);
+  sqlite3_mutex_enter(m);
+  if (!done)
+    for (uint32_t h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
+  done = 1;
+  sqlite3_mutex_leave(m);
+}
+
 void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
                 float *dst) {
   if (storage == KNN_STORE_F16) {
     const uint16_t *s = src;
-    for (size_t i = 0; i < n * dim; i++) dst[i] = f16_to_f32(s[i]);
+    for (size_t i = 0; i < n * dim; i++) dst[i] = f16_table[s[i]];
   } else if (storage == KNN_STORE_I8) {
     const unsigned char *s = src;
     const float *lo = params, *scale = params + dim;

@@ -83,6 +83,8 @@ int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **o
 /* n vectors of dim floats to codes of ix's storage, and back. */
 void knn_encode(int storage, const float *params, const float *src, size_t n, size_t dim,
                 void *dst);
+/* Fill the float16 decoding table (knn_decode needs it); idempotent. */
+void knn_codes_init(void);
 void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
                 float *dst);
 /* Make a just-created, empty index store its vectors as storage (trained
