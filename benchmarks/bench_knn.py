@@ -22,6 +22,12 @@ and sqlite-vec vec0; build time and size of each; and a batch of 1,000 queries
 through ``facevec_knn_batch`` against as many single queries:
 
     python benchmarks/bench_knn.py --ann --sizes 100000,1000000
+
+With ``--ann --storage``, facevec's exact and IVF indexes with their vectors
+stored as float32, float16 and int8 (re-ranked exactly from the table at the
+default rerank): recall@10, ms per query, index size.
+
+    python benchmarks/bench_knn.py --ann --storage --sizes 100000
 """
 
 from __future__ import annotations
@@ -376,9 +382,60 @@ def run_ann(n: int, workdir: Path, hnsw: bool, n_queries: int = 200) -> list[tup
     return rows
 
 
-def main_ann(sizes: list[int], workdir: Path, hnsw_max: int) -> None:
+def run_storage(n: int, workdir: Path, n_queries: int = 200) -> list[tuple]:
+    """facevec's exact and IVF indexes per storage: (index, storage, recall,
+    ms, build s, MiB)."""
+    import json
+
+    import faiss
+
+    rng = np.random.default_rng(n)
+    x = faces_like(rng, n)
+    picks = rng.choice(n, n_queries, replace=False)
+    queries = x[picks] + 0.3 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    flat = faiss.IndexFlatL2(DIM)
+    flat.add(x)
+    truth = flat.search(queries, 10)[1] + 1
+    del flat
+    lists = round(np.sqrt(n))
+    db = workdir / f"storage_{n}.db"
+    rows: list[tuple] = []
+    for kind, n_lists in (("exact", 0), ("IVF", lists)):
+        for storage in ("float32", "float16", "int8"):
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            build_face_meta(db, x)
+            conn = connect(db)
+            conn.execute("VACUUM")
+            base = db.stat().st_size
+            t = time.perf_counter()
+            conn.execute(
+                "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)",
+                (json.dumps({"lists": n_lists, "storage": storage}),),
+            )
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            build = time.perf_counter() - t
+            size = (db.stat().st_size - base) / 2**20
+            conn.close()
+            conn = connect(db, mmap=True)
+            sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10)"
+            m = n_queries if n_lists else 40
+            found = [[r[0] for r in conn.execute(sql, (q.tobytes(),))] for q in queries[:m]]
+            ms = timed(
+                lambda q, c=conn, s=sql: c.execute(s, (q.tobytes(),)).fetchall(), queries[:m]
+            )
+            rows.append(
+                (f"facevec {kind}", storage, recall_at_10(found, truth[:m]), ms, build, size)
+            )
+            conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    return rows
+
+
+def main_ann(sizes: list[int], workdir: Path, hnsw_max: int, storage: bool = False) -> None:
     for n in sizes:
-        rows = run_ann(n, workdir, hnsw=n <= hnsw_max)
+        rows = run_storage(n, workdir) if storage else run_ann(n, workdir, hnsw=n <= hnsw_max)
         print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries (new faces of known people)")
         print("| method | setting | recall@10 | ms/query | build s | size MiB |")
         print("|---|---|---:|---:|---:|---:|")
@@ -403,6 +460,9 @@ def main() -> None:
     )
     parser.add_argument("--ann", action="store_true", help="the approximate (IVF) table")
     parser.add_argument(
+        "--storage", action="store_true", help="with --ann: float32, float16 and int8 storage"
+    )
+    parser.add_argument(
         "--hnsw-max", type=int, default=1_000_000, help="largest N to build faiss HNSW for"
     )
     args = parser.parse_args()
@@ -410,7 +470,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"databases in {workdir}; extension {loadable()}")
     if args.ann:
-        main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max)
+        main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max, args.storage)
         return
     for n in (int(s) for s in args.sizes.split(",")):
         rows = run(n, args.reps, workdir)

@@ -93,6 +93,10 @@ typedef struct knn_scan {
   } *visit;
   size_t n_visit;
   size_t n_all; /* queries of the request */
+  /* Compressed storage: the int8 parameters; approx while the chunks' codes
+  ** are ranked (their keys only choose candidates for re-ranking). */
+  float *qparams;
+  int approx;
   char *zErr;
 } knn_scan;
 
@@ -101,6 +105,7 @@ typedef struct knn_query {
   const knn_query_spec *spec;
   double thr_key; /* keys above this cannot qualify (HUGE_VAL: no threshold) */
   double worst;   /* the full heap's largest key; NaN until the heap is full */
+  double thr_exact; /* thr_key, kept while compressed codes are ranked */
   fv_heap heap;
 } knn_query;
 
@@ -157,6 +162,12 @@ static int check_map(knn_scan *sc, i64 rid, i64 at) {
 ** final k only), else the metric's value. A key that is no number is an
 ** error: the row cannot be ranked. */
 static inline int offer(knn_scan *sc, knn_query *q, int rc, double key, i64 rid, i64 at) {
+  if (sc->approx && (rc != FV_OK || key != key)) {
+    /* A code the metric cannot rank: a candidate, re-ranked (and its error,
+    ** if any, reported) from the exact vector. */
+    rc = FV_OK;
+    key = -1.0;
+  }
   if (key > q->worst) return SQLITE_OK; /* most rows: a full heap's worst beats them */
   if (rc == FV_OK && key == key) {
     if (key <= q->thr_key && fv_heap_accepts(&q->heap, key, rid)) {
@@ -258,7 +269,7 @@ static int batch_chunk(knn_scan *sc, knn_query *queries, const size_t *active, s
         for (size_t j = 0; j + 1 < found; j++)
           if (cd[j] < cd[found - 1] && ci[j] >= 0 && (size_t)ci[j] < rows && !skip[ci[j]])
             better++;
-        sure = better >= (size_t)q->spec->k;
+        sure = better >= q->heap.k;
       }
       if (sure) {
         for (size_t j = 0; j < found && rc == SQLITE_OK; j++) {
@@ -292,6 +303,10 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   double *keys = NULL; /* euclidean: block_rows keys per query */
   char *chunks_tbl = NULL;
   const size_t dim = sc->dim, vbytes = dim * sizeof(float);
+  /* Bytes of one stored vector (compressed: codes read into raw, decoded). */
+  const size_t ebytes = dim * (size_t)knn_elem_bytes(ix->storage);
+  const int coded = ix->storage != KNN_STORE_F32;
+  void *raw = NULL;
   size_t block_rows = KNN_BLOCK_BYTES / vbytes;
   int rc = SQLITE_OK;
   /* IVF: the queries that read this chunk, and a mixed chunk's slot lists. */
@@ -306,8 +321,11 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   int64_t *bidx = NULL;
   size_t *bnf = NULL;
   i64 kmax = 0;
-  for (size_t i = 0; i < n_queries; i++)
-    if (queries[i].spec->k > kmax) kmax = queries[i].spec->k;
+  for (size_t i = 0; i < n_queries; i++) {
+    size_t hk = queries[i].heap.k;
+    i64 kq = hk > KNN_BATCH_MAX_K ? KNN_BATCH_MAX_K + 1 : (i64)hk;
+    if (kq > kmax) kmax = kq;
+  }
   int batch = n_queries >= KNN_BATCH_MIN && kmax <= KNN_BATCH_MAX_K;
   if (block_rows < 1) block_rows = 1;
   if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
@@ -325,6 +343,12 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     lists_tbl = sqlite3_mprintf("%s_fvknn_chunklists", ix->tbl);
     slot_list = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(int32_t));
     if (!lists_tbl || !slot_list) rc = SQLITE_NOMEM;
+  }
+  if (coded) {
+    size_t most = batch && (size_t)ix->chunk_size > block_rows ? (size_t)ix->chunk_size
+                                                               : block_rows;
+    raw = sqlite3_malloc64((sqlite3_uint64)most * ebytes);
+    if (!raw) rc = SQLITE_NOMEM;
   }
   if (!chunks_tbl || !valid || !rowids || !block || !active || rc == SQLITE_NOMEM) {
     rc = SQLITE_NOMEM;
@@ -393,7 +417,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     ** is a bug, never a reason to read out of bounds. */
     if (sqlite3_blob_bytes(blob[0]) != (int)(ix->chunk_size / 8) ||
         sqlite3_blob_bytes(blob[1]) != (int)(ix->chunk_size * 8) ||
-        sqlite3_blob_bytes(blob[2]) != (int)(ix->chunk_size * (i64)vbytes)) {
+        sqlite3_blob_bytes(blob[2]) != (int)(ix->chunk_size * (i64)ebytes)) {
       rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
       goto finish;
     }
@@ -407,8 +431,10 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
       while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
       if (lo == hi) continue;
-      rc = sqlite3_blob_read(blob[2], cbuf, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
+      rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)cbuf, (int)((hi - lo) * ebytes),
+                             (int)(lo * ebytes));
       if (rc != SQLITE_OK) goto db_error;
+      if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, cbuf);
       rc = batch_chunk(sc, queries, active, n_active, qall, qbuf, cbuf, lo, hi, valid, rowids,
                        id, kmax, bidx, bdist, bnf);
       if (rc != SQLITE_OK) goto finish;
@@ -420,8 +446,10 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
       while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
       if (lo == hi) continue;
-      rc = sqlite3_blob_read(blob[2], block, (int)((hi - lo) * vbytes), (int)(lo * vbytes));
+      rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
+                             (int)(lo * ebytes));
       if (rc != SQLITE_OK) goto db_error;
+      if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, block);
       for (size_t a = 0; a < n_active; a++) {
         /* Euclidean keys of the whole block in one kernel call. */
         if (keys)
@@ -480,6 +508,7 @@ finish:
   sqlite3_free(valid);
   sqlite3_free(rowids);
   sqlite3_free(block);
+  sqlite3_free(raw);
   sqlite3_free(keys);
   return rc;
 }
@@ -803,6 +832,57 @@ static int scan_statements(knn_scan *sc, knn_cache *cache) {
   return SQLITE_OK;
 }
 
+/* Compressed storage: each query's candidates (ranked by their codes) get
+** their exact key from the source table's own vector, as the scalar SQL
+** functions compute it, and the k nearest of them (within the threshold)
+** are the answer. Rows read from the table already have theirs. */
+static int rerank(knn_scan *sc, knn_query *queries, size_t n_queries) {
+  const knn_index *ix = &sc->ix;
+  sqlite3_stmt *get = NULL;
+  int rc = knn_prepare(sc->db, &get, &sc->zErr,
+                       "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1", ix->col,
+                       ix->tbl, ix->pk);
+  for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++) {
+    knn_query *q = &queries[i];
+    fv_heap old = q->heap;
+    const knn_query_spec *spec = q->spec;
+    fv_heap_init(&q->heap,
+                 (uint64_t)spec->k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)spec->k, NULL,
+                 NULL, NULL, 0);
+    q->worst = NAN;
+    q->thr_key = q->thr_exact;
+    for (size_t j = 0; j < old.size && rc == SQLITE_OK; j++) {
+      if (old.tag[j] < 0) {
+        rc = offer(sc, q, FV_OK, old.dist[j], old.id[j], old.tag[j]);
+        continue;
+      }
+      fv_vector v;
+      memset(&v, 0, sizeof v);
+      sqlite3_bind_int64(get, 1, old.id[j]);
+      rc = sqlite3_step(get);
+      if (rc == SQLITE_ROW) {
+        rc = knn_row_vector("facevec_knn", ix, old.id[j], sqlite3_column_type(get, 0),
+                            sqlite3_column_blob(get, 0), sqlite3_column_bytes(get, 0),
+                            (i64)sc->dim, &v, &sc->zErr);
+        if (rc == SQLITE_OK && !v.v)
+          rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "it stores row %lld, whose %s is "
+                           "NULL", (i64)old.id[j], ix->col);
+        if (rc == SQLITE_OK) rc = consider(sc, q, v.v, old.id[j], old.tag[j]);
+      } else if (rc == SQLITE_DONE) {
+        rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "it stores row %lld, which %s does "
+                         "not hold", (i64)old.id[j], ix->tbl);
+      } else {
+        knn_db_error(sc->db, &sc->zErr);
+      }
+      fv_vector_free(&v);
+      sqlite3_reset(get);
+    }
+    heap_free(&old);
+  }
+  sqlite3_finalize(get);
+  return rc;
+}
+
 int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cache *cache,
                char **pzErr) {
   knn_scan sc;
@@ -854,21 +934,32 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cac
     if (rc != SQLITE_OK) goto finish;
     q->spec = spec;
     /* "At most k": the heap grows with the rows seen, never to k itself. */
-    fv_heap_init(&q->heap, (uint64_t)spec->k > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)spec->k,
-                 NULL, NULL, NULL, 0);
+    /* Compressed storage: the heap holds the candidates to re-rank. */
+    i64 hk = sc.ix.storage != KNN_STORE_F32 ? knn_rerank_k(&sc.ix, spec->k) : spec->k;
+    fv_heap_init(&q->heap, (uint64_t)hk > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)hk, NULL,
+                 NULL, NULL, 0);
     q->thr_key = HUGE_VAL;
     q->worst = NAN;
     if (spec->has_threshold) /* a slightly loose bound in key space; exact at the end */
       q->thr_key = req->metric == FV_EUCLIDEAN
                        ? spec->threshold * spec->threshold * (1 + 1e-9) + 1e-300
                        : spec->threshold;
+    q->thr_exact = q->thr_key;
+    if (sc.ix.storage != KNN_STORE_F32) q->thr_key = HUGE_VAL; /* codes: no bound */
   }
   rc = load_pending(&sc, &n_log);
   if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) rc = choose_lists(&sc, req);
   if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0)
+    rc = knn_quant_params(db, "facevec_knn", &sc.ix, &sc.qparams, &sc.zErr);
+  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) {
+    sc.approx = sc.ix.storage != KNN_STORE_F32;
     rc = scan_chunks(&sc, queries, req->n_queries);
+    sc.approx = 0;
+  }
   if (rc == SQLITE_OK && (n_log > 0 || sc.ix.building))
     rc = scan_pending(&sc, queries, req->n_queries);
+  if (rc == SQLITE_OK && sc.ix.storage != KNN_STORE_F32)
+    rc = rerank(&sc, queries, req->n_queries);
   for (size_t i = 0; i < req->n_queries && rc == SQLITE_OK; i++) {
     fv_heap_sort(&queries[i].heap);
     rc = check_results(&sc, &queries[i].heap);
@@ -890,6 +981,7 @@ finish:
   sqlite3_free(sc.pending.slot);
   sqlite3_free(sc.probe);
   sqlite3_free(sc.visit);
+  sqlite3_free(sc.qparams);
   sqlite3_finalize(sc.ivf_st);
   if (sc.borrowed) {
     sqlite3_reset(sc.log_st);

@@ -12,9 +12,14 @@
 **       {"lists": N, "nprobe": P, "sample": S, "iterations": I}; lists > 0
 **       builds an IVF index (k-means lists; a query reads its nprobe nearest
 **       lists; P defaults to a value measured on the data), chunk_size NULL.
-**   SELECT facevec_knn_create(table [, column [, chunk_size]])
+**       "storage": "float16" | "int8" (default "float32") stores the chunks'
+**       vectors compressed (int8: per-dimension min/scale trained on the
+**       table's vectors); a query ranks them and re-ranks its "rerank"
+**       nearest (0, the default: max(4k, 64)) by their exact float32
+**       vectors read from the table, so distances are the scalar functions'.
+**   SELECT facevec_knn_create(table [, column [, chunk_size [, options]]])
 **       As build, but leave the filling to facevec_knn_sync (in batches, so a
-**       caller can show progress). Returns 0.
+**       caller can show progress); options: storage and rerank. Returns 0.
 **   SELECT facevec_knn_sync(table [, max_rows])
 **       Apply pending changes of table (logged by triggers) and continue an
 **       unfinished build, at most max_rows source rows (default: all).
@@ -48,6 +53,9 @@
 **   T_fvknn_rowids      (rid -> chunk, slot), for updates and deletes
 **   T_fvknn_ivf         IVF only: one row (lists, nprobe, trained, centroids)
 **   T_fvknn_chunklists  IVF only: each chunk's list, or -1 for a mixed chunk
+**   T_fvknn_quant       float16/int8 only: one row (storage, rerank, params:
+**                       int8's dim minima then dim scales, float32); the
+**                       chunks' vectors BLOBs then hold codes of 2 or 1 bytes
 **                       (rows synced since training) whose slots BLOB holds
 **                       each slot's list as int32
 **   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
@@ -220,6 +228,8 @@ static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr)
   knn_index ix = {0};
   i64 done = 0;
   int rc = knn_create(db, a->fn, a->table, a->column, a->chunk_size, &ix, pzErr);
+  if (rc == SQLITE_OK)
+    rc = knn_quant_init(db, a->fn, &ix, a->opts.storage, a->opts.rerank, pzErr);
   if (rc == SQLITE_OK && a->fill && a->opts.lists > 0)
     rc = knn_build_ivf(db, a->fn, &ix, &a->opts, pzErr);
   else if (rc == SQLITE_OK && a->fill)
@@ -263,7 +273,8 @@ static void run_write(sqlite3_context *ctx, write_op op, const write_args *a) {
 ** "sample": S, "iterations": I}; NULL = none. Unknown keys are errors. */
 static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
                                knn_build_opts *o) {
-  static const char *const keys[4] = {"lists", "nprobe", "sample", "iterations"};
+  static const char *const keys[6] = {"lists",      "nprobe",  "sample",
+                                      "iterations", "storage", "rerank"};
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   sqlite3_stmt *st = NULL;
   char *msg = NULL;
@@ -286,12 +297,30 @@ static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_val
       const char *type = (const char *)sqlite3_column_text(st, 2);
       i64 value = sqlite3_column_int64(st, 3);
       int k = 0;
-      while (k < 4 && !(key && strcmp(key, keys[k]) == 0)) k++;
-      if (k == 4)
-        msg = sqlite3_mprintf("%s: unknown option '%s'; expected lists, nprobe, sample or "
-                              "iterations",
+      while (k < 6 && !(key && strcmp(key, keys[k]) == 0)) k++;
+      if (k == 6) {
+        msg = sqlite3_mprintf("%s: unknown option '%s'; expected lists, nprobe, sample, "
+                              "iterations, storage or rerank",
                               fn, key ? key : "");
-      else if (!type || strcmp(type, "integer") != 0 || value < 0 ||
+      } else if (k == 4) {
+        const char *name = (const char *)sqlite3_column_text(st, 3);
+        if (type && strcmp(type, "text") == 0 && name && strcmp(name, "float32") == 0)
+          o->storage = KNN_STORE_F32;
+        else if (type && strcmp(type, "text") == 0 && name && strcmp(name, "float16") == 0)
+          o->storage = KNN_STORE_F16;
+        else if (type && strcmp(type, "text") == 0 && name && strcmp(name, "int8") == 0)
+          o->storage = KNN_STORE_I8;
+        else
+          msg = sqlite3_mprintf("%s: option storage must be \"float32\", \"float16\" or "
+                                "\"int8\", found %s",
+                                fn, name ? name : "null");
+      } else if (k == 5) {
+        if (!type || strcmp(type, "integer") != 0 || value < 0 || value > KNN_MAX_RERANK)
+          msg = sqlite3_mprintf("%s: option rerank must be an integer between 0 and %d", fn,
+                                KNN_MAX_RERANK);
+        else
+          o->rerank = value;
+      } else if (!type || strcmp(type, "integer") != 0 || value < 0 ||
                (k == 0 && value > KNN_MAX_LISTS) || (k == 3 && value > 1000))
         msg = sqlite3_mprintf("%s: option %s must be an integer between 0 and %d", fn, key,
                               k == 0 ? KNN_MAX_LISTS : k == 3 ? 1000 : 2147483647);
@@ -506,7 +535,8 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     rc = sqlite3_prepare_v2(db,
                             "SELECT json_object('table', ?1, 'column', ?2, 'dim', ?3, "
                             "'chunk_size', ?4, 'chunks', ?5, 'slots', ?6, 'vectors', ?7, "
-                            "'pending', ?8, 'building', json(?9), 'triggers', json(?10))",
+                            "'pending', ?8, 'building', json(?9), 'triggers', json(?10), "
+                            "'storage', ?11, 'rerank', ?12)",
                             -1, &st, NULL);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(st, 1, ix.tbl, -1, SQLITE_STATIC);
@@ -519,6 +549,12 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       sqlite3_bind_int64(st, 8, pending);
       sqlite3_bind_text(st, 9, ix.building ? "true" : "false", -1, SQLITE_STATIC);
       sqlite3_bind_text(st, 10, trig ? "true" : "false", -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 11,
+                        ix.storage == KNN_STORE_I8    ? "int8"
+                        : ix.storage == KNN_STORE_F16 ? "float16"
+                                                      : "float32",
+                        -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 12, ix.rerank);
       if (sqlite3_step(st) == SQLITE_ROW) {
         json = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
         if (!json) rc = SQLITE_NOMEM;
@@ -1019,13 +1055,16 @@ int fv_knn_register(sqlite3 *db) {
       {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_build", 4, build_func, 1},
       {"facevec_knn_create", 1, build_func, 0},
       {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
+      {"facevec_knn_create", 4, build_func, 0},
       {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
       {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
   };
   /* They write the database (or read arbitrary tables): never from triggers
   ** or views of an untrusted schema. */
   const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
-  int rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
+  int rc;
+  knn_codes_init();
+  rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
   /* The same search for many query vectors: a JSON array of vectors, each
   ** answered in the same pass over the chunks; rows ordered by query_no. */
   if (rc == SQLITE_OK)

@@ -69,6 +69,8 @@ static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_
 /* The IVF option's tables: its centroids and settings (one row), and the list
 ** of each chunk (-1: a mixed chunk, whose slots BLOB names each slot's list). */
 static const char *const ivf_suffix[2] = {"_fvknn_ivf", "_fvknn_chunklists"};
+/* Compressed storage: one row (storage, rerank, int8 parameters). */
+static const char *const quant_suffix = "_fvknn_quant";
 /* Columns of each table, in order, as pragma_table_info lists them. */
 static const char *const table_columns[3] = {"id,valid,rowids,vectors", "rid,chunk,slot",
                                              "seq,rid"};
@@ -257,6 +259,74 @@ finish:
   return rc;
 }
 
+/* The compressed storage's description (T_fvknn_quant), when the index
+** has one: its storage name, rerank and the int8 parameters' real length. */
+static int load_quant(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) {
+  char *name = sqlite3_mprintf("%s%s", ix->tbl, quant_suffix);
+  char *type = name ? object_type(db, name) : NULL;
+  sqlite3_stmt *st = NULL;
+  int rc, rows = 0;
+  sqlite3_free(name);
+  if (!name) return SQLITE_NOMEM;
+  if (!type) return SQLITE_OK; /* float32 */
+  rc = strcmp(type, "table") == 0 ? SQLITE_OK
+                                  : knn_corrupt(pzErr, fn, ix, "%s%s is a %s", ix->tbl,
+                                                quant_suffix, type);
+  sqlite3_free(type);
+  if (rc != SQLITE_OK) return rc;
+  if (knn_prepare(db, &st, NULL,
+                  "SELECT storage, typeof(rerank), rerank, typeof(params), length(params) "
+                  "FROM \"main\".\"%w%s\"",
+                  ix->tbl, quant_suffix) != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return knn_corrupt(pzErr, fn, ix, "%s%s: %s", ix->tbl, quant_suffix, sqlite3_errmsg(db));
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *storage = (const char *)sqlite3_column_text(st, 0);
+    const char *rtype = (const char *)sqlite3_column_text(st, 1);
+    const char *ptype = (const char *)sqlite3_column_text(st, 3);
+    i64 bytes = sqlite3_column_int64(st, 4);
+    rows++;
+    ix->storage = !storage                          ? -1
+                  : strcmp(storage, "float16") == 0 ? KNN_STORE_F16
+                  : strcmp(storage, "int8") == 0    ? KNN_STORE_I8
+                                                    : -1;
+    ix->rerank = sqlite3_column_int64(st, 2);
+    if (ix->storage < 0) {
+      rc = knn_corrupt(pzErr, fn, ix, "its storage is %s, expected float16 or int8",
+                       storage ? storage : "NULL");
+      goto finish;
+    }
+    if (!rtype || strcmp(rtype, "integer") != 0 || ix->rerank < 0 ||
+        ix->rerank > KNN_MAX_RERANK) {
+      rc = knn_corrupt(pzErr, fn, ix, "its rerank is not an integer in 0..%d", KNN_MAX_RERANK);
+      goto finish;
+    }
+    /* A build not yet started knows its dimension from the parameters only
+    ** (the writer checks them against the first vector's). */
+    if (ix->storage == KNN_STORE_I8
+            ? !ptype || strcmp(ptype, "blob") != 0 ||
+                  (ix->dim > 0 ? bytes != ix->dim * 8
+                               : bytes < 8 || bytes % 8 || bytes / 8 > KNN_MAX_CHUNK_BYTES / 256)
+            : !ptype || strcmp(ptype, "null") != 0) {
+      rc = knn_corrupt(pzErr, fn, ix, "its quantisation parameters hold %lld bytes, expected "
+                       "%lld", bytes, ix->storage == KNN_STORE_I8 ? ix->dim * 8 : 0);
+      goto finish;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    knn_db_error(db, pzErr);
+    goto finish;
+  }
+  rc = rows == 1 ? SQLITE_OK
+                 : knn_corrupt(pzErr, fn, ix, "%s%s holds %d rows, expected 1", ix->tbl,
+                               quant_suffix, rows);
+finish:
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) ix->storage = 0, ix->rerank = 0;
+  return rc;
+}
+
 int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
                    char **pzErr) {
   sqlite3_stmt *st = NULL;
@@ -314,6 +384,7 @@ int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
   sqlite3_finalize(st);
   st = NULL;
   if (rc == SQLITE_OK) rc = load_ivf(db, fn, ix, pzErr);
+  if (rc == SQLITE_OK) rc = load_quant(db, fn, ix, pzErr);
 finish:
   if (rc != SQLITE_OK && rc != SQLITE_NOTFOUND) knn_db_error(db, pzErr);
   if (rc != SQLITE_OK) knn_index_clear(ix);
@@ -525,7 +596,8 @@ static int check_chunks(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr
   sqlite3_blob *blob[3] = {NULL, NULL, NULL};
   unsigned char *bits = NULL;
   char *chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
-  const i64 cs = ix->chunk_size, want[3] = {cs / 8, cs * 8, cs * ix->dim * 4};
+  const i64 cs = ix->chunk_size,
+            want[3] = {cs / 8, cs * 8, cs * ix->dim * knn_elem_bytes(ix->storage)};
   i64 last = 0, n_valid = 0, n_chunks = 0;
   int rc;
   if (!chunks_tbl) return SQLITE_NOMEM;
@@ -823,6 +895,9 @@ typedef struct knn_writer {
   int32_t *app_list;
   sqlite3_stmt *cl_new, *cl_del;
   char *lists_tbl;
+  /* Compressed storage: the int8 parameters, and codes being written. */
+  float *qparams;
+  unsigned char *codes;
   char *zErr;
 } knn_writer;
 
@@ -845,6 +920,8 @@ static void writer_free(knn_writer *w) {
   sqlite3_finalize(w->cl_new);
   sqlite3_finalize(w->cl_del);
   sqlite3_free(w->centroids);
+  sqlite3_free(w->qparams);
+  sqlite3_free(w->codes);
   sqlite3_free(w->app_list);
   sqlite3_free(w->lists_tbl);
   sqlite3_free(w->chunks_tbl);
@@ -920,6 +997,14 @@ static int writer_alloc(knn_writer *w) {
   w->app_list = sqlite3_malloc64((sqlite3_uint64)w->app_cap * sizeof(int32_t));
   if (!w->app_vec || !w->app_rid || !w->app_valid || !w->bitmap || !w->app_list)
     return SQLITE_NOMEM;
+  if (ix->storage != KNN_STORE_F32) {
+    int rc = SQLITE_OK;
+    w->codes = sqlite3_malloc64((sqlite3_uint64)w->app_cap * (sqlite3_uint64)ix->dim * 4);
+    if (!w->codes) return SQLITE_NOMEM;
+    if (ix->storage == KNN_STORE_I8)
+      rc = knn_quant_params(w->db, w->fn, ix, &w->qparams, &w->zErr);
+    if (rc != SQLITE_OK) return rc;
+  }
   w->app_start = ix->tail_used;
   w->app_n = 0;
   return SQLITE_OK;
@@ -994,8 +1079,14 @@ static int writer_flush(knn_writer *w) {
   if (w->app_n == 0) return SQLITE_OK;
   rc = writer_blobs_at(w, ix->tail_chunk);
   if (rc != SQLITE_OK) return rc;
-  const size_t vbytes = (size_t)ix->dim * sizeof(float);
-  rc = sqlite3_blob_write(w->b_vectors, w->app_vec, (int)(w->app_n * (i64)vbytes),
+  const size_t vbytes = (size_t)(ix->dim * knn_elem_bytes(ix->storage));
+  const void *out = w->app_vec;
+  if (ix->storage != KNN_STORE_F32) {
+    knn_encode(ix->storage, w->qparams, w->app_vec, (size_t)w->app_n, (size_t)ix->dim,
+               w->codes);
+    out = w->codes;
+  }
+  rc = sqlite3_blob_write(w->b_vectors, out, (int)(w->app_n * (i64)vbytes),
                           (int)(w->app_start * (i64)vbytes));
   if (rc == SQLITE_OK)
     rc = sqlite3_blob_write(w->b_rowids, w->app_rid, (int)(w->app_n * 8),
@@ -1055,7 +1146,8 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
     sqlite3_bind_int64(w->chunk_new, 1, id);
     sqlite3_bind_int64(w->chunk_new, 2, ix->chunk_size / 8);
     sqlite3_bind_int64(w->chunk_new, 3, ix->chunk_size * 8);
-    sqlite3_bind_int64(w->chunk_new, 4, ix->chunk_size * ix->dim * 4);
+    sqlite3_bind_int64(w->chunk_new, 4,
+                       ix->chunk_size * ix->dim * knn_elem_bytes(ix->storage));
     rc = step_done(w, w->chunk_new);
     if (rc == SQLITE_OK && w->centroids) {
       sqlite3_bind_int64(w->cl_new, 1, id);
@@ -1111,7 +1203,13 @@ static int writer_overwrite(knn_writer *w, i64 chunk, i64 slot, const float *vec
   }
   int rc = writer_blobs_at(w, chunk);
   if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_blob_write(w->b_vectors, vec, (int)(ix->dim * 4), (int)(slot * ix->dim * 4));
+  const i64 vbytes = ix->dim * knn_elem_bytes(ix->storage);
+  const void *out = vec;
+  if (ix->storage != KNN_STORE_F32) {
+    knn_encode(ix->storage, w->qparams, vec, 1, (size_t)ix->dim, w->codes);
+    out = w->codes;
+  }
+  rc = sqlite3_blob_write(w->b_vectors, out, (int)vbytes, (int)(slot * vbytes));
   if (rc != SQLITE_OK) knn_db_error(w->db, &w->zErr);
   return rc;
 }
@@ -1766,8 +1864,10 @@ int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   for (int i = 0; rc == SQLITE_OK && i < 3; i++)
     rc = knn_exec(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl,
                   trigger_suffix[i]);
-  for (int i = 0; rc == SQLITE_OK && i < 5; i++) {
-    char *name = sqlite3_mprintf("%s%s", tbl, i < 3 ? table_suffix[i] : ivf_suffix[i - 3]);
+  for (int i = 0; rc == SQLITE_OK && i < 6; i++) {
+    char *name = sqlite3_mprintf("%s%s", tbl, i < 3   ? table_suffix[i]
+                                              : i < 5 ? ivf_suffix[i - 3]
+                                                      : quant_suffix);
     char *type = name ? object_type(db, name) : NULL;
     if (!name) rc = SQLITE_NOMEM;
     else if (type) rc = knn_exec(db, pzErr, "DROP %s \"main\".\"%w\"", type, name);
@@ -1948,3 +2048,218 @@ i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl) {
   return n;
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* Compressed storage: float16 and int8 codes                                */
+
+/* IEEE half precision, rounded to nearest even; finite values beyond the
+** half range are clamped to +-65504 (a distance stays a number). */
+static uint16_t f32_to_f16(float f) {
+  uint32_t x, sign, a;
+  memcpy(&x, &f, 4);
+  sign = (x >> 16) & 0x8000u;
+  a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+  if (a >= 0x477fe000u) return (uint16_t)(sign | 0x7bffu);  /* >= 65504 */
+  if (a < 0x38800000u) {                                    /* below 2^-14: subnormal */
+    float v, t, fr;
+    uint32_t m;
+    memcpy(&v, &a, 4);
+    t = v * 16777216.0f; /* exact: units of 2^-24 */
+    m = (uint32_t)t;
+    fr = t - (float)m;
+    if (fr > 0.5f || (fr == 0.5f && (m & 1u))) m++;
+    return (uint16_t)(sign | m);
+  }
+  uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
+  uint32_t rem = a & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return (uint16_t)(sign | h);
+}
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+  float f;
+  if (e == 0) {
+    f = (float)m * (1.0f / 16777216.0f);
+    return sign ? -f : f;
+  }
+  x = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e - 15 + 127) << 23) | (m << 13);
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+void knn_encode(int storage, const float *params, const float *src, size_t n, size_t dim,
+                void *dst) {
+  if (storage == KNN_STORE_F16) {
+    uint16_t *o = dst;
+    for (size_t i = 0; i < n * dim; i++) o[i] = f32_to_f16(src[i]);
+  } else if (storage == KNN_STORE_I8) {
+    unsigned char *o = dst;
+    for (size_t r = 0; r < n; r++)
+      for (size_t j = 0; j < dim; j++) {
+        float c = (src[r * dim + j] - params[j]) / params[dim + j];
+        /* NaN goes to 0: only the exact re-ranking sees the true value. */
+        o[r * dim + j] = !(c > 0) ? 0 : c >= 255 ? 255 : (unsigned char)(c + 0.5f);
+      }
+  } else {
+    memcpy(dst, src, n * dim * sizeof(float));
+  }
+}
+
+/* Every half's float (256 KiB), filled once when the extension registers. */
+static float f16_table[65536];
+
+void knn_codes_init(void) {
+  static int done = 0;
+  sqlite3_mutex *m = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1);
+  sqlite3_mutex_enter(m);
+  if (!done)
+    for (uint32_t h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
+  done = 1;
+  sqlite3_mutex_leave(m);
+}
+
+void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
+                float *dst) {
+  if (storage == KNN_STORE_F16) {
+    const uint16_t *s = src;
+    for (size_t i = 0; i < n * dim; i++) dst[i] = f16_table[s[i]];
+  } else if (storage == KNN_STORE_I8) {
+    const unsigned char *s = src;
+    const float *lo = params, *scale = params + dim;
+    for (size_t r = 0; r < n; r++)
+      for (size_t j = 0; j < dim; j++) dst[r * dim + j] = lo[j] + scale[j] * (float)s[r * dim + j];
+  } else {
+    memcpy(dst, src, n * dim * sizeof(float));
+  }
+}
+
+int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **out,
+                     char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  const i64 bytes = ix->dim * 8;
+  int rc;
+  *out = NULL;
+  if (ix->storage != KNN_STORE_I8) return SQLITE_OK;
+  if (ix->dim < 1 || ix->dim > KNN_MAX_CHUNK_BYTES / (64 * 4))
+    return knn_corrupt(pzErr, fn, ix, "quantisation parameters of dimension %lld", ix->dim);
+  rc = knn_prepare(db, &st, pzErr, "SELECT params FROM \"main\".\"%w%s\"", ix->tbl,
+                   quant_suffix);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
+        sqlite3_column_bytes(st, 0) == bytes) {
+      *out = sqlite3_malloc64((sqlite3_uint64)bytes);
+      if (*out) memcpy(*out, sqlite3_column_blob(st, 0), (size_t)bytes);
+      rc = *out ? SQLITE_OK : SQLITE_NOMEM;
+      for (i64 j = 0; rc == SQLITE_OK && j < ix->dim; j++)
+        if (!isfinite((*out)[j]) || !isfinite((*out)[ix->dim + j]) || !((*out)[ix->dim + j] > 0))
+          rc = knn_corrupt(pzErr, fn, ix, "quantisation parameter %lld is not a finite "
+                           "minimum and positive scale", j);
+    } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+      rc = knn_corrupt(pzErr, fn, ix, "its quantisation parameters are not %lld bytes", bytes);
+    } else {
+      knn_db_error(db, pzErr);
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 rerank,
+                   char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  float *lo = NULL, *hi = NULL, *params = NULL;
+  i64 dim = 0;
+  int rc = SQLITE_OK;
+  if (storage == KNN_STORE_F32) return SQLITE_OK;
+  if (storage == KNN_STORE_I8) {
+    /* Each dimension's range over the table's vectors: 255 steps of it. */
+    rc = knn_prepare(db, &st, pzErr,
+                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL",
+                     ix->pk, ix->col, ix->tbl, ix->col);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+      fv_vector v;
+      rc = knn_row_vector(fn, ix, sqlite3_column_int64(st, 0), sqlite3_column_type(st, 1),
+                          sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), dim, &v,
+                          pzErr);
+      if (rc != SQLITE_OK) break;
+      if (!v.v) continue;
+      if (!lo) {
+        dim = (i64)v.n;
+        if (dim < 1 || dim > KNN_MAX_CHUNK_BYTES / (64 * 4)) {
+          fv_vector_free(&v);
+          *pzErr = sqlite3_mprintf("%s: %s vectors of %lld dimensions cannot be indexed", fn,
+                                   ix->tbl, dim);
+          rc = SQLITE_ERROR;
+          break;
+        }
+        lo = sqlite3_malloc64((sqlite3_uint64)dim * 4);
+        hi = sqlite3_malloc64((sqlite3_uint64)dim * 4);
+        if (!lo || !hi) {
+          fv_vector_free(&v);
+          rc = SQLITE_NOMEM;
+          break;
+        }
+        for (i64 j = 0; j < dim; j++) lo[j] = HUGE_VALF, hi[j] = -HUGE_VALF;
+      }
+      for (i64 j = 0; j < dim; j++) {
+        float x = v.v[j];
+        if (!isfinite(x)) continue;
+        if (x < lo[j]) lo[j] = x;
+        if (x > hi[j]) hi[j] = x;
+      }
+      fv_vector_free(&v);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    else if (rc != SQLITE_OK && rc != SQLITE_NOMEM && !*pzErr) knn_db_error(db, pzErr);
+    if (rc == SQLITE_OK && !lo) {
+      *pzErr = sqlite3_mprintf("%s: storage int8 is trained on the vectors of %s, which has "
+                               "none yet; build it with storage float16 or float32",
+                               fn, ix->tbl);
+      rc = SQLITE_ERROR;
+    }
+    if (rc == SQLITE_OK) {
+      params = sqlite3_malloc64((sqlite3_uint64)dim * 8);
+      if (!params) rc = SQLITE_NOMEM;
+    }
+    for (i64 j = 0; rc == SQLITE_OK && j < dim; j++) {
+      float a = lo[j] <= hi[j] ? lo[j] : 0, b = lo[j] <= hi[j] ? hi[j] : 0;
+      float s = (b - a) / 255.0f;
+      params[j] = a;
+      params[dim + j] = isfinite(s) && s > 0 ? s : 1.0f;
+    }
+  }
+  if (rc == SQLITE_OK)
+    rc = knn_exec(db, pzErr,
+                  "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, storage TEXT NOT "
+                  "NULL, rerank INTEGER NOT NULL, params BLOB)",
+                  ix->tbl, quant_suffix);
+  if (rc == SQLITE_OK)
+    rc = knn_prepare(db, &st, pzErr, "INSERT INTO \"main\".\"%w%s\" VALUES (1, ?1, ?2, ?3)",
+                     ix->tbl, quant_suffix);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, storage == KNN_STORE_I8 ? "int8" : "float16", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, rerank);
+    if (params) sqlite3_bind_blob64(st, 3, params, (sqlite3_uint64)dim * 8, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    else knn_db_error(db, pzErr);
+  }
+  if (rc == SQLITE_OK) {
+    ix->storage = storage;
+    ix->rerank = rerank;
+  }
+  sqlite3_finalize(st);
+  sqlite3_free(lo);
+  sqlite3_free(hi);
+  sqlite3_free(params);
+  return rc;
+}

@@ -54,7 +54,43 @@ typedef struct knn_index {
   i64 lists;       /* coarse centroids, 1..KNN_MAX_LISTS */
   i64 nprobe;      /* lists a query reads by default, 1..lists */
   i64 trained;     /* vectors the centroids were trained for */
+  /* Compressed storage (T_fvknn_quant exists): the chunks' vectors as
+  ** float16 or int8 codes; a query ranks them approximately and re-ranks
+  ** its candidates exactly from the source table. */
+  int storage;     /* KNN_STORE_F32 (no T_fvknn_quant), _F16 or _I8 */
+  i64 rerank;      /* candidates re-ranked per query; 0: max(4k, 64) */
 } knn_index;
+
+#define KNN_STORE_F32 0
+#define KNN_STORE_F16 1
+#define KNN_STORE_I8 2
+#define KNN_MAX_RERANK 1000000
+/* Bytes of one stored element. */
+static inline i64 knn_elem_bytes(int storage) {
+  return storage == KNN_STORE_I8 ? 1 : storage == KNN_STORE_F16 ? 2 : 4;
+}
+/* The candidates a query of k rows re-ranks on compressed storage. */
+static inline i64 knn_rerank_k(const knn_index *ix, i64 k) {
+  i64 r = ix->rerank > 0 ? ix->rerank : (k > (i64)1 << 60 ? k : 4 * k);
+  if (ix->rerank == 0 && r < 64) r = 64;
+  return r > k ? r : k;
+}
+/* The int8 parameters (dim minima, then dim scales, float32; checked
+** against the description) of a compressed index, sqlite3_malloc'd; NULL
+** for float16 / float32. */
+int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **out,
+                     char **pzErr);
+/* n vectors of dim floats to codes of ix's storage, and back. */
+void knn_encode(int storage, const float *params, const float *src, size_t n, size_t dim,
+                void *dst);
+/* Fill the float16 decoding table (knn_decode needs it); idempotent. */
+void knn_codes_init(void);
+void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
+                float *dst);
+/* Make a just-created, empty index store its vectors as storage (trained
+** on the table's vectors for int8), re-ranking rerank candidates. */
+int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 rerank,
+                   char **pzErr);
 
 /* IVF limits: lists per index, and the bytes of its centroids. */
 #define KNN_MAX_LISTS 65536
@@ -66,6 +102,8 @@ typedef struct knn_build_opts {
   i64 nprobe;  /* 0: measured at build (calibrate_nprobe in knn_store.c) */
   i64 sample;  /* training rows; 0: 40 per list */
   i64 iterations; /* Lloyd steps; 0: 10 */
+  int storage;    /* KNN_STORE_* */
+  i64 rerank;     /* 0: max(4k, 64) */
 } knn_build_opts;
 
 /* Small helpers: one formatted statement run or prepared (sqlite3_mprintf

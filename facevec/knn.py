@@ -55,6 +55,8 @@ from .storage.database import Database, DbArg, open_database
 METRICS = KNN_METRICS
 TABLE = "face_meta"
 BATCH_ROWS = 20000
+#: How the knn index may store its vectors (see :func:`build`).
+STORAGES = ("float32", "float16", "int8")
 # Below this many vectors, build() makes the exact index unless told otherwise.
 IVF_MIN_VECTORS = 100_000
 Progress = Callable[[int, int], None]
@@ -136,6 +138,8 @@ def build(
     progress: Progress | None = None,
     lists: int | None = None,
     nprobe: int | None = None,
+    storage: str = "float32",
+    rerank: int | None = None,
 ) -> int:
     """(Re)build the index of ``table.column``; returns the number of vectors
     indexed.
@@ -143,17 +147,30 @@ def build(
     ``lists``: None chooses (:func:`default_lists`), 0 is the exact index, N an
     IVF index of N k-means lists whose queries read ``nprobe`` lists by default
     (None: lists / 16). An IVF build is one transaction (training needs every
-    row). The exact build works in batches of ``batch_size`` rows, each its own
+    row). ``storage``: "float32" (as given), or "float16" / "int8" (per-dimension
+    min/scale trained on the table) to store the chunks at 1/2 or 1/4 the size;
+    a query then ranks the compressed vectors, and re-ranks its ``rerank``
+    nearest (None: max(4k, 64)) by their exact float32 distances from the table,
+    so the distances returned are the scalar functions' own. The exact build
+    works in batches of ``batch_size`` rows, each its own
     transaction, so an interrupted build resumes with :func:`sync`, and queries
     stay correct meanwhile. ``progress(done, total)`` is called after each batch.
     """
     _require(conn)
     lists = check_count("lists", lists, 0)
     nprobe = check_count("nprobe", nprobe, 1)
+    rerank = check_count("rerank", rerank, 0)
+    if storage not in STORAGES:
+        raise InvalidParameterError(
+            f"storage must be one of {', '.join(STORAGES)}, found {storage!r}"
+        )
+    quant: dict[str, Any] = {} if storage == "float32" else {"storage": storage}
+    if rerank:
+        quant["rerank"] = rerank
     if lists is None:
         lists = default_lists(knn_index.vector_count(conn, table, column))
     if lists > 0:
-        options = {"lists": lists}
+        options: dict[str, Any] = {"lists": lists, **quant}
         if nprobe is not None:
             options["nprobe"] = nprobe
         if chunk_size is not None:
@@ -162,7 +179,7 @@ def build(
         if progress:
             progress(done, done)
         return done
-    knn_index.create(conn, table, column, chunk_size)
+    knn_index.create(conn, table, column, chunk_size, quant)
     sync(conn, table, batch_size=batch_size, progress=progress)
     info = knn_index.status(conn, table)
     return int(info["vectors"]) if info else 0
@@ -302,14 +319,17 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
         refresh(db.conn, progress=advance)
 
 
-def reindex(db: DbArg, progress: bool = True, lists: int | None = None) -> int:
+def reindex(
+    db: DbArg, progress: bool = True, lists: int | None = None, storage: str | None = None
+) -> int:
     """(Re)build the knn index of a SQLite gallery (the knn strategy), with a
     progress bar; returns the number of faces indexed. ``index`` keeps the index
     current by itself: this is for databases made otherwise, to reclaim the
     space of deleted faces, or to retrain an IVF index (``facevec_knn_status``
     says when that helps). ``lists``: None keeps an IVF index IVF (√N lists)
     and otherwise chooses by size (:func:`default_lists`); 0 builds the exact
-    index; N an IVF index of N lists."""
+    index; N an IVF index of N lists. ``storage`` (float32, float16, int8; None
+    keeps the index's) as in :func:`build`."""
     with open_database(db, create=False) as database:
         if not database.dialect.has_extension:
             raise UnknownStrategyError(
@@ -317,16 +337,20 @@ def reindex(db: DbArg, progress: bool = True, lists: int | None = None) -> int:
                 "where find uses strategy 'relational' or 'client'"
             )
         lists = check_count("lists", lists, 0)
-        if lists is None and available(database.conn):
+        info = None
+        if (lists is None or storage is None) and available(database.conn):
             try:
                 info = status(database.conn)
             except Exception:  # a damaged index: reindex is how it is mended
                 info = None
-            if info is not None and info.get("lists", 0) > 0:
+        if storage is None:
+            storage = info.get("storage", "float32") if info else "float32"
+        if lists is None and info is not None:
+            if info.get("lists", 0) > 0:
                 rows = knn_index.vector_count(database.conn, TABLE, "embedding")
                 lists = max(1, round(math.sqrt(rows)))
         with progress_bar(progress) as advance:
-            return build(database.conn, progress=advance, lists=lists)
+            return build(database.conn, progress=advance, lists=lists, storage=storage)
 
 
 @contextlib.contextmanager

@@ -159,3 +159,25 @@ def test_find_over_a_folder(tmp_path, gallery_db_copy, photos):
     result = CliRunner().invoke(cli, ["find", str(folder), "--db", str(gallery_db_copy)])
     assert result.exit_code == 0, result.output
     assert "img1.jpg: query face 0" in result.output
+
+
+def test_reindex_storage_compresses_the_knn_index(tmp_path):
+    db = tmp_path / "added.db"
+    vectors = _random_gallery(db, n=300)
+    result = CliRunner().invoke(cli, ["reindex", "--db", str(db), "--storage", "int8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "knn index: 300 faces, stored as int8" in result.output
+    with open_database(db, create=False) as database:
+        assert knn.status(database.conn)["storage"] == "int8"
+    query = vectors[11] + 0.01
+    (exact,) = facevec.find(query, db, strategy="extension", k=10, similarity_search=True)
+    (got,) = facevec.find(query, db, strategy="knn", k=10, similarity_search=True)
+    assert list(got.face_id) == list(exact.face_id)
+    assert list(got.distance) == list(exact.distance)  # re-ranked by the exact vectors
+    facevec.add(db, ["late.jpg"], [query], model_name="Dlib")
+    (after,) = facevec.find(query, db, strategy="knn", k=1)
+    assert list(after.img_name) == ["late.jpg"]
+    # reindex keeps the storage unless told otherwise.
+    assert facevec.reindex(db, progress=False) == 301
+    with open_database(db, create=False) as database:
+        assert knn.status(database.conn)["storage"] == "int8"

@@ -382,6 +382,8 @@ def test_status_is_json_for_any_table_and_column_name(ext, name):
         "pending": 0,
         "building": False,
         "triggers": True,
+        "storage": "float32",
+        "rerank": 0,
         "lists": 0,
     }
 

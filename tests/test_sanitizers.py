@@ -173,6 +173,17 @@ def test_knn_ivf_script_under_sanitizers(build):
     assert "its centroids hold 1 bytes, expected 320" in result.stderr
 
 
+def test_knn_quant_script_under_sanitizers(build):
+    """tests/sql/knn_quant.sql: float16 / int8 storage, re-ranking, damaged quantisation."""
+    result = run_sanitized(build / "facevec0.so", (SQL_DIR / "knn_quant.sql").read_text())
+    assert_no_report(result)
+    assert '"storage":"int8"' in result.stdout and '"storage":"float16"' in result.stdout
+    assert "storage int8 is trained on the vectors of face_meta" in result.stderr
+    assert "its quantisation parameters hold 1 bytes, expected 32" in result.stderr
+    assert "quantisation parameter 0 is not a finite minimum and positive scale" in result.stderr
+    assert "which face_meta does not hold" in result.stderr
+
+
 def test_knn_hostile_script_under_sanitizers(build):
     """tests/sql/knn_hostile.sql: forged and damaged indexes, huge k."""
     sql = (SQL_DIR / "knn_hostile.sql").read_text()

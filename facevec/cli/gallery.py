@@ -356,10 +356,23 @@ def copy_command(source: str, target: str) -> None:
     default=None,
     help="Empty face_embeddings (client strategy only) or fill it again.",
 )
+@click.option(
+    "--storage",
+    type=click.Choice(["float32", "float16", "int8"]),
+    default=None,
+    help="How the SQLite knn index stores its vectors: float16 or int8 take 1/2 or 1/4 "
+    "of the space, queries re-rank their candidates by exact distances [default: as "
+    "it is].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
 def reindex_command(
-    db: str, n_lists: int | None, lists_metric: str, blobs_only: bool | None, quiet: bool
+    db: str,
+    n_lists: int | None,
+    lists_metric: str,
+    blobs_only: bool | None,
+    storage: str | None,
+    quiet: bool,
 ) -> None:
     """(Re)build a gallery's indexes: the knn index of a SQLite database (find
     --strategy knn) and, with --lists N, IVF lists on any database (find --nprobe).
@@ -372,6 +385,8 @@ def reindex_command(
 
     with open_database(db, create=False) as database:
         on_sqlite = database.dialect.has_extension
+    if storage is not None and not on_sqlite:
+        raise click.UsageError("--storage is an option of the SQLite knn index")
     if blobs_only is not None:
         from ..lists import set_embedding_rows
 
@@ -384,8 +399,8 @@ def reindex_command(
         # SQLite's own knn index, with its own IVF lists (trained in C) when asked.
         from ..knn import reindex
 
-        faces = reindex(db, progress=not quiet, lists=n_lists)
-        click.echo(f"knn index: {faces} faces")
+        faces = reindex(db, progress=not quiet, lists=n_lists, storage=storage)
+        click.echo(f"knn index: {faces} faces" + (f", stored as {storage}" if storage else ""))
     elif n_lists is None and blobs_only is None:
         _print_list_status(db)
 

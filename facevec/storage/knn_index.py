@@ -30,8 +30,12 @@ def status(conn: Any, table: str) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
-def create(conn: Any, table: str, column: str, chunk_size: int | None) -> None:
+def create(
+    conn: Any, table: str, column: str, chunk_size: int | None, options: dict | None = None
+) -> None:
     args: tuple[Any, ...] = (table, column) if chunk_size is None else (table, column, chunk_size)
+    if options:
+        args = (table, column, chunk_size, json.dumps(options))
     marks = ", ".join("?" * len(args))
     conn.execute(f"SELECT facevec_knn_create({marks})", args).fetchone()
 

@@ -1,0 +1,56 @@
+-- facevec_knn's float16 / int8 storage under the sanitizers (tests/test_knn_quantised.py):
+-- build, query, change, sync, batches, re-ranking, and damaged quantisation tables.
+-- Errors are expected from some statements; only sanitizer reports fail the test.
+CREATE TABLE face_meta(id INTEGER PRIMARY KEY, img_name TEXT, embedding BLOB);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "float16"}');
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000)
+INSERT INTO face_meta SELECT i, 'img'||i, vector_from_json('[' || (i%7) || ',' || (i%11) || ',' || (i%13) || ',' || (i%17) || ']') FROM n;
+SELECT facevec_knn_sync('face_meta');
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+SELECT facevec_knn_status('face_meta');
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'cosine');
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'euclidean', 2.5);
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 100000);
+DELETE FROM face_meta WHERE id % 3 = 0;
+UPDATE face_meta SET embedding = vector_from_json('[90000,-9,9,1e30]') WHERE id % 5 = 0;
+INSERT INTO face_meta(embedding) VALUES (vector_from_json('[1,2,3,4]'));
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3, 'euclidean_l2');
+SELECT facevec_knn_sync('face_meta');
+SELECT rowid, distance FROM facevec_knn('face_meta', '[90000,-9,9,1e30]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"lists": 20, "storage": "float16", "rerank": 7}');
+SELECT facevec_knn_status('face_meta');
+UPDATE face_meta SET embedding = vector_from_json('[1e30,1,1,1]') WHERE id = 1;
+SELECT facevec_knn_sync('face_meta');
+SELECT rowid, distance FROM facevec_knn('face_meta', '[1,2,3,4]', 3, NULL, NULL, 2);
+SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', '[[1,2,3,4],[4,3,2,1],[0,1,0,1],[1,1,1,1],[2,2,2,2],[3,3,3,3],[5,5,5,5],[6,6,6,6],[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1],[7,7,7,7]]', 5, NULL, NULL, 2) ORDER BY query_no, distance;
+SELECT count(*) FROM facevec_knn_batch('face_meta', '[[1,2,3,4],[4,3,2,1],[0,1,0,1],[1,1,1,1],[2,2,2,2],[3,3,3,3],[5,5,5,5],[6,6,6,6],[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1],[7,7,7,7]]', 2000);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int4"}');
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"rerank": -1}');
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+UPDATE face_meta_fvknn_quant SET params = x'00';
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_sync('face_meta');
+UPDATE face_meta_fvknn_quant SET params = zeroblob(32);
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+UPDATE face_meta_fvknn_quant SET storage = 'float16';
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+UPDATE face_meta_fvknn_chunks SET vectors = zeroblob(length(vectors) * 4);
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_status('face_meta');
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+UPDATE face_meta_fvknn_quant SET rerank = 1000000000;
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+DELETE FROM face_meta_fvknn_quant;
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+DELETE FROM face_meta WHERE id = 2;
+UPDATE face_meta_fvknn_log SET rid = 99999;
+SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"storage": "int8"}');
+SELECT facevec_knn_status('face_meta');
