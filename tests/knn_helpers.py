@@ -117,3 +117,37 @@ def current(conn):
 
 def status(conn, table="face_meta"):
     return json.loads(conn.execute("SELECT facevec_knn_status(?)", (table,)).fetchone()[0])
+
+
+def random_changes(conn, rng, n_ops, next_id, new_vector):
+    """Random inserts, deletes, vector updates, NULLings and id changes of face_meta;
+    ``new_vector(rng)`` makes each vector written. Returns the next unused id."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta")]
+    for _ in range(n_ops):
+        op = rng.integers(6)
+        if op <= 1 or not ids:
+            conn.execute(
+                "INSERT INTO face_meta(id, embedding) VALUES (?, ?)",
+                (next_id, new_vector(rng).astype(np.float32).tobytes()),
+            )
+            ids.append(next_id)
+            next_id += 1
+        elif op == 2:
+            victim = ids.pop(rng.integers(len(ids)))
+            conn.execute("DELETE FROM face_meta WHERE id = ?", (victim,))
+        elif op == 3:
+            vector = new_vector(rng).astype(np.float32).tobytes()
+            conn.execute(
+                "UPDATE face_meta SET embedding = ? WHERE id = ?",
+                (vector, ids[rng.integers(len(ids))]),
+            )
+        elif op == 4:
+            conn.execute(
+                "UPDATE face_meta SET embedding = NULL WHERE id = ?", (ids[rng.integers(len(ids))],)
+            )
+        else:
+            old = ids.pop(rng.integers(len(ids)))
+            conn.execute("UPDATE face_meta SET id = ? WHERE id = ?", (next_id, old))
+            ids.append(next_id)
+            next_id += 1
+    return next_id

@@ -34,6 +34,7 @@ from knn_helpers import (  # noqa: E402
     extension_under_test,
     knn,
     make_table,
+    random_changes,
     reference,
     scalar,
     status,
@@ -199,38 +200,8 @@ def test_table_name_case_and_quoting(ext):
 
 
 def mutate(conn, rng, n_ops, dim, next_id):
-    """Random inserts, deletes, vector updates, NULLings and id changes."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta")]
-    for _ in range(n_ops):
-        op = rng.integers(6)
-        if op <= 1 or not ids:
-            conn.execute(
-                "INSERT INTO face_meta(id, embedding) VALUES (?, ?)",
-                (next_id, rng.standard_normal(dim).astype(np.float32).tobytes()),
-            )
-            ids.append(next_id)
-            next_id += 1
-        elif op == 2:
-            victim = ids.pop(rng.integers(len(ids)))
-            conn.execute("DELETE FROM face_meta WHERE id = ?", (victim,))
-        elif op == 3:
-            conn.execute(
-                "UPDATE face_meta SET embedding = ? WHERE id = ?",
-                (
-                    rng.standard_normal(dim).astype(np.float32).tobytes(),
-                    ids[rng.integers(len(ids))],
-                ),
-            )
-        elif op == 4:
-            conn.execute(
-                "UPDATE face_meta SET embedding = NULL WHERE id = ?", (ids[rng.integers(len(ids))],)
-            )
-        else:
-            old = ids.pop(rng.integers(len(ids)))
-            conn.execute("UPDATE face_meta SET id = ? WHERE id = ?", (next_id, old))
-            ids.append(next_id)
-            next_id += 1
-    return next_id
+    """Random changes (knn_helpers.random_changes) with standard normal vectors."""
+    return random_changes(conn, rng, n_ops, next_id, lambda r: r.standard_normal(dim))
 
 
 def check_all(conn, rng, dim, metrics=("euclidean", "cosine")):

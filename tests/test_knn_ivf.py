@@ -28,6 +28,7 @@ from knn_helpers import (  # noqa: E402
     current,
     extension_under_test,
     make_table,
+    random_changes,
     scalar,
     status,
 )
@@ -156,34 +157,12 @@ def test_recall_on_real_face_embeddings(ext, all_photos_db, tmp_path):
 
 
 def mutate(conn, rng, x_like, n_ops, next_id):
-    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta")]
-    dim = x_like.shape[1]
-    for _ in range(n_ops):
-        op = rng.integers(6)
-        v = (x_like[rng.integers(len(x_like))] + 0.3 * rng.standard_normal(dim)).astype(np.float32)
-        if op <= 1 or not ids:
-            conn.execute(
-                "INSERT INTO face_meta(id, embedding) VALUES (?, ?)", (next_id, v.tobytes())
-            )
-            ids.append(next_id)
-            next_id += 1
-        elif op == 2:
-            conn.execute("DELETE FROM face_meta WHERE id = ?", (ids.pop(rng.integers(len(ids))),))
-        elif op == 3:
-            conn.execute(
-                "UPDATE face_meta SET embedding = ? WHERE id = ?",
-                (v.tobytes(), ids[rng.integers(len(ids))]),
-            )
-        elif op == 4:
-            conn.execute(
-                "UPDATE face_meta SET embedding = NULL WHERE id = ?", (ids[rng.integers(len(ids))],)
-            )
-        else:
-            old = ids.pop(rng.integers(len(ids)))
-            conn.execute("UPDATE face_meta SET id = ? WHERE id = ?", (next_id, old))
-            ids.append(next_id)
-            next_id += 1
-    return next_id
+    """Random changes (knn_helpers.random_changes) with vectors near the gallery's."""
+
+    def near(r):
+        return x_like[r.integers(len(x_like))] + 0.3 * r.standard_normal(x_like.shape[1])
+
+    return random_changes(conn, rng, n_ops, next_id, near)
 
 
 def test_changes_are_never_missed(ext, tmp_path):
