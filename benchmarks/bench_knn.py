@@ -71,6 +71,24 @@ def connect(path: Path, mmap: bool = False):
     return conn
 
 
+def build_vec0(path: Path, x: np.ndarray) -> float:
+    """A sqlite-vec vec0 table of x (rowids 1..n) in path; returns the build seconds."""
+    conn = connect(path)
+    t = time.perf_counter()
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[{DIM}])")
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO vec_items(rowid, embedding) VALUES (?, ?)",
+        ((i + 1, row.tobytes()) for i, row in enumerate(x)),
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    seconds = time.perf_counter() - t
+    conn.close()
+    return seconds
+
+
 def build_face_meta(path: Path, x: np.ndarray) -> float:
     conn = connect(path)
     t = time.perf_counter()
@@ -112,20 +130,8 @@ def run(n: int, reps: int, workdir: Path) -> list[tuple[str, float, float | None
     knn_size = facevec_db.stat().st_size - base_size
     conn.close()
 
-    conn = connect(vec_db)
-    t = time.perf_counter()
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[{DIM}])")
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO vec_items(rowid, embedding) VALUES (?, ?)",
-        ((i + 1, x[i].tobytes()) for i in range(n)),
-    )
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vec_build = time.perf_counter() - t
+    vec_build = build_vec0(vec_db, x)
     vec_size = vec_db.stat().st_size
-    conn.close()
 
     # Every method must agree with faiss before its time counts.
     import faiss
@@ -341,20 +347,8 @@ def run_ann(n: int, workdir: Path, hnsw: bool, n_queries: int = 200) -> list[tup
     vec_db = workdir / f"vec0_ann_{n}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(vec_db) + suffix).unlink(missing_ok=True)
-    conn = connect(vec_db)
-    t = time.perf_counter()
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[{DIM}])")
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO vec_items(rowid, embedding) VALUES (?, ?)",
-        ((i + 1, x[i].tobytes()) for i in range(n)),
-    )
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vbuild = time.perf_counter() - t
+    vbuild = build_vec0(vec_db, x)
     vsize = vec_db.stat().st_size / 2**20
-    conn.close()
     conn = connect(vec_db, mmap=True)
     vsql = "SELECT rowid FROM vec_items WHERE embedding MATCH ? AND k = 10"
     found = [[r[0] for r in conn.execute(vsql, (q.tobytes(),))] for q in queries[:10]]
