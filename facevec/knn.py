@@ -210,6 +210,17 @@ def _vector_bytes(query: bytes | str | Sequence[float] | np.ndarray) -> bytes | 
     return array.astype("<f4").tobytes()
 
 
+def _search_parameters(
+    conn: Any, k: int | None, threshold: float | None, nprobe: int | None
+) -> tuple[int, float | None, int | None]:
+    """The checked k, threshold and nprobe of a search; the index must be loadable."""
+    _require(conn)
+    k = check_k(k)
+    if k is None:
+        raise InvalidParameterError("k must be a whole number, not None")
+    return k, check_threshold(threshold), check_count("nprobe", nprobe, 1)
+
+
 def search(
     conn: Any,
     query: bytes | str | Sequence[float] | np.ndarray,
@@ -225,12 +236,7 @@ def search(
     given. Distances equal the scalar ``<metric>_distance(embedding, query)``.
     On an IVF index, ``nprobe`` lists are read (None: the index's default).
     """
-    _require(conn)
-    k = check_k(k)
-    if k is None:
-        raise InvalidParameterError("k must be a whole number, not None")
-    threshold = check_threshold(threshold)
-    nprobe = check_count("nprobe", nprobe, 1)
+    k, threshold, nprobe = _search_parameters(conn, k, threshold, nprobe)
     return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold, nprobe)
 
 
@@ -247,12 +253,7 @@ def search_batch(
     """:func:`search` for each row of ``queries`` (an n x dim array), in one
     pass over the index: one list of ``(rowid, distance)`` per query, each
     exactly what :func:`search` gives for that query."""
-    _require(conn)
-    k = check_k(k)
-    if k is None:
-        raise InvalidParameterError("k must be a whole number, not None")
-    threshold = check_threshold(threshold)
-    nprobe = check_count("nprobe", nprobe, 1)
+    k, threshold, nprobe = _search_parameters(conn, k, threshold, nprobe)
     array = np.asarray(queries)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise VectorError(f"queries must be a non-empty n x dim array, found shape {array.shape}")
