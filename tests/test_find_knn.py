@@ -3,6 +3,7 @@ reindex builds it, and its absence or unavailability is a clear error."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -159,6 +160,15 @@ def test_find_over_a_folder(tmp_path, gallery_db_copy, photos):
     result = CliRunner().invoke(cli, ["find", str(folder), "--db", str(gallery_db_copy)])
     assert result.exit_code == 0, result.output
     assert "img1.jpg: query face 0" in result.output
+    # --nprobe reaches the search: the same faces as the API, and 0 is refused.
+    args = ["find", str(folder), "--db", str(gallery_db_copy), "--strategy", "knn"]
+    shown = CliRunner().invoke(cli, [*args, "--nprobe", "2", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert [[row["face_id"] for row in frame] for frame in json.loads(shown.output)] == [
+        list(f.face_id) for f in frames
+    ]
+    refused = CliRunner().invoke(cli, [*args, "--nprobe", "0"])
+    assert refused.exit_code == 2 and "--nprobe" in refused.output
 
 
 def test_reindex_storage_compresses_the_knn_index(tmp_path):
