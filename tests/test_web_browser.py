@@ -66,12 +66,21 @@ def browser(tmp_path_factory):
 
 
 def _wait(driver, condition, timeout: float = 180):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # A page that re-renders replaces the elements a condition may be reading.
+    # A page that re-renders replaces the elements a condition may be reading:
+    # Chromium reports a node gone mid-read either as stale or as an inspector error.
+    def settled(d):
+        try:
+            return condition(d)
+        except WebDriverException as err:
+            if "does not belong to the document" in str(err):
+                return False
+            raise
+
     waiting = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
-    return waiting.until(condition)
+    return waiting.until(settled)
 
 
 def _loaded_images(driver) -> list[str]:
