@@ -20,6 +20,7 @@ from .._version import __version__
 from ..errors import FacevecError
 from ..storage.database import open_database
 from . import api, pages
+from .docs import add_docs
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
 from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
@@ -81,6 +82,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.add_docs serves /docs from local files
+        redoc_url=None,
     )
     app.state.config = config
     app.state.jobs = jobs
@@ -95,6 +98,7 @@ def create_app(
         from . import people_routes
 
         people_routes.register(app)
+    add_docs(app)  # before /static: its assets live under /docs/assets
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _add_error_handlers(app, config)
     _add_security_headers(app)
@@ -158,9 +162,7 @@ def _add_security_headers(app: FastAPI) -> None:
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if response.headers.get("content-type", "").startswith("text/html") and not (
-            request.url.path.startswith("/docs") or request.url.path.startswith("/redoc")
-        ):
+        if response.headers.get("content-type", "").startswith("text/html"):
             response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
