@@ -20,8 +20,8 @@ from .._version import __version__
 from ..errors import FacevecError
 from ..storage.database import open_database
 from . import api, pages
-from .docs import add_docs
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
+from .docs import add_docs
 from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
