@@ -225,3 +225,78 @@ def test_pages_carry_a_strict_content_security_policy(gallery_db):
         assert page.headers["x-content-type-options"] == "nosniff"
         assert TOKEN not in page.text
         assert 'style="' not in page.text  # inline styles would break under the policy
+
+
+def _raw_get(url: str, path: str, host: str | None, http10: bool = False):
+    """GET `path` from the server at `url` with exactly this Host header (or none)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    if http10:
+        conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_request_naming_another_host_is_refused_against_dns_rebinding(gallery_db, gallery):
+    """A page of evil.example whose name is re-pointed at 127.0.0.1 reaches the server
+    with Host: evil.example: refused before any route, so it reads nothing."""
+    import json
+
+    from web_support import live_server
+
+    from facevec.web import create_app
+
+    photo = f"/photos{gallery}/id01/img1.jpg"
+    with live_server(create_app(str(gallery_db), photos=[gallery, FACES])) as url:
+        port = url.rsplit(":", 1)[1]
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST."):
+            status, _ = _raw_get(url, "/api/info", host)
+            assert status == 200, host
+        assert _raw_get(url, photo, f"localhost:{port}")[0] == 200
+        for host in (
+            f"evil.example:{port}",
+            "evil.example",
+            "localhost.evil.example",
+            f"127.0.0.1.nip.io:{port}",
+            f"192.168.1.20:{port}",  # an address the server does not listen on
+            "",
+            "localhost:80:80",
+            "[::1",
+        ):
+            for path in ("/api/info", photo, "/api/faces/1/crop.png", "/", "/docs"):
+                status, content = _raw_get(url, path, host)
+                assert status == 400, (host, path)
+                answer = json.loads(content)
+                assert answer["error"] == "HTTPError", host
+                assert "this server does not answer to the host" in answer["detail"]
+                assert "--allowed-host" in answer["detail"]
+        status, content = _raw_get(url, "/api/info", None, http10=True)
+        assert status == 400 and b"a Host header is required" in content
+
+    app = create_app(
+        str(gallery_db), host="0.0.0.0", allowed_hosts=["photos.example.org", "*.lan"]
+    )
+    with live_server(app) as url:
+        for host in ("photos.example.org", "nas.lan:8000", "192.168.1.20:8000", "[fe80::1]"):
+            assert _raw_get(url, "/api/info", host)[0] == 200, host
+        for host in ("evil.example", "lan", "photos.example.org.evil.example", "evil-lan"):
+            assert _raw_get(url, "/api/info", host)[0] == 400, host
+
+
+def test_a_malformed_allowed_host_is_refused_at_start(gallery_db):
+    from facevec.errors import InvalidParameterError
+    from facevec.web import create_app
+
+    for bad in ("http://photos.example.org", "a b", "*evil", "ev*il.org", ""):
+        with pytest.raises(InvalidParameterError, match="is not a host name"):
+            create_app(str(gallery_db), allowed_hosts=[bad])
