@@ -68,11 +68,13 @@ def free_port() -> int:
 
 
 def start_server(db: Path, port: int, checkout: str | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    if checkout:
-        env["PYTHONPATH"] = checkout
+    # python -m imports facevec from its working directory first: the checkout's.
+    where = checkout or str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=where)
     command = [sys.executable, "-m", "facevec", "serve", "--db", str(db), "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command, cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

@@ -300,3 +300,60 @@ def test_a_malformed_allowed_host_is_refused_at_start(gallery_db):
     for bad in ("http://photos.example.org", "a b", "*evil", "ev*il.org", ""):
         with pytest.raises(InvalidParameterError, match="is not a host name"):
             create_app(str(gallery_db), allowed_hosts=[bad])
+
+
+def test_concurrent_large_uploads_decode_within_the_servers_pixel_budget(gallery_db):
+    """Six 3.9 MP uploads at once through uvicorn: at most the budget's pixels are
+    being decoded at any moment (two such photos here), and every upload is answered."""
+    import concurrent.futures
+
+    import httpx2 as httpx
+    from web_support import live_server
+
+    from facevec.web import create_app
+    from facevec.web.uploads import DecodeBudget
+
+    width, height = 2400, 1625  # 3.9 MP, under the server's 4 MP limit
+    app = create_app(str(gallery_db), max_pixels=4_000_000)
+    app.state.decodes = DecodeBudget(2 * 4_000_000)
+    uploads = [png_bytes(width, height, (10 * n, 90, 90)) for n in range(6)]
+    with live_server(app) as url:
+
+        def post(data: bytes) -> int:
+            files = {"photo": ("large.png", data, "image/png")}
+            return httpx.post(url + "/api/find", files=files, timeout=300).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(len(uploads)) as pool:
+            statuses = list(pool.map(post, uploads))
+    assert statuses == [422] * len(uploads)  # decoded, searched: no face in a flat image
+    assert app.state.decodes.peak == 2 * width * height  # two at a time, never three
+    assert app.state.decodes.held == 0
+
+
+def test_the_decode_budget_lets_a_photo_larger_than_itself_through_alone():
+    import threading
+    import time
+
+    from facevec.web.uploads import DecodeBudget
+
+    budget = DecodeBudget(100)
+    order = []
+
+    def decode(name: str, pixels: int, seconds: float) -> None:
+        with budget.hold(pixels):
+            order.append(f"{name} in")
+            time.sleep(seconds)
+            order.append(f"{name} out")
+
+    first = threading.Thread(target=decode, args=("small", 60, 0.3))
+    first.start()
+    time.sleep(0.1)
+    huge = threading.Thread(target=decode, args=("huge", 500, 0.1))
+    huge.start()
+    first.join()
+    huge.join()
+    assert order == ["small in", "small out", "huge in", "huge out"]
+    assert budget.peak == 500 and budget.held == 0
+    machine = DecodeBudget.for_machine(40_000_000)
+    assert machine.capacity % 40_000_000 == 0
+    assert 40_000_000 <= machine.capacity <= 40_000_000 * (os.cpu_count() or 1)
