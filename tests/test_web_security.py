@@ -283,9 +283,7 @@ def test_a_request_naming_another_host_is_refused_against_dns_rebinding(gallery_
         status, content = _raw_get(url, "/api/info", None, http10=True)
         assert status == 400 and b"a Host header is required" in content
 
-    app = create_app(
-        str(gallery_db), host="0.0.0.0", allowed_hosts=["photos.example.org", "*.lan"]
-    )
+    app = create_app(str(gallery_db), host="0.0.0.0", allowed_hosts=["photos.example.org", "*.lan"])
     with live_server(app) as url:
         for host in ("photos.example.org", "nas.lan:8000", "192.168.1.20:8000", "[fe80::1]"):
             assert _raw_get(url, "/api/info", host)[0] == 200, host
@@ -357,3 +355,30 @@ def test_the_decode_budget_lets_a_photo_larger_than_itself_through_alone():
     machine = DecodeBudget.for_machine(40_000_000)
     assert machine.capacity % 40_000_000 == 0
     assert 40_000_000 <= machine.capacity <= 40_000_000 * (os.cpu_count() or 1)
+
+
+def test_an_index_job_reads_no_file_linked_out_of_the_photo_folders(gallery_db_copy, roots):
+    """/api/index walks real paths: a link out of --photos is neither read nor stored,
+    so its crop cannot be served; the ledger says why."""
+    with client_for(gallery_db_copy, photos=[roots]) as http:
+        job = http.post("/api/index", json={"folder": str(roots)}, headers=AUTH).json()
+        http.app.state.jobs.wait(job["id"], timeout=300)
+        report = http.get(f"/api/jobs/{job['id']}").json()["report"]
+        assert (report["indexed"], report["errors"]) == (1, 2), report
+        problems = http.get("/api/ledger/problems").json()["files"]
+        why = {os.path.basename(p["path"]): p["message"] for p in problems}
+        for name in ("escape.jpg", "shared.jpg"):
+            link = roots / "people" / name
+            assert (
+                why[name] == f"cannot read {link}: it links outside the folders this run may read"
+            )
+        stored = {
+            row[0]
+            for row in facevec.connect(str(gallery_db_copy)).execute(
+                "SELECT img_name FROM face_meta WHERE img_name LIKE ?", (f"{roots}/%",)
+            )
+        }
+        assert stored == {f"{roots}/people/one.jpg"}
+    # The same folder from the command line, which reads what its user can: the link
+    # leads to a photo with a face, so only the job's confinement kept it out.
+    assert facevec.index(roots, roots.parent / "cli.db", progress=False).indexed == 2
