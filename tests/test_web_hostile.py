@@ -143,18 +143,16 @@ def _requests(schema: dict, baseline: dict):
                 assert name in baseline["json"], f"give the walk a valid {name} body"
                 json_base = baseline["json"][name]
 
-            def send(path_over=None, query=None, form=None, raw_json=None):
-                url = path
-                for key, value in {**path_values, **(path_over or {})}.items():
-                    url = url.replace("{" + key + "}", value).replace("{" + key + ":path}", value)
-                keywords: dict = {"params": query or {}, "headers": dict(AUTH)}
-                if form_spec:
-                    keywords["files"] = files
-                    keywords["data"] = {**fields, **(form or {})}
-                if json_spec:
-                    keywords["content"] = raw_json or json.dumps(json_base)
-                    keywords["headers"]["Content-Type"] = "application/json"
-                return method.upper(), url, keywords
+            request = {
+                "method": method.upper(),
+                "path": path,
+                "path_values": path_values,
+                "form": form_spec and {"files": files, "fields": fields},
+                "json": json_spec and json_base,
+            }
+
+            def send(path_over=None, query=None, form=None, raw_json=None, request=request):
+                return _build(request, path_over, query, form, raw_json)
 
             for parameter in parameters:
                 for value in hostile_values(parameter["schema"]):
@@ -187,6 +185,21 @@ def _requests(schema: dict, baseline: dict):
                         text = json.dumps({**json_base, name: "@HOSTILE@"})
                         text = text.replace('"@HOSTILE@"', item)
                         yield f"{method.upper()} {path} json {name}={value!r}", *send(raw_json=text)
+
+
+def _build(request: dict, path_over, query, form, raw_json):
+    """(method, url, keywords of TestClient.request) of one variant of a request."""
+    url = request["path"]
+    for key, value in {**request["path_values"], **(path_over or {})}.items():
+        url = url.replace("{" + key + "}", value).replace("{" + key + ":path}", value)
+    keywords: dict = {"params": query or {}, "headers": dict(AUTH)}
+    if request["form"]:
+        keywords["files"] = request["form"]["files"]
+        keywords["data"] = {**request["form"]["fields"], **(form or {})}
+    if request["json"]:
+        keywords["content"] = raw_json or json.dumps(request["json"])
+        keywords["headers"]["Content-Type"] = "application/json"
+    return request["method"], url, keywords
 
 
 def test_no_route_answers_a_hostile_number_or_name_with_a_500(hostile_setup):

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..parameters import MAX_ID
 from ..search import STRATEGIES
 from .main import (
     THRESHOLD,
@@ -335,7 +336,7 @@ def undo_command(db: str) -> None:
 
 @people_group.command(name="history")
 @db_option()
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=20, show_default=True)
 @format_option()
 @fail_cleanly
 def history_command(db: str, limit: int, output_format: str) -> None:
