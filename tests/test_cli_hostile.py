@@ -203,3 +203,60 @@ def test_every_command_answers_hostile_numbers_without_a_traceback(evil_gallery,
                         failures.append(f"facevec {' '.join(argv)}: {result.output[-300:]}")
     assert failures == []
     assert tried > 100
+
+
+def test_a_person_cannot_be_named_like_a_label_or_in_broken_text(evil_gallery, tmp_path):
+    import subprocess
+    import sys
+
+    _, db = evil_gallery
+    copy = tmp_path / "names.db"
+    shutil.copyfile(db, copy)
+    before = json.loads(run("people", "list", "--db", copy, "--format", "json").output)
+    for name, why in (
+        ("person 1", "an unnamed person's label"),
+        ("Person #2", "an unnamed person's label"),
+        ("Ann\x1b[31m", "control characters"),
+        ("Jos\udce9", "valid text (UTF-8)"),  # how Python reads the byte 0xe9 from argv
+    ):
+        result = run("people", "name", "2", name, "--db", copy)
+        assert result.exit_code == 1, name
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("Error: a name") and why in line, line
+    # A name of bytes that are not UTF-8, as a shell passes it: one line, nothing changed.
+    real = subprocess.run(
+        [sys.executable, "-m", "facevec", "people", "name", "2", b"Jos\xe9", "--db", copy],
+        capture_output=True,
+        timeout=120,
+    )
+    assert real.returncode == 1, real.stderr
+    assert real.stderr.decode().strip().splitlines() == [
+        "Error: a name must be valid text (UTF-8), not 'Jos\\udce9'"
+    ]
+    after = json.loads(run("people", "list", "--db", copy, "--format", "json").output)
+    assert after == before
+    for ids in (["9223372036854775808"], ["1", "18446744073709551616"]):
+        moved = run("people", "move", *ids, "--to", "1", "--db", copy)
+        assert moved.exit_code == 1
+        assert moved.output.strip() == f"Error: no face with id {ids[-1]}"
+    named = run("people", "name", "9223372036854775808", "Someone", "--db", copy)
+    assert named.output.strip() == (
+        "Error: no person with id 9223372036854775808 (facevec people list shows them)"
+    )
+
+
+def test_verify_refuses_a_nan_or_negative_threshold_as_find_does(tmp_path):
+    photo = str(FACES / "img1.jpg")
+    for value, message in (
+        ("nan", "threshold must be a number, found NaN"),
+        ("-1", "threshold must be >= 0, found -1.0"),
+        ("calibrated", "threshold must be a number here, not 'calibrated'"),
+    ):
+        verified = run("verify", photo, photo, "--threshold", value)
+        found = run("find", photo, "--db", tmp_path / "none.db", "--threshold", value)
+        assert verified.exit_code == 2, verified.output
+        assert f"Invalid value for '--threshold': {message}" in verified.output
+        if value != "calibrated":
+            assert f"Invalid value for '--threshold': {message}" in found.output
+    with pytest.raises(facevec.errors.InvalidParameterError, match="found NaN"):
+        facevec.verify(photo, photo, threshold=float("nan"))

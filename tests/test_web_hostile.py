@@ -10,6 +10,7 @@ other parameters valid. Every answer must be a client error or a success.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import numpy as np
@@ -245,3 +246,18 @@ def test_stored_names_that_are_no_files_text_form_are_never_a_500(hostile_setup,
         answer = http.get(url)
         assert answer.status_code == 404, url
         assert b"root:" not in answer.content
+
+
+if importlib.util.find_spec("facevec.people") is not None:  # the people capability
+
+    def test_a_name_that_is_a_label_or_broken_text_is_refused_by_the_api(hostile_setup):
+        http, _ = hostile_setup
+        for raw in ('"person 1"', '"\\ud800"', '"Ann\\u001b[31m"'):
+            response = http.post(
+                "/api/people/2/name",
+                content=f'{{"name": {raw}}}',
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert response.status_code == 409, (raw, response.text)
+            assert response.json()["error"] == "PeopleConflictError"
+            assert response.json()["detail"].startswith("a name ")
