@@ -109,8 +109,10 @@ def _is_number(param: click.Parameter) -> bool:
     return isinstance(param.type, (click.types.IntParamType, click.FLOAT.__class__, ThresholdParam))
 
 
-# Arguments that name a person (a name or an id) are numbers in disguise.
-PERSON_ARGUMENTS = {"person", "persons", "target"}
+# Parameters that name a person (a name or an id) are numbers in disguise: the
+# PERSON arguments and the --to / --into options (copy's TARGET is a database).
+PERSON_ARGUMENTS = {"person", "persons"}
+PERSON_OPTIONS = {"target"}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,10 @@ def _argv(path, command, given: dict, override: tuple[str, str] | None) -> list[
     return argv
 
 
-def test_every_command_answers_hostile_numbers_without_a_traceback(evil_gallery, invocations):
+def test_every_command_answers_hostile_numbers_without_a_traceback(
+    evil_gallery, invocations, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # whatever a command writes lands here
     failures = []
     tried = 0
     for path, command in _commands(cli):
@@ -180,7 +185,7 @@ def test_every_command_answers_hostile_numbers_without_a_traceback(evil_gallery,
                 name = param.name
                 if not (_is_number(param) or name in PERSON_ARGUMENTS):
                     continue
-            elif _is_number(param) or param.name in PERSON_ARGUMENTS or param.name == "target":
+            elif _is_number(param) or param.name in PERSON_OPTIONS:
                 name = max(param.opts, key=len)
             else:
                 continue
