@@ -17,8 +17,6 @@ from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
 from ..parameters import threshold_from_text
 from .output import printable
 
-__all__ = ["printable"]  # re-exported: the printers import it from here
-
 FORMATS = ("table", "csv", "json")
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise on a command line.
