@@ -207,3 +207,18 @@ def test_the_pages_commands_run_and_print_what_the_page_shows(page, examples_ind
                     + "\nit printed:\n"
                     + "\n".join(printed)
                 )
+
+
+def test_the_site_builds_with_no_warning(tmp_path):
+    """mkdocs build --strict, as CI runs it: a broken link, anchor or include fails it."""
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install '.[docs]')")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**_environment(), "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli" / "index.html").read_text().count("Usage: facevec ") > 20
