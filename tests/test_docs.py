@@ -107,7 +107,7 @@ PAGES = sorted(page.name for page in DOCS.glob("*.md") if runnable_blocks(page))
 
 def test_the_output_check_tells_a_different_output_apart():
     shown = ["  1 id01  0.389324", ELLIPSIS, "…/faces/couple.jpg|0.0"]
-    assert output_matches(shown, [" 1   id01 0.3893241", "x", "y", "/tmp/a/faces/couple.jpg|0.0"])
+    assert output_matches(shown, [" 1   id01 0.3893241", "x", "y", "/clone/faces/couple.jpg|0.0"])
     assert output_matches(shown, ["1 id01 0.389324", "/a/faces/couple.jpg|0.0"])
     assert not output_matches(shown, ["1 id01 0.319299", "/a/faces/couple.jpg|0.0"])
     assert not output_matches(shown, ["1 id03 0.389324", "/a/faces/couple.jpg|0.0"])
