@@ -450,6 +450,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 @pytest.mark.parametrize("mode", ["ingest", "sync", "build"])
 def test_crash_leaves_a_consistent_index(ext, tmp_path, journal, mode):

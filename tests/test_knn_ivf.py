@@ -115,6 +115,7 @@ def test_nprobe_lists_equals_the_exact_index(ext, n, dim, lists):
             assert knn(conn, q, 20, metric, thr, nprobe=10**9) == scalar(conn, q, 20, metric, thr)
 
 
+@pytest.mark.slow
 def test_recall_on_clustered_data_at_the_default_nprobe(ext):
     rng = np.random.default_rng(5)
     x = faces_like(rng, 30000)
@@ -255,6 +256,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 @pytest.mark.parametrize("mode", ["sync", "build"])
 def test_kill_9_leaves_a_consistent_index(ext, tmp_path, journal, mode):
