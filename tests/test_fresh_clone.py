@@ -53,7 +53,7 @@ def test_a_folder_missing_a_photo_or_holding_another_is_named(tmp_path):
 
 
 # Home and work folders of Linux, macOS and Windows; the vendored SQLite headers
-# quote /home/fred in their documentation of URI file names.
+# quote a user's home folder in their documentation of URI file names.
 MACHINE_PATH = re.compile(
     r"(?<![\w.~])/(?:work|root)/|(?<![\w.~])/(?:home|Users)/\w|\b[A-Z]:\\Users\\"
 )

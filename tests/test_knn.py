@@ -729,6 +729,7 @@ def test_error_bad_rows(ext):
 # Python API
 
 
+@pytest.mark.slow
 def test_python_api(ext, tmp_path):
     from facevec import knn as api
 

@@ -166,6 +166,7 @@ def mutate(conn, rng, x_like, n_ops, next_id):
     return random_changes(conn, rng, n_ops, next_id, near)
 
 
+@pytest.mark.slow
 def test_changes_are_never_missed(ext, tmp_path):
     rng = np.random.default_rng(8)
     x = faces_like(rng, 3000, 32)
@@ -450,7 +451,7 @@ def test_python_api_on_the_fallback_connection(tmp_path):
         api.build(conn, lists=4)
 
 
-@pytest.mark.parametrize("k", [1, 10, 2000])
+@pytest.mark.parametrize("k", [1, 10, pytest.param(2000, marks=pytest.mark.slow)])
 def test_a_batch_with_ties_thresholds_and_large_k(ext, k):
     # Many equal rows: the batch kernel's cut falls inside runs of ties, where
     # each query must fall back to scoring the chunk itself.
