@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-FACES = Path(os.environ.get("FACEVEC_FACES") or ROOT.parent / "shared" / "faces")
+# absolute: galleries are made of symlinks to these photos
+FACES = Path(os.environ.get("FACEVEC_FACES") or ROOT.parent / "shared" / "faces").absolute()
 PHOTO_SET = ROOT / "tests" / "photo_set.csv"
 WHERE = (
     "they are deepface's MIT-licensed test set (github.com/serengil/deepface, folder "

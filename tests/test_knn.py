@@ -311,6 +311,7 @@ def test_create_then_sync_in_batches(ext):
     assert steps == 4
 
 
+@pytest.mark.slow
 def test_reopen(ext, tmp_path):
     rng = np.random.default_rng(15)
     db = tmp_path / "faces.db"
