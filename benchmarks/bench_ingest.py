@@ -29,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "faces"
+DEFAULT_FOLDER = Path(
+    os.environ.get("FACEVEC_FACES") or Path(__file__).resolve().parents[2] / "shared" / "faces"
+)
 CONTENDERS = ("facevec-1", "facevec-2", "facevec-exact", "deepface-find", "deepface-represent")
 
 
@@ -119,8 +121,6 @@ def main() -> None:
     parser.add_argument("--detector", default="dlib")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.folder.is_dir():
-        args.folder = Path("/work/shared/faces")
     names = photo_names(args.folder, args.limit or None)
     if args.contender:
         figures = run_contender(args.contender, args.folder, names, args.model, args.detector)
