@@ -250,8 +250,8 @@ def test_a_person_cannot_be_named_like_a_label_or_in_broken_text(evil_gallery, t
     )
 
 
-def test_verify_refuses_a_nan_or_negative_threshold_as_find_does(tmp_path):
-    photo = str(FACES / "img1.jpg")
+def test_verify_refuses_a_nan_or_negative_threshold_as_find_does(tmp_path, photos):
+    photo = photos("img1.jpg")
     for value, message in (
         ("nan", "threshold must be a number, found NaN"),
         ("-1", "threshold must be >= 0, found -1.0"),
