@@ -3,7 +3,10 @@
 - ``k``: None (no limit), or a whole number from 1; any size is accepted and means
   "at most that many" (SQLite's integers stop at 2^63 - 1, so larger is capped there);
 - ``threshold``: None or +infinity (no limit), else a number >= 0; NaN and negative
-  numbers are refused (SQLite would bind NaN as NULL, silently "no limit");
+  numbers are refused (SQLite would bind NaN as NULL, silently "no limit"); typed
+  (``threshold_from_text``), also "inf" and "calibrated" (the gallery's own);
+- ids (faces, people) and offsets: whole numbers 0 .. ``MAX_ID``, what every
+  database stores; a larger one names nothing;
 - ``nprobe`` (IVF lists a query reads) and ``lists`` (IVF lists to train): None
   (the default), else a whole number from 1 (``lists``: from 0, an exact index).
 """
@@ -17,6 +20,10 @@ import numpy as np
 from .errors import InvalidParameterError
 
 MAX_K = 2**63 - 1
+# The largest id (face, person, edit) and offset a database stores: a signed 64-bit
+# integer everywhere (SQLite's INTEGER, BIGINT on the servers). A larger one names nothing.
+MAX_ID = 2**63 - 1
+CALIBRATED = "calibrated"
 
 
 def check_k(k: int | None) -> int | None:
@@ -43,6 +50,29 @@ def check_threshold(threshold: float | None) -> float | None:
     if value < 0:
         raise InvalidParameterError(f"threshold must be >= 0, found {threshold}")
     return None if math.isinf(value) else value
+
+
+def threshold_from_text(text: str | float, calibrated: bool = True) -> float | str:
+    """A threshold as a person types it (the command line, a web form): a number
+    from 0, "inf" for no limit, or "calibrated" (the gallery's own) if `calibrated`."""
+    if isinstance(text, str) and text.strip().lower() == CALIBRATED:
+        if calibrated:
+            return CALIBRATED
+        raise InvalidParameterError("threshold must be a number here, not 'calibrated'")
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        what = "a number or 'calibrated'" if calibrated else "a number"
+        raise InvalidParameterError(f"threshold must be {what}, not {text!r}") from None
+    check_threshold(value)
+    return value
+
+
+def is_stored_id(value: object) -> bool:
+    """Whether `value` is a whole number a database can hold as an id (0 .. MAX_ID)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return False
+    return 0 <= value <= MAX_ID
 
 
 def check_count(name: str, value: int | None, low: int) -> int | None:

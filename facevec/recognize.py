@@ -19,6 +19,7 @@ from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, 
 from .face import Face
 from .metrics import face_metric
 from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
+from .parameters import check_threshold
 from .search import check_strategy, nearest_batch
 from .storage import faces, schema
 from .storage.database import DbArg, open_database
@@ -239,6 +240,8 @@ def verify(
     the default fast path makes the same decisions (benchmarks/README.md).
     """
     face_metric(distance_metric)
+    if threshold is not None:
+        check_threshold(threshold)  # NaN or negative: refused, as find refuses them
     started = time.perf_counter()
     options = EmbedOptions(
         model_name, detector_backend, align, expand_percentage, normalization, exact

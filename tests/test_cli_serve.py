@@ -38,7 +38,11 @@ def test_serve_runs_a_server_on_loopback_with_the_token_from_the_environment(tmp
     vectors = np.random.default_rng(3).normal(size=(2, 128)).astype(np.float32)
     facevec.add(db, ["a.jpg", "b.jpg"], vectors)
     port = free_port()
-    env = dict(os.environ, FACEVEC_TOKEN="from-the-environment")
+    env = dict(
+        os.environ,
+        FACEVEC_TOKEN="from-the-environment",
+        FACEVEC_ALLOWED_HOSTS="photos.example.org *.lan",
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "facevec", "serve", "--db", str(db), "--port", str(port)],
         env=env,
@@ -66,12 +70,48 @@ def test_serve_runs_a_server_on_loopback_with_the_token_from_the_environment(tmp
             200,
             {"added": 1},
         )
+        # The names it answers to: its own, and those of FACEVEC_ALLOWED_HOSTS.
+        for host, status in (
+            ("photos.example.org", 200),
+            (f"nas.lan:{port}", 200),
+            (f"localhost:{port}", 200),
+            (f"evil.example:{port}", 400),
+        ):
+            assert _status_with_host(port, host) == status, host
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert f"facevec serving {db} on http://127.0.0.1:{port}/ (changes need the token)" in output
     assert facevec.info(db)["faces"] == 3
+
+
+def _status_with_host(port: int, host: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("GET", "/api/info", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_serve_refuses_limits_that_are_not_finite_in_one_line(tmp_path):
+    db = tmp_path / "faces.db"
+    facevec.add(db, ["a.jpg"], np.ones((1, 128), dtype=np.float32))
+    for value in ("nan", "inf", "-inf", "0", "1e400"):
+        result = CliRunner().invoke(cli, ["serve", "--db", str(db), "--max-upload-mb", value])
+        assert result.exit_code == 2, (value, result.output)
+        assert "Invalid value for '--max-upload-mb'" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    bad = CliRunner().invoke(cli, ["serve", "--db", str(db), "--allowed-host", "http://x"])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines()[-1] == (
+        "Error: allowed host 'http://x' is not a host name, an address, *.DOMAIN or *"
+    )
 
 
 def test_serve_refuses_a_missing_database_in_one_line(tmp_path):

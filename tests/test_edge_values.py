@@ -106,9 +106,10 @@ def test_the_cli_takes_edge_values_without_a_traceback(gallery_db, photos):
     query = photos("img2.jpg")
     for strategy in STRATEGIES["sqlite"]:
         base = ["find", query, "--db", str(gallery_db), "--strategy", strategy]
+        # Refused as the option is read, with the library's words.
         result = runner.invoke(cli, [*base, "--threshold", "nan"])
-        assert result.exit_code == 1 and "threshold must be a number, found NaN" in result.output
+        assert result.exit_code == 2 and "threshold must be a number, found NaN" in result.output
         result = runner.invoke(cli, [*base, "--threshold", "-1"])
-        assert result.exit_code == 1 and "threshold must be >= 0" in result.output
+        assert result.exit_code == 2 and "threshold must be >= 0" in result.output
         result = runner.invoke(cli, [*base, "--k", "99999999999999999999", "--format", "json"])
         assert result.exit_code == 0 and "Traceback" not in result.output, result.output

@@ -445,3 +445,66 @@ def test_searches_run_while_an_index_job_writes(gallery_db_copy, tmp_path, galle
     for response in answers:
         ids = [m["face_id"] for m in response.json()["faces"][0]["matches"]]
         assert ids == list(expected.face_id)
+
+
+def test_thresholds_inf_1e400_and_calibrated_are_taken_as_the_command_line_takes_them(
+    gallery_db_copy, gallery
+):
+    """inf (and 1e400, which JSON reads as inf) mean no limit, "calibrated" the gallery's
+    own; NaN and negatives are refused with find's message."""
+    import importlib.util
+
+    db = str(gallery_db_copy)
+    faces = facevec.info(db)["faces"]
+    vector = stored_vector(gallery_db_copy, "img1.jpg").tolist()
+    photo = {"photo": upload("img2.jpg")}
+    with client_for(db, photos=[gallery, FACES]) as http:
+        for literal in ("Infinity", "1e400"):
+            body = json.dumps({"vector": vector}).replace("}", f', "threshold": {literal}}}')
+            found = http.post(
+                "/api/find/vector", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert found.status_code == 200, found.text
+            matches = found.json()["faces"][0]["matches"]
+            assert len(matches) == faces and {m["threshold"] for m in matches} == {None}
+        for text in ("inf", "1e400", "INF"):
+            found = http.post("/api/find", files=photo, data={"threshold": text})
+            assert found.status_code == 200, found.text
+            assert len(found.json()["faces"][0]["matches"]) == faces
+        for text, message in (
+            ("nan", "threshold must be a number, found NaN"),
+            ("-1", "threshold must be >= 0, found -1.0"),
+            ("abc", "threshold must be a number or 'calibrated', not 'abc'"),
+        ):
+            refused = http.post("/api/find", files=photo, data={"threshold": text})
+            assert refused.status_code == 400
+            assert refused.json() == {"error": "InvalidParameterError", "detail": message}
+        same = http.post(
+            "/api/verify",
+            files={"photo1": upload("img1.jpg"), "photo2": upload("img22.jpg")},
+            data={"threshold": "inf"},
+        )
+        assert same.status_code == 200 and same.json()["verified"] is True
+        assert same.json()["threshold"] is None
+        nan = http.post(
+            "/api/verify",
+            files={"photo1": upload("img1.jpg"), "photo2": upload("img22.jpg")},
+            data={"threshold": "nan"},
+        )
+        assert nan.status_code == 400 and nan.json()["detail"] == (
+            "threshold must be a number, found NaN"
+        )
+        if importlib.util.find_spec("facevec.people") is None:
+            return
+        not_yet = http.post("/api/identify", files=photo, data={"threshold": "calibrated"})
+        assert not_yet.json()["error"] == "NotCalibratedError" and not_yet.status_code < 500
+        assert "facevec calibrate" in not_yet.json()["detail"]
+        figures = facevec.calibrate(db)
+        identified = http.post("/api/identify", files=photo, data={"threshold": "calibrated"})
+        assert identified.status_code == 200, identified.text
+        expected = facevec.identify(str(FACES / "img2.jpg"), db, threshold="calibrated")
+        assert identified.json()["faces"] == json.loads(expected.to_json(orient="records"))
+        found = http.post("/api/find", files=photo, data={"threshold": "calibrated"})
+        assert found.status_code == 200
+        thresholds = [m["threshold"] for m in found.json()["faces"][0]["matches"]]
+        assert thresholds and thresholds == pytest.approx([figures["threshold"]] * len(thresholds))

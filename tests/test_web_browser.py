@@ -41,8 +41,8 @@ def server(gallery_db, gallery):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def _chromium(profile: Path, *extra_flags: str, log_requests: bool = False):
+    """The system's Chromium, headless, driven by Selenium."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     for program in (CHROMIUM, CHROMEDRIVER):
         if not os.access(program, os.X_OK):
@@ -51,6 +51,8 @@ def browser(tmp_path_factory):
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    if log_requests:  # every request the pages make, in the performance log
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     for flag in (
         "--headless=new",
         "--no-sandbox",
@@ -60,11 +62,31 @@ def browser(tmp_path_factory):
         "--disable-component-update",
         "--no-first-run",
         "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        f"--user-data-dir={profile}",
+        *extra_flags,
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
     driver.set_page_load_timeout(180)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = _chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def offline_browser(tmp_path_factory):
+    """Chromium without a network: every request but to this machine goes to a
+    proxy that is not there (loopback always bypasses a proxy)."""
+    driver = _chromium(
+        tmp_path_factory.mktemp("chromium-offline-profile"),
+        "--proxy-server=http://127.0.0.1:9",
+        log_requests=True,
+    )
     yield driver
     driver.quit()
 
@@ -222,6 +244,36 @@ def test_the_status_page_shows_the_gallery_and_is_read_only(
     assert "Every file seen was indexed." in browser.page_source
     assert "read-only" in browser.find_element(By.TAG_NAME, "header").text
     assert not browser.find_elements(By.ID, "index-form")
+
+
+def test_the_api_docs_render_offline_from_the_servers_own_files(
+    offline_browser, server, screenshots
+):
+    """/docs loads Swagger UI from this server alone: with no network, the page
+    lists every operation, under a policy that allows scripts from this origin only."""
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+
+    with urllib.request.urlopen(server + "/openapi.json", timeout=60) as answer:
+        operations = sum(len(methods) for methods in json.load(answer)["paths"].values())
+    offline_browser.get_log("performance")  # what the new tab page asked: not ours
+    offline_browser.get(server + "/docs")
+    _wait(offline_browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 0)
+    offline_browser.save_screenshot(str(screenshots / "api-docs-offline.png"))
+    assert len(offline_browser.find_elements(By.CSS_SELECTOR, ".opblock")) == operations
+    assert "facevec" in offline_browser.find_element(By.CSS_SELECTOR, ".info .title").text
+    requested = {
+        json.loads(entry["message"])["message"]["params"]["request"]["url"]
+        for entry in offline_browser.get_log("performance")
+        if '"Network.requestWillBeSent"' in entry["message"]
+    }
+    web = sorted(url for url in requested if not url.startswith(("data:", "chrome:")))
+    assert server + "/openapi.json" in web
+    assert all(url.startswith(server + "/") for url in web), web
+    problems = [e["message"] for e in offline_browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert problems == []  # no refused script or style, nothing failed to load
 
 
 if importlib.util.find_spec("facevec.people") is not None:

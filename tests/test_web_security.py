@@ -84,7 +84,7 @@ def test_a_write_from_another_sites_page_is_refused_even_with_the_token(gallery_
     with client_for(gallery_db_copy) as http:
         evil = http.post("/api/add", json=body, headers={**AUTH, "Origin": "https://evil.example"})
         assert evil.status_code == 403 and "another site" in evil.json()["detail"]
-        same = http.post("/api/add", json=body, headers={**AUTH, "Origin": "http://testserver"})
+        same = http.post("/api/add", json=body, headers={**AUTH, "Origin": "http://localhost"})
         assert same.status_code == 200
     # No cookie is ever set: the token lives only in the Authorization header.
     assert "set-cookie" not in same.headers
@@ -225,3 +225,160 @@ def test_pages_carry_a_strict_content_security_policy(gallery_db):
         assert page.headers["x-content-type-options"] == "nosniff"
         assert TOKEN not in page.text
         assert 'style="' not in page.text  # inline styles would break under the policy
+
+
+def _raw_get(url: str, path: str, host: str | None, http10: bool = False):
+    """GET `path` from the server at `url` with exactly this Host header (or none)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    if http10:
+        conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_request_naming_another_host_is_refused_against_dns_rebinding(gallery_db, gallery):
+    """A page of evil.example whose name is re-pointed at 127.0.0.1 reaches the server
+    with Host: evil.example: refused before any route, so it reads nothing."""
+    import json
+
+    from web_support import live_server
+
+    from facevec.web import create_app
+
+    photo = f"/photos{gallery}/id01/img1.jpg"
+    with live_server(create_app(str(gallery_db), photos=[gallery, FACES])) as url:
+        port = url.rsplit(":", 1)[1]
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST."):
+            status, _ = _raw_get(url, "/api/info", host)
+            assert status == 200, host
+        assert _raw_get(url, photo, f"localhost:{port}")[0] == 200
+        for host in (
+            f"evil.example:{port}",
+            "evil.example",
+            "localhost.evil.example",
+            f"127.0.0.1.nip.io:{port}",
+            f"192.168.1.20:{port}",  # an address the server does not listen on
+            "",
+            "localhost:80:80",
+            "[::1",
+        ):
+            for path in ("/api/info", photo, "/api/faces/1/crop.png", "/", "/docs"):
+                status, content = _raw_get(url, path, host)
+                assert status == 400, (host, path)
+                answer = json.loads(content)
+                assert answer["error"] == "HTTPError", host
+                assert "this server does not answer to the host" in answer["detail"]
+                assert "--allowed-host" in answer["detail"]
+        status, content = _raw_get(url, "/api/info", None, http10=True)
+        assert status == 400 and b"a Host header is required" in content
+
+    app = create_app(str(gallery_db), host="0.0.0.0", allowed_hosts=["photos.example.org", "*.lan"])
+    with live_server(app) as url:
+        for host in ("photos.example.org", "nas.lan:8000", "192.168.1.20:8000", "[fe80::1]"):
+            assert _raw_get(url, "/api/info", host)[0] == 200, host
+        for host in ("evil.example", "lan", "photos.example.org.evil.example", "evil-lan"):
+            assert _raw_get(url, "/api/info", host)[0] == 400, host
+
+
+def test_a_malformed_allowed_host_is_refused_at_start(gallery_db):
+    from facevec.errors import InvalidParameterError
+    from facevec.web import create_app
+
+    for bad in ("http://photos.example.org", "a b", "*evil", "ev*il.org", ""):
+        with pytest.raises(InvalidParameterError, match="is not a host name"):
+            create_app(str(gallery_db), allowed_hosts=[bad])
+
+
+def test_concurrent_large_uploads_decode_within_the_servers_pixel_budget(gallery_db):
+    """Six 3.9 MP uploads at once through uvicorn: at most the budget's pixels are
+    being decoded at any moment (two such photos here), and every upload is answered."""
+    import concurrent.futures
+
+    import httpx2 as httpx
+    from web_support import live_server
+
+    from facevec.web import create_app
+    from facevec.web.uploads import DecodeBudget
+
+    width, height = 2400, 1625  # 3.9 MP, under the server's 4 MP limit
+    app = create_app(str(gallery_db), max_pixels=4_000_000)
+    app.state.decodes = DecodeBudget(2 * 4_000_000)
+    uploads = [png_bytes(width, height, (10 * n, 90, 90)) for n in range(6)]
+    with live_server(app) as url:
+
+        def post(data: bytes) -> int:
+            files = {"photo": ("large.png", data, "image/png")}
+            return httpx.post(url + "/api/find", files=files, timeout=300).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(len(uploads)) as pool:
+            statuses = list(pool.map(post, uploads))
+    assert statuses == [422] * len(uploads)  # decoded, searched: no face in a flat image
+    assert app.state.decodes.peak == 2 * width * height  # two at a time, never three
+    assert app.state.decodes.held == 0
+
+
+def test_the_decode_budget_lets_a_photo_larger_than_itself_through_alone():
+    import threading
+    import time
+
+    from facevec.web.uploads import DecodeBudget
+
+    budget = DecodeBudget(100)
+    order = []
+
+    def decode(name: str, pixels: int, seconds: float) -> None:
+        with budget.hold(pixels):
+            order.append(f"{name} in")
+            time.sleep(seconds)
+            order.append(f"{name} out")
+
+    first = threading.Thread(target=decode, args=("small", 60, 0.3))
+    first.start()
+    time.sleep(0.1)
+    huge = threading.Thread(target=decode, args=("huge", 500, 0.1))
+    huge.start()
+    first.join()
+    huge.join()
+    assert order == ["small in", "small out", "huge in", "huge out"]
+    assert budget.peak == 500 and budget.held == 0
+    machine = DecodeBudget.for_machine(40_000_000)
+    assert machine.capacity % 40_000_000 == 0
+    assert 40_000_000 <= machine.capacity <= 40_000_000 * (os.cpu_count() or 1)
+
+
+def test_an_index_job_reads_no_file_linked_out_of_the_photo_folders(gallery_db_copy, roots):
+    """/api/index walks real paths: a link out of --photos is neither read nor stored,
+    so its crop cannot be served; the ledger says why."""
+    with client_for(gallery_db_copy, photos=[roots]) as http:
+        job = http.post("/api/index", json={"folder": str(roots)}, headers=AUTH).json()
+        http.app.state.jobs.wait(job["id"], timeout=300)
+        report = http.get(f"/api/jobs/{job['id']}").json()["report"]
+        assert (report["indexed"], report["errors"]) == (1, 2), report
+        problems = http.get("/api/ledger/problems").json()["files"]
+        why = {os.path.basename(p["path"]): p["message"] for p in problems}
+        for name in ("escape.jpg", "shared.jpg"):
+            link = roots / "people" / name
+            assert (
+                why[name] == f"cannot read {link}: it links outside the folders this run may read"
+            )
+        stored = {
+            row[0]
+            for row in facevec.connect(str(gallery_db_copy)).execute(
+                "SELECT img_name FROM face_meta WHERE img_name LIKE ?", (f"{roots}/%",)
+            )
+        }
+        assert stored == {f"{roots}/people/one.jpg"}
+    # The same folder from the command line, which reads what its user can: the link
+    # leads to a photo with a face, so only the job's confinement kept it out.
+    assert facevec.index(roots, roots.parent / "cli.db", progress=False).indexed == 2

@@ -24,10 +24,14 @@ TOKEN = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+BASE_URL = "http://localhost"  # a name a loopback server answers to (Host checked)
+
+
 def client_for(db, **options) -> TestClient:
-    """A test client of a server on `db` (token TOKEN unless given)."""
+    """A test client of a server on `db` (token TOKEN unless given), as a browser on
+    this machine reaches it: http://localhost."""
     options.setdefault("token", TOKEN)
-    return TestClient(create_app(db, **options))
+    return TestClient(create_app(db, **options), base_url=BASE_URL)
 
 
 def png_bytes(width: int, height: int, color=(128, 128, 128), mode: str = "RGB") -> bytes:

@@ -12,7 +12,9 @@ from ..engine.decode import DEFAULT_MAX_PIXELS
 from ..ingest.photo import DEFAULT_MIN_FACE
 from ..search import STRATEGIES
 from .main import (
+    NUMBER_THRESHOLD,
     THRESHOLD,
+    FiniteFloatRange,
     cli,
     db_option,
     detector_option,
@@ -20,8 +22,8 @@ from .main import (
     format_option,
     metric_option,
     model_option,
-    printable,
 )
+from .output import echo, echo_frame, echo_json, printable
 
 
 @cli.command(name="index")
@@ -64,7 +66,7 @@ from .main import (
 )
 @click.option(
     "--min-sharpness",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=0.0,
     show_default=True,
     help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
@@ -109,17 +111,15 @@ def index_command(
             min_sharpness=min_sharpness,
         )
     except IndexInterrupted as stop:
-        click.echo(
-            f"interrupted: {stop.report.indexed} photos committed; rerun to finish", err=True
-        )
+        echo(f"interrupted: {stop.report.indexed} photos committed; rerun to finish", err=True)
         sys.exit(130)
     except KeyboardInterrupt:  # before the first photo: nothing to keep
-        click.echo("interrupted: nothing indexed; rerun to start again", err=True)
+        echo("interrupted: nothing indexed; rerun to start again", err=True)
         sys.exit(130)
     if output_format == "json":
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        echo_json(json.dumps(report.as_dict(), indent=2))
         return
-    click.echo(
+    echo(
         f"{report.files_seen} photos: {report.indexed} indexed ({report.faces_added} faces), "
         f"{report.unchanged} unchanged, {report.no_face} without a face, "
         f"{report.not_image} not images, {report.errors} errors"
@@ -133,7 +133,7 @@ def index_command(
         + (f", {report.unseen} in unreadable folders (kept)" if report.unseen else "")
     )
     for message in report.error_messages.values():
-        click.echo(f"error: {printable(message)}", err=True)
+        echo(f"error: {printable(message)}", err=True)
 
 
 @cli.command(name="find")
@@ -212,7 +212,7 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
     import pandas as pd
 
     if output_format == "json":
-        click.echo(
+        echo_json(
             json.dumps([json.loads(frame.to_json(orient="records")) for frame in frames], indent=2)
         )
         return
@@ -221,7 +221,7 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
             [frame.assign(query_face=number) for number, frame in enumerate(frames)],
             ignore_index=True,
         )
-        click.echo(combined.to_csv(index=False), nl=False)
+        echo_frame(combined, "csv")
         return
     columns = ["img_name", "identity", "face_index", "distance", "verified"]
     for number, frame in enumerate(frames):
@@ -229,16 +229,8 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
             first = frame.iloc[0] if len(frame) else None
             where = "" if first is None else f" at x={first.source_x} y={first.source_y}"
             photo = frame.attrs.get("img")
-            click.echo(f"{printable(photo) + ': ' if photo else ''}query face {number}{where}:")
-        if frame.empty:
-            click.echo("no match within the threshold")
-        else:
-            shown = frame[columns].copy()
-            for column in ("img_name", "identity"):  # file names may hold escape sequences
-                shown[column] = shown[column].map(
-                    lambda v: printable(v) if isinstance(v, str) else v
-                )
-            click.echo(shown.to_string(index=False))
+            echo(f"{printable(photo) + ': ' if photo else ''}query face {number}{where}:")
+        echo_frame(frame[columns], "table", empty="no match within the threshold")
 
 
 @cli.command(name="verify")
@@ -247,7 +239,12 @@ def _print_frames(frames: list[Any], output_format: str) -> None:
 @model_option()
 @detector_option()
 @metric_option()
-@click.option("--threshold", type=float, default=None, help="Override deepface's threshold.")
+@click.option(
+    "--threshold",
+    type=NUMBER_THRESHOLD,
+    default=None,
+    help="Override deepface's threshold (inf: always the same person).",
+)
 @click.option(
     "--exact",
     is_flag=True,
@@ -278,10 +275,10 @@ def verify_command(
         exact=exact,
     )
     if output_format == "json":
-        click.echo(json.dumps(result, indent=2))
+        echo_json(json.dumps(result, indent=2))
         return
     verdict = "same person" if result["verified"] else "different people"
-    click.echo(
+    echo(
         f"{verdict}: {distance_metric} distance {result['distance']:.6f} "
         f"{'<=' if result['verified'] else '>'} threshold {result['threshold']}"
     )
@@ -297,7 +294,7 @@ def info_command(db: str, output_format: str) -> None:
 
     details = info(db)
     if output_format == "json":
-        click.echo(json.dumps(details, indent=2))
+        echo_json(json.dumps(details, indent=2))
         return
     for key, value in details.items():
         if key == "ledger":
@@ -309,7 +306,7 @@ def info_command(db: str, output_format: str) -> None:
                 f"{value['unassigned']} in no list, default nprobe {value['default_nprobe']}"
                 + (f"; retrain advised: {value['retrain']}" if value["retrain"] else "")
             )
-        click.echo(f"{key}: {value}")
+        echo(f"{key}: {value}")
 
 
 @cli.command(name="copy")
@@ -325,7 +322,7 @@ def copy_command(source: str, target: str) -> None:
     from ..transfer import copy_gallery
 
     copied = copy_gallery(source, target)
-    click.echo(
+    echo(
         f"copied {copied['faces']} faces of {copied['images']} images "
         f"and {copied['ledger']} ledger rows"
     )
@@ -392,7 +389,7 @@ def reindex_command(
 
         changed = set_embedding_rows(db, keep=not blobs_only, progress=not quiet)
         layout = "blobs only" if blobs_only else "blobs and face_embeddings rows"
-        click.echo(f"layout: {layout} ({changed} faces changed)")
+        echo(f"layout: {layout} ({changed} faces changed)")
     if n_lists:
         _reindex_lists(db, n_lists, lists_metric, quiet)
     if on_sqlite:
@@ -400,7 +397,7 @@ def reindex_command(
         from ..knn import reindex
 
         faces = reindex(db, progress=not quiet, lists=n_lists, storage=storage)
-        click.echo(f"knn index: {faces} faces" + (f", stored as {storage}" if storage else ""))
+        echo(f"knn index: {faces} faces" + (f", stored as {storage}" if storage else ""))
     elif n_lists is None and blobs_only is None:
         _print_list_status(db)
 
@@ -410,7 +407,7 @@ def _reindex_lists(db: str, n_lists: int, metric: str, quiet: bool) -> None:
 
     report = train_lists(db, n_lists, metric=metric, progress=not quiet)
     sizes = report["sizes"]
-    click.echo(
+    echo(
         f"IVF lists: {report['lists']} lists over {report['faces']} faces"
         f" (sizes {min(sizes)} to {max(sizes)})" + (", resumed" if report["resumed"] else "")
     )
@@ -421,10 +418,10 @@ def _print_list_status(db: str) -> None:
 
     status = list_status(db)
     if status is None:
-        click.echo("no IVF lists: train them with reindex --lists N (about sqrt(faces))")
+        echo("no IVF lists: train them with reindex --lists N (about sqrt(faces))")
         return
     for key, value in status.items():
-        click.echo(f"{key}: {value}")
+        echo(f"{key}: {value}")
 
 
 @cli.command(name="extension-path")
@@ -432,4 +429,4 @@ def extension_path_command() -> None:
     """Print the path of the SQLite extension, for .load in the sqlite3 shell."""
     from ..bindings.extension import loadable_path
 
-    click.echo(loadable_path())
+    echo(loadable_path())

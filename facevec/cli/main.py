@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import click
 from ..errors import FacevecError
 from ..metrics import FACE_METRICS
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
+from ..parameters import threshold_from_text
+from .output import printable
 
 FORMATS = ("table", "csv", "json")
 
@@ -82,19 +85,6 @@ def format_option(choices=FORMATS, default: str = "table") -> Callable:  # type:
     )
 
 
-# Control characters (C0, DEL, C1) and bidirectional overrides in a file name would be
-# obeyed by the terminal: they are printed escaped.
-_UNPRINTABLE = {
-    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
-    **{code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
-}
-
-
-def printable(text: object) -> str:
-    """`text` safe to print on a terminal: control characters escaped as \\xHH."""
-    return str(text).translate(_UNPRINTABLE)
-
-
 def fail_cleanly(function: Callable) -> Callable:
     """Print facevec's errors as one line and exit 1, without a traceback."""
 
@@ -117,17 +107,32 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 
 class ThresholdParam(click.ParamType):
-    """A distance threshold: a number, or "calibrated" (the gallery's own)."""
+    """A distance threshold: a number from 0 (inf: no limit), or "calibrated" (the
+    gallery's own) where `calibrated` allows it; NaN and negatives are refused, as
+    the library refuses them."""
 
-    name = "NUMBER|calibrated"
+    def __init__(self, calibrated: bool = True) -> None:
+        self.calibrated = calibrated
+        self.name = "NUMBER|calibrated" if calibrated else "NUMBER"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None or isinstance(value, float) or value == "calibrated":
+        if value is None:
             return value
         try:
-            return float(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'calibrated'", param, ctx)
+            return threshold_from_text(value, calibrated=self.calibrated)
+        except FacevecError as err:
+            self.fail(printable(err), param, ctx)
 
 
 THRESHOLD = ThresholdParam()
+NUMBER_THRESHOLD = ThresholdParam(calibrated=False)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange without NaN and infinities (a NaN passes every bound)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{printable(value)} is not a finite number", param, ctx)
+        return number

@@ -9,28 +9,30 @@ from typing import Any
 
 import click
 
+from ..parameters import MAX_ID
 from ..search import STRATEGIES
-from .main import THRESHOLD, cli, db_option, fail_cleanly, format_option, metric_option
+from .main import (
+    THRESHOLD,
+    FiniteFloatRange,
+    cli,
+    db_option,
+    fail_cleanly,
+    format_option,
+    metric_option,
+)
+from .output import echo, echo_frame, echo_json, printable
 
 
 def _echo_records(records: list[dict[str, Any]], columns: list[str], output_format: str) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    if output_format == "json":
-        click.echo(frame.to_json(orient="records", indent=2))
-    elif output_format == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
-    elif frame.empty:
-        click.echo("(none)")
-    else:
-        click.echo(frame.to_string(index=False))
+    echo_frame(pd.DataFrame.from_records(records, columns=columns), output_format, "(none)")
 
 
 def _echo_change(change: Any, db: str) -> None:
-    click.echo(change.summary)
+    echo(change.summary)
     if change.edit_id is not None:
-        click.echo(f"(to undo: facevec people undo --db {db})")
+        echo(f"(to undo: facevec people undo --db {db})")
 
 
 @cli.command(name="identify")
@@ -52,7 +54,7 @@ def _echo_change(change: Any, db: str) -> None:
 )
 @click.option(
     "--margin",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=None,
     help="Closer than this to a second person is ambiguous [default: 0.1 x threshold].",
 )
@@ -93,13 +95,8 @@ def identify_command(
         confirmed_only=confirmed_only,
         strategy=strategy,
     )
-    if output_format == "json":
-        click.echo(frame.to_json(orient="records", indent=2))
-    elif output_format == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
-    else:
-        columns = ["face_index", "person", "decision", "distance", "second_person", "margin"]
-        click.echo(frame[columns].to_string(index=False))
+    columns = ["face_index", "person", "decision", "distance", "second_person", "margin"]
+    echo_frame(frame if output_format != "table" else frame[columns], output_format)
 
 
 @cli.command(name="calibrate")
@@ -118,23 +115,23 @@ def calibrate_command(db: str, distance_metric: str, output_format: str) -> None
 
     figures = calibrate(db, distance_metric=distance_metric)
     if output_format == "json":
-        click.echo(json.dumps(figures, indent=2))
+        echo_json(json.dumps(figures, indent=2))
         return
 
     def shown(value: Any) -> str:
         return "not enough impostor pairs" if value is None else f"{value:.4f}"
 
-    click.echo(
+    echo(
         f"{figures['faces']} faces of {figures['people']} people: "
         f"{figures['genuine_pairs']} genuine pairs, {figures['impostor_pairs']} impostor pairs"
     )
-    click.echo(f"equal error rate {figures['eer']:.4f} at {figures['eer_threshold']:.4f}")
+    echo(f"equal error rate {figures['eer']:.4f} at {figures['eer_threshold']:.4f}")
     for key, rate in (("fmr_1e2", "1e-2"), ("fmr_1e3", "1e-3")):
         line = f"false-match rate {rate}: threshold {shown(figures[f'{key}_threshold'])}"
         if figures[f"{key}_fnmr"] is not None:
             line += f" (false non-match rate {figures[f'{key}_fnmr']:.4f})"
-        click.echo(line)
-    click.echo(f"--threshold calibrated = {figures['threshold']:.4f} ({figures['threshold_rule']})")
+        echo(line)
+    echo(f"--threshold calibrated = {figures['threshold']:.4f} ({figures['threshold_rule']})")
 
 
 @cli.group(name="people")
@@ -151,7 +148,7 @@ def people_group() -> None:
 @metric_option()
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteFloatRange(0, min_open=True),
     default=None,
     help="Linkage threshold [default: 0.92 x deepface's for the model].",
 )
@@ -189,19 +186,19 @@ def cluster_command(
             progress=not quiet,
         )
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing changed", err=True)
+        echo("interrupted: nothing changed", err=True)
         sys.exit(130)
     if output_format == "json":
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        echo_json(json.dumps(report.as_dict(), indent=2))
         return
-    click.echo(
+    echo(
         f"{report.unassigned} of {report.faces} faces had no person: "
         f"{report.joined_existing} joined existing people, {report.new_people} new people "
         f"({report.faces_in_new_people} faces), {report.left_unassigned} left alone "
         f"({report.seconds:.1f} s)"
     )
     if report.edit_id is not None:
-        click.echo(f"(to undo: facevec people undo --db {db})")
+        echo(f"(to undo: facevec people undo --db {db})")
 
 
 @people_group.command(name="list")
@@ -243,13 +240,13 @@ def show_command(
     p = view.person
     columns = ["face_id", "img_name", "face_index", "source", "score"]
     if output_format == "table":
-        click.echo(
-            f"{p.label} (id {p.id}): {p.faces} faces in {p.photos} photos; "
+        echo(
+            f"{printable(p.label)} (id {p.id}): {p.faces} faces in {p.photos} photos; "
             f"{p.confirmed} confirmed, {p.folder} from folders, {p.suggested} suggested"
         )
     _echo_records([vars(f) for f in view.faces], columns, output_format)
     if view.sheet is not None and output_format == "table":
-        click.echo(f"contact sheet: {view.sheet}")
+        echo(f"contact sheet: {view.sheet}")
 
 
 @people_group.command(name="name")
@@ -334,12 +331,12 @@ def undo_command(db: str) -> None:
     """Undo the latest change to people (a cluster run or an edit)."""
     from ..people.edit import undo
 
-    click.echo(undo(db).summary)
+    echo(undo(db).summary)
 
 
 @people_group.command(name="history")
 @db_option()
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=20, show_default=True)
 @format_option()
 @fail_cleanly
 def history_command(db: str, limit: int, output_format: str) -> None:

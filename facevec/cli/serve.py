@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .main import cli, db_option, fail_cleanly
+from .main import FiniteFloatRange, cli, db_option, fail_cleanly
+from .output import echo
 
 MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web stack
 
@@ -12,6 +13,16 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
 @cli.command(name="serve")
 @db_option()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    envvar="FACEVEC_ALLOWED_HOSTS",
+    help="Another name clients reach the server by (repeatable; *.DOMAIN for its "
+    "subdomains). Requests naming any other host are refused (DNS rebinding); the "
+    "listening address, and localhost on loopback, are always allowed. "
+    "FACEVEC_ALLOWED_HOSTS takes several, separated by spaces.",
+)
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
 )
@@ -33,7 +44,7 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     "--max-upload-mb",
     default=20.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Largest request body accepted.",
 )
 @click.option(
@@ -47,6 +58,7 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
 def serve_command(
     db: str,
     host: str,
+    allowed_hosts: tuple[str, ...],
     port: int,
     photos: tuple[str, ...],
     token: str | None,
@@ -72,8 +84,10 @@ def serve_command(
         photos=photos,
         max_upload_bytes=int(max_upload_mb * 2**20),
         max_pixels=max_pixels,
+        host=host,
+        allowed_hosts=allowed_hosts,
     )
-    click.echo(
+    echo(
         f"facevec serving {db} on http://{host}:{port}/ "
         f"({'changes need the token' if token else 'read-only'})",
         err=True,

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from ..parameters import check_threshold
-from .main import cli, fail_cleanly, metric_option
+from .main import NUMBER_THRESHOLD, FiniteFloatRange, cli, fail_cleanly, metric_option
+from .output import echo
 
 
 @cli.group(name="spark")
@@ -87,7 +88,7 @@ def _is_parquet(path: str) -> bool:
 @click.option("--k", "k", type=click.IntRange(1), default=None, help="At most K hits per query.")
 @click.option(
     "--threshold",
-    type=float,
+    type=NUMBER_THRESHOLD,
     default=None,
     help="Distance threshold (default: deepface's for the model and metric).",
 )
@@ -181,7 +182,7 @@ def spark_find_command(
         summary = _summary(out)
     except _spark_errors() as err:
         raise click.ClickException(f"Spark: {_first_line(err)}") from err
-    click.echo(
+    echo(
         f"{summary['hits']} hits for {summary['queries']} queries among "
         f"{gallery.faces} faces in {len(sources)} shards, written to {out}"
     )
@@ -222,7 +223,7 @@ def _summary(out: str) -> dict[str, Any]:
 @metric_option()
 @click.option(
     "--threshold",
-    type=float,
+    type=FiniteFloatRange(0, min_open=True),
     default=None,
     help="Linkage threshold: RMS distance between two groups' faces below which they are "
     "one person (default: 0.92 x deepface's threshold).",
@@ -286,7 +287,7 @@ def spark_people_command(
         summary = _people_summary(out)
     except _spark_errors() as err:
         raise click.ClickException(f"Spark: {_first_line(err)}") from err
-    click.echo(
+    echo(
         f"{summary['people']} people ({summary['clustered']} faces) among "
         f"{summary['faces']} faces in {len(sources)} shards, written to {out}"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .main import cli, db_option, fail_cleanly
+from .output import echo
 
 parquet_folder = click.option(
     "--parquet",
@@ -39,7 +40,7 @@ def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, qu
     written = export_parquet(
         db, folder, rows_per_file=rows_per_file, overwrite=overwrite, progress=not quiet
     )
-    click.echo(f"exported {written['faces']} faces to {written['files']} files in {folder}")
+    echo(f"exported {written['faces']} faces to {written['files']} files in {folder}")
 
 
 @cli.command(name="import")
@@ -62,4 +63,4 @@ def import_command(folder: str, db: str, model_name: str | None, quiet: bool) ->
     from ..transfer import import_parquet
 
     imported = import_parquet(folder, db, model_name=model_name, progress=not quiet)
-    click.echo(f"imported {imported['faces']} faces")
+    echo(f"imported {imported['faces']} faces")

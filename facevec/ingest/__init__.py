@@ -215,6 +215,7 @@ def index(
     min_face: int = DEFAULT_MIN_FACE,
     min_sharpness: float = 0.0,
     on_progress: Callable[[int, int], None] | None = None,
+    within: Sequence[str | os.PathLike[str]] | None = None,
 ) -> IndexReport:
     """Index the photos under `folder` into `db`; see the module docstring.
 
@@ -225,6 +226,9 @@ def index(
     Laplacian) are counted in the ledger message, not stored.
     on_progress(done, total): called as files are counted and after each file;
     raising KeyboardInterrupt in it stops the run as Ctrl-C does, keeping every result.
+    within: folders the photos must really be in (the web server's --photos): a
+    photo whose real path (symlinks resolved) lies outside them is not read, and
+    its ledger row says so.
     """
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
@@ -247,7 +251,8 @@ def index(
             schema.create_schema(database)
             schema.check_model(database, model_name)  # refuse before loading a network
             seen = ledger.entries_under(database, prefix)
-        walk = Walk(folder)
+        roots = None if within is None else tuple(os.path.realpath(r) for r in within)
+        walk = Walk(folder, within=roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
         if on_progress is not None:
@@ -332,7 +337,7 @@ def _run(
             text = path_to_text(path)
             listed.add(text)
             try:
-                data = photo.read(path)
+                data = photo.read(walk.readable(path))
             except OSError as err:
                 item: Any = photo.read_error(text, err)
             else:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .names import path_to_text
@@ -18,10 +19,22 @@ IMAGE_EXTENSIONS = frozenset(
 @dataclass
 class Walk:
     """Photo paths under a folder (sorted), and each folder that could not be listed
-    (stored text form -> reason): nothing under those was seen."""
+    (stored text form -> reason): nothing under those was seen. With `within`
+    (real paths), a photo is read only if its real path lies under one of them."""
 
     folder: str
     unlisted: dict[str, str] = field(default_factory=dict)
+    within: tuple[str, ...] | None = None
+
+    def readable(self, path: str) -> str:
+        """The path to open for the photo `path`: itself, or with `within` its real
+        path; OSError for a link (of the file or a folder) leading out of `within`."""
+        if self.within is None:
+            return path
+        real = os.path.realpath(path)
+        if not inside(real, self.within):
+            raise OSError(errno.EACCES, "it links outside the folders this run may read")
+        return real
 
     def photos(self) -> Iterator[str]:
         def failed(err: OSError) -> None:
@@ -40,6 +53,17 @@ class Walk:
     def saw(self, text_path: str) -> bool:
         """False for a path under a folder that could not be listed."""
         return not any(text_path.startswith(folder.rstrip("/") + "/") for folder in self.unlisted)
+
+
+def inside(real: str, roots: Sequence[str]) -> bool:
+    """Whether the real path `real` is one of the real paths `roots` or under one."""
+    for root in roots:
+        try:
+            if os.path.commonpath([real, root]) == root:
+                return True
+        except ValueError:  # different drives (Windows)
+            continue
+    return False
 
 
 def identity_of(path: str, folder: str) -> str | None:

@@ -11,10 +11,12 @@ merge and move refuse to put them together unless ``force`` (a mirror, a poster)
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import FaceNotFoundError, PeopleConflictError
+from ..parameters import is_stored_id
 from ..storage import people as store
 from ..storage.database import Database, DbArg
 from .gallery import PersonRef, open_gallery, resolve_person
@@ -246,11 +248,23 @@ def history(db: DbArg, limit: int = 20) -> list[tuple[int, str, str, str, str | 
 # Checks --------------------------------------------------------------------------
 
 
+# How an unnamed person is shown ("person 12"): no one may be named so.
+_LABEL = re.compile(r"person\s*#?\s*\d+", re.IGNORECASE)
+
+
 def _check_name(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise PeopleConflictError(f"a name must be non-empty text, not {value!r}")
     if value.strip().isdigit():
         raise PeopleConflictError(f"a name cannot be only digits ({value!r} reads as a person id)")
+    if _LABEL.fullmatch(value.strip()):
+        raise PeopleConflictError(
+            f"a name cannot read like an unnamed person's label ({value.strip()!r})"
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise PeopleConflictError(f"a name must be valid text (UTF-8), not {value!r}")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise PeopleConflictError(f"a name cannot hold control characters ({value!r})")
     return value.strip()
 
 
@@ -263,6 +277,8 @@ def _face_list(face_ids: Iterable[int]) -> list[int]:
             raise FaceNotFoundError(
                 f"a face is given by its id (a number), not {value!r}"
             ) from None
+        if not is_stored_id(found[-1]):
+            raise FaceNotFoundError(f"no face with id {found[-1]}")
     if not found:
         raise FaceNotFoundError("no face given")
     return sorted(set(found))

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from ..errors import DatabaseNotFoundError, PersonNotFoundError
+from ..parameters import is_stored_id
 from ..storage import people as store
 from ..storage import schema
 from ..storage.database import Database, DbArg, open_database
@@ -43,6 +44,6 @@ def resolve_person(db: Database, ref: PersonRef) -> int:
         ref = int(ref)
     if isinstance(ref, bool) or not isinstance(ref, int):
         raise PersonNotFoundError(f"a person is a name or an id, not {ref!r}")
-    if not store.person_exists(db, ref):
+    if not is_stored_id(ref) or not store.person_exists(db, ref):
         raise PersonNotFoundError(f"no person with id {ref} (facevec people list shows them)")
     return ref

@@ -6,19 +6,21 @@ Blocking routes are plain ``def``: FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from ..metrics import FACE_METRICS
+from ..parameters import MAX_ID
 from ..search import STRATEGIES
 from . import actions
 from .config import WebConfig
 from .jobs import IndexJobs
+from .params import MAX_WORKERS, FaceId, Offset, threshold_form, threshold_of
 from .photos import folder_to_index, servable_photo
 from .security import config_of, require_token
-from .uploads import check_photo
+from .uploads import check_photo, decoding
 
 router = APIRouter()
 
@@ -75,7 +77,7 @@ class Match(BaseModel):
     source_y: int | None
     source_w: int | None
     source_h: int | None
-    threshold: float
+    threshold: float | None = Field(description="null: no limit (threshold inf).")
     distance: float
     verified: bool
 
@@ -91,8 +93,12 @@ class FindResult(BaseModel):
 
 class VectorQuery(BaseModel):
     vector: list[float] = Field(description="An embedding of the gallery's model.")
-    k: int | None = Field(None, description="At most k matches.")
-    threshold: float | None = Field(None, description="Override deepface's threshold.")
+    k: int | None = Field(None, description="At most k matches (any size: all).")
+    threshold: float | Literal["calibrated"] | None = Field(
+        None,
+        description="Override deepface's threshold: a number from 0 (1e999: no limit), "
+        "or 'calibrated' (the gallery's own).",
+    )
     metric: str = Field("euclidean", description=METRIC_HELP)
     strategy: str | None = Field(None, description=STRATEGY_HELP)
     similarity_search: bool = Field(False, description="Rank every face (use with k).")
@@ -103,7 +109,7 @@ class Verification(BaseModel):
 
     verified: bool
     distance: float
-    threshold: float
+    threshold: float | None = Field(description="null: no limit (threshold inf).")
     model: str
     detector_backend: str
     distance_metric: str
@@ -128,9 +134,13 @@ class IndexRequest(BaseModel):
     prune: bool = Field(False, description="Drop faces of photos deleted from the folder.")
     model_name: str | None = Field(None, description="Default: the gallery's model, else Dlib.")
     detector_backend: str | None = Field(None, description="Default: the gallery's detector.")
-    batch_size: int = Field(16, description="Photos per committed batch.")
+    batch_size: int = Field(16, ge=1, le=MAX_ID, description="Photos per committed batch.")
     workers: int = Field(
-        1, description="Processes that embed photos (1: the server's own, beside searches)."
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Processes that embed photos (1: the server's own, beside searches; "
+        "at most the server's cores).",
     )
 
 
@@ -175,7 +185,7 @@ def info_endpoint(config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # 
 )
 def problems_endpoint(
     limit: int = Query(100, ge=1, le=actions.MAX_PAGE),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
     return actions.ledger_problems(config, limit, offset)
@@ -194,9 +204,10 @@ def read_upload(upload: UploadFile, config: WebConfig) -> bytes:
     responses=ERRORS,
 )
 def find_photo_endpoint(
+    request: Request,
     photo: UploadFile = File(..., description="The query photo (JPEG, PNG, WebP, ...)."),  # noqa: B008
-    k: int | None = Form(None, description="At most k matches per face."),
-    threshold: float | None = Form(None, description="Override deepface's threshold."),
+    k: int | None = Form(None, description="At most k matches per face (any size: all)."),
+    threshold: str | None = threshold_form(),
     metric: str = Form("euclidean", description=METRIC_HELP),
     strategy: str | None = Form(None, description=STRATEGY_HELP),
     similarity_search: bool = Form(False, description="Rank every face (use with k)."),
@@ -205,9 +216,10 @@ def find_photo_endpoint(
 ) -> dict[str, Any]:
     data = read_upload(photo, config)
     options = actions.FindOptions(
-        k, threshold, metric, strategy or None, similarity_search, model_name or None
+        k, threshold_of(threshold), metric, strategy or None, similarity_search, model_name or None
     )
-    return actions.find_photo(config, data, options)
+    with decoding(request, data):
+        return actions.find_photo(config, data, options)
 
 
 @router.post(
@@ -233,24 +245,34 @@ def find_vector_endpoint(
     responses=ERRORS,
 )
 def verify_endpoint(
+    request: Request,
     photo1: UploadFile = File(...),  # noqa: B008
     photo2: UploadFile = File(...),  # noqa: B008
     metric: str = Form("euclidean", description=METRIC_HELP),
-    threshold: float | None = Form(None, description="Override deepface's threshold."),
+    threshold: str | None = threshold_form(
+        "Override deepface's threshold: a number from 0 (inf: always the same person)."
+    ),
     model_name: str | None = Form(None, description="Default: the gallery's model."),
     detector_backend: str | None = Form(None, description="Default: the gallery's detector."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
     first = read_upload(photo1, config)
     second = read_upload(photo2, config)
-    return actions.verify_photos(
-        config, first, second, metric, threshold, model_name or None, detector_backend or None
-    )
+    with decoding(request, first, second):
+        return actions.verify_photos(
+            config,
+            first,
+            second,
+            metric,
+            threshold_of(threshold),
+            model_name or None,
+            detector_backend or None,
+        )
 
 
 @router.get("/faces/{face_id}", summary="Where a stored face is", responses=ERRORS)
 def face_endpoint(
-    face_id: int,
+    face_id: FaceId,
     request: Request,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
@@ -273,7 +295,7 @@ def face_endpoint(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: ERRORS[404]},
 )
-def crop_endpoint(face_id: int, config: WebConfig = Depends(config_of)) -> Response:  # noqa: B008
+def crop_endpoint(face_id: FaceId, config: WebConfig = Depends(config_of)) -> Response:  # noqa: B008
     png = actions.face_crop(config, face_id)
     # A face id names one crop until the face is re-indexed: cache briefly.
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})

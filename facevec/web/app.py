@@ -21,9 +21,11 @@ from ..errors import FacevecError
 from ..storage.database import open_database
 from . import api, pages
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
+from .docs import add_docs
+from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
-from .uploads import DeclaredSizeLimit, too_large_message
+from .uploads import DeclaredSizeLimit, DecodeBudget, too_large_message
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("facevec.web")
@@ -51,17 +53,23 @@ def create_app(
     photos: Iterable[str | os.PathLike[str]] = (),
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
+    host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
     token: writes (add, index, ...) need it; none makes the server read-only.
     photos: folders whose photos the pages may show; nothing outside them is sent.
+    host: the address the server listens on; with allowed_hosts, the names a
+    request's Host header may give (facevec.web.hosts: DNS rebinding).
     """
-    config = make_config(db, token, photos, max_upload_bytes, max_pixels)
+    config = make_config(
+        db, token, photos, max_upload_bytes, max_pixels, host=host, allowed_hosts=allowed_hosts
+    )
     # Refuse a missing SQLite file or an unreachable server now, not on each request.
     with open_database(config.db, create=False):
         pass
-    jobs = IndexJobs(config.db)
+    jobs = IndexJobs(config.db, config.photo_roots)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,9 +82,12 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.add_docs serves /docs from local files
+        redoc_url=None,
     )
     app.state.config = config
     app.state.jobs = jobs
+    app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
     app.state.people = False
     # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
     # refuses a declared Content-Length over the limit before anything is read).
@@ -87,10 +98,12 @@ def create_app(
         from . import people_routes
 
         people_routes.register(app)
+    add_docs(app)  # before /static: its assets live under /docs/assets
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _add_error_handlers(app, config)
     _add_security_headers(app)
     app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
+    app.add_middleware(HostCheck, allowed=config.hosts())  # outermost: before anything else
     return app
 
 
@@ -149,9 +162,7 @@ def _add_security_headers(app: FastAPI) -> None:
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if response.headers.get("content-type", "").startswith("text/html") and not (
-            request.url.path.startswith("/docs") or request.url.path.startswith("/redoc")
-        ):
+        if response.headers.get("content-type", "").startswith("text/html"):
             response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import FolderNotFoundError, InvalidParameterError, UnsupportedDatabaseError
 from ..storage.urls import is_url
+from .hosts import AllowedHosts
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # a 40-megapixel query is already far more than a face needs
@@ -15,13 +17,20 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel query is already far more than a face 
 
 @dataclass(frozen=True)
 class WebConfig:
-    """A server's settings; ``photo_roots`` are real paths (symlinks resolved)."""
+    """A server's settings; ``photo_roots`` are real paths (symlinks resolved);
+    ``host`` is the address it listens on, ``allowed_hosts`` its other names."""
 
     db: str
     token: str | None = None
     photo_roots: tuple[str, ...] = ()
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_PIXELS
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+
+    def hosts(self) -> AllowedHosts:
+        """The names a request's Host header may give (facevec.web.hosts)."""
+        return AllowedHosts(self.host, self.allowed_hosts)
 
     @property
     def writable(self) -> bool:
@@ -34,6 +43,8 @@ def make_config(
     photos: Iterable[str | os.PathLike[str]] = (),
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
+    host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
 ) -> WebConfig:
     """Check a server's settings and resolve its photo folders."""
     # Each request opens its own connection (a DB-API connection is not shared
@@ -49,14 +60,20 @@ def make_config(
         if not os.path.isdir(real):
             raise FolderNotFoundError(f"photo folder {os.fspath(folder)} is not a directory")
         roots.append(real)
-    if max_upload_bytes < 1 or max_pixels < 1:
-        raise InvalidParameterError(
-            f"upload limits must be positive, not {max_upload_bytes} bytes / {max_pixels} pixels"
-        )
-    return WebConfig(
+    for what, limit in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
+        number = isinstance(limit, (int, float)) and not isinstance(limit, bool)
+        if not (number and math.isfinite(limit) and limit >= 1):
+            raise InvalidParameterError(f"{what} must be a finite number from 1, not {limit!r}")
+    if isinstance(allowed_hosts, str):
+        allowed_hosts = [allowed_hosts]
+    config = WebConfig(
         db=os.fspath(db),  # type: ignore[arg-type]
         token=token or None,
         photo_roots=tuple(dict.fromkeys(roots)),
         max_upload_bytes=int(max_upload_bytes),
         max_pixels=int(max_pixels),
+        host=str(host),
+        allowed_hosts=tuple(allowed_hosts),
     )
+    config.hosts()  # refuse a malformed --allowed-host now
+    return config

@@ -50,8 +50,9 @@ class Job:
 class IndexJobs:
     """The index jobs of one server, and the thread that runs the current one."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, roots: tuple[str, ...] = ()) -> None:
         self._db = db
+        self._roots = roots  # photos are read only from under these real paths
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -89,7 +90,12 @@ class IndexJobs:
         job.state = "running"
         try:
             report = index(
-                job.folder, self._db, progress=False, on_progress=progress, **job.options
+                job.folder,
+                self._db,
+                progress=False,
+                on_progress=progress,
+                within=self._roots,
+                **job.options,
             )
             job.report, job.state = report.as_dict(), "done"
         except IndexInterrupted as stop:

@@ -21,9 +21,10 @@ from . import actions
 from .api import photo_url
 from .config import WebConfig
 from .http_errors import database_errors, message_of, status_of
+from .params import FaceId, PageNumber
 from .photos import servable_photo
 from .security import config_of
-from .uploads import check_photo, thumbnail_data_url
+from .uploads import check_photo, decoding, photo_size, thumbnail_data_url
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -83,7 +84,9 @@ def search_results(
         options = actions.FindOptions(
             k=wanted, metric=metric, strategy=strategy or None, similarity_search=not within
         )
-        result = actions.find_photo(config, data, options)
+        with decoding(request, data):
+            result = actions.find_photo(config, data, options)
+            picture = thumbnail_data_url(data)
     except (FacevecError, *database_errors()) as err:
         return render(
             request,
@@ -94,7 +97,6 @@ def search_results(
             error=message_of(err),
             upload_name=name,
         )
-    picture = thumbnail_data_url(data)
     for number, face in enumerate(result["faces"], 1):
         face["number"] = number
         for match in face["matches"]:
@@ -113,12 +115,11 @@ def search_results(
 @router.get("/gallery", response_class=HTMLResponse)
 def gallery_page(
     request: Request,
-    page: int = 1,
+    page: PageNumber = 1,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """The gallery's identities, most faces first, with a few crops each."""
     per_page = 60
-    page = max(1, page)
     total, groups = actions.identity_groups(config, limit=per_page, offset=(page - 1) * per_page)
     return render(
         request,
@@ -135,12 +136,11 @@ def gallery_page(
 def identity_page(
     request: Request,
     name: str | None = None,
-    page: int = 1,
+    page: PageNumber = 1,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """Every face of one identity (no name: the faces without one), photo by photo."""
     per_page = 200
-    page = max(1, page)
     found = actions.identity_faces(
         config, name or None, limit=per_page + 1, offset=(page - 1) * per_page
     )
@@ -165,37 +165,25 @@ def identity_page(
 @router.get("/face/{face_id}", response_class=HTMLResponse)
 def face_page(
     request: Request,
-    face_id: int,
+    face_id: FaceId,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """A stored face: its crop, and its photo with the face boxed (if served)."""
     face = actions.face_location(config, face_id)
-    url = served_url(config, face.img_name)
-    size = None
-    if url is not None:
-        size = _photo_size(face.img_name)
+    real = servable_photo(face.img_name, config.photo_roots)
+    url = None if real is None else photo_url(face.img_name)
+    size = None if real is None else photo_size(real)
     return render(request, "face.html", face=face, photo_url=url, size=size)
-
-
-def _photo_size(path: str) -> tuple[int, int] | None:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).size
-    except Exception:
-        return None
 
 
 @router.get("/status", response_class=HTMLResponse)
 def status_page(
     request: Request,
-    page: int = 1,
+    page: PageNumber = 1,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """The gallery's info, the files the ingest could not index, and index jobs."""
     per_page = 100
-    page = max(1, page)
     problems = actions.ledger_problems(config, per_page, (page - 1) * per_page)
     return render(
         request,

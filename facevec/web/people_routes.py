@@ -19,7 +19,9 @@ from ..people import identify, list_people, merge, name, show
 from . import pages
 from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, read_upload
 from .config import WebConfig
+from .params import PageNumber, PersonId, threshold_form, threshold_of
 from .security import config_of, require_token
+from .uploads import decoding
 
 api = APIRouter()
 views = APIRouter(include_in_schema=False)
@@ -88,16 +90,22 @@ def _summary(person: Any) -> dict[str, Any]:
     responses=ERRORS,
 )
 def identify_endpoint(
+    request: Request,
     photo: UploadFile = File(...),  # noqa: B008
     metric: str = Form("euclidean", description=METRIC_HELP),
-    threshold: float | None = Form(None, description="Override the threshold."),
+    threshold: str | None = threshold_form(),
     strategy: str | None = Form(None, description=STRATEGY_HELP),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
     data = read_upload(photo, config)
-    frame = identify(
-        data, config.db, distance_metric=metric, threshold=threshold, strategy=strategy or None
-    )
+    with decoding(request, data):
+        frame = identify(
+            data,
+            config.db,
+            distance_metric=metric,
+            threshold=threshold_of(threshold),
+            strategy=strategy or None,
+        )
     return {"faces": json.loads(frame.to_json(orient="records"))}
 
 
@@ -171,12 +179,11 @@ def merge_endpoint(
 @views.get("/people", response_class=HTMLResponse)
 def people_page(
     request: Request,
-    page: int = 1,
+    page: PageNumber = 1,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """Everyone, most faces first, with a few crops each."""
     per_page = 60
-    page = max(1, page)
     everyone = sorted(list_people(config.db), key=lambda p: (-p.faces, p.id))
     shown = everyone[(page - 1) * per_page : page * per_page]
     samples = {p.id: show(config.db, p.id).faces[:6] for p in shown}
@@ -194,7 +201,7 @@ def people_page(
 @views.get("/people/{person_id}", response_class=HTMLResponse)
 def person_page(
     request: Request,
-    person_id: int,
+    person_id: PersonId,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
     """All faces of a person, with forms to name them and to merge another into them."""

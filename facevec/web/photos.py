@@ -13,16 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import AccessDeniedError, FolderNotFoundError
 from ..ingest import IMAGE_EXTENSIONS, path_from_text
-
-
-def _inside(real: str, roots: Sequence[str]) -> bool:
-    for root in roots:
-        try:
-            if os.path.commonpath([real, root]) == root:
-                return True
-        except ValueError:  # different drives (Windows)
-            continue
-    return False
+from ..ingest.walk import inside
 
 
 def servable_photo(img_name: str, roots: Sequence[str]) -> str | None:
@@ -34,11 +25,14 @@ def servable_photo(img_name: str, roots: Sequence[str]) -> str | None:
     """
     if not roots or not img_name or "\x00" in img_name:
         return None
-    path = path_from_text(img_name)
+    try:
+        path = path_from_text(img_name)
+    except ValueError:  # not a text form facevec writes (e.g. \x2e): names no file
+        return None
     if not os.path.isabs(path):
         return None
     real = os.path.realpath(path)
-    if not _inside(real, roots):
+    if not inside(real, roots):
         return None
     if os.path.splitext(real)[1].lower() not in IMAGE_EXTENSIONS:
         return None
@@ -59,7 +53,7 @@ def folder_to_index(folder: str, roots: Sequence[str]) -> str:
         )
     if "\x00" in folder or not os.path.isabs(folder):
         raise AccessDeniedError(f"give the folder to index as an absolute path, not {folder!r}")
-    if not _inside(os.path.realpath(folder), roots):
+    if not inside(os.path.realpath(folder), roots):
         raise AccessDeniedError(
             f"{folder} is outside the photo folders this server was given (--photos)"
         )
