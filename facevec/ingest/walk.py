@@ -6,12 +6,18 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..engine.decode import AVIF_EXTENSIONS, HEIF_EXTENSIONS, RAW_EXTENSIONS
 from .names import path_to_text
 
 # Files with other extensions (README.md, labels.csv, .DS_Store...) are not photos
 # and are not looked at; a file named like a photo always gets a ledger row.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = (
+    frozenset(
+        {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm"}
+    )
+    | HEIF_EXTENSIONS
+    | AVIF_EXTENSIONS
+    | RAW_EXTENSIONS
 )
 
 
