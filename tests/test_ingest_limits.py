@@ -140,6 +140,6 @@ def test_min_sharpness_counts_blurred_faces_without_storing_them(quality_folder,
 
 
 def test_default_floors_drop_no_face_deepface_finds_in_the_shared_photos(indexed):
-    # The session's gallery holds the smallest face dlib finds there (43 px, img67.jpg).
+    # Every face dlib finds in the session gallery is real: the default floors keep them.
     _, report = indexed
     assert report.faces_dropped == 0
