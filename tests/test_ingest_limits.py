@@ -116,7 +116,7 @@ def test_min_face_counts_small_faces_without_storing_them(quality_folder, tmp_pa
     db = tmp_path / "q.db"
     output = index_with(quality_folder, db, "--min-face", "80")
     assert "3 indexed (2 faces)" in output
-    assert "1 faces below --min-face/--min-sharpness" in output
+    assert "1 faces below --min-confidence/--min-face/--min-sharpness" in output
     assert ledger(db, "tiny.png") == (
         "indexed",
         0,

@@ -76,7 +76,7 @@ def _embed_batch(
     crops: list[Any], options: EmbedOptions
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """deepface's represent (detector 'skip') for many crops in one forward pass: the
-    vectors, the model inputs, and each face's sharpness (measured before padding)."""
+    vectors, the model inputs, and each face's sharpness."""
     if models.needs_deepface(options):
         model = models.build_model(options.model_name, options.detector_backend)
         target = (model.input_shape[1], model.input_shape[0])
@@ -84,9 +84,12 @@ def _embed_batch(
         from . import dlib_models
 
         target = dlib_models.INPUT_SIZE
-    prepared = [align.model_input(crop, target) for crop in crops]
-    inputs = np.concatenate([batch for batch, _ in prepared], axis=0)
-    sharp = [sharpness(resized) for _, resized in prepared]
+    inputs = np.concatenate([align.model_input(crop, target) for crop in crops], axis=0)
+    # Sharpness is measured at 100 pixels wide: a rotated crop is read at 200 or more.
+    sharp = [
+        sharpness(crop.preview(200) if isinstance(crop, align.RotatedCrop) else crop)
+        for crop in crops
+    ]
     if not models.needs_deepface(options):
         return dlib_models.describe(inputs), inputs, sharp
     from deepface.modules import preprocessing

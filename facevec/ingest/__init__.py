@@ -379,7 +379,7 @@ def _targets(
                 files.append(target)
         else:
             text = path_to_text(target)
-            gone.append(text)
+            gone.extend(ledger.entries_at(database, [text]))
             gone.extend(ledger.paths_under(database, text.rstrip("/") + "/"))
     files = list(dict.fromkeys(files))
     seen = ledger.entries_at(database, [path_to_text(path) for path in files])
@@ -582,7 +582,12 @@ def _look(
     expected = fingerprint + (NEEDS_FORMATS if support_missing(path) else "")
     current = _current(previous, settings, expected)
     stat = (status.st_size, status.st_mtime_ns, status.st_ino)
-    if current and previous and (previous.size_bytes, previous.mtime_ns, previous.inode) == stat:
+    if (
+        current
+        and previous
+        and (previous.size_bytes, previous.mtime_ns, previous.inode) == stat
+        and os.access(path, os.R_OK)  # one that became unreadable is reported
+    ):
         return None  # nothing read
     try:
         data = photo.read(path)
