@@ -63,22 +63,23 @@ def rotate(image: np.ndarray, angle: float, xs: np.ndarray, ys: np.ndarray) -> n
     wy = _cubic_weights((src_y - top).astype(np.float32))
     left, top = left.astype(np.int64) - 1, top.astype(np.int64) - 1  # the 4 x 4 taps
     channels = image.shape[2] if image.ndim == 3 else 1
-    flat = image.reshape(-1, channels).astype(np.float32)
+    flat = image.reshape(-1, channels)
     # A tap outside the image reads black: its weight becomes 0 (its index any pixel).
     col_index, col_weight = [], []
     for k in range(4):
         cols = left + k
         col_index.append(np.clip(cols, 0, width - 1))
-        col_weight.append(wx[:, :, k, None] * ((cols >= 0) & (cols < width))[:, :, None])
+        col_weight.append((wx[:, :, k] * ((cols >= 0) & (cols < width)))[:, :, None])
     total = np.zeros(grid_x.shape + (channels,), np.float32)
     for k1 in range(4):
         rows = top + k1
-        inside = ((rows >= 0) & (rows < height))[:, :, None]
+        inside = (rows >= 0) & (rows < height)
         base = np.clip(rows, 0, height - 1) * width
-        line = np.zeros_like(total)
-        for k2 in range(4):
+        # OpenCV's order: each row of taps summed left to right, then the rows in turn.
+        line = flat[base + col_index[0]] * col_weight[0]
+        for k2 in range(1, 4):
             line += flat[base + col_index[k2]] * col_weight[k2]
-        total += line * (wy[:, :, k1, None] * inside)
+        total += line * (wy[:, :, k1] * inside)[:, :, None]
     return np.clip(np.rint(total), 0, 255).astype(np.uint8)
 
 

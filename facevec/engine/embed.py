@@ -73,10 +73,10 @@ def sharpness(face_bgr: np.ndarray) -> float:
 
 
 def _embed_batch(
-    crops: list[Any], options: EmbedOptions
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    crops: list[Any], options: EmbedOptions, measure_sharpness: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
     """deepface's represent (detector 'skip') for many crops in one forward pass: the
-    vectors, the model inputs, and each face's sharpness."""
+    vectors, the model inputs, and each face's sharpness (None unless measured)."""
     if models.needs_deepface(options):
         model = models.build_model(options.model_name, options.detector_backend)
         target = (model.input_shape[1], model.input_shape[0])
@@ -86,8 +86,10 @@ def _embed_batch(
         target = dlib_models.INPUT_SIZE
     inputs = np.concatenate([align.model_input(crop, target) for crop in crops], axis=0)
     # Sharpness is measured at 100 pixels wide: a rotated crop is read at 200 or more.
-    sharp = [
+    sharp: list[float | None] = [
         sharpness(crop.preview(200) if isinstance(crop, align.RotatedCrop) else crop)
+        if measure_sharpness
+        else None
         for crop in crops
     ]
     if not models.needs_deepface(options):
@@ -140,14 +142,20 @@ _INFERENCE_LOCK = threading.Lock()
 
 
 def embed_photo(
-    photo: Photo, name: str = "image", options: EmbedOptions = DEFAULT_OPTIONS
+    photo: Photo,
+    name: str = "image",
+    options: EmbedOptions = DEFAULT_OPTIONS,
+    measure_sharpness: bool = True,
 ) -> list[Face]:
-    """All faces of a decoded photo, in detection order; NoFaceError when none."""
+    """All faces of a decoded photo, in detection order; NoFaceError when none.
+    measure_sharpness=False leaves Face.sharpness None (it costs a look at each face)."""
     with _INFERENCE_LOCK:
-        return _embed_photo(photo, name, options)
+        return _embed_photo(photo, name, options, measure_sharpness)
 
 
-def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
+def _embed_photo(
+    photo: Photo, name: str, options: EmbedOptions, measure_sharpness: bool
+) -> list[Face]:
     models.prepare(options)
     if options.detector_backend == "skip":
         height, width = photo.image.shape[:2]
@@ -162,7 +170,9 @@ def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
         found = _extract(photo, name, options)
     if not found:
         raise NoFaceError(f"no face found in {name} (detector {options.detector_backend})")
-    vectors, inputs, sharp = _embed_batch([item["face"] for item in found], options)
+    vectors, inputs, sharp = _embed_batch(
+        [item["face"] for item in found], options, measure_sharpness
+    )
     s = photo.scale
     return [
         Face(
@@ -184,7 +194,7 @@ def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
 
 # Recently embedded photos, keyed by content: find and verify on the same photo in
 # one process (or a query photo that was just indexed) skip the network.
-_CACHE: OrderedDict[tuple[str, EmbedOptions], list[Face]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, EmbedOptions, bool], list[Face]] = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
@@ -193,7 +203,7 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _cached(key: tuple[str, EmbedOptions], compute: Any) -> list[Face]:
+def _cached(key: tuple[str, EmbedOptions, bool], compute: Any) -> list[Face]:
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -219,7 +229,7 @@ def embed_image(
         ).hexdigest()
     height, width = image.shape[:2]
     photo = Photo(image, 1, width, height)
-    return _cached((content_key, options), lambda: embed_photo(photo, name, options))
+    return _cached((content_key, options, True), lambda: embed_photo(photo, name, options))
 
 
 def embed_bytes(
@@ -228,18 +238,19 @@ def embed_bytes(
     options: EmbedOptions = DEFAULT_OPTIONS,
     sha256: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    measure_sharpness: bool = True,
 ) -> list[Face]:
-    """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes); ``sha256`` is
-    the bytes' digest when the caller has it already. Photos over `max_pixels` are
-    refused (PhotoTooLargeError) before they are decoded."""
+    """All faces of an encoded photo (JPEG, PNG, WebP, HEIC, AVIF, camera RAW, ...
+    bytes); ``sha256`` is the bytes' digest when the caller has it already. Photos over
+    `max_pixels` are refused (PhotoTooLargeError) before they are decoded."""
     content_key = sha256 or hashlib.sha256(data).hexdigest()
 
     def compute() -> list[Face]:
         working = None if options.exact else WORKING_PIXELS
         photo = decode_photo(data, name, max_pixels, working_pixels=working)
-        return embed_photo(photo, name, options)
+        return embed_photo(photo, name, options, measure_sharpness)
 
-    return _cached((content_key, options), compute)
+    return _cached((content_key, options, measure_sharpness), compute)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:

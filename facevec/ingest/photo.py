@@ -137,7 +137,14 @@ def process(text_path: str, data: bytes, sha256: str, settings: Settings) -> Res
     started = time.perf_counter()
     result = Result(text_path, sha256, len(data), "indexed", settings=settings.fingerprint())
     try:
-        found = embed.embed_bytes(data, text_path, settings.options, sha256, settings.max_pixels)
+        found = embed.embed_bytes(
+            data,
+            text_path,
+            settings.options,
+            sha256,
+            settings.max_pixels,
+            measure_sharpness=settings.min_sharpness > 0,  # only the floor reads it
+        )
         result.faces, result.message = _keep(found, settings)
         result.dropped = len(found) - len(result.faces)
     except MissingFormatSupportError as err:
