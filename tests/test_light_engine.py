@@ -149,3 +149,27 @@ def test_index_without_deepface_stores_the_deepface_install_vectors(
         np.testing.assert_allclose(
             np.asarray(stored[name]), deepface_path[name][2], atol=VECTOR_TOLERANCE, err_msg=name
         )
+
+
+def test_cached_face_detector_finds_what_dlibs_own_finds(tmp_path, monkeypatch, photos):
+    import dlib
+
+    from facevec.engine.decode import decode_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(dlib_models, "_LOADED", {})
+    dlib_models.detector()  # dlib's own, saved for the next process
+    (saved,) = tmp_path.glob("facevec/frontal_face_detector-*.svm")
+    written = saved.stat().st_mtime_ns
+    monkeypatch.setattr(dlib_models, "_LOADED", {})
+    cached = dlib_models.detector()  # read from the saved copy
+    assert saved.stat().st_mtime_ns == written
+    with open(photos("selfie-many-people.jpg"), "rb") as handle:
+        image = decode_image(handle.read())
+    ours = cached.run(image, 1)
+    theirs = dlib.get_frontal_face_detector().run(image, 1)
+    assert len(ours[0]) == len(theirs[0]) == 4
+    assert [(r.left(), r.top(), r.right(), r.bottom()) for r in ours[0]] == [
+        (r.left(), r.top(), r.right(), r.bottom()) for r in theirs[0]
+    ]
+    assert list(ours[1]) == list(theirs[1])

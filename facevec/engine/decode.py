@@ -250,7 +250,9 @@ def _to_bgr(image: Any) -> np.ndarray:
         image = image.convert("L")
     if mode not in ("RGB",):
         image = image.convert("RGB")  # CMYK, palette, grey, alpha (dropped), YCbCr, LAB
-    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    # Pillow packs BGR in one pass (half the cost of an RGB array flipped afterwards).
+    width, height = image.size
+    return np.frombuffer(image.tobytes("raw", "BGR"), np.uint8).reshape(height, width, 3)
 
 
 def _shrink(image: np.ndarray, scale: int) -> np.ndarray:
