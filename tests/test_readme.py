@@ -50,3 +50,13 @@ def test_the_first_command_indexes_and_finds_in_a_fresh_copy(tmp_path):
     found = {row[0].rsplit("/", 1)[-1] for row in matches}
     assert {"img1.jpg", "img4.jpg", "img5.jpg", "img6.jpg"} <= found
     assert all(row[1] in ("id01", "NaN") for row in matches)
+
+
+def test_the_readme_is_a_quick_start_whose_links_lead_into_the_docs():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 200
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    local = [target for target in targets if "://" not in target]
+    assert any(target.startswith("docs/") for target in local)
+    for target in local:
+        assert (ROOT / target).exists(), target

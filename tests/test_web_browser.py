@@ -2,12 +2,15 @@
 
 A uvicorn server runs on a free loopback port in a thread, on the session's
 gallery. Screenshots of each step are saved in build/screenshots (git ignores
-build/), or in $FACEVEC_SCREENSHOTS; the folder is printed.
+build/), or in $FACEVEC_SCREENSHOTS; the folder is printed. With
+FACEVEC_DOCS_SCREENSHOTS=1, small copies of the search, gallery and people pages
+are also written to docs/images/, where the documentation shows them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +23,7 @@ from facevec.web import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,23 @@ def _wait(driver, condition, timeout: float = 180):
     return waiting.until(settled)
 
 
+def _screenshot_for_docs(driver, name: str) -> None:
+    """docs/images/web-NAME.png: the page as the browser shows it, small enough to commit."""
+    if os.environ.get("FACEVEC_DOCS_SCREENSHOTS") != "1":
+        return
+    from PIL import Image, ImageChops
+
+    page = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    # Down to the page's last content: the empty background below it says nothing.
+    background = Image.new("RGB", page.size, page.getpixel((page.width - 1, page.height - 1)))
+    content = ImageChops.difference(page, background).getbbox()
+    if content:
+        page = page.crop((0, 0, page.width, min(page.height, content[3] + 16)))
+    page.thumbnail((960, 1200))
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    page.quantize(colors=128).save(DOCS_IMAGES / f"web-{name}.png", optimize=True)
+
+
 def _loaded_images(driver) -> list[str]:
     """src of every <img> on the page that the browser could decode."""
     return driver.execute_script(
@@ -110,6 +131,8 @@ def test_uploading_a_photo_shows_its_face_boxed_and_the_right_person_first(
 
     _search(browser, server, FACES / query)
     browser.save_screenshot(str(screenshots / f"search-{query}.png"))
+    if query == "img23.jpg":
+        _screenshot_for_docs(browser, "search")
     assert not browser.find_elements(By.ID, "error")
     boxes = browser.find_elements(By.CSS_SELECTOR, "figure.query svg rect.box")
     assert len(boxes) == 1
@@ -161,6 +184,7 @@ def test_the_gallery_lists_people_and_a_click_shows_all_their_photos(
 
     browser.get(server + "/gallery")
     browser.save_screenshot(str(screenshots / "gallery.png"))
+    _screenshot_for_docs(browser, "gallery")
     groups = browser.find_elements(By.CSS_SELECTOR, "li.group")
     names = [g.get_attribute("data-identity") for g in groups]
     assert names[0] == "id01"  # most faces first
@@ -212,6 +236,7 @@ if importlib.util.find_spec("facevec.people") is not None:
         with live_server(app) as url:
             browser.get(url + "/people")
             browser.save_screenshot(str(screenshots / "people.png"))
+            _screenshot_for_docs(browser, "people")
             person = browser.find_element(By.CSS_SELECTOR, 'li.person[data-name="id02"]')
             person.find_element(By.CLASS_NAME, "group-name").click()
             _wait(browser, lambda d: d.find_elements(By.ID, "name-form"))
