@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 DEFAULT_FOLDER = Path(
-    os.environ.get("FACEVEC_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces")
+    os.environ.get("FACEVEC_FACES") or Path(__file__).resolve().parents[2] / "shared" / "faces"
 )
 CONTENDERS = ("deepface-represent", "facevec-1", "facevec-2")
 MORE = ("facevec-exact", "deepface-find")

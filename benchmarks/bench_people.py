@@ -11,7 +11,7 @@ Contenders, each given the same 128-d vectors:
 Data:
 
 - real: the shared test photos (Dlib model, dlib detector), scored on the labelled
-  photos of labels.csv; the gallery is indexed once into benchmarks/data/;
+  photos of tests/photo_set.csv; the gallery is indexed once into benchmarks/data/;
 - synthetic: face-like clustered vectors (many identities, several faces each,
   some look-alikes, strangers seen once) whose genuine/impostor distances match
   Dlib's (genuine ~0.42 ± 0.065, impostor ~0.78 ± 0.07; ~0.5 % of genuine pairs
@@ -45,9 +45,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
-FACES = Path(os.environ.get("FACEVEC_FACES", HERE.parents[1] / "shared" / "faces"))
-if not FACES.is_dir():
-    FACES = Path("/work/shared/faces")
+FACES = Path(os.environ.get("FACEVEC_FACES") or HERE.parents[1] / "shared" / "faces")
 DIM = 128
 
 
@@ -109,8 +107,8 @@ def real_faces(db_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         DATA.mkdir(exist_ok=True)
         print(f"indexing {FACES} into {db_path} (once, a few minutes) ...", flush=True)
         facevec.index(FACES, db_path, progress=False)
-    with open(FACES / "labels.csv", newline="") as handle:
-        labels = {row["file"]: row["identity"] for row in csv.DictReader(handle)}
+    with open(HERE.parent / "tests" / "photo_set.csv", newline="") as handle:  # the identities
+        labels = {row["file"]: row["identity"] for row in csv.DictReader(handle) if row["identity"]}
     with open_database(db_path, create=False) as db:
         faces = load_faces(db)
     names = [Path(name).name for name in faces.img_names]

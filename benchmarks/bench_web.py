@@ -36,9 +36,9 @@ import numpy as np
 import facevec
 
 DATA = Path(__file__).resolve().parent / "data"
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
-if not FACES.is_dir():
-    FACES = Path("/work/shared/faces")
+FACES = Path(
+    os.environ.get("FACEVEC_FACES") or Path(__file__).resolve().parents[2] / "shared" / "faces"
+)
 SEED = 20240601
 DIM = 128
 TOKEN = "bench-token"

@@ -2,12 +2,15 @@
 
 Embedding a photo takes 0.3-8 s here, so the indexed gallery is built once per
 session and shared; tests that change a database work on a copy of it.
+
+The gallery fixtures read the larger photo set (pipeline_photos): a test that uses
+one is marked ``photo_set``, and skips, saying where the set comes from, when it is
+not there. ``pytest -m "not photo_set"`` leaves them out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import sqlite3
 import uuid
@@ -15,20 +18,41 @@ from pathlib import Path
 
 import pytest
 from backends import BACKENDS, fresh_database
-from pipeline_photos import FACES, GALLERY_LAYOUT, photo
+from pipeline_photos import FACES, GALLERY_LAYOUT, LABELS, PHOTO_NAMES, photo, why_no_photo_set
 from sqlpaths import PATHS, connect
+
+#: The fixtures that read the larger photo set, and through them every test using them.
+PHOTO_SET_FIXTURES = {"gallery", "photos", "gallery_maker", "all_photos_db"}
+#: Tests on the larger set (galleries take minutes to embed) or on Spark (a JVM per
+#: session) are slow; other slow tests carry the marker where they are written.
+SLOW_FIXTURES = {"spark"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    why = why_no_photo_set()
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & PHOTO_SET_FIXTURES or item.get_closest_marker("photo_set"):
+            item.add_marker(pytest.mark.photo_set)
+            item.add_marker(pytest.mark.slow)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=why))
+        elif uses & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def _needs_deepface() -> None:
     pytest.importorskip("deepface", reason="deepface is not installed (pip install '.[deepface]')")
-    if not FACES.is_dir():
-        pytest.skip(f"the shared test photos are not at {FACES}")
+    why = why_no_photo_set()
+    if why:
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
 def labels() -> dict[str, str]:
-    with open(FACES / "labels.csv", newline="") as handle:
-        return {row["file"]: row["identity"] for row in csv.DictReader(handle)}
+    """The identities of the labelled photos of the larger set (tests/photo_set.csv)."""
+    return dict(LABELS)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -132,7 +156,7 @@ def all_photos_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import facevec
 
     _needs_deepface()
-    names = sorted(p.name for p in FACES.iterdir() if p.suffix == ".jpg")
+    names = sorted(PHOTO_NAMES)
     root = make_gallery(tmp_path_factory.mktemp("all_photos") / "photos", {"": names})
     db = tmp_path_factory.mktemp("all_photos_db") / "all.db"
     facevec.index(root, db, progress=False)

@@ -111,6 +111,7 @@ def _toolchain() -> tuple[list[str], list[str]] | str:
     return [cross, "-static"], [qemu]
 
 
+@pytest.mark.slow
 def test_neon_kernels_agree_with_the_portable_ones(tmp_path):
     toolchain = _toolchain()
     if isinstance(toolchain, str):

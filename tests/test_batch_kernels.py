@@ -360,6 +360,7 @@ def _compile_and_run(compiler: list[str], run_prefix: list[str], out: Path, case
     return run.stdout
 
 
+@pytest.mark.slow
 def test_check_program_every_screen_kernel(tmp_path):
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
@@ -371,6 +372,7 @@ def test_check_program_every_screen_kernel(tmp_path):
         assert f"screen {facevec.isa()}, distances {facevec.isa()}: ok" in out
 
 
+@pytest.mark.slow
 def test_check_program_on_arm64(tmp_path):
     toolchain = _toolchain()
     if isinstance(toolchain, str):

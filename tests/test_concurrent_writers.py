@@ -11,6 +11,7 @@ import multiprocessing
 import sqlite3
 
 import numpy as np
+import pytest
 
 import facevec
 
@@ -47,6 +48,7 @@ def rows(db: str) -> list[tuple]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_writers_and_reindexers_at_once_equal_a_serial_run(tmp_path):
     db = str(tmp_path / "shared.db")  # a new file: the writers race to create it
     context = multiprocessing.get_context("spawn")

@@ -181,6 +181,7 @@ def _start_afresh(folder: Path) -> None:
     _copy_database(folder.parent / "faces.indexed.db", folder / "faces.db")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_the_pages_commands_run_and_print_what_the_page_shows(page, examples_indexed):
     import facevec
@@ -209,6 +210,7 @@ def test_the_pages_commands_run_and_print_what_the_page_shows(page, examples_ind
                 )
 
 
+@pytest.mark.slow
 def test_the_site_builds_with_no_warning(tmp_path):
     """mkdocs build --strict, as CI runs it: a broken link, anchor or include fails it."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install '.[docs]')")

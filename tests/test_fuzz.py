@@ -31,6 +31,7 @@ def _libfuzzer_available() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["sql", "gallery"])
 def test_fuzzer_runs_without_a_crash(target):
     reason = _libfuzzer_available()

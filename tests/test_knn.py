@@ -311,6 +311,7 @@ def test_create_then_sync_in_batches(ext):
     assert steps == 4
 
 
+@pytest.mark.slow
 def test_reopen(ext, tmp_path):
     rng = np.random.default_rng(15)
     db = tmp_path / "faces.db"
@@ -450,6 +451,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 @pytest.mark.parametrize("mode", ["ingest", "sync", "build"])
 def test_crash_leaves_a_consistent_index(ext, tmp_path, journal, mode):
@@ -728,6 +730,7 @@ def test_error_bad_rows(ext):
 # Python API
 
 
+@pytest.mark.slow
 def test_python_api(ext, tmp_path):
     from facevec import knn as api
 

@@ -97,6 +97,7 @@ def stored_vectors(conn) -> dict[int, bytes]:
     return stored
 
 
+@pytest.mark.slow
 def test_concurrent_writers_all_succeed_and_agree(tmp_path):
     ext = extension_under_test()
     db = tmp_path / "shared.db"
@@ -192,6 +193,7 @@ CHANGER = textwrap.dedent(
 ).replace("DIM", str(DIM))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_status_and_queries_read_one_snapshot_while_another_connection_writes(tmp_path, journal):
     """Each call of facevec_knn_status and facevec_knn in autocommit mode reads

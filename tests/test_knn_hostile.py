@@ -551,6 +551,7 @@ def right_or_corrupt(run) -> str:
         return "corrupt"
 
 
+@pytest.mark.slow  # 181 forgeries
 @pytest.mark.parametrize("forgery", list(FORGERIES) + list(BUILDING_FORGERIES))
 def test_a_damaged_index_gives_the_right_answer_or_asks_for_a_rebuild(
     ext, tmp_path, request, forgery

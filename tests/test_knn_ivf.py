@@ -115,6 +115,7 @@ def test_nprobe_lists_equals_the_exact_index(ext, n, dim, lists):
             assert knn(conn, q, 20, metric, thr, nprobe=10**9) == scalar(conn, q, 20, metric, thr)
 
 
+@pytest.mark.slow
 def test_recall_on_clustered_data_at_the_default_nprobe(ext):
     rng = np.random.default_rng(5)
     x = faces_like(rng, 30000)
@@ -165,6 +166,7 @@ def mutate(conn, rng, x_like, n_ops, next_id):
     return random_changes(conn, rng, n_ops, next_id, near)
 
 
+@pytest.mark.slow
 def test_changes_are_never_missed(ext, tmp_path):
     rng = np.random.default_rng(8)
     x = faces_like(rng, 3000, 32)
@@ -255,6 +257,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 @pytest.mark.parametrize("mode", ["sync", "build"])
 def test_kill_9_leaves_a_consistent_index(ext, tmp_path, journal, mode):
@@ -448,7 +451,7 @@ def test_python_api_on_the_fallback_connection(tmp_path):
         api.build(conn, lists=4)
 
 
-@pytest.mark.parametrize("k", [1, 10, 2000])
+@pytest.mark.parametrize("k", [1, 10, pytest.param(2000, marks=pytest.mark.slow)])
 def test_a_batch_with_ties_thresholds_and_large_k(ext, k):
     # Many equal rows: the batch kernel's cut falls inside runs of ties, where
     # each query must fall back to scoring the chunk itself.

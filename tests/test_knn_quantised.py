@@ -208,6 +208,7 @@ def test_a_damaged_quantisation_table_is_an_error(ext, sql, message):
     assert len(conn.execute("SELECT * FROM facevec_knn('face_meta', ?, 5)", (q,)).fetchall()) == 5
 
 
+@pytest.mark.slow
 def test_python_api_and_reindex(ext, tmp_path):
     from facevec import knn as api
 

@@ -23,7 +23,9 @@ def brute_force_knn(x: np.ndarray, queries: np.ndarray, k: int, cutoff: float):
     return edges
 
 
-@pytest.mark.parametrize("n, k", [(50, 5), (700, 10), (3000, 7)])
+@pytest.mark.parametrize(
+    "n, k", [(50, 5), (700, 10), pytest.param(3000, 7, marks=pytest.mark.slow)]
+)
 def test_knn_graph_is_the_exact_k_nearest_neighbours(n, k, monkeypatch):
     # Small batches, so that the queries take several kernel calls and both threads.
     monkeypatch.setattr("facevec.people.graph.QUERY_BATCH", 64)

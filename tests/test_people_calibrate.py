@@ -42,6 +42,7 @@ def labelled():
     return vectors, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_calibration_matches_a_brute_force_reference(backend, labelled, tmp_path):
     vectors, labels = labelled

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from backends import BACKENDS
 from people_data import pair_scores
-from pipeline_photos import FACES
+from pipeline_photos import FACES, PHOTO_NAMES
 
 import facevec
 from facevec.storage.database import open_database
@@ -104,7 +104,7 @@ def test_incremental_runs_grow_people_and_never_move_confirmed_faces(
     tmp_path, gallery_maker, labels, all_photos_db
 ):
     # all_photos_db first: every photo is then in the embedding cache.
-    names = sorted(p.name for p in FACES.iterdir() if p.suffix == ".jpg")
+    names = sorted(PHOTO_NAMES)
     first, second = names[::2], names[1::2]
     root = gallery_maker(tmp_path / "photos", {"": first})
     db = tmp_path / "grow.db"

@@ -25,6 +25,7 @@ def test_the_first_command_uses_nothing_outside_the_repository():
         assert (ROOT / path).exists(), path
 
 
+@pytest.mark.slow
 def test_the_first_command_indexes_and_finds_in_a_fresh_copy(tmp_path):
     pytest.importorskip("dlib", reason="dlib is not installed (pip install '.[dlib]')")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # no ../shared beside it

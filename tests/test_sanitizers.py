@@ -78,6 +78,7 @@ def libasan() -> str | None:
 
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(sqlite3_shell() is None, reason=WHY_NO_SHELL),
     pytest.mark.skipif(
         libasan() is None, reason="gcc with libasan is needed (apt-get install gcc)"

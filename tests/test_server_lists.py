@@ -173,6 +173,7 @@ def test_blobs_only_layout(gallery):
         assert [d for _, d in relational] == pytest.approx([d for _, d in client], abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cli_reindex_lists_and_info(backend, tmp_path):
     from facevec.cli.main import cli
