@@ -470,22 +470,24 @@ def sync_people(database: Database) -> None:
         people.sync_folders(database)
 
 
-def _current(previous: ledger.Seen | None, settings: Settings, expected: str) -> bool:
+def _current(previous: ledger.Seen | None, settings: Settings, fingerprint: str, path: str) -> bool:
     """Whether a ledger row stands for these settings, for a file whose content (or
     stat) is unchanged: its outcome stays valid and it was made with them."""
     if previous is None:
         return False
-    if previous.outcome not in FINAL_OUTCOMES and not (previous.settings or "").endswith(
-        NEEDS_FORMATS
-    ):
-        return False  # errors are retried, except a format that still cannot be read
     if previous.settings is None:  # recorded before the ledger kept settings
         options = settings.options
         return (
-            previous.model_name in (None, options.model_name)
+            previous.outcome in FINAL_OUTCOMES
+            and previous.model_name in (None, options.model_name)
             and previous.detector_backend == options.detector_backend
         )
-    return previous.settings == expected
+    if previous.settings.endswith(NEEDS_FORMATS):
+        # Its format could not be read: valid while the library is still missing.
+        return previous.settings == fingerprint + NEEDS_FORMATS and support_missing(path)
+    return (
+        previous.outcome in FINAL_OUTCOMES and previous.settings == fingerprint
+    )  # errors: retried
 
 
 def _run(
@@ -579,8 +581,7 @@ def _look(
         status = photo.stat_of(path)
     except OSError as err:
         return photo.read_error(text, err)
-    expected = fingerprint + (NEEDS_FORMATS if support_missing(path) else "")
-    current = _current(previous, settings, expected)
+    current = _current(previous, settings, fingerprint, path)
     stat = (status.st_size, status.st_mtime_ns, status.st_ino)
     if (
         current
