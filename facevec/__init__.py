@@ -36,6 +36,7 @@ from .errors import (
 # The pipeline pulls in pandas (and deepface when embedding): load it on first use.
 _OWNERS = {
     "index": "ingest",
+    "update_paths": "ingest",
     "add": "ingest",
     "find": "recognize",
     "verify": "recognize",
@@ -84,5 +85,6 @@ __all__ = [
     "top_k",
     "top_k_batch",
     "train_lists",
+    "update_paths",
     "verify",
 ]

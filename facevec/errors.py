@@ -71,6 +71,11 @@ class NotAnImageError(FacevecError, ValueError):
     """A file or buffer that cannot be decoded as an image."""
 
 
+class MissingFormatSupportError(NotAnImageError):
+    """A photo whose format (HEIF, camera RAW, ...) needs an optional library that is
+    not installed; the message names the extra to install."""
+
+
 class DatabaseNotFoundError(FacevecError, FileNotFoundError):
     """A database path that does not exist where one must already exist."""
 

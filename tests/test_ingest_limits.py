@@ -116,7 +116,7 @@ def test_min_face_counts_small_faces_without_storing_them(quality_folder, tmp_pa
     db = tmp_path / "q.db"
     output = index_with(quality_folder, db, "--min-face", "80")
     assert "3 indexed (2 faces)" in output
-    assert "1 faces below --min-face/--min-sharpness" in output
+    assert "1 faces below --min-confidence/--min-face/--min-sharpness" in output
     assert ledger(db, "tiny.png") == (
         "indexed",
         0,
@@ -140,6 +140,6 @@ def test_min_sharpness_counts_blurred_faces_without_storing_them(quality_folder,
 
 
 def test_default_floors_drop_no_face_deepface_finds_in_the_shared_photos(indexed):
-    # The session's gallery holds the smallest face dlib finds there (43 px, img67.jpg).
+    # Every face dlib finds in the session gallery is real: the default floors keep them.
     _, report = indexed
     assert report.faces_dropped == 0

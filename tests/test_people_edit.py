@@ -14,6 +14,7 @@ import facevec
 from facevec.cli import cli
 from facevec.errors import FaceNotFoundError, PeopleConflictError, PersonNotFoundError
 from facevec.storage.database import open_database
+from facevec.storage.schema import SCHEMA_VERSION
 
 people = facevec.people
 TABLES = ("person", "person_face", "person_rejection", "person_folder")
@@ -55,7 +56,7 @@ def test_gallery_folders_are_people(db):
         unassigned = database.scalar(
             "SELECT COUNT(*) FROM face_meta WHERE id NOT IN (SELECT face_id FROM person_face)"
         )
-    assert unassigned == 2 + 4 + 1  # img67 (2 faces), the selfie (4), img47
+    assert unassigned == 2 + 4 + 1  # couple (2 faces), the selfie (4), img47
 
 
 def test_photos_with_two_people_is_one_query(db):
@@ -112,16 +113,16 @@ def test_merge_and_split_round_trip(db):
 
 
 def test_merge_keeps_two_faces_of_one_photo_apart_unless_forced(db):
-    img67 = [f for f, name in _all_faces(db) if name.endswith("img67.jpg")]
+    couple = [f for f, name in _all_faces(db) if name.endswith("couple.jpg")]
     first = people.split(db, "id01", [sorted(faces_of(db, "id01"))[0]])
-    people.move(db, [img67[0]], first.person_id)
-    people.move(db, [img67[1]], "id03")
-    with pytest.raises(PeopleConflictError, match="both in .*img67.jpg"):
+    people.move(db, [couple[0]], first.person_id)
+    people.move(db, [couple[1]], "id03")
+    with pytest.raises(PeopleConflictError, match="both in .*couple.jpg"):
         people.merge(db, [first.person_id], "id03")
-    with pytest.raises(PeopleConflictError, match="both in .*img67.jpg"):
-        people.move(db, [img67[0]], "id03")
+    with pytest.raises(PeopleConflictError, match="both in .*couple.jpg"):
+        people.move(db, [couple[0]], "id03")
     people.merge(db, [first.person_id], "id03", force=True)
-    assert set(img67) <= faces_of(db, "id03")
+    assert set(couple) <= faces_of(db, "id03")
     with pytest.raises(PeopleConflictError, match="into itself"):
         people.merge(db, ["id03"], "id03")
 
@@ -221,7 +222,8 @@ def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(db):
             database.execute("UPDATE facevec_collection SET schema_version = 1")
     assert facevec.info(db)["schema_version"] == 1
     assert {p.name for p in people.list_people(db)} == {"id01", "id02", "id03", "id04", "id05"}
-    assert facevec.info(db)["schema_version"] == 3  # people (2), then IVF lists (3)
+    # people (2), then IVF lists (3) and the rest: the current version.
+    assert facevec.info(db)["schema_version"] == SCHEMA_VERSION
     assert people.show(db, "id01").person.folder == 8
 
 

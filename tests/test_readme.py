@@ -27,7 +27,7 @@ def test_the_first_command_uses_nothing_outside_the_repository():
 
 @pytest.mark.slow
 def test_the_first_command_indexes_and_finds_in_a_fresh_copy(tmp_path):
-    pytest.importorskip("deepface", reason="deepface is not installed (pip install '.[deepface]')")
+    pytest.importorskip("dlib", reason="dlib is not installed (pip install '.[dlib]')")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # no ../shared beside it
     steps = [step.strip() for step in first_command().split("&&")]
     facevec_steps = [step for step in steps if step.startswith(".venv/bin/facevec ")]

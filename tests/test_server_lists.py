@@ -19,6 +19,7 @@ from facevec.errors import UnknownStrategyError
 from facevec.search import nearest
 from facevec.storage import lists as store
 from facevec.storage.database import open_database
+from facevec.storage.schema import SCHEMA_VERSION
 
 N = 1200
 LISTS = 32  # default nprobe: 8
@@ -186,7 +187,7 @@ def test_cli_reindex_lists_and_info(backend, tmp_path):
         assert "IVF lists: 8 lists over 300 faces" in result.output
         info = facevec.info(db)
         assert info["ivf_lists"]["lists"] == 8 and info["ivf_lists"]["unassigned"] == 0
-        assert info["schema_version"] == 3
+        assert info["schema_version"] == SCHEMA_VERSION
         if backend == "postgresql":
             assert info["pgvector"] in ("installed", "available", "absent")
         else:

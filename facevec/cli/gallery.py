@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..engine.decode import DEFAULT_MAX_PIXELS
-from ..ingest.photo import DEFAULT_MIN_FACE
+from ..ingest.photo import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FACE
 from ..search import STRATEGIES
 from .main import (
     NUMBER_THRESHOLD,
@@ -71,6 +71,13 @@ from .output import echo, echo_frame, echo_json, printable
     show_default=True,
     help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
 )
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Faces the detector is less sure of are counted, not stored "
+    f"[default: {DEFAULT_MIN_CONFIDENCE['dlib']:g} for dlib, 0 for the other detectors].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @format_option(("table", "json"))
 @fail_cleanly
@@ -86,6 +93,7 @@ def index_command(
     max_pixels: int,
     min_face: int,
     min_sharpness: float,
+    min_confidence: float | None,
     quiet: bool,
     output_format: str,
 ) -> None:
@@ -109,6 +117,7 @@ def index_command(
             max_pixels=max_pixels,
             min_face=min_face,
             min_sharpness=min_sharpness,
+            min_confidence=min_confidence,
         )
     except IndexInterrupted as stop:
         echo(f"interrupted: {stop.report.indexed} photos committed; rerun to finish", err=True)
@@ -124,7 +133,7 @@ def index_command(
         f"{report.unchanged} unchanged, {report.no_face} without a face, "
         f"{report.not_image} not images, {report.errors} errors"
         + (
-            f", {report.faces_dropped} faces below --min-face/--min-sharpness"
+            f", {report.faces_dropped} faces below --min-confidence/--min-face/--min-sharpness"
             if report.faces_dropped
             else ""
         )

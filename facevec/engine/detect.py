@@ -10,24 +10,43 @@ time (benchmarks/README.md). Here:
   deepface's sizes), and the boxes are mapped back to the photo;
 - dlib's eye landmarks are then found on the full-size photo, as deepface does;
 - the border is virtual: only the face's neighbourhood is cut out (black where it
-  leaves the photo) and rotated, with deepface's own alignment and projection.
+  leaves the photo), and only the part of it the face is cut from is rotated, with
+  deepface's alignment and projection (``align.py``).
 
-Given the same box and eyes, the crop equals deepface's bit for bit; boxes found at
-another scale differ by a few pixels (a HOG cell), as deepface's own do when a photo
-is cropped by one pixel.
+Given the same box and eyes, the crop equals deepface's (to a rounding in a few
+pixels in ten thousand); boxes found at another scale differ by a few pixels (a HOG
+cell), as deepface's own do when a photo is cropped by one pixel. The dlib detector
+needs dlib alone; the other detectors are deepface's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..options import EmbedOptions
+from . import align
 
 # Pixels of the finest level the detector scans (dlib: after its one upsampling).
 DETECT_PIXELS = 2048 * 2048
 _PYRAMID_STEP = 5 / 6  # dlib's pyramid_down<6>
+
+Point = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A detected face in the coordinates of deepface's bordered photo."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    confidence: float
+    left_eye: Point | None = None
+    right_eye: Point | None = None
 
 
 class _BorderedImage:
@@ -61,24 +80,28 @@ def _dlib_scale(height: int, width: int) -> float:
     return scale
 
 
-def _detect_dlib(image: np.ndarray, border: tuple[int, int]) -> list[Any]:
-    """deepface's DlibClient.detect_faces, as it would run on the bordered photo."""
-    import cv2
-    import dlib
-    from deepface.models.Detector import FacialAreaRegion
-    from deepface.modules import modeling
+def scaled(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` resized to width x height: area averaging down, bilinear up (Pillow)."""
+    from PIL import Image
 
-    model = modeling.build_model(task="face_detector", model_name="dlib").model
+    shrink = width < image.shape[1]
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((width, height), resample))
+
+
+def _detect_dlib(image: np.ndarray, border: tuple[int, int]) -> list[Region]:
+    """deepface's DlibClient.detect_faces, as it would run on the bordered photo."""
+    from . import dlib_models
+
+    detector, landmarks = dlib_models.detector(), dlib_models.landmarks()
     height, width = image.shape[:2]
     scale = _dlib_scale(height, width)
     if scale == 2.0:  # small photo: dlib's own upsampling, as deepface
-        rects, scores, _ = model["face_detector"].run(image, 1)
+        rects, scores, _ = detector.run(image, 1)
         fx = fy = 1.0
     else:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        small = cv2.resize(image, size, interpolation=interpolation)
-        rects, scores, _ = model["face_detector"].run(small, 0)
+        rects, scores, _ = detector.run(scaled(image, *size), 0)
         fx, fy = size[0] / width, size[1] / height
     top, left = border
     bordered_height, bordered_width = height + 2 * top, width + 2 * left
@@ -87,7 +110,7 @@ def _detect_dlib(image: np.ndarray, border: tuple[int, int]) -> list[Any]:
         x1, y1 = round(rect.left() / fx), round(rect.top() / fy)
         x2, y2 = round(rect.right() / fx), round(rect.bottom() / fy)
         # Eyes from the full-size photo: the shape predictor is cheap and exact there.
-        shape = model["sp"](image, dlib.rectangle(x1, y1, x2, y2))
+        shape = landmarks(image, dlib_models.rectangle(x1, y1, x2, y2))
         right_eye = (
             (shape.part(2).x + shape.part(3).x) // 2,
             (shape.part(2).y + shape.part(3).y) // 2,
@@ -100,23 +123,23 @@ def _detect_dlib(image: np.ndarray, border: tuple[int, int]) -> list[Any]:
         y = int(max(0, y1 + top))
         x = int(max(0, x1 + left))
         regions.append(
-            FacialAreaRegion(
+            Region(
                 x=x,
                 y=y,
                 w=int(min(x2 + left, bordered_width) - x),
                 h=int(min(y2 + top, bordered_height) - y),
                 left_eye=(int(left_eye[0]) + left, int(left_eye[1]) + top),
                 right_eye=(int(right_eye[0]) + left, int(right_eye[1]) + top),
-                confidence=min(max(0, score), 1.0),
+                confidence=min(max(0.0, float(score)), 1.0),
             )
         )
     return regions
 
 
-def _detect_other(image: np.ndarray, border: tuple[int, int], detector_backend: str) -> list[Any]:
+def _detect_other(
+    image: np.ndarray, border: tuple[int, int], detector_backend: str
+) -> list[Region]:
     """Any deepface detector on a scaled copy, its regions mapped to bordered coordinates."""
-    import cv2
-    from deepface.models.Detector import FacialAreaRegion
     from deepface.modules import modeling
 
     detector = modeling.build_model(task="face_detector", model_name=detector_backend)
@@ -124,18 +147,17 @@ def _detect_other(image: np.ndarray, border: tuple[int, int], detector_backend: 
     scale = min(1.0, (DETECT_PIXELS / 4 / (height * width)) ** 0.5)
     small = image
     if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small = scaled(image, max(1, round(width * scale)), max(1, round(height * scale)))
     fx, fy = small.shape[1] / width, small.shape[0] / height
     top, left = border
 
-    def point(value: Any) -> tuple[int, int] | None:
+    def point(value: Any) -> Point | None:
         if value is None:
             return None
         return (int(round(value[0] / fx)) + left, int(round(value[1] / fy)) + top)
 
     return [
-        FacialAreaRegion(
+        Region(
             x=int(round(region.x / fx)) + left,
             y=int(round(region.y / fy)) + top,
             w=int(round(region.w / fx)),
@@ -143,18 +165,20 @@ def _detect_other(image: np.ndarray, border: tuple[int, int], detector_backend: 
             confidence=region.confidence,
             left_eye=point(region.left_eye),
             right_eye=point(region.right_eye),
-            nose=point(region.nose),
-            mouth_left=point(region.mouth_left),
-            mouth_right=point(region.mouth_right),
         )
         for region in detector.detect_faces(small)
     ]
 
 
-def _extract_face(bordered: _BorderedImage, region: Any, options: EmbedOptions) -> tuple:
-    """deepface's detection.extract_face on the virtual bordered image."""
-    from deepface.modules import detection, modeling
+def _find_eyes(face: np.ndarray) -> tuple[Any, Any]:
+    """deepface's fallback for detectors that give no eyes: OpenCV's eye cascade."""
+    from deepface.modules import modeling
 
+    return modeling.build_model(task="face_detector", model_name="opencv").find_eyes(face)
+
+
+def _extract_face(bordered: _BorderedImage, region: Region, options: EmbedOptions) -> tuple:
+    """deepface's detection.extract_face on the virtual bordered image."""
     x, y, w, h = region.x, region.y, region.w, region.h
     left_eye, right_eye = region.left_eye, region.right_eye
     shape = bordered.shape
@@ -170,8 +194,7 @@ def _extract_face(bordered: _BorderedImage, region: Any, options: EmbedOptions) 
     x, y = max(0, x), max(0, y)
     face = bordered.region(int(x), int(y), int(x + w), int(y + h))
     if options.detector_backend != "opencv" and (left_eye is None or right_eye is None):
-        opencv = modeling.build_model(task="face_detector", model_name="opencv")
-        found_left, found_right = opencv.find_eyes(face)
+        found_left, found_right = _find_eyes(face)
         if left_eye is None and found_left is not None:
             left_eye = (int(found_left[0]) + x, int(found_left[1]) + y)
         if right_eye is None and found_right is not None:
@@ -185,15 +208,18 @@ def _extract_face(bordered: _BorderedImage, region: Any, options: EmbedOptions) 
             sub = _pad_to(
                 bordered, x - relative_x, y - relative_y, w + 2 * relative_x, h + 2 * relative_y
             )
-        aligned, angle = detection.align_img_wrt_eyes(
-            img=sub, left_eye=left_eye, right_eye=right_eye
-        )
-        x1, y1, x2, y2 = detection.project_facial_area(
+        angle = 0.0
+        if left_eye is not None and right_eye is not None and sub.shape[0] and sub.shape[1]:
+            angle = align.eye_angle(left_eye, right_eye)
+        x1, y1, x2, y2 = align.project_facial_area(
             facial_area=(relative_x, relative_y, relative_x + w, relative_y + h),
             angle=angle,
             size=(sub.shape[0], sub.shape[1]),
         )
-        face = aligned[int(y1) : int(y2), int(x1) : int(x2)]
+        if angle == 0:  # deepface leaves the image as it is
+            face = sub[int(y1) : int(y2), int(x1) : int(x2)]
+        else:  # rotated where the model's input reads it
+            face = align.RotatedCrop(sub, angle, (int(x1), int(y1), int(x2), int(y2)))
         x, y = x - bordered.left, y - bordered.top
         if left_eye is not None:
             left_eye = (left_eye[0] - bordered.left, left_eye[1] - bordered.top)
@@ -221,7 +247,8 @@ def _valid(point: Any, width: int, height: int) -> tuple[int, int] | None:
 
 def extract_faces(image: np.ndarray, options: EmbedOptions) -> list[dict[str, Any]]:
     """What deepface's ``extract_faces(color_face='bgr')`` returns for `image`: each
-    face's crop (BGR in [0, 1]), facial_area and confidence; [] when none is found."""
+    face's crop (BGR in [0, 1], or an ``align.RotatedCrop`` that ``align.model_input``
+    reads as such), facial_area and confidence; [] when none is found."""
     height, width = image.shape[:2]
     border = (int(0.5 * height), int(0.5 * width)) if options.align else (0, 0)
     if options.detector_backend == "dlib":
@@ -236,7 +263,7 @@ def extract_faces(image: np.ndarray, options: EmbedOptions) -> list[dict[str, An
         )
         if face.shape[0] == 0 or face.shape[1] == 0:
             continue
-        if face.max() > 1:
+        if isinstance(face, np.ndarray) and face.max() > 1:
             face = face / 255
         x, y = max(0, int(x)), max(0, int(y))
         found.append(

@@ -8,6 +8,9 @@ Two paths, chosen by ``EmbedOptions.exact``:
 - exact: deepface's own ``extract_faces`` on the full-size photo, so vectors equal
   ``DeepFace.represent``'s (the faces are still embedded in one batch).
 
+The Dlib model runs on dlib alone (``dlib_models``), every other model through
+deepface; either way the model input is deepface's (``align.resize_to_input``).
+
 Either way each face keeps the exact model input as a lossless PNG, so
 re-embedding the stored crop with detector 'skip' gives the stored vector back.
 """
@@ -15,6 +18,7 @@ re-embedding the stored crop with detector 'skip' gives the stored vector back.
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -24,7 +28,7 @@ import numpy as np
 from ..errors import NoFaceError
 from ..face import Face
 from ..options import DEFAULT_OPTIONS, EmbedOptions
-from . import models
+from . import align, models
 from .decode import (
     DEFAULT_MAX_PIXELS,
     WORKING_PIXELS,
@@ -38,35 +42,60 @@ __all__ = ["embed_bytes", "embed_crop", "embed_image", "embed_photo", "sharpness
 
 def _model_input_png(batch_row: np.ndarray) -> bytes:
     """One model input as deepface feeds it (x in [0, 1]), quantised as the model sees it."""
-    import cv2
+    from PIL import Image
 
     pixels = batch_row * 255 if batch_row.max() <= 1 else batch_row
-    ok, png = cv2.imencode(".png", np.clip(pixels, 0, 255).astype(np.uint8))
-    if not ok:  # pragma: no cover - PNG encoding of a uint8 image does not fail
-        raise RuntimeError("could not encode the face crop as PNG")
-    return png.tobytes()
+    rgb = np.ascontiguousarray(np.clip(pixels, 0, 255).astype(np.uint8)[:, :, ::-1])
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def _gray(face_bgr: np.ndarray) -> np.ndarray:
+    """uint8 luma as OpenCV's BGR2GRAY computes it (fixed point, 14 bits)."""
+    b, g, r = (face_bgr[:, :, i].astype(np.int32) for i in range(3))
+    return ((b * 1868 + g * 9617 + r * 4899 + (1 << 13)) >> 14).astype(np.uint8)
 
 
 def sharpness(face_bgr: np.ndarray) -> float:
     """Variance of the Laplacian of the face at 100 pixels wide (higher: sharper)."""
-    import cv2
+    from PIL import Image
 
     pixels = face_bgr * 255 if face_bgr.max() <= 1 else face_bgr
-    gray = cv2.cvtColor(np.clip(pixels, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
+    gray = _gray(np.clip(pixels, 0, 255).astype(np.uint8))
     height = max(1, round(gray.shape[0] * 100 / gray.shape[1]))
-    gray = cv2.resize(gray, (100, height), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    small = Image.fromarray(gray).resize((100, height), Image.Resampling.BOX)
+    image = np.pad(np.asarray(small, dtype=np.float64), 1, mode="reflect")
+    laplacian = (
+        image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:]
+    ) - 4 * image[1:-1, 1:-1]
+    return float(laplacian.var())
 
 
-def _embed_batch(crops: list[np.ndarray], options: EmbedOptions) -> tuple[np.ndarray, np.ndarray]:
-    """deepface's represent (detector 'skip') for many crops in one forward pass."""
+def _embed_batch(
+    crops: list[Any], options: EmbedOptions, measure_sharpness: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+    """deepface's represent (detector 'skip') for many crops in one forward pass: the
+    vectors, the model inputs, and each face's sharpness (None unless measured)."""
+    if models.needs_deepface(options):
+        model = models.build_model(options.model_name, options.detector_backend)
+        target = (model.input_shape[1], model.input_shape[0])
+    else:
+        from . import dlib_models
+
+        target = dlib_models.INPUT_SIZE
+    inputs = np.concatenate([align.model_input(crop, target) for crop in crops], axis=0)
+    # Sharpness is measured at 100 pixels wide: a rotated crop is read at 200 or more.
+    sharp: list[float | None] = [
+        sharpness(crop.preview(200) if isinstance(crop, align.RotatedCrop) else crop)
+        if measure_sharpness
+        else None
+        for crop in crops
+    ]
+    if not models.needs_deepface(options):
+        return dlib_models.describe(inputs), inputs, sharp
     from deepface.modules import preprocessing
 
-    model = models.build_model(options.model_name, options.detector_backend)
-    target = (model.input_shape[1], model.input_shape[0])
-    inputs = np.concatenate(
-        [preprocessing.resize_image(img=crop, target_size=target) for crop in crops], axis=0
-    )
     pngs = inputs.copy()  # normalize_input may change its argument in place
     batch = np.concatenate(
         [
@@ -78,7 +107,7 @@ def _embed_batch(crops: list[np.ndarray], options: EmbedOptions) -> tuple[np.nda
         axis=0,
     )
     vectors = np.asarray(model.forward(batch), dtype=np.float32).reshape(len(crops), -1)
-    return vectors, pngs
+    return vectors, pngs, sharp
 
 
 def _eye(value: Any, scale: int) -> tuple[int, int] | None:
@@ -113,15 +142,21 @@ _INFERENCE_LOCK = threading.Lock()
 
 
 def embed_photo(
-    photo: Photo, name: str = "image", options: EmbedOptions = DEFAULT_OPTIONS
+    photo: Photo,
+    name: str = "image",
+    options: EmbedOptions = DEFAULT_OPTIONS,
+    measure_sharpness: bool = True,
 ) -> list[Face]:
-    """All faces of a decoded photo, in detection order; NoFaceError when none."""
+    """All faces of a decoded photo, in detection order; NoFaceError when none.
+    measure_sharpness=False leaves Face.sharpness None (it costs a look at each face)."""
     with _INFERENCE_LOCK:
-        return _embed_photo(photo, name, options)
+        return _embed_photo(photo, name, options, measure_sharpness)
 
 
-def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
-    models.build_model(options.model_name, options.detector_backend)
+def _embed_photo(
+    photo: Photo, name: str, options: EmbedOptions, measure_sharpness: bool
+) -> list[Face]:
+    models.prepare(options)
     if options.detector_backend == "skip":
         height, width = photo.image.shape[:2]
         found = [
@@ -135,7 +170,9 @@ def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
         found = _extract(photo, name, options)
     if not found:
         raise NoFaceError(f"no face found in {name} (detector {options.detector_backend})")
-    vectors, inputs = _embed_batch([item["face"] for item in found], options)
+    vectors, inputs, sharp = _embed_batch(
+        [item["face"] for item in found], options, measure_sharpness
+    )
     s = photo.scale
     return [
         Face(
@@ -149,7 +186,7 @@ def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
             right_eye=_eye(item["facial_area"].get("right_eye"), s),
             confidence=float(item.get("confidence") or 0.0),
             face_png=_model_input_png(inputs[index]),
-            sharpness=sharpness(item["face"]),
+            sharpness=sharp[index],
         )
         for index, item in enumerate(found)
     ]
@@ -157,7 +194,7 @@ def _embed_photo(photo: Photo, name: str, options: EmbedOptions) -> list[Face]:
 
 # Recently embedded photos, keyed by content: find and verify on the same photo in
 # one process (or a query photo that was just indexed) skip the network.
-_CACHE: OrderedDict[tuple[str, EmbedOptions], list[Face]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, EmbedOptions, bool], list[Face]] = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
@@ -166,7 +203,7 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _cached(key: tuple[str, EmbedOptions], compute: Any) -> list[Face]:
+def _cached(key: tuple[str, EmbedOptions, bool], compute: Any) -> list[Face]:
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -192,7 +229,7 @@ def embed_image(
         ).hexdigest()
     height, width = image.shape[:2]
     photo = Photo(image, 1, width, height)
-    return _cached((content_key, options), lambda: embed_photo(photo, name, options))
+    return _cached((content_key, options, True), lambda: embed_photo(photo, name, options))
 
 
 def embed_bytes(
@@ -201,25 +238,29 @@ def embed_bytes(
     options: EmbedOptions = DEFAULT_OPTIONS,
     sha256: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    measure_sharpness: bool = True,
 ) -> list[Face]:
-    """All faces of an encoded photo (JPEG, PNG, WebP, ... bytes); ``sha256`` is
-    the bytes' digest when the caller has it already. Photos over `max_pixels` are
-    refused (PhotoTooLargeError) before they are decoded."""
+    """All faces of an encoded photo (JPEG, PNG, WebP, HEIC, AVIF, camera RAW, ...
+    bytes); ``sha256`` is the bytes' digest when the caller has it already. Photos over
+    `max_pixels` are refused (PhotoTooLargeError) before they are decoded."""
     content_key = sha256 or hashlib.sha256(data).hexdigest()
 
     def compute() -> list[Face]:
         working = None if options.exact else WORKING_PIXELS
         photo = decode_photo(data, name, max_pixels, working_pixels=working)
-        return embed_photo(photo, name, options)
+        return embed_photo(photo, name, options, measure_sharpness)
 
-    return _cached((content_key, options), compute)
+    return _cached((content_key, options, measure_sharpness), compute)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:
     """Re-embed a stored face crop with detector 'skip' (no detection, no alignment)."""
     image = decode_image(png, "face crop")
+    options = EmbedOptions(model_name, "skip")
     with _INFERENCE_LOCK:
-        models.build_model(model_name, "skip")
+        models.prepare(options)
+        if not models.needs_deepface(options):
+            return _embed_batch([image], options)[0][0]
         from deepface.modules import representation
 
         represented = representation.represent(

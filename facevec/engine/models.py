@@ -1,7 +1,10 @@
-"""deepface model and detector names, per-model thresholds, and weight files.
+"""Model and detector names, per-model thresholds, weight files, and loading.
 
-Nothing here imports tensorflow: deepface's name tables and threshold config are
-plain Python modules, and the network itself is only built by ``build_model``.
+The default model and detector (Dlib, dlib) run on dlib alone (``dlib_models``,
+the ``[dlib]`` extra); every other model and detector, and ``exact``, run through
+deepface (the ``[deepface]`` extra). Nothing here imports tensorflow: deepface's
+name tables and threshold config are plain Python modules, and its networks are
+only built by ``build_model``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Iterator
 
 from ..errors import MissingDependencyError, MissingWeightsError, UnknownModelError
 from ..metrics import face_metric
-from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
+from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
+from .weights import deepface_home, weights_dir
 
-__all__ = ["DEFAULT_DETECTOR", "DEFAULT_MODEL", "build_model", "find_threshold"]
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_MODEL", "build_model", "find_threshold", "prepare"]
 
 # Used only when deepface is not installed (searching precomputed embeddings);
 # deepface's own deepface/config/threshold.py wins whenever it can be imported.
@@ -32,6 +36,23 @@ _FALLBACK_THRESHOLDS: dict[str, dict[str, float]] = {
     "DeepID": {"cosine": 0.015, "euclidean": 45, "euclidean_l2": 0.17},
     "GhostFaceNet": {"cosine": 0.65, "euclidean": 35.71, "euclidean_l2": 1.10},
 }
+
+# deepface's detectors, named (and refused with the extra to install) without it.
+_FALLBACK_DETECTORS = (
+    "opencv",
+    "mtcnn",
+    "ssd",
+    "dlib",
+    "retinaface",
+    "mediapipe",
+    "yolov8n",
+    "yunet",
+    "fastmtcnn",
+    "centerface",
+)
+# What runs without deepface: dlib's own model and detector ("skip": no detector).
+LIGHT_MODELS = ("Dlib",)
+LIGHT_DETECTORS = ("dlib", "skip")
 
 # Weight files of the offline default, shipped by the face-recognition-models package
 # under the very names deepface looks for.
@@ -61,11 +82,13 @@ def detector_names() -> list[str]:
     try:
         from deepface.modules.modeling import AVAILABLE_MODELS
     except ImportError:
-        return ["skip"]
+        return list(_FALLBACK_DETECTORS) + ["skip"]
     return list(AVAILABLE_MODELS["face_detector"]) + ["skip"]
 
 
 def check_model_name(model_name: str) -> str:
+    if model_name in LIGHT_MODELS:  # known without importing deepface
+        return model_name
     names = model_names()
     if model_name not in names:
         raise UnknownModelError(f"unknown model {model_name!r}; choose one of: {', '.join(names)}")
@@ -73,6 +96,8 @@ def check_model_name(model_name: str) -> str:
 
 
 def check_detector_name(detector_backend: str) -> str:
+    if detector_backend in LIGHT_DETECTORS:
+        return detector_backend
     names = detector_names()
     if detector_backend not in names:
         raise UnknownModelError(
@@ -90,15 +115,6 @@ def find_threshold(model_name: str, distance_metric: str) -> float:
             f"no pre-tuned threshold for model {model_name!r}; pass threshold= explicitly"
         )
     return float(table[model_name][distance_metric])
-
-
-def deepface_home() -> str:
-    """Where deepface keeps its weights: $DEEPFACE_HOME, else the home directory."""
-    return os.environ.get("DEEPFACE_HOME") or os.path.expanduser("~")
-
-
-def weights_dir() -> str:
-    return os.path.join(deepface_home(), ".deepface", "weights")
 
 
 def _shipped_dlib_weights() -> str | None:
@@ -177,18 +193,53 @@ def _clear_missing_weights_errors() -> Iterator[None]:
             weight_utils.download_weights_if_necessary = original
 
 
-def require_deepface() -> None:
+def needs_deepface(options: EmbedOptions) -> bool:
+    """Whether these settings need deepface (else dlib alone runs them)."""
+    return (
+        options.exact
+        or options.model_name not in LIGHT_MODELS
+        or options.detector_backend not in LIGHT_DETECTORS
+    )
+
+
+def require_deepface(what: str = "") -> None:
     try:
         import deepface  # noqa: F401
     except ImportError as err:
+        reason = (
+            f"{what} needs deepface" if what else "deepface is needed to detect and embed faces"
+        )
         raise MissingDependencyError(
-            "deepface is needed to detect and embed faces: pip install 'facevec[deepface]'"
+            f"{reason}: pip install 'facevec[deepface]' (Dlib with the dlib detector runs "
+            "without it: pip install 'facevec[dlib]')"
         ) from err
 
 
+def _deepface_reason(options: EmbedOptions) -> str:
+    if options.exact:
+        return "exact (deepface's own detection)"
+    if options.model_name not in LIGHT_MODELS:
+        return f"model {options.model_name!r}"
+    return f"detector {options.detector_backend!r}"
+
+
+def prepare(options: EmbedOptions) -> int:
+    """Check the names, load what these settings run on (once per process), and
+    return the vector size."""
+    check_model_name(options.model_name)
+    check_detector_name(options.detector_backend)
+    if needs_deepface(options):
+        require_deepface(_deepface_reason(options))
+        return int(build_model(options.model_name, options.detector_backend).output_shape)
+    from . import dlib_models
+
+    dlib_models.load(detect=options.detector_backend != "skip")
+    return dlib_models.DIMENSIONS
+
+
 def build_model(model_name: str, detector_backend: str):  # type: ignore[no-untyped-def]
-    """Load (once per process, deepface caches it) the recognition model and detector."""
-    require_deepface()
+    """Load (once per process, deepface caches it) deepface's model and detector."""
+    require_deepface(f"model {model_name!r}")
     check_model_name(model_name)
     check_detector_name(detector_backend)
     place_bundled_weights(model_name, detector_backend)

@@ -1,12 +1,16 @@
 """Put faces in a gallery: index a folder of photos, or add precomputed vectors.
 
-``index`` walks a folder, hashes each photo, skips what is unchanged and embeds
-the rest, in worker processes (``workers``, one per core by default) or in this
-one. Results are written by this process alone, in the folder's order, in
-batches of one transaction each, together with the ledger rows that say what
-became of every file. A run killed at any point therefore loses no committed
-batch, and the next run redoes only files whose ledger row is missing or stale;
-replacing an image's faces makes the redo free of duplicates.
+``index`` walks a folder, skips what is unchanged and embeds the rest, in worker
+processes (``workers``, one per core by default) or in this one. A file is
+unchanged when its ledger row has the same size, modification time and inode
+(nothing is read), or, when its stat changed, the same content hash; either way
+only if the row's settings (model, detector, quality floors) are the run's.
+Results are written by this process alone, in the folder's order, in batches of
+one transaction each, together with the ledger rows that say what became of every
+file. A run killed at any point therefore loses no committed batch, and the next
+run redoes only files whose ledger row is missing or stale; replacing an image's
+faces makes the redo free of duplicates. ``update_paths`` does the same for a list
+of files or folders (what a watcher saw change), removing those that are gone.
 
 File paths are stored in the text form of :mod:`facevec.ingest.names`.
 """
@@ -23,7 +27,7 @@ import numpy as np
 
 from .. import knn
 from ..engine import models
-from ..engine.decode import DEFAULT_MAX_PIXELS
+from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
 from ..errors import FolderNotFoundError, InvalidParameterError, VectorError
 from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
@@ -31,13 +35,21 @@ from ..storage import faces, ledger, people, schema
 from ..storage.database import Database, DbArg, open_database
 from . import photo
 from .names import path_from_text, path_to_text
-from .photo import DEFAULT_MIN_FACE, Result, Settings
+from .photo import (
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_MIN_FACE,
+    NEEDS_FORMATS,
+    Result,
+    Settings,
+    default_min_confidence,
+)
 from .pool import Pool, default_workers
-from .walk import IMAGE_EXTENSIONS, Walk
+from .walk import IMAGE_EXTENSIONS, Walk, readable
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_CONFIDENCE",
     "DEFAULT_MIN_FACE",
     "IndexInterrupted",
     "IndexReport",
@@ -45,6 +57,7 @@ __all__ = [
     "index",
     "path_from_text",
     "path_to_text",
+    "update_paths",
 ]
 
 # Outcomes that stay valid while the file's bytes do not change; 'error' is retried.
@@ -64,11 +77,11 @@ class IndexReport:
     unchanged: int = 0
     indexed: int = 0
     faces_added: int = 0
-    faces_dropped: int = 0  # found, but below min_face or min_sharpness: not stored
+    faces_dropped: int = 0  # found, but below min_confidence, min_face or min_sharpness
     no_face: int = 0
     not_image: int = 0
     errors: int = 0
-    pruned: int = 0
+    pruned: int = 0  # removed: gone from the folder (prune), or gone paths (update_paths)
     missing: int = 0  # in the ledger, gone from the folder, kept (no prune)
     unseen: int = 0  # in the ledger, under a folder that could not be listed: kept
     interrupted: bool = False
@@ -104,6 +117,8 @@ class _Writer:
         self.db, self.prefix, self.options = db, prefix, options
         self.batch_size, self.report = batch_size, report
         self.batch: list[Result] = []
+        self.touched: list[tuple[str, os.stat_result]] = []
+        self.stats: dict[str, os.stat_result] = {}  # of the files read, until written
         self.dimensions: int | None = None
         self.collection_ready = False
 
@@ -112,8 +127,17 @@ class _Writer:
 
     def add(self, result: Result) -> None:
         _count(self.report, result)
+        status = self.stats.pop(result.path, None)
+        if status is not None:
+            result.mtime_ns, result.inode = status.st_mtime_ns, status.st_ino
         self.batch.append(result)
         if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def touch(self, text_path: str, status: os.stat_result) -> None:
+        """An unchanged file whose stat changed: the ledger learns the new stat."""
+        self.touched.append((text_path, status))
+        if len(self.touched) >= 64 * self.batch_size:
             self.flush()
 
     def identity(self, text_path: str) -> str | None:
@@ -132,12 +156,17 @@ class _Writer:
         self.collection_ready = True
 
     def flush(self) -> None:
-        if not self.batch:
+        if not self.batch and not self.touched:
             return
-        self.ensure_collection()
+        if self.batch:
+            self.ensure_collection()
         stamp = schema.now()
         model, detector = self.options.model_name, self.options.detector_backend
         with self.clock(), self.db.transaction():
+            for path, status in self.touched:
+                ledger.touch(
+                    self.db, path, status.st_size, status.st_mtime_ns, status.st_ino, stamp
+                )
             for result in self.batch:
                 if result.outcome in FINAL_OUTCOMES:
                     # A changed file that no longer has faces loses its old rows too; an
@@ -165,9 +194,13 @@ class _Writer:
                         seconds=round(result.seconds, 4),
                         first_seen_at=stamp,
                         updated_at=stamp,
+                        mtime_ns=result.mtime_ns,
+                        inode=result.inode,
+                        settings=result.settings,
                     ),
                 )
         self.batch = []
+        self.touched = []
 
 
 class _Clock:
@@ -184,7 +217,12 @@ class _Clock:
 
 
 def _check(
-    batch_size: int, workers: int, max_pixels: int, min_face: int, min_sharpness: float
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    min_face: int,
+    min_sharpness: float,
+    min_confidence: float,
 ) -> None:
     for name, value, least in (
         ("batch_size", batch_size, 1),
@@ -196,6 +234,33 @@ def _check(
             raise InvalidParameterError(f"{name} must be at least {least}, not {value}")
     if not min_sharpness >= 0:
         raise InvalidParameterError(f"min_sharpness must be 0 or more, not {min_sharpness}")
+    if not 0 <= min_confidence <= 1:
+        raise InvalidParameterError(f"min_confidence must be from 0 to 1, not {min_confidence}")
+
+
+def _settings(
+    model_name: str,
+    detector_backend: str,
+    align: bool,
+    expand_percentage: int,
+    normalization: str,
+    exact: bool,
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    min_face: int,
+    min_sharpness: float,
+    min_confidence: float | None,
+) -> Settings:
+    if min_confidence is None:
+        min_confidence = default_min_confidence(detector_backend)
+    _check(batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence)
+    models.check_model_name(model_name)
+    models.check_detector_name(detector_backend)
+    options = EmbedOptions(
+        model_name, detector_backend, align, expand_percentage, normalization, exact
+    )
+    return Settings(options, max_pixels, min_face, min_sharpness, min_confidence)
 
 
 def index(
@@ -215,6 +280,7 @@ def index(
     min_face: int = DEFAULT_MIN_FACE,
     min_sharpness: float = 0.0,
     on_progress: Callable[[int, int], None] | None = None,
+    min_confidence: float | None = None,
     within: Sequence[str | os.PathLike[str]] | None = None,
 ) -> IndexReport:
     """Index the photos under `folder` into `db`; see the module docstring.
@@ -222,43 +288,152 @@ def index(
     exact: deepface's own detection (vectors equal DeepFace.represent's; slower).
     workers: processes that embed photos (default: one per core; 1: this process).
     max_pixels: photos with more pixels are not decoded (an 'error' ledger row).
-    min_face, min_sharpness: faces smaller (pixels) or blurrier (variance of the
-    Laplacian) are counted in the ledger message, not stored.
+    min_face, min_sharpness, min_confidence: faces smaller (pixels), blurrier
+    (variance of the Laplacian) or detected less surely (default: the floor measured
+    for the detector, DEFAULT_MIN_CONFIDENCE; 0 for the others) are counted in the
+    ledger message, not stored.
     on_progress(done, total): called as files are counted and after each file;
     raising KeyboardInterrupt in it stops the run as Ctrl-C does, keeping every result.
     within: folders the photos must really be in (the web server's --photos): a
     photo whose real path (symlinks resolved) lies outside them is not read, and
     its ledger row says so.
     """
+    folder = _folder(folder)
+    workers = default_workers() if workers is None else workers
+    settings = _settings(
+        model_name, detector_backend, align, expand_percentage, normalization, exact,
+        batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence,
+    )  # fmt: skip
+    return _ingest(
+        folder, db, None, settings, workers, batch_size, progress, on_progress, prune, within
+    )
+
+
+def update_paths(
+    folder: str | os.PathLike[str],
+    db: DbArg,
+    paths: Sequence[str | os.PathLike[str]],
+    model_name: str = DEFAULT_MODEL,
+    detector_backend: str = DEFAULT_DETECTOR,
+    batch_size: int = 16,
+    progress: bool = False,
+    align: bool = True,
+    expand_percentage: int = 0,
+    normalization: str = "base",
+    exact: bool = False,
+    workers: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_face: int = DEFAULT_MIN_FACE,
+    min_sharpness: float = 0.0,
+    on_progress: Callable[[int, int], None] | None = None,
+    min_confidence: float | None = None,
+    within: Sequence[str | os.PathLike[str]] | None = None,
+) -> IndexReport:
+    """Bring these files or folders under `folder` up to date in `db`, as `index`
+    does for the whole folder (same settings, ledger, batches and people step): new
+    and changed photos are embedded, unchanged ones skipped (a stat, no read), and a
+    path that no longer exists leaves the gallery with everything under it (faces and
+    ledger rows; counted as pruned). A folder given is walked. For a watcher: hand it
+    the paths its events named, created, modified, moved (both ends) or deleted.
+    """
+    folder = _folder(folder)
+    settings = _settings(
+        model_name, detector_backend, align, expand_percentage, normalization, exact,
+        batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence,
+    )  # fmt: skip
+    targets = []
+    for path in paths:
+        target = os.path.abspath(os.fspath(path))
+        if os.path.commonpath([target, folder]) != folder:
+            raise InvalidParameterError(
+                f"{path_to_text(target)} is not under {path_to_text(folder)}"
+            )
+        targets.append(target)
+    return _ingest(
+        folder, db, targets, settings, workers, batch_size, progress, on_progress, within=within
+    )
+
+
+def _folder(folder: str | os.PathLike[str]) -> str:
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
         raise FolderNotFoundError(f"{path_to_text(folder)} is not a directory")
-    workers = default_workers() if workers is None else workers
-    _check(batch_size, workers, max_pixels, min_face, min_sharpness)
-    models.check_model_name(model_name)
-    models.check_detector_name(detector_backend)
-    options = EmbedOptions(
-        model_name, detector_backend, align, expand_percentage, normalization, exact
-    )
-    settings = Settings(options, max_pixels, min_face, min_sharpness)
+    return folder
+
+
+def _targets(
+    database: Database, targets: list[str], roots: tuple[str, ...] | None = None
+) -> tuple[list[str], dict[str, ledger.Seen], list[str], list[Walk]]:
+    """update_paths' files to look at, their ledger rows, the paths gone (with the
+    rows under a vanished folder), and the walks of the folders given."""
+    files: list[str] = []
+    gone: list[str] = []
+    walks = []
+    for target in dict.fromkeys(targets):
+        if os.path.isdir(target):
+            walk = Walk(target)
+            walks.append(walk)
+            files.extend(walk.photos())
+            # Rows under it whose file is gone go too (a folder moved out and back).
+            prefix = path_to_text(target.rstrip(os.sep) + os.sep)
+            gone.extend(
+                path
+                for path in ledger.paths_under(database, prefix)
+                if not os.path.lexists(path_from_text(path)) and walk.saw(path)
+            )
+        elif os.path.lexists(target):
+            if os.path.splitext(target)[1].lower() in IMAGE_EXTENSIONS and not os.path.basename(
+                target
+            ).startswith("."):
+                files.append(target)
+        else:
+            text = path_to_text(target)
+            gone.extend(ledger.entries_at(database, [text]))
+            gone.extend(ledger.paths_under(database, text.rstrip("/") + "/"))
+    files = list(dict.fromkeys(files))
+    seen = ledger.entries_at(database, [path_to_text(path) for path in files])
+    return files, seen, sorted(set(gone)), walks
+
+
+def _ingest(
+    folder: str,
+    db: DbArg,
+    targets: list[str] | None,
+    settings: Settings,
+    workers: int,
+    batch_size: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None,
+    prune: bool = False,
+    within: Sequence[str | os.PathLike[str]] | None = None,
+) -> IndexReport:
+    """index (targets None: the whole folder) or update_paths (those targets)."""
+    options = settings.options
+    roots = None if within is None else tuple(os.path.realpath(r) for r in within)
     started = time.perf_counter()
-    report = IndexReport(path_to_text(folder), "", model_name, detector_backend, workers=workers)
+    report = IndexReport(
+        path_to_text(folder), "", options.model_name, options.detector_backend, workers=workers
+    )
     with open_database(db) as database:
         report.db = database.name
         prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
         writer = _Writer(database, prefix, options, batch_size, report)
         with writer.clock():
             schema.create_schema(database)
-            schema.check_model(database, model_name)  # refuse before loading a network
-            seen = ledger.entries_under(database, prefix)
-        roots = None if within is None else tuple(os.path.realpath(r) for r in within)
-        walk = Walk(folder, within=roots)
+            schema.check_model(database, options.model_name)  # refuse before loading a network
+            if targets is None:
+                seen = ledger.entries_under(database, prefix)
+                walk = Walk(folder)
+                walks, gone_paths = [walk], []
+            else:
+                files, seen, gone_paths, walks = _targets(database, targets, roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
         if on_progress is not None:
             bar = _Reporting(bar, on_progress)
         try:
-            _run(walk, seen, settings, writer, listed, bar, workers)
+            paths = list(walk.photos()) if targets is None else files
+            _run(paths, seen, settings, writer, listed, bar, workers, roots)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -266,26 +441,31 @@ def index(
         # Results already computed are complete: keep them, even after Ctrl-C.
         # (Any other error has propagated: its batch was rolled back.)
         writer.flush()
-        with writer.clock():
-            sync_people(database)
-        for where, reason in walk.unlisted.items():
-            report.errors += 1
-            report.error_messages[where] = (
-                f"cannot list folder {where}: {reason}; nothing under it was pruned"
-            )
+        for walk_ in walks:
+            for where, reason in walk_.unlisted.items():
+                report.errors += 1
+                report.error_messages[where] = (
+                    f"cannot list folder {where}: {reason}; nothing under it was pruned"
+                )
         if not report.interrupted:
-            gone = sorted(path for path in set(seen) - listed if walk.saw(path))
-            report.unseen = sum(1 for path in set(seen) - listed if not walk.saw(path))
-            if prune:
+            if targets is None:
+                gone = sorted(path for path in set(seen) - listed if walk.saw(path))
+                report.unseen = sum(1 for path in set(seen) - listed if not walk.saw(path))
+                if not prune:
+                    report.missing, gone = len(gone), []
+            else:
+                gone = gone_paths
+            if gone:
                 with writer.clock(), database.transaction():
                     for path in gone:
                         faces.delete_image(database, path)
                         ledger.delete(database, path)
                 report.pruned = len(gone)
-            else:
-                report.missing = len(gone)
             if not writer.collection_ready and schema.get_collection(database) is None:
                 writer.ensure_collection()  # a new gallery records its model even when empty
+        with writer.clock():
+            sync_people(database)
+        if not report.interrupted:
             with writer.clock():
                 knn.refresh_gallery_index(database, progress)
     report.seconds_total = time.perf_counter() - started
@@ -301,22 +481,42 @@ def sync_people(database: Database) -> None:
         people.sync_folders(database)
 
 
-def _unchanged(previous: ledger.Seen | None, sha256: str, options: EmbedOptions) -> bool:
-    return bool(
-        previous
-        and previous.sha256 == sha256
-        and previous.outcome in FINAL_OUTCOMES
-        and previous.detector_backend == options.detector_backend
-    )
+def _current(previous: ledger.Seen | None, settings: Settings, fingerprint: str, path: str) -> bool:
+    """Whether a ledger row stands for these settings, for a file whose content (or
+    stat) is unchanged: its outcome stays valid and it was made with them."""
+    if previous is None:
+        return False
+    if previous.settings is None:  # recorded before the ledger kept settings
+        options = settings.options
+        return (
+            previous.outcome in FINAL_OUTCOMES
+            and previous.model_name in (None, options.model_name)
+            and previous.detector_backend == options.detector_backend
+        )
+    if previous.settings.endswith(NEEDS_FORMATS):
+        # Its format could not be read: valid while the library is still missing.
+        return previous.settings == fingerprint + NEEDS_FORMATS and support_missing(path)
+    return (
+        previous.outcome in FINAL_OUTCOMES and previous.settings == fingerprint
+    )  # errors: retried
 
 
 def _run(
-    walk: Walk, seen: dict, settings: Settings, writer: _Writer, listed: set, bar: Any, workers: int
+    paths: list[str],
+    seen: dict,
+    settings: Settings,
+    writer: _Writer,
+    listed: set,
+    bar: Any,
+    workers: int,
+    roots: tuple[str, ...] | None = None,
 ) -> None:
-    """Read and hash every photo, embed the changed ones, hand results to the writer."""
+    """Stat every photo, read and hash those whose stat changed, embed the changed
+    ones, hand results to the writer."""
     report = writer.report
     pool = Pool(workers, settings) if workers > 1 else None
     waiting: list[Any] = []  # before the pool starts: results and photos, in order
+    fingerprint = settings.fingerprint()
 
     faces_done = [0]
 
@@ -330,23 +530,16 @@ def _run(
             writer.add(result)
 
     try:
-        paths = list(walk.photos())
         report.files_seen = len(paths)
         bar.reset(total=len(paths))
         for path in paths:
             text = path_to_text(path)
             listed.add(text)
-            try:
-                data = photo.read(walk.readable(path))
-            except OSError as err:
-                item: Any = photo.read_error(text, err)
-            else:
-                sha256 = photo.sha256_of(data)
-                if _unchanged(seen.get(text), sha256, settings.options):
-                    report.unchanged += 1
-                    bar.update(1)
-                    continue
-                item = (text, data, sha256)
+            item = _look(path, text, seen.get(text), settings, fingerprint, writer, roots)
+            if item is None:  # unchanged
+                report.unchanged += 1
+                bar.update(1)
+                continue
             if pool is None:  # one worker: this process
                 result = item if isinstance(item, Result) else _inline(item, settings, writer)
                 writer.add(result)  # before done(): an on_progress that stops the run keeps it
@@ -384,6 +577,43 @@ def _run(
     finally:
         if pool is not None:
             pool.close(now=True)
+
+
+def _look(
+    path: str,
+    text: str,
+    previous: ledger.Seen | None,
+    settings: Settings,
+    fingerprint: str,
+    writer: _Writer,
+    roots: tuple[str, ...] | None = None,
+) -> Result | tuple[str, bytes, str] | None:
+    """None for an unchanged file; else a result known already (an unreadable file, or
+    one whose real path leaves `roots`) or (path, bytes, hash) to embed."""
+    try:
+        path = readable(path, roots)
+        status = photo.stat_of(path)
+    except OSError as err:
+        return photo.read_error(text, err)
+    current = _current(previous, settings, fingerprint, path)
+    stat = (status.st_size, status.st_mtime_ns, status.st_ino)
+    if (
+        current
+        and previous
+        and (previous.size_bytes, previous.mtime_ns, previous.inode) == stat
+        and os.access(path, os.R_OK)  # one that became unreadable is reported
+    ):
+        return None  # nothing read
+    try:
+        data = photo.read(path)
+    except OSError as err:
+        return photo.read_error(text, err)
+    sha256 = photo.sha256_of(data)
+    if current and previous and previous.sha256 == sha256:
+        writer.touch(text, status)  # same content, new stat (copied, touched, restored)
+        return None
+    writer.stats[text] = status
+    return (text, data, sha256)
 
 
 def _inline(item: tuple[str, bytes, str], settings: Settings, writer: _Writer) -> Result:

@@ -7,34 +7,28 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..engine.decode import AVIF_EXTENSIONS, HEIF_EXTENSIONS, RAW_EXTENSIONS
 from .names import path_to_text
 
 # Files with other extensions (README.md, labels.csv, .DS_Store...) are not photos
 # and are not looked at; a file named like a photo always gets a ledger row.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = (
+    frozenset(
+        {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".ppm", ".pgm"}
+    )
+    | HEIF_EXTENSIONS
+    | AVIF_EXTENSIONS
+    | RAW_EXTENSIONS
 )
 
 
 @dataclass
 class Walk:
     """Photo paths under a folder (sorted), and each folder that could not be listed
-    (stored text form -> reason): nothing under those was seen. With `within`
-    (real paths), a photo is read only if its real path lies under one of them."""
+    (stored text form -> reason): nothing under those was seen."""
 
     folder: str
     unlisted: dict[str, str] = field(default_factory=dict)
-    within: tuple[str, ...] | None = None
-
-    def readable(self, path: str) -> str:
-        """The path to open for the photo `path`: itself, or with `within` its real
-        path; OSError for a link (of the file or a folder) leading out of `within`."""
-        if self.within is None:
-            return path
-        real = os.path.realpath(path)
-        if not inside(real, self.within):
-            raise OSError(errno.EACCES, "it links outside the folders this run may read")
-        return real
 
     def photos(self) -> Iterator[str]:
         def failed(err: OSError) -> None:
@@ -53,6 +47,17 @@ class Walk:
     def saw(self, text_path: str) -> bool:
         """False for a path under a folder that could not be listed."""
         return not any(text_path.startswith(folder.rstrip("/") + "/") for folder in self.unlisted)
+
+
+def readable(path: str, within: Sequence[str] | None) -> str:
+    """The path to open for the photo `path`: itself, or with `within` (real paths)
+    its real path; OSError for a link (of the file or a folder) leading out of them."""
+    if within is None:
+        return path
+    real = os.path.realpath(path)
+    if not inside(real, within):
+        raise OSError(errno.EACCES, "it links outside the folders this run may read")
+    return real
 
 
 def inside(real: str, roots: Sequence[str]) -> bool:

@@ -1,6 +1,11 @@
 """The ingest ledger: what became of every photo-named file an index run saw.
 
-Every statement on ``ingest_ledger`` is here. Callers own the transaction.
+Besides the outcome, a row keeps what decides whether the next run may skip the
+file: its content hash, its size, modification time and inode (a rescan compares
+these with ``os.stat`` and reads only files whose stat changed), and the settings
+it was indexed with (``settings``: model, detector and quality floors; a row with
+other settings is redone). Every statement on ``ingest_ledger`` is here. Callers
+own the transaction.
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ class LedgerEntry:
     seconds: float | None
     first_seen_at: str
     updated_at: str
+    mtime_ns: int | None = None  # the file's stat when it was read (schema version 6)
+    inode: int | None = None
+    settings: str | None = None  # the settings it was indexed with (NULL: before version 6)
 
 
 _COLUMNS = tuple(field.name for field in fields(LedgerEntry))
+# Added in schema version 6: absent from an older gallery that was only read.
+_NEW_COLUMNS = ("mtime_ns", "inode", "settings")
 
 
 @dataclass(frozen=True)
@@ -37,17 +47,54 @@ class Seen:
 
     sha256: str | None
     outcome: str
+    model_name: str | None
     detector_backend: str | None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+    settings: str | None = None
 
 
 def entries_under(db: Database, folder_prefix: str) -> dict[str, Seen]:
     """The ledger rows of the files under a folder (`folder_prefix` ends with a separator)."""
     rows = db.query(
-        "SELECT path, sha256, outcome, detector_backend FROM ingest_ledger"
-        " WHERE substr(path, 1, {p}) = {p}",
+        "SELECT path, sha256, outcome, model_name, detector_backend, size_bytes, mtime_ns,"
+        " inode, settings FROM ingest_ledger WHERE substr(path, 1, {p}) = {p}",
         (len(folder_prefix), folder_prefix),
     )
-    return {path: Seen(sha, outcome, detector) for path, sha, outcome, detector in rows}
+    return {path: Seen(*rest) for path, *rest in rows}
+
+
+def entries_at(db: Database, paths: list[str]) -> dict[str, Seen]:
+    """The ledger rows of these exact paths (those that have one)."""
+    found: dict[str, Seen] = {}
+    for start in range(0, len(paths), 500):
+        chunk = paths[start : start + 500]
+        rows = db.query(
+            "SELECT path, sha256, outcome, model_name, detector_backend, size_bytes, mtime_ns,"
+            f" inode, settings FROM ingest_ledger WHERE path IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        )
+        found.update({path: Seen(*rest) for path, *rest in rows})
+    return found
+
+
+def paths_under(db: Database, folder_prefix: str) -> list[str]:
+    """Paths of the rows under a folder (`folder_prefix` ends with a separator)."""
+    rows = db.query(
+        "SELECT path FROM ingest_ledger WHERE substr(path, 1, {p}) = {p}",
+        (len(folder_prefix), folder_prefix),
+    )
+    return [path for (path,) in rows]
+
+
+def touch(db: Database, path: str, size: int, mtime_ns: int, inode: int, stamp: str) -> None:
+    """A file whose stat changed but not its content: record the new stat only."""
+    db.execute(
+        "UPDATE ingest_ledger SET size_bytes = {p}, mtime_ns = {p}, inode = {p}, updated_at = {p}"
+        " WHERE path = {p}",
+        (size, mtime_ns, inode, stamp, path),
+    )
 
 
 def record(db: Database, entry: LedgerEntry) -> None:
@@ -62,6 +109,9 @@ def record(db: Database, entry: LedgerEntry) -> None:
         "detector_backend",
         "seconds",
         "updated_at",
+        "mtime_ns",
+        "inode",
+        "settings",
     )
     values = tuple(getattr(entry, name) for name in updated)
     cursor = db.execute(
@@ -92,8 +142,19 @@ def delete(db: Database, path: str) -> None:
     db.execute("DELETE FROM ingest_ledger WHERE path = {p}", (path,))
 
 
+def _readable_columns(db: Database) -> str:
+    """The columns to select: NULL for those an older (unupgraded) gallery lacks."""
+    return ", ".join(
+        name
+        if name not in _NEW_COLUMNS
+        or db.scalar(db.dialect.column_exists_sql, ("ingest_ledger", name)) is not None
+        else f"NULL AS {name}"
+        for name in _COLUMNS
+    )
+
+
 def entries(db: Database) -> list[LedgerEntry]:
-    rows = db.query(f"SELECT {', '.join(_COLUMNS)} FROM ingest_ledger ORDER BY path")
+    rows = db.query(f"SELECT {_readable_columns(db)} FROM ingest_ledger ORDER BY path")
     return [LedgerEntry(*row) for row in rows]
 
 
@@ -113,7 +174,7 @@ def problems(db: Database, limit: int = 100, offset: int = 0) -> tuple[int, list
     total = int(db.scalar("SELECT COUNT(*) FROM ingest_ledger WHERE outcome <> 'indexed'"))
     clause, params = db.dialect.limit(limit)
     rows = db.query(
-        f"SELECT {', '.join(_COLUMNS)} FROM ingest_ledger WHERE outcome <> 'indexed'"
+        f"SELECT {_readable_columns(db)} FROM ingest_ledger WHERE outcome <> 'indexed'"
         f" ORDER BY updated_at DESC, path{clause} OFFSET {{p}}",
         params + [int(offset)],
     )

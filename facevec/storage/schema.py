@@ -18,8 +18,10 @@ from .dialects import SQLITE
 # version-1 database is upgraded by storage.people.upgrade. 3: IVF lists
 # (facevec_centroids, facevec_list_pending, face_meta.ivf_list,
 # facevec_collection.ivf_generation and embedding_rows); create_schema adds the
-# columns to an older gallery (_COLUMNS below).
-SCHEMA_VERSION = 3
+# columns to an older gallery (_COLUMNS below). 6: the ingest ledger records each
+# file's mtime_ns and inode (a rescan reads only files whose stat changed) and the
+# settings it was indexed with (settings); added to a version-5 gallery likewise.
+SCHEMA_VERSION = 6
 
 SOURCES = ("folder", "confirmed", "suggested")
 
@@ -77,7 +79,10 @@ def _ddl(db: Database) -> list[str]:
             detector_backend {t["text"]},
             seconds {t["real"]},
             first_seen_at {t["text"]} NOT NULL,
-            updated_at {t["text"]} NOT NULL
+            updated_at {t["text"]} NOT NULL,
+            mtime_ns {t["int"]},
+            inode {t["int"]},
+            settings {t["text"]}
         )""",
         *_people_ddl(db),
         *_lists_ddl(db),
@@ -114,6 +119,10 @@ _COLUMNS = (
     ("face_meta", "ivf_list", "int"),
     ("facevec_collection", "ivf_generation", "int"),
     ("facevec_collection", "embedding_rows", "int NOT NULL DEFAULT 1"),
+    # version 6: what a rescan compares, and the settings a file was indexed with
+    ("ingest_ledger", "mtime_ns", "int"),
+    ("ingest_ledger", "inode", "int"),
+    ("ingest_ledger", "settings", "text"),
 )
 
 
@@ -253,8 +262,12 @@ def create_schema(db: Database) -> None:
                 # A version-2 gallery now has the lists' tables and columns (a
                 # version-1 one is upgraded by storage.people.upgrade).
                 db.execute(
-                    "UPDATE facevec_collection SET schema_version = {p} WHERE schema_version = 2",
-                    (SCHEMA_VERSION,),
+                    "UPDATE facevec_collection SET schema_version = 3 WHERE schema_version = 2"
+                )
+                # Version 5 to 6: the ledger's new columns are there (rows from before
+                # keep NULL settings: judged by hash, model and detector, as then).
+                db.execute(
+                    "UPDATE facevec_collection SET schema_version = 6 WHERE schema_version = 5"
                 )
             return
         except Exception:
