@@ -17,19 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import facevec
-from facevec.bindings import _kernels
+from facevec.bindings import _kernels, extension
 
 SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
-
-
-def can_load_extensions() -> bool:
-    if hasattr(sqlite3.Connection, "enable_load_extension"):
-        return True
-    try:
-        import pysqlite3  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> None:
@@ -38,13 +28,15 @@ def main() -> None:
     assert "site-packages" in site.parts, f"facevec comes from {site}, not an installed wheel"
     assert Path(_kernels.__file__).parent == site / "bindings", _kernels.__file__
 
-    # The loadable library, in the stdlib sqlite3 where it can load, or pysqlite3 (a
-    # dependency on Linux x86-64); elsewhere the same kernels through the fallback.
+    # The loadable library, on the interpreter's own SQLite: loaded where its sqlite3
+    # can load extensions, registered as an auto-extension on the library it links
+    # where it cannot; elsewhere the same kernels through the fallback.
     library = Path(facevec.loadable_path() + SUFFIX)
     assert library.parent == site / "bindings" and library.is_file(), library
-    native = can_load_extensions()
+    route = extension.route()
+    native = route != "fallback"
     if sys.platform == "linux" and platform.machine() == "x86_64":
-        assert native, "pysqlite3-binary should be installed with the wheel"
+        assert native, f"no native route on Linux x86-64: {extension._why_not_native}"
     with warnings.catch_warnings():
         warnings.simplefilter("error" if native else "ignore", facevec.FallbackWarning)
         conn = facevec.connect(":memory:", native=True if native else None)
@@ -73,7 +65,7 @@ def main() -> None:
         with sqlite3.connect(db) as plain:
             (count,) = plain.execute("SELECT count(*) FROM face_meta").fetchone()
         assert count == len(vectors)
-    print(f"wheel smoke test ({'extension loaded' if native else 'fallback'}): 1 passed, 0 failed")
+    print(f"wheel smoke test ({route}): 1 passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
-import facevec
+# pysqlite3 loads extensions (sqlite-vec's too): made this process's sqlite3 before
+# facevec is imported, so facevec runs on it as well (one SQLite per process).
+from pysqlite3 import dbapi2 as _pysqlite3
+
+sys.modules["sqlite3"] = _pysqlite3
+import facevec  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 SEED = 20240601

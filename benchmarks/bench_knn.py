@@ -44,8 +44,12 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+# pysqlite3 loads extensions (sqlite-vec's too): made this process's sqlite3 before
+# facevec is imported, so facevec runs on it as well (one SQLite per process).
 from pysqlite3 import dbapi2 as sqlite3  # noqa: E402
+
+sys.modules["sqlite3"] = sqlite3
+import numpy as np  # noqa: E402
 
 DIM = 128
 MMAP = 1 << 34

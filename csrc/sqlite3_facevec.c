@@ -44,6 +44,9 @@
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1
 
+#define FACEVEC_MIN_SQLITE 3033000
+#define FACEVEC_MIN_SQLITE_TEXT "3.33.0"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -293,6 +296,30 @@ int sqlite3_facevec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
   const int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
   const char *failed = NULL;
   int rc = SQLITE_OK;
+  /* One SQLite per process: the library keeps the routines of the SQLite that
+  ** loaded it first, and refuses another copy's (its functions would call the
+  ** wrong copy, and two copies break each other's file locks). Built into a
+  ** program (SQLITE_CORE), it calls the SQLite it is linked with. */
+#ifndef SQLITE_CORE
+  if (sqlite3_api && sqlite3_api != pApi) {
+    if (pzErrMsg)
+      *pzErrMsg = pApi->mprintf(
+          "facevec: already serving another copy of SQLite in this process (%s, this one "
+          "is %s); two copies of SQLite in one process can corrupt a database: use one "
+          "sqlite3 module",
+          sqlite3_api->libversion(), pApi->libversion());
+    return SQLITE_ERROR;
+  }
+  /* The oldest SQLite with everything used here (sqlite_schema, innocuous and
+  ** direct-only functions, UPDATE ... FROM); newer calls are not compiled in (the
+  ** vendored headers are 3.40's). */
+  if (pApi->libversion_number() < FACEVEC_MIN_SQLITE) {
+    if (pzErrMsg)
+      *pzErrMsg = pApi->mprintf("facevec: needs SQLite %s or newer, found %s",
+                                FACEVEC_MIN_SQLITE_TEXT, pApi->libversion());
+    return SQLITE_ERROR;
+  }
+#endif
   SQLITE_EXTENSION_INIT2(pApi);
 
   for (size_t i = 0; rc == SQLITE_OK && i < sizeof distance_fns / sizeof distance_fns[0];

@@ -30,6 +30,8 @@ from .errors import (
     ExtensionError,
     FacevecError,
     FallbackWarning,
+    InvalidVectorError,
+    SkippedFacesWarning,
     VectorError,
 )
 
@@ -65,6 +67,8 @@ __all__ = [
     "ExtensionError",
     "FacevecError",
     "FallbackWarning",
+    "InvalidVectorError",
+    "SkippedFacesWarning",
     "VectorError",
     "__version__",
     "add",

@@ -15,6 +15,11 @@ class VectorError(FacevecError, ValueError):
     """A vector, or a matrix of vectors, is not what the operation needs."""
 
 
+class InvalidVectorError(VectorError):
+    """A vector that cannot be stored: not the gallery's dimensions, NaN or infinity,
+    beyond float32, all zeros or too short or long to rank (facevec.vectors)."""
+
+
 class DimensionMismatchError(VectorError):
     """Two vectors (or a vector and a matrix) have different dimensions."""
 
@@ -111,6 +116,11 @@ class EmptyGalleryError(FacevecError, LookupError):
 class GalleryFormatError(FacevecError, ValueError):
     """A gallery file (Parquet) that lacks what facevec needs: a column, a model name,
     vectors of one size."""
+
+
+class SkippedFacesWarning(UserWarning):
+    """A search or clustering left out stored faces whose distances are undefined
+    (rows an older version or another program wrote); the warning names them."""
 
 
 class FallbackWarning(RuntimeWarning):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import lists
+from .search import invalid_faces
 from .storage import faces, ledger, schema
 from .storage import lists as store_lists
-from .storage.database import DbArg, open_database
+from .storage.database import Database, DbArg, open_database
 
 
 def info(db: DbArg) -> dict[str, Any]:
@@ -36,5 +37,22 @@ def info(db: DbArg) -> dict[str, Any]:
             "last_indexed_at": files["last_updated_at"],
             "embedding_rows": store_lists.layout(database).embedding_rows,
             "ivf_lists": lists.list_status(database),
+            "invalid_faces": _invalid_faces(database),
             **({} if pgvector is None else {"pgvector": pgvector}),
         }
+
+
+def _invalid_faces(database: Database) -> list[dict[str, Any]]:
+    """Stored faces whose vectors facevec would refuse today (an older version or
+    another program wrote them): searches leave them out; each named, with why."""
+    found = invalid_faces(database, fresh=False)
+    located = faces.locations(database, sorted(found))
+    return [
+        {
+            "face_id": face_id,
+            "img_name": located[face_id].img_name if face_id in located else None,
+            "face_index": located[face_id].face_index if face_id in located else None,
+            "reason": found[face_id].reason,
+        }
+        for face_id in sorted(found)
+    ]

@@ -71,9 +71,9 @@ def _require(conn: Any) -> None:
     if not available(conn):
         raise KnnUnavailableError(
             "facevec_knn needs the native SQLite extension, but this connection uses the "
-            "Python fallback (its sqlite3 cannot load extensions) or has not loaded facevec; "
-            "open it with facevec.connect(path) after 'pip install pysqlite3-binary', or use "
-            "the 'extension' search strategy"
+            "Python fallback or has not loaded facevec; open it with facevec.connect(path) "
+            "(facevec.bindings.extension.route() says how this Python reaches SQLite), or "
+            "use the 'extension' search strategy"
         )
 
 

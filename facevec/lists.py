@@ -14,7 +14,7 @@ transaction; an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from .errors import EmptyGalleryError, InvalidParameterError, UnknownMetricError
 from .storage import faces, schema
 from .storage import lists as store
 from .storage.database import Database, DbArg, open_database
+from .vectors import blob_problems
 
 #: Training rows per list (k-means reads a random sample of this many per list).
 ROWS_PER_LIST = 256
@@ -56,20 +57,41 @@ def has_embedding_rows(db: Database) -> bool:
 # Training ------------------------------------------------------------------------
 
 
-def _sample(db: Database, total: int, size: int, seed: int, bar: Any) -> np.ndarray:
-    """A uniform random sample of `size` stored vectors, read in one pass."""
+def _sample(
+    db: Database, total: int, size: int, seed: int, bar: Any, dimensions: int, metric: str
+) -> np.ndarray:
+    """A uniform random sample of `size` stored vectors, read in one pass (without
+    the rows whose distance under `metric` is undefined: see _lists_of)."""
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(total, min(size, total), replace=False))
     chosen, seen = [], 0
-    for ids, blob in faces.iter_embeddings(db, batch_size=20000):
-        matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
+    for ids, blobs in _batches(db, None, 20000):
         low, high = np.searchsorted(keep, [seen, seen + len(ids)])
-        chosen.append(matrix[keep[low:high] - seen])
+        picked = [blobs[i] for i in (keep[low:high] - seen).tolist()]
+        bad = {p.row for p in blob_problems(picked, dimensions) if p.undefined_for(metric)}
+        good = [blob for row, blob in enumerate(picked) if row not in bad]
+        if good:
+            chosen.append(np.frombuffer(b"".join(good), dtype="<f4").reshape(len(good), -1))
         seen += len(ids)
         bar.update(len(ids))
         if seen >= total:
             break
+    if not chosen:
+        return np.empty((0, dimensions), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
+
+
+def _lists_of(blobs: list[bytes], centroids: np.ndarray, metric: str) -> np.ndarray:
+    """Each face's nearest list; -1 (a list no query probes) for a vector whose
+    distance under `metric` is undefined (another size, NaN, no length: written by
+    an older version or another program; searches skip it anyway)."""
+    numbers = np.full(len(blobs), -1, dtype=np.int64)
+    bad = {p.row for p in blob_problems(blobs, centroids.shape[1]) if p.undefined_for(metric)}
+    good = [row for row in range(len(blobs)) if row not in bad]
+    if good:
+        matrix = np.frombuffer(b"".join(blobs[row] for row in good), dtype="<f4")
+        numbers[good] = assign(matrix.reshape(len(good), -1), centroids, metric)[0]
+    return numbers
 
 
 def train_lists(
@@ -118,7 +140,12 @@ def train_lists(
         if not resumed:
             size = min(total, ROWS_PER_LIST * n_lists)
             with tqdm(total=total, unit="face", desc="lists: sample", disable=not progress) as bar:
-                train = _sample(database, total, size, seed, bar)
+                train = _sample(database, total, size, seed, bar, collection.dimensions, metric)
+            if len(train) < n_lists:
+                raise InvalidParameterError(
+                    f"lists ({n_lists}) is larger than the faces that can be ranked by {metric} "
+                    f"in the sample ({len(train)})"
+                )
             centroids, _ = kmeans(train, n_lists, metric=metric, seed=seed, sample=len(train))
             with database.transaction():
                 generation = store.save_pending(
@@ -134,13 +161,11 @@ def train_lists(
             total=total, initial=done, unit="face", desc="lists: assign", disable=not progress
         ) as bar:
             last = current.last_face_id
-            while True:
-                batch = _batch_after(database, last, batch_size)
-                if batch is None:
-                    break
-                ids, matrix = batch
-                numbers, _ = assign(matrix, centroids, metric)
+            for ids, blobs in _batches(database, last, batch_size):
+                numbers = _lists_of(blobs, centroids, metric)
                 with database.transaction():
+                    # Faces deleted meanwhile get no row: a list is only ever what
+                    # the vector now stored under that id is nearest to.
                     store.save_assignments(database, generation, ids, numbers)
                 last = ids[-1]
                 done += len(ids)
@@ -148,12 +173,12 @@ def train_lists(
                 if on_batch is not None:
                     on_batch(done)
         with database.transaction():
-            # Faces written while the batches ran, then the swap: one transaction.
-            ids, blob = store.unassigned_pending(database, generation)
+            # Faces written while the batches ran (a photo replaced: its new face), then
+            # the swap: one transaction.
+            ids, blobs = store.unassigned_pending(database, generation)
             if ids:
-                matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
                 store.save_assignments(
-                    database, generation, ids, assign(matrix, centroids, metric)[0]
+                    database, generation, ids, _lists_of(blobs, centroids, metric)
                 )
             store.activate(database, generation)
         store.analyze(database)
@@ -167,18 +192,22 @@ def train_lists(
         }
 
 
-def _batch_after(
+def _batches(
     database: Database, last: int | None, batch_size: int
-) -> tuple[list[int], np.ndarray] | None:
-    span = faces.id_span(database)
-    if span is None:
-        return None
-    low = span[0] if last is None else last + 1
-    for rows in faces.iter_id_range(database, low, span[1] + 1, ("id", "embedding"), batch_size):
-        ids = [int(row[0]) for row in rows]
-        blob = b"".join(bytes(row[1]) for row in rows)
-        return ids, np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
-    return None
+) -> Iterator[tuple[list[int], list[bytes]]]:
+    """(ids, vector blobs) of the faces after id `last`, by id, a batch at a time."""
+    while True:
+        span = faces.id_span(database)
+        low = None if span is None else span[0] if last is None else last + 1
+        if span is None or low > span[1]:
+            return
+        rows = next(
+            faces.iter_id_range(database, low, span[1] + 1, ("id", "embedding"), batch_size), []
+        )
+        if not rows:
+            return
+        yield [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
+        last = int(rows[-1][0])
 
 
 # Status ------------------------------------------------------------------------------

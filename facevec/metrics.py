@@ -19,13 +19,16 @@ class Metric:
     knn: bool  # facevec_knn ranks by it
     deepface: bool  # deepface has thresholds for it: find, verify, identify
     larger_is_closer: bool = False  # inner_product ranks by the largest value
+    divides_by_length: bool = False  # undefined for a vector of length 0
 
 
 TABLE: tuple[Metric, ...] = (
     Metric("euclidean", 1, "euclidean_distance", knn=True, deepface=True),
     Metric("euclidean_squared", 0, "euclidean_distance_squared", knn=True, deepface=False),
-    Metric("cosine", 2, "cosine_distance", knn=True, deepface=True),
-    Metric("euclidean_l2", 3, "euclidean_l2_distance", knn=True, deepface=True),
+    Metric("cosine", 2, "cosine_distance", knn=True, deepface=True, divides_by_length=True),
+    Metric(
+        "euclidean_l2", 3, "euclidean_l2_distance", knn=True, deepface=True, divides_by_length=True
+    ),
     Metric("inner_product", 4, "inner_product", knn=False, deepface=False, larger_is_closer=True),
 )
 

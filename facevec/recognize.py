@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from .bindings.kernels import distances
 from .engine import embed, models
-from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, VectorError
+from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, SkippedFacesWarning
 from .face import Face
 from .metrics import face_metric
 from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
@@ -23,6 +24,7 @@ from .parameters import check_threshold
 from .search import check_strategy, nearest_batch
 from .storage import faces, schema
 from .storage.database import DbArg, open_database
+from .vectors import check_vectors
 
 ImageArg = Union[str, "os.PathLike[str]", bytes, np.ndarray, Sequence[float]]
 
@@ -74,9 +76,8 @@ def _photos(img: Any) -> list[Any] | None:
 def query_faces(img: ImageArg, options: EmbedOptions) -> list[Face]:
     """The faces of a query: a photo's detected faces, or one given embedding."""
     if _is_embedding(img):
-        vector = np.asarray(img, dtype=np.float32)
-        if not np.isfinite(vector).all() or not vector.any():
-            raise VectorError("the query embedding is all zeros or holds NaN or infinity")
+        values = np.asarray(img, dtype=np.float64).reshape(1, -1)
+        (vector,) = check_vectors(values, None, lambda _: "the query embedding")
         return [Face.from_vector(vector)]
     if isinstance(img, np.ndarray):
         if img.ndim != 3:
@@ -213,12 +214,48 @@ def find(
         )
         frames = []
         for (photo, face), hits in zip(queries, all_hits, strict=True):
-            located = faces.locations(database, [face_id for face_id, _ in hits])
+            skipped = getattr(hits, "skipped", {})
+            located = faces.locations(database, [face_id for face_id, _ in hits] + list(skipped))
             frame = _results_frame(located, hits, face, float(threshold))
             if isinstance(photo, (str, os.PathLike)):
                 frame.attrs["img"] = os.fspath(photo)
+            frame.attrs["skipped"] = _skipped(located, skipped)
             frames.append(frame)
+        _warn_skipped(database.name, distance_metric, frames)
         return frames
+
+
+def _skipped(located: dict, skipped: dict[int, str]) -> list[dict[str, Any]]:
+    """The stored faces a search left out, each with where it is and why."""
+    found = []
+    for face_id in sorted(skipped):
+        where = located.get(face_id)
+        found.append(
+            {
+                "face_id": face_id,
+                "img_name": None if where is None else where.img_name,
+                "face_index": None if where is None else where.face_index,
+                "reason": skipped[face_id],
+            }
+        )
+    return found
+
+
+def _warn_skipped(name: str, metric: str, frames: list[Any]) -> None:
+    left_out = {row["face_id"]: row for frame in frames for row in frame.attrs["skipped"]}
+    if not left_out:
+        return
+    shown = [
+        f"face {row['face_id']} ({row['img_name']!r}, face {row['face_index']}) {row['reason']}"
+        for row in list(left_out.values())[:5]
+    ]
+    more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    warnings.warn(
+        f"{name}: {len(left_out)} stored faces left out of the search, their {metric} "
+        f"distance being undefined: {'; '.join(shown)}{more} (frame.attrs['skipped'])",
+        SkippedFacesWarning,
+        stacklevel=3,
+    )
 
 
 def verify(

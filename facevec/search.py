@@ -9,27 +9,53 @@
 :func:`nearest` returns [(face_id, distance)], nearest first, ties broken by
 face_id, with distance <= threshold (when one is given) and at most k rows (when
 k is given).
+
+A stored row whose distance to the query is undefined (NaN, infinity, no length
+under cosine, another size: written by an older version or another program; see
+:mod:`facevec.vectors`) never fails the search: every strategy leaves it out and
+``Hits.skipped`` names it. Such rows are found by a scan of the gallery when a
+search first trips on one, and remembered for the process.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from . import knn, lists
 from .bindings.kernels import top_k
-from .errors import ModelMismatchError, UnknownStrategyError
+from .errors import UnknownStrategyError, VectorError
 from .metrics import face_metric
 from .parameters import check_k, check_nprobe, check_threshold
-from .storage import faces, search_sql
+from .storage import faces, schema, search_sql
 from .storage import lists as store_lists
-from .storage.database import Database
+from .storage.database import Database, driver_errors, end_failed_statement
+from .vectors import Problem, blob_problems
 
 STRATEGIES = ("extension", "knn", "relational", "client")
 SQLITE_STRATEGIES = ("extension", "knn")
 
-Hits = list[tuple[int, float]]
+
+class Hits(list):  # type: ignore[type-arg]
+    """[(face_id, distance)], nearest first; ``skipped``: {face_id: why} of the stored
+    faces this search left out because their distance to the query is undefined."""
+
+    def __init__(
+        self, hits: Iterable[tuple[int, float]] = (), skipped: dict[int, str] | None = None
+    ) -> None:
+        super().__init__(hits)
+        self.skipped: dict[int, str] = dict(skipped or {})
+
+
+# db name -> (the gallery's created_at, {face id: Problem}): the rows a scan found
+# that cannot be stored today. Ids are never reused, so an entry stays true for as
+# long as the gallery is that gallery.
+_INVALID: dict[str, tuple[str, dict[int, Problem]]] = {}
+_INVALID_LOCK = threading.Lock()
+_SCANNED: dict[str, str] = {}  # db name -> the faces (created_at, id span) last scanned
 
 
 def check_strategy(strategy: str) -> str:
@@ -70,13 +96,17 @@ def nearest(
             "strategy='relational' or strategy='client'"
         )
     query = np.ascontiguousarray(query, dtype=np.float32)
-    if strategy == "extension":
-        return _extension(db, query, distance_metric, threshold, k)
-    if strategy == "knn":
-        return knn.nearest(db, query, distance_metric, threshold, k, nprobe)
-    if strategy == "relational":
-        return _relational(db, query, distance_metric, threshold, k, nprobe)
-    return _client(db, query, distance_metric, threshold, k, nprobe)
+
+    def run(exclude: frozenset[int]) -> list[tuple[int, float | None]]:
+        if strategy == "knn" and (not exclude or knn.status(db.conn) is None):
+            return knn.nearest(db, query, distance_metric, threshold, k, nprobe)
+        if strategy in SQLITE_STRATEGIES:  # the index holds the rows: the exact scan instead
+            return _extension(db, query, distance_metric, threshold, k, exclude)
+        if strategy == "relational":
+            return _relational(db, query, distance_metric, threshold, k, nprobe, exclude)
+        return _client(db, query, distance_metric, threshold, k, nprobe, exclude)
+
+    return _skipping_undefined(db, distance_metric, run)
 
 
 def nearest_batch(
@@ -96,17 +126,123 @@ def nearest_batch(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if strategy == "knn" and db.dialect.has_extension and len(queries) > 1:
         face_metric(distance_metric)
-        return knn.nearest_batch(
-            db, queries, distance_metric, check_threshold(threshold), check_k(k), nprobe
-        )
+        if not _undefined(_known_invalid(db), distance_metric):
+            try:
+                found = knn.nearest_batch(
+                    db, queries, distance_metric, check_threshold(threshold), check_k(k), nprobe
+                )
+            except _row_errors():
+                end_failed_statement(db)  # each query below finds and skips the bad rows
+            else:
+                if all(_finite(hits) for hits in found):
+                    return [Hits(hits) for hits in found]
     return [nearest(db, q, strategy, distance_metric, threshold, k, nprobe=nprobe) for q in queries]
 
 
-def _extension(
-    db: Database, query: np.ndarray, metric: str, threshold: float | None, k: int | None
+# Rows whose distance is undefined -------------------------------------------------
+
+
+def _row_errors() -> tuple[type[BaseException], ...]:
+    """What a bad stored row raises: the kernels' VectorError, a driver's error
+    (facevec's SQL functions, a division by zero on a server)."""
+    return (VectorError, *driver_errors())
+
+
+def _finite(hits: Iterable[tuple[int, float | None]]) -> bool:
+    return all(d is not None and math.isfinite(d) for _, d in hits)
+
+
+def _undefined(known: dict[int, Problem], metric: str) -> frozenset[int]:
+    return frozenset(i for i, problem in known.items() if problem.undefined_for(metric))
+
+
+def _stamp(db: Database) -> str:
+    collection = schema.get_collection(db)
+    return "" if collection is None else collection.created_at
+
+
+def _known_invalid(db: Database) -> dict[int, Problem]:
+    entry = _INVALID.get(db.name)
+    if entry is None:
+        return {}
+    if entry[0] != _stamp(db):  # another gallery under the same name since
+        _INVALID.pop(db.name, None)
+        return {}
+    return entry[1]
+
+
+def invalid_faces(db: Database, fresh: bool = True) -> dict[int, Problem]:
+    """Every stored face whose vector could not be stored today, by id: one scan of
+    the gallery's vectors, remembered for this process's searches. ``fresh=False``
+    reuses the last scan while the gallery's faces (count and id span) are the same."""
+    collection = schema.get_collection(db)
+    stamp = "" if collection is None else collection.created_at
+    span = faces.id_span(db) if collection is not None else None
+    key = f"{stamp} {span}"
+    entry = _INVALID.get(db.name)
+    if not fresh and entry is not None and entry[0] == stamp and _SCANNED.get(db.name) == key:
+        return entry[1]
+    found: dict[int, Problem] = {}
+    if span is not None and collection is not None:
+        for rows in faces.iter_id_range(db, span[0], span[1] + 1, ("id", "embedding")):
+            for problem in blob_problems([bytes(r[1]) for r in rows], collection.dimensions):
+                found[int(rows[problem.row][0])] = problem
+    with _INVALID_LOCK:
+        _INVALID[db.name] = (stamp, found)
+        _SCANNED[db.name] = key
+    return found
+
+
+def _skipping_undefined(
+    db: Database, metric: str, run: Callable[[frozenset[int]], list[tuple[int, float | None]]]
 ) -> Hits:
+    """``run(exclude)`` with the rows whose ``metric`` distance is undefined left out:
+    those known, else (when it trips on one) those a scan finds; rows that still come
+    back with no finite distance are dropped. Every left-out row is named."""
+    known, scanned = _known_invalid(db), False
+    excluded = _undefined(known, metric)
+    try:
+        found = run(excluded)
+    except _row_errors():
+        end_failed_statement(db)
+        known, scanned = invalid_faces(db), True
+        if _undefined(known, metric) == excluded:
+            raise  # not a row this search can leave out
+        excluded = _undefined(known, metric)
+        found = run(excluded)
+    if not _finite(found):
+        # A row with no distance took a place among the k nearest (a NULL or NaN
+        # sorts first in some databases): find the rows to leave out, run once more.
+        if not scanned:
+            known = invalid_faces(db)
+        if _undefined(known, metric) != excluded:
+            excluded = _undefined(known, metric)
+            found = run(excluded)
+    hits = Hits(skipped={i: known[i].reason for i in excluded})
+    for face_id, distance in found:
+        if distance is None or not math.isfinite(distance):
+            why = known[face_id].reason if face_id in known else "has no finite distance"
+            hits.skipped[face_id] = why
+        else:
+            hits.append((face_id, distance))
+    return hits
+
+
+# The strategies ---------------------------------------------------------------------
+
+
+def _extension(
+    db: Database,
+    query: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+    exclude: frozenset[int] = frozenset(),
+) -> list[tuple[int, float | None]]:
     function = face_metric(metric).sql_function
-    return search_sql.extension_nearest(db, faces.vector_blob(query), function, threshold, k)
+    return list(
+        search_sql.extension_nearest(db, faces.vector_blob(query), function, threshold, k, exclude)
+    )
 
 
 def _relational(
@@ -116,17 +252,19 @@ def _relational(
     threshold: float | None,
     k: int | None,
     nprobe: int | None = None,
-) -> Hits:
+    exclude: frozenset[int] = frozenset(),
+) -> list[tuple[int, float | None]]:
     if not lists.has_embedding_rows(db):
         raise UnknownStrategyError(
             f"{db.name} keeps no face_embeddings rows (blobs only), which the relational "
             "strategy reads; use strategy='client' (with IVF lists: facevec reindex --lists N)"
         )
     probe = lists.probe(db, query, nprobe)
-    hits = []
-    scores = search_sql.relational_scores(db, query.tolist(), metric, threshold, k, probe)
+    hits: list[tuple[int, float | None]] = []
+    scores = search_sql.relational_scores(db, query.tolist(), metric, threshold, k, probe, exclude)
     for face_id, score in scores:
-        if score is None:
+        if score is None or math.isnan(score):  # no length (NULLIF), NaN values
+            hits.append((face_id, None))
             continue
         distance = score if metric == "cosine" else math.sqrt(max(score, 0.0))
         hits.append((face_id, distance))
@@ -140,25 +278,26 @@ def _client(
     threshold: float | None,
     k: int | None,
     nprobe: int | None = None,
-) -> Hits:
+    exclude: frozenset[int] = frozenset(),
+) -> list[tuple[int, float | None]]:
     probe = lists.probe(db, query, nprobe)
     ids, blobs = faces.embeddings(db) if probe is None else store_lists.list_embeddings(db, probe)
-    if not ids:
-        return []
-    sizes = {len(blob) for blob in blobs}
-    if len(sizes) != 1:
-        raise ModelMismatchError(
-            f"{db.name} holds vectors of several sizes ({sorted(sizes)} bytes): written "
-            "outside facevec, they cannot be searched together"
-        )
-    matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1)
+    size = 4 * len(query)  # a row of another size has no distance to the query
+    other_sizes: list[tuple[int, float | None]] = [
+        (i, None) for i, blob in zip(ids, blobs, strict=True) if len(blob) != size
+    ]
+    kept = [(i, b) for i, b in zip(ids, blobs, strict=True) if len(b) == size and i not in exclude]
+    if not kept:
+        return other_sizes
+    ids = [i for i, _ in kept]
+    matrix = np.frombuffer(b"".join(b for _, b in kept), dtype="<f4").reshape(len(ids), -1)
     wanted = len(ids) if threshold is not None or k is None else min(k, len(ids))
     order, distances = top_k(query, matrix, wanted, metric=metric)
-    hits = []
+    hits: list[tuple[int, float | None]] = []
     for position, distance in zip(order.tolist(), np.asarray(distances).tolist(), strict=True):
         if threshold is not None and distance > threshold:
             break
         hits.append((ids[position], float(distance)))
         if k is not None and len(hits) >= k:
             break
-    return hits
+    return hits + other_sizes

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -25,53 +27,103 @@ from .errors import (
     GalleryFormatError,
     InvalidParameterError,
     ModelMismatchError,
+    SkippedFacesWarning,
 )
 from .ingest import sync_people
+from .parquet_reading import (
+    DICTIONARY_COLUMNS,
+    PARQUET_METADATA_KEY,
+    RowBudget,
+    check_footer,
+    facevec_metadata,
+    open_file,
+    parquet_files,
+    row_batches,
+)
 from .storage import faces, ledger, schema
-from .storage.database import DbArg, open_database
+from .storage import people as store_people
+from .storage.database import Database, DbArg, identity, open_database
 from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_blobs, require_pyarrow
+from .vectors import blob_problems, check_vectors
 
 
 def copy_gallery(source: DbArg, target: DbArg, batch_size: int = 200) -> dict[str, int]:
     """Copy every face (both representations) and ledger row of `source` into `target`.
 
     The target gets the schema on first use and must hold the same model's vectors
-    or none. Faces of images already in the target are replaced, so a rerun after an
-    interruption finishes the copy without duplicates. Each batch of images is one
-    transaction. Returns {"faces": n, "images": n, "ledger": n}.
+    or none; it must not be the source itself (the same file by any path, the same
+    server database), which is refused before anything is written. Faces of images
+    already in the target are replaced, so a rerun after an interruption finishes
+    the copy without duplicates. Each batch of images is one transaction. A source
+    face whose vector facevec would not store (an older version or another program
+    wrote it) is left out and named (SkippedFacesWarning). Returns {"faces": n,
+    "images": n, "ledger": n, "skipped": n}.
     """
-    copied = {"faces": 0, "images": 0, "ledger": 0}
-    with open_database(source, create=False) as src, open_database(target) as dst:
+    copied = {"faces": 0, "images": 0, "ledger": 0, "skipped": 0}
+    skipped: list[str] = []
+    with open_database(source, create=False) as src:
         collection = schema.get_collection(src)
         if collection is None:
             raise DatabaseNotFoundError(f"{src.name} holds no faces to copy")
-        schema.create_schema(dst)
-        schema.ensure_collection(
-            dst, collection.model_name, collection.dimensions, collection.detector_backend
+        with open_database(target) as dst:
+            if identity(dst) == identity(src):
+                raise InvalidParameterError(
+                    f"{dst.name} is the gallery {src.name} itself: copying a gallery onto "
+                    "itself would replace every face (and their people) with itself; "
+                    "nothing was written"
+                )
+            _copy_into(src, dst, collection, batch_size, copied, skipped)
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} faces of {source} were not copied, their vectors being "
+            f"unstorable: {'; '.join(skipped[:5])}" + (" ..." if len(skipped) > 5 else ""),
+            SkippedFacesWarning,
+            stacklevel=2,
         )
-        names = faces.image_names(src)
-        for start in range(0, len(names), batch_size):
-            chunk = names[start : start + batch_size]
-            with dst.transaction():
-                for name in chunk:
-                    stored = faces.stored_faces(src, name)
-                    faces.replace_stored_image(dst, name, stored)
-                    copied["faces"] += len(stored)
-            copied["images"] += len(chunk)
-        entries = ledger.entries(src)
-        with dst.transaction():
-            for entry in entries:
-                ledger.replace(dst, entry)
-        copied["ledger"] = len(entries)
-        sync_people(dst)  # face ids changed: folder people are rebuilt, not copied
-        knn.refresh_gallery_index(dst)
     return copied
+
+
+def _copy_into(
+    src: Database,
+    dst: Database,
+    collection: schema.Collection,
+    batch_size: int,
+    copied: dict[str, int],
+    skipped: list[str],
+) -> None:
+    schema.create_schema(dst)
+    schema.ensure_collection(
+        dst, collection.model_name, collection.dimensions, collection.detector_backend
+    )
+    names = faces.image_names(src)
+    for start in range(0, len(names), batch_size):
+        chunk = names[start : start + batch_size]
+        with dst.transaction():
+            for name in chunk:
+                stored = faces.stored_faces(src, name)
+                bad = {
+                    p.row: p.reason
+                    for p in blob_problems([f.embedding for f in stored], collection.dimensions)
+                }
+                skipped += [
+                    f"{name!r} face {stored[row].face_index} {why}" for row, why in bad.items()
+                ]
+                stored = [face for row, face in enumerate(stored) if row not in bad]
+                faces.replace_stored_image(dst, name, stored)
+                copied["faces"] += len(stored)
+                copied["skipped"] += len(bad)
+        copied["images"] += len(chunk)
+    entries = ledger.entries(src)
+    with dst.transaction():
+        for entry in entries:
+            ledger.replace(dst, entry)
+    copied["ledger"] = len(entries)
+    sync_people(dst)  # face ids changed: folder people are rebuilt, not copied
+    knn.refresh_gallery_index(dst)
 
 
 # Parquet: one row per face, for Spark, DuckDB, pandas and any Arrow tool ----------
 
-#: Parquet file metadata key holding the gallery's model (JSON).
-PARQUET_METADATA_KEY = b"facevec"
 _PART = "part-{:05d}.parquet"
 
 
@@ -207,7 +259,10 @@ class _PartWriter:
         if not self.pending:
             return
         if self.writer is None:
-            self.writer = _parquet_module().ParquetWriter(self._temporary(), self.schema)
+            # A CRC on every page: an import finds a flipped byte instead of storing it.
+            self.writer = _parquet_module().ParquetWriter(
+                self._temporary(), self.schema, write_page_checksum=True
+            )
         table = _batch_table(self.schema, self.pending)
         self.writer.write_table(table, row_group_size=len(self.pending))
         self.pending.clear()
@@ -224,7 +279,9 @@ class _PartWriter:
         """Finish the last file; returns the number of files written."""
         self._finish_file()
         if self.files == 0:  # an empty gallery still says which model it holds
-            _parquet_module().write_table(self.schema.empty_table(), self.folder / _PART.format(0))
+            _parquet_module().write_table(
+                self.schema.empty_table(), self.folder / _PART.format(0), write_page_checksum=True
+            )
             self.files = 1
         return self.files
 
@@ -237,38 +294,79 @@ def _parquet_module() -> Any:
 
 
 def read_parquet_model(folder: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
-    """(pyarrow dataset, facevec metadata or {}) of a folder (or file) of Parquet."""
+    """(pyarrow dataset, facevec metadata or {}) of a folder (or file) of Parquet;
+    every file's footer and metadata checked first (facevec.parquet_reading)."""
     require_pyarrow()
     import pyarrow.dataset as ds
 
-    path = Path(folder)
-    if not path.exists():
-        raise DatabaseNotFoundError(f"no Parquet gallery at {path}")
+    files = parquet_files(folder)
+    metadata = _gallery_metadata(folder, [(path, open_file(path)) for path in files])
     try:
-        dataset = ds.dataset(path, format="parquet")
-    except Exception as err:  # pyarrow's ArrowInvalid: not Parquet, mixed schemas
-        raise GalleryFormatError(f"cannot read {path} as Parquet: {err}") from err
-    if not dataset.files:
-        raise DatabaseNotFoundError(f"{path} holds no Parquet files")
+        dataset = ds.dataset([str(path) for path in files], format="parquet")
+    except Exception as err:  # pyarrow's ArrowInvalid: mixed schemas
+        raise GalleryFormatError(f"cannot read {folder} as Parquet: {err}") from None
     missing = [c for c in ("img_name", "face_index", "embedding") if c not in dataset.schema.names]
     if missing:
-        raise GalleryFormatError(f"{path} lacks the column(s) {', '.join(missing)}")
+        raise GalleryFormatError(f"{folder} lacks the column(s) {', '.join(missing)}")
+    return dataset, metadata
+
+
+def _gallery_metadata(folder: Any, opened: list[tuple[Path, Any]]) -> dict[str, Any]:
+    """The files' facevec metadata, which must agree on the model; footers checked."""
     metadata: dict[str, Any] = {}
-    for file in dataset.files:
-        raw = (_parquet_module().read_schema(file).metadata or {}).get(PARQUET_METADATA_KEY)
-        if raw is None:
+    for path, parquet in opened:
+        check_footer(parquet, path)
+        found = facevec_metadata(parquet, path)
+        if not found:
             continue
-        found = json.loads(raw)
-        if metadata and (found["model_name"], found["dimensions"]) != (
-            metadata["model_name"],
-            metadata["dimensions"],
+        if metadata and (found.get("model_name"), found.get("dimensions")) != (
+            metadata.get("model_name"),
+            metadata.get("dimensions"),
         ):
             raise ModelMismatchError(
-                f"{path} mixes {metadata['model_name']} ({metadata['dimensions']} dimensions) "
-                f"and {found['model_name']} ({found['dimensions']} dimensions) files"
+                f"{folder} mixes {metadata.get('model_name')} ({metadata.get('dimensions')} "
+                f"dimensions) and {found.get('model_name')} ({found.get('dimensions')} "
+                "dimensions) files"
             )
         metadata = metadata or found
-    return dataset, metadata
+    return metadata
+
+
+# What each column of an imported file must hold, by the pyarrow.types test that says so.
+_TEXT = ("is_string", "is_large_string")
+_COLUMN_TYPES = {
+    "img_name": _TEXT,
+    "identity": _TEXT,
+    "model_name": _TEXT,
+    "detector_backend": _TEXT,
+    "source_sha256": _TEXT,
+    "created_at": _TEXT,
+    "face_image": ("is_binary", "is_large_binary"),
+    "face_confidence": ("is_floating", "is_integer"),
+    **{
+        name: ("is_integer",)
+        for name in faces.STORED_FACE_COLUMNS
+        if name in ("face_index",) or name.startswith(("facial_area_", "left_eye_", "right_eye_"))
+    },
+}
+
+
+def _check_columns(arrow_schema: Any, path: Path) -> None:
+    import pyarrow.types as types
+
+    missing = [c for c in ("img_name", "face_index", "embedding") if c not in arrow_schema.names]
+    if missing:
+        raise GalleryFormatError(f"{path} lacks the column(s) {', '.join(missing)}")
+    for name, tests in _COLUMN_TYPES.items():
+        if name not in arrow_schema.names:
+            continue
+        kind = arrow_schema.field(name).type
+        if types.is_dictionary(kind):
+            kind = kind.value_type
+        if not any(getattr(types, test)(kind) for test in tests):
+            raise GalleryFormatError(
+                f"{path}: column {name} must be {tests[0].removeprefix('is_')}, found {kind}"
+            )
 
 
 def import_parquet(
@@ -283,69 +381,198 @@ def import_parquet(
     img_name, face_index, embedding) in `db`; vectors are stored, never re-embedded.
 
     The model comes from the files' metadata, else their model_name column, else
-    `model_name`; `db` must hold that model's vectors or none. A face already
-    stored under the same (img_name, face_index) is replaced, so a rerun after an
-    interruption finishes the import without duplicates. Each batch of
-    `batch_size` faces is one transaction. Ids are the target's own.
-    Returns {"faces": n}.
+    `model_name`; `db` must hold that model's vectors or none. The import is one
+    transaction: any error (a bad vector, a crop that does not decode, a damaged or
+    forged file) leaves `db` as it was. Every file's footer is checked before a row
+    is read, rows are read a batch at a time, page CRCs are verified where the file
+    has them, every vector passes the check of ``facevec.vectors`` and every crop
+    must decode. A face already stored under the same (img_name, face_index) is
+    replaced (a rerun imports again without duplicates); two rows of the import
+    with the same (img_name, face_index) are refused. Ids are the target's own.
+    Returns {"faces": n stored, "replaced": n of them that replaced a stored face}.
     """
-    dataset, metadata = read_parquet_model(folder)
-    names = set(dataset.schema.names)
+    files = parquet_files(folder)
+    opened = [(path, open_file(path, read_dictionary=_dictionary_columns(path))) for path in files]
+    for path, parquet in opened:
+        _check_columns(parquet.schema_arrow, path)
+    metadata = _gallery_metadata(folder, opened)
     model = metadata.get("model_name") or model_name
     detector = metadata.get("detector_backend") or detector_backend
-    if model is None and "model_name" in names:
-        import pyarrow.compute as pc
-
-        found = pc.unique(dataset.to_table(columns=["model_name"])["model_name"])
-        found = [value for value in found.to_pylist() if value is not None]
-        if len(found) > 1:
-            raise ModelMismatchError(f"{folder} mixes vectors of models {', '.join(found)}")
-        model = found[0] if found else None
+    if model is None:
+        model = _model_column(opened, folder, batch_size)
     if model is None:
         raise GalleryFormatError(
             f"{folder} does not say which model its vectors come from; give the model name"
         )
-    total = dataset.count_rows()
-    imported = 0
+    dims = metadata.get("dimensions") or _fixed_dimensions(opened)
+    for path, parquet in opened:
+        check_footer(parquet, path, 4 * dims if dims else 0)
+    total = sum(parquet.metadata.num_rows for _, parquet in opened)
+    counts = {"faces": 0, "replaced": 0}
     with open_database(db) as dst:
         schema.create_schema(dst)
-        collection = None
-        with _progress(total, "faces", progress) as bar:
-            for batch in dataset.to_batches(batch_size=batch_size):
-                if batch.num_rows == 0:
-                    continue
-                matrix = matrix_from_arrow(batch.column("embedding"))
-                if collection is None:
-                    dims = metadata.get("dimensions") or matrix.shape[1]
-                    collection = schema.ensure_collection(dst, model, int(dims), detector)
-                if matrix.shape[1] != collection.dimensions:
-                    raise ModelMismatchError(
-                        f"{folder} holds {matrix.shape[1]}-dimensional vectors; {dst.name} "
-                        f"holds {collection.dimensions}-dimensional {collection.model_name} ones"
-                    )
-                stored = _stored_faces(batch, matrix, names, model, detector)
-                with dst.transaction():
-                    for face in stored:
-                        faces.replace_stored_face(dst, face)
-                imported += len(stored)
-                bar.update(len(stored))
-        if collection is None:  # an empty export still names its model
-            dims = metadata.get("dimensions")
-            if dims:
-                schema.ensure_collection(dst, model, int(dims), detector)
-        sync_people(dst)  # folder identities become people, as after index or copy
+        store_people.upgrade(dst)
+        with dst.transaction(), _progress(total, "faces", progress) as bar:
+            _import_rows(dst, opened, model, detector, dims, batch_size, counts, bar)
+            store_people.sync_folders(dst)  # folder identities become people
         knn.refresh_gallery_index(dst)
-    return {"faces": imported}
+    return counts
+
+
+def _dictionary_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception as err:
+        raise GalleryFormatError(f"cannot read {path} as Parquet: {err}") from None
+    return [name for name in DICTIONARY_COLUMNS if name in names]
+
+
+def _fixed_dimensions(opened: list[tuple[Path, Any]]) -> int | None:
+    import pyarrow.types as types
+
+    kind = opened[0][1].schema_arrow.field("embedding").type
+    return kind.list_size if types.is_fixed_size_list(kind) else None
+
+
+def _model_column(opened: list[tuple[Path, Any]], folder: Any, batch_size: int) -> str | None:
+    """The one model named by the files' model_name column (read a batch at a time)."""
+    found: set[str] = set()
+    for path, parquet in opened:
+        if "model_name" not in parquet.schema_arrow.names:
+            continue
+        for _, batch in row_batches(parquet, path, ["model_name"], batch_size):
+            found.update(v for v in batch.column(0).unique().to_pylist() if v is not None)
+            if len(found) > 1:
+                raise ModelMismatchError(
+                    f"{folder} mixes vectors of models {', '.join(sorted(found))}"
+                )
+    return next(iter(found), None)
+
+
+def _import_rows(
+    dst: Database,
+    opened: list[tuple[Path, Any]],
+    model: str,
+    detector: str | None,
+    dims: int | None,
+    batch_size: int,
+    counts: dict[str, int],
+    bar: Any,
+) -> None:
+    """Every row of every file into `dst`, inside the caller's transaction."""
+    span = faces.id_span(dst)
+    before = span[1] if span else 0  # ids above: faces of this import
+    collection = (
+        schema.ensure_collection(dst, model, dims, detector, in_transaction=True) if dims else None
+    )
+    for path, parquet in opened:
+        budget = RowBudget.of(path)
+        columns = [c for c in faces.STORED_FACE_COLUMNS if c in parquet.schema_arrow.names]
+        for first, batch in row_batches(parquet, path, columns, batch_size):
+            if batch.num_rows == 0:
+                continue
+            where = f"{path.name} rows {first} to {first + batch.num_rows - 1}"
+            try:
+                values = matrix_from_arrow(batch.column("embedding"), exact=True)
+            except GalleryFormatError as err:
+                raise GalleryFormatError(f"{where}: {err}") from None
+            if collection is None:
+                collection = schema.ensure_collection(
+                    dst, model, int(values.shape[1]), detector, in_transaction=True
+                )
+            if values.shape[1] != collection.dimensions:
+                raise ModelMismatchError(
+                    f"{where} hold {values.shape[1]}-dimensional vectors; {dst.name} "
+                    f"holds {collection.dimensions}-dimensional {collection.model_name} ones"
+                )
+            names = _column_values(batch, "img_name")
+            indexes = _column_values(batch, "face_index")
+            matrix = check_vectors(
+                values, collection.dimensions, _row_names(path, first, names, indexes)
+            )
+            for row, face in enumerate(_stored_faces(batch, matrix, model, detector)):
+                at = f"row {first + row} of {path.name} ({face.img_name!r}, face {face.face_index})"
+                budget.spend(_decoded_size(face), at)
+                if face.face_image is not None:
+                    _check_crop(face.face_image, at)
+                _, replaced = faces.replace_stored_face(dst, face)
+                if any(old > before for old in replaced):
+                    raise GalleryFormatError(
+                        f"{at}: this face appears twice in the import; each (img_name, "
+                        "face_index) must be one row (nothing was imported)"
+                    )
+                counts["faces"] += 1
+                counts["replaced"] += len(replaced)
+            bar.update(batch.num_rows)
+
+
+def _row_names(path: Path, first: int, names: list[Any], indexes: list[Any]) -> Any:
+    def describe(row: int) -> str:
+        return f"row {first + row} of {path.name} ({names[row]!r}, face {indexes[row]}):"
+
+    return describe
+
+
+def _column_values(batch: Any, name: str) -> list[Any]:
+    """A column's values as Python objects; a dictionary column's distinct values are
+    converted once each (a value a hostile dictionary repeats is not copied per row)."""
+    if name not in batch.schema.names:
+        return [None] * batch.num_rows
+    column = batch.column(name)
+    import pyarrow.types as types
+
+    if not types.is_dictionary(column.type):
+        return column.to_pylist()
+    indices = column.indices.to_pylist()
+    converted: dict[int, Any] = {}
+    values = []
+    for index in indices:
+        if index is not None and index not in converted:
+            converted[index] = column.dictionary[index].as_py()
+        values.append(None if index is None else converted[index])
+    return values
+
+
+def _decoded_size(face: faces.StoredFace) -> int:
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in astuple(face))
+
+
+#: A face crop larger than this many pixels is no crop facevec wrote.
+MAX_CROP_PIXELS = 4096 * 4096
+
+
+def _check_crop(data: bytes, where: str) -> None:
+    """The stored crop (face_image) must decode: its PNG chunks' CRCs, then its pixels."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_CROP_PIXELS:
+                raise GalleryFormatError(
+                    f"{where}: its face_image is {image.width}x{image.height} pixels, "
+                    "more than a face crop"
+                )
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except GalleryFormatError:
+        raise
+    except Exception as err:  # PIL's own errors: a damaged or truncated image
+        raise GalleryFormatError(f"{where}: its face_image does not decode ({err})") from None
 
 
 def _stored_faces(
-    batch: Any, matrix: np.ndarray, names: set[str], model: str, detector: str | None
+    batch: Any, matrix: np.ndarray, model: str, detector: str | None
 ) -> list[faces.StoredFace]:
     blobs = [faces.vector_blob(row) for row in matrix]
     columns = {
-        name: batch.column(name).to_pylist()
+        name: _column_values(batch, name)
         for name in faces.STORED_FACE_COLUMNS
-        if name in names and name != "embedding"
+        if name in batch.schema.names and name != "embedding"
     }
     created = schema.now()
     defaults = {"model_name": model, "detector_backend": detector, "created_at": created}

@@ -27,10 +27,12 @@ def require_pyarrow() -> Any:
     return pyarrow
 
 
-def matrix_from_arrow(column: Any, what: str = "embedding") -> np.ndarray:
+def matrix_from_arrow(column: Any, what: str = "embedding", exact: bool = False) -> np.ndarray:
     """An (n, d) float32 matrix from a column of vectors (binary, list or fixed-size list).
 
     Every vector must be present and of one size; ``what`` names the column in errors.
+    ``exact``: keep a list column's own float64 values (a value beyond float32's range
+    stays itself for the vector check, instead of becoming infinity).
     """
     pa = require_pyarrow()
     if isinstance(column, pa.ChunkedArray):
@@ -74,7 +76,10 @@ def matrix_from_arrow(column: Any, what: str = "embedding") -> np.ndarray:
     if values.null_count:
         raise GalleryFormatError(f"{what}: {values.null_count} vector elements are null")
     flat = values.to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat, dtype=np.float32).reshape(n, dims)
+    if exact and flat.dtype == np.float64:
+        return np.ascontiguousarray(flat).reshape(n, dims)
+    with np.errstate(over="ignore"):  # beyond float32: infinity, which the check refuses
+        return np.ascontiguousarray(flat, dtype=np.float32).reshape(n, dims)
 
 
 def _one_size(sizes: np.ndarray, what: str, unit: str) -> None:

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from pysqlite3 import dbapi2 as pysqlite3
 
 
 def extension_under_test() -> str:
@@ -28,7 +27,16 @@ SCALAR = {
 
 
 def connect(ext: str, path: Path | str = ":memory:"):
-    conn = pysqlite3.connect(str(path), isolation_level=None)
+    """An autocommit connection with the C library: through facevec, on this process's
+    one SQLite, for the installed extension; another build (a sanitizer's) is loaded
+    into pysqlite3, a library of its own (only these tests should run then)."""
+    import facevec
+
+    if ext == facevec.loadable_path():
+        return facevec.connect(path, native=True, isolation_level=None)
+    from pysqlite3 import dbapi2
+
+    conn = dbapi2.connect(str(path), isolation_level=None)
     conn.enable_load_extension(True)
     conn.load_extension(ext)
     return conn

@@ -12,7 +12,7 @@ import numpy as np
 
 import facevec
 
-#: "native": the C extension loaded into pysqlite3 (or an extension-capable sqlite3);
+#: "native": the C extension on the process's one SQLite (loaded, or an auto-extension);
 #: "fallback": the same C kernels registered through create_function.
 PATHS = ("native", "fallback")
 

@@ -22,6 +22,7 @@ VOCABULARY = {
     "facevec.options",
     "facevec.face",
     "facevec.parameters",
+    "facevec.vectors",
 }
 # Which first-level parts each part may import (besides the vocabulary and itself).
 ALLOWED = {

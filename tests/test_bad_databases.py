@@ -10,7 +10,11 @@ from click.testing import CliRunner
 
 import facevec
 from facevec.cli import cli
-from facevec.errors import DatabaseOpenError, ModelMismatchError, VectorError
+from facevec.errors import (
+    DatabaseOpenError,
+    SkippedFacesWarning,
+    VectorError,
+)
 
 
 def test_a_file_that_is_not_a_database(tmp_path):
@@ -39,15 +43,17 @@ def test_an_all_zero_query_is_refused(tmp_path):
         facevec.find(np.zeros(8), db)
 
 
-def test_client_search_refuses_vectors_of_several_sizes(tmp_path):
+def test_client_search_leaves_out_a_vector_of_another_size_and_names_it(tmp_path):
     db = tmp_path / "a.db"
     facevec.add(db, ["a.jpg", "b.jpg"], np.ones((2, 8)), model_name="Dlib")
     conn = sqlite3.connect(db)  # a writer that is not facevec
     conn.execute("UPDATE face_meta SET embedding = zeroblob(12) WHERE img_name = 'b.jpg'")
     conn.commit()
     conn.close()
-    with pytest.raises(ModelMismatchError, match="several sizes"):
-        facevec.find(np.ones(8), db, strategy="client")
+    with pytest.warns(SkippedFacesWarning, match="'b.jpg', face 0.* is 12 bytes"):
+        (frame,) = facevec.find(np.ones(8), db, strategy="client")
+    assert list(frame.img_name) == ["a.jpg"]
+    assert [row["img_name"] for row in frame.attrs["skipped"]] == ["b.jpg"]
 
 
 def test_copy_into_a_database_of_another_model_is_refused(tmp_path):

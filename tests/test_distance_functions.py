@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -329,10 +331,11 @@ def test_paths_are_what_they_claim(connections):
     assert not facevec.bindings.extension.is_native(connections["fallback"])
 
 
-def test_load_on_stdlib_sqlite3_warns_once(monkeypatch):
-    if facevec.bindings.extension.can_load_extensions(sqlite3.connect(":memory:")):
-        # This Python's sqlite3 could load the library: take the fallback anyway.
-        monkeypatch.setattr(facevec.bindings.extension, "can_load_extensions", lambda conn: False)
+def test_load_on_a_connection_without_the_c_library_warns_once(monkeypatch):
+    # A connection opened before facevec registered its functions, where the
+    # connection cannot load extensions either: the Python fallback.
+    monkeypatch.setattr(facevec.bindings.extension, "is_native", lambda conn: False)
+    monkeypatch.setattr(facevec.bindings.extension, "can_load_extensions", lambda conn: False)
     monkeypatch.setattr(facevec.bindings.extension, "_warned", False)
     first = sqlite3.connect(":memory:")
     with pytest.warns(facevec.FallbackWarning, match="slower Python fallback"):
@@ -355,13 +358,22 @@ def test_load_on_stdlib_sqlite3_warns_once(monkeypatch):
 
 
 def test_load_on_an_extension_capable_connection_is_native():
-    dbapi2 = pytest.importorskip("pysqlite3.dbapi2")
-    connection = dbapi2.connect(":memory:")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        facevec.load(connection)
-    assert facevec.bindings.extension.is_native(connection)
-    assert connection.execute("SELECT euclidean_distance('[0,0]', '[3,4]')").fetchone() == (5.0,)
+    """Where sqlite3 loads extensions (pysqlite3 standing in for it, in a process of
+    its own: one SQLite per process), load() loads the C library, silently."""
+    pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 stands in for such a sqlite3")
+    code = (
+        "import sys, warnings, pysqlite3.dbapi2; sys.modules['sqlite3'] = pysqlite3.dbapi2\n"
+        "import sqlite3, facevec\n"
+        "from facevec.bindings import extension\n"
+        "warnings.simplefilter('error')\n"
+        "conn = sqlite3.connect(':memory:')\n"
+        "facevec.load(conn)\n"
+        "print(extension.route(), extension.is_native(conn),\n"
+        "      conn.execute(\"SELECT euclidean_distance('[0,0]', '[3,4]')\").fetchone()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["load_extension", "True", "5.0"]
 
 
 def test_connect_opens_a_file(tmp_path):

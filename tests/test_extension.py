@@ -35,7 +35,6 @@ def test_loadable_library_does_not_link_libpython():
 
 def test_connect_native_loads_the_c_library(tmp_path):
     conn = facevec.connect(tmp_path / "a.db", native=True)
-    assert extension.can_load_extensions(conn)
     assert extension.is_native(conn)
     assert conn.execute("SELECT facevec_version()").fetchone()[0] == facevec.__version__
 
@@ -49,18 +48,21 @@ def test_connect_fallback_registers_from_python(tmp_path):
 
 def test_connect_auto_picks_native_where_possible(tmp_path):
     conn = facevec.connect(tmp_path / "a.db")
-    # pysqlite3-binary is a dependency on Linux x86-64, so the native route exists there.
+    # The interpreter's sqlite3 loads extensions, or its SQLite library takes an
+    # auto-extension: a native route exists on every platform the tests run on.
+    assert extension.route() in ("load_extension", "auto_extension")
     assert extension.is_native(conn)
 
 
-def test_native_true_fails_clearly_without_a_loading_sqlite(monkeypatch, tmp_path):
-    monkeypatch.setattr(extension, "_native_modules", lambda: [])
-    with pytest.raises(ExtensionError, match="pysqlite3-binary"):
+def test_native_true_fails_clearly_without_a_native_route(monkeypatch, tmp_path):
+    monkeypatch.setattr(extension, "_route", "fallback")
+    monkeypatch.setattr(extension, "_why_not_native", "its SQLite was built without it")
+    with pytest.raises(ExtensionError, match="cannot load extensions and its SQLite was built"):
         facevec.connect(tmp_path / "a.db", native=True)
 
 
 def test_auto_falls_back_with_one_warning(monkeypatch, tmp_path):
-    monkeypatch.setattr(extension, "_native_modules", lambda: [])
+    monkeypatch.setattr(extension, "_route", "fallback")
     monkeypatch.setattr(extension, "_warned", False)
     with pytest.warns(FallbackWarning, match="cannot load extensions"):
         conn = facevec.connect(tmp_path / "a.db")
@@ -70,24 +72,28 @@ def test_auto_falls_back_with_one_warning(monkeypatch, tmp_path):
         facevec.connect(tmp_path / "b.db")  # no second warning
 
 
-def test_load_on_a_stdlib_connection(monkeypatch):
+def test_load_on_a_stdlib_connection_is_native():
     conn = sqlite3.connect(":memory:")
-    monkeypatch.setattr(extension, "_warned", False)
-    if extension.can_load_extensions(conn):
-        facevec.load(conn)
-        assert extension.is_native(conn)
-    else:
-        with pytest.warns(FallbackWarning):
-            facevec.load(conn)
+    facevec.load(conn)
+    assert extension.is_native(conn)
     assert conn.execute("SELECT cosine_distance('[1,0]', '[0,1]')").fetchone()[0] == 1.0
 
 
-def test_load_natively_on_a_pysqlite3_connection():
+def test_is_native_is_kept_on_the_connections_facevec_opens(tmp_path):
+    native, fallback = facevec.connect(":memory:"), facevec.connect(":memory:", native=False)
+    assert (native.facevec_native, fallback.facevec_native) == (True, False)
+    # A connection of the caller's is asked once per call, without a catalog scan.
+    assert extension.is_native(sqlite3.connect(":memory:")) is True
+
+
+def test_a_second_copy_of_sqlite_is_refused():
+    """pysqlite3 brings a SQLite of its own: facevec's C library, already serving the
+    interpreter's, refuses it instead of mixing two copies in one process."""
     dbapi2 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 is not installed")
+    facevec.connect(":memory:").execute("SELECT facevec_version()")
     conn = dbapi2.connect(":memory:")
-    facevec.load(conn)
-    assert extension.is_native(conn)
-    assert extension.dbapi_module(conn) is dbapi2
+    with pytest.raises(ExtensionError, match="already serving another copy of SQLite"):
+        facevec.load(conn)
 
 
 def test_missing_library_is_a_clear_error(monkeypatch, tmp_path):

@@ -205,7 +205,7 @@ def test_strategies_on_the_python_fallback_match_the_native_extension(
     from facevec.bindings import extension
 
     (native,) = facevec.find(photos("img2.jpg"), gallery_db, distance_metric=metric)
-    monkeypatch.setattr(extension, "_native_modules", lambda: [])
+    monkeypatch.setattr(extension, "_route", "fallback")
     with pytest.warns(facevec.FallbackWarning) if not extension._warned else nullcontext():
         conn = facevec.connect(gallery_db)
     assert not extension.is_native(conn)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import sqlite3 as stdlib_sqlite3
 import subprocess
 import sys
@@ -23,8 +24,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
 from knn_helpers import (  # noqa: E402
     SCALAR,
     assert_matches,
@@ -361,7 +360,7 @@ def test_recreated_table_is_detected(ext):
     conn.execute("SELECT facevec_knn_build('face_meta')")
     conn.execute("DROP TABLE face_meta")  # drops the triggers with it
     make_table(conn, np.zeros((3, 2), np.float32))
-    with pytest.raises(pysqlite3.OperationalError, match=re.escape("its triggers are missing")):
+    with pytest.raises(sqlite3.OperationalError, match=re.escape("its triggers are missing")):
         knn(conn, [1, 1], 1)
     conn.execute("SELECT facevec_knn_build('face_meta')")
     assert knn(conn, [1, 1], 1) == [(1, pytest.approx(2**0.5))]
@@ -642,7 +641,7 @@ Q4 = np.ones(4, np.float32).tobytes()
     ],
 )
 def test_errors(small, sql, params, message):
-    with pytest.raises(pysqlite3.OperationalError, match="^" + re.escape(message)):
+    with pytest.raises(sqlite3.OperationalError, match="^" + re.escape(message)):
         small.execute(sql, params).fetchall()
 
 
@@ -650,7 +649,7 @@ def test_error_no_index_and_no_pk(ext):
     conn = connect(ext)
     make_table(conn)
     with pytest.raises(
-        pysqlite3.OperationalError,
+        sqlite3.OperationalError,
         match=re.escape(
             "facevec_knn: no facevec_knn index on table 'face_meta'; create it with "
             "SELECT facevec_knn_build('face_meta', 'embedding')"
@@ -661,7 +660,7 @@ def test_error_no_index_and_no_pk(ext):
     conn.execute("CREATE TABLE wr(id INTEGER PRIMARY KEY, embedding BLOB) WITHOUT ROWID")
     for table in ("loose", "wr"):
         with pytest.raises(
-            pysqlite3.OperationalError,
+            sqlite3.OperationalError,
             match=re.escape(
                 f"facevec_knn_build: table {table} needs an INTEGER PRIMARY KEY column "
                 "(a stable rowid)"
@@ -678,14 +677,14 @@ def test_error_bad_rows(ext):
         "INSERT INTO face_meta(id, embedding) VALUES (9, ?)", (np.ones(3, np.float32).tobytes(),)
     )
     msg = "face_meta row 9: embedding has 3 dimensions, the index has 4"
-    with pytest.raises(pysqlite3.OperationalError, match=re.escape("facevec_knn: " + msg)):
+    with pytest.raises(sqlite3.OperationalError, match=re.escape("facevec_knn: " + msg)):
         knn(conn, [1, 1, 1, 1], 2)
-    with pytest.raises(pysqlite3.OperationalError, match=re.escape("facevec_knn_sync: " + msg)):
+    with pytest.raises(sqlite3.OperationalError, match=re.escape("facevec_knn_sync: " + msg)):
         conn.execute("SELECT facevec_knn_sync('face_meta')")
     assert status(conn)["pending"] == 1  # the failed sync changed nothing
     conn.execute("UPDATE face_meta SET embedding = 7 WHERE id = 9")
     with pytest.raises(
-        pysqlite3.OperationalError,
+        sqlite3.OperationalError,
         match=re.escape(
             "facevec_knn_sync: face_meta row 9: embedding must be a float32 vector BLOB or a "
             "JSON array TEXT, found INTEGER"
@@ -708,7 +707,7 @@ def test_error_bad_rows(ext):
             ("SELECT * FROM facevec_knn('face_meta', '[1, 1, 1, 1]', 3)", "facevec_knn"),
         ]:
             with pytest.raises(
-                pysqlite3.OperationalError,
+                sqlite3.OperationalError,
                 match="^" + re.escape(f"{fn}: face_meta row 9: embedding{problem}") + "$",
             ):
                 conn.execute(sql).fetchall()
@@ -716,7 +715,7 @@ def test_error_bad_rows(ext):
     conn.execute("SELECT facevec_knn_sync('face_meta')")
     assert knn(conn, [0, 0, 0, 0], 1) == [(9, 0.0)]
     with pytest.raises(
-        pysqlite3.OperationalError,
+        sqlite3.OperationalError,
         match=re.escape(
             "facevec_knn: distance undefined for face_meta row 9, whose embedding has norm 0"
         ),
@@ -769,7 +768,7 @@ def test_error_chunk_too_big(ext):
     conn = connect(ext)
     make_table(conn, np.ones((1, 8192), np.float32))
     with pytest.raises(
-        pysqlite3.OperationalError,
+        sqlite3.OperationalError,
         match=re.escape(
             "facevec_knn_build: a chunk of 65536 vectors of 8192 dimensions would take "
             "2147483648 bytes, more than 268435456; rebuild with a smaller chunk_size"

@@ -8,14 +8,13 @@ must hold exactly the table's vectors, as a serial build would.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-
-pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
 from knn_helpers import connect, extension_under_test, make_table, scalar  # noqa: E402
 
 DIM = 8
@@ -163,7 +162,7 @@ def test_a_failed_call_in_autocommit_mode_leaves_no_transaction(tmp_path):
     make_table(conn, np.ones((3, 4), np.float32))
     conn.execute("SELECT facevec_knn_build('face_meta')")
     conn.execute("INSERT INTO face_meta(embedding) VALUES (x'00000000')")
-    with pytest.raises(pysqlite3.OperationalError, match="row 4: embedding has 1 dimensions"):
+    with pytest.raises(sqlite3.OperationalError, match="row 4: embedding has 1 dimensions"):
         conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()
     assert not conn.in_transaction
     assert '"pending":1' in conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0]
@@ -228,7 +227,7 @@ def test_status_and_queries_read_one_snapshot_while_another_connection_writes(tm
                 "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 10)", (q,)
             ).fetchall()
             assert len(rows) == 10, rows
-        except (pysqlite3.Error, AssertionError) as err:
+        except (sqlite3.Error, AssertionError) as err:
             errors.append(f"call {calls}: {err}")
     out, err = changer.communicate(timeout=600)
     assert changer.returncode == 0 and out.strip() == "ok", err

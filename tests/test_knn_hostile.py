@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
 from knn_helpers import connect, extension_under_test, make_table, scalar  # noqa: E402
 from sqlshell import SQL_DIR, WHY_NO_SHELL, check_battery, run_shell, sqlite3_shell  # noqa: E402
 
@@ -135,7 +134,7 @@ def test_a_view_cannot_call_facevec_knn(ext, tmp_path, trusted_schema):
     )
     conn = reopened(ext, db, trusted_schema)
     with pytest.raises(
-        pysqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
+        sqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
     ):
         conn.execute("SELECT count(*) FROM nearest").fetchall()
 
@@ -150,7 +149,7 @@ def test_views_and_triggers_cannot_call_the_index_functions(ext, tmp_path, call)
     conn = reopened(ext, db)
     name = call.split("(")[0]
     for sql in ("SELECT * FROM v", "INSERT INTO audit VALUES (1)"):
-        with pytest.raises(pysqlite3.OperationalError, match=rf"^unsafe use of {name}\(\)$"):
+        with pytest.raises(sqlite3.OperationalError, match=rf"^unsafe use of {name}\(\)$"):
             conn.execute(sql).fetchall()
     assert conn.execute("SELECT count(*) FROM audit").fetchone() == (0,)
 
@@ -165,7 +164,7 @@ def test_a_trigger_cannot_call_facevec_knn(ext, tmp_path):
     )
     conn = reopened(ext, db)
     with pytest.raises(
-        pysqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
+        sqlite3.OperationalError, match='^unsafe use of virtual table "facevec_knn"$'
     ):
         conn.execute("INSERT INTO audit VALUES (1)")
 
@@ -350,7 +349,7 @@ def test_a_name_holding_nul_is_an_error(ext, sql, value, message):
     conn.execute("INSERT INTO canary VALUES (1, x'0000803f')")
     conn.execute("SELECT facevec_knn_build('canary')")
     with pytest.raises(
-        pysqlite3.OperationalError, match="^" + re.escape(message + " contains a NUL character")
+        sqlite3.OperationalError, match="^" + re.escape(message + " contains a NUL character")
     ):
         conn.execute(sql, (value,)).fetchall()
     assert conn.execute("SELECT facevec_knn_status('canary')").fetchone()[0] is not None
@@ -545,9 +544,9 @@ def right_or_corrupt(run) -> str:
     try:
         assert run()
         return "right"
-    except pysqlite3.Error as error:
+    except sqlite3.Error as error:
         assert CORRUPT.match(str(error)), str(error)
-        assert type(error) is pysqlite3.OperationalError
+        assert type(error) is sqlite3.OperationalError
         return "corrupt"
 
 
@@ -602,7 +601,7 @@ def test_an_index_claiming_rows_it_never_indexed_fails_the_next_sync(
     db.write_bytes(building_gallery_template.read_bytes())
     conn = connect(ext, db)
     conn.execute("UPDATE facevec_knn_index SET build_next = NULL")
-    with pytest.raises(pysqlite3.OperationalError) as error:
+    with pytest.raises(sqlite3.OperationalError) as error:
         conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()
     assert str(error.value) == (
         "facevec_knn_sync: the knn index of face_meta is corrupt (it holds 100 vectors, "
@@ -639,21 +638,21 @@ def test_a_damage_after_a_query_is_seen_by_the_next_query(ext, tmp_path):
     other = connect(ext, db)  # another connection's commit
     other.execute("UPDATE facevec_knn_index SET n_vectors = 39")
     other.close()
-    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+    with pytest.raises(sqlite3.OperationalError, match=corrupt):
         conn.execute(knn_sql, (q,)).fetchall()
     conn.execute("UPDATE facevec_knn_index SET n_vectors = 40")
     assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
 
     conn.execute("BEGIN")  # this connection's own write, not yet committed
     conn.execute("UPDATE face_meta_fvknn_chunks SET vectors = substr(vectors, 1, 64)")
-    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+    with pytest.raises(sqlite3.OperationalError, match=corrupt):
         conn.execute(knn_sql, (q,)).fetchall()
     conn.execute("ROLLBACK")
     assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40
 
     conn.execute("BEGIN")  # a schema change inside a transaction
     conn.execute("DROP TRIGGER face_meta_fvknn_del")
-    with pytest.raises(pysqlite3.OperationalError, match=corrupt):
+    with pytest.raises(sqlite3.OperationalError, match=corrupt):
         conn.execute(knn_sql, (q,)).fetchall()
     conn.execute("ROLLBACK")
     assert len(conn.execute(knn_sql, (q,)).fetchall()) == 40

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-
-pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
 from knn_helpers import (  # noqa: E402
     check_reference,
     connect,
@@ -132,7 +131,7 @@ def test_recall_on_clustered_data_at_the_default_nprobe(ext):
 
 
 def test_recall_on_real_face_embeddings(ext, all_photos_db, tmp_path):
-    source = pysqlite3.connect(str(all_photos_db))
+    source = sqlite3.connect(str(all_photos_db))
     vectors = [
         np.frombuffer(e, np.float32)
         for (e,) in source.execute("SELECT embedding FROM face_meta ORDER BY id")
@@ -318,14 +317,14 @@ def test_batch_errors(ext):
         ("[[1,2]", "is not a JSON array of vectors"),
         ("[[1,2]] x", "is not a JSON array of vectors"),
     ]:
-        with pytest.raises(pysqlite3.OperationalError, match=re.escape(message)):
+        with pytest.raises(sqlite3.OperationalError, match=re.escape(message)):
             conn.execute("SELECT * FROM facevec_knn_batch('face_meta', ?, 3)", (text,)).fetchall()
     # A single vector is a batch of one; facevec_knn itself takes no batch.
     assert (
         len(conn.execute("SELECT * FROM facevec_knn_batch('face_meta', '[1,2]', 3)").fetchall())
         == 3
     )
-    with pytest.raises(pysqlite3.OperationalError):
+    with pytest.raises(sqlite3.OperationalError):
         conn.execute("SELECT * FROM facevec_knn('face_meta', '[[1,2]]', 3)").fetchall()
 
 
@@ -343,12 +342,12 @@ def test_option_errors(ext):
         ("[4]", "options (argument 4) must be a JSON object"),
         ("nope", "options (argument 4) must be a JSON object"),
     ]:
-        with pytest.raises(pysqlite3.OperationalError, match=re.escape(message)):
+        with pytest.raises(sqlite3.OperationalError, match=re.escape(message)):
             conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options,))
     conn.execute("SELECT facevec_knn_build('face_meta')")
-    with pytest.raises(pysqlite3.OperationalError, match="nprobe must be >= 1, found 0"):
+    with pytest.raises(sqlite3.OperationalError, match="nprobe must be >= 1, found 0"):
         conn.execute("SELECT * FROM facevec_knn('face_meta', '[1,2]', 3, NULL, NULL, 0)")
-    with pytest.raises(pysqlite3.OperationalError, match="nprobe .argument 6. must be an INTEGER"):
+    with pytest.raises(sqlite3.OperationalError, match="nprobe .argument 6. must be an INTEGER"):
         conn.execute("SELECT * FROM facevec_knn('face_meta', '[1,2]', 3, NULL, NULL, 'x')")
 
 
@@ -357,7 +356,7 @@ def test_nan_rows_cannot_be_placed(ext):
     x = np.ones((50, 4), np.float32)
     x[7, 2] = np.nan
     make_table(conn, x + np.arange(50, dtype=np.float32)[:, None])
-    with pytest.raises(pysqlite3.OperationalError, match="NaN or infinity"):
+    with pytest.raises(sqlite3.OperationalError, match="NaN or infinity"):
         build_ivf(conn, lists=4)
 
 
@@ -403,7 +402,7 @@ def test_a_damaged_ivf_index_is_an_error(ext, sql, message):
     conn.execute("SELECT facevec_knn_sync('face_meta')")
     conn.executescript(sql)
     q = np.zeros(8, np.float32).tobytes()
-    with pytest.raises(pysqlite3.OperationalError, match="rebuild it with") as err:
+    with pytest.raises(sqlite3.OperationalError, match="rebuild it with") as err:
         conn.execute("SELECT * FROM facevec_knn('face_meta', ?, 5)", (q,)).fetchall()
         conn.execute("SELECT facevec_knn_status('face_meta')").fetchall()
     assert message in str(err.value) or message == "chunklists", str(err.value)

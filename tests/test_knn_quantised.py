@@ -13,11 +13,10 @@ The extension under test is $FACEVEC_LOADABLE if set, else the installed one.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
-
-pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3 can load extensions")
 from knn_helpers import connect, extension_under_test, make_table, scalar, status  # noqa: E402
 from test_knn_ivf import METRICS, faces_like, knn  # noqa: E402
 
@@ -155,11 +154,11 @@ def test_a_batch_equals_single_queries(ext, storage):
 def test_options_are_checked(ext):
     conn = connect(ext)
     make_table(conn)
-    with pytest.raises(pysqlite3.OperationalError, match="storage must be"):
+    with pytest.raises(sqlite3.OperationalError, match="storage must be"):
         build(conn, storage="int4")
-    with pytest.raises(pysqlite3.OperationalError, match="rerank must be an integer"):
+    with pytest.raises(sqlite3.OperationalError, match="rerank must be an integer"):
         build(conn, storage="int8", rerank=-1)
-    with pytest.raises(pysqlite3.OperationalError, match="has none yet"):
+    with pytest.raises(sqlite3.OperationalError, match="has none yet"):
         build(conn, storage="int8")  # nothing to train on
     assert build(conn, storage="float16") == 0
     conn.execute(
@@ -201,7 +200,7 @@ def test_a_damaged_quantisation_table_is_an_error(ext, sql, message):
     build(conn, storage="int8")
     conn.executescript(sql)
     q = np.zeros(8, np.float32).tobytes()
-    with pytest.raises(pysqlite3.OperationalError, match="rebuild it with") as err:
+    with pytest.raises(sqlite3.OperationalError, match="rebuild it with") as err:
         conn.execute("SELECT * FROM facevec_knn('face_meta', ?, 5)", (q,)).fetchall()
     assert message in str(err.value), str(err.value)
     conn.execute("SELECT facevec_knn_build('face_meta')")  # a rebuild mends it

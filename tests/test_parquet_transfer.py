@@ -65,7 +65,7 @@ def test_round_trip_is_bit_exact(backend, gallery_db, tmp_path):
     faces = facevec.info(gallery_db)["faces"]
     assert written == {"faces": faces, "files": -(-faces // 7)}
     with fresh_database(backend, tmp_path) as db:
-        assert import_parquet(first, db, progress=False) == {"faces": faces}
+        assert import_parquet(first, db, progress=False) == {"faces": faces, "replaced": 0}
         export_parquet(db, second, progress=False)
         info = facevec.info(db)
     assert info["faces"] == faces and info["model_name"] == "Dlib"
@@ -81,9 +81,14 @@ def test_round_trip_is_bit_exact(backend, gallery_db, tmp_path):
 def test_a_rerun_replaces_instead_of_duplicating(gallery_db, tmp_path):
     export_parquet(gallery_db, tmp_path / "pq", progress=False)
     target = tmp_path / "target.db"
-    import_parquet(tmp_path / "pq", target, progress=False)
-    import_parquet(tmp_path / "pq", target, progress=False)
-    assert facevec.info(target)["faces"] == facevec.info(gallery_db)["faces"]
+    faces = facevec.info(gallery_db)["faces"]
+    assert import_parquet(tmp_path / "pq", target, progress=False) == {
+        "faces": faces,
+        "replaced": 0,
+    }
+    again = import_parquet(tmp_path / "pq", target, progress=False)
+    assert again == {"faces": faces, "replaced": faces}
+    assert facevec.info(target)["faces"] == faces
 
 
 def test_search_after_import_matches_the_original(gallery_db, tmp_path):

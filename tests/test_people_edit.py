@@ -222,7 +222,7 @@ def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(db):
             database.execute("UPDATE facevec_collection SET schema_version = 1")
     assert facevec.info(db)["schema_version"] == 1
     assert {p.name for p in people.list_people(db)} == {"id01", "id02", "id03", "id04", "id05"}
-    # people (2), then IVF lists (3) and the rest: the current version.
+    # people (2), IVF lists (3), ids never reused (4), and whatever came since
     assert facevec.info(db)["schema_version"] == SCHEMA_VERSION
     assert people.show(db, "id01").person.folder == 8
 

@@ -222,5 +222,5 @@ def test_version_2_gallery_is_upgraded(tmp_path):
     assert hits[0][1] == pytest.approx(0.0, abs=1e-6)
     facevec.train_lists(db, 4, progress=False)
     info = facevec.info(db)
-    assert info["ivf_lists"]["faces"] == 100 and info["schema_version"] == 3
+    assert info["ivf_lists"]["faces"] == 100 and info["schema_version"] == SCHEMA_VERSION
     assert _search(db, vectors[0], "client") == hits

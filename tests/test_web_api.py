@@ -229,7 +229,8 @@ def test_bad_parameters_are_400_with_facevecs_message(client, gallery_db):
         assert response.status_code == 400, query
         assert response.json() == {"error": error, "detail": message}
     zeros = http.post("/api/find/vector", json={"vector": [0.0] * 128})
-    assert zeros.status_code == 400 and zeros.json()["error"] == "VectorError"
+    assert zeros.status_code == 400 and zeros.json()["error"] == "InvalidVectorError"
+    assert zeros.json()["detail"].startswith("the query embedding is all zeros")
     if backend != "sqlite":
         knn = find(strategy="knn")
         assert knn.status_code == 400

@@ -204,6 +204,8 @@ class FallbackCursor(sqlite3.Cursor):
 class FallbackConnection(sqlite3.Connection):
     """A sqlite3 connection with facevec's functions registered from Python."""
 
+    facevec_native = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         register(self)

@@ -315,6 +315,17 @@ def info_command(db: str, output_format: str) -> None:
                 f"{value['unassigned']} in no list, default nprobe {value['default_nprobe']}"
                 + (f"; retrain advised: {value['retrain']}" if value["retrain"] else "")
             )
+        elif key == "invalid_faces":
+            value = (
+                "none"
+                if not value
+                else f"{len(value)} that facevec would not store today: "
+                + "; ".join(
+                    f"face {row['face_id']} ({row['img_name']!r}, face {row['face_index']}) "
+                    f"{row['reason']}"
+                    for row in value
+                )
+            )
         echo(f"{key}: {value}")
 
 
@@ -334,6 +345,11 @@ def copy_command(source: str, target: str) -> None:
     echo(
         f"copied {copied['faces']} faces of {copied['images']} images "
         f"and {copied['ledger']} ledger rows"
+        + (
+            f"; left out {copied['skipped']} faces whose vectors are unstorable"
+            if copied["skipped"]
+            else ""
+        )
     )
 
 

@@ -58,9 +58,14 @@ def import_command(folder: str, db: str, model_name: str | None, quiet: bool) ->
     """Store the faces of a Parquet gallery (--parquet) in --db, without re-embedding.
 
     Reads facevec's export, or any Parquet with columns img_name, face_index and
-    embedding. Rerunning finishes an interrupted import without duplicates.
+    embedding. One transaction: an error leaves --db as it was; rerunning replaces
+    the faces already imported instead of duplicating them.
     """
     from ..transfer import import_parquet
 
     imported = import_parquet(folder, db, model_name=model_name, progress=not quiet)
-    echo(f"imported {imported['faces']} faces")
+    replaced = imported["replaced"]
+    echo(
+        f"imported {imported['faces']} faces"
+        + (f" ({replaced} of them replaced faces already stored)" if replaced else "")
+    )

@@ -17,6 +17,7 @@ File paths are stored in the text form of :mod:`facevec.ingest.names`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,11 +29,12 @@ import numpy as np
 from .. import knn
 from ..engine import models
 from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
-from ..errors import FolderNotFoundError, InvalidParameterError, VectorError
+from ..errors import FolderNotFoundError, InvalidParameterError, InvalidVectorError, VectorError
 from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
 from ..storage import faces, ledger, people, schema
 from ..storage.database import Database, DbArg, open_database
+from ..vectors import check_vectors
 from . import photo
 from .names import path_from_text, path_to_text
 from .photo import (
@@ -44,7 +46,7 @@ from .photo import (
     default_min_confidence,
 )
 from .pool import Pool, default_workers
-from .walk import IMAGE_EXTENSIONS, Walk, readable
+from .walk import IMAGE_EXTENSIONS, Walk, folder_spellings, readable
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -126,6 +128,7 @@ class _Writer:
         return _Clock(self.report)
 
     def add(self, result: Result) -> None:
+        result = self.checked(result)
         _count(self.report, result)
         status = self.stats.pop(result.path, None)
         if status is not None:
@@ -139,6 +142,21 @@ class _Writer:
         self.touched.append((text_path, status))
         if len(self.touched) >= 64 * self.batch_size:
             self.flush()
+
+    def checked(self, result: Result) -> Result:
+        """A photo whose model gave a vector that cannot be stored is an 'error'
+        (its old faces kept, retried next run), not a failed batch."""
+        if not result.faces:
+            return result
+        try:
+            check_vectors(
+                np.stack([face.embedding for face in result.faces]),
+                self.dimensions,
+                lambda row: f"the model's vector of face {row} of {result.path}",
+            )
+        except InvalidVectorError as err:
+            return dataclasses.replace(result, outcome="error", faces=[], message=str(err))
+        return result
 
     def identity(self, text_path: str) -> str | None:
         parts = text_path[len(self.prefix) :].split("/")
@@ -298,14 +316,14 @@ def index(
     photo whose real path (symlinks resolved) lies outside them is not read, and
     its ledger row says so.
     """
-    folder = _folder(folder)
+    spellings = _folder(folder)
     workers = default_workers() if workers is None else workers
     settings = _settings(
         model_name, detector_backend, align, expand_percentage, normalization, exact,
         batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence,
     )  # fmt: skip
     return _ingest(
-        folder, db, None, settings, workers, batch_size, progress, on_progress, prune, within
+        spellings, db, None, settings, workers, batch_size, progress, on_progress, prune, within
     )
 
 
@@ -336,7 +354,7 @@ def update_paths(
     ledger rows; counted as pruned). A folder given is walked. For a watcher: hand it
     the paths its events named, created, modified, moved (both ends) or deleted.
     """
-    folder = _folder(folder)
+    spellings = _folder(folder)
     settings = _settings(
         model_name, detector_backend, align, expand_percentage, normalization, exact,
         batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence,
@@ -344,21 +362,41 @@ def update_paths(
     targets = []
     for path in paths:
         target = os.path.abspath(os.fspath(path))
-        if os.path.commonpath([target, folder]) != folder:
+        if target.startswith("//") and not target.startswith("///"):
+            target = target[1:]  # as folder_spellings reads '//'
+        if _spelling_of(target, spellings) is None:
             raise InvalidParameterError(
-                f"{path_to_text(target)} is not under {path_to_text(folder)}"
+                f"{path_to_text(target)} is not under {path_to_text(spellings[0])}"
             )
         targets.append(target)
     return _ingest(
-        folder, db, targets, settings, workers, batch_size, progress, on_progress, within=within
-    )
+        spellings, db, targets, settings, workers, batch_size, progress, on_progress,
+        within=within,
+    )  # fmt: skip
 
 
-def _folder(folder: str | os.PathLike[str]) -> str:
-    folder = os.path.abspath(os.fspath(folder))
-    if not os.path.isdir(folder):
-        raise FolderNotFoundError(f"{path_to_text(folder)} is not a directory")
-    return folder
+def _folder(folder: str | os.PathLike[str]) -> list[str]:
+    """The folder's spellings (walk.folder_spellings); an error if it is no folder."""
+    spellings = folder_spellings(folder)
+    if not os.path.isdir(spellings[0]):
+        raise FolderNotFoundError(f"{path_to_text(os.fspath(folder))} is not a directory")
+    return spellings
+
+
+def _spelling_of(path: str, spellings: list[str]) -> str | None:
+    """The spelling of the folder that `path` (absolute) is written under, if any."""
+    for spelling in spellings:
+        if os.path.commonpath([path, spelling]) == spelling:
+            return spelling
+    return None
+
+
+def _rebased(path: str, spellings: list[str], folder: str) -> str:
+    """`path`, written under one spelling of the folder, under the stored one."""
+    spelling = _spelling_of(path, spellings)
+    if spelling is None or spelling == folder:
+        return path
+    return os.path.join(folder, os.path.relpath(path, spelling))
 
 
 def _targets(
@@ -396,7 +434,7 @@ def _targets(
 
 
 def _ingest(
-    folder: str,
+    spellings: list[str],
     db: DbArg,
     targets: list[str] | None,
     settings: Settings,
@@ -412,20 +450,25 @@ def _ingest(
     roots = None if within is None else tuple(os.path.realpath(r) for r in within)
     started = time.perf_counter()
     report = IndexReport(
-        path_to_text(folder), "", options.model_name, options.detector_backend, workers=workers
-    )
+        path_to_text(spellings[0]), "", options.model_name, options.detector_backend,
+        workers=workers,
+    )  # fmt: skip
     with open_database(db) as database:
         report.db = database.name
-        prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
-        writer = _Writer(database, prefix, options, batch_size, report)
-        with writer.clock():
+        with _Clock(report):
             schema.create_schema(database)
             schema.check_model(database, options.model_name)  # refuse before loading a network
+            folder = _stored_folder(database, spellings)
+        prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
+        report.folder = path_to_text(folder)
+        writer = _Writer(database, prefix, options, batch_size, report)
+        with writer.clock():
             if targets is None:
                 seen = ledger.entries_under(database, prefix)
                 walk = Walk(folder)
                 walks, gone_paths = [walk], []
             else:
+                targets = [_rebased(target, spellings, folder) for target in targets]
                 files, seen, gone_paths, walks = _targets(database, targets, roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
@@ -472,6 +515,19 @@ def _ingest(
     if report.interrupted:
         raise IndexInterrupted(report)
     return report
+
+
+def _stored_folder(database: Database, spellings: list[str]) -> str:
+    """The folder's spelling to store: the canonical one, unless only an earlier
+    version's spelling of it has ledger rows (that gallery keeps it)."""
+
+    def has_rows(folder: str) -> bool:
+        return ledger.has_entries_under(database, path_to_text(folder.rstrip(os.sep) + os.sep))
+
+    canonical = spellings[0]
+    if len(spellings) == 1 or has_rows(canonical) or not has_rows(spellings[1]):
+        return canonical
+    return spellings[1]
 
 
 def sync_people(database: Database) -> None:
@@ -679,30 +735,23 @@ def add(
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
     image. Faces already stored under these names are replaced. Returns the count.
     """
-    try:
-        vectors = np.asarray(embeddings, dtype=np.float32)
+    try:  # float64: a value beyond float32's range is refused, not stored as infinity
+        values = np.asarray(embeddings, dtype=np.float64)
     except (TypeError, ValueError) as err:  # ragged lists, strings, ...
         raise VectorError(
             f"embeddings must be a 2-D array of numbers, vectors of equal length: {err}"
         ) from None
-    if vectors.ndim == 1:
-        vectors = vectors.reshape(1, -1)
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    if values.ndim != 2 or values.shape[1] == 0:
         raise VectorError(
-            f"embeddings must be a 2-D array (n x dimensions), not shape {vectors.shape}"
+            f"embeddings must be a 2-D array (n x dimensions), not shape {values.shape}"
         )
-    if len(img_names) != len(vectors):
-        raise InvalidParameterError(f"{len(img_names)} img_names for {len(vectors)} embeddings")
-    if identities is not None and len(identities) != len(vectors):
-        raise InvalidParameterError(f"{len(identities)} identities for {len(vectors)} embeddings")
-    if not np.isfinite(vectors).all():
-        raise VectorError("embeddings contain NaN or infinite values")
-    zero_rows = np.flatnonzero(~vectors.any(axis=1))
-    if zero_rows.size:
-        raise VectorError(
-            f"embedding {int(zero_rows[0])} ({img_names[int(zero_rows[0])]!r}) is all zeros, "
-            "which no face has and cosine distance cannot rank"
-        )
+    if len(img_names) != len(values):
+        raise InvalidParameterError(f"{len(img_names)} img_names for {len(values)} embeddings")
+    if identities is not None and len(identities) != len(values):
+        raise InvalidParameterError(f"{len(identities)} identities for {len(values)} embeddings")
+    vectors = check_vectors(values, None, lambda row: f"embedding {row} ({img_names[row]!r})")
     grouped: dict[str, list[int]] = {}
     for row, name in enumerate(img_names):
         grouped.setdefault(str(name), []).append(row)

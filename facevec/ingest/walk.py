@@ -60,6 +60,18 @@ def readable(path: str, within: Sequence[str] | None) -> str:
     return real
 
 
+def folder_spellings(folder: str | os.PathLike[str]) -> list[str]:
+    """How a folder is stored, best first: its canonical form (absolute, symlinks and
+    '.', '..' and '//' resolved, so //abs/folder, /abs/./folder and a link to it
+    are one folder, whose photos are indexed once), then, where it differs, the
+    absolute form earlier versions stored, which a gallery that holds it keeps."""
+    real = os.path.realpath(os.fspath(folder))
+    absolute = os.path.abspath(os.fspath(folder))
+    if absolute.startswith("//") and not absolute.startswith("///"):
+        absolute = absolute[1:]  # POSIX leaves '//' to the system: Linux and macOS read '/'
+    return [real] if absolute == real else [real, absolute]
+
+
 def inside(real: str, roots: Sequence[str]) -> bool:
     """Whether the real path `real` is one of the real paths `roots` or under one."""
     for root in roots:

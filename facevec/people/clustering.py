@@ -23,15 +23,17 @@ batch top-k, two threads), O(q·k·log(q·k)) for the linkage.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import InvalidParameterError, PeopleConflictError
+from ..errors import InvalidParameterError, PeopleConflictError, SkippedFacesWarning
 from ..metrics import face_metric
 from ..storage import people as store
-from ..storage.database import DbArg
+from ..storage.database import Database, DbArg
+from ..vectors import problems
 from . import defaults
 from .gallery import open_gallery
 from .graph import knn_graph
@@ -50,6 +52,10 @@ class ClusterReport:
     metric: str
     seconds: float
     edit_id: int | None  # the person_edit row (people undo), None if nothing changed
+    gone: int = 0  # faces deleted (a photo replaced or pruned) while the run computed
+    # Faces left out: their vectors make the metric's distances undefined (written by
+    # an older version or another program), {face id: why}.
+    skipped: dict[int, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,10 +122,14 @@ def cluster(
     started = time.perf_counter()
     face_metric(distance_metric)
     with open_gallery(db) as (database, collection):
-        faces = store.load_faces(database)
-        assigned = store.assignments(database)
+        faces, skipped = _loaded_faces(database, collection.dimensions, distance_metric)
         n = len(faces.ids)
         row_of_face = {int(face_id): row for row, face_id in enumerate(faces.ids.tolist())}
+        assigned = {
+            face: value
+            for face, value in store.assignments(database).items()
+            if face in row_of_face
+        }
         people = sorted({person for person, _ in assigned.values()})
         index_of_person = {person: i for i, person in enumerate(people)}
         person_of_row = np.full(n, -1, dtype=np.int64)
@@ -150,7 +160,16 @@ def cluster(
             metric=distance_metric,
             seconds=0.0,
             edit_id=None,
+            skipped=skipped,
         )
+        if skipped:
+            warnings.warn(
+                f"{database.name}: {len(skipped)} faces left out of clustering, their "
+                f"{distance_metric} distance being undefined: "
+                + "; ".join(f"face {i} {why}" for i, why in list(skipped.items())[:5]),
+                SkippedFacesWarning,
+                stacklevel=2,
+            )
         if free_rows.size == 0:
             report.seconds = time.perf_counter() - started
             return report
@@ -169,54 +188,106 @@ def cluster(
         free_faces = faces.ids[free_rows]
         joined = np.flatnonzero(result.person >= 0)
         clustered = np.flatnonzero(result.cluster >= 0)
-        n_new = int(result.cluster.max()) + 1 if clustered.size else 0
         report.joined_existing = int(joined.size)
-        report.new_people = n_new
+        report.new_people = int(result.cluster.max()) + 1 if clustered.size else 0
         report.faces_in_new_people = int(clustered.size)
         report.left_unassigned = int(free_rows.size - joined.size - clustered.size)
         if joined.size or clustered.size:
-            receivers = {people[int(result.person[i])] for i in joined}
-            changed = [int(face) for face in free_faces[np.concatenate([joined, clustered])]]
             # End the read snapshot of the load (MariaDB's repeatable read would keep
-            # it), so the check below sees what others committed while the graph ran.
+            # it), so the checks below see what others committed while the graph ran.
             database.rollback()
             with database.transaction():
-                if store.persons_of_faces(database, changed):
-                    raise PeopleConflictError(
-                        "people changed while clustering ran (another cluster run or edit); "
-                        "nothing was written: run it again"
-                    )
-                before = store.snapshot(database, receivers, changed)
-                new_ids = store.create_persons(database, n_new)
-                rows = [
-                    (
-                        int(free_faces[i]),
-                        people[int(result.person[i])],
-                        "suggested",
-                        _score(result.score[i]),
-                    )
-                    for i in joined
-                ] + [
-                    (
-                        int(free_faces[i]),
-                        new_ids[int(result.cluster[i])],
-                        "suggested",
-                        _score(result.score[i]),
-                    )
-                    for i in clustered
-                ]
-                store.assign(database, rows)
-                report.edit_id = store.record_edit(
-                    database,
-                    "cluster",
-                    f"clustered {free_rows.size} faces: {joined.size} joined existing people, "
-                    f"{n_new} new people ({clustered.size} faces)",
-                    receivers | set(new_ids),
-                    changed,
-                    before,
-                )
+                _write(database, report, result, free_faces, joined, clustered, people, min_faces)
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _write(
+    database: Database,
+    report: ClusterReport,
+    result: Clustering,
+    free_faces: np.ndarray,
+    joined: np.ndarray,
+    clustered: np.ndarray,
+    people: list[int],
+    min_faces: int,
+) -> None:
+    """The run's assignments, inside its write transaction: only for faces still
+    stored (a photo replaced or pruned while the graph ran took its faces away) and
+    people who still exist, and a new person only where at least ``min_faces`` of
+    its faces remain."""
+    wanted = [int(face) for face in free_faces[np.concatenate([joined, clustered])]]
+    if store.persons_of_faces(database, wanted):
+        raise PeopleConflictError(
+            "people changed while clustering ran (another cluster run or edit); "
+            "nothing was written: run it again"
+        )
+    present = store.existing_faces(database, wanted)
+    alive = {
+        p
+        for p in {people[int(result.person[i])] for i in joined}
+        if store.person_exists(database, p)
+    }
+    joins = [
+        (int(free_faces[i]), people[int(result.person[i])], _score(result.score[i]))
+        for i in joined
+        if int(free_faces[i]) in present and people[int(result.person[i])] in alive
+    ]
+    members: dict[int, list[tuple[int, float | None]]] = {}
+    for i in clustered:
+        if int(free_faces[i]) in present:
+            members.setdefault(int(result.cluster[i]), []).append(
+                (int(free_faces[i]), _score(result.score[i]))
+            )
+    groups = [members[c] for c in sorted(members) if len(members[c]) >= min_faces]
+    report.gone = len(wanted) - len(present)
+    report.joined_existing = len(joins)
+    report.new_people = len(groups)
+    report.faces_in_new_people = sum(len(group) for group in groups)
+    report.left_unassigned = len(present) - report.joined_existing - report.faces_in_new_people
+    report.left_unassigned += report.unassigned - len(wanted)
+    if not joins and not groups:
+        return
+    receivers = {person for _, person, _ in joins}
+    changed = sorted([face for face, _, _ in joins] + [f for g in groups for f, _ in g])
+    before = store.snapshot(database, receivers, changed)
+    new_ids = store.create_persons(database, len(groups))
+    rows = [(face, person, "suggested", score) for face, person, score in joins]
+    for person, group in zip(new_ids, groups, strict=True):
+        rows += [(face, person, "suggested", score) for face, score in group]
+    store.assign(database, rows)
+    report.edit_id = store.record_edit(
+        database,
+        "cluster",
+        f"clustered {report.unassigned} faces: {report.joined_existing} joined existing people, "
+        f"{report.new_people} new people ({report.faces_in_new_people} faces)",
+        receivers | set(new_ids),
+        changed,
+        before,
+    )
+
+
+def _loaded_faces(
+    database: Database, dimensions: int, metric: str
+) -> tuple[store.FaceSet, dict[int, str]]:
+    """The stored faces clustering can rank under ``metric``, and those it cannot
+    ({face id: why}: another size, or a vector that makes the distance undefined)."""
+    loaded = store.load_faces(database, dimensions=dimensions)
+    skipped = {
+        face: f"is {size} bytes, not {dimensions} float32 values"
+        for face, size in loaded.other_sizes.items()
+    }
+    bad = [p for p in problems(loaded.vectors) if p.undefined_for(metric)]
+    if not bad:
+        return loaded, skipped
+    skipped.update({int(loaded.ids[p.row]): p.reason for p in bad})
+    keep = np.setdiff1d(np.arange(len(loaded.ids)), [p.row for p in bad])
+    kept = store.FaceSet(
+        loaded.ids[keep],
+        [loaded.img_names[i] for i in keep.tolist()],
+        np.ascontiguousarray(loaded.vectors[keep]),
+    )
+    return kept, skipped
 
 
 def _score(value: float) -> float | None:

@@ -229,12 +229,23 @@ def confirm(db: DbArg, person: PersonRef, face_ids: Iterable[int] | None = None)
 
 
 def undo(db: DbArg) -> Change:
-    """Undo the latest change to people not undone yet (a cluster run or an edit)."""
+    """Undo the latest change to people not undone yet (a cluster run or an edit).
+
+    Refused when what that change wrote was changed since by something that is
+    not an edit (an index run giving a folder's faces to a person, another
+    program): putting the old rows back would misattribute the new ones."""
     with open_gallery(db) as (database, _):
-        last = store.last_edit(database)
-        if last is None:
-            raise PeopleConflictError(f"nothing to undo in {database.name}")
         with database.transaction():
+            last = store.last_edit(database)
+            if last is None:
+                raise PeopleConflictError(f"nothing to undo in {database.name}")
+            changed = store.changed_since(database, last)
+            if changed is not None:
+                raise PeopleConflictError(
+                    f"cannot undo {last.summary!r}: since then, {changed}; undoing it would "
+                    "misattribute that (nothing was undone: correct people with move, name, "
+                    "merge or split instead)"
+                )
             store.restore(database, last)
     return Change(last.id, f"undid: {last.summary}")
 

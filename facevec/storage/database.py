@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -42,26 +43,63 @@ class Database:
     owned: bool = True  # opened here, so closed here
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cursor = self.conn.cursor()
-        cursor.execute(self.dialect.sql(sql), tuple(params))
+        try:
+            cursor = self.conn.cursor()
+            cursor.execute(self.dialect.sql(sql), tuple(params))
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
         return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        cursor = self.conn.cursor()
-        cursor.executemany(self.dialect.sql(sql), rows)
+        try:
+            cursor = self.conn.cursor()
+            cursor.executemany(self.dialect.sql(sql), rows)
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return list(self.execute(sql, params).fetchall())
+        cursor = self.execute(sql, params)
+        try:
+            return list(cursor.fetchall())
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self.execute(sql, params).fetchone()
+        cursor = self.execute(sql, params)
+        try:
+            row = cursor.fetchone()
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
         return None if row is None else row[0]
 
     def commit(self) -> None:
-        self.conn.commit()
+        try:
+            self.conn.commit()
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
 
     def rollback(self) -> None:
-        self.conn.rollback()
+        try:
+            self.conn.rollback()
+        except Exception as err:
+            self._raise_if_lost(err)
+            raise
+
+    def _raise_if_lost(self, err: Exception) -> None:
+        """A driver's error saying the server connection is gone (killed, timed out,
+        the server restarted) becomes one DatabaseConnectionError naming the server."""
+        if _connection_lost(self.conn, err):
+            reason = " ".join(str(err.args[-1] if err.args else err).split())
+            raise DatabaseConnectionError(
+                f"lost the connection to {self.name}{f' ({reason})' if reason else ''}: "
+                "the server closed it, restarted or timed it out; what was not committed "
+                "was not written"
+            ) from err
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -76,7 +114,10 @@ class Database:
         try:
             yield self
         except BaseException:
-            self.rollback()
+            # A connection that is gone cannot roll back (its server already did):
+            # the error that ended the block is the one to tell.
+            with contextlib.suppress(DatabaseConnectionError, *driver_errors()):
+                self.rollback()
             raise
         self.commit()
 
@@ -285,6 +326,58 @@ def _connect_mysql(pymysql: Any, parsed: DatabaseURL) -> Any:
         raise _refused(parsed, err) from None
     except (OSError, ValueError, LookupError) as err:  # ssl setup, bad host, ...
         raise _refused(parsed, err) from None
+
+
+def identity(db: Database) -> tuple[Any, ...]:
+    """What makes two connections one database, however they were spelled: a SQLite
+    file's device and inode (any path, link or symlink to it), a server's own
+    identity (PostgreSQL: start time and port; MariaDB: host name, port and data
+    folder) with the database and schema."""
+    if db.dialect is SQLITE:
+        for _, name, path in db.query("PRAGMA database_list"):
+            if name == "main":
+                if not path:  # :memory: or a temporary database: only itself
+                    return ("sqlite", "memory", id(db.conn))
+                stat = os.stat(path)
+                return ("sqlite", stat.st_dev, stat.st_ino)
+    if db.dialect is POSTGRESQL:
+        row = db.execute(
+            "SELECT pg_postmaster_start_time()::text, current_setting('port'),"
+            " current_database(), current_schema()"
+        ).fetchone()
+        db.commit()  # end the read transaction this opened
+        return ("postgresql", *row)
+    row = db.execute("SELECT @@hostname, @@port, @@datadir, DATABASE()").fetchone()
+    db.commit()
+    return ("mysql", *row)
+
+
+# PyMySQL's codes for a connection that is gone: server gone away, lost during a
+# query, lost (extended); 0 with InterfaceError: used after it was lost.
+_MYSQL_LOST = (0, 2006, 2013, 2055)
+
+
+def _connection_lost(conn: Any, err: BaseException) -> bool:
+    module = type(err).__module__
+    if module.startswith("pymysql"):
+        code = err.args[0] if err.args and isinstance(err.args[0], int) else None
+        return code in _MYSQL_LOST and type(err).__name__ in ("OperationalError", "InterfaceError")
+    if module.startswith("psycopg"):
+        return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
+    return False
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The base error classes of the database drivers loaded in this process."""
+    names = ("sqlite3", "psycopg", "pymysql")
+    return tuple(sys.modules[n].Error for n in names if n in sys.modules)
+
+
+def end_failed_statement(db: Database) -> None:
+    """After a statement failed: PostgreSQL refuses every later one until the
+    transaction is rolled back (SQLite and MariaDB fail the statement alone)."""
+    if db.dialect is POSTGRESQL:
+        db.rollback()
 
 
 def in_clause_chunks(ids: Sequence[int], size: int = 500) -> Iterable[Sequence[int]]:

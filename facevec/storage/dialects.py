@@ -99,7 +99,11 @@ class SQLiteDialect(Dialect):
     view_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = {p}"
     column_exists_sql = "SELECT 1 FROM pragma_table_info({p}) WHERE name = {p}"
     placeholder = "?"
-    types = dict(Dialect.types, real="REAL", key_text="TEXT")
+    # AUTOINCREMENT: an id is never handed out twice, even after the newest row is
+    # deleted (storage/id_sequences.py).
+    types = dict(
+        Dialect.types, id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", key_text="TEXT"
+    )
     # The table is its own covering index, clustered on (face_id, dimension): a scan
     # reads each face's values together, so GROUP BY face_id streams.
     embeddings_table_suffix = " WITHOUT ROWID"

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..face import Face
+from ..vectors import check_blob
 from . import lists
 from .database import Database, in_clause_chunks
 from .schema import now
@@ -78,6 +79,7 @@ def _plain(value: Any) -> Any:
 def insert_stored_face(db: Database, face: StoredFace) -> int:
     """Insert one face in both representations (only the blob in a blobs-only
     gallery), in its IVF list when the gallery has lists; returns its face_meta id."""
+    check_blob(face.embedding, lambda: f"face {face.face_index} of {face.img_name!r}")
     current = lists.layout(db)
     cursor = db.execute(
         f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list) VALUES ("
@@ -354,21 +356,22 @@ def iter_stored_faces(
         yield [(int(row[0]), StoredFace(*row[1:])) for row in rows]
 
 
-def replace_stored_face(db: Database, face: StoredFace) -> int:
-    """Make `face` the one stored under its (img_name, face_index); returns its new id.
+def replace_stored_face(db: Database, face: StoredFace) -> tuple[int, list[int]]:
+    """Make `face` the one stored under its (img_name, face_index); returns its new
+    id and the ids of the faces it replaced.
 
     Keyed by face rather than by image, so faces of one image may arrive in any
     order and in several batches, and a rerun replaces instead of duplicating.
     """
     ids = [
-        row[0]
+        int(row[0])
         for row in db.query(
             "SELECT id FROM face_meta WHERE img_name = {p} AND face_index = {p}",
             (face.img_name, face.face_index),
         )
     ]
     _delete_faces(db, ids)
-    return insert_stored_face(db, face)
+    return insert_stored_face(db, face), ids
 
 
 STORED_FACE_COLUMNS = _COLUMNS

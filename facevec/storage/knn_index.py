@@ -11,18 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..bindings.extension import is_native
+
 
 def has_functions(conn: Any) -> bool:
     """Whether ``conn`` has the native facevec_knn functions."""
-    if not hasattr(conn, "enable_load_extension"):
-        return False
-    try:
-        row = conn.execute(
-            "SELECT 1 FROM pragma_function_list WHERE name = 'facevec_knn_sync'"
-        ).fetchone()
-    except Exception:
-        return False
-    return row is not None
+    return is_native(conn)
 
 
 def status(conn: Any, table: str) -> dict[str, Any] | None:

@@ -65,6 +65,15 @@ def entries_under(db: Database, folder_prefix: str) -> dict[str, Seen]:
     return {path: Seen(*rest) for path, *rest in rows}
 
 
+def has_entries_under(db: Database, folder_prefix: str) -> bool:
+    """Whether any ledger row lies under a folder (`folder_prefix` ends with a separator)."""
+    row = db.execute(
+        "SELECT 1 FROM ingest_ledger WHERE substr(path, 1, {p}) = {p} LIMIT 1",
+        (len(folder_prefix), folder_prefix),
+    ).fetchone()
+    return row is not None
+
+
 def entries_at(db: Database, paths: list[str]) -> dict[str, Seen]:
     """The ledger rows of these exact paths (those that have one)."""
     found: dict[str, Seen] = {}

@@ -154,7 +154,19 @@ def save_pending(
 def save_assignments(
     db: Database, generation: int, face_ids: Sequence[int], lists: Sequence[int]
 ) -> None:
-    rows = [(int(f), generation, int(n)) for f, n in zip(face_ids, lists, strict=True)]
+    """Each face's pending list; faces no longer stored (deleted since their vector
+    was read) are left out, in the caller's transaction."""
+    stored: set[int] = set()
+    for chunk in in_clause_chunks([int(f) for f in face_ids]):
+        stored.update(
+            int(row[0])
+            for row in db.query(
+                f"SELECT id FROM face_meta WHERE id IN ({db.dialect.params(len(chunk))})", chunk
+            )
+        )
+    rows = [
+        (int(f), generation, int(n)) for f, n in zip(face_ids, lists, strict=True) if f in stored
+    ]
     if rows:
         db.executemany(
             "INSERT INTO facevec_list_pending (face_id, generation, list_no)"
@@ -163,14 +175,15 @@ def save_assignments(
         )
 
 
-def unassigned_pending(db: Database, generation: int) -> tuple[list[int], bytes]:
-    """Faces without a pending list (written while the reindex ran)."""
+def unassigned_pending(db: Database, generation: int) -> tuple[list[int], list[bytes]]:
+    """(ids, vector blobs) of the faces without a pending list (written while the
+    reindex ran)."""
     rows = db.query(
         "SELECT f.id, f.embedding FROM face_meta f WHERE NOT EXISTS (SELECT 1 FROM"
         " facevec_list_pending p WHERE p.face_id = f.id AND p.generation = {p}) ORDER BY f.id",
         (generation,),
     )
-    return [int(row[0]) for row in rows], b"".join(bytes(row[1]) for row in rows)
+    return [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
 
 
 def activate(db: Database, generation: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,9 @@ class FaceSet:
     ids: np.ndarray  # int64
     img_names: list[str]
     vectors: np.ndarray  # float32, one row per face
+    # Faces left out: their vector is not `dimensions` float32 values (written outside
+    # facevec), {face id: its size in bytes}.
+    other_sizes: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Edit:
     faces: list[int]
     before_rows: dict[str, list[list[Any]]]
     created_at: str
+    # What the edit left (edit_state), None for edits recorded before schema 4.
+    after_rows: dict[str, list[list[Any]]] | None = None
 
 
 def _ids(values: Iterable[Any]) -> list[int]:
@@ -81,11 +86,13 @@ def _in(db: Database, column: str, ids: Sequence[int]) -> str:
 # Faces ---------------------------------------------------------------------------
 
 
-def load_faces(db: Database, batch_size: int = 20000) -> FaceSet:
-    """Every face's id, photo and vector, in id order (batched by id)."""
+def load_faces(db: Database, batch_size: int = 20000, dimensions: int | None = None) -> FaceSet:
+    """Every face's id, photo and vector, in id order (batched by id); with
+    `dimensions`, a vector of another size is left out (``FaceSet.other_sizes``)."""
     ids: list[int] = []
     names: list[str] = []
     blobs: list[bytes] = []
+    other_sizes: dict[int, int] = {}
     last = None
     while True:
         where, params = ("", []) if last is None else (" WHERE id > {p}", [last])
@@ -97,14 +104,18 @@ def load_faces(db: Database, batch_size: int = 20000) -> FaceSet:
         if not rows:
             break
         for face_id, img_name, blob in rows:
-            ids.append(int(face_id))
+            last = int(face_id)
+            if dimensions is not None and len(blob) != 4 * dimensions:
+                other_sizes[last] = len(blob)
+                continue
+            ids.append(last)
             names.append(img_name)
             blobs.append(bytes(blob))
-        last = ids[-1]
     if not blobs:
-        return FaceSet(np.empty(0, np.int64), [], np.empty((0, 0), np.float32))
+        empty = np.empty((0, dimensions or 0), np.float32)
+        return FaceSet(np.empty(0, np.int64), [], empty, other_sizes)
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-    return FaceSet(np.asarray(ids, dtype=np.int64), names, vectors.astype(np.float32))
+    return FaceSet(np.asarray(ids, dtype=np.int64), names, vectors.astype(np.float32), other_sizes)
 
 
 def existing_faces(db: Database, face_ids: Sequence[int]) -> set[int]:
@@ -485,32 +496,95 @@ def record_edit(
     face_ids: Iterable[int],
     before_rows: dict,
 ) -> int:
+    """Record an edit, at the end of its transaction: the rows it replaced (for
+    undo) and the rows it left (so undo can tell whether they changed since)."""
+    person_ids, face_ids = _ids(person_ids), _ids(face_ids)
     cursor = db.execute(
-        "INSERT INTO person_edit (action, summary, persons, faces, before_rows, created_at)"
-        " VALUES ({p}, {p}, {p}, {p}, {p}, {p})" + db.dialect.returning_id,
+        "INSERT INTO person_edit (action, summary, persons, faces, before_rows, after_rows,"
+        " created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})" + db.dialect.returning_id,
         (
             action,
             summary,
-            json.dumps(_ids(person_ids)),
-            json.dumps(_ids(face_ids)),
+            json.dumps(person_ids),
+            json.dumps(face_ids),
             json.dumps(before_rows),
+            json.dumps(edit_state(db, person_ids, face_ids)),
             now(),
         ),
     )
     return db.dialect.inserted_id(cursor)
 
 
+def edit_state(db: Database, person_ids: Sequence[int], face_ids: Sequence[int]) -> dict:
+    """What undo would replace: the snapshot's rows, and every assignment to these
+    people (a face given to one of them since would be left to a deleted person)."""
+    state = snapshot(db, person_ids, face_ids)
+    by_face = {row[0]: row for row in state["person_face"]}
+    for chunk in in_clause_chunks(_ids(person_ids)):
+        for row in db.query(
+            "SELECT face_id, person_id, source, score, updated_at FROM person_face"
+            f" WHERE {_in(db, 'person_id', chunk)}",
+            chunk,
+        ):
+            by_face[row[0]] = list(row)
+    state["person_face"] = [list(by_face[face]) for face in sorted(by_face)]
+    return json.loads(json.dumps(state))  # as it reads back from person_edit
+
+
+def changed_since(db: Database, edit: Edit) -> str | None:
+    """What changed since ``edit`` among the rows undo would replace (a person, a
+    name, a folder, an assignment, a rejection), or None. Rows of faces deleted
+    since are left out: undo skips them anyway."""
+    if edit.after_rows is None:
+        return None
+    now_rows = edit_state(db, edit.persons, edit.faces)
+    referred = [row[0] for table in ("person_face", "person_rejection") for row in now_rows[table]]
+    referred += [
+        row[0] for table in ("person_face", "person_rejection") for row in edit.after_rows[table]
+    ]
+    stored = existing_faces(db, referred)
+    for table in ("person", "person_folder", "person_face", "person_rejection"):
+        then = _rows_of_stored(edit.after_rows.get(table, []), table, stored)
+        current = _rows_of_stored(now_rows[table], table, stored)
+        if then != current:
+            return _difference(table, then, current)
+    return None
+
+
+def _rows_of_stored(rows: list[list[Any]], table: str, stored: set[int]) -> list[list[Any]]:
+    if table in ("person_face", "person_rejection"):
+        rows = [row for row in rows if row[0] in stored]
+    return sorted(rows, key=lambda row: [str(value) for value in row])
+
+
+def _difference(table: str, then: list[list[Any]], current: list[list[Any]]) -> str:
+    """One sentence naming the first row that differs."""
+    before = {json.dumps(row) for row in then}
+    after = {json.dumps(row) for row in current}
+    row = json.loads(min((after - before) or (before - after)))
+    gone = not (after - before)
+    if table == "person":
+        return f"person {row[0]} was {'deleted' if gone else 'renamed or changed'}"
+    if table == "person_folder":
+        return f"folder {row[0]!r} {'left' if gone else 'was given to'} person {row[1]}"
+    if table == "person_face":
+        what = "lost its assignment to" if gone else "was assigned to"
+    else:
+        what = "lost its rejection from" if gone else "was rejected from"
+    return f"face {row[0]} {what} person {row[1]}"
+
+
 def last_edit(db: Database) -> Edit | None:
     """The latest edit not undone yet."""
     limit, params = db.dialect.limit(1)
     rows = db.query(
-        "SELECT id, action, summary, persons, faces, before_rows, created_at FROM person_edit"
-        f" WHERE undone_at IS NULL ORDER BY id DESC{limit}",
+        "SELECT id, action, summary, persons, faces, before_rows, created_at, after_rows"
+        f" FROM person_edit WHERE undone_at IS NULL ORDER BY id DESC{limit}",
         params,
     )
     if not rows:
         return None
-    edit_id, action, summary, persons_, faces_, before, created = rows[0]
+    edit_id, action, summary, persons_, faces_, before, created, after = rows[0]
     return Edit(
         int(edit_id),
         action,
@@ -519,6 +593,7 @@ def last_edit(db: Database) -> Edit | None:
         json.loads(faces_),
         json.loads(before),
         created,
+        None if after is None else json.loads(after),
     )
 
 

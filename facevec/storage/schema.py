@@ -6,10 +6,12 @@ img_name, embedding, face_id, dimension, value), so its SQL runs unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import dataclass
 
 from ..errors import ModelMismatchError
+from . import id_sequences
 from .database import Database
 from .dialects import SQLITE
 
@@ -18,9 +20,11 @@ from .dialects import SQLITE
 # version-1 database is upgraded by storage.people.upgrade. 3: IVF lists
 # (facevec_centroids, facevec_list_pending, face_meta.ivf_list,
 # facevec_collection.ivf_generation and embedding_rows); create_schema adds the
-# columns to an older gallery (_COLUMNS below). 6: the ingest ledger records each
-# file's mtime_ns and inode (a rescan reads only files whose stat changed) and the
-# settings it was indexed with (settings); added to a version-5 gallery likewise.
+# columns to an older gallery (_COLUMNS below). 4: ids never reused (AUTOINCREMENT
+# on SQLite, storage/id_sequences.py) and person_edit.after_rows (undo refuses when
+# what an edit wrote changed since). 6: the ingest ledger records each file's
+# mtime_ns and inode (a rescan reads only files whose stat changed) and the settings
+# it was indexed with (settings).
 SCHEMA_VERSION = 6
 
 SOURCES = ("folder", "confirmed", "suggested")
@@ -119,6 +123,7 @@ _COLUMNS = (
     ("face_meta", "ivf_list", "int"),
     ("facevec_collection", "ivf_generation", "int"),
     ("facevec_collection", "embedding_rows", "int NOT NULL DEFAULT 1"),
+    ("person_edit", "after_rows", "text"),
     # version 6: what a rescan compares, and the settings a file was indexed with
     ("ingest_ledger", "mtime_ns", "int"),
     ("ingest_ledger", "inode", "int"),
@@ -264,17 +269,20 @@ def create_schema(db: Database) -> None:
                 db.execute(
                     "UPDATE facevec_collection SET schema_version = 3 WHERE schema_version = 2"
                 )
-                # Version 5 to 6: the ledger's new columns are there (rows from before
-                # keep NULL settings: judged by hash, model and detector, as then).
-                db.execute(
-                    "UPDATE facevec_collection SET schema_version = 6 WHERE schema_version = 5"
-                )
-            return
+            break
         except Exception:
             # A server racing another CREATE ... IF NOT EXISTS can fail on its own
             # catalog (PostgreSQL: duplicate pg_type key): the other one won; retry.
             if attempt == 2 or db.dialect is SQLITE:
                 raise
+    # The upgrades since, in order: each one step of its own, idempotent.
+    id_sequences.upgrade(db)
+    with db.transaction():
+        # Version 5 to 6: the ledger's new columns are there (rows from before keep
+        # NULL settings: judged by hash, model and detector, as then).
+        db.execute(
+            "UPDATE facevec_collection SET schema_version = 6 WHERE schema_version IN (4, 5)"
+        )
 
 
 def has_schema(db: Database) -> bool:
@@ -321,13 +329,15 @@ def ensure_collection(
     dimensions: int,
     detector_backend: str | None,
     name: str = "default",
+    in_transaction: bool = False,
 ) -> Collection:
-    """Record the model of a new database, or refuse vectors of another model/size."""
+    """Record the model of a new database, or refuse vectors of another model/size.
+    ``in_transaction``: inside the caller's transaction (else a transaction of its own)."""
     collection = check_model(db, model_name, name)
     if collection is None:
         # Two first runs may race here: the one whose row lands first decides, and
         # the other is checked against it below.
-        with db.transaction():
+        with contextlib.nullcontext() if in_transaction else db.transaction():
             db.execute(
                 db.dialect.insert_or_ignore(
                     "facevec_collection",

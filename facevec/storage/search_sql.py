@@ -11,7 +11,7 @@ Each returns rows nearest first, ties by face id. (knn's statements are in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -19,17 +19,32 @@ from . import lists
 from .database import Database
 
 
+def _not_in(column: str, exclude: Collection[int]) -> str:
+    # Ids from facevec's own scan of the gallery, never from a caller: inline
+    # integers, so no driver's limit on bound parameters applies.
+    if not exclude:
+        return ""
+    return f"{column} NOT IN ({', '.join(str(int(i)) for i in sorted(exclude))})"
+
+
 def extension_nearest(
-    db: Database, query: bytes, sql_function: str, threshold: float | None, k: int | None
+    db: Database,
+    query: bytes,
+    sql_function: str,
+    threshold: float | None,
+    k: int | None,
+    exclude: Collection[int] = (),
 ) -> list[tuple[int, float]]:
     where, params = "", [query]
     if threshold is not None:
         where = " WHERE distance <= {p}"
         params.append(float(threshold))
+    skip = _not_in("id", exclude)
     limit, limit_params = db.dialect.limit(k)
     rows = db.query(
         f"SELECT id, distance FROM (SELECT id, {sql_function}(embedding, {{p}}) AS distance"
-        f" FROM face_meta) AS scored{where} ORDER BY distance, id{limit}",
+        f" FROM face_meta{' WHERE ' + skip if skip else ''}) AS scored{where}"
+        f" ORDER BY distance, id{limit}",
         params + limit_params,
     )
     return [(int(face_id), float(distance)) for face_id, distance in rows]
@@ -42,13 +57,15 @@ def relational_sql(
     threshold: float | None,
     k: int | None,
     probe: Sequence[int] | None = None,
+    exclude: Collection[int] = (),
 ) -> tuple[str, list]:
     """The relational query and its parameters; every value is bound (on SQLite,
     into a temporary table filled first).
 
     It yields (face_id, score): the squared distance for euclidean and
     euclidean_l2 (so that no square root is needed to filter or order), the
-    distance itself for cosine. With `probe`, only the faces of those IVF lists.
+    distance itself for cosine. With `probe`, only the faces of those IVF lists;
+    faces in `exclude` are left out.
     """
     with_clause, join_clause, params = db.dialect.target_table(db.conn, query)
     if metric == "euclidean":
@@ -78,6 +95,9 @@ def relational_sql(
     if probe is not None:
         source, where = lists.list_filter(db, probe)
         join_clause = lists.probed_join(db, join_clause)
+    skip = _not_in("e.face_id", exclude)
+    if skip:
+        where = f"{where} AND {skip}" if where else f" WHERE {skip}"
     sql = (
         f"{with_clause}SELECT e.face_id, {score} AS score"
         f" FROM {source} {join_clause}{where}"
@@ -94,13 +114,14 @@ def relational_scores(
     threshold: float | None,
     k: int | None,
     probe: Sequence[int] | None = None,
+    exclude: Collection[int] = (),
 ) -> list[tuple[int, float | None]]:
     """(face_id, score) rows of the relational query; see relational_sql."""
     # Filling a temporary target table opens a transaction: end it unless it was
     # the caller's own.
     was_in_transaction = bool(getattr(db.conn, "in_transaction", False))
     try:
-        sql, params = relational_sql(db, query, metric, threshold, k, probe)
+        sql, params = relational_sql(db, query, metric, threshold, k, probe, exclude)
         cursor = db.conn.cursor()
         cursor.execute(sql, params)
         rows = cursor.fetchall()
