@@ -135,6 +135,21 @@ class _Changes:
                 self._condition.wait(min(max(wait, 0.01), 0.5))
             return [], []
 
+    def take_moves(self) -> list[tuple[str, str]]:
+        """The moves not yet taken, at once; their paths stay for the next batch."""
+        with self._condition:
+            moves, self._moves = self._moves, []
+            return moves
+
+    def pending(self) -> bool:
+        with self._condition:
+            return bool(self._paths)
+
+    def moving_away(self) -> list[str]:
+        """The sources of the moves not yet taken."""
+        with self._condition:
+            return [source for source, _ in self._moves]
+
     def pause(self, seconds: float) -> None:
         """Sleep, ended early by stop()."""
         with self._condition:
@@ -184,6 +199,7 @@ class Watcher:
         self.settings = settings  # the rest of index's keyword arguments
         self.changes = _Changes()
         self.ready = threading.Event()  # set once caught up and following events
+        self._busy = False  # a batch under way
 
     def _observe(self) -> Any:
         """watchdog's observer of the folders, started."""
@@ -222,7 +238,12 @@ class Watcher:
                 paths, moves = self.changes.take(self.settle, self.max_delay)
                 if not paths:
                     continue
-                if self._apply(paths, moves):
+                self._busy = True
+                try:
+                    done = self._apply(paths, moves)
+                finally:
+                    self._busy = False
+                if done:
                     retry = RETRY_SECONDS[0]
                 else:
                     self.changes.pause(retry)
@@ -234,6 +255,11 @@ class Watcher:
             observer.stop()
             observer.join()
             self.on_status(WatchStatus("stopped"))
+
+    def idle(self) -> bool:
+        """Whether it follows events with nothing to do: caught up, no change waiting
+        and no batch under way."""
+        return self.ready.is_set() and not self._busy and not self.changes.pending()
 
     def stop(self) -> None:
         """End run() from another thread: an update under way stops as Ctrl-C stops
@@ -280,9 +306,23 @@ class Watcher:
             self.changes.add(paths, moves)
             self.on_status(WatchStatus("failed", message=_reason(err)))
             return False
+        # A path moved on again since (an event not taken yet) keeps its rows for
+        # that move to carry, rather than losing them here.
+        onwards = self.changes.moving_away()
         ok = True
         for where, group in grouped.items():
             spellings = self.spellings[where]
+            group = [path for path in group if not _moved_on(path, onwards)]
+            try:  # moves seen since this batch was taken go first: the walk of a
+                # folder would find their files new
+                for late_where, count in self._carry_late().items():
+                    moved[late_where] = moved.get(late_where, 0) + count
+            except (KeyboardInterrupt, MissingWeightsError, MissingDependencyError):
+                raise
+            except Exception:  # their paths are still pending: updated as new files
+                pass
+            if not group and not moved[where]:
+                continue
             try:
                 report = update_paths(
                     spellings[0],
@@ -307,6 +347,16 @@ class Watcher:
                 continue
             self.on_status(WatchStatus("updated", report.folder, report, moved[where]))
         return ok
+
+    def _carry_late(self) -> dict[int, int]:
+        """Carry the moves seen since the batch was taken; files carried per folder."""
+        late = self.changes.take_moves()
+        carried = {}
+        for where, spellings in enumerate(self.spellings):
+            here = [move for move in late if self._folder_of(move[1]) == where]
+            if here:
+                carried[where] = self._carry(spellings, here)
+        return carried
 
     def _carry(self, spellings: list[str], moves: list[tuple[str, str]]) -> int:
         """The faces and ledger rows of moved files (and folders) go to the new paths."""
@@ -383,6 +433,15 @@ class Watcher:
         )
 
 
+def _moved_on(path: str, sources: list[str]) -> bool:
+    """Whether `path` is gone, as one of `sources` (or under one)."""
+    if not sources or os.path.lexists(path):
+        return False
+    return any(
+        path == source or path.startswith(source.rstrip(os.sep) + os.sep) for source in sources
+    )
+
+
 def _reason(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
@@ -428,19 +487,24 @@ def _carry_moved_away(
     modification time (or size and content hash) are those of a vanished file's
     ledger row takes over that file's faces and row. Returns how many."""
     prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
+    # Most starts find every recorded file in place: a look at each, no walk.
+    vanished = [
+        text
+        for text in ledger.paths_under(database, prefix)
+        if not os.path.lexists(path_from_text(text))
+    ]
+    if not vanished:
+        return 0
     walk = Walk(folder)
     listed = {path_to_text(path): path for path in walk.photos()}
-    recorded = ledger.entries_under(database, prefix)
     gone = {
         text: seen
-        for text, seen in recorded.items()
-        if text not in listed
-        and seen.outcome in FINAL_OUTCOMES
-        and walk.saw(text)
-        and not os.path.lexists(path_from_text(text))
+        for text, seen in ledger.entries_at(database, vanished).items()
+        if text not in listed and seen.outcome in FINAL_OUTCOMES and walk.saw(text)
     }
     if not gone:
         return 0
+    recorded = set(ledger.paths_under(database, prefix))
     by_size: dict[int | None, list[str]] = {}
     for text, seen in gone.items():
         by_size.setdefault(seen.size_bytes, []).append(text)
