@@ -338,3 +338,37 @@ def test_which_events_name_photos(event, named, moves):
             )
         )
     assert changes.take(settle=0, max_delay=0) == (named + ["/p/last.jpg"], moves)
+
+
+def test_serve_watch_needs_photo_folders(tmp_path):
+    import numpy as np
+    from click.testing import CliRunner
+
+    from facevec.cli import cli
+
+    db = tmp_path / "faces.db"
+    facevec.add(db, ["a.jpg"], np.ones((1, 128), dtype=np.float32))
+    result = CliRunner().invoke(cli, ["serve", "--db", str(db), "--watch"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: watching needs the photo folders to watch (--photos)"
+    )
+
+
+def test_watch_refuses_another_model_than_the_gallerys_before_reading(tmp_path):
+    import numpy as np
+    from click.testing import CliRunner
+
+    from facevec.cli import cli
+
+    db = tmp_path / "faces.db"
+    facevec.add(db, ["a.jpg"], np.ones((1, 128), dtype=np.float32))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    result = CliRunner().invoke(cli, ["watch", str(folder), "--db", str(db), "--model", "Facenet"])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: database {db} holds Dlib vectors (128 dimensions), not Facenet")
+    )
