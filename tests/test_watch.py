@@ -188,6 +188,7 @@ def test_changes_while_it_runs_are_followed(folder, tmp_path, photos):
         os.remove(folder / "img25.jpg")
         wait_until(lambda: ledger_row(db, folder / "img25.jpg") is None, "the deletion")
         assert faces_at(db, folder / "img25.jpg") == []
+        wait_until(watcher.idle, "the last batch")
         moves = sum(s.moved for s in statuses if s.event == "updated")
         embedded = sum(s.report.indexed for s in statuses if s.event == "updated")
         assert (moves, embedded) == (4, 2)  # the added and the changed photo only
