@@ -39,6 +39,7 @@ from .errors import (
 _OWNERS = {
     "index": "ingest",
     "update_paths": "ingest",
+    "watch": "ingest.watch",
     "add": "ingest",
     "find": "recognize",
     "verify": "recognize",
@@ -91,4 +92,5 @@ __all__ = [
     "train_lists",
     "update_paths",
     "verify",
+    "watch",
 ]

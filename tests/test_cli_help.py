@@ -27,7 +27,7 @@ def test_every_command_has_help_text():
 def test_expected_commands_exist():
     expected = {"index", "find", "verify", "info", "reindex", "copy", "extension-path", "serve"}
     expected |= {"identify", "calibrate", "people"}
-    expected |= {"export", "import", "spark"}
+    expected |= {"export", "import", "spark", "watch"}
     assert expected == set(cli.commands)
     people = {"cluster", "list", "show", "name", "merge", "split", "move", "reject"}
     people |= {"confirm", "undo", "history"}

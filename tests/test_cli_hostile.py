@@ -154,6 +154,8 @@ def invocations(evil_gallery, tmp_path_factory):
         ("spark", "people"): {"--gallery": copy, "--out": existing},
         ("export",): {"--parquet": work / "export", "--db": copy, "--overwrite": None},
         ("import",): {"--parquet": work / "export", "--db": work / "imported.db"},
+        # watch would run until stopped: another model than the gallery's stops it at start.
+        ("watch",): {"folders": root, "--db": copy, "--model": "Facenet"},
     }
 
 

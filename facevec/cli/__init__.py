@@ -4,7 +4,7 @@
 its commands on import.
 """
 
-from . import gallery, people, serve, spark, transfer  # noqa: F401  (registers the commands)
+from . import gallery, people, serve, spark, transfer, watch  # noqa: F401  (registers the commands)
 from .main import cli
 
 __all__ = ["cli"]

@@ -6,6 +6,7 @@ import click
 
 from .main import FiniteFloatRange, cli, db_option, fail_cleanly
 from .output import echo
+from .watch import print_status
 
 MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web stack
 
@@ -54,6 +55,13 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     type=click.IntRange(1),
     help="Larger uploaded photos are refused (413) before they are decoded.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep the gallery in step with the --photos folders while serving: new, changed, "
+    "moved and deleted photos are indexed or removed within seconds (as facevec watch, "
+    "with the gallery's model and the default settings).",
+)
 @fail_cleanly
 def serve_command(
     db: str,
@@ -64,6 +72,7 @@ def serve_command(
     token: str | None,
     max_upload_mb: float,
     max_pixels: int,
+    watch: bool,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
 
@@ -86,6 +95,8 @@ def serve_command(
         max_pixels=max_pixels,
         host=host,
         allowed_hosts=allowed_hosts,
+        watch=watch,
+        on_watch_status=print_status,
     )
     echo(
         f"facevec serving {db} on http://{host}:{port}/ "

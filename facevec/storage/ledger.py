@@ -88,6 +88,20 @@ def entries_at(db: Database, paths: list[str]) -> dict[str, Seen]:
     return found
 
 
+def rows_at(db: Database, paths: list[str]) -> dict[str, LedgerEntry]:
+    """The whole ledger rows of these exact paths (those that have one)."""
+    found: dict[str, LedgerEntry] = {}
+    for start in range(0, len(paths), 500):
+        chunk = paths[start : start + 500]
+        rows = db.query(
+            f"SELECT {', '.join(_COLUMNS)} FROM ingest_ledger"
+            f" WHERE path IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        )
+        found.update({row[0]: LedgerEntry(*row) for row in rows})
+    return found
+
+
 def paths_under(db: Database, folder_prefix: str) -> list[str]:
     """Paths of the rows under a folder (`folder_prefix` ends with a separator)."""
     rows = db.query(

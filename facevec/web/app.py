@@ -6,7 +6,8 @@ import contextlib
 import importlib.util
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .._version import __version__
-from ..errors import FacevecError
+from ..errors import FacevecError, InvalidParameterError
 from ..storage.database import open_database
 from . import api, pages
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
@@ -55,6 +56,8 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     host: str = "127.0.0.1",
     allowed_hosts: Iterable[str] = (),
+    watch: bool = False,
+    on_watch_status: Callable[[Any], None] | None = None,
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
@@ -62,6 +65,8 @@ def create_app(
     photos: folders whose photos the pages may show; nothing outside them is sent.
     host: the address the server listens on; with allowed_hosts, the names a
     request's Host header may give (facevec.web.hosts: DNS rebinding).
+    watch: keep the gallery in step with the photo folders while the server runs
+    (facevec.ingest.watch, in a background thread; on_watch_status hears of each step).
     """
     config = make_config(
         db, token, photos, max_upload_bytes, max_pixels, host=host, allowed_hosts=allowed_hosts
@@ -70,11 +75,22 @@ def create_app(
     with open_database(config.db, create=False):
         pass
     jobs = IndexJobs(config.db, config.photo_roots)
+    watcher = _watcher(config, on_watch_status) if watch else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if watcher is not None:
+            thread = threading.Thread(
+                target=_run_watcher, args=(watcher,), name="facevec-watch", daemon=True
+            )
+            thread.start()
         yield
-        # Stopping the server stops an index job as Ctrl-C would: finished batches stay.
+        # Stopping the server stops an index job (and the watcher) as Ctrl-C would:
+        # finished batches stay.
+        if watcher is not None and thread is not None:
+            watcher.stop()
+            thread.join(60)
         jobs.shutdown()
 
     app = FastAPI(
@@ -87,6 +103,7 @@ def create_app(
     )
     app.state.config = config
     app.state.jobs = jobs
+    app.state.watcher = watcher
     app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
     app.state.people = False
     # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
@@ -105,6 +122,27 @@ def create_app(
     app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
     app.add_middleware(HostCheck, allowed=config.hosts())  # outermost: before anything else
     return app
+
+
+def _watcher(config: WebConfig, on_status: Callable[[Any], None] | None) -> Any:
+    """A watcher of the server's photo folders, reading only under them."""
+    from ..ingest.watch import Watcher
+
+    if not config.photo_roots:
+        raise InvalidParameterError("watching needs the photo folders to watch (--photos)")
+    return Watcher(
+        config.photo_roots,
+        config.db,
+        on_status=on_status or (lambda status: logger.info("watch: %s", status)),
+        within=config.photo_roots,
+    )
+
+
+def _run_watcher(watcher: Any) -> None:
+    try:
+        watcher.run()
+    except Exception as err:  # the server goes on serving what is stored
+        logger.error("the photo folders are no longer watched: %s", err, exc_info=err)
 
 
 def people_installed() -> bool:

@@ -1,0 +1,165 @@
+"""facevec watch: keep a gallery in step with photo folders as they change."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..engine.decode import DEFAULT_MAX_PIXELS
+from ..ingest.photo import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FACE
+from ..ingest.watch import MAX_DELAY_SECONDS, SETTLE_SECONDS, WatchStatus
+from .main import FiniteFloatRange, cli, db_option, detector_option, fail_cleanly, model_option
+from .output import echo, printable
+
+
+@cli.command(name="watch")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@db_option()
+@model_option(default=None)
+@detector_option(default=None)
+@click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Photos per committed batch.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes that embed photos when catching up, or when many change at once "
+    "[default: one per core].",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="deepface's own detection: vectors equal DeepFace.represent's, several times slower.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Larger photos are not decoded (an error in the ledger).",
+)
+@click.option(
+    "--min-face",
+    type=click.IntRange(0),
+    default=DEFAULT_MIN_FACE,
+    show_default=True,
+    help="Faces narrower or shorter than this many pixels are counted, not stored.",
+)
+@click.option(
+    "--min-sharpness",
+    type=FiniteFloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Faces the detector is less sure of are counted, not stored "
+    f"[default: {DEFAULT_MIN_CONFIDENCE['dlib']:g} for dlib, 0 for the other detectors].",
+)
+@click.option(
+    "--settle",
+    type=FiniteFloatRange(0),
+    default=SETTLE_SECONDS,
+    show_default=True,
+    help="Seconds without a new change before the changes seen are indexed "
+    f"(at most {MAX_DELAY_SECONDS:g} s after the first).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar while catching up.")
+@fail_cleanly
+def watch_command(
+    folders: tuple[str, ...],
+    db: str,
+    model_name: str | None,
+    detector_backend: str | None,
+    batch_size: int,
+    workers: int | None,
+    exact: bool,
+    max_pixels: int,
+    min_face: int,
+    min_sharpness: float,
+    min_confidence: float | None,
+    settle: float,
+    quiet: bool,
+) -> None:
+    """Keep DB in step with FOLDERS: new, changed, moved and deleted photos are
+    indexed or removed within seconds, until Ctrl-C.
+
+    It first catches up on what changed while nothing watched (a rescan that reads
+    only files whose size, time or inode changed; deleted photos are removed), then
+    follows the system's file events. Settings as for index; the model and detector
+    are the gallery's own unless given.
+    """
+    from ..ingest.watch import Watcher
+
+    watcher = Watcher(
+        folders,
+        db,
+        model_name=model_name,
+        detector_backend=detector_backend,
+        workers=workers,
+        progress=not quiet,
+        settle=settle,
+        on_status=print_status,
+        batch_size=batch_size,
+        exact=exact,
+        max_pixels=max_pixels,
+        min_face=min_face,
+        min_sharpness=min_sharpness,
+        min_confidence=min_confidence,
+    )
+    echo(f"catching up on {', '.join(printable(f) for f in folders)}", err=True)
+    # A service manager's stop (SIGTERM) ends the watch as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        echo("stopped: committed batches are kept; the next start catches up", err=True)
+        sys.exit(0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def print_status(status: WatchStatus) -> None:
+    """One line per step of the watcher, on stderr."""
+    stamp = time.strftime("%H:%M:%S")
+    report = status.report
+    if status.event == "watching":
+        echo(f"{stamp} watching for changes (Ctrl-C stops)", err=True)
+    elif status.event == "failed":
+        echo(f"{stamp} {status.folder}: not updated, retrying: {status.message}", err=True)
+    elif report is not None:
+        parts = [
+            (report.indexed, f"{report.indexed} indexed ({report.faces_added} faces)"),
+            (status.moved, f"{status.moved} moved"),
+            (report.pruned, f"{report.pruned} removed"),
+            (report.no_face, f"{report.no_face} without a face"),
+            (report.not_image, f"{report.not_image} not images"),
+            (report.errors, f"{report.errors} errors"),
+        ]
+        said = ", ".join(text for count, text in parts if count) or "nothing new"
+        if status.event == "caught_up":
+            echo(
+                f"{stamp} caught up on {report.folder}: {report.files_seen} photos, "
+                f"{report.unchanged} unchanged, {said} ({report.seconds_total:.1f} s)",
+                err=True,
+            )
+        else:
+            echo(f"{stamp} {report.folder}: {said}", err=True)
+        for path, message in report.error_messages.items():
+            echo(f"error: {printable(message or path)}", err=True)
