@@ -117,7 +117,7 @@ def fmr_threshold(
 
 def rates_at(pairs: PairDistances, threshold: float) -> dict[str, Any]:
     """The false-match and false non-match rates when d <= threshold is a match, each
-    with its errors, pairs and 95% interval."""
+    with its 95% Wilson interval."""
     false_matches = int(np.count_nonzero(pairs.impostor <= threshold))
     false_non_matches = int(np.count_nonzero(pairs.genuine > threshold))
     n_impostor, n_genuine = len(pairs.impostor), len(pairs.genuine)
