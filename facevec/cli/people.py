@@ -37,7 +37,7 @@ def _echo_change(change: Any, db: str) -> None:
 
 
 @cli.command(name="identify")
-@click.argument("imgs", metavar="IMG...", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("img", metavar="IMG...", nargs=-1, required=True, type=click.Path(exists=True))
 @db_option()
 @metric_option()
 @click.option(
@@ -73,7 +73,7 @@ def _echo_change(change: Any, db: str) -> None:
 @format_option()
 @fail_cleanly
 def identify_command(
-    imgs: tuple[str, ...],
+    img: tuple[str, ...],
     db: str,
     distance_metric: str,
     threshold: Any,
@@ -92,11 +92,11 @@ def identify_command(
     from ..recognize import query_photos
 
     photos = []
-    for img in imgs:
-        in_folder = query_photos(img)  # None: a photo
-        photos += [img] if in_folder is None else in_folder
+    for given in img:
+        in_folder = query_photos(given)  # None: a photo
+        photos += [given] if in_folder is None else in_folder
     if not photos:
-        raise click.UsageError(f"no photos in {printable(', '.join(imgs))}")
+        raise click.UsageError(f"no photos in {printable(', '.join(img))}")
     frame = identify(
         photos,
         db,
