@@ -12,6 +12,10 @@
   database (find's ``nprobe``) and the blobs-only layout.
 - ``facevec.identify`` / ``calibrate`` and ``facevec.people`` (cluster, name, merge,
   split, move, reject, ...): the people in a gallery.
+- ``facevec.copy`` / ``export_parquet`` / ``import_parquet``: move a gallery.
+
+A verb has the same name here and on the command line (``facevec copy``,
+``facevec export-parquet``, ``facevec people list-people``, ...).
 
 This module only gathers the verbs; each lives in the module that owns it
 (see ARCHITECTURE.md).
@@ -50,6 +54,11 @@ _OWNERS = {
     "set_embedding_rows": "lists",
     "identify": "people.identify",
     "calibrate": "people.calibration",
+    # The command line's names, for the same verbs: facevec copy / export / import.
+    "copy": "transfer:copy_gallery",
+    "copy_gallery": "transfer",
+    "export_parquet": "transfer",
+    "import_parquet": "transfer",
 }
 
 
@@ -59,7 +68,13 @@ def __getattr__(name: str) -> Any:
     owner = _OWNERS.get(name)
     if owner is None:
         raise AttributeError(f"module 'facevec' has no attribute {name!r}")
-    return getattr(import_module(f".{owner}", __name__), name)
+    module, _, attribute = owner.partition(":")
+    return getattr(import_module(f".{module}", __name__), attribute or name)
+
+
+def __dir__() -> list[str]:
+    # The lazy verbs too, so completion and help() find them before their first use.
+    return sorted(set(globals()) | set(_OWNERS) | {"people"})
 
 
 __all__ = [
@@ -75,9 +90,13 @@ __all__ = [
     "add",
     "calibrate",
     "connect",
+    "copy",
+    "copy_gallery",
     "distances",
+    "export_parquet",
     "find",
     "identify",
+    "import_parquet",
     "index",
     "info",
     "isa",

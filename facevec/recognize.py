@@ -55,7 +55,7 @@ def _is_embedding(img: Any) -> bool:
     )
 
 
-def _photos(img: Any) -> list[Any] | None:
+def query_photos(img: Any) -> list[Any] | None:
     """Several query photos: a folder's image files (sorted) or a list of
     photos; None for one photo or one embedding."""
     if isinstance(img, (str, os.PathLike)) and os.path.isdir(img):
@@ -187,7 +187,7 @@ def find(
             normalization,
             exact,
         )
-        photos = _photos(img)
+        photos = query_photos(img)
         queries = [
             (photo, face)
             for photo in (photos if photos is not None else [None])

@@ -99,6 +99,8 @@ ODD = ["nan", "inf", "-inf", "1e400"]
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
     for name, command in sorted(group.commands.items()):
+        if command.hidden:  # an alias: the same command under its Python name
+            continue
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))
         else:

@@ -503,7 +503,9 @@ def test_thresholds_inf_1e400_and_calibrated_are_taken_as_the_command_line_takes
         figures = facevec.calibrate(db)
         identified = http.post("/api/identify", files=photo, data={"threshold": "calibrated"})
         assert identified.status_code == 200, identified.text
-        expected = facevec.identify(str(FACES / "img2.jpg"), db, threshold="calibrated")
+        expected = facevec.identify(
+            FACES.joinpath("img2.jpg").read_bytes(), db, threshold="calibrated"
+        )
         assert identified.json()["faces"] == json.loads(expected.to_json(orient="records"))
         found = http.post("/api/find", files=photo, data={"threshold": "calibrated"})
         assert found.status_code == 200

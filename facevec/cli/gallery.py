@@ -15,6 +15,7 @@ from .main import (
     NUMBER_THRESHOLD,
     THRESHOLD,
     FiniteFloatRange,
+    alias,
     cli,
     db_option,
     detector_option,
@@ -455,3 +456,6 @@ def extension_path_command() -> None:
     from ..bindings.extension import loadable_path
 
     echo(loadable_path())
+
+
+alias(cli, extension_path_command, "loadable-path")  # facevec.loadable_path

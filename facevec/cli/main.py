@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -136,3 +137,11 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{printable(value)} is not a finite number", param, ctx)
         return number
+
+
+def alias(group: click.Group, command: click.Command, name: str) -> None:
+    """`name` runs `command` too: the Python API's name for the same verb, so the
+    two read alike (not listed in --help)."""
+    copied = copy.copy(command)
+    copied.name, copied.hidden = name, True
+    group.add_command(copied, name)

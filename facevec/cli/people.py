@@ -14,6 +14,7 @@ from ..search import STRATEGIES
 from .main import (
     THRESHOLD,
     FiniteFloatRange,
+    alias,
     cli,
     db_option,
     fail_cleanly,
@@ -36,7 +37,7 @@ def _echo_change(change: Any, db: str) -> None:
 
 
 @cli.command(name="identify")
-@click.argument("img", type=click.Path(exists=True, dir_okay=False))
+@click.argument("img", metavar="IMG...", nargs=-1, required=True, type=click.Path(exists=True))
 @db_option()
 @metric_option()
 @click.option(
@@ -72,7 +73,7 @@ def _echo_change(change: Any, db: str) -> None:
 @format_option()
 @fail_cleanly
 def identify_command(
-    img: str,
+    img: tuple[str, ...],
     db: str,
     distance_metric: str,
     threshold: Any,
@@ -82,11 +83,22 @@ def identify_command(
     strategy: str | None,
     output_format: str,
 ) -> None:
-    """Say who each face in IMG is: a person, 'ambiguous', or 'unknown'."""
-    from ..people.identify import identify
+    """Say who each face in IMG is: a person, 'ambiguous', or 'unknown' (nobody).
 
+    IMG is a photo or a folder (every photo in it); several are searched in one
+    batch. Each face comes with its box in its photo (x, y, w, h).
+    """
+    from ..people.identify import identify
+    from ..recognize import query_photos
+
+    photos = []
+    for given in img:
+        in_folder = query_photos(given)  # None: a photo
+        photos += [given] if in_folder is None else in_folder
+    if not photos:
+        raise click.UsageError(f"no photos in {printable(', '.join(img))}")
     frame = identify(
-        img,
+        photos,
         db,
         distance_metric=distance_metric,
         threshold=threshold,
@@ -95,8 +107,15 @@ def identify_command(
         confirmed_only=confirmed_only,
         strategy=strategy,
     )
+    if output_format != "table":
+        echo_frame(frame, output_format)
+        return
+    shown = frame.rename(columns={f"source_{c}": c for c in "xywh"})
     columns = ["face_index", "person", "decision", "distance", "second_person", "margin"]
-    echo_frame(frame if output_format != "table" else frame[columns], output_format)
+    columns += ["x", "y", "w", "h"]
+    if len(photos) > 1:
+        columns.insert(0, "img")
+    echo_frame(shown[columns], "table", "no face")
 
 
 @cli.command(name="calibrate")
@@ -105,11 +124,15 @@ def identify_command(
 @format_option(("table", "json"))
 @fail_cleanly
 def calibrate_command(db: str, distance_metric: str, output_format: str) -> None:
-    """Measure this gallery's thresholds on its folder and confirmed people.
+    """Measure this gallery's thresholds on the people its users vouch for: faces
+    from person folders, confirmed faces, and the faces of named people.
 
     Reports the genuine and impostor pair counts, the equal-error rate and its
-    threshold, and the thresholds for false-match rates of 1e-2 and 1e-3; stores
-    them for --threshold calibrated (identify, find).
+    threshold, and the thresholds for false-match rates of 1e-2 and 1e-3, each
+    rate with its 95% confidence interval; stores them for --threshold
+    calibrated (identify, find). A sample too small to move the threshold is
+    said so: under 100 pairs of either kind it stays deepface's, and under 1,000
+    impostor pairs it is never looser than deepface's.
     """
     from ..people.calibration import calibrate
 
@@ -117,21 +140,49 @@ def calibrate_command(db: str, distance_metric: str, output_format: str) -> None
     if output_format == "json":
         echo_json(json.dumps(figures, indent=2))
         return
-
-    def shown(value: Any) -> str:
-        return "not enough impostor pairs" if value is None else f"{value:.4f}"
-
-    echo(
-        f"{figures['faces']} faces of {figures['people']} people: "
-        f"{figures['genuine_pairs']} genuine pairs, {figures['impostor_pairs']} impostor pairs"
-    )
-    echo(f"equal error rate {figures['eer']:.4f} at {figures['eer_threshold']:.4f}")
-    for key, rate in (("fmr_1e2", "1e-2"), ("fmr_1e3", "1e-3")):
-        line = f"false-match rate {rate}: threshold {shown(figures[f'{key}_threshold'])}"
-        if figures[f"{key}_fnmr"] is not None:
-            line += f" (false non-match rate {figures[f'{key}_fnmr']:.4f})"
+    for line in calibration_lines(figures):
         echo(line)
-    echo(f"--threshold calibrated = {figures['threshold']:.4f} ({figures['threshold_rule']})")
+
+
+def _rates(figures: dict[str, Any], prefix: str) -> list[str]:
+    """The two rates at one threshold, each with its 95% interval and pairs."""
+    lines = []
+    for rate, words, pairs in (
+        ("fmr", "false-match", "impostor"),
+        ("fnmr", "false non-match", "genuine"),
+    ):
+        low, high = figures[f"{prefix}_{rate}_ci"]
+        lines.append(
+            f"  {words} rate {figures[f'{prefix}_{rate}']:.4f} (95% CI {low:.4f} to "
+            f"{high:.4f}, {figures[f'{pairs}_pairs']} {pairs} pairs)"
+        )
+    return lines
+
+
+def calibration_lines(figures: dict[str, Any]) -> list[str]:
+    """The calibration figures as the lines ``facevec calibrate`` prints."""
+    labelled = figures.get("labelled", {})
+    why = ", ".join(f"{count} {source}" for source, count in labelled.items() if count)
+    lines = [
+        f"{figures['faces']} faces of {figures['people']} people"
+        + (f" ({why})" if why else "")
+        + f": {figures['genuine_pairs']} genuine pairs, {figures['impostor_pairs']} "
+        "impostor pairs",
+        f"equal error rate {figures['eer']:.4f} at {figures['eer_threshold']:.4f}",
+        *_rates(figures, "eer"),
+    ]
+    for key, rate in (("fmr_1e2", "1e-2"), ("fmr_1e3", "1e-3")):
+        if figures[f"{key}_threshold"] is None:
+            lines.append(f"false-match rate {rate}: threshold not enough impostor pairs")
+        else:
+            lines.append(f"false-match rate {rate}: threshold {figures[f'{key}_threshold']:.4f}")
+            lines += _rates(figures, key)
+    lines.append(
+        f"--threshold calibrated = {figures['threshold']:.4f}: {figures['threshold_rule']}"
+    )
+    lines += _rates(figures, "threshold")
+    lines += [f"warning: {warning}" for warning in figures["warnings"]]
+    return lines
 
 
 @cli.group(name="people")
@@ -216,6 +267,9 @@ def list_command(db: str, named: bool | None, min_faces: int, output_format: str
     found = list_people(db, named=named, min_faces=min_faces)
     columns = ["id", "name", "faces", "photos", "confirmed", "folder", "suggested"]
     _echo_records([vars(p) for p in found], columns, output_format)
+
+
+alias(people_group, list_command, "list-people")  # facevec.people.list_people
 
 
 @people_group.command(name="show")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..parameters import check_threshold
-from .main import NUMBER_THRESHOLD, FiniteFloatRange, cli, fail_cleanly, metric_option
+from .main import NUMBER_THRESHOLD, FiniteFloatRange, alias, cli, fail_cleanly, metric_option
 from .output import echo
 
 
@@ -304,3 +304,7 @@ def _people_summary(out: str) -> dict[str, int]:
         "clustered": len(clustered),
         "people": len(pc.unique(clustered)),
     }
+
+
+alias(spark_group, spark_find_command, "batch-search")  # facevec.spark.batch_search
+alias(spark_group, spark_people_command, "cluster-people")  # facevec.spark.cluster_people

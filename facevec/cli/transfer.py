@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .main import cli, db_option, fail_cleanly
+from .main import alias, cli, db_option, fail_cleanly
 from .output import echo
 
 parquet_folder = click.option(
@@ -69,3 +69,7 @@ def import_command(folder: str, db: str, model_name: str | None, quiet: bool) ->
         f"imported {imported['faces']} faces"
         + (f" ({replaced} of them replaced faces already stored)" if replaced else "")
     )
+
+
+alias(cli, export_command, "export-parquet")  # facevec.export_parquet
+alias(cli, import_command, "import-parquet")  # facevec.import_parquet

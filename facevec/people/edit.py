@@ -125,6 +125,8 @@ def merge(
                 store.delete_person(database, source_id)
             if names[target_id] is None and len(named_sources) == 1:
                 store.rename_person(database, target_id, named_sources[0])
+            else:  # a user looked at the faces now theirs
+                store.touch_person(database, target_id)
             edit_id = store.record_edit(
                 database, "merge", summary, source_ids + [target_id], face_ids, before
             )
@@ -268,6 +270,11 @@ def _check_name(value: str) -> str:
         raise PeopleConflictError(f"a name must be non-empty text, not {value!r}")
     if value.strip().isdigit():
         raise PeopleConflictError(f"a name cannot be only digits ({value!r} reads as a person id)")
+    if store.is_decision(value):
+        raise PeopleConflictError(
+            f"a name cannot be one of identify's answers ({', '.join(store.DECISIONS)}): "
+            f"{value.strip()!r} would read as an answer, not a person"
+        )
     if _LABEL.fullmatch(value.strip()):
         raise PeopleConflictError(
             f"a name cannot read like an unnamed person's label ({value.strip()!r})"

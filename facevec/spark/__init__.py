@@ -47,3 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = sorted(_OWNERS)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_OWNERS))

@@ -19,6 +19,14 @@ import numpy as np
 from .database import Database, in_clause_chunks
 from .schema import SCHEMA_VERSION, get_collection, now, set_schema_version
 
+# identify's answers (people/identify.py). No person may be named so, in any case,
+# or an answer would read as a person: a folder so named stays no one's.
+DECISIONS = ("matched", "ambiguous", "unknown")
+
+
+def is_decision(name: str) -> bool:
+    return name.strip().lower() in DECISIONS
+
 
 @dataclass(frozen=True)
 class FaceSet:
@@ -199,14 +207,25 @@ def person_vectors(
     return found
 
 
-def labelled_vectors(db: Database) -> list[tuple[int, int, np.ndarray]]:
-    """(person id, face id, vector) of every face a folder or a user vouches for."""
+def labelled_vectors(db: Database) -> list[tuple[int, int, np.ndarray, str]]:
+    """(person id, face id, vector, why) of every face a folder or a user vouches for:
+    why is 'folder', 'confirmed', or 'named' (a suggestion of a named person, made
+    before the name was given or the person last merged: a user looked at it)."""
     rows = db.query(
-        "SELECT pf.person_id, pf.face_id, f.embedding FROM person_face pf"
-        " JOIN face_meta f ON f.id = pf.face_id"
-        " WHERE pf.source IN ('folder', 'confirmed') ORDER BY pf.face_id"
+        "SELECT pf.person_id, pf.face_id, f.embedding, pf.source FROM person_face pf"
+        " JOIN face_meta f ON f.id = pf.face_id JOIN person p ON p.id = pf.person_id"
+        " WHERE pf.source IN ('folder', 'confirmed')"
+        " OR (p.name IS NOT NULL AND pf.updated_at <= p.updated_at) ORDER BY pf.face_id"
     )
-    return [(int(p), int(f), np.frombuffer(bytes(b), dtype="<f4")) for p, f, b in rows]
+    return [
+        (
+            int(p),
+            int(f),
+            np.frombuffer(bytes(b), dtype="<f4"),
+            source if source in ("folder", "confirmed") else "named",
+        )
+        for p, f, b, source in rows
+    ]
 
 
 def assign(db: Database, rows: Iterable[tuple[int, int, str, float | None]]) -> int:
@@ -353,6 +372,11 @@ def rename_person(db: Database, person_id: int, name: str | None) -> None:
     )
 
 
+def touch_person(db: Database, person_id: int) -> None:
+    """Mark a person as looked at by a user now (their faces so far count as labelled)."""
+    db.execute("UPDATE person SET updated_at = {p} WHERE id = {p}", (now(), person_id))
+
+
 def delete_person(db: Database, person_id: int) -> None:
     db.execute("DELETE FROM person_face WHERE person_id = {p}", (person_id,))
     db.execute("DELETE FROM person_rejection WHERE person_id = {p}", (person_id,))
@@ -373,6 +397,7 @@ _PENDING = (
     "SELECT f.id, f.identity FROM face_meta f"
     " LEFT JOIN person_face pf ON pf.face_id = f.id"
     " WHERE f.identity IS NOT NULL AND pf.face_id IS NULL"
+    f" AND LOWER(TRIM(f.identity)) NOT IN ({', '.join(repr(d) for d in DECISIONS)})"
     " AND NOT EXISTS (SELECT 1 FROM person_folder pd JOIN person_rejection r"
     " ON r.person_id = pd.person_id WHERE pd.folder = f.identity AND r.face_id = f.id)"
 )

@@ -87,6 +87,9 @@ def _summary(person: Any) -> dict[str, Any]:
 @api.post(
     "/identify",
     summary="Who each face of an uploaded photo is (facevec identify)",
+    description="One record per face, as facevec.identify's rows: decision matched, "
+    "ambiguous or unknown; an unknown face names nobody (person_id null); the face's box "
+    "is source_x, source_y, source_w, source_h.",
     responses=ERRORS,
 )
 def identify_endpoint(
