@@ -100,6 +100,12 @@ def _pick(driver, face_ids) -> None:
             box.click()
 
 
+def _pictures_loaded(driver) -> None:
+    """Wait for every picture of the page (a screenshot shows them all)."""
+    driver.execute_script("for (const i of document.images) i.loading = 'eager';")
+    _wait(driver, lambda d: d.execute_script("return [...document.images].every(i => i.complete)"))
+
+
 def _edit_buttons(driver):
     return driver.find_elements(_by("CSS_SELECTOR"), "fieldset[data-edit] button")
 
@@ -142,6 +148,7 @@ def test_a_person_page_does_every_change_by_clicking(browser, site, screenshots)
         _by("CSS_SELECTOR"), f'li.person[data-person-id="{ann}"] .group-name'
     ).click()
     _wait(browser, lambda d: d.find_elements(_by("ID"), "suggestions"))
+    _pictures_loaded(browser)
     browser.save_screenshot(str(screenshots / "person-suggestions.png"))
     _screenshot_for_docs(browser, "person")
     assert "Is this Ann?" in browser.find_element(_by("ID"), "suggestions").text
@@ -245,6 +252,7 @@ def test_unassigned_faces_are_named_given_and_set_aside_from_the_people_page(
     aside = [f for f in loose if f not in named_one + given][:3]
     _open(browser, url + "/people")
     _unlock(browser)
+    _pictures_loaded(browser)
     browser.save_screenshot(str(screenshots / "people-unassigned.png"))
     _screenshot_for_docs(browser, "people")
     shown = {

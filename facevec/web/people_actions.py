@@ -265,11 +265,10 @@ def undo_endpoint(config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # 
     dependencies=[Depends(require_token)],
 )
 def cluster_endpoint(
-    request_body: ClusterRequest | None = None,
+    request_body: ClusterRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    metric = request_body.metric if request_body is not None else "euclidean"
-    report = cluster(config.db, distance_metric=metric, progress=False).as_dict()
+    report = cluster(config.db, distance_metric=request_body.metric, progress=False).as_dict()
     report["skipped"] = {str(face): why for face, why in report["skipped"].items()}
     return report
 
@@ -288,21 +287,19 @@ def split_endpoint(
 )
 def confirm_endpoint(
     person: str,
-    request_body: ConfirmRequest | None = None,
+    request_body: ConfirmRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    faces = None if request_body is None else request_body.faces
-    return _change(confirm(config.db, person, faces))
+    return _change(confirm(config.db, person, request_body.faces))
 
 
 @api.post("/people/{person}/hide", summary="Keep a person out of the way (or show them)", **_WRITE)
 def hide_endpoint(
     person: str,
-    request_body: HideRequest | None = None,
+    request_body: HideRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    hidden = True if request_body is None else request_body.hidden
-    return _change(hide(config.db, person, hidden))
+    return _change(hide(config.db, person, request_body.hidden))
 
 
 @api.post("/people/{person}/cover", summary="The face that stands for a person", **_WRITE)
