@@ -125,7 +125,7 @@ def test_a_schema_3_gallery_is_upgraded_and_its_knn_index_survives(tmp_path, mon
         knn_status = database.scalar("SELECT facevec_knn_status('face_meta')")
         assert database.scalar("SELECT MAX(id) FROM face_meta") < top_face
         schema.create_schema(database)  # what every writer runs first
-        assert schema.get_collection(database).schema_version == 4
+        assert schema.get_collection(database).schema_version == schema.SCHEMA_VERSION
         for table in id_sequences.ID_TABLES:
             sql = database.scalar("SELECT sql FROM sqlite_master WHERE name = {p}", (table,))
             assert "AUTOINCREMENT" in sql, table
@@ -149,4 +149,4 @@ def test_a_schema_3_gallery_is_upgraded_and_its_knn_index_survives(tmp_path, mon
     assert hit.face_id[0] == new_face
     with open_database(db) as database:  # idempotent: nothing left to do
         schema.create_schema(database)
-        assert schema.get_collection(database).schema_version == 4
+        assert schema.get_collection(database).schema_version == schema.SCHEMA_VERSION
