@@ -277,3 +277,22 @@ def test_schema_7_upgrades_a_version_6_gallery_keeping_its_people(gallery_db_cop
     )
     assert all(p["hidden"] is False for p in listed)
     assert facevec.info(gallery_db_copy)["schema_version"] == 7
+
+
+def test_the_status_page_says_in_words_how_far_the_people_are(gallery_db_copy, tmp_path, labels):
+    import facevec
+
+    bad = tmp_path / "new"
+    bad.mkdir()
+    (bad / "holiday.jpg").write_text("this is not a photo")
+    facevec.index(bad, gallery_db_copy, progress=False)
+    with client_for(gallery_db_copy) as http:
+        make_ann_and_bob(http, labels)
+        counts = http.get("/api/people/summary").json()
+        info = http.get("/api/info").json()
+        page = " ".join(http.get("/status").text.split())
+    assert f"{info['images']} photos, {info['faces']} faces;" in page
+    assert f"{counts['people']} people ({counts['named']} named)" in page
+    assert f"{counts['unassigned']} with no one yet." in page
+    assert "1 file could not be indexed: 1 not a photo (each file and why below)." in page
+    assert 'id="group-faces"' in page and "Editing is locked" in page
