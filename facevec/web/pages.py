@@ -88,7 +88,7 @@ def search_results(
             result = actions.find_photo(config, data, options)
             picture = thumbnail_data_url(data)
             if getattr(request.app.state, "people", False):
-                from .people_pages import who_in_search
+                from .people_search import who_in_search
 
                 who_in_search(config, data, result)
     except (FacevecError, *database_errors()) as err:

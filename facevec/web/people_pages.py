@@ -13,8 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
-from ..errors import FacevecError
-from ..people import history, identify, people_in_order, show, unassigned, who_are
+from ..people import history, people_in_order, show, unassigned
 from ..people.curate import counts, cover_of, suggestions
 from . import pages
 from .config import WebConfig
@@ -90,25 +89,3 @@ def person_page(
         photos=_by_photo(config, view.faces),
         edits=history(config.db, 8),
     )
-
-
-def who_in_search(config: WebConfig, data: bytes, result: dict[str, Any]) -> None:
-    """Who each face of a searched photo is (identify: matched, ambiguous or not
-    known), and whose each match is (a person, named or not), into `result`."""
-    found = who_are(config.db, [m["face_id"] for f in result["faces"] for m in f["matches"]])
-    for face in result["faces"]:
-        for match in face["matches"]:
-            who = found.get(match["face_id"])
-            match["person_id"] = None if who is None else who.person_id
-            match["person"] = None if who is None else who.label
-    try:
-        answers = identify(data, config.db).to_dict("records")
-    except FacevecError:  # a gallery with nobody in it yet: the matches say enough
-        return
-    for face, answer in zip(result["faces"], answers, strict=False):
-        face["identified"] = {
-            "decision": answer["decision"],
-            "person_id": None if answer["decision"] == "unknown" else answer["person_id"],
-            "person": answer["person"],
-            "second": answer["second_person"],
-        }
