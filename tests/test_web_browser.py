@@ -293,13 +293,18 @@ if importlib.util.find_spec("facevec.people") is not None:
             person.find_element(By.CLASS_NAME, "group-name").click()
             _wait(browser, lambda d: d.find_elements(By.ID, "name-form"))
             assert browser.find_element(By.ID, "person-name").text == "id02"
-            # Without the token the page says why the change is refused.
+            # Without the token the form is disabled, and a note says how to unlock it.
+            assert not browser.find_element(By.CSS_SELECTOR, "#name-form button").is_enabled()
+            assert "Editing is locked" in browser.find_element(By.CLASS_NAME, "locked-note").text
+            # A wrong token: the page says why the change is refused.
+            browser.find_element(By.ID, "token-input").send_keys("wrong")
+            browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
             name = browser.find_element(By.ID, "name-input")
             name.clear()
             name.send_keys("Jennifer")
             browser.find_element(By.CSS_SELECTOR, "#name-form button").click()
             error = _wait(browser, lambda d: d.find_elements(By.ID, "error"))[0]
-            assert "send the server's token" in error.text
+            assert "the token sent is wrong" in error.text
             browser.find_element(By.ID, "token-input").send_keys(TOKEN)
             browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
 

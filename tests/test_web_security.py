@@ -23,6 +23,16 @@ WRITES = {
 if importlib.util.find_spec("facevec.people") is not None:  # the people capability's writes
     WRITES[("POST", "/api/people/{person}/name")] = {"name": "Somebody"}
     WRITES[("POST", "/api/people/merge")] = {"sources": [1], "target": 2}
+    WRITES[("POST", "/api/people")] = {"faces": [1], "name": "Somebody"}
+    WRITES[("POST", "/api/people/move")] = {"faces": [1], "target": 1}
+    WRITES[("POST", "/api/people/reject")] = {"faces": [1]}
+    WRITES[("POST", "/api/people/dismiss")] = {"faces": [1]}
+    WRITES[("POST", "/api/people/undo")] = None
+    WRITES[("POST", "/api/people/cluster")] = {}
+    WRITES[("POST", "/api/people/{person}/split")] = {"faces": [1]}
+    WRITES[("POST", "/api/people/{person}/confirm")] = {}
+    WRITES[("POST", "/api/people/{person}/hide")] = {"hidden": True}
+    WRITES[("POST", "/api/people/{person}/cover")] = {"face_id": 1}
 
 
 def _call(http, method: str, path: str, body, headers=None):

@@ -278,10 +278,13 @@ def _loaded_faces(
         for face, size in loaded.other_sizes.items()
     }
     bad = [p for p in problems(loaded.vectors) if p.undefined_for(metric)]
-    if not bad:
+    # Faces a user set aside (people page: dismiss) are no one's: left out, not skipped.
+    dismissed = np.flatnonzero(np.isin(loaded.ids, list(store.dismissed_faces(database))))
+    if not bad and not dismissed.size:
         return loaded, skipped
     skipped.update({int(loaded.ids[p.row]): p.reason for p in bad})
-    keep = np.setdiff1d(np.arange(len(loaded.ids)), [p.row for p in bad])
+    left_out = np.asarray([p.row for p in bad] + dismissed.tolist(), dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(loaded.ids)), left_out)
     kept = store.FaceSet(
         loaded.ids[keep],
         [loaded.img_names[i] for i in keep.tolist()],

@@ -182,6 +182,7 @@ def move(db: DbArg, face_ids: Iterable[int], target: PersonRef, force: bool = Fa
             before = store.snapshot(database, touched, face_ids)
             store.remove_rejections(database, [(f, target_id) for f in face_ids])
             store.assign(database, [(f, target_id, "confirmed", None) for f in face_ids])
+            store.undismiss_faces(database, face_ids)  # a face set aside, given to someone
             edit_id = store.record_edit(database, "move", summary, touched, face_ids, before)
     return Change(edit_id, summary, target_id)
 

@@ -49,6 +49,10 @@ class Person:
     confirmed: int
     folder: int
     suggested: int
+    # Kept out of the way on the people page; the face that stands for them (None:
+    # their surest face, cover_face below).
+    hidden: bool = False
+    cover_face_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -304,22 +308,146 @@ def rejected_from(db: Database, face_ids: Sequence[int]) -> dict[int, set[int]]:
 
 # People --------------------------------------------------------------------------
 
-_PERSON_COLUMNS = "person_id, name, faces, photos, confirmed, folder, suggested"
+_PERSON_COLUMNS = (
+    "v.person_id, v.name, v.faces, v.photos, v.confirmed, v.folder, v.suggested,"
+    " p.hidden, p.cover_face_id"
+)
+_PERSON_FROM = "people v JOIN person p ON p.id = v.person_id"
 
 
 def _person(row: tuple) -> Person:
-    return Person(int(row[0]), row[1], *(int(value) for value in row[2:]))
+    counts = (int(value) for value in row[2:7])
+    cover = None if row[8] is None else int(row[8])
+    return Person(int(row[0]), row[1], *counts, bool(row[7]), cover)
 
 
 def persons(db: Database) -> list[Person]:
     return [
-        _person(row) for row in db.query(f"SELECT {_PERSON_COLUMNS} FROM people ORDER BY person_id")
+        _person(row)
+        for row in db.query(f"SELECT {_PERSON_COLUMNS} FROM {_PERSON_FROM} ORDER BY v.person_id")
     ]
 
 
 def person(db: Database, person_id: int) -> Person | None:
-    rows = db.query(f"SELECT {_PERSON_COLUMNS} FROM people WHERE person_id = {{p}}", (person_id,))
+    rows = db.query(
+        f"SELECT {_PERSON_COLUMNS} FROM {_PERSON_FROM} WHERE v.person_id = {{p}}", (person_id,)
+    )
     return _person(rows[0]) if rows else None
+
+
+def set_hidden(db: Database, person_id: int, hidden: bool) -> None:
+    db.execute(
+        "UPDATE person SET hidden = {p}, updated_at = {p} WHERE id = {p}",
+        (1 if hidden else 0, now(), person_id),
+    )
+
+
+def set_cover(db: Database, person_id: int, face_id: int | None) -> None:
+    db.execute(
+        "UPDATE person SET cover_face_id = {p}, updated_at = {p} WHERE id = {p}",
+        (face_id, now(), person_id),
+    )
+
+
+def cover_faces(db: Database, person_ids: Sequence[int]) -> dict[int, int]:
+    """The face that stands for each person: the chosen cover while it is still
+    theirs, else their surest face (a user's or a folder's before a suggestion,
+    then the lowest score, then the lowest id)."""
+    found: dict[int, int] = {}
+    for chunk in in_clause_chunks(_ids(person_ids)):
+        rows = db.query(
+            "SELECT pf.person_id, pf.face_id, pf.source, pf.score, p.cover_face_id"
+            " FROM person_face pf JOIN person p ON p.id = pf.person_id"
+            f" WHERE {_in(db, 'pf.person_id', chunk)}",
+            chunk,
+        )
+        best: dict[int, tuple] = {}
+        for person_id, face_id, source, score, cover in rows:
+            rank = (
+                0 if cover is not None and int(cover) == int(face_id) else 1,
+                1 if source == "suggested" else 0,
+                float("inf") if score is None else float(score),
+                int(face_id),
+            )
+            if int(person_id) not in best or rank < best[int(person_id)]:
+                best[int(person_id)] = rank
+        found.update({person_id: rank[3] for person_id, rank in best.items()})
+    return found
+
+
+def person_labels_of_faces(
+    db: Database, face_ids: Sequence[int]
+) -> dict[int, tuple[int, str | None, str]]:
+    """face id -> (person id, name, source) of each of these faces that has a person."""
+    found: dict[int, tuple[int, str | None, str]] = {}
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        for face_id, person_id, name, source in db.query(
+            "SELECT pf.face_id, pf.person_id, p.name, pf.source FROM person_face pf"
+            f" JOIN person p ON p.id = pf.person_id WHERE {_in(db, 'pf.face_id', chunk)}",
+            chunk,
+        ):
+            found[int(face_id)] = (int(person_id), name, source)
+    return found
+
+
+# Faces without a person ------------------------------------------------------------
+
+_UNASSIGNED = (
+    " FROM face_meta f LEFT JOIN person_face pf ON pf.face_id = f.id"
+    " LEFT JOIN face_dismissed d ON d.face_id = f.id"
+    " WHERE pf.face_id IS NULL AND d.face_id IS NULL"
+)
+
+
+def unassigned_faces(
+    db: Database, limit: int, offset: int = 0
+) -> tuple[int, list[tuple[int, str, int, int | None, int | None, int | None, int | None]]]:
+    """(how many, a page of them): faces with no person that no one set aside, as
+    (face id, img_name, face_index, x, y, w, h), by photo."""
+    total = int(db.scalar("SELECT COUNT(*)" + _UNASSIGNED) or 0)
+    clause, params = db.dialect.limit(limit)
+    rows = db.query(
+        "SELECT f.id, f.img_name, f.face_index, f.facial_area_x, f.facial_area_y,"
+        f" f.facial_area_w, f.facial_area_h{_UNASSIGNED} ORDER BY f.img_name, f.face_index"
+        f"{clause} OFFSET {{p}}",
+        params + [int(offset)],
+    )
+    return total, [(int(r[0]), r[1], int(r[2]), *r[3:]) for r in rows]
+
+
+def people_counts(db: Database) -> dict[str, int]:
+    """People, named, hidden; faces with a person, of them suggested; faces with
+    none (set aside or not)."""
+    counts = {
+        "people": "SELECT COUNT(*) FROM person",
+        "named": "SELECT COUNT(*) FROM person WHERE name IS NOT NULL",
+        "hidden": "SELECT COUNT(*) FROM person WHERE hidden <> 0",
+        "faces_with_a_person": "SELECT COUNT(*) FROM person_faces",
+        "suggested": "SELECT COUNT(*) FROM person_faces WHERE source = 'suggested'",
+        "unassigned": "SELECT COUNT(*)" + _UNASSIGNED,
+        "set_aside": "SELECT COUNT(*) FROM face_dismissed d JOIN face_meta f ON f.id = d.face_id",
+    }
+    return {key: int(db.scalar(sql) or 0) for key, sql in counts.items()}
+
+
+def dismissed_faces(db: Database) -> set[int]:
+    return {int(row[0]) for row in db.query("SELECT face_id FROM face_dismissed")}
+
+
+def dismiss_faces(db: Database, face_ids: Sequence[int]) -> None:
+    """Set these faces aside: they lose their person, and clustering skips them."""
+    unassign(db, face_ids)
+    undismiss_faces(db, face_ids)
+    stamp = now()
+    db.executemany(
+        "INSERT INTO face_dismissed (face_id, created_at) VALUES ({p}, {p})",
+        [(face, stamp) for face in _ids(face_ids)],
+    )
+
+
+def undismiss_faces(db: Database, face_ids: Sequence[int]) -> None:
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        db.execute(f"DELETE FROM face_dismissed WHERE {_in(db, 'face_id', chunk)}", chunk)
 
 
 def person_id_named(db: Database, name: str) -> int | None:
@@ -482,6 +610,9 @@ def snapshot(db: Database, person_ids: Iterable[int], face_ids: Iterable[int]) -
         "person_folder": [],
         "person_face": [],
         "person_rejection": [],
+        # schema 7: what the people page chose (hidden, cover) and faces set aside
+        "person_view": [],
+        "face_dismissed": [],
     }
     for chunk in in_clause_chunks(persons_):
         marks = _in(db, "id", chunk)
@@ -497,7 +628,14 @@ def snapshot(db: Database, person_ids: Iterable[int], face_ids: Iterable[int]) -
             f" WHERE {_in(db, 'person_id', chunk)}",
             chunk,
         )
+        rows["person_view"] += db.query(
+            f"SELECT id, hidden, cover_face_id FROM person WHERE {marks}", chunk
+        )
     for chunk in in_clause_chunks(faces_):
+        rows["face_dismissed"] += db.query(
+            f"SELECT face_id, created_at FROM face_dismissed WHERE {_in(db, 'face_id', chunk)}",
+            chunk,
+        )
         rows["person_face"] += db.query(
             "SELECT face_id, person_id, source, score, updated_at FROM person_face"
             f" WHERE {_in(db, 'face_id', chunk)}",
@@ -563,12 +701,13 @@ def changed_since(db: Database, edit: Edit) -> str | None:
     if edit.after_rows is None:
         return None
     now_rows = edit_state(db, edit.persons, edit.faces)
-    referred = [row[0] for table in ("person_face", "person_rejection") for row in now_rows[table]]
-    referred += [
-        row[0] for table in ("person_face", "person_rejection") for row in edit.after_rows[table]
-    ]
+    faced = ("person_face", "person_rejection", "face_dismissed")
+    referred = [row[0] for table in faced for row in now_rows[table]]
+    referred += [row[0] for table in faced for row in edit.after_rows.get(table, [])]
     stored = existing_faces(db, referred)
-    for table in ("person", "person_folder", "person_face", "person_rejection"):
+    for table in _EDITED_TABLES:
+        if table not in edit.after_rows:  # recorded before schema 7
+            continue
         then = _rows_of_stored(edit.after_rows.get(table, []), table, stored)
         current = _rows_of_stored(now_rows[table], table, stored)
         if then != current:
@@ -576,8 +715,18 @@ def changed_since(db: Database, edit: Edit) -> str | None:
     return None
 
 
+_EDITED_TABLES = (
+    "person",
+    "person_folder",
+    "person_face",
+    "person_rejection",
+    "person_view",
+    "face_dismissed",
+)
+
+
 def _rows_of_stored(rows: list[list[Any]], table: str, stored: set[int]) -> list[list[Any]]:
-    if table in ("person_face", "person_rejection"):
+    if table in ("person_face", "person_rejection", "face_dismissed"):
         rows = [row for row in rows if row[0] in stored]
     return sorted(rows, key=lambda row: [str(value) for value in row])
 
@@ -592,6 +741,10 @@ def _difference(table: str, then: list[list[Any]], current: list[list[Any]]) -> 
         return f"person {row[0]} was {'deleted' if gone else 'renamed or changed'}"
     if table == "person_folder":
         return f"folder {row[0]!r} {'left' if gone else 'was given to'} person {row[1]}"
+    if table == "person_view":
+        return f"person {row[0]} was hidden, shown or given another cover face"
+    if table == "face_dismissed":
+        return f"face {row[0]} was {'taken back' if gone else 'set aside'}"
     if table == "person_face":
         what = "lost its assignment to" if gone else "was assigned to"
     else:
@@ -640,6 +793,8 @@ def restore(db: Database, edit: Edit) -> None:
     for chunk in in_clause_chunks(edit.faces):
         db.execute(f"DELETE FROM person_face WHERE {_in(db, 'face_id', chunk)}", chunk)
         db.execute(f"DELETE FROM person_rejection WHERE {_in(db, 'face_id', chunk)}", chunk)
+        if "face_dismissed" in edit.before_rows:
+            db.execute(f"DELETE FROM face_dismissed WHERE {_in(db, 'face_id', chunk)}", chunk)
     for chunk in in_clause_chunks(edit.persons):
         db.execute(f"DELETE FROM person_rejection WHERE {_in(db, 'person_id', chunk)}", chunk)
         db.execute(f"DELETE FROM person_folder WHERE {_in(db, 'person_id', chunk)}", chunk)
@@ -654,6 +809,7 @@ def restore(db: Database, edit: Edit) -> None:
     )
     # Only faces still stored: a prune since the edit removed the others for good.
     stored = existing_faces(db, [row[0] for row in before["person_face"]])
+    stored_faces = existing_faces(db, [row[0] for row in before.get("face_dismissed", [])])
     db.executemany(
         "INSERT INTO person_face (face_id, person_id, source, score, updated_at)"
         " VALUES ({p}, {p}, {p}, {p}, {p})",
@@ -662,6 +818,14 @@ def restore(db: Database, edit: Edit) -> None:
     db.executemany(
         "INSERT INTO person_rejection (face_id, person_id, created_at) VALUES ({p}, {p}, {p})",
         before["person_rejection"],
+    )
+    db.executemany(
+        "UPDATE person SET hidden = {p}, cover_face_id = {p} WHERE id = {p}",
+        [(hidden, cover, person_id) for person_id, hidden, cover in before.get("person_view", [])],
+    )
+    db.executemany(
+        "INSERT INTO face_dismissed (face_id, created_at) VALUES ({p}, {p})",
+        [row for row in before.get("face_dismissed", []) if row[0] in stored_faces],
     )
     db.execute("UPDATE person_edit SET undone_at = {p} WHERE id = {p}", (now(), edit.id))
 

@@ -24,8 +24,9 @@ from .dialects import SQLITE
 # on SQLite, storage/id_sequences.py) and person_edit.after_rows (undo refuses when
 # what an edit wrote changed since). 6: the ingest ledger records each file's
 # mtime_ns and inode (a rescan reads only files whose stat changed) and the settings
-# it was indexed with (settings).
-SCHEMA_VERSION = 6
+# it was indexed with (settings). 7: person.hidden and person.cover_face_id (the
+# people page's choices) and face_dismissed (faces a user set aside).
+SCHEMA_VERSION = 7
 
 SOURCES = ("folder", "confirmed", "suggested")
 
@@ -128,6 +129,9 @@ _COLUMNS = (
     ("ingest_ledger", "mtime_ns", "int"),
     ("ingest_ledger", "inode", "int"),
     ("ingest_ledger", "settings", "text"),
+    # version 7: a person kept out of the way, and the face that stands for them
+    ("person", "hidden", "int NOT NULL DEFAULT 0"),
+    ("person", "cover_face_id", "int"),
 )
 
 
@@ -174,6 +178,12 @@ def _people_ddl(db: Database) -> list[str]:
             before_rows {t["text"]} NOT NULL,
             created_at {t["text"]} NOT NULL,
             undone_at {t["text"]}
+        )""",
+        # Faces a user set aside ("not anyone to name"): out of the unassigned faces,
+        # and clustering leaves them alone.
+        f"""CREATE TABLE IF NOT EXISTS face_dismissed (
+            face_id {t["int"]} PRIMARY KEY,
+            created_at {t["text"]} NOT NULL
         )""",
         # This gallery's own thresholds, measured on its labelled people.
         f"""CREATE TABLE IF NOT EXISTS facevec_calibration (
@@ -283,6 +293,8 @@ def create_schema(db: Database) -> None:
         db.execute(
             "UPDATE facevec_collection SET schema_version = 6 WHERE schema_version IN (4, 5)"
         )
+        # Version 6 to 7: person.hidden, person.cover_face_id and face_dismissed are there.
+        db.execute("UPDATE facevec_collection SET schema_version = 7 WHERE schema_version = 6")
 
 
 def has_schema(db: Database) -> bool:

@@ -202,6 +202,11 @@ def face_location(config: WebConfig, face_id: int) -> faces.FaceLocation:
     return found[face_id]
 
 
+def face_stored(config: WebConfig, face_id: int) -> bool:
+    with open_database(config.db, create=False) as database:
+        return schema.has_schema(database) and bool(faces.locations(database, [face_id]))
+
+
 def face_crop(config: WebConfig, face_id: int) -> bytes:
     """The PNG of a stored face, exactly as the model saw it."""
     with open_database(config.db, create=False) as database:

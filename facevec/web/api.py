@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from ..metrics import FACE_METRICS
@@ -295,10 +296,26 @@ def face_endpoint(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: ERRORS[404]},
 )
-def crop_endpoint(face_id: FaceId, config: WebConfig = Depends(config_of)) -> Response:  # noqa: B008
-    png = actions.face_crop(config, face_id)
+def crop_endpoint(
+    face_id: FaceId,
+    placeholder: bool = Query(
+        False,
+        description="For a face stored without a crop (added as a vector): a placeholder "
+        "image instead of 404 (the pages ask so: never a broken image).",
+    ),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> Response:
+    try:
+        png = actions.face_crop(config, face_id)
+    except actions.NotStoredError:
+        if placeholder and actions.face_stored(config, face_id):
+            return RedirectResponse(NO_CROP, status_code=307)
+        raise
     # A face id names one crop until the face is re-indexed: cache briefly.
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})
+
+
+NO_CROP = "/static/no-crop.svg"  # a face stored without a crop, on the pages
 
 
 def photo_url(img_name: str) -> str:

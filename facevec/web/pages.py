@@ -87,6 +87,10 @@ def search_results(
         with decoding(request, data):
             result = actions.find_photo(config, data, options)
             picture = thumbnail_data_url(data)
+            if getattr(request.app.state, "people", False):
+                from .people_search import who_in_search
+
+                who_in_search(config, data, result)
     except (FacevecError, *database_errors()) as err:
         return render(
             request,
@@ -173,7 +177,12 @@ def face_page(
     real = servable_photo(face.img_name, config.photo_roots)
     url = None if real is None else photo_url(face.img_name)
     size = None if real is None else photo_size(real)
-    return render(request, "face.html", face=face, photo_url=url, size=size)
+    who = None
+    if getattr(request.app.state, "people", False):
+        from ..people import who_are
+
+        who = who_are(config.db, [face_id]).get(face_id)
+    return render(request, "face.html", face=face, photo_url=url, size=size, who=who)
 
 
 @router.get("/status", response_class=HTMLResponse)
@@ -185,6 +194,11 @@ def status_page(
     """The gallery's info, the files the ingest could not index, and index jobs."""
     per_page = 100
     problems = actions.ledger_problems(config, per_page, (page - 1) * per_page)
+    people = None
+    if getattr(request.app.state, "people", False) and actions.gallery_info(config).get("faces"):
+        from ..people.curate import counts
+
+        people = counts(config.db)
     return render(
         request,
         "status.html",
@@ -194,6 +208,7 @@ def status_page(
         pages=max(1, -(-problems["total"] // per_page)),
         jobs=[job.as_dict() for job in request.app.state.jobs.all()],
         roots=config.photo_roots,
+        people=people,
     )
 
 

@@ -2,8 +2,8 @@
 
 ``create_app`` registers these routes when the people capability
 (``facevec.people``) is installed, and only then: ``register(app)`` adds the JSON
-endpoints under /api and the pages /people and /people/{id}. Naming and merging
-need the server's token, as every write does.
+endpoints under /api (these, and the edits of people_actions) and the pages of
+people_pages. Naming and merging need the server's token, as every write does.
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from ..people import identify, list_people, merge, name, show
-from . import pages
-from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, read_upload
+from ..people import identify, merge, name, people_in_order, show
+from ..people.curate import cover_of
+from . import people_actions
+from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, photo_url, read_upload
 from .config import WebConfig
-from .params import PageNumber, PersonId, threshold_form, threshold_of
+from .params import threshold_form, threshold_of
+from .people_pages import views
+from .photos import servable_photo
 from .security import config_of, require_token
 from .uploads import decoding
 
 api = APIRouter()
-views = APIRouter(include_in_schema=False)
 
 
 class PersonSummary(BaseModel):
@@ -36,6 +37,9 @@ class PersonSummary(BaseModel):
     confirmed: int
     folder: int
     suggested: int
+    hidden: bool = Field(False, description="Kept out of the way on the people page.")
+    cover_face_id: int | None = Field(None, description="The face that stands for them.")
+    cover_url: str | None = Field(None, description="Its crop (a placeholder if none).")
 
 
 class PersonFaceOut(BaseModel):
@@ -50,9 +54,16 @@ class PersonFaceOut(BaseModel):
     h: int | None
 
 
+class PersonPhoto(BaseModel):
+    img_name: str
+    photo_url: str | None = Field(description="The photo, if under a folder this server shows.")
+    faces: list[int] = Field(description="The person's faces in it.")
+
+
 class PersonDetail(BaseModel):
     person: PersonSummary
     faces: list[PersonFaceOut]
+    photos: list[PersonPhoto] = Field(default_factory=list)
 
 
 class NameRequest(BaseModel):
@@ -71,7 +82,12 @@ class ChangeOut(BaseModel):
     person_id: int | None
 
 
-def _summary(person: Any) -> dict[str, Any]:
+def crop_url(face_id: int | None) -> str | None:
+    """A face's crop as the pages show it: a placeholder for a face stored without one."""
+    return None if face_id is None else f"/api/faces/{face_id}/crop.png?placeholder=true"
+
+
+def _summary(person: Any, cover: int | None = None) -> dict[str, Any]:
     return {
         "id": person.id,
         "name": person.name,
@@ -81,6 +97,9 @@ def _summary(person: Any) -> dict[str, Any]:
         "confirmed": person.confirmed,
         "folder": person.folder,
         "suggested": person.suggested,
+        "hidden": person.hidden,
+        "cover_face_id": cover,
+        "cover_url": crop_url(cover),
     }
 
 
@@ -112,13 +131,23 @@ def identify_endpoint(
     return {"faces": json.loads(frame.to_json(orient="records"))}
 
 
-@api.get("/people", summary="Every person with their counts", response_model=list[PersonSummary])
+@api.get(
+    "/people",
+    summary="People with their counts and cover face: named (by name), then unnamed",
+    response_model=list[PersonSummary],
+)
 def people_endpoint(
     named: bool | None = None,
     min_faces: int = 0,
+    hidden: bool = Query(False, description="true: the hidden people (only they)."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    return [_summary(p) for p in list_people(config.db, named=named, min_faces=min_faces)]
+    named_people, unnamed, covers = people_in_order(config.db, hidden=hidden)
+    return [
+        _summary(p, covers.get(p.id))
+        for p in named_people + unnamed
+        if p.faces >= min_faces and (named is None or (p.name is not None) == named)
+    ]
 
 
 @api.get(
@@ -129,8 +158,21 @@ def people_endpoint(
 )
 def person_endpoint(person: str, config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # noqa: B008
     view = show(config.db, person)
+    photos: dict[str, list[int]] = {}
+    for face in view.faces:
+        photos.setdefault(face.img_name, []).append(face.face_id)
     return {
-        "person": _summary(view.person),
+        "person": _summary(view.person, cover_of(view)),
+        "photos": [
+            {
+                "img_name": img_name,
+                "photo_url": photo_url(img_name)
+                if servable_photo(img_name, config.photo_roots)
+                else None,
+                "faces": faces,
+            }
+            for img_name, faces in photos.items()
+        ],
         "faces": [
             {
                 "face_id": f.face_id,
@@ -179,55 +221,11 @@ def merge_endpoint(
     return {"edit_id": change.edit_id, "summary": change.summary, "person_id": change.person_id}
 
 
-@views.get("/people", response_class=HTMLResponse)
-def people_page(
-    request: Request,
-    page: PageNumber = 1,
-    config: WebConfig = Depends(config_of),  # noqa: B008
-) -> HTMLResponse:
-    """Everyone, most faces first, with a few crops each."""
-    per_page = 60
-    everyone = sorted(list_people(config.db), key=lambda p: (-p.faces, p.id))
-    shown = everyone[(page - 1) * per_page : page * per_page]
-    samples = {p.id: show(config.db, p.id).faces[:6] for p in shown}
-    return pages.render(
-        request,
-        "people.html",
-        persons=shown,
-        everyone=everyone,
-        samples=samples,
-        page=page,
-        pages=max(1, -(-len(everyone) // per_page)),
-    )
-
-
-@views.get("/people/{person_id}", response_class=HTMLResponse)
-def person_page(
-    request: Request,
-    person_id: PersonId,
-    config: WebConfig = Depends(config_of),  # noqa: B008
-) -> HTMLResponse:
-    """All faces of a person, with forms to name them and to merge another into them."""
-    view = show(config.db, person_id)
-    others = [p for p in list_people(config.db) if p.id != person_id]
-    photos: dict[str, list[Any]] = {}
-    for face in view.faces:
-        photos.setdefault(face.img_name, []).append(face)
-    return pages.render(
-        request,
-        "person.html",
-        person=view.person,
-        others=others,
-        photos=[
-            {"img_name": img_name, "faces": faces, "url": pages.served_url(config, img_name)}
-            for img_name, faces in photos.items()
-        ],
-    )
-
-
 def register(app: Any) -> None:
     """Add the people endpoints and pages to a facevec app."""
     limit = app.state.config.max_upload_bytes
+    # The edits first: /api/people/history is the history, not a person so named.
+    app.include_router(people_actions.api, prefix="/api", max_body_size=limit)
     app.include_router(api, prefix="/api", max_body_size=limit)
     app.include_router(views, max_body_size=limit)
     app.state.people = True

@@ -1,4 +1,5 @@
-// facevec's pages: drag and drop a photo, the editing token, index job progress.
+// facevec's pages: drag and drop a photo, the editing token, index job progress,
+// and the people pages' actions.
 "use strict";
 
 const TOKEN_KEY = "facevec-token";
@@ -60,6 +61,7 @@ function setUpToken() {
   const show = () => {
     state.textContent = token() ? "editing on" : "read-only";
     document.body.classList.toggle("editing", Boolean(token()));
+    unlockEditing();
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -101,42 +103,182 @@ function setUpIndexForm() {
   });
 }
 
+// The people pages: every button calls an endpoint, then the page reloads to show
+// the result. Edit controls sit in <fieldset data-edit disabled>: enabled only
+// once a token is entered on a server that takes changes.
+function unlockEditing() {
+  const open = document.body.dataset.writable === "true" && Boolean(token());
+  for (const fieldset of document.querySelectorAll("fieldset[data-edit]")) {
+    fieldset.disabled = !open;
+  }
+  for (const note of document.querySelectorAll(".locked-note")) {
+    note.hidden = open;
+  }
+}
+
+function postJson(url, body) {
+  return write(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body === undefined ? {} : body),
+  });
+}
+
+function selectedFaces() {
+  return [...document.querySelectorAll("input.pick:checked")].map((box) => Number(box.value));
+}
+
+function showSelection() {
+  const count = selectedFaces().length;
+  for (const label of document.querySelectorAll(".selected-count")) {
+    label.textContent = `${count} selected`;
+  }
+  for (const box of document.querySelectorAll("input.pick")) {
+    box.closest("label").classList.toggle("picked", box.checked);
+  }
+}
+
+// Run a change, say what it did, reload. The summary stays visible after the
+// reload (sessionStorage), so a user sees what happened and that undo exists.
+async function change(run) {
+  try {
+    const done = await run();
+    if (done && done.summary) sessionStorage.setItem("facevec-last-change", done.summary);
+    window.location.reload();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function on(id, handler) {
+  const element = document.getElementById(id);
+  if (element) element.addEventListener("click", handler);
+}
+
+function needSelection() {
+  const faces = selectedFaces();
+  if (!faces.length) showError("Select one or more faces first.");
+  return faces;
+}
+
 function setUpPeopleForms() {
+  const state = document.getElementById("action-state");
+  const last = sessionStorage.getItem("facevec-last-change");
+  if (state && last) {
+    state.textContent = `Done: ${last}.`;
+    sessionStorage.removeItem("facevec-last-change");
+  }
+  for (const box of document.querySelectorAll("input.pick")) {
+    box.addEventListener("change", showSelection);
+  }
+  const heading = document.getElementById("person-name");
+  const personId = heading ? Number(heading.dataset.personId) : null;
+
   const nameForm = document.getElementById("name-form");
   if (nameForm) {
-    nameForm.addEventListener("submit", async (event) => {
+    nameForm.addEventListener("submit", (event) => {
       event.preventDefault();
-      const id = nameForm.dataset.personId;
-      try {
-        await write(`/api/people/${id}/name`, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ name: document.getElementById("name-input").value }),
-        });
-        window.location.reload();
-      } catch (error) {
-        showError(error.message);
-      }
+      change(() => postJson(`/api/people/${personId}/name`, { name: document.getElementById("name-input").value }));
     });
   }
-  const mergeForm = document.getElementById("merge-form");
-  if (mergeForm) {
-    mergeForm.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const target = Number(mergeForm.dataset.personId);
-      const source = Number(document.getElementById("merge-source").value);
-      try {
-        await write("/api/people/merge", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ sources: [source], target }),
-        });
-        window.location.reload();
-      } catch (error) {
-        showError(error.message);
-      }
-    });
+  on("hide-button", (event) => {
+    const hidden = event.target.dataset.hidden === "true";
+    change(() => postJson(`/api/people/${personId}/hide`, { hidden }));
+  });
+  on("undo-button", () => change(() => postJson("/api/people/undo")));
+  on("group-faces", async () => {
+    if (state) state.textContent = "Grouping faces…";
+    try {
+      const report = await postJson("/api/people/cluster");
+      sessionStorage.setItem(
+        "facevec-last-change",
+        `grouped ${report.unassigned} faces: ${report.joined_existing} joined people, ` +
+          `${report.new_people} new people, ${report.left_unassigned} left with no one`
+      );
+      window.location.reload();
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+
+  // Faces of a person, selected.
+  on("move-button", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    const target = Number(document.getElementById("move-target").value);
+    change(() => postJson("/api/people/move", { faces, target }));
+  });
+  on("split-button", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    const name = document.getElementById("split-name").value.trim();
+    change(() => postJson(`/api/people/${personId}/split`, { faces, name: name || null }));
+  });
+  on("reject-button", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    change(() => postJson("/api/people/reject", { faces, person: personId }));
+  });
+  on("cover-button", () => {
+    const faces = needSelection();
+    if (faces.length !== 1) {
+      showError("Select the one face that should stand for this person.");
+      return;
+    }
+    change(() => postJson(`/api/people/${personId}/cover`, { face_id: faces[0] }));
+  });
+
+  // Suggestions: "Is this Ann?"
+  for (const button of document.querySelectorAll(".confirm-yes")) {
+    button.addEventListener("click", () =>
+      change(() => postJson(`/api/people/${personId}/confirm`, { faces: [Number(button.dataset.faceId)] }))
+    );
   }
+  for (const button of document.querySelectorAll(".confirm-no")) {
+    button.addEventListener("click", () =>
+      change(() => postJson("/api/people/reject", { faces: [Number(button.dataset.faceId)], person: personId }))
+    );
+  }
+
+  // Faces of no one.
+  on("loose-new", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    const name = document.getElementById("loose-name").value.trim();
+    change(() => postJson("/api/people", { faces, name: name || null }));
+  });
+  on("loose-assign", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    const target = Number(document.getElementById("loose-target").value);
+    change(() => postJson("/api/people/move", { faces, target }));
+  });
+  on("loose-dismiss", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    change(() => postJson("/api/people/dismiss", { faces }));
+  });
+
+  // Merge: only after a dialog that shows both people side by side.
+  const dialog = document.getElementById("merge-dialog");
+  on("merge-button", () => {
+    const option = document.getElementById("merge-source").selectedOptions[0];
+    const other = document.getElementById("merge-other");
+    const picture = other.querySelector("img");
+    picture.hidden = !option.dataset.cover;
+    if (option.dataset.cover) picture.src = option.dataset.cover;
+    picture.alt = option.dataset.label;
+    other.querySelector(".label").textContent = option.dataset.label;
+    other.querySelector(".counts").textContent = option.dataset.counts;
+    dialog.querySelector(".other-label").textContent = option.dataset.label;
+    dialog.dataset.source = option.value;
+    dialog.showModal();
+  });
+  on("merge-cancel", () => dialog.close());
+  on("merge-confirm", () => {
+    dialog.close();
+    change(() => postJson("/api/people/merge", { sources: [Number(dialog.dataset.source)], target: personId }));
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -144,4 +286,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpToken();
   setUpIndexForm();
   setUpPeopleForms();
+  unlockEditing();
 });
