@@ -98,6 +98,31 @@ def check_consistent(conn):
 # Answers
 
 
+def test_given_centroids_are_used_instead_of_training(ext):
+    """facevec_knn_build's fifth argument: the lists' centroids (the gallery's SQL
+    lists, so that one k-means serves both), checked, never trained again."""
+    rng = np.random.default_rng(11)
+    conn = connect(ext)
+    x = faces_like(rng, 500, 8)
+    make_table(conn, x)
+    centroids = (x[:10] + 0.01).astype(np.float32)
+    sql = "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?, ?)"
+    options = json.dumps({"lists": 10})
+    assert conn.execute(sql, (options, centroids.tobytes())).fetchone()[0] == 500
+    (blob,) = conn.execute("SELECT centroids FROM face_meta_fvknn_ivf").fetchone()
+    np.testing.assert_array_equal(np.frombuffer(blob, np.float32).reshape(10, 8), centroids)
+    check_exact(conn, rng, 8, 10, metrics=("euclidean",))
+    with pytest.raises(sqlite3.OperationalError, match=r"centroids \(argument 5\) hold 288"):
+        conn.execute(sql, (options, centroids[:9].tobytes())).fetchone()
+    with pytest.raises(sqlite3.OperationalError, match=r"centroids \(argument 5\) must be"):
+        conn.execute(sql, (options, "not a blob")).fetchone()
+    bad = centroids.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(sqlite3.OperationalError, match="centroid 3 .* not a finite"):
+        conn.execute(sql, (options, bad.tobytes())).fetchone()
+    assert status(conn)["vectors"] == 500  # the failed builds changed nothing
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
 def test_each_lists_last_chunk_is_cut_to_its_rows(ext, tmp_path, storage):
