@@ -28,6 +28,15 @@ stored as float32, float16 and int8 (re-ranked exactly from the table at the
 default rerank): recall@10, ms per query, index size.
 
     python benchmarks/bench_knn.py --ann --storage --sizes 100000
+
+With ``--n N``, the IVF index at scale (√N lists) for each of ``--storages``:
+build time and the build's peak memory (in a child process), file size,
+recall@10 and CPU ms per query at the default nprobe and at the smallest
+nprobe reaching 0.95, beside faiss IndexIVFFlat and IndexIVFScalarQuantizer
+(QT_8bit) on facevec's own centroids; the vectors are generated 100k rows at a
+time into a memory-mapped file:
+
+    python benchmarks/bench_knn.py --n 10000000 --storages int8,float32
 """
 
 from __future__ import annotations
@@ -199,14 +208,17 @@ def run(n: int, reps: int, workdir: Path) -> list[tuple[str, float, float | None
     return [(name, statistics.median(times[name]), b, size) for name, _, b, size, _ in methods]
 
 
-def faces_like(rng, n: int, dim: int = DIM, per_identity: int = 5) -> np.ndarray:
+def faces_like(
+    rng, n: int, dim: int = DIM, per_identity: int = 5, out: np.ndarray | None = None
+) -> np.ndarray:
     """Face-like clusters: identities on a 24-dimensional manifold (plus some
-    spread in every direction), several faces (noisy copies) of each."""
+    spread in every direction), several faces (noisy copies) of each. ``out``
+    (e.g. a memory-mapped .npy) receives them, 100k rows at a time."""
     n_id = max(1, n // per_identity)
     basis = rng.standard_normal((24, dim)).astype(np.float32) / np.float32(np.sqrt(24))
     identities = rng.standard_normal((n_id, 24), dtype=np.float32) @ basis
     identities += 0.35 * rng.standard_normal((n_id, dim), dtype=np.float32)
-    x = np.empty((n, dim), np.float32)
+    x = np.empty((n, dim), np.float32) if out is None else out
     step = 100_000
     for i in range(0, n, step):
         m = min(step, n - i)
@@ -431,6 +443,195 @@ def run_storage(n: int, workdir: Path, n_queries: int = 200) -> list[tuple]:
     return rows
 
 
+def exact_top10(x: np.ndarray, queries: np.ndarray, step: int = 200_000) -> np.ndarray:
+    """The exact 10 nearest rowids (1-based) of each query, x read in slices."""
+    best_d = np.full((len(queries), 10), np.inf)
+    best_i = np.zeros((len(queries), 10), np.int64)
+    qn = (queries.astype(np.float64) ** 2).sum(axis=1)[:, None]
+    for i in range(0, len(x), step):
+        block = np.asarray(x[i : i + step], dtype=np.float32)
+        d = qn - 2 * queries.astype(np.float64) @ block.T.astype(np.float64)
+        d += (block.astype(np.float64) ** 2).sum(axis=1)[None, :]
+        d = np.concatenate([best_d, d], axis=1)
+        ids = np.concatenate([best_i, np.arange(i, i + len(block))[None, :].repeat(len(d), 0)], 1)
+        keep = np.argsort(d, axis=1, kind="stable")[:, :10]
+        best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(ids, keep, 1)
+    return best_i + 1
+
+
+def fill_face_meta(path: Path, x: np.ndarray, step: int = 100_000) -> float:
+    """face_meta of x (rowids 1..n), a transaction per step rows; build seconds."""
+    conn = connect(path)
+    t = time.perf_counter()
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(
+        "CREATE TABLE face_meta(id INTEGER PRIMARY KEY, img_name TEXT, embedding BLOB, model TEXT)"
+    )
+    for i in range(0, len(x), step):
+        block = np.asarray(x[i : i + step])
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO face_meta(id, img_name, embedding, model) VALUES (?, ?, ?, 'Facenet')",
+            ((i + j + 1, f"img{i + j:08d}.jpg", row.tobytes()) for j, row in enumerate(block)),
+        )
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - t
+
+
+BUILD_ONE = """
+import json, sys, time
+sys.argv = sys.argv[:1]
+import bench_knn
+conn = bench_knn.connect(bench_knn.Path({path!r}))
+t = time.perf_counter()
+conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", ({options!r},))
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+print(time.perf_counter() - t)
+"""
+
+
+def build_in_child(path: Path, options: dict) -> tuple[float, float]:
+    """facevec_knn_build in a child process: (seconds, the child's peak RSS in MiB)."""
+    import json
+    import subprocess
+
+    code = BUILD_ONE.format(path=str(path), options=json.dumps(options))
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out = child.stdout.read() if child.stdout else ""
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"build {options} failed")
+    return float(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def run_scale(n: int, workdir: Path, storages: list[str], n_queries: int = 200) -> list[tuple]:
+    """IVF at scale per storage beside faiss with the same lists: (method, setting,
+    recall, ms, build s, peak MiB, file MiB). The vectors live in a memory-mapped
+    .npy, written 100k rows at a time."""
+    import json
+    import shutil
+
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(n)
+    x = np.lib.format.open_memmap(
+        workdir / f"x_{n}.npy", mode="w+", dtype=np.float32, shape=(n, DIM)
+    )
+    faces_like(rng, n, out=x)
+    x.flush()
+    picks = rng.choice(n, n_queries, replace=False)
+    queries = x[picks] + 0.3 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    truth = exact_top10(x, queries)
+    lists = round(np.sqrt(n))
+    base_db = workdir / f"scale_{n}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(base_db) + suffix).unlink(missing_ok=True)
+    fill_face_meta(base_db, x)
+    base_size = base_db.stat().st_size / 2**20
+    rows: list[tuple] = [("face_meta alone", "", None, None, None, None, base_size)]
+    sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10, 'euclidean', NULL, ?)"
+    centroids = None
+    probe_scan = range(1, 129)
+
+    def recall_at(search, nprobe: int) -> float:
+        return recall_at_10([search(q, nprobe) for q in queries], truth)
+
+    def smallest_095(search) -> int | None:
+        for nprobe in probe_scan:
+            if recall_at(search, nprobe) >= 0.95:
+                return nprobe
+        return None
+
+    default_nprobe = None
+    for storage in storages:
+        db = workdir / f"scale_{n}_{storage}.db"
+        shutil.copy(base_db, db)
+        seconds, peak = build_in_child(db, {"lists": lists, "storage": storage})
+        size = db.stat().st_size / 2**20
+        conn = connect(db, mmap=True)
+        info = json.loads(conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0])
+        default_nprobe = info["nprobe"]
+        if centroids is None:
+            (blob,) = conn.execute("SELECT centroids FROM face_meta_fvknn_ivf").fetchone()
+            centroids = np.frombuffer(blob, np.float32).reshape(lists, DIM).copy()
+
+        def search(q, nprobe, c=conn):
+            return [r[0] for r in c.execute(sql, (q.tobytes(), nprobe))]
+
+        for nprobe in sorted({default_nprobe, smallest_095(search) or default_nprobe}):
+            label = f"nprobe {nprobe}" + (" (default)" if nprobe == default_nprobe else "")
+            ms = timed(lambda q, p=nprobe, c=conn: c.execute(sql, (q.tobytes(), p)).fetchall(),
+                       queries)  # fmt: skip
+            rows.append((f"facevec IVF {storage}", label, recall_at(search, nprobe), ms,
+                         seconds, peak, size))  # fmt: skip
+        conn.close()
+        db.unlink()
+
+    # faiss: its own k-means (train) and add, for the build time; then the same
+    # lists as facevec's (its centroids) for recall and time per query.
+    sample = np.asarray(x[rng.choice(n, min(n, 40 * lists), replace=False)])
+    t = time.perf_counter()
+    own = faiss.IndexIVFFlat(faiss.IndexFlatL2(DIM), DIM, lists)
+    own.train(sample)
+    train_s = time.perf_counter() - t
+    del own
+    for name, kind in (("faiss IVFFlat", None), ("faiss IVFScalarQuantizer QT_8bit", "sq8")):
+        quantizer = faiss.IndexFlatL2(DIM)
+        quantizer.add(centroids)
+        if kind is None:
+            index = faiss.IndexIVFFlat(quantizer, DIM, lists)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, DIM, lists, faiss.ScalarQuantizer.QT_8bit
+            )
+        t = time.perf_counter()
+        index.train(sample)  # the quantizer is trained: only the scalar quantizer's ranges
+        for i in range(0, n, 200_000):
+            index.add(np.asarray(x[i : i + 200_000]))
+        build = train_s + time.perf_counter() - t
+
+        def fsearch(q, nprobe, index=index):
+            index.nprobe = nprobe
+            return (index.search(q[None, :], 10)[1][0] + 1).tolist()
+
+        for nprobe in sorted({default_nprobe, smallest_095(fsearch) or default_nprobe}):
+            index.nprobe = nprobe
+            ms = timed(lambda q, ix=index: ix.search(q[None, :], 10), queries)
+            rows.append((name, f"nprobe {nprobe}", recall_at(fsearch, nprobe), ms, build, None,
+                         None))  # fmt: skip
+        del index
+    base_db.unlink()
+    (workdir / f"x_{n}.npy").unlink()
+    rows.append(("(IVF lists, default nprobe)", f"{lists}, {default_nprobe}", None, None, None,
+                 None, None))  # fmt: skip
+    return rows
+
+
+def main_scale(n: int, workdir: Path, storages: list[str]) -> None:
+    rows = run_scale(n, workdir, storages)
+    print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries, one thread")
+    print("| method | setting | recall@10 | ms/query | build s | build peak MiB | file MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, setting, rec, ms, build, peak, size in rows:
+        cells = [
+            "" if rec is None else f"{rec:.3f}",
+            "" if ms is None else f"{ms:.3f}",
+            "" if build is None else f"{build:.1f}",
+            "" if peak is None else f"{peak:.0f}",
+            "" if size is None else f"{size:.0f}",
+        ]
+        print(f"| {name} | {setting} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main_ann(sizes: list[int], workdir: Path, hnsw_max: int, storage: bool = False) -> None:
     for n in sizes:
         rows = run_storage(n, workdir) if storage else run_ann(n, workdir, hnsw=n <= hnsw_max)
@@ -463,10 +664,23 @@ def main() -> None:
     parser.add_argument(
         "--hnsw-max", type=int, default=1_000_000, help="largest N to build faiss HNSW for"
     )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="IVF at scale: build time, peak memory, file size, recall and ms per query "
+        "per storage beside faiss IVFFlat / IVFScalarQuantizer with the same lists",
+    )
+    parser.add_argument(
+        "--storages", default="int8,float16,float32", help="with --n: the storages to build"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_knn_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"databases in {workdir}; extension {loadable()}")
+    if args.n:
+        main_scale(args.n, workdir, args.storages.split(","))
+        return
     if args.ann:
         main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max, args.storage)
         return

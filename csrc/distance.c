@@ -383,6 +383,19 @@ static inline const fv_kernels *K(void) {
 
 const char *fv_isa(void) { return K()->name; }
 
+int fv_isa_level(void) {
+  const fv_kernels *k = K();
+#ifdef FV_X86
+  if (k == &kernels_avx2) return 1;
+  if (k == &kernels_avx512) return 2;
+#endif
+#ifdef FV_NEON
+  if (k == &kernels_neon) return 3;
+#endif
+  (void)k;
+  return 0;
+}
+
 void fv_force_scalar(int on) {
   active_kernels = on ? &kernels_scalar : best_kernels();
 }

@@ -13,6 +13,7 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 
 #include "batch.h"
+#include "codes.h"
 #include "facevec.h"
 #include "knn_search.h"
 #include "knn_store.h"
@@ -88,6 +89,9 @@ typedef struct knn_scan {
   ** ivf_st lists the chunks with their list. NULL: every chunk, every query. */
   unsigned char *probe;
   sqlite3_stmt *ivf_st;
+  /* The cache, when it describes this index (open_index): its statements,
+  ** centroids and parameters are borrowed. */
+  knn_cache *cache;
   struct knn_visit {
     i64 id, list;
   } *visit;
@@ -301,6 +305,9 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   i64 *rowids = NULL;
   float *block = NULL;
   double *keys = NULL; /* euclidean: block_rows keys per query */
+  /* Compressed euclidean: each query as the code kernels take it, and a
+  ** block's float32 keys. */
+  float *qprep = NULL, *fkeys = NULL;
   char *chunks_tbl = NULL;
   const size_t dim = sc->dim, vbytes = dim * sizeof(float);
   /* Bytes of one stored vector (compressed: codes read into raw, decoded). */
@@ -344,6 +351,13 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     slot_list = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(int32_t));
     if (!lists_tbl || !slot_list) rc = SQLITE_NOMEM;
   }
+  if (coded && keys) {
+    qprep = sqlite3_malloc64((sqlite3_uint64)n_queries * vbytes);
+    fkeys = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(float));
+    if (!qprep || !fkeys) rc = SQLITE_NOMEM;
+    for (size_t i = 0; qprep && i < n_queries; i++)
+      fv_codes_query(ix->storage, sc->qparams, queries[i].spec->vector, dim, qprep + i * dim);
+  }
   if (coded) {
     size_t most = batch && (size_t)ix->chunk_size > block_rows ? (size_t)ix->chunk_size
                                                                : block_rows;
@@ -379,13 +393,13 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     i64 id = st ? sqlite3_column_int64(st, 0) : sc->visit[next_visit].id, list = -1;
     int list_type = SQLITE_INTEGER;
     if (!st) list = sc->visit[next_visit++].list;
-    size_t n_slots = (size_t)(id == ix->tail_chunk ? ix->tail_used : ix->chunk_size);
+    size_t n_slots = 0;
     if (id < 1 || id > ix->tail_chunk) {
       rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the IVF list of chunk %lld is "
                        "missing or malformed", id);
       goto finish;
     }
-    if (n_slots == 0) continue;
+    if (id == ix->tail_chunk && ix->tail_used == 0) continue;
     rc = SQLITE_OK;
     if (sc->probe) {
       if (list_type != SQLITE_INTEGER || list < -1 || list >= lists) {
@@ -397,29 +411,35 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       for (size_t i = 0; i < n_queries; i++)
         if (list < 0 || sc->probe[i * (size_t)lists + (size_t)list]) active[n_active++] = i;
       if (n_active == 0) continue; /* no query reads this list */
-      if (list < 0) {
-        rc = b_slots ? sqlite3_blob_reopen(b_slots, id)
-                     : sqlite3_blob_open(sc->db, "main", lists_tbl, "slots", id, 0, &b_slots);
-        if (rc != SQLITE_OK || sqlite3_blob_bytes(b_slots) != (int)(ix->chunk_size * 4)) {
-          rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the slots of chunk %lld are "
-                           "malformed", id);
-          goto finish;
-        }
-        rc = sqlite3_blob_read(b_slots, slot_list, (int)(n_slots * 4), 0);
-        if (rc != SQLITE_OK) goto db_error;
-      }
     }
     for (int c = 0; c < 3 && rc == SQLITE_OK; c++)
       rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
                    : sqlite3_blob_open(sc->db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
     if (rc != SQLITE_OK) goto db_error;
     /* knn_index_check saw these sizes in this same snapshot; a mismatch here
-    ** is a bug, never a reason to read out of bounds. */
-    if (sqlite3_blob_bytes(blob[0]) != (int)(ix->chunk_size / 8) ||
-        sqlite3_blob_bytes(blob[1]) != (int)(ix->chunk_size * 8) ||
-        sqlite3_blob_bytes(blob[2]) != (int)(ix->chunk_size * (i64)ebytes)) {
-      rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
-      goto finish;
+    ** is a bug, never a reason to read out of bounds. A sealed chunk may be
+    ** shorter than chunk_size (format 2). */
+    {
+      const i64 cap = (i64)sqlite3_blob_bytes(blob[0]) * 8,
+                used = knn_chunk_slots(ix, id, cap / 8);
+      if (used < 0 || sqlite3_blob_bytes(blob[1]) != (int)(cap * 8) ||
+          sqlite3_blob_bytes(blob[2]) != (int)(cap * (i64)ebytes)) {
+        rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "chunk %lld changed size", id);
+        goto finish;
+      }
+      n_slots = (size_t)used;
+    }
+    if (n_slots == 0) continue;
+    if (sc->probe && list < 0) {
+      rc = b_slots ? sqlite3_blob_reopen(b_slots, id)
+                   : sqlite3_blob_open(sc->db, "main", lists_tbl, "slots", id, 0, &b_slots);
+      if (rc != SQLITE_OK || sqlite3_blob_bytes(b_slots) != (int)(ix->chunk_size * 4)) {
+        rc = knn_corrupt(&sc->zErr, "facevec_knn", ix, "the slots of chunk %lld are "
+                         "malformed", id);
+        goto finish;
+      }
+      rc = sqlite3_blob_read(b_slots, slot_list, (int)(n_slots * 4), 0);
+      if (rc != SQLITE_OK) goto db_error;
     }
     rc = sqlite3_blob_read(blob[0], valid, (int)((n_slots + 7) / 8), 0);
     if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], rowids, (int)(n_slots * 8), 0);
@@ -449,12 +469,22 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
                              (int)(lo * ebytes));
       if (rc != SQLITE_OK) goto db_error;
-      if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, block);
-      for (size_t a = 0; a < n_active; a++) {
-        /* Euclidean keys of the whole block in one kernel call. */
-        if (keys)
-          fv_l2_squared_rows(queries[active[a]].spec->vector, block, hi - lo, dim,
-                             keys + a * block_rows);
+      if (coded && keys) {
+        /* Euclidean keys straight from the codes, a kernel call per query. */
+        for (size_t a = 0; a < n_active; a++) {
+          double *kq = keys + a * block_rows;
+          fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, raw, hi - lo,
+                             dim, fkeys);
+          for (size_t r = 0; r < hi - lo; r++) kq[r] = fkeys[r];
+        }
+      } else {
+        if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, block);
+        for (size_t a = 0; a < n_active; a++) {
+          /* Euclidean keys of the whole block in one kernel call. */
+          if (keys)
+            fv_l2_squared_rows(queries[active[a]].spec->vector, block, hi - lo, dim,
+                               keys + a * block_rows);
+        }
       }
       for (size_t r = lo; r < hi; r++) {
         if (!(valid[r / 8] >> (r % 8) & 1)) continue;
@@ -510,6 +540,8 @@ finish:
   sqlite3_free(block);
   sqlite3_free(raw);
   sqlite3_free(keys);
+  sqlite3_free(qprep);
+  sqlite3_free(fkeys);
   return rc;
 }
 
@@ -595,8 +627,13 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
   size_t *found = NULL;
   int rc;
   if (ix->lists < 1 || np >= ix->lists) return SQLITE_OK;
-  rc = knn_ivf_centroids(sc->db, "facevec_knn", ix, &centroids, &sc->zErr);
-  if (rc != SQLITE_OK) return rc;
+  if (sc->cache && sc->cache->centroids) {
+    centroids = sc->cache->centroids;
+  } else {
+    rc = knn_ivf_centroids(sc->db, "facevec_knn", ix, &centroids, &sc->zErr);
+    if (rc != SQLITE_OK) return rc;
+    if (sc->cache) sc->cache->centroids = centroids;
+  }
   sc->probe = sqlite3_malloc64((sqlite3_uint64)nq * L);
   qs = sqlite3_malloc64((sqlite3_uint64)nq * dim * sizeof(float));
   idx = sqlite3_malloc64((sqlite3_uint64)nq * (size_t)np * sizeof(int64_t));
@@ -625,9 +662,14 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
       if (l >= 0 && (size_t)l < L) sc->probe[i * L + (size_t)l] = 1;
     }
   /* The chunks of every list some query reads, and the mixed ones (-1). */
-  rc = knn_prepare(sc->db, &sc->ivf_st, &sc->zErr,
-                   "SELECT id, list FROM \"main\".\"%w_fvknn_chunklists\" WHERE list = ?1",
-                   ix->tbl);
+  if (sc->cache && sc->cache->ivf_st) {
+    sc->ivf_st = sc->cache->ivf_st;
+  } else {
+    rc = knn_prepare(sc->db, &sc->ivf_st, &sc->zErr,
+                     "SELECT id, list FROM \"main\".\"%w_fvknn_chunklists\" WHERE list = ?1",
+                     ix->tbl);
+    if (rc == SQLITE_OK && sc->cache) sc->cache->ivf_st = sc->ivf_st;
+  }
   size_t cap = 0;
   for (i64 l = -1; rc == SQLITE_OK && l < ix->lists; l++) {
     int wanted = l < 0;
@@ -665,7 +707,7 @@ finish:
     sqlite3_free(sc->probe);
     sc->probe = NULL;
   }
-  sqlite3_free(centroids);
+  if (!sc->cache || centroids != sc->cache->centroids) sqlite3_free(centroids);
   sqlite3_free(qs);
   sqlite3_free(idx);
   sqlite3_free(dist);
@@ -746,9 +788,17 @@ void knn_result_clear(knn_result *r) {
 }
 
 static void cache_statements_clear(knn_cache *c);
+static void cache_data_clear(knn_cache *c);
+
+static void cache_data_clear(knn_cache *c) {
+  sqlite3_free(c->centroids);
+  sqlite3_free(c->qparams);
+  c->centroids = c->qparams = NULL;
+}
 
 void knn_cache_clear(knn_cache *c) {
   cache_statements_clear(c);
+  cache_data_clear(c);
   sqlite3_finalize(c->schema_st);
   sqlite3_free(c->table);
   knn_index_clear(&c->ix);
@@ -778,11 +828,15 @@ static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int sch
                                                 &data_version) == SQLITE_OK;
   if (versioned && cache->valid && cache->data_version == data_version &&
       cache->changes == changes && cache->schema_version == schema_version &&
-      strcmp(cache->table, table) == 0)
-    return index_copy(&sc->ix, &cache->ix);
+      strcmp(cache->table, table) == 0) {
+    rc = index_copy(&sc->ix, &cache->ix);
+    if (rc == SQLITE_OK) sc->cache = cache;
+    return rc;
+  }
   rc = knn_index_open(sc->db, "facevec_knn", table, &sc->ix, &sc->zErr);
   if (rc != SQLITE_OK || !versioned) return rc;
   cache->valid = 0;
+  cache_data_clear(cache);
   sqlite3_free(cache->table);
   knn_index_clear(&cache->ix);
   cache->table = dup(table);
@@ -791,6 +845,7 @@ static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int sch
   cache->changes = changes;
   cache->schema_version = schema_version;
   cache->valid = 1;
+  sc->cache = cache;
   return SQLITE_OK;
 }
 
@@ -799,7 +854,9 @@ static void cache_statements_clear(knn_cache *c) {
   sqlite3_finalize(c->chunks_st);
   sqlite3_finalize(c->map_get);
   sqlite3_free(c->stmt_table);
-  c->log_st = c->chunks_st = c->map_get = NULL;
+  sqlite3_finalize(c->ivf_st);
+  sqlite3_finalize(c->get_st);
+  c->log_st = c->chunks_st = c->map_get = c->ivf_st = c->get_st = NULL;
   c->stmt_table = NULL;
 }
 
@@ -838,10 +895,14 @@ static int scan_statements(knn_scan *sc, knn_cache *cache) {
 ** are the answer. Rows read from the table already have theirs. */
 static int rerank(knn_scan *sc, knn_query *queries, size_t n_queries) {
   const knn_index *ix = &sc->ix;
-  sqlite3_stmt *get = NULL;
-  int rc = knn_prepare(sc->db, &get, &sc->zErr,
-                       "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1", ix->col,
-                       ix->tbl, ix->pk);
+  sqlite3_stmt *get = sc->cache ? sc->cache->get_st : NULL;
+  int rc = SQLITE_OK;
+  if (!get) {
+    rc = knn_prepare(sc->db, &get, &sc->zErr,
+                     "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1", ix->col,
+                     ix->tbl, ix->pk);
+    if (rc == SQLITE_OK && sc->cache) sc->cache->get_st = get;
+  }
   for (size_t i = 0; i < n_queries && rc == SQLITE_OK; i++) {
     knn_query *q = &queries[i];
     fv_heap old = q->heap;
@@ -879,7 +940,10 @@ static int rerank(knn_scan *sc, knn_query *queries, size_t n_queries) {
     }
     heap_free(&old);
   }
-  sqlite3_finalize(get);
+  if (sc->cache && get == sc->cache->get_st)
+    sqlite3_reset(get);
+  else
+    sqlite3_finalize(get);
   return rc;
 }
 
@@ -914,6 +978,7 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cac
   rc = open_index(&sc, req->table, cache, schema_version);
   if (rc == SQLITE_OK) rc = scan_statements(&sc, cache);
   if (rc != SQLITE_OK) goto finish;
+  if (!sc.borrowed) sc.cache = NULL; /* its statements are another table's */
   if (sc.ix.dim > 0 && (i64)sc.dim != sc.ix.dim) {
     sc.zErr = sqlite3_mprintf("facevec_knn: query has %lld dimensions, the index of %s has "
                               "%lld",
@@ -949,8 +1014,14 @@ int knn_search(sqlite3 *db, const knn_request *req, knn_result *results, knn_cac
   }
   rc = load_pending(&sc, &n_log);
   if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) rc = choose_lists(&sc, req);
-  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0)
-    rc = knn_quant_params(db, "facevec_knn", &sc.ix, &sc.qparams, &sc.zErr);
+  if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) {
+    if (sc.cache && sc.cache->qparams) {
+      sc.qparams = sc.cache->qparams;
+    } else {
+      rc = knn_quant_params(db, "facevec_knn", &sc.ix, &sc.qparams, &sc.zErr);
+      if (rc == SQLITE_OK && sc.cache) sc.cache->qparams = sc.qparams;
+    }
+  }
   if (rc == SQLITE_OK && sc.ix.dim > 0 && sc.ix.tail_chunk > 0) {
     sc.approx = sc.ix.storage != KNN_STORE_F32;
     rc = scan_chunks(&sc, queries, req->n_queries);
@@ -981,8 +1052,11 @@ finish:
   sqlite3_free(sc.pending.slot);
   sqlite3_free(sc.probe);
   sqlite3_free(sc.visit);
-  sqlite3_free(sc.qparams);
-  sqlite3_finalize(sc.ivf_st);
+  if (!sc.cache || sc.qparams != sc.cache->qparams) sqlite3_free(sc.qparams);
+  if (sc.cache && sc.ivf_st == sc.cache->ivf_st)
+    sqlite3_reset(sc.ivf_st);
+  else
+    sqlite3_finalize(sc.ivf_st);
   if (sc.borrowed) {
     sqlite3_reset(sc.log_st);
     sqlite3_reset(sc.chunks_st);

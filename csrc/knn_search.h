@@ -53,6 +53,12 @@ typedef struct knn_cache {
   /* The statements every search of table runs, prepared once per table. */
   char *stmt_table;
   sqlite3_stmt *log_st, *chunks_st, *map_get;
+  /* Prepared when first needed: an IVF list's chunks, a row's vector (the
+  ** re-ranking of compressed storage). */
+  sqlite3_stmt *ivf_st, *get_st;
+  /* While valid: the IVF centroids and the int8 parameters of ix (NULL until
+  ** a search reads them), so a query does not read them again. */
+  float *centroids, *qparams;
 } knn_cache;
 
 void knn_cache_clear(knn_cache *c);

@@ -17,6 +17,9 @@
 **       table's vectors); a query ranks them and re-ranks its "rerank"
 **       nearest (0, the default: max(4k, 64)) by their exact float32
 **       vectors read from the table, so distances are the scalar functions'.
+**   SELECT facevec_knn_build(table, column, NULL, options, centroids)
+**       An IVF build on the given centroids (a BLOB of lists x dim float32,
+**       e.g. the gallery's SQL lists) instead of its own k-means.
 **   SELECT facevec_knn_create(table [, column [, chunk_size [, options]]])
 **       As build, but leave the filling to facevec_knn_sync (in batches, so a
 **       caller can show progress); options: storage and rerank. Returns 0.
@@ -371,6 +374,17 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (!(a.table = text_arg(ctx, a.fn, "table", argv, 0))) return;
   if (argc > 1 && !(a.column = text_arg(ctx, a.fn, "column", argv, 1))) return;
   if (argc > 3 && !parse_build_options(ctx, a.fn, argv[3], &a.opts)) return;
+  if (argc > 4 && sqlite3_value_type(argv[4]) != SQLITE_NULL) {
+    if (sqlite3_value_type(argv[4]) != SQLITE_BLOB || a.opts.lists < 1) {
+      arg_error(ctx, a.fn,
+                sqlite3_mprintf("%s: centroids (argument 5) must be a BLOB of float32 "
+                                "centroids, with option lists, found %s",
+                                a.fn, fv_type_name(sqlite3_value_type(argv[4]))));
+      return;
+    }
+    a.opts.centroids = sqlite3_value_blob(argv[4]);
+    a.opts.centroids_bytes = sqlite3_value_bytes(argv[4]);
+  }
   if (argc > 3 && a.opts.lists > 0 && !a.fill) {
     arg_error(ctx, a.fn,
               sqlite3_mprintf("%s: an IVF index (option lists) is built in one call: use "
@@ -529,7 +543,7 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (rc == SQLITE_OK) {
     i64 chunks = ix.n_chunks;
     i64 pending = knn_count(db, "SELECT count(*) FROM \"main\".\"%w_fvknn_log\"", ix.tbl);
-    i64 slots = ix.tail_chunk ? (chunks - 1) * ix.chunk_size + ix.tail_used : 0;
+    i64 slots = ix.n_slots;
     /* SQLite's json_object escapes the names, whatever characters they hold. */
     sqlite3_stmt *st = NULL;
     rc = sqlite3_prepare_v2(db,
@@ -1053,6 +1067,7 @@ int fv_knn_register(sqlite3 *db) {
   } fns[] = {
       {"facevec_knn_build", 1, build_func, 1},  {"facevec_knn_build", 2, build_func, 1},
       {"facevec_knn_build", 3, build_func, 1},  {"facevec_knn_build", 4, build_func, 1},
+      {"facevec_knn_build", 5, build_func, 1},
       {"facevec_knn_create", 1, build_func, 0},
       {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
       {"facevec_knn_create", 4, build_func, 0},
@@ -1063,7 +1078,6 @@ int fv_knn_register(sqlite3 *db) {
   ** or views of an untrusted schema. */
   const int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
   int rc;
-  knn_codes_init();
   rc = sqlite3_create_module(db, "facevec_knn", &knn_module, NULL);
   /* The same search for many query vectors: a JSON array of vectors, each
   ** answered in the same pass over the chunks; rows ordered by query_no. */

@@ -18,6 +18,7 @@ SQLITE_EXTENSION_INIT3
 #include <stdlib.h>
 #include <string.h>
 
+#include "codes.h"
 #include "facevec.h"
 #include "kmeans.h"
 #include "knn_store.h"
@@ -376,9 +377,9 @@ int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
   ix->n_vectors = sqlite3_column_int64(st, 7);
   ix->building = sqlite3_column_type(st, 8) != SQLITE_NULL;
   ix->build_next = sqlite3_column_int64(st, 8);
-  if (sqlite3_column_int64(st, 9) != KNN_FORMAT)
-    rc = knn_corrupt(pzErr, fn, ix, "format %lld, expected %d", sqlite3_column_int64(st, 9),
-                     KNN_FORMAT);
+  if (sqlite3_column_int64(st, 9) < KNN_FORMAT_MIN || sqlite3_column_int64(st, 9) > KNN_FORMAT)
+    rc = knn_corrupt(pzErr, fn, ix, "format %lld, expected %d to %d",
+                     sqlite3_column_int64(st, 9), KNN_FORMAT_MIN, KNN_FORMAT);
   else
     rc = check_description(fn, ix, pzErr);
   sqlite3_finalize(st);
@@ -596,9 +597,8 @@ static int check_chunks(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr
   sqlite3_blob *blob[3] = {NULL, NULL, NULL};
   unsigned char *bits = NULL;
   char *chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
-  const i64 cs = ix->chunk_size,
-            want[3] = {cs / 8, cs * 8, cs * ix->dim * knn_elem_bytes(ix->storage)};
-  i64 last = 0, n_valid = 0, n_chunks = 0;
+  const i64 cs = ix->chunk_size;
+  i64 last = 0, n_valid = 0, n_chunks = 0, n_slots = 0;
   int rc;
   if (!chunks_tbl) return SQLITE_NOMEM;
   if (cs) bits = sqlite3_malloc64((sqlite3_uint64)cs / 8);
@@ -614,6 +614,7 @@ static int check_chunks(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr
       rc = SQLITE_NOMEM;
       goto finish;
     }
+    i64 cap = 0, used = 0;
     for (int c = 0; c < 3; c++) {
       rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
                    : sqlite3_blob_open(db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
@@ -622,21 +623,32 @@ static int check_chunks(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr
         goto finish;
       }
       if (rc != SQLITE_OK) goto db_error;
-      if (sqlite3_blob_bytes(blob[c]) != want[c]) {
+      if (c == 0) { /* its capacity, from the bitmap's size */
+        cap = (i64)sqlite3_blob_bytes(blob[0]) * 8;
+        used = knn_chunk_slots(ix, id, cap / 8);
+        if (used < 0) {
+          rc = knn_corrupt(pzErr, fn, ix, "chunk %lld holds %d bytes of valid, expected %lld",
+                           id, sqlite3_blob_bytes(blob[0]), cs / 8);
+          goto finish;
+        }
+      }
+      const i64 want = c == 0 ? cap / 8 : c == 1 ? cap * 8 : cap * ix->dim * knn_elem_bytes(ix->storage);
+      if (sqlite3_blob_bytes(blob[c]) != want) {
         rc = knn_corrupt(pzErr, fn, ix, "chunk %lld holds %d bytes of %s, expected %lld", id,
-                         sqlite3_blob_bytes(blob[c]), column[c], want[c]);
+                         sqlite3_blob_bytes(blob[c]), column[c], want);
         goto finish;
       }
     }
-    rc = sqlite3_blob_read(blob[0], bits, (int)(cs / 8), 0);
+    rc = sqlite3_blob_read(blob[0], bits, (int)(cap / 8), 0);
     if (rc != SQLITE_OK) goto db_error;
-    i64 used = id == ix->tail_chunk ? ix->tail_used : cs, past = valid_bits_past(bits, cs, used);
+    i64 past = valid_bits_past(bits, cap, used);
     if (past >= 0) {
       rc = knn_corrupt(pzErr, fn, ix, "chunk %lld marks slot %lld valid, past the %lld in use",
                        id, past, used);
       goto finish;
     }
-    n_valid += count_bits(bits, (size_t)cs / 8);
+    n_valid += count_bits(bits, (size_t)cap / 8);
+    n_slots += used;
     last = id;
     n_chunks++;
   }
@@ -649,6 +661,7 @@ static int check_chunks(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr
     rc = knn_corrupt(pzErr, fn, ix, "its chunks hold %lld vectors, it counts %lld", n_valid,
                      ix->n_vectors);
   ix->n_chunks = n_chunks;
+  ix->n_slots = n_slots;
   goto finish;
 db_error:
   knn_db_error(db, pzErr);
@@ -754,18 +767,17 @@ int knn_ivf_sizes(sqlite3 *db, const char *fn, const knn_index *ix, i64 *sizes,
                      lists_tbl);
   while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 id = sqlite3_column_int64(st, 0), list = sqlite3_column_int64(st, 1);
-    i64 used = id == ix->tail_chunk ? ix->tail_used : cs;
     rc = bv ? sqlite3_blob_reopen(bv, id) : sqlite3_blob_open(db, "main", chunks_tbl, "valid",
                                                               id, 0, &bv);
-    if (rc != SQLITE_OK || sqlite3_blob_bytes(bv) != cs / 8 || list < -1 ||
-        list >= ix->lists || used < 0 || used > cs) {
+    i64 used = rc == SQLITE_OK ? knn_chunk_slots(ix, id, sqlite3_blob_bytes(bv)) : -1;
+    if (rc != SQLITE_OK || list < -1 || list >= ix->lists || used < 0) {
       rc = knn_corrupt(pzErr, fn, ix, "the IVF list of chunk %lld is malformed", id);
       break;
     }
-    rc = sqlite3_blob_read(bv, bits, (int)(cs / 8), 0);
+    rc = sqlite3_blob_read(bv, bits, sqlite3_blob_bytes(bv), 0);
     if (rc != SQLITE_OK) break;
     if (list >= 0) {
-      sizes[list] += count_bits(bits, (size_t)cs / 8);
+      sizes[list] += count_bits(bits, (size_t)sqlite3_blob_bytes(bv));
     } else {
       rc = bs ? sqlite3_blob_reopen(bs, id)
               : sqlite3_blob_open(db, "main", lists_tbl, "slots", id, 0, &bs);
@@ -892,6 +904,10 @@ typedef struct knn_writer {
   ** appended row tagged with its nearest list in app_list). */
   float *centroids;
   i64 cur_list;
+  /* An IVF build: rows of the current list still to come (-1: not known),
+  ** so that its last chunk is made no larger than they need (format 2);
+  ** tail_cap: the slots of the tail chunk the writer made. */
+  i64 list_left, tail_cap;
   int32_t *app_list;
   sqlite3_stmt *cl_new, *cl_del;
   char *lists_tbl;
@@ -957,6 +973,8 @@ static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix
   for (size_t i = 0; rc == SQLITE_OK && i < sizeof statements / sizeof statements[0]; i++)
     rc = knn_prepare(db, statements[i].st, &w->zErr, statements[i].sql, ix->tbl);
   w->cur_list = -1;
+  w->list_left = -1;
+  w->tail_cap = ix->chunk_size;
   if (rc == SQLITE_OK && ix->lists > 0) {
     w->lists_tbl = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[1]);
     if (!w->lists_tbl) return SQLITE_NOMEM;
@@ -1057,6 +1075,9 @@ static int writer_check_slot(knn_writer *w, i64 rid, i64 chunk, i64 slot) {
     stored = w->app_rid[slot - w->app_start];
   } else {
     rc = writer_blobs_at(w, chunk);
+    if (rc == SQLITE_OK && slot / 8 >= sqlite3_blob_bytes(w->b_valid)) /* a short chunk */
+      return knn_corrupt(&w->zErr, w->fn, ix, "row %lld is mapped to slot %lld of chunk %lld, "
+                         "past its end", rid, slot, chunk);
     if (rc == SQLITE_OK) rc = sqlite3_blob_read(w->b_valid, &bits, 1, (int)(slot / 8));
     if (rc == SQLITE_OK) rc = sqlite3_blob_read(w->b_rowids, &stored, 8, (int)(slot * 8));
     if (rc != SQLITE_OK) {
@@ -1139,15 +1160,17 @@ static int step_done(knn_writer *w, sqlite3_stmt *st) {
 static int writer_append(knn_writer *w, i64 rid, const float *vec) {
   knn_index *ix = w->ix;
   int rc;
-  if (ix->tail_chunk == 0 || ix->tail_used == ix->chunk_size) {
+  if (ix->tail_chunk == 0 || ix->tail_used == ix->chunk_size || ix->tail_used == w->tail_cap) {
     rc = writer_flush(w);
     if (rc != SQLITE_OK) return rc;
-    i64 id = ix->tail_chunk + 1;
+    if (ix->tail_chunk && ix->tail_used == w->tail_cap) ix->tail_used = ix->chunk_size;
+    i64 id = ix->tail_chunk + 1, cap = ix->chunk_size;
+    /* A list's last chunk: room for its remaining rows only. */
+    if (w->list_left > 0 && w->list_left < cap) cap = (w->list_left + 63) / 64 * 64;
     sqlite3_bind_int64(w->chunk_new, 1, id);
-    sqlite3_bind_int64(w->chunk_new, 2, ix->chunk_size / 8);
-    sqlite3_bind_int64(w->chunk_new, 3, ix->chunk_size * 8);
-    sqlite3_bind_int64(w->chunk_new, 4,
-                       ix->chunk_size * ix->dim * knn_elem_bytes(ix->storage));
+    sqlite3_bind_int64(w->chunk_new, 2, cap / 8);
+    sqlite3_bind_int64(w->chunk_new, 3, cap * 8);
+    sqlite3_bind_int64(w->chunk_new, 4, cap * ix->dim * knn_elem_bytes(ix->storage));
     rc = step_done(w, w->chunk_new);
     if (rc == SQLITE_OK && w->centroids) {
       sqlite3_bind_int64(w->cl_new, 1, id);
@@ -1158,6 +1181,7 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
     if (rc != SQLITE_OK) return rc;
     ix->tail_chunk = id;
     ix->tail_used = 0;
+    w->tail_cap = cap;
     w->app_start = 0;
     w->app_n = 0;
   }
@@ -1189,7 +1213,9 @@ static int writer_append(knn_writer *w, i64 rid, const float *vec) {
   sqlite3_bind_int64(w->map_ins, 2, ix->tail_chunk);
   sqlite3_bind_int64(w->map_ins, 3, slot);
   rc = step_done(w, w->map_ins);
-  if (rc == SQLITE_OK && ix->tail_used == ix->chunk_size) rc = writer_flush(w);
+  if (w->list_left > 0) w->list_left--;
+  if (rc == SQLITE_OK && (ix->tail_used == ix->chunk_size || ix->tail_used == w->tail_cap))
+    rc = writer_flush(w);
   return rc;
 }
 
@@ -1222,9 +1248,13 @@ static int writer_remove(knn_writer *w, i64 rid, i64 chunk, i64 slot) {
   if (in_append_buffer(w, chunk, slot)) {
     w->app_valid[slot - w->app_start] = 0;
   } else {
-    int nb = (int)(ix->chunk_size / 8), empty = 1;
+    int nb, empty = 1;
     rc = writer_blobs_at(w, chunk);
     if (rc != SQLITE_OK) return rc;
+    nb = sqlite3_blob_bytes(w->b_valid); /* a sealed chunk may be short */
+    if (nb > ix->chunk_size / 8 || slot / 8 >= nb)
+      return knn_corrupt(&w->zErr, w->fn, ix, "slot %lld of chunk %lld is past its end", slot,
+                         chunk);
     rc = sqlite3_blob_read(w->b_valid, w->bitmap, nb, 0);
     if (rc == SQLITE_OK) {
       w->bitmap[slot / 8] &= (unsigned char)~(1u << (slot % 8));
@@ -1440,7 +1470,21 @@ static int cmp_list_row(const void *a, const void *b) {
 static int writer_seal(knn_writer *w) {
   knn_index *ix = w->ix;
   int rc = writer_flush(w);
-  if (rc == SQLITE_OK && ix->tail_chunk) ix->tail_used = ix->chunk_size;
+  if (rc != SQLITE_OK || !ix->tail_chunk || ix->tail_used == ix->chunk_size) return rc;
+  /* Cut the chunk to its slots in use, rounded up to 64 (format 2), unless
+  ** it was made that size. */
+  i64 cap = (ix->tail_used + 63) / 64 * 64;
+  if (cap < 64) cap = 64;
+  if (cap < w->tail_cap) {
+    writer_close_blobs(w);
+    rc = knn_exec(w->db, &w->zErr,
+                  "UPDATE \"main\".\"%w_fvknn_chunks\" SET valid = substr(valid, 1, %lld), "
+                  "rowids = substr(rowids, 1, %lld), vectors = substr(vectors, 1, %lld) "
+                  "WHERE id = %lld",
+                  ix->tbl, cap / 8, cap * 8, cap * ix->dim * knn_elem_bytes(ix->storage),
+                  ix->tail_chunk);
+  }
+  if (rc == SQLITE_OK) ix->tail_used = ix->chunk_size;
   return rc;
 }
 
@@ -1651,9 +1695,9 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
   }
   ix->dim = dim;
   if (ix->chunk_size == 0) {
-    /* About a list per chunk (rounded up to 64 slots): a query reads few
-    ** chunks per list; a list's last chunk is partly empty. */
-    i64 cs = (n / lists + 63) / 64 * 64, most = auto_chunk_size(dim);
+    /* Twice the mean list (rounded up to 64 slots): a query reads one chunk
+    ** for most lists; a list's last chunk is cut to its rows (writer_seal). */
+    i64 cs = (2 * n / lists + 63) / 64 * 64, most = auto_chunk_size(dim);
     ix->chunk_size = cs < 64 ? 64 : cs > most ? most : cs;
   }
 
@@ -1665,7 +1709,24 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
     rc = SQLITE_NOMEM;
     goto finish;
   }
-  {
+  if (o->centroids) {
+    /* Given: checked, not trained. */
+    if (o->centroids_bytes != lists * dim * 4) {
+      w.zErr = sqlite3_mprintf("%s: centroids (argument 5) hold %lld bytes, expected %lld "
+                               "lists x %lld dimensions x 4",
+                               fn, o->centroids_bytes, lists, dim);
+      rc = SQLITE_ERROR;
+      goto finish;
+    }
+    memcpy(centroids, o->centroids, (size_t)(lists * dim * 4));
+    for (i64 j = 0; j < lists * dim; j++)
+      if (!isfinite(centroids[j])) {
+        w.zErr = sqlite3_mprintf("%s: centroid %lld (argument 5) is not a finite vector", fn,
+                                 j / dim);
+        rc = SQLITE_ERROR;
+        goto finish;
+      }
+  } else {
     int64_t bad = -1;
     int frc = fv_kmeans(FV_EUCLIDEAN, sample, (size_t)n_sample, (size_t)dim, (size_t)lists,
                         o->iterations > 0 ? (unsigned)o->iterations : 10, 42, centroids,
@@ -1815,11 +1876,14 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
     if (j == 0 || rows[j].list != rows[j - 1].list) {
       rc = writer_seal(&w);
       w.cur_list = rows[j].list;
+      w.list_left = 0;
+      for (i64 m = j; m < n && rows[m].list == rows[j].list; m++) w.list_left++;
     }
     if (rc == SQLITE_OK) rc = writer_apply_rid(&w, rows[j].rid);
   }
   if (rc == SQLITE_OK) rc = writer_seal(&w);
   w.cur_list = -1;
+  w.list_left = -1;
   if (rc == SQLITE_OK && ix->n_vectors != n)
     rc = knn_corrupt(&w.zErr, fn, ix, "built %lld vectors of %lld", ix->n_vectors, n);
   if (rc == SQLITE_OK) {
@@ -2052,87 +2116,21 @@ i64 knn_count(sqlite3 *db, const char *fmt, const char *tbl) {
 /* ------------------------------------------------------------------------ */
 /* Compressed storage: float16 and int8 codes                                */
 
-/* IEEE half precision, rounded to nearest even; finite values beyond the
-** half range are clamped to +-65504 (a distance stays a number). */
-static uint16_t f32_to_f16(float f) {
-  uint32_t x, sign, a;
-  memcpy(&x, &f, 4);
-  sign = (x >> 16) & 0x8000u;
-  a = x & 0x7fffffffu;
-  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
-  if (a >= 0x477fe000u) return (uint16_t)(sign | 0x7bffu);  /* >= 65504 */
-  if (a < 0x38800000u) {                                    /* below 2^-14: subnormal */
-    float v, t, fr;
-    uint32_t m;
-    memcpy(&v, &a, 4);
-    t = v * 16777216.0f; /* exact: units of 2^-24 */
-    m = (uint32_t)t;
-    fr = t - (float)m;
-    if (fr > 0.5f || (fr == 0.5f && (m & 1u))) m++;
-    return (uint16_t)(sign | m);
-  }
-  uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
-  uint32_t rem = a & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-  return (uint16_t)(sign | h);
-}
-
-static float f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
-  float f;
-  if (e == 0) {
-    f = (float)m * (1.0f / 16777216.0f);
-    return sign ? -f : f;
-  }
-  x = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e - 15 + 127) << 23) | (m << 13);
-  memcpy(&f, &x, 4);
-  return f;
-}
-
+/* The maths of the codes is codes.c's; float32 storage is a copy. */
 void knn_encode(int storage, const float *params, const float *src, size_t n, size_t dim,
                 void *dst) {
-  if (storage == KNN_STORE_F16) {
-    uint16_t *o = dst;
-    for (size_t i = 0; i < n * dim; i++) o[i] = f32_to_f16(src[i]);
-  } else if (storage == KNN_STORE_I8) {
-    unsigned char *o = dst;
-    for (size_t r = 0; r < n; r++)
-      for (size_t j = 0; j < dim; j++) {
-        float c = (src[r * dim + j] - params[j]) / params[dim + j];
-        /* NaN goes to 0: only the exact re-ranking sees the true value. */
-        o[r * dim + j] = !(c > 0) ? 0 : c >= 255 ? 255 : (unsigned char)(c + 0.5f);
-      }
-  } else {
+  if (storage == KNN_STORE_F32)
     memcpy(dst, src, n * dim * sizeof(float));
-  }
-}
-
-/* Every half's float (256 KiB), filled once when the extension registers. */
-static float f16_table[65536];
-
-void knn_codes_init(void) {
-  static int done = 0;
-  sqlite3_mutex *m = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1);
-  sqlite3_mutex_enter(m);
-  if (!done)
-    for (uint32_t h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
-  done = 1;
-  sqlite3_mutex_leave(m);
+  else
+    fv_codes_encode(storage, params, src, n, dim, dst);
 }
 
 void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
                 float *dst) {
-  if (storage == KNN_STORE_F16) {
-    const uint16_t *s = src;
-    for (size_t i = 0; i < n * dim; i++) dst[i] = f16_table[s[i]];
-  } else if (storage == KNN_STORE_I8) {
-    const unsigned char *s = src;
-    const float *lo = params, *scale = params + dim;
-    for (size_t r = 0; r < n; r++)
-      for (size_t j = 0; j < dim; j++) dst[r * dim + j] = lo[j] + scale[j] * (float)s[r * dim + j];
-  } else {
+  if (storage == KNN_STORE_F32)
     memcpy(dst, src, n * dim * sizeof(float));
-  }
+  else
+    fv_codes_decode(storage, params, src, n, dim, dst);
 }
 
 int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **out,

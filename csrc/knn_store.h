@@ -7,14 +7,20 @@
 
 #include <stddef.h>
 
+#include "codes.h"
 #include "sqlite3ext.h"
 #include "vector_arg.h"
 
 typedef sqlite3_int64 i64;
 
 #define KNN_INDEX_TABLE "facevec_knn_index"
-/* The storage layout of this code, kept in facevec_knn_index.format. */
-#define KNN_FORMAT 1
+/* The storage layout of this code, kept in facevec_knn_index.format.
+** Format 2: a sealed chunk (one whose slots are all taken: not the tail, or
+** the tail once tail_used == chunk_size) may be shorter than chunk_size, a
+** multiple of 64 slots, so that an IVF list's last chunk has no room left
+** empty. Format 1 files (every chunk chunk_size slots) read as they are. */
+#define KNN_FORMAT 2
+#define KNN_FORMAT_MIN 1
 #define KNN_MAX_CHUNK 65536
 /* Chunk ids stay below this (2^40 chunks of 64 vectors is beyond any file),
 ** so that (chunk, slot) fits one int64 as chunk << 16 | slot. */
@@ -50,6 +56,7 @@ typedef struct knn_index {
   i64 build_next;  /* rows with rowid >= build_next are not indexed yet */
   int building;    /* build_next is meaningful */
   i64 n_chunks;    /* chunk rows, counted by knn_index_check */
+  i64 n_slots;     /* their slots in use, counted by knn_index_check */
   /* IVF (T_fvknn_ivf exists): 0 lists = the exact index. */
   i64 lists;       /* coarse centroids, 1..KNN_MAX_LISTS */
   i64 nprobe;      /* lists a query reads by default, 1..lists */
@@ -61,10 +68,22 @@ typedef struct knn_index {
   i64 rerank;      /* candidates re-ranked per query; 0: max(4k, 64) */
 } knn_index;
 
+/* The codes' own numbers (codes.h), 0 for plain float32. */
 #define KNN_STORE_F32 0
-#define KNN_STORE_F16 1
-#define KNN_STORE_I8 2
+#define KNN_STORE_F16 FV_CODE_F16
+#define KNN_STORE_I8 FV_CODE_I8
 #define KNN_MAX_RERANK 1000000
+/* Slots of a chunk whose valid BLOB is valid_bytes long: its capacity, or
+** for the tail its slots in use; -1 when the size is not one a chunk may
+** have (a whole number of 64 slots, at most chunk_size; the unsealed tail
+** exactly chunk_size). */
+static inline i64 knn_chunk_slots(const knn_index *ix, i64 id, i64 valid_bytes) {
+  i64 cap = valid_bytes * 8;
+  if (valid_bytes < 8 || valid_bytes % 8 || cap > ix->chunk_size) return -1;
+  if (id != ix->tail_chunk) return cap;
+  if (ix->tail_used == ix->chunk_size) return cap; /* sealed */
+  return cap == ix->chunk_size ? ix->tail_used : -1;
+}
 /* Bytes of one stored element. */
 static inline i64 knn_elem_bytes(int storage) {
   return storage == KNN_STORE_I8 ? 1 : storage == KNN_STORE_F16 ? 2 : 4;
@@ -83,8 +102,6 @@ int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **o
 /* n vectors of dim floats to codes of ix's storage, and back. */
 void knn_encode(int storage, const float *params, const float *src, size_t n, size_t dim,
                 void *dst);
-/* Fill the float16 decoding table (knn_decode needs it); idempotent. */
-void knn_codes_init(void);
 void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
                 float *dst);
 /* Make a just-created, empty index store its vectors as storage (trained
@@ -104,6 +121,10 @@ typedef struct knn_build_opts {
   i64 iterations; /* Lloyd steps; 0: 10 */
   int storage;    /* KNN_STORE_* */
   i64 rerank;     /* 0: max(4k, 64) */
+  /* Centroids to use instead of training (lists x dim float32, the caller's
+  ** memory), e.g. the gallery's SQL lists; NULL: k-means on a sample. */
+  const void *centroids;
+  i64 centroids_bytes;
 } knn_build_opts;
 
 /* Small helpers: one formatted statement run or prepared (sqlite3_mprintf

@@ -16,6 +16,10 @@
 
 struct fv_kernels; /* distance.c's SIMD kernels, chosen at run time */
 
+/* The instruction set of the kernels in use (fv_isa()), as a number for the
+** kernels of other files (codes.c): 0 scalar, 1 avx2, 2 avx512, 3 neon. */
+int fv_isa_level(void);
+
 /* One query, prepared once for any number of rows: its norm is taken once. */
 typedef struct scan_query {
   const struct fv_kernels *k;

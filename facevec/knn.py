@@ -77,6 +77,19 @@ def _require(conn: Any) -> None:
         )
 
 
+@contextlib.contextmanager
+def _native_or_unavailable(conn: Any) -> Iterator[None]:
+    """A search runs without checking the connection first (a check per query
+    would cost as much as a small search): only when it fails is the connection
+    asked whether it has the native functions, and KnnUnavailableError raised
+    if not."""
+    try:
+        yield
+    except Exception:
+        _require(conn)
+        raise
+
+
 def status(conn: Any, table: str = TABLE) -> dict[str, Any] | None:
     """The index of ``table`` as a dict (dim, vectors, pending, building, ...),
     or None if it has none."""
@@ -140,9 +153,13 @@ def build(
     nprobe: int | None = None,
     storage: str = "float32",
     rerank: int | None = None,
+    centroids: np.ndarray | None = None,
 ) -> int:
     """(Re)build the index of ``table.column``; returns the number of vectors
     indexed.
+
+    ``centroids`` (an IVF index: ``lists`` x dim): the lists' centroids, used
+    instead of training k-means (the gallery's SQL lists, for one).
 
     ``lists``: None chooses (:func:`default_lists`), 0 is the exact index, N an
     IVF index of N k-means lists whose queries read ``nprobe`` lists by default
@@ -175,7 +192,8 @@ def build(
             options["nprobe"] = nprobe
         if chunk_size is not None:
             raise InvalidParameterError("chunk_size is chosen from the list sizes of an IVF index")
-        done = knn_index.build_ivf(conn, table, column, options)
+        blob = None if centroids is None else np.asarray(centroids, "<f4").tobytes()
+        done = knn_index.build_ivf(conn, table, column, options, blob)
         if progress:
             progress(done, done)
         return done
@@ -213,8 +231,7 @@ def _vector_bytes(query: bytes | str | Sequence[float] | np.ndarray) -> bytes | 
 def _search_parameters(
     conn: Any, k: int | None, threshold: float | None, nprobe: int | None
 ) -> tuple[int, float | None, int | None]:
-    """The checked k, threshold and nprobe of a search; the index must be loadable."""
-    _require(conn)
+    """The checked k, threshold and nprobe of a search."""
     k = check_k(k)
     if k is None:
         raise InvalidParameterError("k must be a whole number, not None")
@@ -237,7 +254,8 @@ def search(
     On an IVF index, ``nprobe`` lists are read (None: the index's default).
     """
     k, threshold, nprobe = _search_parameters(conn, k, threshold, nprobe)
-    return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold, nprobe)
+    with _native_or_unavailable(conn):
+        return knn_index.search(conn, table, _vector_bytes(query), k, metric, threshold, nprobe)
 
 
 def search_batch(
@@ -261,7 +279,8 @@ def search_batch(
         raise VectorError(f"queries must hold numbers, found dtype {array.dtype}")
     # float32 -> float (exact) -> shortest repr: C reads back the same float32.
     text = json.dumps(array.astype(np.float32).astype(np.float64).tolist())
-    return knn_index.search_batch(conn, table, text, len(array), k, metric, threshold, nprobe)
+    with _native_or_unavailable(conn):
+        return knn_index.search_batch(conn, table, text, len(array), k, metric, threshold, nprobe)
 
 
 # The gallery's index, as the pipeline uses it ---------------------------------
@@ -350,8 +369,15 @@ def reindex(
             if info.get("lists", 0) > 0:
                 rows = knn_index.vector_count(database.conn, TABLE, "embedding")
                 lists = max(1, round(math.sqrt(rows)))
+        # The gallery's SQL lists of as many lists (reindex --lists trains them
+        # first): the same k-means, not a second one.
+        from .lists import shared_centroids
+
+        centroids = shared_centroids(database, lists) if lists else None
         with progress_bar(progress) as advance:
-            return build(database.conn, progress=advance, lists=lists, storage=storage)
+            return build(
+                database.conn, progress=advance, lists=lists, storage=storage, centroids=centroids
+            )
 
 
 @contextlib.contextmanager

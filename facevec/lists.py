@@ -50,6 +50,21 @@ def probe(db: Database, query: np.ndarray, nprobe: int | None) -> list[int] | No
     return sorted(int(n) for n in order)
 
 
+def shared_centroids(db: Database, n_lists: int) -> np.ndarray | None:
+    """The gallery's trained lists as centroids another IVF index can reuse (the
+    SQLite knn index, so that ``reindex --lists`` trains k-means once): the
+    active generation's ``n_lists`` x dim float32 centroids when they were trained
+    for a euclidean metric (the knn index places rows by euclidean distance),
+    else None."""
+    current = store.layout(db)
+    if current.generation is None:
+        return None
+    matrix, metric = store.centroids(db, current)
+    if metric not in ("euclidean", "euclidean_squared") or len(matrix) != n_lists:
+        return None
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
 def has_embedding_rows(db: Database) -> bool:
     return store.layout(db).embedding_rows
 

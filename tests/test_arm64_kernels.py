@@ -1,5 +1,6 @@
 """The NEON kernels (ARM64), cross-compiled and run under qemu: they must agree
-with the portable C kernels, as the x86 ones do in test_kernels.py.
+with the portable C kernels, as the x86 ones do in test_kernels.py (float32) and
+test_code_kernels.py (float16 and int8 codes).
 
 Needs an aarch64 cross compiler and qemu-user (Debian: gcc-aarch64-linux-gnu
 qemu-user); on an ARM64 machine the native compiler does without qemu.
@@ -16,10 +17,11 @@ import pytest
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 
-# Includes distance.c, so it reaches the static kernel tables. Exits non-zero and
+# Includes distance.c and codes.c, so it reaches the static kernel tables. Exits non-zero and
 # says why at the first disagreement.
 PROGRAM = r"""
 #include "distance.c"
+#include "codes.c"
 
 #include <stdio.h>
 
@@ -62,6 +64,54 @@ int main(void) {
       neon->l2sq_rows(a, b, n >= 4 ? 4 : 1, n / (n >= 4 ? 4 : 1), block_neon);
       ref->l2sq_rows(a, b, n >= 4 ? 4 : 1, n / (n >= 4 ? 4 : 1), block_ref);
       if (!close_to(block_neon[0], block_ref[0], scale, "l2sq_rows", n)) return 1;
+    }
+  }
+  /* float16 and int8 codes: decoding and squared distances, unaligned too. */
+  if (codes_for(3) != &codes_neon || CK() != &codes_neon) {
+    printf("code dispatch did not pick neon\n");
+    return 1;
+  }
+  static float params[2 * 600], cq[600], prep[600], dec_neon[600], dec_ref[600];
+  static unsigned char codes[2 * 600 + 8];
+  const size_t code_dims[] = {1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 64, 127, 128, 129, 512};
+  for (size_t s = 0; s < sizeof code_dims / sizeof code_dims[0]; s++) {
+    size_t dim = code_dims[s];
+    for (size_t j = 0; j < dim; j++) {
+      params[j] = uniform();                         /* lo */
+      params[dim + j] = 0.011f + 0.01f * uniform();  /* scale > 0 */
+      cq[j] = uniform();
+    }
+    for (int kind = FV_CODE_F16; kind <= FV_CODE_I8; kind++) {
+      for (size_t offset = 0; offset < 4; offset++) {
+        unsigned char *c = codes + offset;
+        size_t bytes = kind == FV_CODE_F16 ? 2 * dim : dim;
+        for (size_t j = 0; j < bytes; j++) c[j] = (unsigned char)(uniform() * 127 + 128);
+        if (kind == FV_CODE_F16)
+          for (size_t j = 0; j < dim; j++) c[2 * j + 1] &= 0x7b; /* finite halves */
+        fv_codes_query(kind, params, cq, dim, prep);
+        float neon_l2, ref_l2;
+        if (kind == FV_CODE_F16) {
+          codes_neon.decode_f16(c, dim, dec_neon);
+          codes_scalar.decode_f16(c, dim, dec_ref);
+          neon_l2 = codes_neon.l2sq_f16(prep, c, dim);
+          ref_l2 = codes_scalar.l2sq_f16(prep, c, dim);
+        } else {
+          codes_neon.decode_i8(params, params + dim, c, dim, dec_neon);
+          codes_scalar.decode_i8(params, params + dim, c, dim, dec_ref);
+          neon_l2 = codes_neon.l2sq_i8(params + dim, prep, c, dim);
+          ref_l2 = codes_scalar.l2sq_i8(params + dim, prep, c, dim);
+        }
+        for (size_t j = 0; j < dim; j++)
+          if (kind == FV_CODE_F16 ? memcmp(&dec_neon[j], &dec_ref[j], 4) != 0
+                                  : !close_to(dec_neon[j], dec_ref[j], 0, "decode_i8", dim)) {
+            printf("decode kind %d dim %zu element %zu: neon %.9g, scalar %.9g\n", kind, dim,
+                   j, dec_neon[j], dec_ref[j]);
+            return 1;
+          }
+        if (!close_to(neon_l2, ref_l2, ref_l2, kind == FV_CODE_F16 ? "l2sq_f16" : "l2sq_i8",
+                      dim))
+          return 1;
+      }
     }
   }
   /* top-k through dispatch (NEON) against the portable kernels. */

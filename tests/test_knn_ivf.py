@@ -98,6 +98,68 @@ def check_consistent(conn):
 # Answers
 
 
+def test_given_centroids_are_used_instead_of_training(ext):
+    """facevec_knn_build's fifth argument: the lists' centroids (the gallery's SQL
+    lists, so that one k-means serves both), checked, never trained again."""
+    rng = np.random.default_rng(11)
+    conn = connect(ext)
+    x = faces_like(rng, 500, 8)
+    make_table(conn, x)
+    centroids = (x[:10] + 0.01).astype(np.float32)
+    sql = "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?, ?)"
+    options = json.dumps({"lists": 10})
+    assert conn.execute(sql, (options, centroids.tobytes())).fetchone()[0] == 500
+    (blob,) = conn.execute("SELECT centroids FROM face_meta_fvknn_ivf").fetchone()
+    np.testing.assert_array_equal(np.frombuffer(blob, np.float32).reshape(10, 8), centroids)
+    check_exact(conn, rng, 8, 10, metrics=("euclidean",))
+    with pytest.raises(sqlite3.OperationalError, match=r"centroids \(argument 5\) hold 288"):
+        conn.execute(sql, (options, centroids[:9].tobytes())).fetchone()
+    with pytest.raises(sqlite3.OperationalError, match=r"centroids \(argument 5\) must be"):
+        conn.execute(sql, (options, "not a blob")).fetchone()
+    bad = centroids.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(sqlite3.OperationalError, match="centroid 3 .* not a finite"):
+        conn.execute(sql, (options, bad.tobytes())).fetchone()
+    assert status(conn)["vectors"] == 500  # the failed builds changed nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_each_lists_last_chunk_is_cut_to_its_rows(ext, tmp_path, storage):
+    """No half-empty chunk per list: a list's chunks hold its rows and fewer than
+    64 slots more, so the IVF file is about the exact one's size; changes after
+    the cut (appends, deletes, updates) still answer as the exact index."""
+    rng = np.random.default_rng(3)
+    dim, lists = 16, 8
+    conn = connect(ext, tmp_path / "ivf.db")
+    x = faces_like(rng, 4000, dim)
+    make_table(conn, x)
+    build_ivf(conn, lists=lists, storage=storage)
+    info = status(conn)
+    assert info["vectors"] == 4000
+    assert info["slots"] < 4000 + 64 * lists, info
+    shorts = conn.execute(
+        "SELECT count(*) FROM face_meta_fvknn_chunks WHERE length(valid) * 8 < ?",
+        (info["chunk_size"],),
+    ).fetchone()[0]
+    assert shorts >= lists // 2  # most lists end in a chunk cut short
+    ivf_size = (tmp_path / "ivf.db").stat().st_size
+    exact = connect(ext, tmp_path / "exact.db")
+    make_table(exact, x)
+    exact.execute(  # chunks of 64 slots: no room left empty there either
+        "SELECT facevec_knn_build('face_meta', 'embedding', 64, ?)",
+        (json.dumps({"storage": storage}),),
+    )
+    exact.close()
+    assert ivf_size <= 1.1 * (tmp_path / "exact.db").stat().st_size
+    check_exact(conn, rng, dim, lists, metrics=("euclidean",))
+    mutate(conn, rng, faces_like(rng, 100, dim), 100, 5000)
+    check_exact(conn, rng, dim, lists, metrics=("euclidean", "cosine"))
+    conn.execute("SELECT facevec_knn_sync('face_meta')")
+    check_consistent(conn)
+    check_exact(conn, rng, dim, lists, metrics=("euclidean", "cosine"))
+
+
 @pytest.mark.parametrize("n, dim, lists", [(1, 3, 1), (70, 5, 8), (3000, 16, 40), (2000, 128, 45)])
 def test_nprobe_lists_equals_the_exact_index(ext, n, dim, lists):
     rng = np.random.default_rng(n)

@@ -15,7 +15,7 @@ from cffi import FFI
 
 # Relative to the project root, where setup.py runs (setuptools wants relative sources).
 CSRC = "csrc"
-HEADERS = ("facevec.h", "vector_arg.h", "batch.h", "kmeans.h")
+HEADERS = ("facevec.h", "vector_arg.h", "batch.h", "kmeans.h", "codes.h")
 MARKED = re.compile(r"/\* cffi: begin \*/(.*?)/\* cffi: end \*/", re.DOTALL)
 
 
@@ -44,7 +44,10 @@ ffi.cdef(CDEF)
 ffi.set_source(
     "facevec.bindings._kernels",
     "".join(f'#include "{name}"\n' for name in HEADERS) + "#include <stdlib.h>\n",
-    sources=[f"{CSRC}/{name}" for name in ("distance.c", "vector_arg.c", "batch.c", "kmeans.c")],
+    sources=[
+        f"{CSRC}/{name}"
+        for name in ("distance.c", "vector_arg.c", "batch.c", "kmeans.c", "codes.c")
+    ],
     include_dirs=[CSRC],
     # Hidden: the module exports PyInit__kernels only, so a facevec0 library
     # loaded before it (RTLD_GLOBAL) cannot stand in for its functions.

@@ -34,10 +34,14 @@ def create(
     conn.execute(f"SELECT facevec_knn_create({marks})", args).fetchone()
 
 
-def build_ivf(conn: Any, table: str, column: str, options: dict[str, int]) -> int:
-    """Build an IVF index in one transaction; returns the vectors indexed."""
+def build_ivf(
+    conn: Any, table: str, column: str, options: dict[str, int], centroids: bytes | None = None
+) -> int:
+    """Build an IVF index in one transaction; returns the vectors indexed.
+    ``centroids``: lists x dim float32 to use instead of training."""
     (done,) = conn.execute(
-        "SELECT facevec_knn_build(?, ?, NULL, ?)", (table, column, json.dumps(options))
+        "SELECT facevec_knn_build(?, ?, NULL, ?, ?)",
+        (table, column, json.dumps(options), centroids),
     ).fetchone()
     return int(done)
 

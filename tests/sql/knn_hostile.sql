@@ -69,7 +69,7 @@ select 'dim-huge-right', (SELECT group_concat(rowid || ':' || distance) FROM fac
 
 -- chunk-size
 UPDATE facevec_knn_index SET chunk_size = 4096;
-SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 2305843009213693953); -- error: facevec_knn: the knn index of face_meta is corrupt (chunk 1 holds 8 bytes of valid, expected 512); rebuild it with: facevec reindex
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 2305843009213693953); -- error: facevec_knn: the knn index of face_meta is corrupt (chunk 3 holds 8 bytes of valid, expected 512); rebuild it with: facevec reindex
 select 'chunk-size-rebuilt', (SELECT facevec_knn_build('face_meta', 'embedding', 64)) = 144;
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,2]') WHERE id IN (5, 151);
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,1]') WHERE id = 5;
@@ -257,8 +257,8 @@ UPDATE face_meta SET embedding = vector_from_json('[1,2,3,4]') WHERE id = 151;
 select 'trigger-gone-right', (SELECT group_concat(rowid || ':' || distance) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000)) = (SELECT * FROM answer);
 
 -- format
-UPDATE facevec_knn_index SET format = 2;
-SELECT facevec_knn_status('face_meta'); -- error: facevec_knn_status: the knn index of face_meta is corrupt (format 2, expected 1); rebuild it with: facevec reindex
+UPDATE facevec_knn_index SET format = 3;
+SELECT facevec_knn_status('face_meta'); -- error: facevec_knn_status: the knn index of face_meta is corrupt (format 3, expected 1 to 2); rebuild it with: facevec reindex
 select 'format-rebuilt', (SELECT facevec_knn_build('face_meta', 'embedding', 64)) = 144;
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,2]') WHERE id IN (5, 151);
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,1]') WHERE id = 5;
