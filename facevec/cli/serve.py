@@ -54,6 +54,15 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     type=click.IntRange(1),
     help="Larger uploaded photos are refused (413) before they are decoded.",
 )
+@click.option(
+    "--embed-workers",
+    envvar="FACEVEC_EMBED_WORKERS",
+    default=None,
+    type=click.IntRange(0),
+    help="Processes that decode and embed uploaded photos, each with the model loaded "
+    "(searches by photo run side by side); 0: in the server's own process, one at a "
+    "time. Default: one per core.",
+)
 @fail_cleanly
 def serve_command(
     db: str,
@@ -64,6 +73,7 @@ def serve_command(
     token: str | None,
     max_upload_mb: float,
     max_pixels: int,
+    embed_workers: int | None,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
 
@@ -86,6 +96,7 @@ def serve_command(
         max_pixels=max_pixels,
         host=host,
         allowed_hosts=allowed_hosts,
+        embed_workers=embed_workers,
     )
     echo(
         f"facevec serving {db} on http://{host}:{port}/ "

@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from starlette.exceptions import HTTPException
 
 from .._version import __version__
 from ..errors import FacevecError
+from ..options import EmbedOptions
 from ..storage.database import open_database
-from . import api, pages
+from . import actions, api, pages
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
 from .docs import add_docs
+from .embed_pool import EmbedPool, pool_size
 from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
@@ -55,6 +58,7 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     host: str = "127.0.0.1",
     allowed_hosts: Iterable[str] = (),
+    embed_workers: int | None = None,
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
@@ -62,20 +66,28 @@ def create_app(
     photos: folders whose photos the pages may show; nothing outside them is sent.
     host: the address the server listens on; with allowed_hosts, the names a
     request's Host header may give (facevec.web.hosts: DNS rebinding).
+    embed_workers: processes that embed uploaded photos (facevec.web.embed_pool);
+    None: FACEVEC_EMBED_WORKERS, else one per core; 0: the server's own process.
     """
     config = make_config(
         db, token, photos, max_upload_bytes, max_pixels, host=host, allowed_hosts=allowed_hosts
     )
+    workers = pool_size(embed_workers)
     # Refuse a missing SQLite file or an unreachable server now, not on each request.
     with open_database(config.db, create=False):
         pass
     jobs = IndexJobs(config.db, config.photo_roots)
+    pool = _embed_pool(config, workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if pool is not None:
+            pool.start()  # the workers load the model while the server starts
         yield
         # Stopping the server stops an index job as Ctrl-C would: finished batches stay.
         jobs.shutdown()
+        if pool is not None:
+            pool.close()
 
     app = FastAPI(
         title="facevec",
@@ -88,6 +100,9 @@ def create_app(
     app.state.config = config
     app.state.jobs = jobs
     app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
+    app.state.embed_pool = pool
+    if pool is not None:  # an app never started (a test client) stops its workers too
+        weakref.finalize(app, pool.close)
     app.state.people = False
     # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
     # refuses a declared Content-Length over the limit before anything is read).
@@ -105,6 +120,14 @@ def create_app(
     app.add_middleware(DeclaredSizeLimit, max_bytes=config.max_upload_bytes)
     app.add_middleware(HostCheck, allowed=config.hosts())  # outermost: before anything else
     return app
+
+
+def _embed_pool(config: WebConfig, workers: int) -> EmbedPool | None:
+    """The app's embedding processes, loading the gallery's model (none for 0 workers)."""
+    if workers == 0:
+        return None
+    model_name, detector_backend = actions.gallery_model(config)
+    return EmbedPool(workers, EmbedOptions(model_name, detector_backend))
 
 
 def people_installed() -> bool:
