@@ -429,6 +429,9 @@ def photo_server_run(args, queries, work: Path, label: str, workers: int | None)
             server.wait(120)
         except subprocess.TimeoutExpired:
             server.kill()
+    deadline = time.monotonic() + 10  # the resource tracker ends once it sees the server gone
+    while any(alive(pid) for pid in workers_seen) and time.monotonic() < deadline:
+        time.sleep(0.2)
     left = [pid for pid in workers_seen if alive(pid)]
     print(f"  {label}: {len(workers_seen)} child processes, {len(left)} left after stop")
     return rows

@@ -11,15 +11,17 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import struct
 import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from pipeline_photos import FACES
-from web_support import client_for, live_server
+from web_support import AUTH, client_for, live_server
 
 from facevec.cli import cli
 from facevec.errors import InvalidParameterError
@@ -165,6 +167,41 @@ def test_a_worker_that_dies_is_a_503_naming_it_and_the_pool_comes_back(gallery_d
         assert pool.restarts == 1
         assert pool.pids() and worker not in pool.pids()
     assert not alive(worker)
+
+
+def test_an_index_job_embeds_in_the_pool_as_facevec_index_does(gallery_db_copy, tmp_path):
+    """An index run from the web (one worker) hands its photos to the embedding
+    processes: the faces stored are those the command line's index stored."""
+    folder = tmp_path / "new"
+    folder.mkdir()
+    stored_as = {"img1.jpg": "id01/img1.jpg", "img12.jpg": "id02/img12.jpg"}
+    for name in stored_as:  # new bytes (a comment), the same pixels
+        (folder / name).write_bytes(fresh(name))
+    with client_for(gallery_db_copy, photos=[tmp_path], embed_workers=1) as client:
+        pool = client.app.state.embed_pool
+        started = client.post("/api/index", json={"folder": str(folder)}, headers=AUTH)
+        assert started.status_code == 202
+        job_id = started.json()["id"]
+        client.app.state.jobs.wait(job_id, 300)
+        job = client.get(f"/api/jobs/{job_id}").json()
+        assert job["state"] == "done", job
+        assert job["report"]["indexed"] == 2
+        assert pool.embedded == 2
+    for name, before in stored_as.items():  # as the session's gallery stored them
+        np.testing.assert_allclose(
+            stored_vector(gallery_db_copy, f"new/{name}"),
+            stored_vector(gallery_db_copy, before),
+            rtol=0,
+            atol=1e-6,
+        )
+
+
+def stored_vector(db, ending: str) -> np.ndarray:
+    with sqlite3.connect(db) as conn:
+        (blob,) = conn.execute(
+            "SELECT embedding FROM face_meta WHERE img_name LIKE ?", (f"%/{ending}",)
+        ).fetchone()
+    return np.frombuffer(blob, dtype="<f4")
 
 
 def test_stopping_the_server_leaves_no_embedding_process(gallery_db):

@@ -76,8 +76,8 @@ def create_app(
     # Refuse a missing SQLite file or an unreachable server now, not on each request.
     with open_database(config.db, create=False):
         pass
-    jobs = IndexJobs(config.db, config.photo_roots)
     pool = _embed_pool(config, workers)
+    jobs = IndexJobs(config.db, config.photo_roots, None if pool is None else pool.embed)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
