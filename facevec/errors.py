@@ -160,3 +160,7 @@ class AccessDeniedError(FacevecError, PermissionError):
 
 class JobRunningError(FacevecError, RuntimeError):
     """An index job asked for while another one writes to the gallery."""
+
+
+class EmbedWorkerError(FacevecError, RuntimeError):
+    """A process of the server's embedding pool stopped while it held a photo."""

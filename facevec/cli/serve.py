@@ -62,6 +62,15 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     "moved and deleted photos are indexed or removed within seconds (as facevec watch, "
     "with the gallery's model and the default settings).",
 )
+@click.option(
+    "--embed-workers",
+    envvar="FACEVEC_EMBED_WORKERS",
+    default=None,
+    type=click.IntRange(0),
+    help="Processes that decode and embed uploaded photos, each with the model loaded "
+    "(searches by photo run side by side); 0: in the server's own process, one at a "
+    "time. Default: one per core.",
+)
 @fail_cleanly
 def serve_command(
     db: str,
@@ -73,6 +82,7 @@ def serve_command(
     max_upload_mb: float,
     max_pixels: int,
     watch: bool,
+    embed_workers: int | None,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
 
@@ -97,6 +107,7 @@ def serve_command(
         allowed_hosts=allowed_hosts,
         watch=watch,
         on_watch_status=print_status,
+        embed_workers=embed_workers,
     )
     echo(
         f"facevec serving {db} on http://{host}:{port}/ "

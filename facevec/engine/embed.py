@@ -13,14 +13,22 @@ deepface; either way the model input is deepface's (``align.resize_to_input``).
 
 Either way each face keeps the exact model input as a lossless PNG, so
 re-embedding the stored crop with detector 'skip' gives the stored vector back.
+
+Photo bytes are decoded and embedded in this process, unless the caller has named
+another embedder for its context (``embedded_by``): the web server hands its
+uploads to its pool of embedding processes (``web/embed_pool.py``) that way, and
+the rest of the query (the search, identify's scoring) stays where it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -37,7 +45,15 @@ from .decode import (
     decode_photo,
 )
 
-__all__ = ["embed_bytes", "embed_crop", "embed_image", "embed_photo", "sharpness"]
+__all__ = [
+    "decode_and_embed",
+    "embed_bytes",
+    "embed_crop",
+    "embed_image",
+    "embed_photo",
+    "embedded_by",
+    "sharpness",
+]
 
 
 def _model_input_png(batch_row: np.ndarray) -> bytes:
@@ -244,13 +260,42 @@ def embed_bytes(
     bytes); ``sha256`` is the bytes' digest when the caller has it already. Photos over
     `max_pixels` are refused (PhotoTooLargeError) before they are decoded."""
     content_key = sha256 or hashlib.sha256(data).hexdigest()
+    embedder = _EMBEDDER.get() or decode_and_embed
 
     def compute() -> list[Face]:
-        working = None if options.exact else WORKING_PIXELS
-        photo = decode_photo(data, name, max_pixels, working_pixels=working)
-        return embed_photo(photo, name, options, measure_sharpness)
+        return embedder(data, name, options, max_pixels, measure_sharpness)
 
     return _cached((content_key, options, measure_sharpness), compute)
+
+
+def decode_and_embed(
+    data: bytes,
+    name: str = "image",
+    options: EmbedOptions = DEFAULT_OPTIONS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    measure_sharpness: bool = True,
+) -> list[Face]:
+    """embed_bytes in this process, without the cache: decode, detect, embed."""
+    working = None if options.exact else WORKING_PIXELS
+    photo = decode_photo(data, name, max_pixels, working_pixels=working)
+    return embed_photo(photo, name, options, measure_sharpness)
+
+
+# What embed_bytes does with photo bytes: decode_and_embed's arguments, in order.
+Embedder = Callable[[bytes, str, EmbedOptions, int, bool], list[Face]]
+_EMBEDDER: ContextVar[Embedder | None] = ContextVar("facevec_embedder", default=None)
+
+
+@contextlib.contextmanager
+def embedded_by(embedder: Embedder | None) -> Iterator[None]:
+    """Within this block (this thread or task, see ``contextvars``), embed_bytes hands
+    photos it has not cached to `embedder` instead of decoding them here; None:
+    here, as by default."""
+    token = _EMBEDDER.set(embedder)
+    try:
+        yield
+    finally:
+        _EMBEDDER.reset(token)
 
 
 def embed_crop(png: bytes, model_name: str = models.DEFAULT_MODEL) -> np.ndarray:

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from starlette.exceptions import HTTPException
 
 from .._version import __version__
 from ..errors import FacevecError, InvalidParameterError
+from ..options import EmbedOptions
 from ..storage.database import open_database
-from . import api, pages
+from . import actions, api, pages
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
 from .docs import add_docs
+from .embed_pool import EmbedPool, pool_size
 from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
@@ -58,6 +61,7 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     watch: bool = False,
     on_watch_status: Callable[[Any], None] | None = None,
+    embed_workers: int | None = None,
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
@@ -67,18 +71,24 @@ def create_app(
     request's Host header may give (facevec.web.hosts: DNS rebinding).
     watch: keep the gallery in step with the photo folders while the server runs
     (facevec.ingest.watch, in a background thread; on_watch_status hears of each step).
+    embed_workers: processes that embed uploaded photos (facevec.web.embed_pool);
+    None: FACEVEC_EMBED_WORKERS, else one per core; 0: the server's own process.
     """
     config = make_config(
         db, token, photos, max_upload_bytes, max_pixels, host=host, allowed_hosts=allowed_hosts
     )
+    workers = pool_size(embed_workers)
     # Refuse a missing SQLite file or an unreachable server now, not on each request.
     with open_database(config.db, create=False):
         pass
-    jobs = IndexJobs(config.db, config.photo_roots)
+    pool = _embed_pool(config, workers)
+    jobs = IndexJobs(config.db, config.photo_roots, None if pool is None else pool.embed)
     watcher = _watcher(config, on_watch_status) if watch else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if pool is not None:
+            pool.start()  # the workers load the model while the server starts
         thread = None
         if watcher is not None:
             thread = threading.Thread(
@@ -92,6 +102,8 @@ def create_app(
             watcher.stop()
             thread.join(60)
         jobs.shutdown()
+        if pool is not None:
+            pool.close()
 
     app = FastAPI(
         title="facevec",
@@ -105,6 +117,9 @@ def create_app(
     app.state.jobs = jobs
     app.state.watcher = watcher
     app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
+    app.state.embed_pool = pool
+    if pool is not None:  # an app never started (a test client) stops its workers too
+        weakref.finalize(app, pool.close)
     app.state.people = False
     # FastAPI counts each route's body as it arrives (DeclaredSizeLimit, outside,
     # refuses a declared Content-Length over the limit before anything is read).
@@ -143,6 +158,14 @@ def _run_watcher(watcher: Any) -> None:
         watcher.run()
     except Exception as err:  # the server goes on serving what is stored
         logger.error("the photo folders are no longer watched: %s", err, exc_info=err)
+
+
+def _embed_pool(config: WebConfig, workers: int) -> EmbedPool | None:
+    """The app's embedding processes, loading the gallery's model (none for 0 workers)."""
+    if workers == 0:
+        return None
+    model_name, detector_backend = actions.gallery_model(config)
+    return EmbedPool(workers, EmbedOptions(model_name, detector_backend))
 
 
 def people_installed() -> bool:

@@ -27,6 +27,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (errors.MissingDependencyError, 503),
     (errors.MissingWeightsError, 503),
     (errors.DatabaseConnectionError, 503),
+    (errors.EmbedWorkerError, 503),
     (errors.ExtensionError, 400),  # e.g. strategy knn where the extension cannot load
     (LookupError, 404),
     (ValueError, 400),

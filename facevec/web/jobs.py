@@ -3,7 +3,9 @@
 One at a time because a gallery has one writer; searches go on meanwhile (SQLite
 in WAL mode reads a consistent snapshot). Progress lives in memory and is read
 by polling. Cancelling stops the run as Ctrl-C stops ``facevec index``: finished
-batches stay, and the next run picks up where it stopped.
+batches stay, and the next run picks up where it stopped. A run of one worker hands
+its photos to the server's embedding processes (``embedder``), one at a time, as a
+search does: it shares their models and waits its turn among the searches.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..engine.embed import Embedder, embedded_by
 from ..errors import FacevecError, JobRunningError
 from ..ingest import IndexInterrupted, index
 from .http_errors import message_of
@@ -50,9 +53,12 @@ class Job:
 class IndexJobs:
     """The index jobs of one server, and the thread that runs the current one."""
 
-    def __init__(self, db: str, roots: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, db: str, roots: tuple[str, ...] = (), embedder: Embedder | None = None
+    ) -> None:
         self._db = db
         self._roots = roots  # photos are read only from under these real paths
+        self._embedder = embedder  # None: the job's own thread embeds
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -82,6 +88,10 @@ class IndexJobs:
             self._threads.pop(job.id, None)
 
     def _run(self, job: Job) -> None:
+        with embedded_by(self._embedder):
+            self._index(job)
+
+    def _index(self, job: Job) -> None:
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
             if job.cancel_requested:

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine.decode import check_pixels, header_size
+from ..engine.embed import embedded_by
 
 
 def too_large_message(limit: int) -> str:
@@ -58,13 +59,18 @@ class DeclaredSizeLimit:
         await self.app(scope, receive, send)
 
 
-def decoding(request: Any, *photos: bytes) -> contextlib.AbstractContextManager[None]:
-    """Hold the server's decode budget for these already checked uploads' pixels."""
+@contextlib.contextmanager
+def decoding(request: Any, *photos: bytes) -> Iterator[None]:
+    """Hold the server's decode budget for these already checked uploads' pixels;
+    meanwhile the photos are decoded, detected and embedded by the server's embedding
+    processes (``web/embed_pool.py``), or in this process if it has none."""
     pixels = 0
     for data in photos:
         width, height = header_size(data)
         pixels += width * height
-    return request.app.state.decodes.hold(pixels)
+    pool = getattr(request.app.state, "embed_pool", None)
+    with request.app.state.decodes.hold(pixels), embedded_by(None if pool is None else pool.embed):
+        yield
 
 
 def check_photo(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
