@@ -24,7 +24,7 @@ def indexed_examples(tmp_path_factory) -> tuple[Path, object]:
     """(database, index report) of examples/faces; read-only for tests."""
     pytest.importorskip("deepface", reason="deepface is not installed (pip install '.[deepface]')")
     db = tmp_path_factory.mktemp("examples") / "faces.db"
-    report = facevec.index(EXAMPLES / "faces", db, progress=False)
+    report = facevec.index(EXAMPLES / "faces", db, progress=False, people_from_folders=True)
     return db, report
 
 

@@ -128,6 +128,9 @@ _COLUMNS = (
     ("ingest_ledger", "mtime_ns", "int"),
     ("ingest_ledger", "inode", "int"),
     ("ingest_ledger", "settings", "text"),
+    # the highest face id the people step after a run has looked at (NULL: none yet);
+    # added where missing, read only by runs that called create_schema
+    ("facevec_collection", "people_checked_id", "int"),
 )
 
 
