@@ -158,7 +158,7 @@ def test_edits_check_faces_and_people(db):
 
 
 def test_confirm_turns_suggestions_into_confirmed_faces(db):
-    facevec.add(db, ["extra.jpg"], [_vector_of(db, "id05")], model_name="Dlib")
+    facevec.add(db, ["extra.jpg"], [_vector_of(db, "id05")], model_name="Dlib", people=False)
     people.cluster(db, progress=False)
     view = people.show(db, "id05")
     assert (view.person.suggested, view.person.folder) == (1, 1)

@@ -129,7 +129,7 @@ def test_the_step_groups_new_faces_into_pure_people(stepped, labels):
     id01 = {assigned[p][0] for p in ("img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg")}
     assert len(id01) == 1
     ((_, action, summary, _, undone),) = people.history(db)
-    assert (action, undone) == ("people step", None)
+    assert (action, undone) == ("step", None)
     assert step["summary"] in summary
 
 

@@ -32,7 +32,7 @@ from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
 from ..errors import FolderNotFoundError, InvalidParameterError, InvalidVectorError, VectorError
 from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from ..people.keep_current import PeopleStep, keep_people_current, start_mark
+from ..people.keep_current import PeopleStep, has_thresholds, keep_people_current, start_mark
 from ..storage import faces, ledger, schema
 from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
@@ -573,9 +573,10 @@ def end_of_run_people(database: Database, enabled: bool = True) -> PeopleStep | 
     """The end of every run that stored faces (index, update_paths, add): new faces
     are recognised as known people or grouped into new ones
     (people.keep_current.keep_people_current). Call it after the knn index is
-    refreshed (the step searches it). None when disabled or the gallery is empty."""
+    refreshed (the step searches it). None when disabled, the gallery is empty, or its
+    model has no thresholds (vectors of a model facevec does not know)."""
     collection = schema.get_collection(database)
-    if not enabled or collection is None:
+    if not enabled or collection is None or not has_thresholds(collection.model_name):
         return None
     return keep_people_current(database, collection.dimensions, collection.model_name)
 
@@ -772,7 +773,7 @@ def add(
     embeddings: Any,
     model_name: str = DEFAULT_MODEL,
     identities: Sequence[str | None] | None = None,
-    people_from_folders: bool = False,
+    people_from_folders: bool | None = None,
     people: bool = True,
 ) -> Added:
     """Store precomputed embeddings (from any pipeline) without deepface.
@@ -780,7 +781,8 @@ def add(
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
     image. Faces already stored under these names are replaced. Returns the count
     (an int; its ``people`` says what the people step did, as index's report).
-    people_from_folders: each identity becomes a person (as index's option).
+    people_from_folders: each identity becomes a person, as index's option does with
+    folders (default: when identities are given, the caller saying who each face is).
     people: the people step at the end (recognise, group), as index.
     """
     try:  # float64: a value beyond float32's range is refused, not stored as infinity
@@ -812,6 +814,10 @@ def add(
                 identity = None if identities is None else identities[rows[0]]
                 stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
                 faces.replace_image(database, name, stored, model_name, None, identity)
+        if people_from_folders is None:
+            people_from_folders = identities is not None and any(
+                identity is not None for identity in identities
+            )
         sync_people(database, people_from_folders or None)
         knn.refresh_gallery_index(database)
         step = end_of_run_people(database, people)

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import knn
+from ..errors import UnknownModelError
 from ..metrics import face_metric
 from ..search import nearest_batch
 from ..storage import people as store
@@ -75,6 +76,15 @@ class PeopleStep:
             f"{self.recognised} recognised as known people, {self.new_people} new people"
             f" ({self.grouped} faces), {self.left_alone} left alone"
         )
+
+
+def has_thresholds(model_name: str, distance_metric: str = "euclidean") -> bool:
+    """Whether facevec knows the model's thresholds (the step needs them)."""
+    try:
+        defaults.identify_threshold(model_name, distance_metric)
+    except UnknownModelError:
+        return False
+    return True
 
 
 def start_mark(database: Database) -> None:
@@ -357,7 +367,7 @@ def _write(
     store.assign(database, rows)
     step.edit_id = store.record_edit(
         database,
-        "people step",
+        "step",
         f"after a run: {step.summary}",
         receivers | set(created),
         changed,

@@ -505,6 +505,10 @@ def sync_folders(db: Database, new_folders: bool | None = None) -> int:
     for folder in sorted({identity for _, identity in pending} - set(folders)):
         person_id = person_id_named(db, folder)
         if person_id is None:
+            person_id = _suggested_person_of(db, folder, found, set(folders.values()))
+            if person_id is not None:  # a folder grouped already: that person, named
+                rename_person(db, person_id, folder)
+        if person_id is None:
             person_id = create_person(db, folder)
         db.execute(
             "INSERT INTO person_folder (folder, person_id) VALUES ({p}, {p})", (folder, person_id)
@@ -531,6 +535,23 @@ def sync_folders(db: Database, new_folders: bool | None = None) -> int:
         ):
             delete_person(db, person_id)
     return len(rows)
+
+
+def _suggested_person_of(
+    db: Database, folder: str, pending: list[tuple], taken: set[int]
+) -> int | None:
+    """The unnamed person whose faces are exactly the folder's, all suggested (the
+    people step or clustering grouped the folder before it became a person), if any."""
+    faces = [(face, person) for face, identity, person in pending if identity == folder]
+    persons = {person for _, person in faces}
+    if len(persons) != 1 or None in persons:
+        return None
+    (person_id,) = persons
+    person_id = int(person_id)
+    if person_id in taken or person_names(db, [person_id]).get(person_id) is not None:
+        return None
+    total = db.scalar("SELECT COUNT(*) FROM person_face WHERE person_id = {p}", (person_id,))
+    return person_id if int(total or 0) == len(faces) else None
 
 
 def upgrade(db: Database) -> None:
