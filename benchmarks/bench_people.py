@@ -23,11 +23,18 @@ the true number (identities with 2 or more faces); faces left unassigned count a
 singletons. Times: wall clock of each method; for facevec, also the whole
 ``facevec people cluster`` path on a SQLite gallery (load, graph, linkage, write).
 
+The people step of an index run (``--step``): a SQLite gallery of 100,000 synthetic
+faces with their people (their identities), then 1,000 new faces (of known people and new
+ones) stored by ``facevec.add``, whose step recognises, groups or leaves them alone;
+timed beside the add itself (store, knn index) and the index time of 1,000 photos
+(embedding at the rate bench_ingest measures).
+
 Usage:
 
     python benchmarks/bench_people.py                      # quality + 10k/100k timing
     python benchmarks/bench_people.py --sizes 10000        # quicker
     python benchmarks/bench_people.py --quality-only
+    python benchmarks/bench_people.py --step 100000,1000   # the people step of a run
 """
 
 from __future__ import annotations
@@ -254,6 +261,57 @@ def product_path(n: int) -> float:
         return time.perf_counter() - started
 
 
+def people_step(stored: int, new: int, photos_per_second: float) -> None:
+    """The people step of one run at `stored` faces with `new` new ones (SQLite)."""
+    import sqlite3
+
+    import facevec
+
+    vectors, truth = synthetic_faces(stored + new, seed=11)
+    order = np.random.default_rng(11).permutation(len(vectors))
+    vectors, truth = vectors[order], truth[order]  # new faces: known people and new ones
+    names = [f"photo{i}.jpg" for i in range(len(vectors))]
+    print(f"\n### the people step: {stored} stored faces, {new} new (SQLite, knn index)\n")
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "stored.db"
+        # The stored faces' people: their true identities (given as identities, each a
+        # person), so the step has people to recognise, as in a gallery people were
+        # named in. Their step is off; the next run's step looks at the new faces only.
+        labels = [f"p{label}" for label in truth[:stored].tolist()]
+        _, seconds = timed(
+            facevec.add, db, names[:stored], vectors[:stored], "Dlib", labels, True, False
+        )
+        print(f"{stored} faces stored with their people in {seconds:.0f} s")
+        added, seconds = timed(facevec.add, db, names[stored:], vectors[stored:])
+        step = added.people
+        store_seconds = seconds - step.seconds
+        index_seconds = new / photos_per_second + store_seconds
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT f.img_name, pf.person_id, p.name FROM person_face pf"
+                " JOIN face_meta f ON f.id = pf.face_id JOIN person p ON p.id = pf.person_id"
+            ).fetchall()
+        conn.close()
+        label = dict(zip(names, truth.tolist(), strict=True))
+        new_names = set(names[stored:])
+        # Recognised: given the person of their own identity.
+        recognised = [(n, name) for n, _, name in rows if n in new_names and name is not None]
+        right = sum(1 for n, name in recognised if name == f"p{label[n]}")
+        print(
+            "| stored / new faces | people step (s) | recognised (right) / new people (faces) /"
+            " left alone | add: store + knn index (s) | index run of the photos (s, estimated)"
+            " | step / index run | load |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| {stored:,} / {new:,} | **{step.seconds:.2f}** | {step.recognised}"
+            f" ({right}) / {step.new_people} ({step.grouped}) / {step.left_alone} |"
+            f" {store_seconds:.2f} | {index_seconds:.0f} | {step.seconds / index_seconds:.4f} |"
+            f" {_load()} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="synthetic sizes to time")
@@ -266,7 +324,23 @@ def main() -> None:
         default=20000,
         help="time the anchors only up to this size (dlib's Chinese whispers is O(n^2))",
     )
+    parser.add_argument(
+        "--step",
+        default=None,
+        help="STORED,NEW: time the people step of a run alone (e.g. 100000,1000)",
+    )
+    parser.add_argument(
+        "--photos-per-second",
+        type=float,
+        default=4.4,
+        help="the index rate of photos, for the index time beside the step (default: two "
+        "cores at bench_ingest.py's 0.45 s of one core a photo, Dlib + dlib)",
+    )
     args = parser.parse_args()
+    if args.step:
+        stored, new = (int(value) for value in args.step.split(","))
+        people_step(stored, new, args.photos_per_second)
+        return
 
     import dlib  # noqa: F401  (imported before any timing)
     import sklearn.cluster  # noqa: F401

@@ -118,7 +118,9 @@ def _copy_into(
         for entry in entries:
             ledger.replace(dst, entry)
     copied["ledger"] = len(entries)
-    sync_people(dst)  # face ids changed: folder people are rebuilt, not copied
+    # Face ids changed: folder people are rebuilt (where the source has them), not copied.
+    from_folders = store_people.has_people(src) and store_people.has_folder_people(src)
+    sync_people(dst, True if from_folders else None)
     knn.refresh_gallery_index(dst)
 
 
@@ -414,7 +416,7 @@ def import_parquet(
         store_people.upgrade(dst)
         with dst.transaction(), _progress(total, "faces", progress) as bar:
             _import_rows(dst, opened, model, detector, dims, batch_size, counts, bar)
-            store_people.sync_folders(dst)  # folder identities become people
+            store_people.sync_folders(dst)  # folders that are people in dst
         knn.refresh_gallery_index(dst)
     return counts
 

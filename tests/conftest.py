@@ -86,11 +86,13 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def indexed(gallery: Path, tmp_path_factory: pytest.TempPathFactory):
-    """(database path, index report) of the gallery; read-only for tests."""
+    """(database path, index report) of the gallery; read-only for tests. Its person
+    folders are people and no people step ran: the faces outside them have no person
+    (tests/test_people_keep_current.py tests the step)."""
     import facevec
 
     db = tmp_path_factory.mktemp("db") / "gallery.db"
-    report = facevec.index(gallery, db, progress=False)
+    report = facevec.index(gallery, db, progress=False, people_from_folders=True, people=False)
     return db, report
 
 
@@ -159,7 +161,7 @@ def all_photos_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = sorted(PHOTO_NAMES)
     root = make_gallery(tmp_path_factory.mktemp("all_photos") / "photos", {"": names})
     db = tmp_path_factory.mktemp("all_photos_db") / "all.db"
-    facevec.index(root, db, progress=False)
+    facevec.index(root, db, progress=False, people=False)  # faces for people cluster
     return db
 
 

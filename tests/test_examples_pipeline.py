@@ -17,6 +17,7 @@ import facevec
 FOLDERS = {"id01": 4, "id03": 2, "id05": 2}  # person folder -> photos (one face each)
 QUERY = EXAMPLES / "query.jpg"  # another photo of id01
 COUPLE = EXAMPLES / "faces" / "couple.jpg"  # two faces, no folder; face 1 is id01's
+PEOPLE = {**FOLDERS, "id01": 5}  # after the index run's people step: and couple.jpg's face 1
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def indexed_examples(tmp_path_factory) -> tuple[Path, object]:
     """(database, index report) of examples/faces; read-only for tests."""
     pytest.importorskip("deepface", reason="deepface is not installed (pip install '.[deepface]')")
     db = tmp_path_factory.mktemp("examples") / "faces.db"
-    report = facevec.index(EXAMPLES / "faces", db, progress=False)
+    report = facevec.index(EXAMPLES / "faces", db, progress=False, people_from_folders=True)
     return db, report
 
 
@@ -83,11 +84,20 @@ def test_verify_tells_the_same_person_from_another():
 
 def test_people_come_from_the_folders_and_clustering_suggests_no_wrong_person(examples_copy):
     people = {p.name: p.faces for p in facevec.people.list_people(examples_copy)}
-    assert people == FOLDERS
+    assert people == PEOPLE
+    # The index run's people step recognised couple.jpg's face 1 as id01.
+    (suggested,) = [
+        f for f in facevec.people.show(examples_copy, "id01").faces if f.source != "folder"
+    ]
+    assert (Path(suggested.img_name).name, suggested.face_index, suggested.source) == (
+        "couple.jpg",
+        1,
+        "suggested",
+    )
     (match,) = facevec.identify(str(QUERY), examples_copy).itertuples()
     assert (match.person, match.decision) == ("id01", "matched")
     report = facevec.people.cluster(examples_copy, progress=False)
-    assert (report.faces, report.unassigned) == (10, 2)  # the couple's faces
+    assert (report.faces, report.unassigned) == (10, 1)  # the couple's face 0
     # Clustering may add couple.jpg's face 1 to id01 (the same person), nothing else.
     for person in FOLDERS:
         view = facevec.people.show(examples_copy, person)
@@ -117,4 +127,4 @@ def test_the_web_api_and_search_page_find_the_query(examples_db):
         assert photo.status_code == 200 and photo.content[:2] == b"\xff\xd8"  # a JPEG
         people = http.get("/api/people")
         assert people.status_code == 200
-        assert {p["name"]: p["faces"] for p in people.json()} == FOLDERS
+        assert {p["name"]: p["faces"] for p in people.json()} == PEOPLE

@@ -108,7 +108,7 @@ def test_incremental_runs_grow_people_and_never_move_confirmed_faces(
     first, second = names[::2], names[1::2]
     root = gallery_maker(tmp_path / "photos", {"": first})
     db = tmp_path / "grow.db"
-    facevec.index(root, db, progress=False)
+    facevec.index(root, db, progress=False, people=False)  # people cluster does it
     one = facevec.people.cluster(db, progress=False)
     assert one.new_people > 0
     # A user names and confirms the largest person.
@@ -120,7 +120,7 @@ def test_incremental_runs_grow_people_and_never_move_confirmed_faces(
 
     for name in second:  # the rest of the photos arrive
         os.symlink(FACES / name, root / name)
-    facevec.index(root, db, progress=False)
+    facevec.index(root, db, progress=False, people=False)
     two = facevec.people.cluster(db, progress=False)
     rows = people_rows(db)
     now = {r[0]: r[1] for r in rows}

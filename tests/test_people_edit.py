@@ -158,7 +158,7 @@ def test_edits_check_faces_and_people(db):
 
 
 def test_confirm_turns_suggestions_into_confirmed_faces(db):
-    facevec.add(db, ["extra.jpg"], [_vector_of(db, "id05")], model_name="Dlib")
+    facevec.add(db, ["extra.jpg"], [_vector_of(db, "id05")], model_name="Dlib", people=False)
     people.cluster(db, progress=False)
     view = people.show(db, "id05")
     assert (view.person.suggested, view.person.folder) == (1, 1)
@@ -212,7 +212,7 @@ def test_show_writes_a_contact_sheet_of_the_face_crops(gallery_db, gallery_copy_
     assert len({t.tobytes() for t in tiles}) == 8
 
 
-def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(db):
+def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people_when_asked(db, gallery):
     with open_database(db, create=False) as database:
         with database.transaction():
             for view in ("people", "person_photos", "person_faces"):
@@ -221,9 +221,13 @@ def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people(db):
                 database.execute(f"DROP TABLE {name}")
             database.execute("UPDATE facevec_collection SET schema_version = 1")
     assert facevec.info(db)["schema_version"] == 1
-    assert {p.name for p in people.list_people(db)} == {"id01", "id02", "id03", "id04", "id05"}
+    assert people.list_people(db) == []  # folders are people only when asked
     # people (2), IVF lists (3), ids never reused (4), and whatever came since
     assert facevec.info(db)["schema_version"] == SCHEMA_VERSION
+    # Asked: a rerun of index, nothing embedded again.
+    report = facevec.index(gallery, db, progress=False, people_from_folders=True, people=False)
+    assert report.indexed == 0
+    assert {p.name for p in people.list_people(db)} == {"id01", "id02", "id03", "id04", "id05"}
     assert people.show(db, "id01").person.folder == 8
 
 

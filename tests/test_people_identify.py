@@ -113,7 +113,7 @@ def test_near_two_people_is_ambiguous(tmp_path):
 def test_suggested_faces_count_unless_confirmed_only(tmp_path):
     db = _gallery(tmp_path, {"Ann": _at(QUERY, [0.9] * 2, 1)})
     # Three more faces near the query, with no folder: clustering suggests a person.
-    facevec.add(db, ["x0.jpg", "x1.jpg", "x2.jpg"], _at(QUERY, [0.2, 0.21, 0.22], 20))
+    facevec.add(db, ["x0.jpg", "x1.jpg", "x2.jpg"], _at(QUERY, [0.2, 0.21, 0.22], 20), people=False)
     facevec.people.cluster(db, progress=False)
     row = facevec.identify(QUERY, db).iloc[0]
     assert row.decision == "matched" and row.person.startswith("person ")

@@ -79,6 +79,21 @@ from .output import echo, echo_frame, echo_json, printable
     help="Faces the detector is less sure of are counted, not stored "
     f"[default: {DEFAULT_MIN_CONFIDENCE['dlib']:g} for dlib, 0 for the other detectors].",
 )
+@click.option(
+    "--people-from-folders",
+    is_flag=True,
+    help="Each subfolder becomes a person (FOLDER/<person>/<photo>); a gallery that has "
+    "folder people keeps making them. Without it a folder is only the identity column.",
+)
+@click.option(
+    "--no-people",
+    "people",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="No people step at the end (by default new faces are recognised as known people "
+    "and the rest grouped into new people).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @format_option(("table", "json"))
 @fail_cleanly
@@ -95,10 +110,13 @@ def index_command(
     min_face: int,
     min_sharpness: float,
     min_confidence: float | None,
+    people_from_folders: bool,
+    people: bool,
     quiet: bool,
     output_format: str,
 ) -> None:
-    """Index the photos under FOLDER (layout FOLDER/<person>/<photo> names people).
+    """Index the photos under FOLDER; then recognise the new faces as known people
+    and group the rest (--no-people: not). Folders are people with --people-from-folders.
 
     Unchanged photos are skipped, so rerunning finishes an interrupted run.
     """
@@ -119,6 +137,8 @@ def index_command(
             min_face=min_face,
             min_sharpness=min_sharpness,
             min_confidence=min_confidence,
+            people_from_folders=people_from_folders,
+            people=people,
         )
     except IndexInterrupted as stop:
         echo(f"interrupted: {stop.report.indexed} photos committed; rerun to finish", err=True)
@@ -142,6 +162,8 @@ def index_command(
         + (f", {report.missing} gone (use --prune)" if report.missing else "")
         + (f", {report.unseen} in unreadable folders (kept)" if report.unseen else "")
     )
+    if report.people is not None:
+        echo(f"people: {report.people.summary}")
     for message in report.error_messages.values():
         echo(f"error: {printable(message)}", err=True)
 

@@ -32,7 +32,9 @@ from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
 from ..errors import FolderNotFoundError, InvalidParameterError, InvalidVectorError, VectorError
 from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from ..storage import faces, ledger, people, schema
+from ..people.keep_current import PeopleStep, has_thresholds, keep_people_current, start_mark
+from ..storage import faces, ledger, schema
+from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
 from ..vectors import check_vectors
 from . import photo
@@ -49,6 +51,7 @@ from .pool import Pool, default_workers
 from .walk import IMAGE_EXTENSIONS, Walk, folder_spellings, readable
 
 __all__ = [
+    "Added",
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MIN_CONFIDENCE",
@@ -91,6 +94,9 @@ class IndexReport:
     seconds_startup: float = 0.0  # loading the model(s) before the first photo
     seconds_database: float = 0.0
     error_messages: dict[str, str] = field(default_factory=dict)
+    # The people step after the run (facevec.people.keep_current); None: not run
+    # (people=False, or the run was stopped before it).
+    people: PeopleStep | None = None
 
     @property
     def database_share(self) -> float:
@@ -99,6 +105,8 @@ class IndexReport:
     def as_dict(self) -> dict:
         result = asdict(self)
         result["database_share"] = self.database_share
+        if self.people is not None:
+            result["people"]["summary"] = self.people.summary
         return result
 
 
@@ -171,6 +179,7 @@ class _Writer:
             schema.ensure_collection(
                 self.db, self.options.model_name, self.dimensions, self.options.detector_backend
             )
+            start_mark(self.db)  # before this run's first face
         self.collection_ready = True
 
     def flush(self) -> None:
@@ -300,6 +309,8 @@ def index(
     on_progress: Callable[[int, int], None] | None = None,
     min_confidence: float | None = None,
     within: Sequence[str | os.PathLike[str]] | None = None,
+    people_from_folders: bool = False,
+    people: bool = True,
 ) -> IndexReport:
     """Index the photos under `folder` into `db`; see the module docstring.
 
@@ -315,6 +326,11 @@ def index(
     within: folders the photos must really be in (the web server's --photos): a
     photo whose real path (symlinks resolved) lies outside them is not read, and
     its ledger row says so.
+    people_from_folders: each subfolder's name (the `identity` column, the folder
+    the photo is in) becomes a person, its faces that person's; a gallery that has
+    folder people keeps making them. Else folders are only the `identity` column.
+    people: at the end, the people step (facevec.people.keep_current): new faces
+    recognised as known people, the rest grouped into new people (report.people).
     """
     spellings = _folder(folder)
     workers = default_workers() if workers is None else workers
@@ -323,8 +339,9 @@ def index(
         batch_size, workers, max_pixels, min_face, min_sharpness, min_confidence,
     )  # fmt: skip
     return _ingest(
-        spellings, db, None, settings, workers, batch_size, progress, on_progress, prune, within
-    )
+        spellings, db, None, settings, workers, batch_size, progress, on_progress, prune, within,
+        _People(people, people_from_folders),
+    )  # fmt: skip
 
 
 def update_paths(
@@ -346,6 +363,8 @@ def update_paths(
     on_progress: Callable[[int, int], None] | None = None,
     min_confidence: float | None = None,
     within: Sequence[str | os.PathLike[str]] | None = None,
+    people_from_folders: bool = False,
+    people: bool = True,
 ) -> IndexReport:
     """Bring these files or folders under `folder` up to date in `db`, as `index`
     does for the whole folder (same settings, ledger, batches and people step): new
@@ -371,7 +390,7 @@ def update_paths(
         targets.append(target)
     return _ingest(
         spellings, db, targets, settings, workers, batch_size, progress, on_progress,
-        within=within,
+        within=within, people=_People(people, people_from_folders),
     )  # fmt: skip
 
 
@@ -444,8 +463,10 @@ def _ingest(
     on_progress: Callable[[int, int], None] | None,
     prune: bool = False,
     within: Sequence[str | os.PathLike[str]] | None = None,
+    people: _People | None = None,
 ) -> IndexReport:
     """index (targets None: the whole folder) or update_paths (those targets)."""
+    people = people or _People()
     options = settings.options
     roots = None if within is None else tuple(os.path.realpath(r) for r in within)
     started = time.perf_counter()
@@ -507,10 +528,11 @@ def _ingest(
             if not writer.collection_ready and schema.get_collection(database) is None:
                 writer.ensure_collection()  # a new gallery records its model even when empty
         with writer.clock():
-            sync_people(database)
+            sync_people(database, people.from_folders or None)
         if not report.interrupted:
             with writer.clock():
                 knn.refresh_gallery_index(database, progress)
+            report.people = end_of_run_people(database, people.step)
     report.seconds_total = time.perf_counter() - started
     if report.interrupted:
         raise IndexInterrupted(report)
@@ -530,11 +552,33 @@ def _stored_folder(database: Database, spellings: list[str]) -> str:
     return spellings[1]
 
 
-def sync_people(database: Database) -> None:
-    """Folders become people: new faces of gallery/<person>/ get that person."""
-    people.upgrade(database)
+@dataclass(frozen=True)
+class _People:
+    """What a run does about people: the step at its end, folders as people."""
+
+    step: bool = True
+    from_folders: bool = False
+
+
+def sync_people(database: Database, from_folders: bool | None = None) -> None:
+    """Folder people stay current: new faces of a folder that is a person get that
+    person. ``from_folders``: every folder becomes a person (None: only if the
+    gallery has folder people already; see storage.people.sync_folders)."""
+    people_store.upgrade(database)
     with database.transaction():
-        people.sync_folders(database)
+        people_store.sync_folders(database, from_folders)
+
+
+def end_of_run_people(database: Database, enabled: bool = True) -> PeopleStep | None:
+    """The end of every run that stored faces (index, update_paths, add): new faces
+    are recognised as known people or grouped into new ones
+    (people.keep_current.keep_people_current). Call it after the knn index is
+    refreshed (the step searches it). None when disabled, the gallery is empty, or its
+    model has no thresholds (vectors of a model facevec does not know)."""
+    collection = schema.get_collection(database)
+    if not enabled or collection is None or not has_thresholds(collection.model_name):
+        return None
+    return keep_people_current(database, collection.dimensions, collection.model_name)
 
 
 def _current(previous: ledger.Seen | None, settings: Settings, fingerprint: str, path: str) -> bool:
@@ -729,11 +773,17 @@ def add(
     embeddings: Any,
     model_name: str = DEFAULT_MODEL,
     identities: Sequence[str | None] | None = None,
-) -> int:
+    people_from_folders: bool | None = None,
+    people: bool = True,
+) -> Added:
     """Store precomputed embeddings (from any pipeline) without deepface.
 
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
-    image. Faces already stored under these names are replaced. Returns the count.
+    image. Faces already stored under these names are replaced. Returns the count
+    (an int; its ``people`` says what the people step did, as index's report).
+    people_from_folders: each identity becomes a person, as index's option does with
+    folders (default: when identities are given, the caller saying who each face is).
+    people: the people step at the end (recognise, group), as index.
     """
     try:  # float64: a value beyond float32's range is refused, not stored as infinity
         values = np.asarray(embeddings, dtype=np.float64)
@@ -758,11 +808,28 @@ def add(
     with open_database(db) as database:
         schema.create_schema(database)
         schema.ensure_collection(database, model_name, int(vectors.shape[1]), None)
+        start_mark(database)
         with database.transaction():
             for name, rows in grouped.items():
                 identity = None if identities is None else identities[rows[0]]
                 stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
                 faces.replace_image(database, name, stored, model_name, None, identity)
-        sync_people(database)
+        if people_from_folders is None:
+            people_from_folders = identities is not None and any(
+                identity is not None for identity in identities
+            )
+        sync_people(database, people_from_folders or None)
         knn.refresh_gallery_index(database)
-    return len(vectors)
+        step = end_of_run_people(database, people)
+    return Added(len(vectors), step)
+
+
+class Added(int):
+    """The faces add stored (an int); ``people``: the people step, None if off."""
+
+    people: PeopleStep | None
+
+    def __new__(cls, count: int, people: PeopleStep | None = None) -> Added:
+        added = super().__new__(cls, count)
+        added.people = people
+        return added

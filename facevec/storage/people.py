@@ -130,6 +130,76 @@ def load_faces(db: Database, batch_size: int = 20000, dimensions: int | None = N
     return FaceSet(np.asarray(ids, dtype=np.int64), names, vectors.astype(np.float32), other_sizes)
 
 
+def _face_set(rows: list[tuple], dimensions: int) -> FaceSet:
+    kept = [row for row in rows if len(row[2]) == 4 * dimensions]
+    other_sizes = {int(row[0]): len(row[2]) for row in rows if len(row[2]) != 4 * dimensions}
+    vectors = np.frombuffer(b"".join(bytes(row[2]) for row in kept), dtype="<f4")
+    return FaceSet(
+        np.asarray([int(row[0]) for row in kept], dtype=np.int64),
+        [row[1] for row in kept],
+        vectors.reshape(len(kept), dimensions).astype(np.float32),
+        other_sizes,
+    )
+
+
+def unassigned_faces_between(db: Database, after: int, upto: int, dimensions: int) -> FaceSet:
+    """The faces with after < id <= upto that have no person and were not set
+    aside by a user, in id order."""
+    rows = db.query(
+        "SELECT f.id, f.img_name, f.embedding FROM face_meta f"
+        " LEFT JOIN person_face pf ON pf.face_id = f.id"
+        " LEFT JOIN face_dismissed d ON d.face_id = f.id"
+        " WHERE f.id > {p} AND f.id <= {p} AND pf.face_id IS NULL AND d.face_id IS NULL"
+        " ORDER BY f.id",
+        (after, upto),
+    )
+    return _face_set(rows, dimensions)
+
+
+def faces_by_id(db: Database, face_ids: Sequence[int], dimensions: int) -> FaceSet:
+    """These faces' photos and vectors, in id order (those still stored)."""
+    rows: list[tuple] = []
+    for chunk in in_clause_chunks(_ids(face_ids)):
+        rows += db.query(
+            f"SELECT id, img_name, embedding FROM face_meta WHERE {_in(db, 'id', chunk)}", chunk
+        )
+    return _face_set(sorted(rows, key=lambda row: int(row[0])), dimensions)
+
+
+def last_face_id(db: Database) -> int:
+    """The highest face id stored (0 for none); ids are never reused."""
+    value = db.scalar("SELECT MAX(id) FROM face_meta")
+    return 0 if value is None else int(value)
+
+
+def people_checked(db: Database) -> int | None:
+    """The highest face id the people step of a run has looked at; None: it never ran."""
+    value = db.scalar(
+        "SELECT people_checked_id FROM facevec_collection WHERE name = {p}", ("default",)
+    )
+    return None if value is None else int(value)
+
+
+def set_people_checked(db: Database, face_id: int) -> None:
+    db.execute(
+        "UPDATE facevec_collection SET people_checked_id = {p} WHERE name = {p}",
+        (int(face_id), "default"),
+    )
+
+
+def people_in_photos(db: Database, img_names: Sequence[str]) -> dict[str, set[int]]:
+    """The people who have a face in each of these photos."""
+    found: dict[str, set[int]] = {}
+    for chunk in in_clause_chunks(sorted(set(img_names))):
+        for img_name, person_id in db.query(
+            "SELECT f.img_name, pf.person_id FROM face_meta f"
+            f" JOIN person_face pf ON pf.face_id = f.id WHERE {_in(db, 'f.img_name', chunk)}",
+            chunk,
+        ):
+            found.setdefault(img_name, set()).add(int(person_id))
+    return found
+
+
 def existing_faces(db: Database, face_ids: Sequence[int]) -> set[int]:
     found: set[int] = set()
     for chunk in in_clause_chunks(_ids(face_ids)):
@@ -521,44 +591,68 @@ def has_people(db: Database) -> bool:
 
 
 _ORPHANS = "SELECT face_id FROM {table} WHERE face_id NOT IN (SELECT id FROM face_meta)"
+# Faces of a folder with no person but a suggestion, and not rejected from the
+# folder's person (a suggestion gives way to a folder; a user's word does not).
 _PENDING = (
-    "SELECT f.id, f.identity FROM face_meta f"
+    "SELECT f.id, f.identity, pf.person_id FROM face_meta f"
     " LEFT JOIN person_face pf ON pf.face_id = f.id"
-    " WHERE f.identity IS NOT NULL AND pf.face_id IS NULL"
+    " WHERE f.identity IS NOT NULL AND (pf.face_id IS NULL OR pf.source = 'suggested')"
     f" AND LOWER(TRIM(f.identity)) NOT IN ({', '.join(repr(d) for d in DECISIONS)})"
     " AND NOT EXISTS (SELECT 1 FROM person_folder pd JOIN person_rejection r"
     " ON r.person_id = pd.person_id WHERE pd.folder = f.identity AND r.face_id = f.id)"
 )
+# ... of the folders that are people already.
+_PENDING_KNOWN = _PENDING + " AND f.identity IN (SELECT folder FROM person_folder)"
 
 
-def folder_sync_needed(db: Database) -> bool:
+def has_folder_people(db: Database) -> bool:
+    """Whether some gallery folder stands for a person (person_folder has a row)."""
+    limit, params = db.dialect.limit(1)
+    return bool(db.query("SELECT folder FROM person_folder" + limit, params))
+
+
+def _pending(db: Database, new_folders: bool | None) -> str:
+    if new_folders is None:
+        new_folders = has_folder_people(db)
+    return _PENDING if new_folders else _PENDING_KNOWN
+
+
+def folder_sync_needed(db: Database, new_folders: bool | None = None) -> bool:
     """Whether sync_folders has anything to do (asked without writing)."""
     limit, params = db.dialect.limit(1)
     for statement in (
         _ORPHANS.format(table="person_face"),
         _ORPHANS.format(table="person_rejection"),
-        _PENDING,
+        _pending(db, new_folders),
     ):
         if db.query(statement + limit, params):
             return True
     return False
 
 
-def sync_folders(db: Database) -> int:
-    """Give every face of a gallery folder (face_meta.identity) its folder's person.
+def sync_folders(db: Database, new_folders: bool | None = None) -> int:
+    """Give every face of a folder that stands for a person (person_folder) that
+    person: folders are people only where asked.
 
-    Only faces with no person yet and no rejection of that person are assigned, so
-    what users changed stands. A folder gets the person of the same name if there
-    is one, else a new person named after it. Faces whose rows are gone lose their
-    assignments and rejections here too. Returns the faces assigned.
+    ``new_folders``: every gallery folder (face_meta.identity) becomes a person
+    (index --people-from-folders); None (the default): only if the gallery has
+    folder people already, so a gallery that has them keeps making them; False:
+    only the folders that are people already. A new folder person is the person of
+    the same name if there is one, else a new person named after the folder.
+
+    A face with no person, or only a suggestion, is assigned, unless it was
+    rejected from that person, so what users said stands. Faces whose rows are
+    gone lose their assignments and rejections here too. Returns the faces assigned.
     """
     for table in ("person_face", "person_rejection"):
         orphans = [row[0] for row in db.query(_ORPHANS.format(table=table))]
         for chunk in in_clause_chunks(orphans):
             db.execute(f"DELETE FROM {table} WHERE {_in(db, 'face_id', chunk)}", chunk)
-    pending = db.query(_PENDING + " ORDER BY f.id")
-    if not pending:
+    found = db.query(_pending(db, new_folders) + " ORDER BY f.id")
+    if not found:
         return 0
+    pending = [(face, identity) for face, identity, _ in found]
+    suggested_to = {int(person) for _, _, person in found if person is not None}
     folders = {
         folder: int(person_id)
         for folder, person_id in db.query("SELECT folder, person_id FROM person_folder")
@@ -566,6 +660,10 @@ def sync_folders(db: Database) -> int:
     stamp = now()
     for folder in sorted({identity for _, identity in pending} - set(folders)):
         person_id = person_id_named(db, folder)
+        if person_id is None:
+            person_id = _suggested_person_of(db, folder, found, set(folders.values()))
+            if person_id is not None:  # a folder grouped already: that person, named
+                rename_person(db, person_id, folder)
         if person_id is None:
             person_id = create_person(db, folder)
         db.execute(
@@ -578,12 +676,38 @@ def sync_folders(db: Database) -> int:
         for face, identity in pending
         if folders[identity] not in refused.get(int(face), set())
     ]
+    unassign(db, [row[0] for row in rows])  # their suggestions
     db.executemany(
         "INSERT INTO person_face (face_id, person_id, source, score, updated_at)"
         " VALUES ({p}, {p}, {p}, {p}, {p})",
         rows,
     )
+    # A suggested person whose every face went to a folder is gone (unless named).
+    for person_id in sorted(suggested_to - set(folders.values())):
+        if db.scalar(
+            "SELECT 1 FROM person p WHERE p.id = {p} AND p.name IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM person_face pf WHERE pf.person_id = p.id)",
+            (person_id,),
+        ):
+            delete_person(db, person_id)
     return len(rows)
+
+
+def _suggested_person_of(
+    db: Database, folder: str, pending: list[tuple], taken: set[int]
+) -> int | None:
+    """The unnamed person whose faces are exactly the folder's, all suggested (the
+    people step or clustering grouped the folder before it became a person), if any."""
+    faces = [(face, person) for face, identity, person in pending if identity == folder]
+    persons = {person for _, person in faces}
+    if len(persons) != 1 or None in persons:
+        return None
+    (person_id,) = persons
+    person_id = int(person_id)
+    if person_id in taken or person_names(db, [person_id]).get(person_id) is not None:
+        return None
+    total = db.scalar("SELECT COUNT(*) FROM person_face WHERE person_id = {p}", (person_id,))
+    return person_id if int(total or 0) == len(faces) else None
 
 
 def upgrade(db: Database) -> None:

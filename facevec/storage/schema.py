@@ -132,6 +132,9 @@ _COLUMNS = (
     # version 7: a person kept out of the way, and the face that stands for them
     ("person", "hidden", "int NOT NULL DEFAULT 0"),
     ("person", "cover_face_id", "int"),
+    # the highest face id the people step after a run has looked at (NULL: none yet);
+    # added where missing, read only by runs that called create_schema
+    ("facevec_collection", "people_checked_id", "int"),
 )
 
 

@@ -143,6 +143,11 @@ class IndexRequest(BaseModel):
         description="Processes that embed photos (1: the server's own, beside searches; "
         "at most the server's cores).",
     )
+    people_from_folders: bool = Field(
+        False,
+        description="Each subfolder becomes a person (a gallery that has folder people "
+        "keeps making them); else a folder is only the identity column.",
+    )
 
 
 class JobStatus(BaseModel):
@@ -372,6 +377,7 @@ def index_endpoint(
         prune=request_body.prune,
         batch_size=request_body.batch_size,
         workers=request_body.workers,
+        people_from_folders=request_body.people_from_folders,
     )
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return job.as_dict()
