@@ -66,7 +66,7 @@ def test_a_folder_named_as_an_answer_becomes_no_one(tmp_path, gallery_maker):
     """Photos in gallery/Unknown/ are faces of nobody known: no person "Unknown"."""
     root = gallery_maker(tmp_path / "photos", {"Unknown": ["img57.jpg"], "id04": ["img22.jpg"]})
     db = tmp_path / "folders.db"
-    facevec.index(root, db, progress=False)
+    facevec.index(root, db, progress=False, people_from_folders=True, people=False)
     people = facevec.people.list_people(db)
     assert [p.name for p in people] == ["id04"] and people[0].faces == 1
     with open_database(db) as database:
