@@ -146,7 +146,7 @@ def test_a_version_5_gallery_is_upgraded_to_6_and_reruns_skip_its_files(
     # Rows from before keep no settings: judged by hash, model and detector, as then.
     assert (report.unchanged, report.indexed) == (3, 0)
     assert sorted(reads) == ["img10.jpg", "img12.jpg", "img25.jpg"]  # hashed once
-    assert facevec.info(db)["schema_version"] == schema.SCHEMA_VERSION == 6
+    assert facevec.info(db)["schema_version"] == schema.SCHEMA_VERSION == 9
     reads.clear()
     assert index(small_folder, db).unchanged == 3 and reads == []  # stat recorded now
     assert {row[3] for row in ledger_rows(db).values()} == {None}

@@ -723,17 +723,26 @@ def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
     return tqdm(total=0, unit="photo", desc="indexing", disable=not enabled, dynamic_ncols=True)
 
 
+#: Faces per bulk insert of ``add`` (COPY, multi-row INSERT): one progress step.
+ADD_BATCH = 10000
+
+
 def add(
     db: DbArg,
     img_names: Sequence[str],
     embeddings: Any,
     model_name: str = DEFAULT_MODEL,
     identities: Sequence[str | None] | None = None,
+    progress: bool = False,
 ) -> int:
     """Store precomputed embeddings (from any pipeline) without deepface.
 
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
-    image. Faces already stored under these names are replaced. Returns the count.
+    image. Faces already stored under these names are replaced. Every vector is
+    checked before anything is written, and the call is one transaction: a failure
+    leaves the gallery as it was. The faces go in in bulk (COPY on PostgreSQL,
+    multi-row INSERTs on MariaDB/MySQL), ADD_BATCH at a time, with a progress bar
+    when `progress`. Returns the count.
     """
     try:  # float64: a value beyond float32's range is refused, not stored as infinity
         values = np.asarray(embeddings, dtype=np.float64)
@@ -755,14 +764,32 @@ def add(
     grouped: dict[str, list[int]] = {}
     for row, name in enumerate(img_names):
         grouped.setdefault(str(name), []).append(row)
+    from tqdm import tqdm
+
     with open_database(db) as database:
         schema.create_schema(database)
         schema.ensure_collection(database, model_name, int(vectors.shape[1]), None)
-        with database.transaction():
+        with (
+            database.transaction(),
+            tqdm(total=len(vectors), unit="face", desc="add", disable=not progress) as bar,
+        ):
+            batch: dict[str, list[faces.StoredFace]] = {}
+            in_batch = 0
             for name, rows in grouped.items():
                 identity = None if identities is None else identities[rows[0]]
-                stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
-                faces.replace_image(database, name, stored, model_name, None, identity)
+                batch[name] = [
+                    faces.stored_face(
+                        name, Face.from_vector(vectors[row], i), model_name, None, identity
+                    )
+                    for i, row in enumerate(rows)
+                ]
+                in_batch += len(rows)
+                if in_batch >= ADD_BATCH:
+                    faces.replace_stored_images(database, batch)
+                    bar.update(in_batch)
+                    batch, in_batch = {}, 0
+            faces.replace_stored_images(database, batch)
+            bar.update(in_batch)
         sync_people(database)
         knn.refresh_gallery_index(database)
     return len(vectors)

@@ -24,8 +24,10 @@ from .dialects import SQLITE
 # on SQLite, storage/id_sequences.py) and person_edit.after_rows (undo refuses when
 # what an edit wrote changed since). 6: the ingest ledger records each file's
 # mtime_ns and inode (a rescan reads only files whose stat changed) and the settings
-# it was indexed with (settings).
-SCHEMA_VERSION = 6
+# it was indexed with (settings). 9: the lists' measured default nprobe
+# (facevec_collection.ivf_nprobe) and, on MariaDB/MySQL, the probed vectors clustered
+# by list (facevec_list_vectors, filled by the upgrade step: storage/lists.py).
+SCHEMA_VERSION = 9
 
 SOURCES = ("folder", "confirmed", "suggested")
 
@@ -115,6 +117,15 @@ def _lists_ddl(db: Database) -> list[str]:
             generation {t["int"]} NOT NULL,
             list_no {t["int"]} NOT NULL
         )""",
+        # The vectors of the active lists keyed (list_no, face_id): where the table is
+        # clustered by its key (InnoDB), a probed list is one key range. Filled only
+        # where storage/lists.py says so (clustered_lists).
+        f"""CREATE TABLE IF NOT EXISTS facevec_list_vectors (
+            list_no {t["int"]} NOT NULL,
+            face_id {t["int"]} NOT NULL,
+            embedding {t["blob"]} NOT NULL,
+            PRIMARY KEY (list_no, face_id)
+        ){db.dialect.embeddings_table_suffix}""",
     ]
 
 
@@ -128,6 +139,8 @@ _COLUMNS = (
     ("ingest_ledger", "mtime_ns", "int"),
     ("ingest_ledger", "inode", "int"),
     ("ingest_ledger", "settings", "text"),
+    # version 9: the lists' default nprobe, measured when they were trained
+    ("facevec_collection", "ivf_nprobe", "int"),
 )
 
 
@@ -239,6 +252,7 @@ _INDEXES = (
     ("person_rejection_person", "person_rejection", "person_id"),
     ("person_folder_person", "person_folder", "person_id"),
     ("face_meta_ivf_list", "face_meta", "ivf_list, id"),
+    ("facevec_list_vectors_face", "facevec_list_vectors", "face_id"),
 )
 
 
@@ -283,6 +297,21 @@ def create_schema(db: Database) -> None:
         db.execute(
             "UPDATE facevec_collection SET schema_version = 6 WHERE schema_version IN (4, 5)"
         )
+    _upgrade_to_9(db)
+
+
+def _upgrade_to_9(db: Database) -> None:
+    """Version 6 to 9: ivf_nprobe is there (NULL: the lists' rule until the next
+    reindex), and on MariaDB/MySQL the active lists' vectors are copied into
+    facevec_list_vectors (one INSERT ... SELECT) in the same transaction."""
+    from . import lists  # lists imports this module
+
+    version = db.scalar("SELECT MIN(schema_version) FROM facevec_collection")
+    if version is None or int(version) >= 9 or int(version) < 6:
+        return
+    with db.transaction():
+        lists.fill_list_vectors(db)
+        db.execute("UPDATE facevec_collection SET schema_version = 9 WHERE schema_version < 9")
 
 
 def has_schema(db: Database) -> bool:
