@@ -30,7 +30,6 @@ from .. import knn
 from ..engine import models
 from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
 from ..errors import FolderNotFoundError, InvalidParameterError, InvalidVectorError, VectorError
-from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
 from ..storage import faces, ledger, people, schema
 from ..storage.database import Database, DbArg, open_database
@@ -725,6 +724,8 @@ def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
 
 #: Faces per bulk insert of ``add`` (COPY, multi-row INSERT): one progress step.
 ADD_BATCH = 10000
+# A face known only by its vector: no box, no eyes (facial_area_x ... right_eye_y).
+_NO_AREA = (None,) * 8
 
 
 def add(
@@ -775,20 +776,34 @@ def add(
         ):
             batch: dict[str, list[faces.StoredFace]] = {}
             in_batch = 0
+            created = schema.now()
+            blobs = vectors.astype("<f4", copy=False)
+            # A gallery empty at the start has nothing to replace (names are unique here).
+            replacing = faces.id_span(database) is not None
             for name, rows in grouped.items():
                 identity = None if identities is None else identities[rows[0]]
                 batch[name] = [
-                    faces.stored_face(
-                        name, Face.from_vector(vectors[row], i), model_name, None, identity
+                    faces.StoredFace(
+                        name,
+                        identity,
+                        i,
+                        blobs[row].tobytes(),
+                        model_name,
+                        None,
+                        *_NO_AREA,
+                        None,
+                        None,
+                        None,
+                        created,
                     )
                     for i, row in enumerate(rows)
                 ]
                 in_batch += len(rows)
                 if in_batch >= ADD_BATCH:
-                    faces.replace_stored_images(database, batch)
+                    faces.replace_stored_images(database, batch, replacing)
                     bar.update(in_batch)
                     batch, in_batch = {}, 0
-            faces.replace_stored_images(database, batch)
+            faces.replace_stored_images(database, batch, replacing)
             bar.update(in_batch)
         sync_people(database)
         knn.refresh_gallery_index(database)

@@ -7,14 +7,15 @@ transaction (``Database.transaction()``): nothing here commits.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidParameterError
 from ..face import Face
-from ..vectors import check_blob
+from ..vectors import blob_problems, check_blob
 from . import lists
 from .database import Database, in_clause_chunks
 from .dialects import MYSQL, POSTGRESQL
@@ -46,6 +47,8 @@ class StoredFace:
 
 
 _COLUMNS = tuple(field.name for field in fields(StoredFace))
+# A StoredFace's values in _COLUMNS order (dataclasses.astuple deep-copies each value).
+_values = attrgetter(*_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def insert_stored_face(db: Database, face: StoredFace) -> int:
         + db.dialect.params(len(_COLUMNS) + 1)
         + ")"
         + db.dialect.returning_id,
-        astuple(face) + (number,),
+        _values(face) + (number,),
     )
     face_id = db.dialect.inserted_id(cursor)
     if current.embedding_rows:
@@ -131,8 +134,9 @@ def stored_face(
     detector_backend: str | None,
     identity: str | None = None,
     source_sha256: str | None = None,
+    created_at: str | None = None,
 ) -> StoredFace:
-    """The face_meta row of a detected face."""
+    """The face_meta row of a detected face (created now, unless `created_at`)."""
     left = face.left_eye or (None, None)
     right = face.right_eye or (None, None)
     return StoredFace(
@@ -153,7 +157,7 @@ def stored_face(
         face_confidence=face.confidence,
         face_image=face.face_png or None,
         source_sha256=source_sha256,
-        created_at=now(),
+        created_at=now() if created_at is None else created_at,
     )
 
 
@@ -203,7 +207,7 @@ def replace_stored_image(db: Database, img_name: str, faces: Sequence[StoredFace
 
 #: Rows of one multi-row INSERT on MariaDB/MySQL (and at most this many bytes).
 MULTI_ROW_INSERT = 1000
-MULTI_ROW_BYTES = 4 << 20
+MULTI_ROW_BYTES = 2 << 20
 
 
 def insert_stored_faces(db: Database, stored: Sequence[StoredFace]) -> list[int]:
@@ -213,14 +217,22 @@ def insert_stored_faces(db: Database, stored: Sequence[StoredFace]) -> list[int]
     PostgreSQL, multi-row INSERTs on MariaDB/MySQL, one prepared INSERT per row on
     SQLite. The caller's transaction: a failure leaves nothing of the call behind
     once it rolls back."""
-    for face in stored:
-        check_blob(face.embedding, lambda face=face: f"face {face.face_index} of {face.img_name!r}")
     if not stored:
         return []
+    blobs = [face.embedding for face in stored]
+    size = len(blobs[0])
+    if (
+        size % 4
+        or not size
+        or any(len(b) != size for b in blobs)
+        or blob_problems(blobs, size // 4)
+    ):
+        for face in stored:  # the first bad one, in the words of the row-by-row check
+            check_blob(face.embedding, lambda f=face: f"face {f.face_index} of {f.img_name!r}")
     current = lists.layout(db)
-    numbers = lists.lists_of(db, [face.embedding for face in stored], current)
+    numbers = lists.lists_of(db, blobs, current)
     rows = [
-        astuple(face) + (None if numbers is None else numbers[i],) for i, face in enumerate(stored)
+        _values(face) + (None if numbers is None else numbers[i],) for i, face in enumerate(stored)
     ]
     if db.dialect is POSTGRESQL:
         ids = _copy_face_rows(db, rows)
@@ -304,7 +316,6 @@ def _insert_multi_row(
         db.executemany(f"INSERT INTO {table} VALUES ({db.dialect.params(width)})", rows)
         return []
     done = []
-    row_marks = f"({db.dialect.params(width)})"
     start = 0
     while start < len(rows):
         end, size = start, 0
@@ -312,18 +323,44 @@ def _insert_multi_row(
             size += sum(len(v) for v in rows[end] if isinstance(v, (bytes, str)))
             end += 1
         chunk = list(rows[start:end])
+        # The statement written out here: PyMySQL's escaping of bound values, in
+        # Python, cost more than the server's insert (a vector is X'hex' instead).
+        literal = _mysql_literal(db.conn)
+        values = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in chunk)
         cursor = db.conn.cursor()
         try:
-            cursor.execute(
-                f"INSERT INTO {table} VALUES " + ", ".join([row_marks] * len(chunk)),
-                [value for row in chunk for value in row],
-            )
+            cursor.execute(f"INSERT INTO {table} VALUES {values}")
         except Exception as err:
             db._raise_if_lost(err)
             raise
         done.append((chunk, cursor))
         start = end
     return done
+
+
+def _mysql_literal(conn: Any) -> Any:
+    """The SQL literal of one value on this MariaDB/MySQL connection."""
+    from pymysql.constants import SERVER_STATUS
+    from pymysql.converters import escape_string
+
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        escape_string = conn.escape  # noqa: F811 (quotes doubled, backslashes kept)
+    else:
+        plain = escape_string
+        escape_string = lambda text: "'" + plain(text) + "'"  # noqa: E731
+
+    def literal(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bytes):
+            return "X'" + value.hex() + "'"
+        if isinstance(value, str):
+            return escape_string(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return str(conn.literal(value))
+
+    return literal
 
 
 def insert_many_embedding_rows(
@@ -358,6 +395,11 @@ def insert_many_embedding_rows(
 def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
     """The ids of every face of these images."""
     found: list[int] = []
+    if db.dialect is POSTGRESQL:  # one array parameter: no statement of 500 markers
+        for chunk in in_clause_chunks(list(img_names), 10000):
+            rows = db.query("SELECT id FROM face_meta WHERE img_name = ANY({p})", (list(chunk),))
+            found += [int(row[0]) for row in rows]
+        return found
     for chunk in in_clause_chunks(list(img_names)):
         found += [
             int(row[0])
@@ -389,10 +431,14 @@ def delete_faces(db: Database, face_ids: Sequence[int]) -> None:
     _delete_faces(db, face_ids)
 
 
-def replace_stored_images(db: Database, images: Mapping[str, Sequence[StoredFace]]) -> list[int]:
+def replace_stored_images(
+    db: Database, images: Mapping[str, Sequence[StoredFace]], replacing: bool = True
+) -> list[int]:
     """Make each image's faces the only ones stored for it, all in one bulk insert
-    (:func:`replace_stored_image` for many images); returns the new ids."""
-    _delete_faces(db, ids_of_images(db, list(images)))
+    (:func:`replace_stored_image` for many images); returns the new ids.
+    `replacing=False`: the caller knows none of these images is stored."""
+    if replacing:
+        _delete_faces(db, ids_of_images(db, list(images)))
     return insert_stored_faces(db, [face for stored in images.values() for face in stored])
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from ..bindings.kernels import assign
 from .database import Database, in_clause_chunks
 from .dialects import MYSQL, POSTGRESQL, SQLITE
-from .schema import now
+from .schema import fill_list_vectors, now
 
 # (database name, generation) -> (centroids, metric): centroids are read once.
 _CENTROIDS: dict[tuple[str, int, str | None], tuple[np.ndarray, str]] = {}
@@ -148,19 +148,6 @@ def delete_list_vectors(db: Database, face_ids: Sequence[int]) -> None:
             f"DELETE FROM facevec_list_vectors WHERE face_id IN ({db.dialect.params(len(chunk))})",
             chunk,
         )
-
-
-def fill_list_vectors(db: Database) -> None:
-    """Make facevec_list_vectors the active lists' vectors (one INSERT ... SELECT, in
-    list order, in the caller's transaction); empty where it is not kept."""
-    db.execute("DELETE FROM facevec_list_vectors")
-    if not clustered_lists(db):
-        return
-    db.execute(
-        "INSERT INTO facevec_list_vectors (list_no, face_id, embedding)"
-        " SELECT ivf_list, id, embedding FROM face_meta WHERE ivf_list IS NOT NULL"
-        " ORDER BY ivf_list, id"
-    )
 
 
 # Training ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import ModelMismatchError
 from . import id_sequences
 from .database import Database
-from .dialects import SQLITE
+from .dialects import MYSQL, SQLITE
 
 # 1: faces, embeddings, ledger. 2: people (person, person_face, person_rejection,
 # person_folder, person_edit, facevec_calibration and the people views); a
@@ -303,15 +303,27 @@ def create_schema(db: Database) -> None:
 def _upgrade_to_9(db: Database) -> None:
     """Version 6 to 9: ivf_nprobe is there (NULL: the lists' rule until the next
     reindex), and on MariaDB/MySQL the active lists' vectors are copied into
-    facevec_list_vectors (one INSERT ... SELECT) in the same transaction."""
-    from . import lists  # lists imports this module
-
+    facevec_list_vectors in the same transaction."""
     version = db.scalar("SELECT MIN(schema_version) FROM facevec_collection")
     if version is None or int(version) >= 9 or int(version) < 6:
         return
     with db.transaction():
-        lists.fill_list_vectors(db)
+        fill_list_vectors(db)
         db.execute("UPDATE facevec_collection SET schema_version = 9 WHERE schema_version < 9")
+
+
+def fill_list_vectors(db: Database) -> None:
+    """Make facevec_list_vectors the active lists' vectors (one INSERT ... SELECT, in
+    list order, in the caller's transaction) where a table is clustered by its key
+    (MariaDB/MySQL: storage/lists.py reads it there); empty elsewhere."""
+    db.execute("DELETE FROM facevec_list_vectors")
+    if db.dialect is MYSQL:
+        db.execute(
+            "INSERT INTO facevec_list_vectors (list_no, face_id, embedding)"
+            " SELECT ivf_list, id, embedding FROM face_meta WHERE ivf_list IS NOT NULL"
+            " AND EXISTS (SELECT 1 FROM facevec_collection WHERE ivf_generation IS NOT NULL)"
+            " ORDER BY ivf_list, id"
+        )
 
 
 def has_schema(db: Database) -> bool:
