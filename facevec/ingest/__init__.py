@@ -791,7 +791,7 @@ def add(
                         model_name,
                         None,
                         *_NO_AREA,
-                        None,
+                        0.0,  # the confidence of Face.from_vector
                         None,
                         None,
                         created,

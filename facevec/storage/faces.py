@@ -6,6 +6,7 @@ transaction (``Database.transaction()``): nothing here commits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
@@ -358,7 +359,9 @@ def _mysql_literal(conn: Any) -> Any:
             return escape_string(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        return str(conn.literal(value))
+        if isinstance(value, float) and math.isfinite(value):
+            return repr(value)
+        return str(conn.escape(value))
 
     return literal
 
