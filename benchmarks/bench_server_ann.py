@@ -13,7 +13,7 @@ face_embeddings empty (blobs only), so exact relational is not run there. Each
 run uses a schema/database of its own, dropped afterwards.
 
     python benchmarks/bench_server_ann.py [--sizes 100000,1000000] [--queries 40]
-        [--nprobes 2,4,8,16,32] [--servers postgresql,mysql] [--no-add]
+        [--nprobes 2,4,8,16,32] [--servers postgresql,mysql] [--no-add] [--load-only]
 """
 
 from __future__ import annotations
@@ -195,7 +195,13 @@ def _time_add(server: str, vectors: np.ndarray, blobs_only: bool) -> float:
 
 
 def run(
-    server: str, n: int, n_queries: int, nprobes: list[int], blobs_only: bool, add: bool = True
+    server: str,
+    n: int,
+    n_queries: int,
+    nprobes: list[int],
+    blobs_only: bool,
+    add: bool = True,
+    load_only: bool = False,
 ) -> None:
     n_lists = int(round(math.sqrt(n)))
     groups = max(16, n_lists // 4)
@@ -231,6 +237,8 @@ def run(
                     f" {seconds / load:.2f}x the {loaded} load (target <= 2x)",
                     flush=True,
                 )
+            if load_only:
+                return
             t0 = time.perf_counter()
             report = facevec.train_lists(url, n_lists, progress=False)
             train = time.perf_counter() - t0
@@ -293,11 +301,20 @@ def main() -> None:
     parser.add_argument("--servers", default="postgresql,mysql")
     parser.add_argument("--blobs-only-from", type=int, default=1000000)
     parser.add_argument("--no-add", action="store_true", help="skip timing facevec.add")
+    parser.add_argument("--load-only", action="store_true", help="time the loads, no lists")
     args = parser.parse_args()
     nprobes = [int(p) for p in args.nprobes.split(",")]
     for n in (int(s) for s in args.sizes.split(",")):
         for server in args.servers.split(","):
-            run(server, n, args.queries, nprobes, n >= args.blobs_only_from, not args.no_add)
+            run(
+                server,
+                n,
+                args.queries,
+                nprobes,
+                n >= args.blobs_only_from,
+                not args.no_add,
+                args.load_only,
+            )
 
 
 if __name__ == "__main__":
