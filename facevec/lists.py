@@ -4,6 +4,9 @@ Each face carries the number of its nearest coarse centroid (``face_meta.ivf_lis
 indexed). A query finds its ``nprobe`` nearest centroids (cached in this process)
 and the relational and client strategies search only those lists, ranking the
 candidates exactly (``search.nearest``). ``nprobe >= lists`` is the exact search.
+The default nprobe is measured when the lists are trained (:func:`measure_nprobe`,
+as the SQLite knn index does), the rule of :func:`default_nprobe` serving only
+lists trained before it was.
 
 Training is k-means on the C kernels (:func:`facevec.bindings.kernels.kmeans`,
 the same as the SQLite knn index's lists). :func:`train_lists` keeps the old
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .bindings.kernels import KMEANS_METRICS, assign, kmeans, top_k
+from .bindings.kernels import KMEANS_METRICS, assign, kmeans, top_k, top_k_batch
 from .errors import EmptyGalleryError, InvalidParameterError, UnknownMetricError
 from .storage import faces, schema
 from .storage import lists as store
@@ -33,8 +36,22 @@ NPROBE_SHARE = 1 / 128
 MIN_NPROBE = 8
 
 
+#: The measured default nprobe: this many stored faces serve as queries, and the
+#: default is the smallest nprobe whose lists hold CALIBRATION_RECALL of their
+#: CALIBRATION_K nearest other faces (the SQLite knn index's rule, csrc/knn_store.c).
+CALIBRATION_QUERIES = 200
+CALIBRATION_K = 10
+CALIBRATION_RECALL = 0.97
+
+
 def default_nprobe(n_lists: int) -> int:
+    """The rule for lists trained before the default was measured at training."""
     return min(n_lists, max(MIN_NPROBE, math.ceil(n_lists * NPROBE_SHARE)))
+
+
+def gallery_nprobe(current: store.Layout, n_lists: int) -> int:
+    """The gallery's default nprobe: the one measured at training, else the rule."""
+    return default_nprobe(n_lists) if current.nprobe is None else min(current.nprobe, n_lists)
 
 
 def probe(db: Database, query: np.ndarray, nprobe: int | None) -> list[int] | None:
@@ -43,7 +60,7 @@ def probe(db: Database, query: np.ndarray, nprobe: int | None) -> list[int] | No
     if current.generation is None:
         return None
     matrix, metric = store.centroids(db, current)
-    wanted = default_nprobe(len(matrix)) if nprobe is None else nprobe
+    wanted = gallery_nprobe(current, len(matrix)) if nprobe is None else nprobe
     if wanted >= len(matrix):
         return None
     order, _ = top_k(query, matrix, wanted, metric=metric)
@@ -187,6 +204,10 @@ def train_lists(
                 bar.update(len(ids))
                 if on_batch is not None:
                     on_batch(done)
+        with tqdm(
+            total=total, unit="face", desc="lists: measure nprobe", disable=not progress
+        ) as bar:
+            nprobe = measure_nprobe(database, generation, centroids, metric, seed, batch_size, bar)
         with database.transaction():
             # Faces written while the batches ran (a photo replaced: its new face), then
             # the swap: one transaction.
@@ -195,7 +216,7 @@ def train_lists(
                 store.save_assignments(
                     database, generation, ids, _lists_of(blobs, centroids, metric)
                 )
-            store.activate(database, generation)
+            store.activate(database, generation, nprobe)
         store.analyze(database)
         report = store.status(database)
         assert report is not None
@@ -204,7 +225,80 @@ def train_lists(
             "faces": report.faces,
             "resumed": resumed,
             "sizes": report.sizes,
+            "nprobe": nprobe,
         }
+
+
+def measure_nprobe(
+    database: Database,
+    generation: int,
+    centroids: np.ndarray,
+    metric: str,
+    seed: int = 0,
+    batch_size: int = 20000,
+    bar: Any = None,
+) -> int:
+    """The smallest nprobe at which the pending lists of `generation` hold
+    CALIBRATION_RECALL of the CALIBRATION_K nearest other faces of up to
+    CALIBRATION_QUERIES stored faces (the first face at or after random ids): one
+    more pass over the gallery, the exact neighbours found by the batch kernel."""
+    n_lists, dims = centroids.shape
+    span = faces.id_span(database)
+    if span is None:
+        return n_lists
+    rng = np.random.default_rng(seed)
+    starts = sorted(set(rng.integers(span[0], span[1] + 1, CALIBRATION_QUERIES).tolist()))
+    chosen: dict[int, bytes] = {}
+    for start in starts:
+        rows = next(faces.iter_id_range(database, start, span[1] + 1, ("id", "embedding"), 1), [])
+        if rows:
+            chosen[int(rows[0][0])] = bytes(rows[0][1])
+    blobs = list(chosen.values())
+    bad = {p.row for p in blob_problems(blobs, dims) if p.undefined_for(metric)}
+    query_ids = [i for row, i in enumerate(chosen) if row not in bad]
+    if not query_ids:
+        return n_lists
+    queries = np.frombuffer(b"".join(chosen[i] for i in query_ids), dtype="<f4")
+    queries = queries.reshape(len(query_ids), dims)
+    kk = CALIBRATION_K + 1  # each query finds itself among the stored faces
+    best_d = np.full((len(query_ids), kk), np.inf, dtype=np.float32)
+    best_id = np.full((len(query_ids), kk), -1, dtype=np.int64)
+    best_list = np.full((len(query_ids), kk), -1, dtype=np.int64)
+    for ids, batch, numbers in store.pending_rows(database, generation, batch_size):
+        bad = {p.row for p in blob_problems(batch, dims) if p.undefined_for(metric)}
+        keep = [row for row in range(len(batch)) if row not in bad]
+        if keep:
+            matrix = np.frombuffer(b"".join(batch[row] for row in keep), dtype="<f4")
+            order, dist = top_k_batch(queries, matrix.reshape(len(keep), dims), kk, metric)
+            rows = np.asarray(keep, dtype=np.int64)[order]
+            all_d = np.concatenate([best_d, dist], axis=1)
+            all_id = np.concatenate([best_id, np.asarray(ids, dtype=np.int64)[rows]], axis=1)
+            all_list = np.concatenate(
+                [best_list, np.asarray(numbers, dtype=np.int64)[rows]], axis=1
+            )
+            pick = np.argsort(all_d, axis=1, kind="stable")[:, :kk]
+            best_d = np.take_along_axis(all_d, pick, axis=1)
+            best_id = np.take_along_axis(all_id, pick, axis=1)
+            best_list = np.take_along_axis(all_list, pick, axis=1)
+        if bar is not None:
+            bar.update(len(ids))
+    # Each query's lists by centroid distance, and the rank of its neighbours' lists.
+    order, _ = top_k_batch(queries, centroids, n_lists, metric)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n_lists)[None, :], axis=1)
+    found: list[int] = []
+    for q, face_id in enumerate(query_ids):
+        others = [
+            (list_no, distance)
+            for other, list_no, distance in zip(best_id[q], best_list[q], best_d[q], strict=True)
+            if other != face_id and other >= 0 and np.isfinite(distance)
+        ][:CALIBRATION_K]
+        # A neighbour in no list (not assigned yet) is one no nprobe finds.
+        found += [int(rank[q, n]) if 0 <= n < n_lists else n_lists for n, _ in others]
+    if not found:
+        return n_lists
+    needed = int(np.quantile(np.asarray(found), CALIBRATION_RECALL, method="inverted_cdf"))
+    return max(1, min(n_lists, needed + 1))
 
 
 def _batches(
@@ -253,7 +347,10 @@ def list_status(db: DbArg) -> dict[str, Any] | None:
         return {
             "lists": found.lists,
             "metric": found.metric,
-            "default_nprobe": default_nprobe(found.lists),
+            "default_nprobe": (
+                default_nprobe(found.lists) if found.nprobe is None else found.nprobe
+            ),
+            "nprobe_measured": found.nprobe is not None,
             "trained_at": found.trained_at,
             "trained_faces": found.trained_faces,
             "faces": found.faces,

@@ -47,16 +47,21 @@ from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_bl
 from .vectors import blob_problems, check_vectors
 
 
-def copy_gallery(source: DbArg, target: DbArg, batch_size: int = 200) -> dict[str, int]:
+def copy_gallery(
+    source: DbArg, target: DbArg, batch_size: int = 2000, progress: bool = False
+) -> dict[str, int]:
     """Copy every face (both representations) and ledger row of `source` into `target`.
 
     The target gets the schema on first use and must hold the same model's vectors
     or none; it must not be the source itself (the same file by any path, the same
     server database), which is refused before anything is written. Faces of images
     already in the target are replaced, so a rerun after an interruption finishes
-    the copy without duplicates. Each batch of images is one transaction. A source
-    face whose vector facevec would not store (an older version or another program
-    wrote it) is left out and named (SkippedFacesWarning). Returns {"faces": n,
+    the copy without duplicates. Each batch of `batch_size` images is one
+    transaction and one bulk insert (COPY on PostgreSQL, multi-row INSERTs on
+    MariaDB/MySQL): a failure leaves the target as it was before that batch, and
+    a rerun finishes the copy. A source face whose vector facevec would not store
+    (an older version or another program wrote it) is left out and named
+    (SkippedFacesWarning). A progress bar with `progress`. Returns {"faces": n,
     "images": n, "ledger": n, "skipped": n}.
     """
     copied = {"faces": 0, "images": 0, "ledger": 0, "skipped": 0}
@@ -72,7 +77,7 @@ def copy_gallery(source: DbArg, target: DbArg, batch_size: int = 200) -> dict[st
                     "itself would replace every face (and their people) with itself; "
                     "nothing was written"
                 )
-            _copy_into(src, dst, collection, batch_size, copied, skipped)
+            _copy_into(src, dst, collection, batch_size, copied, skipped, progress)
     if skipped:
         warnings.warn(
             f"{len(skipped)} faces of {source} were not copied, their vectors being "
@@ -90,29 +95,33 @@ def _copy_into(
     batch_size: int,
     copied: dict[str, int],
     skipped: list[str],
+    progress: bool = False,
 ) -> None:
     schema.create_schema(dst)
     schema.ensure_collection(
         dst, collection.model_name, collection.dimensions, collection.detector_backend
     )
     names = faces.image_names(src)
-    for start in range(0, len(names), batch_size):
-        chunk = names[start : start + batch_size]
-        with dst.transaction():
-            for name in chunk:
-                stored = faces.stored_faces(src, name)
+    with _progress(len(names), "image", progress) as bar:
+        for start in range(0, len(names), batch_size):
+            chunk = names[start : start + batch_size]
+            images = faces.stored_faces_of(src, chunk)
+            for name, stored in images.items():
                 bad = {
                     p.row: p.reason
                     for p in blob_problems([f.embedding for f in stored], collection.dimensions)
                 }
-                skipped += [
-                    f"{name!r} face {stored[row].face_index} {why}" for row, why in bad.items()
-                ]
-                stored = [face for row, face in enumerate(stored) if row not in bad]
-                faces.replace_stored_image(dst, name, stored)
-                copied["faces"] += len(stored)
+                if bad:
+                    skipped += [
+                        f"{name!r} face {stored[row].face_index} {why}" for row, why in bad.items()
+                    ]
+                    images[name] = [face for row, face in enumerate(stored) if row not in bad]
+                copied["faces"] += len(images[name])
                 copied["skipped"] += len(bad)
-        copied["images"] += len(chunk)
+            with dst.transaction():
+                faces.replace_stored_images(dst, images)
+            copied["images"] += len(chunk)
+            bar.update(len(chunk))
     entries = ledger.entries(src)
     with dst.transaction():
         for entry in entries:
@@ -494,19 +503,27 @@ def _import_rows(
             matrix = check_vectors(
                 values, collection.dimensions, _row_names(path, first, names, indexes)
             )
-            for row, face in enumerate(_stored_faces(batch, matrix, model, detector)):
+            stored = _stored_faces(batch, matrix, model, detector)
+            existing = faces.ids_of_faces(dst, [(f.img_name, f.face_index) for f in stored])
+            seen: set[tuple[str, int]] = set()
+            for row, face in enumerate(stored):
                 at = f"row {first + row} of {path.name} ({face.img_name!r}, face {face.face_index})"
                 budget.spend(_decoded_size(face), at)
                 if face.face_image is not None:
                     _check_crop(face.face_image, at)
-                _, replaced = faces.replace_stored_face(dst, face)
-                if any(old > before for old in replaced):
+                key = (face.img_name, face.face_index)
+                if key in seen or existing.get(key, 0) > before:
                     raise GalleryFormatError(
                         f"{at}: this face appears twice in the import; each (img_name, "
                         "face_index) must be one row (nothing was imported)"
                     )
-                counts["faces"] += 1
-                counts["replaced"] += len(replaced)
+                seen.add(key)
+            # The batch in bulk: the faces it replaces out, then one COPY (PostgreSQL)
+            # or multi-row INSERTs (MariaDB/MySQL).
+            faces.delete_faces(dst, list(existing.values()))
+            faces.insert_stored_faces(dst, stored)
+            counts["faces"] += len(stored)
+            counts["replaced"] += len(existing)
             bar.update(batch.num_rows)
 
 

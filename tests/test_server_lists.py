@@ -110,8 +110,8 @@ def test_failed_retrain_keeps_old_lists_and_resumes(gallery, monkeypatch):
     hits_before = _search(db, query, "client")
     original = store.activate
 
-    def broken(database, generation):
-        original(database, generation)  # everything written, then the swap fails
+    def broken(database, generation, nprobe=None):
+        original(database, generation, nprobe)  # everything written, then the swap fails
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(store, "activate", broken)

@@ -355,8 +355,9 @@ def info_command(db: str, output_format: str) -> None:
 @cli.command(name="copy")
 @click.argument("source")
 @click.argument("target")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def copy_command(source: str, target: str) -> None:
+def copy_command(source: str, target: str, quiet: bool) -> None:
     """Copy the gallery in SOURCE into TARGET (SQLite paths or database URLs).
 
     Vectors, metadata, face crops and the ingest ledger are copied, never
@@ -364,7 +365,7 @@ def copy_command(source: str, target: str) -> None:
     """
     from ..transfer import copy_gallery
 
-    copied = copy_gallery(source, target)
+    copied = copy_gallery(source, target, progress=not quiet)
     echo(
         f"copied {copied['faces']} faces of {copied['images']} images "
         f"and {copied['ledger']} ledger rows"

@@ -30,7 +30,6 @@ from .. import knn
 from ..engine import models
 from ..engine.decode import DEFAULT_MAX_PIXELS, support_missing
 from ..errors import FolderNotFoundError, InvalidParameterError, InvalidVectorError, VectorError
-from ..face import Face
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
 from ..people.keep_current import PeopleStep, has_thresholds, keep_people_current, start_mark
 from ..storage import faces, ledger, schema
@@ -767,6 +766,12 @@ def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
     return tqdm(total=0, unit="photo", desc="indexing", disable=not enabled, dynamic_ncols=True)
 
 
+#: Faces per bulk insert of ``add`` (COPY, multi-row INSERT): one progress step.
+ADD_BATCH = 10000
+# A face known only by its vector: no box, no eyes (facial_area_x ... right_eye_y).
+_NO_AREA = (None,) * 8
+
+
 def add(
     db: DbArg,
     img_names: Sequence[str],
@@ -775,12 +780,17 @@ def add(
     identities: Sequence[str | None] | None = None,
     people_from_folders: bool | None = None,
     people: bool = True,
+    progress: bool = False,
 ) -> Added:
     """Store precomputed embeddings (from any pipeline) without deepface.
 
     One row per (img_name, embedding); repeated names become face 0, 1, ... of that
-    image. Faces already stored under these names are replaced. Returns the count
-    (an int; its ``people`` says what the people step did, as index's report).
+    image. Faces already stored under these names are replaced. Every vector is
+    checked before anything is written, and the call is one transaction: a failure
+    leaves the gallery as it was. The faces go in in bulk (COPY on PostgreSQL,
+    multi-row INSERTs on MariaDB/MySQL), ADD_BATCH at a time, with a progress bar
+    when `progress`. Returns the count (an int; its ``people`` says what the people
+    step did, as index's report).
     people_from_folders: each identity becomes a person, as index's option does with
     folders (default: when identities are given, the caller saying who each face is).
     people: the people step at the end (recognise, group), as index.
@@ -805,15 +815,47 @@ def add(
     grouped: dict[str, list[int]] = {}
     for row, name in enumerate(img_names):
         grouped.setdefault(str(name), []).append(row)
+    from tqdm import tqdm
+
     with open_database(db) as database:
         schema.create_schema(database)
         schema.ensure_collection(database, model_name, int(vectors.shape[1]), None)
         start_mark(database)
-        with database.transaction():
+        with (
+            database.transaction(),
+            tqdm(total=len(vectors), unit="face", desc="add", disable=not progress) as bar,
+        ):
+            batch: dict[str, list[faces.StoredFace]] = {}
+            in_batch = 0
+            created = schema.now()
+            blobs = vectors.astype("<f4", copy=False)
+            # A gallery empty at the start has nothing to replace (names are unique here).
+            replacing = faces.id_span(database) is not None
             for name, rows in grouped.items():
                 identity = None if identities is None else identities[rows[0]]
-                stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
-                faces.replace_image(database, name, stored, model_name, None, identity)
+                batch[name] = [
+                    faces.StoredFace(
+                        name,
+                        identity,
+                        i,
+                        blobs[row].tobytes(),
+                        model_name,
+                        None,
+                        *_NO_AREA,
+                        0.0,  # the confidence of Face.from_vector
+                        None,
+                        None,
+                        created,
+                    )
+                    for i, row in enumerate(rows)
+                ]
+                in_batch += len(rows)
+                if in_batch >= ADD_BATCH:
+                    faces.replace_stored_images(database, batch, replacing)
+                    bar.update(in_batch)
+                    batch, in_batch = {}, 0
+            faces.replace_stored_images(database, batch, replacing)
+            bar.update(in_batch)
         if people_from_folders is None:
             people_from_folders = identities is not None and any(
                 identity is not None for identity in identities

@@ -6,17 +6,20 @@ transaction (``Database.transaction()``): nothing here commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import astuple, dataclass, fields
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidParameterError
 from ..face import Face
-from ..vectors import check_blob
+from ..vectors import blob_problems, check_blob
 from . import lists
 from .database import Database, in_clause_chunks
+from .dialects import MYSQL, POSTGRESQL
 from .schema import now
 
 
@@ -45,6 +48,8 @@ class StoredFace:
 
 
 _COLUMNS = tuple(field.name for field in fields(StoredFace))
+# A StoredFace's values in _COLUMNS order (dataclasses.astuple deep-copies each value).
+_values = attrgetter(*_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,19 @@ def insert_stored_face(db: Database, face: StoredFace) -> int:
     gallery), in its IVF list when the gallery has lists; returns its face_meta id."""
     check_blob(face.embedding, lambda: f"face {face.face_index} of {face.img_name!r}")
     current = lists.layout(db)
+    number = lists.list_of(db, face.embedding, current)
     cursor = db.execute(
         f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list) VALUES ("
         + db.dialect.params(len(_COLUMNS) + 1)
         + ")"
         + db.dialect.returning_id,
-        astuple(face) + (lists.list_of(db, face.embedding, current),),
+        _values(face) + (number,),
     )
     face_id = db.dialect.inserted_id(cursor)
     if current.embedding_rows:
         insert_embedding_rows(db, face_id, face.embedding)
+    if current.clustered and number is not None:
+        lists.add_list_vectors(db, [(number, face_id, face.embedding)])
     return face_id
 
 
@@ -115,30 +123,42 @@ def insert_face(
     source_sha256: str | None = None,
 ) -> int:
     """Insert a detected face; returns its face_meta id."""
+    return insert_stored_face(
+        db, stored_face(img_name, face, model_name, detector_backend, identity, source_sha256)
+    )
+
+
+def stored_face(
+    img_name: str,
+    face: Face,
+    model_name: str,
+    detector_backend: str | None,
+    identity: str | None = None,
+    source_sha256: str | None = None,
+    created_at: str | None = None,
+) -> StoredFace:
+    """The face_meta row of a detected face (created now, unless `created_at`)."""
     left = face.left_eye or (None, None)
     right = face.right_eye or (None, None)
-    return insert_stored_face(
-        db,
-        StoredFace(
-            img_name=img_name,
-            identity=identity,
-            face_index=face.face_index,
-            embedding=vector_blob(face.embedding),
-            model_name=model_name,
-            detector_backend=detector_backend,
-            facial_area_x=face.x,
-            facial_area_y=face.y,
-            facial_area_w=face.w,
-            facial_area_h=face.h,
-            left_eye_x=left[0],
-            left_eye_y=left[1],
-            right_eye_x=right[0],
-            right_eye_y=right[1],
-            face_confidence=face.confidence,
-            face_image=face.face_png or None,
-            source_sha256=source_sha256,
-            created_at=now(),
-        ),
+    return StoredFace(
+        img_name=img_name,
+        identity=identity,
+        face_index=face.face_index,
+        embedding=vector_blob(face.embedding),
+        model_name=model_name,
+        detector_backend=detector_backend,
+        facial_area_x=face.x,
+        facial_area_y=face.y,
+        facial_area_w=face.w,
+        facial_area_h=face.h,
+        left_eye_x=left[0],
+        left_eye_y=left[1],
+        right_eye_x=right[0],
+        right_eye_y=right[1],
+        face_confidence=face.confidence,
+        face_image=face.face_png or None,
+        source_sha256=source_sha256,
+        created_at=now() if created_at is None else created_at,
     )
 
 
@@ -149,16 +169,17 @@ def delete_image(db: Database, img_name: str) -> int:
     return len(ids)
 
 
-def _delete_faces(db: Database, ids: list[int]) -> None:
-    if ids:
-        marks = db.dialect.params(len(ids))
+def _delete_faces(db: Database, ids: Sequence[int]) -> None:
+    for chunk in in_clause_chunks(list(ids)):
+        marks = db.dialect.params(len(chunk))
         # A face's people rows go with it: a reused id must not inherit them.
-        db.execute(f"DELETE FROM person_face WHERE face_id IN ({marks})", ids)
-        db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", ids)
-        db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", ids)
+        db.execute(f"DELETE FROM person_face WHERE face_id IN ({marks})", chunk)
+        db.execute(f"DELETE FROM person_rejection WHERE face_id IN ({marks})", chunk)
+        db.execute(f"DELETE FROM face_embeddings WHERE face_id IN ({marks})", chunk)
         # A reindex under way must not give a reused id (SQLite) this face's list.
-        db.execute(f"DELETE FROM facevec_list_pending WHERE face_id IN ({marks})", ids)
-        db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", ids)
+        db.execute(f"DELETE FROM facevec_list_pending WHERE face_id IN ({marks})", chunk)
+        db.execute(f"DELETE FROM face_meta WHERE id IN ({marks})", chunk)
+    lists.delete_list_vectors(db, ids)
 
 
 def replace_image(
@@ -183,6 +204,247 @@ def replace_stored_image(db: Database, img_name: str, faces: Sequence[StoredFace
         insert_stored_face(db, face)
 
 
+# Writing in bulk: add, copy and import -------------------------------------------
+
+#: Rows of one multi-row INSERT on MariaDB/MySQL (and at most this many bytes).
+MULTI_ROW_INSERT = 1000
+MULTI_ROW_BYTES = 2 << 20
+
+
+def insert_stored_faces(db: Database, stored: Sequence[StoredFace]) -> list[int]:
+    """Insert many faces at once; returns their ids, in order. The bulk form of
+    :func:`insert_stored_face` with the same rows as a result (each vector checked,
+    each face in its list, face_embeddings rows unless blobs only): COPY on
+    PostgreSQL, multi-row INSERTs on MariaDB/MySQL, one prepared INSERT per row on
+    SQLite. The caller's transaction: a failure leaves nothing of the call behind
+    once it rolls back."""
+    if not stored:
+        return []
+    blobs = [face.embedding for face in stored]
+    size = len(blobs[0])
+    if (
+        size % 4
+        or not size
+        or any(len(b) != size for b in blobs)
+        or blob_problems(blobs, size // 4)
+    ):
+        for face in stored:  # the first bad one, in the words of the row-by-row check
+            check_blob(face.embedding, lambda f=face: f"face {f.face_index} of {f.img_name!r}")
+    current = lists.layout(db)
+    numbers = lists.lists_of(db, blobs, current)
+    rows = [
+        _values(face) + (None if numbers is None else numbers[i],) for i, face in enumerate(stored)
+    ]
+    if db.dialect is POSTGRESQL:
+        ids = _copy_face_rows(db, rows)
+    elif db.dialect is MYSQL:
+        ids = _multi_row_face_rows(db, rows)
+    else:
+        sql = db.dialect.sql(
+            f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list)"
+            f" VALUES ({db.dialect.params(len(_COLUMNS) + 1)})"
+        )
+        cursor = db.conn.cursor()
+        ids = []
+        for row in rows:
+            cursor.execute(sql, row)
+            ids.append(int(cursor.lastrowid))
+    if current.embedding_rows:
+        insert_many_embedding_rows(db, ids, [face.embedding for face in stored])
+    if current.clustered and numbers is not None:
+        _insert_multi_row(
+            db,
+            "facevec_list_vectors (list_no, face_id, embedding)",
+            [(n, i, f.embedding) for n, i, f in zip(numbers, ids, stored, strict=True)],
+        )
+    return ids
+
+
+def _copy_face_rows(db: Database, rows: list[tuple]) -> list[int]:
+    """COPY of face_meta rows with ids drawn from its identity sequence first."""
+    cursor = db.conn.cursor()
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('face_meta', 'id')) FROM generate_series(1, %s)",
+        (len(rows),),
+    )
+    ids = [int(row[0]) for row in cursor.fetchall()]
+    with cursor.copy(f"COPY face_meta (id, {', '.join(_COLUMNS)}, ivf_list) FROM STDIN") as copy:
+        for face_id, row in zip(ids, rows, strict=True):
+            copy.write_row((face_id,) + row)
+    return ids
+
+
+_AUTOINC_LOCK_MODE: dict[str, int] = {}
+
+
+def _multi_row_face_rows(db: Database, rows: list[tuple]) -> list[int]:
+    """Multi-row INSERTs of face_meta rows. Under innodb_autoinc_lock_mode 0 or 1 a
+    multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); under 2 (ids
+    interleaved with other writers') each statement's ids are read back by key."""
+    if db.name not in _AUTOINC_LOCK_MODE:
+        mode = db.scalar("SELECT @@innodb_autoinc_lock_mode")
+        _AUTOINC_LOCK_MODE[db.name] = 2 if mode is None else int(mode)
+    consecutive = _AUTOINC_LOCK_MODE[db.name] < 2
+    ids: list[int] = []
+    columns = f"face_meta ({', '.join(_COLUMNS)}, ivf_list)"
+    for chunk, cursor in _insert_multi_row(db, columns, rows):
+        if consecutive and cursor.rowcount == len(chunk):
+            first = int(cursor.lastrowid)
+            ids.extend(range(first, first + len(chunk)))
+            continue
+        found = {}
+        names = sorted({row[0] for row in chunk})
+        for part in in_clause_chunks(names):
+            for face_id, name, index in db.query(
+                "SELECT id, img_name, face_index FROM face_meta"
+                f" WHERE img_name IN ({db.dialect.params(len(part))})",
+                part,
+            ):
+                found[(name, int(index))] = int(face_id)
+        ids.extend(found[(row[0], int(row[2]))] for row in chunk)
+    return ids
+
+
+def _insert_multi_row(
+    db: Database, table: str, rows: Sequence[tuple], most: int = MULTI_ROW_INSERT
+) -> list[tuple[list, Any]]:
+    """INSERTs of up to `most` rows (and MULTI_ROW_BYTES) each on MariaDB/MySQL,
+    executemany elsewhere; returns (rows, cursor) of each statement."""
+    if not rows:
+        return []
+    width = len(rows[0])
+    if db.dialect is not MYSQL:
+        db.executemany(f"INSERT INTO {table} VALUES ({db.dialect.params(width)})", rows)
+        return []
+    done = []
+    start = 0
+    while start < len(rows):
+        end, size = start, 0
+        while end < len(rows) and end - start < most and size < MULTI_ROW_BYTES:
+            size += sum(len(v) for v in rows[end] if isinstance(v, (bytes, str)))
+            end += 1
+        chunk = list(rows[start:end])
+        # The statement written out here: PyMySQL's escaping of bound values, in
+        # Python, cost more than the server's insert (a vector is X'hex' instead).
+        literal = _mysql_literal(db.conn)
+        values = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in chunk)
+        cursor = db.conn.cursor()
+        try:
+            cursor.execute(f"INSERT INTO {table} VALUES {values}")
+        except Exception as err:
+            db._raise_if_lost(err)
+            raise
+        done.append((chunk, cursor))
+        start = end
+    return done
+
+
+def _mysql_literal(conn: Any) -> Any:
+    """The SQL literal of one value on this MariaDB/MySQL connection."""
+    from pymysql.constants import SERVER_STATUS
+    from pymysql.converters import escape_string
+
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        escape_string = conn.escape  # noqa: F811 (quotes doubled, backslashes kept)
+    else:
+        plain = escape_string
+        escape_string = lambda text: "'" + plain(text) + "'"  # noqa: E731
+
+    def literal(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bytes):
+            return "X'" + value.hex() + "'"
+        if isinstance(value, str):
+            return escape_string(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float) and math.isfinite(value):
+            return repr(value)
+        return str(conn.escape(value))
+
+    return literal
+
+
+def insert_many_embedding_rows(
+    db: Database, face_ids: Sequence[int], embeddings: Sequence[bytes]
+) -> None:
+    """The face_embeddings rows of many faces (COPY on PostgreSQL, multi-row INSERTs
+    on MariaDB/MySQL): the same values as :func:`insert_embedding_rows`."""
+    if not face_ids:
+        return
+    matrix = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(len(face_ids), -1)
+    values = matrix.astype(np.float64).tolist()
+    dims = range(matrix.shape[1])
+    if db.dialect is POSTGRESQL:
+        cursor = db.conn.cursor()
+        with cursor.copy("COPY face_embeddings (face_id, dimension, value) FROM STDIN") as copy:
+            for face_id, vector in zip(face_ids, values, strict=True):
+                for dimension, value in zip(dims, vector, strict=True):
+                    copy.write_row((face_id, dimension, value))
+        return
+    _insert_multi_row(
+        db,
+        "face_embeddings (face_id, dimension, value)",
+        [
+            (face_id, dimension, value)
+            for face_id, vector in zip(face_ids, values, strict=True)
+            for dimension, value in zip(dims, vector, strict=True)
+        ],
+        most=16 * MULTI_ROW_INSERT,
+    )
+
+
+def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
+    """The ids of every face of these images."""
+    found: list[int] = []
+    if db.dialect is POSTGRESQL:  # one array parameter: no statement of 500 markers
+        for chunk in in_clause_chunks(list(img_names), 10000):
+            rows = db.query("SELECT id FROM face_meta WHERE img_name = ANY({p})", (list(chunk),))
+            found += [int(row[0]) for row in rows]
+        return found
+    for chunk in in_clause_chunks(list(img_names)):
+        found += [
+            int(row[0])
+            for row in db.query(
+                f"SELECT id FROM face_meta WHERE img_name IN ({db.dialect.params(len(chunk))})",
+                chunk,
+            )
+        ]
+    return found
+
+
+def ids_of_faces(db: Database, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The id stored under each of these (img_name, face_index), where there is one."""
+    wanted = set(keys)
+    found: dict[tuple[str, int], int] = {}
+    for chunk in in_clause_chunks(sorted({name for name, _ in wanted})):
+        for face_id, name, index in db.query(
+            "SELECT id, img_name, face_index FROM face_meta"
+            f" WHERE img_name IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        ):
+            if (name, int(index)) in wanted:
+                found[(name, int(index))] = int(face_id)
+    return found
+
+
+def delete_faces(db: Database, face_ids: Sequence[int]) -> None:
+    """Remove faces (with their rows in every table that names them) by id."""
+    _delete_faces(db, face_ids)
+
+
+def replace_stored_images(
+    db: Database, images: Mapping[str, Sequence[StoredFace]], replacing: bool = True
+) -> list[int]:
+    """Make each image's faces the only ones stored for it, all in one bulk insert
+    (:func:`replace_stored_image` for many images); returns the new ids.
+    `replacing=False`: the caller knows none of these images is stored."""
+    if replacing:
+        _delete_faces(db, ids_of_images(db, list(images)))
+    return insert_stored_faces(db, [face for stored in images.values() for face in stored])
+
+
 # Reading -----------------------------------------------------------------------
 
 
@@ -196,6 +458,22 @@ def stored_faces(db: Database, img_name: str) -> list[StoredFace]:
         (img_name,),
     )
     return [StoredFace(*(_plain(value) for value in row)) for row in rows]
+
+
+def stored_faces_of(db: Database, img_names: Sequence[str]) -> dict[str, list[StoredFace]]:
+    """The stored faces of many images (by face index), a few queries in all."""
+    found: dict[str, list[StoredFace]] = {str(name): [] for name in img_names}
+    for chunk in in_clause_chunks(list(img_names)):
+        for row in db.query(
+            f"SELECT {', '.join(_COLUMNS)} FROM face_meta"
+            f" WHERE img_name IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        ):
+            face = StoredFace(*(_plain(value) for value in row))
+            found[face.img_name].append(face)
+    for stored in found.values():
+        stored.sort(key=lambda face: face.face_index)
+    return found
 
 
 def locations(db: Database, face_ids: Sequence[int]) -> dict[int, FaceLocation]:

@@ -9,8 +9,15 @@ Tables and columns (all written here):
   face, filled in committed batches while the old lists keep serving;
 - ``face_meta.ivf_list`` (indexed with ``id``): the face's active list;
 - ``facevec_collection.ivf_generation`` (the active generation, NULL: no
-  lists) and ``facevec_collection.embedding_rows`` (0: face_embeddings is kept
-  empty, blobs only).
+  lists), ``facevec_collection.ivf_nprobe`` (the default nprobe measured when
+  they were trained, NULL: the rule of ``facevec.lists.default_nprobe``) and
+  ``facevec_collection.embedding_rows`` (0: face_embeddings is kept empty, blobs
+  only);
+- ``facevec_list_vectors(list_no, face_id, embedding)``, on MariaDB/MySQL only
+  (:func:`clustered_lists`): the active lists' vectors in a table InnoDB clusters
+  by (list_no, face_id), so a probed list is one key range instead of a random
+  primary-key lookup per face. Kept with face_meta in the same transactions
+  (insert, delete, :func:`activate`).
 
 A retrain becomes visible in one transaction (:func:`activate`): until then the
 old lists, centroids and ``face_meta.ivf_list`` are untouched.
@@ -18,7 +25,7 @@ old lists, centroids and ``face_meta.ivf_list`` are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +33,13 @@ import numpy as np
 from ..bindings.kernels import assign
 from .database import Database, in_clause_chunks
 from .dialects import MYSQL, POSTGRESQL, SQLITE
-from .schema import now
+from .schema import fill_list_vectors, now
 
 # (database name, generation) -> (centroids, metric): centroids are read once.
 _CENTROIDS: dict[tuple[str, int, str | None], tuple[np.ndarray, str]] = {}
-# Databases known to have the schema-3 columns.
+# Databases known to have the schema-3 columns, and those with the schema-9 one.
 _UPGRADED: set[str] = set()
+_HAS_NPROBE: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,15 @@ class Layout:
     embedding_rows: bool
     generation: int | None
     stamp: str | None = None  # when that generation was trained (part of the cache key)
+    nprobe: int | None = None  # the default nprobe measured at training (None: the rule)
+    clustered: bool = False  # facevec_list_vectors holds the active lists' vectors
+
+
+def clustered_lists(db: Database) -> bool:
+    """Whether this database keeps facevec_list_vectors: where a table is clustered by
+    its primary key (InnoDB). PostgreSQL's heap and SQLite (whose knn index is the
+    fast path) read the probed faces from face_meta through its (ivf_list, id) index."""
+    return db.dialect is MYSQL
 
 
 def layout(db: Database) -> Layout:
@@ -52,14 +69,26 @@ def layout(db: Database) -> Layout:
         ):
             return Layout(True, None)
         _UPGRADED.add(db.name)
+    if db.name not in _HAS_NPROBE:
+        if db.scalar(db.dialect.column_exists_sql, ("facevec_collection", "ivf_nprobe")):
+            _HAS_NPROBE.add(db.name)
+    nprobe = "c.ivf_nprobe" if db.name in _HAS_NPROBE else "NULL"
     row = db.execute(
         "SELECT c.embedding_rows, c.ivf_generation, (SELECT MIN(z.created_at) FROM"
-        " facevec_centroids z WHERE z.generation = c.ivf_generation)"
-        " FROM facevec_collection c WHERE c.name = 'default'"
+        f" facevec_centroids z WHERE z.generation = c.ivf_generation), {nprobe},"
+        " c.schema_version FROM facevec_collection c WHERE c.name = 'default'"
     ).fetchone()
     if row is None:
         return Layout(True, None)
-    return Layout(bool(row[0]), None if row[1] is None else int(row[1]), row[2])
+    generation = None if row[1] is None else int(row[1])
+    return Layout(
+        bool(row[0]),
+        generation,
+        row[2],
+        None if row[3] is None else int(row[3]),
+        # From version 8 on, the table is filled whenever there are lists.
+        clustered_lists(db) and generation is not None and int(row[4]) >= 9,
+    )
 
 
 def centroids(db: Database, current: Layout) -> tuple[np.ndarray, str]:
@@ -84,11 +113,41 @@ def read_centroids(db: Database, generation: int) -> tuple[np.ndarray, str]:
 
 def list_of(db: Database, embedding: bytes, current: Layout) -> int | None:
     """The active list of a new face (None without lists)."""
+    found = lists_of(db, [embedding], current)
+    return None if found is None else found[0]
+
+
+def lists_of(db: Database, embeddings: Sequence[bytes], current: Layout) -> list[int] | None:
+    """The active lists of new faces, in one call of the kernel (None without lists)."""
     if current.generation is None:
         return None
+    if not embeddings:
+        return []
     matrix, metric = centroids(db, current)
-    lists, _ = assign(np.frombuffer(embedding, dtype="<f4")[None, :], matrix, metric)
-    return int(lists[0])
+    data = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(len(embeddings), -1)
+    numbers, _ = assign(data, matrix, metric)
+    return [int(n) for n in numbers]
+
+
+def add_list_vectors(db: Database, rows: Sequence[tuple[int, int, bytes]]) -> None:
+    """(list_no, face_id, embedding) rows of new faces into facevec_list_vectors,
+    where the gallery keeps it (the caller's transaction)."""
+    if rows:
+        db.executemany(
+            "INSERT INTO facevec_list_vectors (list_no, face_id, embedding) VALUES ({p}, {p}, {p})",
+            rows,
+        )
+
+
+def delete_list_vectors(db: Database, face_ids: Sequence[int]) -> None:
+    """Forget deleted faces in facevec_list_vectors (a no-op where it is not kept)."""
+    if not face_ids or not clustered_lists(db) or not layout(db).clustered:
+        return
+    for chunk in in_clause_chunks([int(i) for i in face_ids]):
+        db.execute(
+            f"DELETE FROM facevec_list_vectors WHERE face_id IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        )
 
 
 # Training ------------------------------------------------------------------------
@@ -186,8 +245,9 @@ def unassigned_pending(db: Database, generation: int) -> tuple[list[int], list[b
     return [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
 
 
-def activate(db: Database, generation: int) -> None:
-    """Make a pending generation the active one (the caller's transaction: all or nothing)."""
+def activate(db: Database, generation: int, nprobe: int | None = None) -> None:
+    """Make a pending generation the active one, with its measured default `nprobe`
+    (the caller's transaction: all or nothing)."""
     if db.dialect is MYSQL:
         db.execute(
             "UPDATE face_meta f JOIN facevec_list_pending p ON p.face_id = f.id"
@@ -205,9 +265,12 @@ def activate(db: Database, generation: int) -> None:
         "UPDATE facevec_centroids SET state = 'active' WHERE generation = {p}", (generation,)
     )
     db.execute(
-        "UPDATE facevec_collection SET ivf_generation = {p} WHERE name = 'default'", (generation,)
+        "UPDATE facevec_collection SET ivf_generation = {p}, ivf_nprobe = {p}"
+        " WHERE name = 'default'",
+        (generation, nprobe),
     )
     db.execute("DELETE FROM facevec_list_pending")
+    fill_list_vectors(db)
 
 
 def analyze(db: Database) -> None:
@@ -243,13 +306,53 @@ def _in_lists(db: Database, lists: Sequence[int]) -> str:
     return ", ".join(str(int(n)) for n in lists)
 
 
-def list_embeddings(db: Database, lists: Sequence[int]) -> tuple[list[int], list[bytes]]:
-    """(ids, float32 blobs) of the faces in the given lists, by id."""
-    rows = db.query(
-        f"SELECT id, embedding FROM face_meta WHERE ivf_list IN ({_in_lists(db, lists)})"
-        " ORDER BY id"
-    )
+def list_embeddings(
+    db: Database, lists: Sequence[int], current: Layout | None = None
+) -> tuple[list[int], list[bytes]]:
+    """(ids, float32 blobs) of the faces in the given lists, by id.
+
+    Where the gallery keeps facevec_list_vectors, each list is one range of its
+    clustered key (sorted by id here, so ties rank as from face_meta); else the
+    (ivf_list, id) index of face_meta gives the rows.
+    """
+    current = layout(db) if current is None else current
+    if current.clustered:
+        rows = db.query(
+            "SELECT face_id, embedding FROM facevec_list_vectors"
+            f" WHERE list_no IN ({_in_lists(db, lists)})"
+        )
+        rows.sort(key=lambda row: row[0])
+    else:
+        rows = db.query(
+            f"SELECT id, embedding FROM face_meta WHERE ivf_list IN ({_in_lists(db, lists)})"
+            " ORDER BY id"
+        )
     return [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
+
+
+def pending_rows(
+    db: Database, generation: int, batch_size: int
+) -> Iterator[tuple[list[int], list[bytes], list[int]]]:
+    """(ids, vector blobs, pending lists: -1 for none yet) of every face, by id, a
+    batch at a time: what measuring a new generation's default nprobe reads."""
+    last: int | None = None
+    while True:
+        clause, params = db.dialect.limit(batch_size)
+        where, first = ("", []) if last is None else (" WHERE f.id > {p}", [last])
+        rows = db.query(
+            "SELECT f.id, f.embedding, p.list_no FROM face_meta f LEFT JOIN"
+            " facevec_list_pending p ON p.face_id = f.id AND p.generation = {p}"
+            f"{where} ORDER BY f.id{clause}",
+            [generation] + first + params,
+        )
+        if not rows:
+            return
+        last = int(rows[-1][0])
+        yield (
+            [int(row[0]) for row in rows],
+            [bytes(row[1]) for row in rows],
+            [-1 if row[2] is None else int(row[2]) for row in rows],
+        )
 
 
 def list_filter(db: Database, lists: Sequence[int]) -> tuple[str, str]:
@@ -286,6 +389,7 @@ class Status:
     faces: int
     unassigned: int
     sizes: list[int]  # faces per list, by list number
+    nprobe: int | None = None  # the default measured at training (None: the rule)
 
 
 def status(db: Database) -> Status | None:
@@ -306,7 +410,16 @@ def status(db: Database) -> Status | None:
             unassigned += int(count)
         else:
             sizes[int(number)] = int(count)
-    return Status(int(row[0]), str(row[1]), int(row[2]), str(row[3]), faces, unassigned, sizes)
+    return Status(
+        int(row[0]),
+        str(row[1]),
+        int(row[2]),
+        str(row[3]),
+        faces,
+        unassigned,
+        sizes,
+        current.nprobe,
+    )
 
 
 # Blobs only ---------------------------------------------------------------------------

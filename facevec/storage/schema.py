@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import ModelMismatchError
 from . import id_sequences
 from .database import Database
-from .dialects import SQLITE
+from .dialects import MYSQL, SQLITE
 
 # 1: faces, embeddings, ledger. 2: people (person, person_face, person_rejection,
 # person_folder, person_edit, facevec_calibration and the people views); a
@@ -25,8 +25,11 @@ from .dialects import SQLITE
 # what an edit wrote changed since). 6: the ingest ledger records each file's
 # mtime_ns and inode (a rescan reads only files whose stat changed) and the settings
 # it was indexed with (settings). 7: person.hidden and person.cover_face_id (the
-# people page's choices) and face_dismissed (faces a user set aside).
-SCHEMA_VERSION = 7
+# people page's choices) and face_dismissed (faces a user set aside). 8: the lists'
+# measured default nprobe (facevec_collection.ivf_nprobe) and, on MariaDB/MySQL, the
+# probed vectors clustered by list (facevec_list_vectors, filled by the upgrade step:
+# storage/lists.py).
+SCHEMA_VERSION = 8
 
 SOURCES = ("folder", "confirmed", "suggested")
 
@@ -116,6 +119,15 @@ def _lists_ddl(db: Database) -> list[str]:
             generation {t["int"]} NOT NULL,
             list_no {t["int"]} NOT NULL
         )""",
+        # The vectors of the active lists keyed (list_no, face_id): where the table is
+        # clustered by its key (InnoDB), a probed list is one key range. Filled only
+        # where storage/lists.py says so (clustered_lists).
+        f"""CREATE TABLE IF NOT EXISTS facevec_list_vectors (
+            list_no {t["int"]} NOT NULL,
+            face_id {t["int"]} NOT NULL,
+            embedding {t["blob"]} NOT NULL,
+            PRIMARY KEY (list_no, face_id)
+        ){db.dialect.embeddings_table_suffix}""",
     ]
 
 
@@ -135,6 +147,8 @@ _COLUMNS = (
     # the highest face id the people step after a run has looked at (NULL: none yet);
     # added where missing, read only by runs that called create_schema
     ("facevec_collection", "people_checked_id", "int"),
+    # version 8: the lists' default nprobe, measured when they were trained
+    ("facevec_collection", "ivf_nprobe", "int"),
 )
 
 
@@ -252,6 +266,7 @@ _INDEXES = (
     ("person_rejection_person", "person_rejection", "person_id"),
     ("person_folder_person", "person_folder", "person_id"),
     ("face_meta_ivf_list", "face_meta", "ivf_list, id"),
+    ("facevec_list_vectors_face", "facevec_list_vectors", "face_id"),
 )
 
 
@@ -298,6 +313,33 @@ def create_schema(db: Database) -> None:
         )
         # Version 6 to 7: person.hidden, person.cover_face_id and face_dismissed are there.
         db.execute("UPDATE facevec_collection SET schema_version = 7 WHERE schema_version = 6")
+    _upgrade_to_8(db)
+
+
+def _upgrade_to_8(db: Database) -> None:
+    """Version 7 to 8: ivf_nprobe is there (NULL: the lists' rule until the next
+    reindex), and on MariaDB/MySQL the active lists' vectors are copied into
+    facevec_list_vectors in the same transaction."""
+    version = db.scalar("SELECT MIN(schema_version) FROM facevec_collection")
+    if version is None or int(version) >= 8 or int(version) < 7:
+        return
+    with db.transaction():
+        fill_list_vectors(db)
+        db.execute("UPDATE facevec_collection SET schema_version = 8 WHERE schema_version = 7")
+
+
+def fill_list_vectors(db: Database) -> None:
+    """Make facevec_list_vectors the active lists' vectors (one INSERT ... SELECT, in
+    list order, in the caller's transaction) where a table is clustered by its key
+    (MariaDB/MySQL: storage/lists.py reads it there); empty elsewhere."""
+    db.execute("DELETE FROM facevec_list_vectors")
+    if db.dialect is MYSQL:
+        db.execute(
+            "INSERT INTO facevec_list_vectors (list_no, face_id, embedding)"
+            " SELECT ivf_list, id, embedding FROM face_meta WHERE ivf_list IS NOT NULL"
+            " AND EXISTS (SELECT 1 FROM facevec_collection WHERE ivf_generation IS NOT NULL)"
+            " ORDER BY ivf_list, id"
+        )
 
 
 def has_schema(db: Database) -> bool:

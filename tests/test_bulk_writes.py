@@ -1,0 +1,222 @@
+"""The bulk path of add, copy and import (COPY, multi-row INSERT, one transaction
+per batch) on SQLite, PostgreSQL and MariaDB.
+
+Each bulk write leaves the same rows as the row-by-row functions of the storage
+layer (face_meta, face_embeddings, each face's list and, on MariaDB, the
+list-clustered vectors); a bad vector in the middle of a batch is refused with
+the error of the row-by-row path and leaves the gallery as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+
+import numpy as np
+import pytest
+from backends import BACKENDS, fresh_database
+from ivf_data import grouped_faces
+from PIL import Image
+
+import facevec
+from facevec.errors import InvalidVectorError
+from facevec.face import Face
+from facevec.ingest import sync_people
+from facevec.storage import faces, schema
+from facevec.storage.database import open_database
+from facevec.transfer import copy_gallery, export_parquet, import_parquet
+
+N = 240
+LISTS = 6
+DIM = 128
+
+
+def _crop(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _names(n: int, offset: int = 0) -> list[str]:
+    # Every fifth image holds two faces: face 0 and face 1 of one name.
+    return [
+        f"p{(row + offset) // 2 if (row + offset) % 5 == 0 else row + offset}.jpg"
+        for row in range(n)
+    ]
+
+
+def snapshot(db) -> dict[str, object]:
+    """Everything a write leaves, keyed by (img_name, face_index) instead of ids."""
+    columns = [c for c in faces.STORED_FACE_COLUMNS if c != "created_at"]
+    with open_database(db) as database:
+        rows = database.query(f"SELECT id, {', '.join(columns)}, ivf_list FROM face_meta")
+        key_of = {int(row[0]): (row[1], int(row[3])) for row in rows}
+        meta = sorted(
+            tuple(bytes(v) if isinstance(v, (memoryview, bytearray)) else v for v in row[1:])
+            for row in rows
+        )
+        values = sorted(
+            key_of[int(face_id)] + (int(dimension), float(value))
+            for face_id, dimension, value in database.query(
+                "SELECT face_id, dimension, value FROM face_embeddings"
+            )
+        )
+        clustered = sorted(
+            key_of[int(face_id)] + (int(list_no), bytes(blob))
+            for list_no, face_id, blob in database.query(
+                "SELECT list_no, face_id, embedding FROM facevec_list_vectors"
+            )
+        )
+        people = sorted(
+            (name, int(n)) for name, n in database.query("SELECT name, faces FROM people")
+        )
+    return {"meta": meta, "values": values, "clustered": clustered, "people": people}
+
+
+def _row_by_row_add(db, names, vectors, identities, model="Dlib"):
+    """What add wrote before the bulk path: one INSERT per face (and per value)."""
+    grouped: dict[str, list[int]] = {}
+    for row, name in enumerate(names):
+        grouped.setdefault(name, []).append(row)
+    with open_database(db) as database:
+        schema.create_schema(database)
+        schema.ensure_collection(database, model, vectors.shape[1], None)
+        with database.transaction():
+            for name, rows in grouped.items():
+                stored = [Face.from_vector(vectors[row], i) for i, row in enumerate(rows)]
+                faces.replace_image(database, name, stored, model, None, identities[rows[0]])
+        sync_people(database)
+
+
+def _start(db, vectors, labels):
+    """The same first gallery in each database: bulk add, then lists."""
+    names = _names(len(vectors))
+    facevec.add(db, names, vectors, model_name="Dlib", identities=[f"id{x}" for x in labels])
+    facevec.train_lists(db, LISTS, progress=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_add_equals_row_by_row(backend, tmp_path):
+    vectors, labels = grouped_faces(N, seed=5, groups=6)
+    more, more_labels = grouped_faces(N // 2, seed=6, groups=6)
+    # Half the new names replace stored images, half are new.
+    names = _names(N // 2, offset=N // 2)
+    identities = [f"id{x}" for x in more_labels]
+    with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
+        for db in (bulk, single):
+            _start(db, vectors, labels)
+        assert snapshot(bulk) == snapshot(single)
+        facevec.add(bulk, names, more, model_name="Dlib", identities=identities)
+        _row_by_row_add(single, names, more, identities)
+        after = snapshot(bulk)
+        assert after == snapshot(single)
+        images = {name: _names(N).count(name) for name in _names(N)}
+        images.update({name: names.count(name) for name in names})
+        assert len(after["meta"]) == sum(images.values())
+        assert all(row[-1] is not None for row in after["meta"])  # every face in a list
+        if backend == "mysql":  # the clustered copy holds every face, in its list
+            assert len(after["clustered"]) == len(after["meta"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_copy_equals_row_by_row(backend, tmp_path):
+    vectors, labels = grouped_faces(N, seed=7, groups=6)
+    source = str(tmp_path / "source.db")
+    names = _names(N)
+    facevec.add(source, names, vectors, model_name="Dlib", identities=[f"id{x}" for x in labels])
+    with open_database(source) as database, database.transaction():
+        database.execute("UPDATE face_meta SET face_image = {p} WHERE face_index = 1", (_crop(1),))
+    with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
+        for db in (bulk, single):  # a target with lists and some of the images already
+            _start(db, vectors[: N // 2] * 1.01, labels[: N // 2])
+        copied = copy_gallery(source, bulk, batch_size=64)
+        assert copied["faces"] == N and copied["skipped"] == 0
+        with open_database(source) as src, open_database(single) as dst:
+            for name in faces.image_names(src):
+                with dst.transaction():
+                    faces.replace_stored_image(dst, name, faces.stored_faces(src, name))
+            sync_people(dst)
+        assert snapshot(bulk) == snapshot(single)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_import_equals_row_by_row(backend, tmp_path):
+    vectors, labels = grouped_faces(N, seed=9, groups=6)
+    source = str(tmp_path / "source.db")
+    facevec.add(
+        source, _names(N), vectors, model_name="Dlib", identities=[f"id{x}" for x in labels]
+    )
+    folder = tmp_path / "parquet"
+    export_parquet(source, folder, progress=False)
+    with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
+        for db in (bulk, single):
+            _start(db, vectors[::2] * 0.99, labels[::2])
+        counts = import_parquet(folder, bulk, batch_size=50, progress=False)
+        assert counts["faces"] == N and counts["replaced"] > 0
+        with open_database(source) as src, open_database(single) as dst:
+            with dst.transaction():
+                for rows in faces.iter_stored_faces(src):
+                    for _, face in rows:
+                        faces.replace_stored_face(dst, face)
+            sync_people(dst)
+        assert snapshot(bulk) == snapshot(single)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_vector_in_a_bulk_batch_loses_nothing(backend, tmp_path):
+    vectors, labels = grouped_faces(N, seed=11, groups=6)
+    with fresh_database(backend, tmp_path) as db:
+        _start(db, vectors, labels)
+        before = snapshot(db)
+        bad = vectors[: N // 2] + 0.01
+        bad[77, 3] = np.nan
+        names = _names(N // 2)
+        with pytest.raises(InvalidVectorError, match=re.escape(f"embedding 77 ({names[77]!r})")):
+            facevec.add(db, names, bad, model_name="Dlib")
+        assert snapshot(db) == before
+        # The storage layer's own check, a bad blob in the middle of one bulk insert:
+        # the row-by-row error, and the transaction rolls back what came before it.
+        stored = [
+            faces.stored_face(f"new{row}.jpg", Face.from_vector(v), "Dlib", None)
+            for row, v in enumerate(vectors[:50])
+        ]
+        blob = np.zeros(DIM, dtype="<f4").tobytes()
+        stored[25] = dataclasses.replace(stored[25], embedding=blob)
+        with open_database(db) as database:
+            with pytest.raises(InvalidVectorError) as single:
+                with database.transaction():
+                    faces.insert_stored_face(database, stored[25])
+            with pytest.raises(InvalidVectorError) as bulk:
+                with database.transaction():
+                    faces.replace_stored_images(database, {"x.jpg": stored[:10]})
+                    faces.insert_stored_faces(database, stored[10:])
+            assert str(bulk.value) == str(single.value)
+            assert "all zeros" in str(bulk.value)
+        assert snapshot(db) == before
+        # A bad row in the second batch of an import: the whole import is refused.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = vectors[:120] * 1.02
+        rows[90] = 0.0
+        folder = tmp_path / "bad-parquet"
+        folder.mkdir()
+        pq.write_table(
+            pa.table(
+                {
+                    "img_name": [f"q{row}.jpg" for row in range(120)],
+                    "face_index": pa.array([0] * 120, pa.int32()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(rows.astype(np.float32).ravel()), DIM
+                    ),
+                }
+            ),
+            folder / "part-00000.parquet",
+        )
+        with pytest.raises(
+            InvalidVectorError, match=re.escape("row 90 of part-00000.parquet ('q90.jpg', face 0):")
+        ):
+            import_parquet(folder, db, model_name="Dlib", batch_size=50, progress=False)
+        assert snapshot(db) == before
