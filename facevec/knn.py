@@ -315,6 +315,20 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
     if not db.dialect.has_extension or not available(db.conn):
         return
     info = status(db.conn)
+    if info is not None and not info["building"]:
+        from .plan import KnnIndex, index_plan  # the size past which IVF pays
+
+        rows = knn_index.vector_count(db.conn, TABLE, "embedding")
+        step = index_plan(rows, KnnIndex.from_status(info))
+        if step.action == "rebuild":
+            with progress_bar(progress) as advance:
+                build(
+                    db.conn,
+                    progress=advance,
+                    lists=step.lists,
+                    storage=info.get("storage") or "float32",
+                )
+            return
     work = info is None or info["pending"] > 0 or info["building"]
     with progress_bar(progress and bool(work)) as advance:
         refresh(db.conn, progress=advance)
