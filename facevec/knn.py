@@ -49,6 +49,7 @@ from .errors import (
 )
 from .metrics import KNN_METRICS
 from .parameters import check_count, check_k, check_threshold
+from .plan import IVF_FROM, KnnIndex, index_plan
 from .storage import faces, knn_index
 from .storage.database import Database, DbArg, open_database
 
@@ -58,7 +59,7 @@ BATCH_ROWS = 20000
 #: How the knn index may store its vectors (see :func:`build`).
 STORAGES = ("float32", "float16", "int8")
 # Below this many vectors, build() makes the exact index unless told otherwise.
-IVF_MIN_VECTORS = 100_000
+IVF_MIN_VECTORS = IVF_FROM
 Progress = Callable[[int, int], None]
 
 
@@ -316,8 +317,6 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
         return
     info = status(db.conn)
     if info is not None and not info["building"]:
-        from .plan import KnnIndex, index_plan  # the size past which IVF pays
-
         rows = knn_index.vector_count(db.conn, TABLE, "embedding")
         step = index_plan(rows, KnnIndex.from_status(info))
         if step.action == "rebuild":

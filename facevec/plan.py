@@ -26,14 +26,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import knn
+from .storage import knn_index
 from .storage import lists as store_lists
-from .storage.database import Database
+from .storage.database import Database, driver_errors
 from .storage.urls import is_url, parse_url
 
-#: An exact knn index is rebuilt as IVF once the gallery reaches this many faces
-#: (the size ``knn.build`` itself chooses IVF from).
-IVF_FROM = knn.IVF_MIN_VECTORS
+#: The gallery size from which the knn index is IVF: ``knn.build`` chooses IVF from
+#: here, and an exact index is rebuilt as IVF once the gallery reaches it.
+IVF_FROM = 100_000
 #: An IVF index is retrained (about sqrt(N) lists again) once it holds this many
 #: times the vectors it was trained on.
 RETRAIN_GROWTH = 4
@@ -73,6 +73,7 @@ class Facts:
     sql_lists: int = 0  # the gallery's IVF lists on any database (reindex --lists)
     embedding_rows: bool = True  # face_embeddings filled (the relational strategy)
     local: bool = True  # a server on this machine
+    knn_damaged: bool = False  # SQLite: the knn index could not be read
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,9 @@ def _sqlite(facts: Facts, queries: int, many: bool) -> Plan:
             f"query by default (--nprobe {index.lists} for the exact answer){one_pass}",
         )
     advice = ""
-    if facts.knn_functions:
+    if facts.knn_damaged:
+        advice = "; the knn index could not be read: facevec reindex rebuilds it"
+    elif facts.knn_functions:
         advice = "; facevec reindex builds the knn index, faster from a few thousand faces"
     if many:
         return Plan(
@@ -198,9 +201,13 @@ def facts(db: Database, count: int | None = None) -> Facts:
     count takes a scan: a query is planned without it)."""
     dialect = db.dialect.name
     index = None
-    functions = db.dialect.has_extension and knn.available(db.conn)
+    functions = db.dialect.has_extension and knn_index.has_functions(db.conn)
+    damaged = False
     if functions:
-        status = knn.status(db.conn)
+        try:
+            status = knn_index.status(db.conn, "face_meta")
+        except driver_errors():  # a damaged index: the scans still answer
+            status, damaged = None, True
         index = None if status is None else KnnIndex.from_status(status)
     layout = store_lists.layout(db)
     sql_lists = 0
@@ -216,6 +223,7 @@ def facts(db: Database, count: int | None = None) -> Facts:
         sql_lists,
         layout.embedding_rows,
         True if dialect == "sqlite" else is_local(db.name),
+        damaged,
     )
 
 

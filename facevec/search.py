@@ -30,6 +30,7 @@ from .bindings.kernels import top_k, top_k_batch
 from .errors import UnknownStrategyError, VectorError
 from .metrics import face_metric
 from .parameters import check_k, check_nprobe, check_threshold
+from .plan import plan_for
 from .storage import faces, schema, search_sql
 from .storage import lists as store_lists
 from .storage.database import Database, driver_errors, end_failed_statement
@@ -70,8 +71,6 @@ def default_strategy(db: Database, queries: int = 1) -> str:
     """The strategy :mod:`facevec.plan` chooses for ``queries`` query vectors on
     this gallery (its size, knn index and IVF lists): ``plan.plan_for(db).reason``
     says why."""
-    from .plan import plan_for
-
     return plan_for(db, queries).strategy
 
 

@@ -68,6 +68,20 @@ def test_planner_choices(facts, queries_, strategy, batch, exact):
     assert chosen.reason and chosen.as_dict()["reason"] == chosen.reason
 
 
+def test_a_damaged_index_leaves_the_scans(tmp_path):
+    db = str(tmp_path / "g.db")
+    facevec.add(db, [f"img{row}.jpg" for row in range(50)], _vectors()[:50], model_name="Dlib")
+    with open_database(db) as database:
+        database.execute("UPDATE facevec_knn_index SET n_vectors = 4611686018427387904")
+        database.commit()
+        found = plan.facts(database)
+        chosen = plan.plan_for(database)
+        hits = search.nearest(database, _vectors()[3], k=1)
+    assert found.knn_damaged and found.knn_index is None
+    assert chosen.strategy == "extension" and "facevec reindex rebuilds it" in chosen.reason
+    assert hits[0][1] == 0.0
+
+
 def test_planner_reasons_name_what_decided():
     assert "--nprobe 316" in choose(Facts("sqlite", 100_000, True, IVF)).reason
     assert "1,000 queries" in choose(Facts("sqlite", 5000, True, EXACT), 1000).reason
