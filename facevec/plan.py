@@ -203,6 +203,12 @@ def facts(db: Database, count: int | None = None) -> Facts:
     index = None
     functions = db.dialect.has_extension and knn_index.has_functions(db.conn)
     damaged = False
+    key = None
+    if functions:
+        key = (id(db.conn), db.name, knn_index.change_stamp(db.conn))
+        cached = _FACTS.get(key)
+        if cached is not None and count is None:
+            return cached
     if functions:
         try:
             status = knn_index.status(db.conn, "face_meta")
@@ -215,7 +221,7 @@ def facts(db: Database, count: int | None = None) -> Facts:
         sql_lists = len(store_lists.centroids(db, layout)[0])
     if count is None and index is not None:
         count = index.vectors
-    return Facts(
+    found = Facts(
         dialect,
         count,
         functions,
@@ -225,6 +231,14 @@ def facts(db: Database, count: int | None = None) -> Facts:
         True if dialect == "sqlite" else is_local(db.name),
         damaged,
     )
+    if key is not None:
+        _FACTS.clear()  # one gallery's facts at a time: a process searches one or a few
+        _FACTS[key] = found
+    return found
+
+
+# (connection, db name, change stamp) -> the facts read then (SQLite).
+_FACTS: dict[tuple[Any, ...], Facts] = {}
 
 
 def plan_for(db: Database, queries: int = 1) -> Plan:
