@@ -8,6 +8,7 @@ the strategy it names (the same rows as ``--strategy`` that strategy), only fast
 
 - SQLite with a knn index: ``knn``, all queries in one pass over the index
   (``facevec_knn_batch``); the index decides exact or IVF (its default nprobe);
+  one query on a gallery under :data:`KNN_FROM` faces: ``extension`` (as fast there);
 - SQLite without one: ``extension`` for one query, ``client`` batched (one read of
   the gallery, the C batch kernel) for several;
 - a server with IVF lists: ``client`` probing each query's lists;
@@ -34,6 +35,10 @@ from .storage.urls import is_url, parse_url
 #: The gallery size from which the knn index is IVF: ``knn.build`` chooses IVF from
 #: here, and an exact index is rebuilt as IVF once the gallery reaches it.
 IVF_FROM = 100_000
+#: From this many faces the exact knn index answers one query faster than the
+#: extension's scan (bench_plan.py: below it, the index's fixed cost per search is
+#: more than the rows it saves); a batch of queries always takes the index.
+KNN_FROM = 10_000
 #: An IVF index is retrained (about sqrt(N) lists again) once it holds this many
 #: times the vectors it was trained on.
 RETRAIN_GROWTH = 4
@@ -112,6 +117,15 @@ def choose(facts: Facts, queries: int = 1) -> Plan:
 
 def _sqlite(facts: Facts, queries: int, many: bool) -> Plan:
     index = facts.knn_index if facts.knn_functions else None
+    small = facts.faces is not None and facts.faces < KNN_FROM
+    if index is not None and index.lists == 0 and small and not many:
+        return Plan(
+            "extension",
+            False,
+            True,
+            f"{_count(facts.faces, 'face')}: the scan answers one query as fast as the knn "
+            f"index, which pays from {KNN_FROM:,} faces",
+        )
     if index is not None:
         one_pass = f"; one pass over it answers all {queries:,} queries" if many else ""
         if index.lists == 0:
