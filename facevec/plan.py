@@ -6,9 +6,12 @@ API, Spark and ``facevec info`` share.
 queries; :func:`facts` reads those from a database. Every plan gives the answers of
 the strategy it names (the same rows as ``--strategy`` that strategy), only faster:
 
-- SQLite with a knn index: ``knn``, all queries in one pass over the index
-  (``facevec_knn_batch``); the index decides exact or IVF (its default nprobe);
-  one query on a gallery under :data:`KNN_FROM` faces: ``extension`` (as fast there);
+- SQLite with an IVF knn index: ``knn`` (its default nprobe), all queries in one
+  pass over the index (``facevec_knn_batch``);
+- SQLite with an exact knn index: ``knn`` for one query (``extension`` under
+  :data:`KNN_FROM` faces, as fast there), ``client`` batched for several (one read of
+  the gallery ranks them all: bench_plan.py measured it 1.8 to 6 times faster than the
+  index's batch, which hands every row within the threshold back through SQL);
 - SQLite without one: ``extension`` for one query, ``client`` batched (one read of
   the gallery, the C batch kernel) for several;
 - a server with IVF lists: ``client`` probing each query's lists;
@@ -37,7 +40,7 @@ from .storage.urls import is_url, parse_url
 IVF_FROM = 100_000
 #: From this many faces the exact knn index answers one query faster than the
 #: extension's scan (bench_plan.py: below it, the index's fixed cost per search is
-#: more than the rows it saves); a batch of queries always takes the index.
+#: more than the rows it saves).
 KNN_FROM = 10_000
 #: An IVF index is retrained (about sqrt(N) lists again) once it holds this many
 #: times the vectors it was trained on.
@@ -126,12 +129,18 @@ def _sqlite(facts: Facts, queries: int, many: bool) -> Plan:
             f"{_count(facts.faces, 'face')}: the scan answers one query as fast as the knn "
             f"index, which pays from {KNN_FROM:,} faces",
         )
+    if index is not None and index.lists == 0 and many:
+        return Plan(
+            "client",
+            True,
+            True,
+            f"an exact search of {queries:,} queries: one read of the gallery ranks them all "
+            "(C batch kernel), faster than the exact knn index hands back their rows",
+        )
     if index is not None:
         one_pass = f"; one pass over it answers all {queries:,} queries" if many else ""
         if index.lists == 0:
-            return Plan(
-                "knn", many, True, f"the exact knn index (SIMD scan of its chunks){one_pass}"
-            )
+            return Plan("knn", False, True, "the exact knn index (SIMD scan of its chunks)")
         return Plan(
             "knn",
             many,

@@ -44,10 +44,10 @@ IVF = KnnIndex(lists=316, nprobe=9, vectors=100_000, trained=100_000)
     ("facts", "queries_", "strategy", "batch", "exact"),
     [
         (Facts("sqlite", 20_000, True, EXACT), 1, "knn", False, True),
-        (Facts("sqlite", 20_000, True, EXACT), 2, "knn", True, True),
+        (Facts("sqlite", 20_000, True, EXACT), 2, "client", True, True),
         (Facts("sqlite", SMALL, True, EXACT), 1, "knn", False, True),
         (Facts("sqlite", SMALL - 1, True, EXACT), 1, "extension", False, True),
-        (Facts("sqlite", SMALL - 1, True, EXACT), 2, "knn", True, True),
+        (Facts("sqlite", SMALL - 1, True, EXACT), 2, "client", True, True),
         (Facts("sqlite", 500, True, IVF), 1, "knn", False, False),  # IVF as built
         (Facts("sqlite", 100_000, True, IVF), 1, "knn", False, False),
         (Facts("sqlite", 100_000, True, IVF), 1000, "knn", True, False),
@@ -90,6 +90,7 @@ def test_a_damaged_index_leaves_the_scans(tmp_path):
 def test_planner_reasons_name_what_decided():
     assert "--nprobe 316" in choose(Facts("sqlite", 100_000, True, IVF)).reason
     assert "1,000 queries" in choose(Facts("sqlite", 5000, True, EXACT), 1000).reason
+    assert "1,000 queries" in choose(Facts("sqlite", 5000, True, IVF), 1000).reason
     assert f"pays from {SMALL:,}" in choose(Facts("sqlite", 5000, True, EXACT)).reason
     assert "facevec reindex" in choose(Facts("sqlite", 5000, True, None)).reason
     assert "reindex" not in choose(Facts("sqlite", 5000, False, None)).reason
@@ -198,8 +199,9 @@ def test_auto_plan_equals_each_strategy(backend_gallery):
     probes = np.concatenate([queries(vectors, 20, seed=2), vectors[:2]])  # and two tied faces
     if backend == "sqlite":
         # The gallery has its exact knn index (facevec.add keeps it).
-        # A small gallery: one query scans, a batch takes the index.
-        _check_auto_equals_explicit(backend, db, probes, ("extension", "knn"), STRATEGIES[backend])
+        # A small gallery: one query scans, a batch reads the gallery once.
+        expected = ("extension", "client")
+        _check_auto_equals_explicit(backend, db, probes, expected, STRATEGIES[backend])
         with open_database(db) as database:
             assert knn.drop(database.conn)
         exact = [s for s in STRATEGIES[backend] if s != "knn"]
@@ -296,11 +298,11 @@ def test_info_shows_the_plan(tmp_path):
     shown = info(db)["search_plan"]
     assert shown["one_query"]["strategy"] == "extension" and shown["one_query"]["exact"]
     assert f"pays from {plan.KNN_FROM:,}" in shown["one_query"]["reason"]
-    assert shown["many_queries"]["batch"] and "one pass" in shown["many_queries"]["reason"]
+    assert shown["many_queries"]["batch"] and "one read" in shown["many_queries"]["reason"]
     result = CliRunner().invoke(cli, ["info", "--db", db])
     assert result.exit_code == 0, result.output
     line = next(row for row in result.output.splitlines() if row.startswith("search_plan:"))
-    assert "one query: extension, 600 faces" in line and "many queries: knn (batch)" in line
+    assert "one query: extension, 600 faces" in line and "many queries: client (batch)" in line
     with open_database(db) as database:
         knn.drop(database.conn)
     as_json = json.loads(CliRunner().invoke(cli, ["info", "--db", db, "--format", "json"]).output)
