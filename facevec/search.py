@@ -127,8 +127,12 @@ def nearest_batch(
     has a k or a threshold (:func:`_client_batch`), the others one query at a time.
     None: the strategy :mod:`facevec.plan` chooses for this many queries."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    strategy = check_strategy(strategy or default_strategy(db, len(queries)))
     nprobe = check_nprobe(nprobe)
+    every_list = False  # the plan's batch reads every face (exact), lists or not
+    if strategy is None:
+        chosen = plan_for(db, len(queries))
+        strategy, every_list = chosen.strategy, chosen.batch and nprobe is None
+    strategy = check_strategy(strategy)
     if strategy == "knn" and db.dialect.has_extension and len(queries) > 1:
         face_metric(distance_metric)
         if not _undefined(_known_invalid(db), distance_metric):
@@ -147,7 +151,7 @@ def nearest_batch(
         bounded = k is not None or threshold is not None  # else every face, for every query
         if (
             bounded
-            and lists.probe(db, queries[0], nprobe) is None
+            and (every_list or lists.probe(db, queries[0], nprobe) is None)
             and not _undefined(_known_invalid(db), distance_metric)
         ):
             try:
