@@ -323,10 +323,13 @@ static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_val
                                 KNN_MAX_RERANK);
         else
           o->rerank = value;
+      } else if (k == 1 && type && strcmp(type, "integer") == 0 && value < 1) {
+        /* as a query refuses it: the index's default nprobe is measured when unset */
+        msg = sqlite3_mprintf("%s: nprobe must be >= 1, found %lld", fn, value);
       } else if (!type || strcmp(type, "integer") != 0 || value < 0 ||
                (k == 0 && value > KNN_MAX_LISTS) || (k == 3 && value > 1000))
-        msg = sqlite3_mprintf("%s: option %s must be an integer between 0 and %d", fn, key,
-                              k == 0 ? KNN_MAX_LISTS : k == 3 ? 1000 : 2147483647);
+        msg = sqlite3_mprintf("%s: option %s must be an integer between %d and %d", fn, key,
+                              k == 1, k == 0 ? KNN_MAX_LISTS : k == 3 ? 1000 : 2147483647);
       else if (k == 0) o->lists = value;
       else if (k == 1) o->nprobe = value;
       else if (k == 2) o->sample = value;

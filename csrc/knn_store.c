@@ -1643,7 +1643,13 @@ int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
   rc = count_vectors(db, ix, &n, pzErr);
   if (rc != SQLITE_OK) return rc;
   if (o->lists <= 0 || n == 0) return knn_sync_rows(db, fn, ix, -1, &done, pzErr);
-  lists = o->lists < n ? o->lists : n;
+  if (o->lists > n) { /* as reindex --lists refuses it */
+    *pzErr = sqlite3_mprintf("%s: lists (%lld) is larger than the number of vectors (%lld): "
+                             "each list needs at least one vector",
+                             fn, o->lists, n);
+    return SQLITE_ERROR;
+  }
+  lists = o->lists;
   n_sample = o->sample > 0 ? o->sample : 40 * lists;
   if (n_sample < lists) n_sample = lists;
   if (n_sample > n) n_sample = n;

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import lists
+from . import lists, plan
 from .search import invalid_faces
 from .storage import faces, ledger, schema
 from .storage import lists as store_lists
 from .storage.database import Database, DbArg, open_database
+
+#: The "many queries" of the plan info shows (a folder of photos, a batch).
+MANY_QUERIES = 1000
 
 
 def info(db: DbArg) -> dict[str, Any]:
@@ -38,6 +41,7 @@ def info(db: DbArg) -> dict[str, Any]:
             "embedding_rows": store_lists.layout(database).embedding_rows,
             "ivf_lists": lists.list_status(database),
             "invalid_faces": _invalid_faces(database),
+            "search_plan": _search_plan(database, stored["faces"]),
             **({} if pgvector is None else {"pgvector": pgvector}),
         }
 
@@ -56,3 +60,13 @@ def _invalid_faces(database: Database) -> list[dict[str, Any]]:
         }
         for face_id in sorted(found)
     ]
+
+
+def _search_plan(database: Database, count: int) -> dict[str, Any]:
+    """What a search without --strategy does here, for one query and for many
+    (a folder of photos, a batch), and why (:mod:`facevec.plan`)."""
+    found = plan.facts(database, count)
+    return {
+        "one_query": plan.choose(found, 1).as_dict(),
+        "many_queries": plan.choose(found, MANY_QUERIES).as_dict(),
+    }

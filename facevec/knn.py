@@ -49,6 +49,7 @@ from .errors import (
 )
 from .metrics import KNN_METRICS
 from .parameters import check_count, check_k, check_threshold
+from .plan import IVF_FROM, KnnIndex, index_plan
 from .storage import faces, knn_index
 from .storage.database import Database, DbArg, open_database
 
@@ -58,7 +59,7 @@ BATCH_ROWS = 20000
 #: How the knn index may store its vectors (see :func:`build`).
 STORAGES = ("float32", "float16", "int8")
 # Below this many vectors, build() makes the exact index unless told otherwise.
-IVF_MIN_VECTORS = 100_000
+IVF_MIN_VECTORS = IVF_FROM
 Progress = Callable[[int, int], None]
 
 
@@ -334,6 +335,18 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
     if not db.dialect.has_extension or not available(db.conn):
         return
     info = status(db.conn)
+    if info is not None and not info["building"]:
+        rows = knn_index.vector_count(db.conn, TABLE, "embedding")
+        step = index_plan(rows, KnnIndex.from_status(info))
+        if step.action == "rebuild":
+            with progress_bar(progress) as advance:
+                build(
+                    db.conn,
+                    progress=advance,
+                    lists=step.lists,
+                    storage=info.get("storage") or "float32",
+                )
+            return
     work = info is None or info["pending"] > 0 or info["building"]
     with progress_bar(progress and bool(work)) as advance:
         refresh(db.conn, progress=advance)

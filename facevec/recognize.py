@@ -154,8 +154,9 @@ def find(
     those within the threshold (deepface's for the model and metric unless given;
     "calibrated": the gallery's own, from facevec.calibrate),
     at most k of them; similarity_search=True drops the threshold filter.
-    strategy: "extension" (default on SQLite), "knn" (SQLite, the facevec_knn
-    index), "relational" (default on a server) or "client"; all give the same rows.
+    strategy: None (the plan of :mod:`facevec.plan`, from the gallery's indexes and
+    the number of query faces; ``facevec info`` says which), "extension", "knn"
+    (SQLite, the facevec_knn index), "relational" or "client"; all give the same rows.
     model_name and detector_backend default to those the database was built with.
     exact=True detects the query's faces with deepface's own code (as index --exact).
     Each frame's ``attrs["source"]`` is the query face's box (x, y, w, h), even

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from . import knn, lists
-from .bindings.kernels import top_k
+from .bindings.kernels import top_k, top_k_batch
 from .errors import UnknownStrategyError, VectorError
 from .metrics import face_metric
 from .parameters import check_k, check_nprobe, check_threshold
+from .plan import plan_for
 from .storage import faces, schema, search_sql
 from .storage import lists as store_lists
 from .storage.database import Database, driver_errors, end_failed_statement
@@ -66,9 +67,11 @@ def check_strategy(strategy: str) -> str:
     return strategy
 
 
-def default_strategy(db: Database) -> str:
-    """In the database where it can be: the extension on SQLite, SQL on a server."""
-    return "extension" if db.dialect.has_extension else "relational"
+def default_strategy(db: Database, queries: int = 1) -> str:
+    """The strategy :mod:`facevec.plan` chooses for ``queries`` query vectors on
+    this gallery (its size, knn index and IVF lists): ``plan.plan_for(db).reason``
+    says why."""
+    return plan_for(db, queries).strategy
 
 
 def nearest(
@@ -120,10 +123,16 @@ def nearest_batch(
 ) -> list[Hits]:
     """:func:`nearest` for each row of ``queries`` (n x dim): the knn strategy
     answers them all in one pass over its index (``facevec_knn_batch``), the
-    others one query at a time."""
-    strategy = check_strategy(strategy or default_strategy(db))
-    nprobe = check_nprobe(nprobe)
+    client strategy in one read of the gallery when it probes no IVF lists and
+    has a k or a threshold (:func:`_client_batch`), the others one query at a time.
+    None: the strategy :mod:`facevec.plan` chooses for this many queries."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nprobe = check_nprobe(nprobe)
+    every_list = False  # the plan's batch reads every face (exact), lists or not
+    if strategy is None:
+        chosen = plan_for(db, len(queries))
+        strategy, every_list = chosen.strategy, chosen.batch and nprobe is None
+    strategy = check_strategy(strategy)
     if strategy == "knn" and db.dialect.has_extension and len(queries) > 1:
         face_metric(distance_metric)
         if not _undefined(_known_invalid(db), distance_metric):
@@ -136,6 +145,22 @@ def nearest_batch(
             else:
                 if all(_finite(hits) for hits in found):
                     return [Hits(hits) for hits in found]
+    if strategy == "client" and len(queries) > 1:
+        face_metric(distance_metric)
+        k, threshold = check_k(k), check_threshold(threshold)
+        bounded = k is not None or threshold is not None  # else every face, for every query
+        if (
+            bounded
+            and (every_list or lists.probe(db, queries[0], nprobe) is None)
+            and not _undefined(_known_invalid(db), distance_metric)
+        ):
+            try:
+                batched = _client_batch(db, queries, distance_metric, threshold, k)
+            except _row_errors():
+                end_failed_statement(db)  # each query below finds and skips the bad rows
+            else:
+                if batched is not None:
+                    return [Hits(hits) for hits in batched]
     return [nearest(db, q, strategy, distance_metric, threshold, k, nprobe=nprobe) for q in queries]
 
 
@@ -301,3 +326,66 @@ def _client(
         if k is not None and len(hits) >= k:
             break
     return hits + other_sizes
+
+
+#: Query rows x gallery rows one call of the batch kernel scores (bounds its memory).
+CLIENT_BATCH_CELLS = 1 << 22
+#: Gallery rows read at a time by the batched client strategy.
+CLIENT_BATCH_ROWS = 65_536
+
+
+def _client_batch(
+    db: Database,
+    queries: np.ndarray,
+    metric: str,
+    threshold: float | None,
+    k: int | None,
+) -> list[list[tuple[int, float]]] | None:
+    """The client strategy for many queries: the gallery read once, a block of rows
+    at a time, each block ranked for every query by the C batch kernel (the rows
+    and float32 distances ``top_k`` gives each query); per query the best k of all
+    blocks, ties by id as one whole matrix would break them. None when a stored
+    row has another size (the query-by-query path names such rows)."""
+    size = 4 * queries.shape[1]
+    found_ids: list[list[np.ndarray]] = [[] for _ in range(len(queries))]
+    found_dist: list[list[np.ndarray]] = [[] for _ in range(len(queries))]
+    for ids, blob in faces.iter_embeddings(db, CLIENT_BATCH_ROWS):
+        if len(blob) != size * len(ids):
+            return None
+        matrix = np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1)
+        row_ids = np.asarray(ids, dtype=np.int64)
+        wanted = len(ids) if k is None else min(k, len(ids))
+        block = max(1, CLIENT_BATCH_CELLS // max(wanted, 1))
+        for start in range(0, len(queries), block):
+            order, dist = top_k_batch(
+                queries[start : start + block], matrix, wanted, metric=metric, threshold=threshold
+            )
+            for row in range(order.shape[0]):
+                kept = order[row] >= 0
+                found_ids[start + row].append(row_ids[order[row][kept]])
+                found_dist[start + row].append(dist[row][kept])
+        for q in range(len(queries)):  # keep each query's best k so far
+            if k is not None and len(found_ids[q]) > 1:
+                found_ids[q], found_dist[q] = _best(found_ids[q], found_dist[q], k)
+    results = []
+    for q in range(len(queries)):
+        if not found_ids[q]:
+            results.append([])
+            continue
+        ids_q, dist_q = _best(found_ids[q], found_dist[q], k)
+        results.append(
+            [(int(i), float(d)) for i, d in zip(ids_q[0].tolist(), dist_q[0].tolist(), strict=True)]
+        )
+    return results
+
+
+def _best(
+    ids: list[np.ndarray], dist: list[np.ndarray], k: int | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The k nearest of blocks given in id order: a stable sort by distance keeps
+    equal distances in id order."""
+    all_ids, all_dist = np.concatenate(ids), np.concatenate(dist)
+    order = np.argsort(all_dist, kind="stable")
+    if k is not None:
+        order = order[:k]
+    return [all_ids[order]], [all_dist[order]]

@@ -175,7 +175,8 @@ def index_command(
     "--strategy",
     type=click.Choice(STRATEGIES),
     default=None,
-    help="Where distances are computed [default: extension on SQLite, relational on a server].",
+    help="Where distances are computed [default: chosen by the gallery's size, indexes and "
+    "number of queries; facevec info says which and why].",
 )
 @metric_option()
 @click.option("--k", type=click.IntRange(1), default=None, help="At most K matches per face.")
@@ -337,6 +338,13 @@ def info_command(db: str, output_format: str) -> None:
                 f"{value['smallest']} to {value['largest']} (median {value['median']:g}), "
                 f"{value['unassigned']} in no list, default nprobe {value['default_nprobe']}"
                 + (f"; retrain advised: {value['retrain']}" if value["retrain"] else "")
+            )
+        elif key == "search_plan":
+            value = "; ".join(
+                f"{what.replace('_', ' ')}: {step['strategy']}"
+                f"{' (batch)' if step['batch'] else ''}"
+                f"{'' if step['exact'] else ' (approximate)'}, {step['reason']}"
+                for what, step in value.items()
             )
         elif key == "invalid_faces":
             value = (

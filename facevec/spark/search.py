@@ -31,6 +31,7 @@ from ..engine import models
 from ..errors import InvalidParameterError
 from ..metrics import face_metric
 from ..parameters import check_k, check_threshold
+from ..plan import spark_plan
 from ..vector_columns import matrix_from_arrow
 from .gallery import SparkGallery
 from .gallery_broadcast import (
@@ -164,8 +165,7 @@ def batch_search(
         queries = spark.createDataFrame(queries)
     queries = name_queries(queries)
     if broadcast == "auto":
-        small = gallery_bytes(gallery) <= GALLERY_BROADCAST_BYTES
-        broadcast = "gallery" if small else "queries"
+        broadcast = spark_plan(gallery_bytes(gallery), GALLERY_BROADCAST_BYTES).strategy
     if broadcast == "gallery":
         return search_with_gallery_broadcast(
             gallery, queries, k, distance_metric, cutoff, float(threshold)

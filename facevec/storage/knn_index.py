@@ -24,6 +24,15 @@ def status(conn: Any, table: str) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
+def change_stamp(conn: Any) -> tuple[int, int, int]:
+    """What changes whenever the file may have: another connection's commit
+    (``data_version``), this connection's writes, a schema change. Equal stamps:
+    the index is as it was (a few microseconds, where ``status`` reads its tables)."""
+    (data,) = conn.execute("PRAGMA data_version").fetchone()
+    (schema,) = conn.execute("PRAGMA schema_version").fetchone()
+    return int(data), int(conn.total_changes), int(schema)
+
+
 def create(
     conn: Any, table: str, column: str, chunk_size: int | None, options: dict | None = None
 ) -> None:

@@ -28,7 +28,8 @@ router = APIRouter()
 METRIC_HELP = f"Distance metric: {', '.join(FACE_METRICS)}."
 STRATEGY_HELP = (
     f"Where distances are computed: {', '.join(STRATEGIES)} "
-    "(default: extension on SQLite, relational on a server)."
+    "(default: chosen by the gallery's indexes and the number of queries; "
+    "GET /api/info says which and why)."
 )
 
 
