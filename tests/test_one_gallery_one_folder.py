@@ -89,7 +89,7 @@ def test_a_folder_is_indexed_once_however_it_is_spelled(tmp_path, monkeypatch):
     monkeypatch.setattr(photo, "process", process)
     monkeypatch.setattr(photo, "model_dimensions", lambda options: DIM)
     db = tmp_path / "g.db"
-    first = facevec.index(folder, db, workers=1, progress=False)
+    first = facevec.index(folder, db, workers=1, progress=False, people_from_folders=True)
     assert first.folder == str(folder) and first.indexed == 3
     for spelling in ("/" + str(folder), f"{tmp_path}/./photos/", str(tmp_path / "link")):
         again = facevec.index(spelling, db, workers=1, progress=False)

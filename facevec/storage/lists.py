@@ -37,7 +37,7 @@ from .schema import fill_list_vectors, now
 
 # (database name, generation) -> (centroids, metric): centroids are read once.
 _CENTROIDS: dict[tuple[str, int, str | None], tuple[np.ndarray, str]] = {}
-# Databases known to have the schema-3 columns, and those with the schema-9 one.
+# Databases known to have the schema-3 columns, and those with the schema-8 one.
 _UPGRADED: set[str] = set()
 _HAS_NPROBE: set[str] = set()
 
@@ -87,7 +87,7 @@ def layout(db: Database) -> Layout:
         row[2],
         None if row[3] is None else int(row[3]),
         # From version 8 on, the table is filled whenever there are lists.
-        clustered_lists(db) and generation is not None and int(row[4]) >= 9,
+        clustered_lists(db) and generation is not None and int(row[4]) >= 8,
     )
 
 
