@@ -36,7 +36,7 @@ def evil_gallery(tmp_path_factory, gallery_maker):
     root = tmp_path_factory.mktemp("evil") / "photos"
     gallery_maker(root, {EVIL: ["img1.jpg", "img2.jpg"], "id02": ["img12.jpg"]})
     db = root.parent / "evil.db"
-    facevec.index(root, db, progress=False, workers=1)
+    facevec.index(root, db, progress=False, workers=1, people_from_folders=True, people=False)
     return root, db
 
 

@@ -8,17 +8,15 @@ from typing import Any
 
 import click
 
-from ..engine.decode import DEFAULT_MAX_PIXELS
-from ..ingest.photo import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FACE
 from ..search import STRATEGIES
 from .main import (
     NUMBER_THRESHOLD,
     THRESHOLD,
-    FiniteFloatRange,
     alias,
     cli,
     db_option,
     detector_option,
+    face_filter_options,
     fail_cleanly,
     format_option,
     metric_option,
@@ -46,39 +44,7 @@ from .output import echo, echo_frame, echo_json, printable
     default=None,
     help="Processes that embed photos [default: one per core].",
 )
-@click.option(
-    "--exact",
-    is_flag=True,
-    help="deepface's own detection: vectors equal DeepFace.represent's, several times slower.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    help="Larger photos are not decoded (an error in the ledger).",
-)
-@click.option(
-    "--min-face",
-    type=click.IntRange(0),
-    default=DEFAULT_MIN_FACE,
-    show_default=True,
-    help="Faces narrower or shorter than this many pixels are counted, not stored.",
-)
-@click.option(
-    "--min-sharpness",
-    type=FiniteFloatRange(0),
-    default=0.0,
-    show_default=True,
-    help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
-)
-@click.option(
-    "--min-confidence",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="Faces the detector is less sure of are counted, not stored "
-    f"[default: {DEFAULT_MIN_CONFIDENCE['dlib']:g} for dlib, 0 for the other detectors].",
-)
+@face_filter_options
 @click.option(
     "--people-from-folders",
     is_flag=True,

@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
+from ..engine.decode import DEFAULT_MAX_PIXELS
 from ..errors import FacevecError
+from ..ingest.photo import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FACE
 from ..metrics import FACE_METRICS
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
 from ..parameters import threshold_from_text
@@ -137,6 +139,51 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{printable(value)} is not a finite number", param, ctx)
         return number
+
+
+_FACE_FILTERS = (
+    click.option(
+        "--exact",
+        is_flag=True,
+        help="deepface's own detection: vectors equal DeepFace.represent's, several times slower.",
+    ),
+    click.option(
+        "--max-pixels",
+        type=click.IntRange(1),
+        default=DEFAULT_MAX_PIXELS,
+        show_default=True,
+        help="Larger photos are not decoded (an error in the ledger).",
+    ),
+    click.option(
+        "--min-face",
+        type=click.IntRange(0),
+        default=DEFAULT_MIN_FACE,
+        show_default=True,
+        help="Faces narrower or shorter than this many pixels are counted, not stored.",
+    ),
+    click.option(
+        "--min-sharpness",
+        type=FiniteFloatRange(0),
+        default=0.0,
+        show_default=True,
+        help="Faces blurrier than this (variance of the Laplacian) are counted, not stored.",
+    ),
+    click.option(
+        "--min-confidence",
+        type=click.FloatRange(0, 1),
+        default=None,
+        help="Faces the detector is less sure of are counted, not stored "
+        f"[default: {DEFAULT_MIN_CONFIDENCE['dlib']:g} for dlib, 0 for the other detectors].",
+    ),
+)
+
+
+def face_filter_options(command: Callable) -> Callable:
+    """The options of which photos are decoded and which faces are stored, shared by
+    index and watch: --exact, --max-pixels, --min-face, --min-sharpness, --min-confidence."""
+    for option in reversed(_FACE_FILTERS):
+        command = option(command)
+    return command
 
 
 def alias(group: click.Group, command: click.Command, name: str) -> None:
