@@ -41,13 +41,13 @@ def test_cluster_writes_nothing_for_faces_replaced_while_it_ran(backend, tmp_pat
     vectors = groups(2, 4, seed=1)  # photos a0..a3 are one person, b0..b3 another
     names = [f"a{i}" for i in range(4)] + [f"b{i}" for i in range(4)]
     with fresh_database(backend, tmp_path) as db:
-        facevec.add(db, names, vectors)
+        facevec.add(db, names, vectors, people=False)
         computed = clustering.cluster_vectors
 
         def replaced_meanwhile(*args, **kwargs):
             result = computed(*args, **kwargs)
             # Another writer re-indexes a1 and three of b's photos: new faces, new ids.
-            facevec.add(db, ["a1", "b0", "b1", "b2"], vectors[[1, 4, 5, 6]] + 0.001)
+            facevec.add(db, ["a1", "b0", "b1", "b2"], vectors[[1, 4, 5, 6]] + 0.001, people=False)
             return result
 
         monkeypatch.setattr(clustering, "cluster_vectors", replaced_meanwhile)
@@ -73,7 +73,7 @@ def test_a_face_replaced_during_reindex_lists_gets_its_new_vectors_list(
     newest = names[-1]
     moved = vectors[0] + 0.001  # the new photo looks like the first group, not the last
     with fresh_database(backend, tmp_path) as db:
-        facevec.add(db, names, vectors)
+        facevec.add(db, names, vectors, people=False)
         assigned = lists._lists_of
         calls = []
 
