@@ -184,7 +184,14 @@ def test_a_failed_batch_rolls_back_and_keeps_what_was_committed(
     names = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg"]
     vectors = np.stack([stored_vector(gallery_db, n) for n in names])
     facevec.add(empty_server_db, names[:2], vectors[:2])  # committed
-    _fail_from_call(monkeypatch, store, "insert_face", 2)  # the 2nd face of the next batch
+    # The next batch's faces are written in bulk, then the batch fails: none may stay.
+    original = store.insert_stored_faces
+
+    def written_then_failing(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("injected failure in the middle of a batch")
+
+    monkeypatch.setattr(store, "insert_stored_faces", written_then_failing)
     with pytest.raises(RuntimeError, match="injected failure"):
         facevec.add(empty_server_db, names[2:], vectors[2:])
     monkeypatch.undo()
