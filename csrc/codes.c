@@ -22,6 +22,7 @@
 #define FV_NEON 1
 #endif
 #ifdef FV_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #ifdef FV_NEON
@@ -411,12 +412,20 @@ static const code_kernels codes_neon = {"neon", decode_i8_neon, decode_f16_neon,
 
 /* The kernels of instruction set `level` (as fv_isa_level numbers it), or
 ** NULL when they are not built or the CPU lacks them. */
+#ifdef FV_X86
+/* F16C from CPUID leaf 1 (older clang's __builtin_cpu_supports does not know it). */
+static int cpu_has_f16c(void) {
+  unsigned int a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 static const code_kernels *codes_for(int level) {
   if (level == 0) return &codes_scalar;
 #ifdef FV_X86
   __builtin_cpu_init();
   if (level == 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c"))
+      cpu_has_f16c())
     return &codes_avx2;
   if (level == 2 && __builtin_cpu_supports("avx512f")) return &codes_avx512;
 #endif
