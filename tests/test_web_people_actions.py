@@ -256,14 +256,14 @@ def test_a_face_stored_without_a_crop_shows_a_placeholder_never_a_broken_image(t
             assert f'/api/faces/{face_id}/crop.png"' not in text
 
 
-def test_schema_7_upgrades_a_version_6_gallery_keeping_its_people(gallery_db_copy):
+def test_a_version_6_gallery_is_upgraded_keeping_its_people(gallery_db_copy):
     import sqlite3
 
     import facevec
     import facevec.people as people
     from facevec.storage.schema import SCHEMA_VERSION
 
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION >= 7  # person.hidden, cover_face_id, face_dismissed
     before = [(p.id, p.name, p.faces) for p in people.list_people(gallery_db_copy)]
     with sqlite3.connect(gallery_db_copy) as conn:  # as a version-6 gallery was
         conn.execute("DROP TABLE face_dismissed")
@@ -276,7 +276,7 @@ def test_schema_7_upgrades_a_version_6_gallery_keeping_its_people(gallery_db_cop
         before, key=lambda p: (p[1] is None, (p[1] or "").casefold(), -p[2], p[0])
     )
     assert all(p["hidden"] is False for p in listed)
-    assert facevec.info(gallery_db_copy)["schema_version"] == 7
+    assert facevec.info(gallery_db_copy)["schema_version"] == SCHEMA_VERSION
 
 
 def test_the_status_page_says_in_words_how_far_the_people_are(gallery_db_copy, tmp_path, labels):
