@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -248,6 +248,25 @@ def _write(
     report.left_unassigned += report.unassigned - len(wanted)
     if not joins and not groups:
         return
+    report.edit_id = write_suggestions(
+        database,
+        joins,
+        groups,
+        "cluster",
+        f"clustered {report.unassigned} faces: {report.joined_existing} joined existing people, "
+        f"{report.new_people} new people ({report.faces_in_new_people} faces)",
+    )
+
+
+def write_suggestions(
+    database: Database,
+    joins: Sequence[tuple[int, int, float]],
+    groups: Sequence[Sequence[tuple[int, float]]],
+    action: str,
+    summary: str,
+) -> int:
+    """Suggest each (face, person, score) of `joins` and make each group of (face,
+    score) a new unnamed person, as one recorded, undoable edit; returns its id."""
     receivers = {person for _, person, _ in joins}
     changed = sorted([face for face, _, _ in joins] + [f for g in groups for f, _ in g])
     before = store.snapshot(database, receivers, changed)
@@ -256,15 +275,7 @@ def _write(
     for person, group in zip(new_ids, groups, strict=True):
         rows += [(face, person, "suggested", score) for face, score in group]
     store.assign(database, rows)
-    report.edit_id = store.record_edit(
-        database,
-        "cluster",
-        f"clustered {report.unassigned} faces: {report.joined_existing} joined existing people, "
-        f"{report.new_people} new people ({report.faces_in_new_people} faces)",
-        receivers | set(new_ids),
-        changed,
-        before,
-    )
+    return store.record_edit(database, action, summary, receivers | set(new_ids), changed, before)
 
 
 def _loaded_faces(

@@ -47,7 +47,7 @@ from ..storage import people as store
 from ..storage.database import Database
 from ..vectors import problems
 from . import defaults
-from .clustering import prepare_vectors
+from .clustering import prepare_vectors, write_suggestions
 from .graph import Graph
 from .identify import CANDIDATE_FACES, decide, resolve_threshold, score_people
 from .linkage import cluster_faces
@@ -358,19 +358,4 @@ def _write(
     step.left_alone = step.faces - step.recognised - step.grouped
     if not joins and not kept:
         return
-    changed = sorted([face for face, _, _ in joins] + [f for group in kept for f, _ in group])
-    receivers = {person for _, person, _ in joins}
-    before = store.snapshot(database, receivers, changed)
-    created = store.create_persons(database, len(kept))
-    rows = [(face, person, "suggested", score) for face, person, score in joins]
-    for person, group in zip(created, kept, strict=True):
-        rows += [(face, person, "suggested", score) for face, score in group]
-    store.assign(database, rows)
-    step.edit_id = store.record_edit(
-        database,
-        "step",
-        f"after a run: {step.summary}",
-        receivers | set(created),
-        changed,
-        before,
-    )
+    step.edit_id = write_suggestions(database, joins, kept, "step", f"after a run: {step.summary}")
