@@ -314,8 +314,18 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   const size_t ebytes = dim * (size_t)knn_elem_bytes(ix->storage);
   const int coded = ix->storage != KNN_STORE_F32;
   void *raw = NULL;
-  size_t block_rows = KNN_BLOCK_BYTES / vbytes;
+  const int euclid = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED;
+  /* Euclidean codes are scored where they lie: a block holds as many of
+  ** them as KNN_BLOCK_BYTES; anything else is read (and decoded) into a
+  ** block of that many float32 bytes. */
+  size_t block_rows = KNN_BLOCK_BYTES / (coded && euclid ? ebytes : vbytes);
   int rc = SQLITE_OK;
+  /* No row needs its rowid looked up (no pending change, no build under
+  ** way): a block's euclidean keys are filtered by each query's bound
+  ** before any row is looked at (cand: the rows within it, and their keys). */
+  const int no_pending = !ix->building && sc->pending.n == 0 && !sc->pending_has_min;
+  uint32_t *cand = NULL;
+  double *cand_keys = NULL;
   /* IVF: the queries that read this chunk, and a mixed chunk's slot lists. */
   const i64 lists = ix->lists;
   size_t *active = NULL, n_active = n_queries;
@@ -340,10 +350,12 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
   valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
   rowids = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
-  block = sqlite3_malloc64(block_rows * vbytes);
-  if (sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED) {
+  block = coded && euclid ? sqlite3_malloc64(1) : sqlite3_malloc64(block_rows * vbytes);
+  if (euclid) {
     keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
-    if (!keys) rc = SQLITE_NOMEM;
+    cand = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(uint32_t));
+    cand_keys = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(double));
+    if (!keys || !cand || !cand_keys) rc = SQLITE_NOMEM;
   }
   active = sqlite3_malloc64((sqlite3_uint64)n_queries * sizeof(size_t));
   if (sc->probe) {
@@ -469,6 +481,37 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
                              (int)(lo * ebytes));
       if (rc != SQLITE_OK) goto db_error;
+      if (keys && no_pending && !(sc->probe && list < 0)) {
+        /* Each query's keys of the block, and only the rows within its
+        ** bound (its heap's worst and its threshold: offer would turn the
+        ** others away) are looked at, in the order of the rows. */
+        for (size_t a = 0; a < n_active; a++) {
+          knn_query *q = &queries[active[a]];
+          double bound = q->worst;
+          size_t nc = 0;
+          if (bound != bound || q->thr_key < bound) bound = q->thr_key;
+          if (coded) {
+            fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, raw, hi - lo,
+                               dim, fkeys);
+            for (size_t r = 0; r < hi - lo; r++) {
+              double key = fkeys[r];
+              if (key > bound) continue;
+              cand[nc] = (uint32_t)r;
+              cand_keys[nc++] = key;
+            }
+          } else {
+            nc = fv_l2_squared_rows_within(q->spec->vector, block, hi - lo, dim, bound, cand,
+                                           cand_keys);
+          }
+          for (size_t j = 0; j < nc; j++) {
+            size_t r = lo + cand[j];
+            if (!(valid[r / 8] >> (r % 8) & 1)) continue;
+            rc = offer(sc, q, FV_OK, cand_keys[j], rowids[r], slot_key(id, (i64)r));
+            if (rc != SQLITE_OK) goto finish;
+          }
+        }
+        continue;
+      }
       if (coded && keys) {
         /* Euclidean keys straight from the codes, a kernel call per query. */
         for (size_t a = 0; a < n_active; a++) {
@@ -540,6 +583,8 @@ finish:
   sqlite3_free(block);
   sqlite3_free(raw);
   sqlite3_free(keys);
+  sqlite3_free(cand);
+  sqlite3_free(cand_keys);
   sqlite3_free(qprep);
   sqlite3_free(fkeys);
   return rc;
