@@ -294,6 +294,22 @@ finish:
   return rc;
 }
 
+/* A buffer of at least `bytes`: the cache's number i, or else one of the
+** scan's own (*own, freed by the caller). */
+static void *scan_buffer(knn_scan *sc, int i, sqlite3_uint64 bytes, void **own) {
+  knn_cache *c = sc->cache;
+  if (bytes == 0) bytes = 1;
+  if (!c) return *own = sqlite3_malloc64(bytes);
+  if (c->buf_bytes[i] < bytes) {
+    sqlite3_free(c->buf[i]);
+    c->buf_bytes[i] = 0;
+    c->buf[i] = sqlite3_malloc64(bytes);
+    if (!c->buf[i]) return NULL;
+    c->buf_bytes[i] = (size_t)bytes;
+  }
+  return c->buf[i];
+}
+
 /* Every valid slot of every chunk, read a block of vectors at a time (about
 ** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
 static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
@@ -313,7 +329,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   /* Bytes of one stored vector (compressed: codes read into raw, decoded). */
   const size_t ebytes = dim * (size_t)knn_elem_bytes(ix->storage);
   const int coded = ix->storage != KNN_STORE_F32;
-  void *raw = NULL;
+  void *raw = NULL, *own[3] = {NULL, NULL, NULL};
   const int euclid = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED;
   /* Euclidean codes are scored where they lie: a block holds as many of
   ** them as KNN_BLOCK_BYTES; anything else is read (and decoded) into a
@@ -349,8 +365,8 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
 
   chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
   valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
-  rowids = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
-  block = coded && euclid ? sqlite3_malloc64(1) : sqlite3_malloc64(block_rows * vbytes);
+  rowids = scan_buffer(sc, 0, (sqlite3_uint64)ix->chunk_size * sizeof(i64), &own[0]);
+  block = scan_buffer(sc, 1, coded && euclid ? 1 : block_rows * vbytes, &own[1]);
   if (euclid) {
     keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
     cand = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(uint32_t));
@@ -373,7 +389,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   if (coded) {
     size_t most = batch && (size_t)ix->chunk_size > block_rows ? (size_t)ix->chunk_size
                                                                : block_rows;
-    raw = sqlite3_malloc64((sqlite3_uint64)most * ebytes);
+    raw = scan_buffer(sc, 2, (sqlite3_uint64)most * ebytes, &own[2]);
     if (!raw) rc = SQLITE_NOMEM;
   }
   if (!chunks_tbl || !valid || !rowids || !block || !active || rc == SQLITE_NOMEM) {
@@ -579,9 +595,7 @@ finish:
   sqlite3_free(lists_tbl);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
-  sqlite3_free(rowids);
-  sqlite3_free(block);
-  sqlite3_free(raw);
+  for (int i = 0; i < 3; i++) sqlite3_free(own[i]);
   sqlite3_free(keys);
   sqlite3_free(cand);
   sqlite3_free(cand_keys);
@@ -715,11 +729,49 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
                      ix->tbl);
     if (rc == SQLITE_OK && sc->cache) sc->cache->ivf_st = sc->ivf_st;
   }
+  /* Each list's chunks are read once while the file does not change: the
+  ** cache keeps them. */
+  knn_cache *cache = sc->cache;
+  if (rc == SQLITE_OK && cache && !cache->list_ids) {
+    cache->list_ids = sqlite3_malloc64((sqlite3_uint64)(L + 1) * sizeof(i64 *));
+    cache->list_n = sqlite3_malloc64((sqlite3_uint64)(L + 1) * sizeof(size_t));
+    if (!cache->list_ids || !cache->list_n) {
+      sqlite3_free(cache->list_ids);
+      sqlite3_free(cache->list_n);
+      cache->list_ids = NULL;
+      cache->list_n = NULL;
+      cache = NULL;
+    } else {
+      memset(cache->list_ids, 0, (L + 1) * sizeof(i64 *));
+      cache->list_slots = L + 1;
+    }
+  }
+  if (cache && cache->list_slots != L + 1) cache = NULL;
   size_t cap = 0;
   for (i64 l = -1; rc == SQLITE_OK && l < ix->lists; l++) {
     int wanted = l < 0;
     for (size_t i = 0; i < nq && !wanted; i++) wanted = sc->probe[i * L + (size_t)l];
     if (!wanted) continue;
+    const i64 *known = cache ? cache->list_ids[l + 1] : NULL;
+    size_t first = sc->n_visit, n_known = known ? cache->list_n[l + 1] : 0;
+    if (known && sc->n_visit + n_known > cap) {
+      size_t ncap = cap ? cap : 256;
+      while (ncap < sc->n_visit + n_known) ncap *= 2;
+      struct knn_visit *nv = sqlite3_realloc64(sc->visit, ncap * sizeof *nv);
+      if (!nv) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      sc->visit = nv;
+      cap = ncap;
+    }
+    if (known) {
+      for (size_t j = 0; j < n_known; j++) {
+        sc->visit[sc->n_visit].id = known[j];
+        sc->visit[sc->n_visit++].list = l;
+      }
+      continue;
+    }
     sqlite3_bind_int64(sc->ivf_st, 1, l);
     while ((rc = sqlite3_step(sc->ivf_st)) == SQLITE_ROW) {
       if (sc->n_visit == cap) {
@@ -744,6 +796,13 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
     else if (rc == SQLITE_ROW) rc = SQLITE_ERROR;
     else if (rc != SQLITE_OK && rc != SQLITE_NOMEM && !sc->zErr) knn_db_error(sc->db, &sc->zErr);
     sqlite3_reset(sc->ivf_st);
+    if (rc == SQLITE_OK && cache) {
+      /* Kept for the next search (none kept when memory is short). */
+      i64 *ids = sqlite3_malloc64((sqlite3_uint64)(sc->n_visit - first + 1) * sizeof(i64));
+      for (size_t j = first; ids && j < sc->n_visit; j++) ids[j - first] = sc->visit[j].id;
+      cache->list_ids[l + 1] = ids;
+      cache->list_n[l + 1] = sc->n_visit - first;
+    }
   }
   if (rc == SQLITE_OK && sc->n_visit > 1)
     qsort(sc->visit, sc->n_visit, sizeof *sc->visit, cmp_visit);
@@ -839,11 +898,18 @@ static void cache_data_clear(knn_cache *c) {
   sqlite3_free(c->centroids);
   sqlite3_free(c->qparams);
   c->centroids = c->qparams = NULL;
+  for (size_t i = 0; c->list_ids && i < c->list_slots; i++) sqlite3_free(c->list_ids[i]);
+  sqlite3_free(c->list_ids);
+  sqlite3_free(c->list_n);
+  c->list_ids = NULL;
+  c->list_n = NULL;
+  c->list_slots = 0;
 }
 
 void knn_cache_clear(knn_cache *c) {
   cache_statements_clear(c);
   cache_data_clear(c);
+  for (int i = 0; i < 3; i++) sqlite3_free(c->buf[i]);
   sqlite3_finalize(c->schema_st);
   sqlite3_free(c->table);
   knn_index_clear(&c->ix);
