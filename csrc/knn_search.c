@@ -117,7 +117,7 @@ typedef struct knn_query {
 ** to k), so a huge k costs nothing and no count read from the file sizes an
 ** allocation. */
 static int heap_reserve(fv_heap *h) {
-  if (h->size < h->cap) return SQLITE_OK;
+  if (h->size < h->cap || h->size >= h->k) return SQLITE_OK; /* a full heap replaces its worst */
   size_t cap = h->cap ? h->cap * 2 : 64;
   if (cap > h->k || cap < h->cap) cap = h->k;
   if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
