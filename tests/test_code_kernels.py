@@ -246,8 +246,11 @@ def test_code_kernels_of_several_rows_equal_the_one_row_kernels(shim, kind):
                               one.ctypes.data)  # fmt: skip
                 shim.fvt_l2sq_rows(isa, kind, params.ctypes.data, prep.ctypes.data, address, n,
                                    dim, rows.ctypes.data)  # fmt: skip
-                np.testing.assert_array_equal(rows.view(np.uint32), one.view(np.uint32),
-                                              err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}")
+                np.testing.assert_array_equal(
+                    rows.view(np.uint32),
+                    one.view(np.uint32),
+                    err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}",
+                )
 
 
 def test_float32_kernels_of_several_rows_equal_the_one_row_kernel(shim):
@@ -264,8 +267,11 @@ def test_float32_kernels_of_several_rows_equal_the_one_row_kernel(shim):
                 if not shim.fvt_f32_rows(isa, query.ctypes.data, address, n, dim,
                                          out.ctypes.data, single.ctypes.data):  # fmt: skip
                     break
-                np.testing.assert_array_equal(out.view(np.uint32), single.view(np.uint32),
-                                              err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}")
+                np.testing.assert_array_equal(
+                    out.view(np.uint32),
+                    single.view(np.uint32),
+                    err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}",
+                )
 
 
 @pytest.mark.parametrize("scalar", [0, 1], ids=["dispatched", "scalar"])
