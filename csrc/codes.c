@@ -237,6 +237,77 @@ CODES_AVX2 static float l2sq_f16_avx2(const float *q, const unsigned char *c, si
   return s;
 }
 
+/* Two rows at a time, each summed exactly as l2sq_i8_avx2 / l2sq_f16_avx2 sum
+** it (same lanes, same order: the same bits), the parameters and the query
+** loaded once for both. Widths with a scalar tail go row by row. */
+CODES_AVX2 static void l2sq_i8_rows_avx2(const float *scale, const float *qp,
+                                         const unsigned char *c, size_t n, size_t dim,
+                                         float *out) {
+  size_t r = 0;
+  if (dim % 8 == 0)
+    for (; r + 2 <= n; r += 2) {
+      const unsigned char *c0 = c + r * dim, *c1 = c0 + dim;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+      size_t j = 0;
+      for (; j + 16 <= dim; j += 16) {
+        __m256 sa = _mm256_loadu_ps(scale + j), sb = _mm256_loadu_ps(scale + j + 8);
+        __m256 qa = _mm256_loadu_ps(qp + j), qb = _mm256_loadu_ps(qp + j + 8);
+        __m256 d0 = _mm256_fmsub_ps(sa, i8x8_avx2(c0 + j), qa);
+        __m256 d1 = _mm256_fmsub_ps(sb, i8x8_avx2(c0 + j + 8), qb);
+        __m256 e0 = _mm256_fmsub_ps(sa, i8x8_avx2(c1 + j), qa);
+        __m256 e1 = _mm256_fmsub_ps(sb, i8x8_avx2(c1 + j + 8), qb);
+        a0 = _mm256_fmadd_ps(d0, d0, a0);
+        a1 = _mm256_fmadd_ps(d1, d1, a1);
+        b0 = _mm256_fmadd_ps(e0, e0, b0);
+        b1 = _mm256_fmadd_ps(e1, e1, b1);
+      }
+      for (; j + 8 <= dim; j += 8) {
+        __m256 sa = _mm256_loadu_ps(scale + j), qa = _mm256_loadu_ps(qp + j);
+        __m256 d = _mm256_fmsub_ps(sa, i8x8_avx2(c0 + j), qa);
+        __m256 e = _mm256_fmsub_ps(sa, i8x8_avx2(c1 + j), qa);
+        a0 = _mm256_fmadd_ps(d, d, a0);
+        b0 = _mm256_fmadd_ps(e, e, b0);
+      }
+      out[r] = codes_hsum256(_mm256_add_ps(a0, a1));
+      out[r + 1] = codes_hsum256(_mm256_add_ps(b0, b1));
+    }
+  for (; r < n; r++) out[r] = l2sq_i8_avx2(scale, qp, c + r * dim, dim);
+}
+
+CODES_AVX2 static void l2sq_f16_rows_avx2(const float *q, const unsigned char *c, size_t n,
+                                          size_t dim, float *out) {
+  size_t r = 0;
+  if (dim % 8 == 0)
+    for (; r + 2 <= n; r += 2) {
+      const unsigned char *c0 = c + r * 2 * dim, *c1 = c0 + 2 * dim;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+      size_t j = 0;
+      for (; j + 16 <= dim; j += 16) {
+        __m256 qa = _mm256_loadu_ps(q + j), qb = _mm256_loadu_ps(q + j + 8);
+        __m256 d0 = _mm256_sub_ps(f16x8_avx2(c0 + 2 * j), qa);
+        __m256 d1 = _mm256_sub_ps(f16x8_avx2(c0 + 2 * j + 16), qb);
+        __m256 e0 = _mm256_sub_ps(f16x8_avx2(c1 + 2 * j), qa);
+        __m256 e1 = _mm256_sub_ps(f16x8_avx2(c1 + 2 * j + 16), qb);
+        a0 = _mm256_fmadd_ps(d0, d0, a0);
+        a1 = _mm256_fmadd_ps(d1, d1, a1);
+        b0 = _mm256_fmadd_ps(e0, e0, b0);
+        b1 = _mm256_fmadd_ps(e1, e1, b1);
+      }
+      for (; j + 8 <= dim; j += 8) {
+        __m256 qa = _mm256_loadu_ps(q + j);
+        __m256 d = _mm256_sub_ps(f16x8_avx2(c0 + 2 * j), qa);
+        __m256 e = _mm256_sub_ps(f16x8_avx2(c1 + 2 * j), qa);
+        a0 = _mm256_fmadd_ps(d, d, a0);
+        b0 = _mm256_fmadd_ps(e, e, b0);
+      }
+      out[r] = codes_hsum256(_mm256_add_ps(a0, a1));
+      out[r + 1] = codes_hsum256(_mm256_add_ps(b0, b1));
+    }
+  for (; r < n; r++) out[r] = l2sq_f16_avx2(q, c + r * 2 * dim, dim);
+}
+
 /* AVX-512F: 16 codes a step, the rest as AVX2 would (AVX-512F implies both). */
 CODES_AVX512 static inline __m512 i8x16_avx512(const unsigned char *c) {
   return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)c)));
@@ -305,6 +376,69 @@ CODES_AVX512 static float l2sq_f16_avx512(const float *q, const unsigned char *c
   }
   return s;
 }
+/* Four rows at a time, each summed exactly as l2sq_i8_avx512 /
+** l2sq_f16_avx512 sum it (the same bits), the parameters and the query
+** loaded once for the four. Widths with a scalar tail go row by row. */
+#define ROWS4_AVX512(ELEM)                                                          \
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                        \
+  __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();                        \
+  __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps();                        \
+  __m512 g0 = _mm512_setzero_ps(), g1 = _mm512_setzero_ps();                        \
+  size_t j = 0;                                                                     \
+  for (; j + 32 <= dim; j += 32) {                                                  \
+    __m512 d;                                                                       \
+    d = ELEM(c0, j), a0 = _mm512_fmadd_ps(d, d, a0);                                \
+    d = ELEM(c0, j + 16), a1 = _mm512_fmadd_ps(d, d, a1);                           \
+    d = ELEM(c1, j), b0 = _mm512_fmadd_ps(d, d, b0);                                \
+    d = ELEM(c1, j + 16), b1 = _mm512_fmadd_ps(d, d, b1);                           \
+    d = ELEM(c2, j), e0 = _mm512_fmadd_ps(d, d, e0);                                \
+    d = ELEM(c2, j + 16), e1 = _mm512_fmadd_ps(d, d, e1);                           \
+    d = ELEM(c3, j), g0 = _mm512_fmadd_ps(d, d, g0);                                \
+    d = ELEM(c3, j + 16), g1 = _mm512_fmadd_ps(d, d, g1);                           \
+  }                                                                                 \
+  for (; j + 16 <= dim; j += 16) {                                                  \
+    __m512 d;                                                                       \
+    d = ELEM(c0, j), a0 = _mm512_fmadd_ps(d, d, a0);                                \
+    d = ELEM(c1, j), b0 = _mm512_fmadd_ps(d, d, b0);                                \
+    d = ELEM(c2, j), e0 = _mm512_fmadd_ps(d, d, e0);                                \
+    d = ELEM(c3, j), g0 = _mm512_fmadd_ps(d, d, g0);                                \
+  }                                                                                 \
+  out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                             \
+  out[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));                         \
+  out[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));                         \
+  out[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(g0, g1));
+
+#define I8_ELEM(p, at)                                                              \
+  _mm512_fmsub_ps(_mm512_loadu_ps(scale + (at)), i8x16_avx512((p) + (at)),          \
+                  _mm512_loadu_ps(qp + (at)))
+#define F16_ELEM(p, at) _mm512_sub_ps(f16x16_avx512((p) + 2 * (at)), _mm512_loadu_ps(q + (at)))
+
+CODES_AVX512 static void l2sq_i8_rows_avx512(const float *scale, const float *qp,
+                                             const unsigned char *c, size_t n, size_t dim,
+                                             float *out) {
+  size_t r = 0;
+  if (dim % 16 == 0)
+    for (; r + 4 <= n; r += 4) {
+      const unsigned char *c0 = c + r * dim, *c1 = c0 + dim, *c2 = c1 + dim, *c3 = c2 + dim;
+      ROWS4_AVX512(I8_ELEM)
+    }
+  for (; r < n; r++) out[r] = l2sq_i8_avx512(scale, qp, c + r * dim, dim);
+}
+
+CODES_AVX512 static void l2sq_f16_rows_avx512(const float *q, const unsigned char *c, size_t n,
+                                              size_t dim, float *out) {
+  size_t r = 0;
+  if (dim % 16 == 0)
+    for (; r + 4 <= n; r += 4) {
+      const unsigned char *c0 = c + r * 2 * dim, *c1 = c0 + 2 * dim, *c2 = c1 + 2 * dim,
+                          *c3 = c2 + 2 * dim;
+      ROWS4_AVX512(F16_ELEM)
+    }
+  for (; r < n; r++) out[r] = l2sq_f16_avx512(q, c + r * 2 * dim, dim);
+}
+#undef ROWS4_AVX512
+#undef I8_ELEM
+#undef F16_ELEM
 #endif /* FV_X86 */
 
 /* ------------------------------------------------------------------------ */
@@ -395,19 +529,45 @@ typedef struct code_kernels {
   void (*decode_f16)(const unsigned char *, size_t, float *);
   float (*l2sq_i8)(const float *, const float *, const unsigned char *, size_t);
   float (*l2sq_f16)(const float *, const unsigned char *, size_t);
+  /* n rows at once, each as the row kernel above sums it. */
+  void (*l2sq_i8_rows)(const float *, const float *, const unsigned char *, size_t, size_t,
+                       float *);
+  void (*l2sq_f16_rows)(const float *, const unsigned char *, size_t, size_t, float *);
 } code_kernels;
 
-static const code_kernels codes_scalar = {"scalar", decode_i8_scalar, decode_f16_scalar,
-                                          l2sq_i8_scalar, l2sq_f16_scalar};
+/* A row at a time, for the instruction sets without a kernel of several. */
+#define DEFINE_CODE_ROWS(suffix)                                                       \
+  static void l2sq_i8_rows_##suffix(const float *scale, const float *qp,               \
+                                    const unsigned char *c, size_t n, size_t dim,      \
+                                    float *out) {                                      \
+    for (size_t r = 0; r < n; r++) out[r] = l2sq_i8_##suffix(scale, qp, c + r * dim, dim); \
+  }                                                                                    \
+  static void l2sq_f16_rows_##suffix(const float *q, const unsigned char *c, size_t n, \
+                                     size_t dim, float *out) {                         \
+    for (size_t r = 0; r < n; r++) out[r] = l2sq_f16_##suffix(q, c + r * 2 * dim, dim); \
+  }
+DEFINE_CODE_ROWS(scalar)
+#ifdef FV_NEON
+DEFINE_CODE_ROWS(neon)
+#endif
+
+static const code_kernels codes_scalar = {"scalar",           decode_i8_scalar,
+                                          decode_f16_scalar,  l2sq_i8_scalar,
+                                          l2sq_f16_scalar,    l2sq_i8_rows_scalar,
+                                          l2sq_f16_rows_scalar};
 #ifdef FV_X86
-static const code_kernels codes_avx2 = {"avx2", decode_i8_avx2, decode_f16_avx2, l2sq_i8_avx2,
-                                        l2sq_f16_avx2};
-static const code_kernels codes_avx512 = {"avx512", decode_i8_avx512, decode_f16_avx512,
-                                          l2sq_i8_avx512, l2sq_f16_avx512};
+static const code_kernels codes_avx2 = {"avx2",           decode_i8_avx2,   decode_f16_avx2,
+                                        l2sq_i8_avx2,     l2sq_f16_avx2,    l2sq_i8_rows_avx2,
+                                        l2sq_f16_rows_avx2};
+static const code_kernels codes_avx512 = {"avx512",           decode_i8_avx512,
+                                          decode_f16_avx512,  l2sq_i8_avx512,
+                                          l2sq_f16_avx512,    l2sq_i8_rows_avx512,
+                                          l2sq_f16_rows_avx512};
 #endif
 #ifdef FV_NEON
-static const code_kernels codes_neon = {"neon", decode_i8_neon, decode_f16_neon, l2sq_i8_neon,
-                                        l2sq_f16_neon};
+static const code_kernels codes_neon = {"neon",           decode_i8_neon, decode_f16_neon,
+                                        l2sq_i8_neon,     l2sq_f16_neon,  l2sq_i8_rows_neon,
+                                        l2sq_f16_rows_neon};
 #endif
 
 /* The kernels of instruction set `level` (as fv_isa_level numbers it), or
@@ -465,9 +625,8 @@ void fv_codes_l2sq_rows(int kind, const float *params, const float *prep, const 
                         size_t n_rows, size_t dim, float *out) {
   const code_kernels *k = CK();
   const unsigned char *c = codes;
-  if (kind == FV_CODE_F16) {
-    for (size_t r = 0; r < n_rows; r++) out[r] = k->l2sq_f16(prep, c + r * 2 * dim, dim);
-  } else if (kind == FV_CODE_I8) {
-    for (size_t r = 0; r < n_rows; r++) out[r] = k->l2sq_i8(params + dim, prep, c + r * dim, dim);
-  }
+  if (kind == FV_CODE_F16)
+    k->l2sq_f16_rows(prep, c, n_rows, dim, out);
+  else if (kind == FV_CODE_I8)
+    k->l2sq_i8_rows(params + dim, prep, c, n_rows, dim, out);
 }

@@ -322,8 +322,80 @@ static float dot_neon(const float *a, const float *b, size_t n) {
 
 DEFINE_L2SQ_ROWS(l2sq_rows_scalar, , l2sq_scalar)
 #ifdef FV_X86
-DEFINE_L2SQ_ROWS(l2sq_rows_avx2, FV_AVX2, l2sq_avx2)
-DEFINE_L2SQ_ROWS(l2sq_rows_avx512, FV_AVX512, l2sq_avx512)
+/* Several rows at once, each summed exactly as l2sq_avx2 / l2sq_avx512 sum
+** it (the same lanes in the same order: the same bits), the query loaded
+** once for all of them. */
+FV_AVX2 static void l2sq_rows_avx2(const float *q, const float *rows, size_t n_rows,
+                                   size_t dim, float *out) {
+  size_t r = 0;
+  if (dim % 8 == 0)
+    for (; r + 2 <= n_rows; r += 2) {
+      const float *b = rows + r * dim, *c = b + dim;
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+      __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+      __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+      __m256 t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
+      size_t i = 0;
+      for (; i + 32 <= dim; i += 32) {
+        __m256 q0 = _mm256_loadu_ps(q + i), q1 = _mm256_loadu_ps(q + i + 8);
+        __m256 q2 = _mm256_loadu_ps(q + i + 16), q3 = _mm256_loadu_ps(q + i + 24);
+        __m256 d;
+        d = _mm256_sub_ps(q0, _mm256_loadu_ps(b + i)), s0 = _mm256_fmadd_ps(d, d, s0);
+        d = _mm256_sub_ps(q1, _mm256_loadu_ps(b + i + 8)), s1 = _mm256_fmadd_ps(d, d, s1);
+        d = _mm256_sub_ps(q2, _mm256_loadu_ps(b + i + 16)), s2 = _mm256_fmadd_ps(d, d, s2);
+        d = _mm256_sub_ps(q3, _mm256_loadu_ps(b + i + 24)), s3 = _mm256_fmadd_ps(d, d, s3);
+        d = _mm256_sub_ps(q0, _mm256_loadu_ps(c + i)), t0 = _mm256_fmadd_ps(d, d, t0);
+        d = _mm256_sub_ps(q1, _mm256_loadu_ps(c + i + 8)), t1 = _mm256_fmadd_ps(d, d, t1);
+        d = _mm256_sub_ps(q2, _mm256_loadu_ps(c + i + 16)), t2 = _mm256_fmadd_ps(d, d, t2);
+        d = _mm256_sub_ps(q3, _mm256_loadu_ps(c + i + 24)), t3 = _mm256_fmadd_ps(d, d, t3);
+      }
+      for (; i + 8 <= dim; i += 8) {
+        __m256 q0 = _mm256_loadu_ps(q + i), d;
+        d = _mm256_sub_ps(q0, _mm256_loadu_ps(b + i)), s0 = _mm256_fmadd_ps(d, d, s0);
+        d = _mm256_sub_ps(q0, _mm256_loadu_ps(c + i)), t0 = _mm256_fmadd_ps(d, d, t0);
+      }
+      out[r] = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      out[r + 1] = hsum256(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
+    }
+  for (; r < n_rows; r++) out[r] = l2sq_avx2(q, rows + r * dim, dim);
+}
+
+FV_AVX512 static void l2sq_rows_avx512(const float *q, const float *rows, size_t n_rows,
+                                       size_t dim, float *out) {
+  size_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) {
+    const float *b0 = rows + r * dim, *b1 = b0 + dim, *b2 = b1 + dim, *b3 = b2 + dim;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
+    __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps();
+    __m512 g0 = _mm512_setzero_ps(), g1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= dim; i += 32) {
+      __m512 qa = _mm512_loadu_ps(q + i), qb = _mm512_loadu_ps(q + i + 16), d;
+      d = _mm512_sub_ps(qa, _mm512_loadu_ps(b0 + i)), a0 = _mm512_fmadd_ps(d, d, a0);
+      d = _mm512_sub_ps(qb, _mm512_loadu_ps(b0 + i + 16)), a1 = _mm512_fmadd_ps(d, d, a1);
+      d = _mm512_sub_ps(qa, _mm512_loadu_ps(b1 + i)), c0 = _mm512_fmadd_ps(d, d, c0);
+      d = _mm512_sub_ps(qb, _mm512_loadu_ps(b1 + i + 16)), c1 = _mm512_fmadd_ps(d, d, c1);
+      d = _mm512_sub_ps(qa, _mm512_loadu_ps(b2 + i)), e0 = _mm512_fmadd_ps(d, d, e0);
+      d = _mm512_sub_ps(qb, _mm512_loadu_ps(b2 + i + 16)), e1 = _mm512_fmadd_ps(d, d, e1);
+      d = _mm512_sub_ps(qa, _mm512_loadu_ps(b3 + i)), g0 = _mm512_fmadd_ps(d, d, g0);
+      d = _mm512_sub_ps(qb, _mm512_loadu_ps(b3 + i + 16)), g1 = _mm512_fmadd_ps(d, d, g1);
+    }
+    for (; i < dim; i += 16) {
+      __mmask16 m = (dim - i >= 16) ? (__mmask16)0xFFFF : (__mmask16)((1u << (dim - i)) - 1);
+      __m512 qa = _mm512_maskz_loadu_ps(m, q + i), d;
+      d = _mm512_sub_ps(qa, _mm512_maskz_loadu_ps(m, b0 + i)), a0 = _mm512_fmadd_ps(d, d, a0);
+      d = _mm512_sub_ps(qa, _mm512_maskz_loadu_ps(m, b1 + i)), c0 = _mm512_fmadd_ps(d, d, c0);
+      d = _mm512_sub_ps(qa, _mm512_maskz_loadu_ps(m, b2 + i)), e0 = _mm512_fmadd_ps(d, d, e0);
+      d = _mm512_sub_ps(qa, _mm512_maskz_loadu_ps(m, b3 + i)), g0 = _mm512_fmadd_ps(d, d, g0);
+    }
+    out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    out[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(c0, c1));
+    out[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+    out[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(g0, g1));
+  }
+  for (; r < n_rows; r++) out[r] = l2sq_avx512(q, rows + r * dim, dim);
+}
 #endif
 #ifdef FV_NEON
 DEFINE_L2SQ_ROWS(l2sq_rows_neon, , l2sq_neon)
@@ -457,6 +529,30 @@ void fv_l2_squared_rows(const float *q, const float *rows, size_t n_rows, size_t
       out[start + r] = sum_ok(block[r]) ? (double)block[r]
                                         : l2sq_double(rows + (start + r) * dim, q, dim);
   }
+}
+
+size_t fv_l2_squared_rows_within(const float *q, const float *rows, size_t n_rows, size_t dim,
+                                 double bound, uint32_t *idx, double *keys) {
+  const fv_kernels *k = K();
+  float block[256];
+  size_t m = 0;
+  for (size_t start = 0; start < n_rows; start += 256) {
+    size_t n = n_rows - start < 256 ? n_rows - start : 256;
+    k->l2sq_rows(q, rows + start * dim, n, dim, block);
+    for (size_t r = 0; r < n; r++) {
+      double key;
+      if (sum_ok(block[r])) {
+        key = block[r];
+        if (key > bound) continue; /* most rows */
+      } else {
+        key = l2sq_double(rows + (start + r) * dim, q, dim);
+        if (key > bound) continue;
+      }
+      idx[m] = (uint32_t)(start + r);
+      keys[m++] = key;
+    }
+  }
+  return m;
 }
 
 /* ------------------------------------------------------------------------ */

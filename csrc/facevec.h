@@ -76,6 +76,12 @@ double fv_l2_squared(const float *a, const float *b, size_t n);
 ** each) into out[n_rows], bit for bit, in one call. */
 void fv_l2_squared_rows(const float *q, const float *rows, size_t n_rows, size_t dim,
                         double *out);
+/* The rows of fv_l2_squared_rows whose key is not above bound (NaN keys
+** included; every row when bound is NaN): their indices into idx and their
+** keys, the same bits, into keys (n_rows entries each, at most); returns
+** how many. n_rows < 2^32. */
+size_t fv_l2_squared_rows_within(const float *q, const float *rows, size_t n_rows, size_t dim,
+                                 double bound, uint32_t *idx, double *keys);
 
 /* Distance between a and b under metric m. Returns FV_OK and sets *out, or
 ** FV_ZERO_NORM (cosine, euclidean_l2) / FV_MISUSE (unknown metric). */

@@ -117,7 +117,7 @@ typedef struct knn_query {
 ** to k), so a huge k costs nothing and no count read from the file sizes an
 ** allocation. */
 static int heap_reserve(fv_heap *h) {
-  if (h->size < h->cap) return SQLITE_OK;
+  if (h->size < h->cap || h->size >= h->k) return SQLITE_OK; /* a full heap replaces its worst */
   size_t cap = h->cap ? h->cap * 2 : 64;
   if (cap > h->k || cap < h->cap) cap = h->k;
   if (cap > (size_t)INT64_MAX / sizeof(double)) return SQLITE_NOMEM;
@@ -294,6 +294,22 @@ finish:
   return rc;
 }
 
+/* A buffer of at least `bytes`: the cache's number i, or else one of the
+** scan's own (*own, freed by the caller). */
+static void *scan_buffer(knn_scan *sc, int i, sqlite3_uint64 bytes, void **own) {
+  knn_cache *c = sc->cache;
+  if (bytes == 0) bytes = 1;
+  if (!c) return *own = sqlite3_malloc64(bytes);
+  if (c->buf_bytes[i] < bytes) {
+    sqlite3_free(c->buf[i]);
+    c->buf_bytes[i] = 0;
+    c->buf[i] = sqlite3_malloc64(bytes);
+    if (!c->buf[i]) return NULL;
+    c->buf_bytes[i] = (size_t)bytes;
+  }
+  return c->buf[i];
+}
+
 /* Every valid slot of every chunk, read a block of vectors at a time (about
 ** KNN_BLOCK_BYTES: small enough to stay in L2 while each query scores it). */
 static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
@@ -313,9 +329,19 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   /* Bytes of one stored vector (compressed: codes read into raw, decoded). */
   const size_t ebytes = dim * (size_t)knn_elem_bytes(ix->storage);
   const int coded = ix->storage != KNN_STORE_F32;
-  void *raw = NULL;
-  size_t block_rows = KNN_BLOCK_BYTES / vbytes;
+  void *raw = NULL, *own[3] = {NULL, NULL, NULL};
+  const int euclid = sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED;
+  /* Euclidean codes are scored where they lie: a block holds as many of
+  ** them as KNN_BLOCK_BYTES; anything else is read (and decoded) into a
+  ** block of that many float32 bytes. */
+  size_t block_rows = KNN_BLOCK_BYTES / (coded && euclid ? ebytes : vbytes);
   int rc = SQLITE_OK;
+  /* No row needs its rowid looked up (no pending change, no build under
+  ** way): a block's euclidean keys are filtered by each query's bound
+  ** before any row is looked at (cand: the rows within it, and their keys). */
+  const int no_pending = !ix->building && sc->pending.n == 0 && !sc->pending_has_min;
+  uint32_t *cand = NULL;
+  double *cand_keys = NULL;
   /* IVF: the queries that read this chunk, and a mixed chunk's slot lists. */
   const i64 lists = ix->lists;
   size_t *active = NULL, n_active = n_queries;
@@ -339,11 +365,13 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
 
   chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
   valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
-  rowids = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size * sizeof(i64));
-  block = sqlite3_malloc64(block_rows * vbytes);
-  if (sc->metric == FV_EUCLIDEAN || sc->metric == FV_EUCLIDEAN_SQUARED) {
+  rowids = scan_buffer(sc, 0, (sqlite3_uint64)ix->chunk_size * sizeof(i64), &own[0]);
+  block = scan_buffer(sc, 1, coded && euclid ? 1 : block_rows * vbytes, &own[1]);
+  if (euclid) {
     keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
-    if (!keys) rc = SQLITE_NOMEM;
+    cand = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(uint32_t));
+    cand_keys = sqlite3_malloc64((sqlite3_uint64)block_rows * sizeof(double));
+    if (!keys || !cand || !cand_keys) rc = SQLITE_NOMEM;
   }
   active = sqlite3_malloc64((sqlite3_uint64)n_queries * sizeof(size_t));
   if (sc->probe) {
@@ -361,7 +389,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   if (coded) {
     size_t most = batch && (size_t)ix->chunk_size > block_rows ? (size_t)ix->chunk_size
                                                                : block_rows;
-    raw = sqlite3_malloc64((sqlite3_uint64)most * ebytes);
+    raw = scan_buffer(sc, 2, (sqlite3_uint64)most * ebytes, &own[2]);
     if (!raw) rc = SQLITE_NOMEM;
   }
   if (!chunks_tbl || !valid || !rowids || !block || !active || rc == SQLITE_NOMEM) {
@@ -469,6 +497,37 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
                              (int)(lo * ebytes));
       if (rc != SQLITE_OK) goto db_error;
+      if (keys && no_pending && !(sc->probe && list < 0)) {
+        /* Each query's keys of the block, and only the rows within its
+        ** bound (its heap's worst and its threshold: offer would turn the
+        ** others away) are looked at, in the order of the rows. */
+        for (size_t a = 0; a < n_active; a++) {
+          knn_query *q = &queries[active[a]];
+          double bound = q->worst;
+          size_t nc = 0;
+          if (bound != bound || q->thr_key < bound) bound = q->thr_key;
+          if (coded) {
+            fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, raw, hi - lo,
+                               dim, fkeys);
+            for (size_t r = 0; r < hi - lo; r++) {
+              double key = fkeys[r];
+              if (key > bound) continue;
+              cand[nc] = (uint32_t)r;
+              cand_keys[nc++] = key;
+            }
+          } else {
+            nc = fv_l2_squared_rows_within(q->spec->vector, block, hi - lo, dim, bound, cand,
+                                           cand_keys);
+          }
+          for (size_t j = 0; j < nc; j++) {
+            size_t r = lo + cand[j];
+            if (!(valid[r / 8] >> (r % 8) & 1)) continue;
+            rc = offer(sc, q, FV_OK, cand_keys[j], rowids[r], slot_key(id, (i64)r));
+            if (rc != SQLITE_OK) goto finish;
+          }
+        }
+        continue;
+      }
       if (coded && keys) {
         /* Euclidean keys straight from the codes, a kernel call per query. */
         for (size_t a = 0; a < n_active; a++) {
@@ -536,10 +595,10 @@ finish:
   sqlite3_free(lists_tbl);
   sqlite3_free(chunks_tbl);
   sqlite3_free(valid);
-  sqlite3_free(rowids);
-  sqlite3_free(block);
-  sqlite3_free(raw);
+  for (int i = 0; i < 3; i++) sqlite3_free(own[i]);
   sqlite3_free(keys);
+  sqlite3_free(cand);
+  sqlite3_free(cand_keys);
   sqlite3_free(qprep);
   sqlite3_free(fkeys);
   return rc;
@@ -670,11 +729,49 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
                      ix->tbl);
     if (rc == SQLITE_OK && sc->cache) sc->cache->ivf_st = sc->ivf_st;
   }
+  /* Each list's chunks are read once while the file does not change: the
+  ** cache keeps them. */
+  knn_cache *cache = sc->cache;
+  if (rc == SQLITE_OK && cache && !cache->list_ids) {
+    cache->list_ids = sqlite3_malloc64((sqlite3_uint64)(L + 1) * sizeof(i64 *));
+    cache->list_n = sqlite3_malloc64((sqlite3_uint64)(L + 1) * sizeof(size_t));
+    if (!cache->list_ids || !cache->list_n) {
+      sqlite3_free(cache->list_ids);
+      sqlite3_free(cache->list_n);
+      cache->list_ids = NULL;
+      cache->list_n = NULL;
+      cache = NULL;
+    } else {
+      memset(cache->list_ids, 0, (L + 1) * sizeof(i64 *));
+      cache->list_slots = L + 1;
+    }
+  }
+  if (cache && cache->list_slots != L + 1) cache = NULL;
   size_t cap = 0;
   for (i64 l = -1; rc == SQLITE_OK && l < ix->lists; l++) {
     int wanted = l < 0;
     for (size_t i = 0; i < nq && !wanted; i++) wanted = sc->probe[i * L + (size_t)l];
     if (!wanted) continue;
+    const i64 *known = cache ? cache->list_ids[l + 1] : NULL;
+    size_t first = sc->n_visit, n_known = known ? cache->list_n[l + 1] : 0;
+    if (known && sc->n_visit + n_known > cap) {
+      size_t ncap = cap ? cap : 256;
+      while (ncap < sc->n_visit + n_known) ncap *= 2;
+      struct knn_visit *nv = sqlite3_realloc64(sc->visit, ncap * sizeof *nv);
+      if (!nv) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      sc->visit = nv;
+      cap = ncap;
+    }
+    if (known) {
+      for (size_t j = 0; j < n_known; j++) {
+        sc->visit[sc->n_visit].id = known[j];
+        sc->visit[sc->n_visit++].list = l;
+      }
+      continue;
+    }
     sqlite3_bind_int64(sc->ivf_st, 1, l);
     while ((rc = sqlite3_step(sc->ivf_st)) == SQLITE_ROW) {
       if (sc->n_visit == cap) {
@@ -699,6 +796,13 @@ static int choose_lists(knn_scan *sc, const knn_request *req) {
     else if (rc == SQLITE_ROW) rc = SQLITE_ERROR;
     else if (rc != SQLITE_OK && rc != SQLITE_NOMEM && !sc->zErr) knn_db_error(sc->db, &sc->zErr);
     sqlite3_reset(sc->ivf_st);
+    if (rc == SQLITE_OK && cache) {
+      /* Kept for the next search (none kept when memory is short). */
+      i64 *ids = sqlite3_malloc64((sqlite3_uint64)(sc->n_visit - first + 1) * sizeof(i64));
+      for (size_t j = first; ids && j < sc->n_visit; j++) ids[j - first] = sc->visit[j].id;
+      cache->list_ids[l + 1] = ids;
+      cache->list_n[l + 1] = sc->n_visit - first;
+    }
   }
   if (rc == SQLITE_OK && sc->n_visit > 1)
     qsort(sc->visit, sc->n_visit, sizeof *sc->visit, cmp_visit);
@@ -794,11 +898,18 @@ static void cache_data_clear(knn_cache *c) {
   sqlite3_free(c->centroids);
   sqlite3_free(c->qparams);
   c->centroids = c->qparams = NULL;
+  for (size_t i = 0; c->list_ids && i < c->list_slots; i++) sqlite3_free(c->list_ids[i]);
+  sqlite3_free(c->list_ids);
+  sqlite3_free(c->list_n);
+  c->list_ids = NULL;
+  c->list_n = NULL;
+  c->list_slots = 0;
 }
 
 void knn_cache_clear(knn_cache *c) {
   cache_statements_clear(c);
   cache_data_clear(c);
+  for (int i = 0; i < 3; i++) sqlite3_free(c->buf[i]);
   sqlite3_finalize(c->schema_st);
   sqlite3_free(c->table);
   knn_index_clear(&c->ix);

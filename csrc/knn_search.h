@@ -59,6 +59,16 @@ typedef struct knn_cache {
   /* While valid: the IVF centroids and the int8 parameters of ix (NULL until
   ** a search reads them), so a query does not read them again. */
   float *centroids, *qparams;
+  /* A search's largest buffers (a chunk's rowids, a block of vectors or
+  ** codes), kept from one search to the next so that a query does not map
+  ** and fault in fresh pages for them. */
+  void *buf[3];
+  size_t buf_bytes[3];
+  /* While valid: each IVF list's chunk ids (list_n[l + 1] of them at
+  ** list_ids[l + 1], l = -1 for the mixed chunks; NULL until a search
+  ** reads the list). */
+  i64 **list_ids;
+  size_t *list_n, list_slots;
 } knn_cache;
 
 void knn_cache_clear(knn_cache *c);

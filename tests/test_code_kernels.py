@@ -44,6 +44,37 @@ void fvt_l2sq(int isa, int kind, const float *params, const float *prep,
     out[r] = kind == FV_CODE_F16 ? k->l2sq_f16(prep, codes + 2 * r * dim, dim)
                                  : k->l2sq_i8(params + dim, prep, codes + r * dim, dim);
 }
+
+void fvt_l2sq_rows(int isa, int kind, const float *params, const float *prep,
+                   const unsigned char *codes, size_t n, size_t dim, float *out) {
+  const code_kernels *k = codes_for(isa);
+  if (kind == FV_CODE_F16) k->l2sq_f16_rows(prep, codes, n, dim, out);
+  else k->l2sq_i8_rows(params + dim, prep, codes, n, dim, out);
+}
+
+/* float32: the rows kernel of instruction set isa, and its one-row kernel. */
+int fvt_f32_rows(int isa, const float *q, const float *rows, size_t n, size_t dim,
+                 float *out, float *single) {
+  const fv_kernels *k = isa == 0 ? &kernels_scalar : NULL;
+#ifdef FV_X86
+  if (isa == 1) k = &kernels_avx2;
+  if (isa == 2) k = &kernels_avx512;
+#endif
+#ifdef FV_NEON
+  if (isa == 3) k = &kernels_neon;
+#endif
+  if (!k || !codes_for(isa)) return 0;
+  k->l2sq_rows(q, rows, n, dim, out);
+  for (size_t r = 0; r < n; r++) single[r] = k->l2sq(q, rows + r * dim, dim);
+  return 1;
+}
+
+/* fv_l2_squared_rows_within beside fv_l2_squared_rows (the dispatched kernels). */
+size_t fvt_within(const float *q, const float *rows, size_t n, size_t dim, double bound,
+                  uint32_t *idx, double *keys, double *all) {
+  fv_l2_squared_rows(q, rows, n, dim, all);
+  return fv_l2_squared_rows_within(q, rows, n, dim, bound, idx, keys);
+}
 """
 
 
@@ -66,6 +97,11 @@ def shim(tmp_path_factory):
                                 ctypes.c_size_t, p]  # fmt: skip
     lib_.fvt_l2sq.argtypes = [ctypes.c_int, ctypes.c_int, p, p, p, ctypes.c_size_t,
                               ctypes.c_size_t, p]  # fmt: skip
+    lib_.fvt_l2sq_rows.argtypes = lib_.fvt_l2sq.argtypes
+    lib_.fvt_f32_rows.argtypes = [ctypes.c_int, p, p, ctypes.c_size_t, ctypes.c_size_t, p, p]
+    lib_.fvt_within.argtypes = [p, p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_double, p, p,
+                                p]  # fmt: skip
+    lib_.fvt_within.restype = ctypes.c_size_t
     return lib_
 
 
@@ -186,3 +222,80 @@ def test_dispatched_codes_round_trip_and_score(kind):
     np.testing.assert_allclose(l2, out[1][2], rtol=1e-5)
     expected = ((decoded.astype(np.float64) - query) ** 2).sum(axis=1)
     np.testing.assert_allclose(l2, expected, rtol=1e-4)
+
+
+ROW_COUNTS = (1, 2, 3, 4, 5, 7, 8, 9, 33)
+
+
+@pytest.mark.parametrize("kind", [F16, I8], ids=["float16", "int8"])
+def test_code_kernels_of_several_rows_equal_the_one_row_kernels(shim, kind):
+    """Several rows per call (the parameters and query loaded once for them)
+    sum each row exactly as the one-row kernel does: the same bits, whatever
+    the number of rows, the width and the codes' offset."""
+    rng = np.random.default_rng(10 + kind)
+    for isa in [isa for isa in range(4) if shim.fvt_available(isa)]:
+        for dim in DIMS:
+            params = int8_params(rng, dim)
+            query = rng.standard_normal(dim).astype(np.float32)
+            prep = query - params[:dim] if kind == I8 else query.copy()
+            for n in ROW_COUNTS:
+                codes = random_codes(rng, kind, n, dim)
+                buf, address = unaligned(codes.tobytes(), n % 3)
+                one, rows = np.zeros(n, np.float32), np.full(n, np.nan, np.float32)
+                shim.fvt_l2sq(isa, kind, params.ctypes.data, prep.ctypes.data, address, n, dim,
+                              one.ctypes.data)  # fmt: skip
+                shim.fvt_l2sq_rows(isa, kind, params.ctypes.data, prep.ctypes.data, address, n,
+                                   dim, rows.ctypes.data)  # fmt: skip
+                np.testing.assert_array_equal(
+                    rows.view(np.uint32),
+                    one.view(np.uint32),
+                    err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}",
+                )
+
+
+def test_float32_kernels_of_several_rows_equal_the_one_row_kernel(shim):
+    """The float32 rows kernels give each row the one-row kernel's bits (the
+    knn index ranks, and returns, exactly those)."""
+    rng = np.random.default_rng(11)
+    for isa in range(4):
+        for dim in DIMS:
+            query = rng.standard_normal(dim).astype(np.float32)
+            for n in ROW_COUNTS:
+                rows = rng.standard_normal(n * dim).astype(np.float32)
+                buf, address = unaligned(rows.tobytes(), 4 * (n % 2) + n % 3)
+                out, single = np.full(n, np.nan, np.float32), np.zeros(n, np.float32)
+                if not shim.fvt_f32_rows(isa, query.ctypes.data, address, n, dim,
+                                         out.ctypes.data, single.ctypes.data):  # fmt: skip
+                    break
+                np.testing.assert_array_equal(
+                    out.view(np.uint32),
+                    single.view(np.uint32),
+                    err_msg=f"{ISA_NAMES[isa]} dim {dim} n {n}",
+                )
+
+
+@pytest.mark.parametrize("scalar", [0, 1], ids=["dispatched", "scalar"])
+def test_rows_within_a_bound_are_exactly_those_of_the_full_scan(shim, scalar):
+    """fv_l2_squared_rows_within keeps the rows whose key is not above the
+    bound, with fv_l2_squared_rows' keys to the bit: NaN rows and every row
+    under a NaN bound included, extreme rows (recomputed in double) too."""
+    rng = np.random.default_rng(12)
+    n, dim = 300, 128
+    rows = rng.standard_normal((n, dim)).astype(np.float32)
+    rows[5] = np.nan
+    rows[17] = 1e-25  # underflows in float32: the double sum decides
+    rows[40] = 3e19  # overflows in float32
+    query = np.zeros(dim, np.float32) + np.float32(1e-25)
+    query[0] = 0.5
+    idx, keys, full = np.zeros(n, np.uint32), np.zeros(n), np.zeros(n)
+    shim.fv_force_scalar(scalar)  # the shim's own copy of the dispatch
+    try:
+        for bound in (np.nan, 0.0, 5e-49, 100.0, 128.0, 200.0, np.inf):
+            m = shim.fvt_within(query.ctypes.data, rows.ctypes.data, n, dim, float(bound),
+                                idx.ctypes.data, keys.ctypes.data, full.ctypes.data)  # fmt: skip
+            expect = [r for r in range(n) if not full[r] > bound]
+            assert idx[:m].tolist() == expect, bound
+            np.testing.assert_array_equal(keys[:m].view(np.uint64), full[expect].view(np.uint64))
+        assert 5 in expect and 17 in expect and 40 in expect
+    finally:
+        shim.fv_force_scalar(0)
