@@ -174,7 +174,9 @@ def _timed(what, profile: bool) -> tuple[float, float]:
         profiler.disable()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+        pstats.Stats(profiler).sort_stats(os.environ.get("BULK_SORT", "tottime")).print_stats(
+            int(os.environ.get("BULK_LINES", "12"))
+        )
     return wall, cpu
 
 

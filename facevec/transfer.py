@@ -104,7 +104,7 @@ def _copy_into(
     with _progress(len(names), "image", progress) as bar:
         for start in range(0, len(names), batch_size):
             chunk = names[start : start + batch_size]
-            images = faces.stored_faces_of(src, chunk)
+            images = faces.stored_faces_of_range(src, chunk)
             every = [face for stored in images.values() for face in stored]
             found = blob_problems([face.embedding for face in every], collection.dimensions)
             if found:  # one look at the whole batch; the bad faces named and left out
@@ -575,14 +575,25 @@ def _decoded_sizes(rows: faces.FaceBatch) -> np.ndarray:
             continue
         value = rows.values.get(name)
         if isinstance(value, list):
-            sizes += np.fromiter(
-                (len(v) if isinstance(v, (str, bytes)) else 8 for v in value),
-                dtype=np.int64,
-                count=len(value),
-            )
+            sizes += _lengths(value)
         else:
             sizes += len(value) if isinstance(value, (str, bytes)) else 8
     return sizes
+
+
+def _lengths(values: list[Any]) -> Any:
+    """len() of each str or bytes value, 8 of any other: an array, or one number
+    when every value is one that is not."""
+    kinds = set(map(type, values))
+    if kinds <= {str, bytes}:
+        return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if not kinds & {str, bytes}:
+        return 8
+    return np.fromiter(
+        (len(v) if isinstance(v, (str, bytes)) else 8 for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
 
 
 #: A face crop larger than this many pixels is no crop facevec wrote.
