@@ -42,6 +42,7 @@ from .parquet_reading import (
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
+from .storage.dialects import MYSQL
 from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_blobs, require_pyarrow
 from .vectors import blob_problems, check_vectors
 
@@ -101,6 +102,8 @@ def _copy_into(
         dst, collection.model_name, collection.dimensions, collection.detector_backend
     )
     names = faces.image_names(src)
+    # A target empty at the start has none of these images (each is in one batch).
+    replacing = faces.id_span(dst) is not None
     with _progress(len(names), "image", progress) as bar:
         for start in range(0, len(names), batch_size):
             chunk = names[start : start + batch_size]
@@ -120,7 +123,7 @@ def _copy_into(
             copied["faces"] += len(every) - len(found)
             copied["skipped"] += len(found)
             with dst.transaction():
-                faces.replace_stored_images(dst, images)
+                faces.replace_stored_images(dst, images, replacing)
             copied["images"] += len(chunk)
             bar.update(len(chunk))
     entries = ledger.entries(src)
@@ -476,6 +479,10 @@ def _import_rows(
     """Every row of every file into `dst`, inside the caller's transaction."""
     span = faces.id_span(dst)
     before = span[1] if span else 0  # ids above: faces of this import
+    # Into a gallery empty at the start, where equal text is equal bytes (not MariaDB's
+    # case-blind keys), a face is stored already only if this import stored it: the
+    # hashes of the keys imported so far say when to ask the database.
+    imported: set[int] | None = set() if span is None and dst.dialect is not MYSQL else None
     collection = (
         schema.ensure_collection(dst, model, dims, detector, in_transaction=True) if dims else None
     )
@@ -513,7 +520,13 @@ def _import_rows(
             for row, crop in enumerate(rows.column("face_image")):
                 if crop is not None:
                     _check_crop(crop, at(row))
-            existing = faces.ids_of_faces(dst, keys)
+            hashes = set(map(hash, keys))
+            if imported is not None and not hashes & imported:
+                existing: dict[tuple[str, int], int] = {}
+            else:
+                existing = faces.ids_of_faces(dst, keys)
+            if imported is not None:
+                imported |= hashes
             if len(set(keys)) < len(keys) or any(i > before for i in existing.values()):
                 seen: set[tuple[str, int]] = set()
                 for row, key in enumerate(keys):  # the first face seen twice
