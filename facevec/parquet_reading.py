@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import DatabaseNotFoundError, GalleryFormatError
 from .vector_columns import require_pyarrow
@@ -168,6 +170,15 @@ class RowBudget:
     @classmethod
     def of(cls, path: Path) -> RowBudget:
         return cls(path, MAX_EXPANSION * path.stat().st_size + EXPANSION_SLACK)
+
+    def spend_rows(self, sizes: Any, where: Callable[[int], str]) -> None:
+        """:meth:`spend` of many rows' sizes (an integer array) at once; `where(row)`
+        names the row that goes over the budget."""
+        total = np.cumsum(sizes) + self.used
+        if len(total) and total[-1] > self.limit:
+            row = int(np.argmax(total > self.limit))
+            self.spend(int(total[row]) - self.used, where(row))
+        self.used = int(total[-1]) if len(total) else self.used
 
     def spend(self, nbytes: int, where: str) -> None:
         self.used += nbytes

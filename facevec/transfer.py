@@ -14,7 +14,6 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from .parquet_reading import (
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
+from .storage.dialects import MYSQL
 from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_blobs, require_pyarrow
 from .vectors import blob_problems, check_vectors
 
@@ -102,24 +102,28 @@ def _copy_into(
         dst, collection.model_name, collection.dimensions, collection.detector_backend
     )
     names = faces.image_names(src)
+    # A target empty at the start has none of these images (each is in one batch).
+    replacing = faces.id_span(dst) is not None
     with _progress(len(names), "image", progress) as bar:
         for start in range(0, len(names), batch_size):
             chunk = names[start : start + batch_size]
-            images = faces.stored_faces_of(src, chunk)
-            for name, stored in images.items():
-                bad = {
-                    p.row: p.reason
-                    for p in blob_problems([f.embedding for f in stored], collection.dimensions)
+            images = faces.stored_faces_of_range(src, chunk)
+            every = [face for stored in images.values() for face in stored]
+            found = blob_problems([face.embedding for face in every], collection.dimensions)
+            if found:  # one look at the whole batch; the bad faces named and left out
+                bad = {id(every[p.row]) for p in found}
+                skipped += [
+                    f"{every[p.row].img_name!r} face {every[p.row].face_index} {p.reason}"
+                    for p in found
+                ]
+                images = {
+                    name: [face for face in stored if id(face) not in bad]
+                    for name, stored in images.items()
                 }
-                if bad:
-                    skipped += [
-                        f"{name!r} face {stored[row].face_index} {why}" for row, why in bad.items()
-                    ]
-                    images[name] = [face for row, face in enumerate(stored) if row not in bad]
-                copied["faces"] += len(images[name])
-                copied["skipped"] += len(bad)
+            copied["faces"] += len(every) - len(found)
+            copied["skipped"] += len(found)
             with dst.transaction():
-                faces.replace_stored_images(dst, images)
+                faces.replace_stored_images(dst, images, replacing)
             copied["images"] += len(chunk)
             bar.update(len(chunk))
     entries = ledger.entries(src)
@@ -475,6 +479,10 @@ def _import_rows(
     """Every row of every file into `dst`, inside the caller's transaction."""
     span = faces.id_span(dst)
     before = span[1] if span else 0  # ids above: faces of this import
+    # Into a gallery empty at the start, where equal text is equal bytes (not MariaDB's
+    # case-blind keys), a face is stored already only if this import stored it: the
+    # hashes of the keys imported so far say when to ask the database.
+    imported: set[int] | None = set() if span is None and dst.dialect is not MYSQL else None
     collection = (
         schema.ensure_collection(dst, model, dims, detector, in_transaction=True) if dims else None
     )
@@ -503,28 +511,46 @@ def _import_rows(
             matrix = check_vectors(
                 values, collection.dimensions, _row_names(path, first, names, indexes)
             )
-            stored = _stored_faces(batch, matrix, model, detector)
-            existing = faces.ids_of_faces(dst, [(f.img_name, f.face_index) for f in stored])
-            seen: set[tuple[str, int]] = set()
-            for row, face in enumerate(stored):
-                at = f"row {first + row} of {path.name} ({face.img_name!r}, face {face.face_index})"
-                budget.spend(_decoded_size(face), at)
-                if face.face_image is not None:
-                    _check_crop(face.face_image, at)
-                key = (face.img_name, face.face_index)
-                if key in seen or existing.get(key, 0) > before:
-                    raise GalleryFormatError(
-                        f"{at}: this face appears twice in the import; each (img_name, "
-                        "face_index) must be one row (nothing was imported)"
-                    )
-                seen.add(key)
+            rows = _face_batch(batch, matrix, model, detector)
+            keys = list(zip(rows.column("img_name"), rows.column("face_index"), strict=True))
+
+            at = _row_place(path, first, keys)
+
+            budget.spend_rows(_decoded_sizes(rows), at)
+            for row, crop in enumerate(rows.column("face_image")):
+                if crop is not None:
+                    _check_crop(crop, at(row))
+            hashes = set(map(hash, keys))
+            if imported is not None and not hashes & imported:
+                existing: dict[tuple[str, int], int] = {}
+            else:
+                existing = faces.ids_of_faces(dst, keys)
+            if imported is not None:
+                imported |= hashes
+            if len(set(keys)) < len(keys) or any(i > before for i in existing.values()):
+                seen: set[tuple[str, int]] = set()
+                for row, key in enumerate(keys):  # the first face seen twice
+                    if key in seen or existing.get(key, 0) > before:
+                        raise GalleryFormatError(
+                            f"{at(row)}: this face appears twice in the import; each "
+                            "(img_name, face_index) must be one row (nothing was imported)"
+                        )
+                    seen.add(key)
             # The batch in bulk: the faces it replaces out, then one COPY (PostgreSQL)
             # or multi-row INSERTs (MariaDB/MySQL).
             faces.delete_faces(dst, list(existing.values()))
-            faces.insert_stored_faces(dst, stored)
-            counts["faces"] += len(stored)
+            faces.insert_stored_faces(dst, rows)
+            counts["faces"] += len(rows)
             counts["replaced"] += len(existing)
             bar.update(batch.num_rows)
+
+
+def _row_place(path: Path, first: int, keys: list[tuple[str, int]]) -> Any:
+    def at(row: int) -> str:
+        name, index = keys[row]
+        return f"row {first + row} of {path.name} ({name!r}, face {index})"
+
+    return at
 
 
 def _row_names(path: Path, first: int, names: list[Any], indexes: list[Any]) -> Any:
@@ -554,8 +580,33 @@ def _column_values(batch: Any, name: str) -> list[Any]:
     return values
 
 
-def _decoded_size(face: faces.StoredFace) -> int:
-    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in astuple(face))
+def _decoded_sizes(rows: faces.FaceBatch) -> np.ndarray:
+    """What each face of a batch decodes to: its text and bytes, 8 for any other value."""
+    sizes = np.full(len(rows), 4 * rows.vectors.shape[1], dtype=np.int64)
+    for name in faces.STORED_FACE_COLUMNS:
+        if name == "embedding":
+            continue
+        value = rows.values.get(name)
+        if isinstance(value, list):
+            sizes += _lengths(value)
+        else:
+            sizes += len(value) if isinstance(value, (str, bytes)) else 8
+    return sizes
+
+
+def _lengths(values: list[Any]) -> Any:
+    """len() of each str or bytes value, 8 of any other: an array, or one number
+    when every value is one that is not."""
+    kinds = set(map(type, values))
+    if kinds <= {str, bytes}:
+        return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if not kinds & {str, bytes}:
+        return 8
+    return np.fromiter(
+        (len(v) if isinstance(v, (str, bytes)) else 8 for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
 
 
 #: A face crop larger than this many pixels is no crop facevec wrote.
@@ -584,36 +635,33 @@ def _check_crop(data: bytes, where: str) -> None:
         raise GalleryFormatError(f"{where}: its face_image does not decode ({err})") from None
 
 
-def _stored_faces(
+def _face_batch(
     batch: Any, matrix: np.ndarray, model: str, detector: str | None
-) -> list[faces.StoredFace]:
-    blobs = [faces.vector_blob(row) for row in matrix]
-    columns = {
-        name: _column_values(batch, name)
-        for name in faces.STORED_FACE_COLUMNS
-        if name in batch.schema.names and name != "embedding"
-    }
-    created = schema.now()
-    defaults = {"model_name": model, "detector_backend": detector, "created_at": created}
-    stored = []
-    for position, blob in enumerate(blobs):
-        values = {}
-        for name in faces.STORED_FACE_COLUMNS:
-            if name == "embedding":
-                values[name] = blob
-            elif name in columns and columns[name][position] is not None:
-                values[name] = columns[name][position]
-            else:
-                values[name] = defaults.get(name)
-        if values["img_name"] is None or values["face_index"] is None:
-            raise GalleryFormatError("a row without img_name or face_index cannot be stored")
-        if values["model_name"] != model:
-            raise ModelMismatchError(
-                f"a face of {values['img_name']} is a {values['model_name']} vector, "
-                f"the gallery's are {model}"
-            )
-        stored.append(faces.StoredFace(**values))
-    return stored
+) -> faces.FaceBatch:
+    """The faces of a record batch as columns: a column the files lack, or a
+    missing value, is the model, detector or time of the import (or NULL)."""
+    defaults = {"model_name": model, "detector_backend": detector, "created_at": schema.now()}
+    values: dict[str, Any] = {}
+    for name in faces.STORED_FACE_COLUMNS:
+        if name == "embedding":
+            continue
+        default = defaults.get(name)
+        if name not in batch.schema.names:
+            values[name] = default
+            continue
+        column = _column_values(batch, name)
+        if default is not None and any(v is None for v in column):
+            column = [default if v is None else v for v in column]
+        values[name] = column
+    if any(v is None for v in values["img_name"]) or any(v is None for v in values["face_index"]):
+        raise GalleryFormatError("a row without img_name or face_index cannot be stored")
+    if isinstance(values["model_name"], list):
+        for name, value in zip(values["img_name"], values["model_name"], strict=True):
+            if value != model:
+                raise ModelMismatchError(
+                    f"a face of {name} is a {value} vector, the gallery's are {model}"
+                )
+    return faces.FaceBatch(matrix, values)
 
 
 @contextlib.contextmanager

@@ -220,3 +220,76 @@ def test_bad_vector_in_a_bulk_batch_loses_nothing(backend, tmp_path):
         ):
             import_parquet(folder, db, model_name="Dlib", batch_size=50, progress=False)
         assert snapshot(db) == before
+
+
+# Names a COPY line or an SQL literal must escape: tab, newline, backslash, quotes.
+AWKWARD = ["tab\there.jpg", "new\nline.jpg", "back\\slash.jpg", 'it\'s "quoted".jpg', "é ✓.jpg"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_add_keeps_awkward_text_as_it_is(backend, tmp_path):
+    vectors, _ = grouped_faces(len(AWKWARD) * 2, seed=13, groups=2)
+    names = AWKWARD * 2  # two faces of each
+    identities = ["who\t\\ 'x'\n" if row % 2 else "plain" for row in range(len(names))]
+    with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
+        facevec.add(bulk, names, vectors, model_name="Dlib", identities=identities)
+        _row_by_row_add(single, names, vectors, identities)
+        after, expected = snapshot(bulk), snapshot(single)
+        assert (after["meta"], after["values"]) == (expected["meta"], expected["values"])
+        assert sorted({row[0] for row in after["meta"]}) == sorted(AWKWARD)
+        assert {row[1] for row in after["meta"]} == set(identities)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_copy_and_import_keep_crops_and_nulls(backend, tmp_path):
+    vectors, labels = grouped_faces(40, seed=17, groups=2)
+    source = str(tmp_path / "source.db")
+    facevec.add(source, AWKWARD * 8, vectors, model_name="Dlib")
+    with open_database(source) as database, database.transaction():
+        database.execute("UPDATE face_meta SET face_image = {p} WHERE face_index = 1", (_crop(3),))
+        database.execute("UPDATE face_meta SET face_confidence = 0.5, facial_area_x = 7")
+    folder = tmp_path / "parquet"
+    export_parquet(source, folder, progress=False)
+    expected = snapshot(source)
+    with fresh_database(backend, tmp_path) as copied, fresh_database(backend, tmp_path) as imported:
+        copy_gallery(source, copied, batch_size=2)  # every batch one range of names
+        import_parquet(folder, imported, batch_size=7, progress=False)
+        assert snapshot(copied)["meta"] == expected["meta"]
+        assert snapshot(imported)["meta"] == expected["meta"]
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_multi_row_statements_split_by_size_keep_every_row(backend, tmp_path, monkeypatch):
+    # Every row larger than the limit: each alone in a statement of its own.
+    monkeypatch.setattr(faces, "MULTI_ROW_BYTES", 1000)
+    vectors, labels = grouped_faces(N, seed=19, groups=6)
+    identities = [f"id{x}" for x in labels]
+    with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
+        facevec.add(bulk, _names(N), vectors, model_name="Dlib", identities=identities)
+        _row_by_row_add(single, _names(N), vectors, identities)
+        after, expected = snapshot(bulk), snapshot(single)
+        assert (after["meta"], after["values"]) == (expected["meta"], expected["values"])
+        assert len(after["meta"]) == N
+
+
+def test_the_batch_check_of_float32_finds_what_the_float64_check_finds():
+    from facevec.vectors import MAX_LENGTH, MIN_LENGTH, problems
+
+    rng = np.random.default_rng(23)
+    rows = rng.standard_normal((40, DIM))
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    # Lengths at and around both bounds, in float32's own rounding.
+    for row, length in enumerate(
+        [MIN_LENGTH, MAX_LENGTH, MIN_LENGTH * 0.9999, MAX_LENGTH * 1.0001, 0.0]
+        + [MIN_LENGTH * 1.0009, MAX_LENGTH * 0.9991, 3e38, 1e-20]
+    ):
+        unit[row] *= length
+    unit[10, 5] = np.nan
+    unit[11, 6] = np.inf
+    narrow = unit.astype(np.float32)
+    assert [(p.row, p.reason) for p in problems(narrow)] == [
+        (p.row, p.reason) for p in problems(narrow.astype(np.float64))
+    ]
+    assert len(problems(narrow)) >= 6
+    clean = narrow[20:]
+    assert problems(clean) == [] == problems(clean.astype(np.float64))

@@ -768,8 +768,12 @@ def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
 
 #: Faces per bulk insert of ``add`` (COPY, multi-row INSERT): one progress step.
 ADD_BATCH = 10000
-# A face known only by its vector: no box, no eyes (facial_area_x ... right_eye_y).
-_NO_AREA = (None,) * 8
+# A face known only by its vector: no box, no eyes.
+_NO_AREA_COLUMNS = tuple(
+    name
+    for name in faces.STORED_FACE_COLUMNS
+    if name.startswith(("facial_area_", "left_eye_", "right_eye_"))
+)
 
 
 def add(
@@ -815,6 +819,7 @@ def add(
     grouped: dict[str, list[int]] = {}
     for row, name in enumerate(img_names):
         grouped.setdefault(str(name), []).append(row)
+    last = next(reversed(grouped), None)
     from tqdm import tqdm
 
     with open_database(db) as database:
@@ -825,37 +830,41 @@ def add(
             database.transaction(),
             tqdm(total=len(vectors), unit="face", desc="add", disable=not progress) as bar,
         ):
-            batch: dict[str, list[faces.StoredFace]] = {}
-            in_batch = 0
             created = schema.now()
-            blobs = vectors.astype("<f4", copy=False)
             # A gallery empty at the start has nothing to replace (names are unique here).
             replacing = faces.id_span(database) is not None
-            for name, rows in grouped.items():
-                identity = None if identities is None else identities[rows[0]]
-                batch[name] = [
-                    faces.StoredFace(
-                        name,
-                        identity,
-                        i,
-                        blobs[row].tobytes(),
-                        model_name,
-                        None,
-                        *_NO_AREA,
-                        0.0,  # the confidence of Face.from_vector
-                        None,
-                        None,
-                        created,
+            shared = {
+                "model_name": model_name,
+                "detector_backend": None,
+                **dict.fromkeys(_NO_AREA_COLUMNS),
+                "face_confidence": 0.0,  # the confidence of Face.from_vector
+                "face_image": None,
+                "source_sha256": None,
+                "created_at": created,
+            }
+            rows: list[int] = []
+            names: list[str] = []
+            indexes: list[int] = []
+            owners: list[str | None] = []  # each face gets its image's first identity
+            for name, of_name in grouped.items():
+                rows += of_name
+                names += [name] * len(of_name)
+                indexes += range(len(of_name))
+                if identities is not None:
+                    owners += [identities[of_name[0]]] * len(of_name)
+                if len(rows) >= ADD_BATCH or name == last:
+                    batch = faces.FaceBatch(
+                        vectors[rows],
+                        {
+                            **shared,
+                            "img_name": names,
+                            "face_index": indexes,
+                            "identity": None if identities is None else owners,
+                        },
                     )
-                    for i, row in enumerate(rows)
-                ]
-                in_batch += len(rows)
-                if in_batch >= ADD_BATCH:
-                    faces.replace_stored_images(database, batch, replacing)
-                    bar.update(in_batch)
-                    batch, in_batch = {}, 0
-            faces.replace_stored_images(database, batch, replacing)
-            bar.update(in_batch)
+                    faces.replace_face_batch(database, batch, replacing)
+                    bar.update(len(rows))
+                    rows, names, indexes, owners = [], [], [], []
         if people_from_folders is None:
             people_from_folders = identities is not None and any(
                 identity is not None for identity in identities

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, InvalidVectorError
 from ..face import Face
-from ..vectors import blob_problems, check_blob
+from ..vectors import check_blob, problems
 from . import lists
 from .database import Database, in_clause_chunks
 from .dialects import MYSQL, POSTGRESQL
@@ -206,39 +206,91 @@ def replace_stored_image(db: Database, img_name: str, faces: Sequence[StoredFace
 
 # Writing in bulk: add, copy and import -------------------------------------------
 
-#: Rows of one multi-row INSERT on MariaDB/MySQL (and at most this many bytes).
-MULTI_ROW_INSERT = 1000
-MULTI_ROW_BYTES = 2 << 20
+#: Rows of one multi-row INSERT on MariaDB/MySQL, and at most this many bytes (or
+#: half the server's max_allowed_packet, if that is less).
+MULTI_ROW_INSERT = 10000
+MULTI_ROW_BYTES = 8 << 20
+_PACKET: dict[str, int] = {}
 
 
-def insert_stored_faces(db: Database, stored: Sequence[StoredFace]) -> list[int]:
+def _statement_bytes(db: Database) -> int:
+    if db.name not in _PACKET:
+        packet = db.scalar("SELECT @@max_allowed_packet")
+        _PACKET[db.name] = MULTI_ROW_BYTES if packet is None else int(packet) // 2
+    return min(MULTI_ROW_BYTES, _PACKET[db.name])
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Many faces as columns, no object per face: what a bulk insert writes.
+
+    ``vectors``: float32, one row per face. ``values``: every other face_meta column
+    (STORED_FACE_COLUMNS but embedding) as a list of one value per face, or as one
+    value (anything but a list) that every face shares."""
+
+    vectors: np.ndarray
+    values: Mapping[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def column(self, name: str) -> list[Any]:
+        value = self.values.get(name)
+        return value if isinstance(value, list) else [value] * len(self)
+
+    def describe(self, row: int) -> str:
+        """A face as the row-by-row check names it: "face 0 of 'a.jpg'"."""
+        return f"face {self.column('face_index')[row]} of {self.column('img_name')[row]!r}"
+
+    @classmethod
+    def of(cls, stored: Sequence[StoredFace]) -> FaceBatch:
+        """The batch of stored faces whose blobs are float32 vectors of one size (a
+        blob of another size is refused by name, as the row-by-row check does)."""
+        blobs = [face.embedding for face in stored]
+        size = len(blobs[0]) if blobs else 4
+        if size % 4 or not size or any(len(b) != size for b in blobs):
+            for face in stored:  # the first bad one, in the words of the row-by-row check
+                check_blob(face.embedding, lambda f=face: f"face {f.face_index} of {f.img_name!r}")
+            for face in stored:  # each a vector, of another size than the first
+                if len(face.embedding) != size:
+                    raise InvalidVectorError(
+                        f"face {face.face_index} of {face.img_name!r} is"
+                        f" {len(face.embedding)} bytes, not {size // 4} float32 values"
+                        f" ({size} bytes)"
+                    )
+        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), size // 4)
+        columns = list(zip(*map(_values, stored), strict=True)) if stored else []
+        return cls(
+            matrix,
+            {
+                name: list(column)
+                for name, column in zip(_COLUMNS, columns, strict=True)
+                if name != "embedding"
+            },
+        )
+
+
+def insert_stored_faces(db: Database, stored: Sequence[StoredFace] | FaceBatch) -> list[int]:
     """Insert many faces at once; returns their ids, in order. The bulk form of
     :func:`insert_stored_face` with the same rows as a result (each vector checked,
-    each face in its list, face_embeddings rows unless blobs only): COPY on
-    PostgreSQL, multi-row INSERTs on MariaDB/MySQL, one prepared INSERT per row on
-    SQLite. The caller's transaction: a failure leaves nothing of the call behind
-    once it rolls back."""
-    if not stored:
+    once, as a batch; each face in its list; face_embeddings rows unless blobs
+    only): one COPY on PostgreSQL (its text built a column at a time), multi-row
+    INSERTs of up to MULTI_ROW_BYTES on MariaDB/MySQL, one prepared INSERT per row
+    on SQLite. The caller's transaction: a failure leaves nothing of the call
+    behind once it rolls back."""
+    batch = stored if isinstance(stored, FaceBatch) else FaceBatch.of(stored)
+    if not len(batch):
         return []
-    blobs = [face.embedding for face in stored]
-    size = len(blobs[0])
-    if (
-        size % 4
-        or not size
-        or any(len(b) != size for b in blobs)
-        or blob_problems(blobs, size // 4)
-    ):
-        for face in stored:  # the first bad one, in the words of the row-by-row check
-            check_blob(face.embedding, lambda f=face: f"face {f.face_index} of {f.img_name!r}")
+    found = problems(batch.vectors)
+    if found:  # the first bad one, in the words of the row-by-row check
+        raise InvalidVectorError(f"{batch.describe(found[0].row)} {found[0].reason}")
+    vectors = np.ascontiguousarray(batch.vectors, dtype="<f4")
     current = lists.layout(db)
-    numbers = lists.lists_of(db, blobs, current)
-    rows = [
-        _values(face) + (None if numbers is None else numbers[i],) for i, face in enumerate(stored)
-    ]
+    numbers = lists.lists_of_matrix(db, vectors, current)
     if db.dialect is POSTGRESQL:
-        ids = _copy_face_rows(db, rows)
+        ids = _copy_face_rows(db, batch, vectors, numbers)
     elif db.dialect is MYSQL:
-        ids = _multi_row_face_rows(db, rows)
+        ids = _multi_row_face_rows(db, batch, vectors, numbers)
     else:
         sql = db.dialect.sql(
             f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list)"
@@ -246,38 +298,102 @@ def insert_stored_faces(db: Database, stored: Sequence[StoredFace]) -> list[int]
         )
         cursor = db.conn.cursor()
         ids = []
-        for row in rows:
+        for row in zip(*_columns(batch, vectors, numbers, _blobs), strict=True):
             cursor.execute(sql, row)
             ids.append(int(cursor.lastrowid))
     if current.embedding_rows:
-        insert_many_embedding_rows(db, ids, [face.embedding for face in stored])
+        insert_many_embedding_rows(db, ids, vectors)
     if current.clustered and numbers is not None:
         _insert_multi_row(
             db,
             "facevec_list_vectors (list_no, face_id, embedding)",
-            [(n, i, f.embedding) for n, i, f in zip(numbers, ids, stored, strict=True)],
+            list(zip(numbers, ids, _blobs(vectors), strict=True)),
         )
     return ids
 
 
-def _copy_face_rows(db: Database, rows: list[tuple]) -> list[int]:
-    """COPY of face_meta rows with ids drawn from its identity sequence first."""
+def _blobs(vectors: np.ndarray) -> list[bytes]:
+    width = vectors.shape[1] * 4
+    data = vectors.tobytes()
+    return [data[at : at + width] for at in range(0, len(data), width)]
+
+
+def _columns(
+    batch: FaceBatch, vectors: np.ndarray, numbers: list[int] | None, embedding: Any
+) -> list[list[Any]]:
+    """The face_meta columns of a batch (_COLUMNS order, then ivf_list), the
+    embedding column as `embedding(vectors)` makes it."""
+    return [
+        embedding(vectors) if name == "embedding" else batch.column(name) for name in _COLUMNS
+    ] + [[None] * len(batch) if numbers is None else numbers]
+
+
+# PostgreSQL's COPY text format: one line a row, tab between columns, \N for NULL.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterError(f"cannot store {value!r} in face_meta")
+    return str(int(value))
+
+
+def _copy_column(values: list[Any]) -> list[str]:
+    """A column's values as COPY text; text that needs no escape is kept as it is."""
+    if all(type(value) is str for value in values) and not any(
+        c in "".join(values) for c in "\\\t\n\r"
+    ):
+        return values
+    if all(type(value) is int for value in values):
+        return list(map(str, values))
+    return list(map(_copy_value, values))
+
+
+def _hex_column(prefix: str, suffix: str, vectors: np.ndarray) -> list[str]:
+    """Each vector's float32 bytes as prefix + hex + suffix, hex of one block."""
+    text = vectors.tobytes().hex()
+    width = 8 * vectors.shape[1]
+    return [prefix + text[at : at + width] + suffix for at in range(0, len(text), width)]
+
+
+def _copy_face_rows(
+    db: Database, batch: FaceBatch, vectors: np.ndarray, numbers: list[int] | None
+) -> list[int]:
+    """One COPY of face_meta rows with ids drawn from its identity sequence first."""
     cursor = db.conn.cursor()
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('face_meta', 'id')) FROM generate_series(1, %s)",
-        (len(rows),),
+        (len(batch),),
     )
     ids = [int(row[0]) for row in cursor.fetchall()]
+    columns = [_copy_column(ids)] + [
+        column if name == "embedding" else _copy_column(column)
+        for name, column in zip(
+            _COLUMNS + ("ivf_list",),
+            _columns(batch, vectors, numbers, lambda v: _hex_column("\\\\x", "", v)),
+            strict=True,
+        )
+    ]
+    text = "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
     with cursor.copy(f"COPY face_meta (id, {', '.join(_COLUMNS)}, ivf_list) FROM STDIN") as copy:
-        for face_id, row in zip(ids, rows, strict=True):
-            copy.write_row((face_id,) + row)
+        copy.write(text.encode())
     return ids
 
 
 _AUTOINC_LOCK_MODE: dict[str, int] = {}
 
 
-def _multi_row_face_rows(db: Database, rows: list[tuple]) -> list[int]:
+def _multi_row_face_rows(
+    db: Database, batch: FaceBatch, vectors: np.ndarray, numbers: list[int] | None
+) -> list[int]:
     """Multi-row INSERTs of face_meta rows. Under innodb_autoinc_lock_mode 0 or 1 a
     multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); under 2 (ids
     interleaved with other writers') each statement's ids are read back by key."""
@@ -286,57 +402,78 @@ def _multi_row_face_rows(db: Database, rows: list[tuple]) -> list[int]:
         _AUTOINC_LOCK_MODE[db.name] = 2 if mode is None else int(mode)
     consecutive = _AUTOINC_LOCK_MODE[db.name] < 2
     ids: list[int] = []
-    columns = f"face_meta ({', '.join(_COLUMNS)}, ivf_list)"
-    for chunk, cursor in _insert_multi_row(db, columns, rows):
-        if consecutive and cursor.rowcount == len(chunk):
+    names, indexes = batch.column("img_name"), batch.column("face_index")
+    literal = _mysql_literal(db.conn)
+    columns = [
+        column if name == "embedding" else [literal(value) for value in column]
+        for name, column in zip(
+            _COLUMNS + ("ivf_list",),
+            _columns(batch, vectors, numbers, lambda v: _hex_column("X'", "'", v)),
+            strict=True,
+        )
+    ]
+    table = f"face_meta ({', '.join(_COLUMNS)}, ivf_list)"
+    for (start, end), cursor in _insert_rows(db, table, columns):
+        if consecutive and cursor.rowcount == end - start:
             first = int(cursor.lastrowid)
-            ids.extend(range(first, first + len(chunk)))
+            ids.extend(range(first, first + end - start))
             continue
         found = {}
-        names = sorted({row[0] for row in chunk})
-        for part in in_clause_chunks(names):
+        for part in in_clause_chunks(sorted(set(names[start:end]))):
             for face_id, name, index in db.query(
                 "SELECT id, img_name, face_index FROM face_meta"
                 f" WHERE img_name IN ({db.dialect.params(len(part))})",
                 part,
             ):
                 found[(name, int(index))] = int(face_id)
-        ids.extend(found[(row[0], int(row[2]))] for row in chunk)
+        ids.extend(found[(names[row], int(indexes[row]))] for row in range(start, end))
     return ids
+
+
+def _insert_rows(
+    db: Database, table: str, columns: list[list[str]], most: int = MULTI_ROW_INSERT
+) -> list[tuple[tuple[int, int], Any]]:
+    """Multi-row INSERTs on MariaDB/MySQL of rows given as columns of SQL literals,
+    up to `most` rows and MULTI_ROW_BYTES each; returns ((first row, end), cursor)
+    of each statement."""
+    rows = ["(" + ", ".join(row) + ")" for row in zip(*columns, strict=True)]
+    done = []
+    start = 0
+    limit = _statement_bytes(db)
+    while start < len(rows):
+        end, size = start, 0
+        while end < len(rows) and (
+            end == start or (end - start < most and size + len(rows[end]) < limit)
+        ):
+            size += len(rows[end])
+            end += 1
+        cursor = db.conn.cursor()
+        try:
+            cursor.execute(f"INSERT INTO {table} VALUES {', '.join(rows[start:end])}")
+        except Exception as err:
+            db._raise_if_lost(err)
+            raise
+        done.append(((start, end), cursor))
+        start = end
+    return done
 
 
 def _insert_multi_row(
     db: Database, table: str, rows: Sequence[tuple], most: int = MULTI_ROW_INSERT
-) -> list[tuple[list, Any]]:
+) -> None:
     """INSERTs of up to `most` rows (and MULTI_ROW_BYTES) each on MariaDB/MySQL,
-    executemany elsewhere; returns (rows, cursor) of each statement."""
+    executemany elsewhere."""
     if not rows:
-        return []
+        return
     width = len(rows[0])
     if db.dialect is not MYSQL:
         db.executemany(f"INSERT INTO {table} VALUES ({db.dialect.params(width)})", rows)
-        return []
-    done = []
-    start = 0
-    while start < len(rows):
-        end, size = start, 0
-        while end < len(rows) and end - start < most and size < MULTI_ROW_BYTES:
-            size += sum(len(v) for v in rows[end] if isinstance(v, (bytes, str)))
-            end += 1
-        chunk = list(rows[start:end])
-        # The statement written out here: PyMySQL's escaping of bound values, in
-        # Python, cost more than the server's insert (a vector is X'hex' instead).
-        literal = _mysql_literal(db.conn)
-        values = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in chunk)
-        cursor = db.conn.cursor()
-        try:
-            cursor.execute(f"INSERT INTO {table} VALUES {values}")
-        except Exception as err:
-            db._raise_if_lost(err)
-            raise
-        done.append((chunk, cursor))
-        start = end
-    return done
+        return
+    # The statement written out here: PyMySQL's escaping of bound values, in
+    # Python, cost more than the server's insert (a vector is X'hex' instead).
+    literal = _mysql_literal(db.conn)
+    columns = [[literal(value) for value in column] for column in zip(*rows, strict=True)]
+    _insert_rows(db, table, columns, most)
 
 
 def _mysql_literal(conn: Any) -> Any:
@@ -366,14 +503,12 @@ def _mysql_literal(conn: Any) -> Any:
     return literal
 
 
-def insert_many_embedding_rows(
-    db: Database, face_ids: Sequence[int], embeddings: Sequence[bytes]
-) -> None:
+def insert_many_embedding_rows(db: Database, face_ids: Sequence[int], vectors: np.ndarray) -> None:
     """The face_embeddings rows of many faces (COPY on PostgreSQL, multi-row INSERTs
     on MariaDB/MySQL): the same values as :func:`insert_embedding_rows`."""
     if not face_ids:
         return
-    matrix = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(len(face_ids), -1)
+    matrix = np.asarray(vectors, dtype="<f4").reshape(len(face_ids), -1)
     values = matrix.astype(np.float64).tolist()
     dims = range(matrix.shape[1])
     if db.dialect is POSTGRESQL:
@@ -391,7 +526,7 @@ def insert_many_embedding_rows(
             for face_id, vector in zip(face_ids, values, strict=True)
             for dimension, value in zip(dims, vector, strict=True)
         ],
-        most=16 * MULTI_ROW_INSERT,
+        most=10 * MULTI_ROW_INSERT,
     )
 
 
@@ -445,6 +580,14 @@ def replace_stored_images(
     return insert_stored_faces(db, [face for stored in images.values() for face in stored])
 
 
+def replace_face_batch(db: Database, batch: FaceBatch, replacing: bool = True) -> list[int]:
+    """:func:`replace_stored_images` of a batch: its images' faces are the batch's
+    (every face of an image in it, each image once)."""
+    if replacing:
+        _delete_faces(db, ids_of_images(db, sorted(set(batch.column("img_name")))))
+    return insert_stored_faces(db, batch)
+
+
 # Reading -----------------------------------------------------------------------
 
 
@@ -457,7 +600,33 @@ def stored_faces(db: Database, img_name: str) -> list[StoredFace]:
         f"SELECT {', '.join(_COLUMNS)} FROM face_meta WHERE img_name = {{p}} ORDER BY face_index",
         (img_name,),
     )
-    return [StoredFace(*(_plain(value) for value in row)) for row in rows]
+    return [StoredFace(*map(_plain, row)) for row in rows]
+
+
+def _stored(row: Sequence[Any]) -> StoredFace:
+    # The blobs (embedding, face_image) are bytes from every driver facevec opens.
+    if type(row[3]) is bytes and (row[15] is None or type(row[15]) is bytes):
+        return StoredFace(*row)
+    return StoredFace(*map(_plain, row))
+
+
+def stored_faces_of_range(db: Database, img_names: Sequence[str]) -> dict[str, list[StoredFace]]:
+    """:func:`stored_faces_of` of consecutive names of :func:`image_names` (in its
+    order): one index range scan from the first to the last instead of IN lists."""
+    found: dict[str, list[StoredFace]] = {str(name): [] for name in img_names}
+    if not img_names:
+        return found
+    for row in db.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM face_meta"
+        " WHERE img_name >= {p} AND img_name <= {p}",
+        (img_names[0], img_names[-1]),
+    ):
+        face = _stored(row)
+        if face.img_name in found:  # not an image stored since the names were read
+            found[face.img_name].append(face)
+    for stored in found.values():
+        stored.sort(key=lambda face: face.face_index)
+    return found
 
 
 def stored_faces_of(db: Database, img_names: Sequence[str]) -> dict[str, list[StoredFace]]:
@@ -469,7 +638,7 @@ def stored_faces_of(db: Database, img_names: Sequence[str]) -> dict[str, list[St
             f" WHERE img_name IN ({db.dialect.params(len(chunk))})",
             chunk,
         ):
-            face = StoredFace(*(_plain(value) for value in row))
+            face = _stored(row)
             found[face.img_name].append(face)
     for stored in found.values():
         stored.sort(key=lambda face: face.face_index)

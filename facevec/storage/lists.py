@@ -123,9 +123,18 @@ def lists_of(db: Database, embeddings: Sequence[bytes], current: Layout) -> list
         return None
     if not embeddings:
         return []
-    matrix, metric = centroids(db, current)
     data = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(len(embeddings), -1)
-    numbers, _ = assign(data, matrix, metric)
+    return lists_of_matrix(db, data, current)
+
+
+def lists_of_matrix(db: Database, vectors: np.ndarray, current: Layout) -> list[int] | None:
+    """:func:`lists_of` of new faces given as a float32 matrix (one row a face)."""
+    if current.generation is None:
+        return None
+    if not len(vectors):
+        return []
+    matrix, metric = centroids(db, current)
+    numbers, _ = assign(vectors, matrix, metric)
     return [int(n) for n in numbers]
 
 
