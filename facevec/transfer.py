@@ -40,6 +40,8 @@ from .parquet_reading import (
     parquet_files,
     row_batches,
 )
+from .people import parquet_people
+from .people import transfer as people_transfer
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
@@ -62,7 +64,11 @@ def copy_gallery(
     a rerun finishes the copy. A source face whose vector facevec would not store
     (an older version or another program wrote it) is left out and named
     (SkippedFacesWarning). A progress bar with `progress`. Returns {"faces": n,
-    "images": n, "ledger": n, "skipped": n}.
+    "images": n, "ledger": n, "skipped": n, "people": n}.
+
+    The people come along (facevec.people.transfer): into a target without people
+    work, or holding exactly the same people (a rerun); any other target is
+    refused before anything is written. The edit history stays behind.
     """
     copied = {"faces": 0, "images": 0, "ledger": 0, "skipped": 0}
     skipped: list[str] = []
@@ -97,6 +103,7 @@ def _copy_into(
     skipped: list[str],
     progress: bool = False,
 ) -> None:
+    people, rerun = people_transfer.people_to_carry(src, dst, collection.model_name)
     schema.create_schema(dst)
     schema.ensure_collection(
         dst, collection.model_name, collection.dimensions, collection.detector_backend
@@ -127,6 +134,7 @@ def _copy_into(
         for entry in entries:
             ledger.replace(dst, entry)
     copied["ledger"] = len(entries)
+    copied["people"] = people_transfer.carry_people(src, dst, people, rerun)["people"]
     # Face ids changed: folder people are rebuilt (where the source has them), not copied.
     from_folders = store_people.has_people(src) and store_people.has_folder_people(src)
     sync_people(dst, True if from_folders else None)
@@ -221,6 +229,8 @@ def export_parquet(
             raise DatabaseNotFoundError(f"{src.name} holds no faces to export")
         target.mkdir(parents=True, exist_ok=True)
         existing = sorted(target.glob("*.parquet"))
+        if parquet_people.people_file(target).exists():  # the people of an earlier export
+            existing.append(parquet_people.people_file(target))
         if existing and not overwrite:
             raise GalleryFormatError(
                 f"{target} already holds {len(existing)} Parquet files; "
@@ -238,7 +248,11 @@ def export_parquet(
                 exported += len(rows)
                 bar.update(len(rows))
         files = parts.close()
-    return {"faces": exported, "files": files}
+        people = people_transfer.read_people(src)
+        people = people_transfer.check_people(people, src.name, collection.model_name)
+        if people_transfer.has_people(people):
+            parquet_people.write_people_file(people, target)
+    return {"faces": exported, "files": files, "people": len(people["person"])}
 
 
 class _PartWriter:
@@ -407,6 +421,7 @@ def import_parquet(
     for path, parquet in opened:
         _check_columns(parquet.schema_arrow, path)
     metadata = _gallery_metadata(folder, opened)
+    people = parquet_people.read_people_file(folder)
     model = metadata.get("model_name") or model_name
     detector = metadata.get("detector_backend") or detector_backend
     if model is None:
@@ -419,12 +434,20 @@ def import_parquet(
     for path, parquet in opened:
         check_footer(parquet, path, 4 * dims if dims else 0)
     total = sum(parquet.metadata.num_rows for _, parquet in opened)
-    counts = {"faces": 0, "replaced": 0}
+    counts = {"faces": 0, "replaced": 0, "people": 0}
+    where = str(parquet_people.people_file(folder))
+    if people is not None:
+        people = people_transfer.check_people(people, where, model)
     with open_database(db) as dst:
+        rerun = people is not None and people_transfer.has_people(people)
+        rerun = rerun and people_transfer.refuse_unless_free(dst, people, where)
         schema.create_schema(dst)
         store_people.upgrade(dst)
         with dst.transaction(), _progress(total, "faces", progress) as bar:
             _import_rows(dst, opened, model, detector, dims, batch_size, counts, bar)
+            if people is not None and people_transfer.has_people(people):
+                carried = people_transfer.store_people(dst, people, where, False, rerun)
+                counts["people"] = carried["people"]
             store_people.sync_folders(dst)  # folders that are people in dst
         knn.refresh_gallery_index(dst)
     return counts

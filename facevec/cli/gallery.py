@@ -334,15 +334,18 @@ def info_command(db: str, output_format: str) -> None:
 def copy_command(source: str, target: str, quiet: bool) -> None:
     """Copy the gallery in SOURCE into TARGET (SQLite paths or database URLs).
 
-    Vectors, metadata, face crops and the ingest ledger are copied, never
-    re-embedded; rerunning finishes an interrupted copy without duplicates.
+    Vectors, metadata, face crops, the ingest ledger and the people (names, who
+    each face is and who said so, rejections, hidden people, cover faces, faces
+    set aside, calibration) are copied, never re-embedded. The people history
+    (undo) stays behind. A TARGET holding other people is refused before anything
+    is written. Rerunning finishes an interrupted copy without duplicates.
     """
     from ..transfer import copy_gallery
 
     copied = copy_gallery(source, target, progress=not quiet)
     echo(
-        f"copied {copied['faces']} faces of {copied['images']} images "
-        f"and {copied['ledger']} ledger rows"
+        f"copied {copied['faces']} faces of {copied['images']} images, "
+        f"{copied['ledger']} ledger rows and {copied['people']} people"
         + (
             f"; left out {copied['skipped']} faces whose vectors are unstorable"
             if copied["skipped"]

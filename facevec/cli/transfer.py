@@ -33,14 +33,19 @@ def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, qu
     """Write the gallery in --db as Parquet files in --parquet, one row per face.
 
     The embedding is a fixed-size float32 list; the model and dimensions are in
-    each file's metadata. Spark, DuckDB and pandas read the folder as it is.
+    each file's metadata. Spark, DuckDB and pandas read the folder as it is. The
+    people (names, assignments, rejections, calibration; not the undo history)
+    go to _people/people.parquet in the folder.
     """
     from ..transfer import export_parquet
 
     written = export_parquet(
         db, folder, rows_per_file=rows_per_file, overwrite=overwrite, progress=not quiet
     )
-    echo(f"exported {written['faces']} faces to {written['files']} files in {folder}")
+    echo(
+        f"exported {written['faces']} faces to {written['files']} files in {folder}"
+        + (f" and {written['people']} people" if written["people"] else "")
+    )
 
 
 @cli.command(name="import")
@@ -59,7 +64,9 @@ def import_command(folder: str, db: str, model_name: str | None, quiet: bool) ->
 
     Reads facevec's export, or any Parquet with columns img_name, face_index and
     embedding. One transaction: an error leaves --db as it was; rerunning replaces
-    the faces already imported instead of duplicating them.
+    the faces already imported instead of duplicating them. The people of an
+    export (_people/people.parquet) come along; a --db holding other people is
+    refused.
     """
     from ..transfer import import_parquet
 
@@ -68,6 +75,7 @@ def import_command(folder: str, db: str, model_name: str | None, quiet: bool) ->
     echo(
         f"imported {imported['faces']} faces"
         + (f" ({replaced} of them replaced faces already stored)" if replaced else "")
+        + (f" and {imported['people']} people" if imported["people"] else "")
     )
 
 
