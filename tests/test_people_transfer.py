@@ -137,6 +137,11 @@ def test_a_target_with_other_people_is_refused_and_kept(backend, worked_on, gall
             export_parquet(worked_on, tmp_path / "pq", progress=False)
             import_parquet(tmp_path / "pq", target, progress=False)
         assert people_state(target) == kept and facevec.info(target)["faces"] == faces
+        # Faces only: the target's own people stay, the source's are left behind.
+        copied = copy_gallery(worked_on, target, people=False)
+        assert copied["people"] == 0
+        names = {p.name for p in people.list_people(target)}
+        assert "Ann" in names and "Dora" not in names
 
 
 def test_copy_cli_says_it_carries_people(worked_on, tmp_path):

@@ -78,7 +78,8 @@ def refuse_unless_free(db: Database, rows: PeopleRows, what: str) -> bool:
     raise PeopleConflictError(
         f"{db.name} already holds people ({found}); the people of {what} are carried "
         "only into a gallery without any (or holding exactly them, a rerun), so that "
-        "nothing is merged or lost: choose a new database (nothing was written)"
+        "nothing is merged or lost: choose a new database, or leave the people behind "
+        "(--no-people); nothing was written"
     )
 
 
@@ -238,10 +239,14 @@ def store_people(
     return {"people": len(person_ids), "assigned": len(assigned), "left_out": left_out}
 
 
-def people_to_carry(src: Database, dst: Database, model_name: str) -> tuple[PeopleRows, bool]:
-    """copy's check, before anything is written: the checked people of `src`, and
-    whether `dst` holds them already (a rerun); PeopleConflictError if `dst` holds
-    other people work (refuse_unless_free)."""
+def people_to_carry(
+    src: Database, dst: Database, model_name: str, enabled: bool = True
+) -> tuple[PeopleRows, bool]:
+    """copy's check, before anything is written: the checked people of `src` (none
+    unless `enabled`), and whether `dst` holds them already (a rerun);
+    PeopleConflictError if `dst` holds other people work (refuse_unless_free)."""
+    if not enabled:
+        return {table: [] for table in _TABLES}, False
     where = f"the people of {src.name}"
     rows = check_people(read_people(src), where, model_name)
     rerun = has_people(rows) and refuse_unless_free(dst, rows, src.name)
