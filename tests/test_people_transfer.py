@@ -220,3 +220,38 @@ def test_a_bad_people_file_is_one_clear_error_and_loses_nothing(
     with pytest.raises(GalleryFormatError, match=message):
         import_parquet(folder, target, progress=False)
     assert not target.exists() or facevec.info(target)["faces"] == 0
+
+
+def test_cli_import_refuses_a_target_with_people_unless_told(worked_on, gallery_db, tmp_path):
+    folder = tmp_path / "pq"
+    export_parquet(worked_on, folder, progress=False)
+    target = tmp_path / "target.db"
+    copy_gallery(gallery_db, target)  # folder people of its own
+    kept = people_state(target)
+    run = ["import", "--parquet", str(folder), "--db", str(target), "--quiet"]
+    result = CliRunner().invoke(cli, run)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "already holds people" in result.output
+    assert "--no-people" in result.output and people_state(target) == kept
+    result = CliRunner().invoke(cli, [*run, "--no-people"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("imported ") and "people" not in result.output
+    assert "Dora" not in {p.name for p in people.list_people(target)}
+
+
+def test_a_folder_person_named_like_digits_is_carried(gallery_db, tmp_path):
+    # A folder "2024" became the person "2024" (as index --people-from-folders names
+    # them); `people name` would refuse that name, the carry keeps it.
+    import sqlite3
+
+    source = tmp_path / "source.db"
+    with sqlite3.connect(gallery_db) as a, sqlite3.connect(source) as b:
+        a.backup(b)
+    with open_database(source) as database, database.transaction():
+        for table, column in (("face_meta", "identity"), ("person_folder", "folder")):
+            database.execute(f"UPDATE {table} SET {column} = '2024' WHERE {column} = 'id02'")
+        database.execute("UPDATE person SET name = '2024' WHERE name = 'id02'")
+    target = tmp_path / "target.db"
+    copy_gallery(source, target)
+    assert people_state(target) == people_state(source)
+    assert "2024" in {p.name for p in people.list_people(target)}

@@ -24,7 +24,7 @@ from ..errors import GalleryFormatError, PeopleConflictError
 from ..storage import faces
 from ..storage import people_transfer as store
 from ..storage.database import Database
-from ..storage.people import CALIBRATION_COLUMNS
+from ..storage.people import CALIBRATION_COLUMNS, is_decision
 from ..storage.schema import get_collection, now
 from .edit import _check_name
 
@@ -109,6 +109,8 @@ def check_people(rows: PeopleRows, where: str, model_name: str) -> PeopleRows:
     persons: list[tuple] = []
     names: set[str] = set()
     keys: set[int] = set()
+    # A folder person is named after its folder (sync_folders): "2024" is a name there.
+    folder_names = {(person, folder) for folder, person in rows["person_folder"]}
     for key, name, hidden, cover_img, cover_index, created, updated in rows["person"]:
         at = f"{where}: person {key!r}"
         key = _whole(key, at)
@@ -116,10 +118,7 @@ def check_people(rows: PeopleRows, where: str, model_name: str) -> PeopleRows:
             raise GalleryFormatError(f"{at} appears twice")
         keys.add(key)
         if name is not None:
-            try:
-                name = _check_name(name)
-            except PeopleConflictError as err:
-                raise GalleryFormatError(f"{at}: {err}") from None
+            name = _checked_name(name, (key, name) in folder_names, at)
             if name in names:
                 raise GalleryFormatError(f"{at}: the name {name!r} is taken by another person")
             names.add(name)
@@ -263,6 +262,17 @@ def carry_people(src: Database, dst: Database, rows: PeopleRows, rerun: bool) ->
 
 
 # Checks of one value -------------------------------------------------------------
+
+
+def _checked_name(name: Any, of_its_folder: bool, at: str) -> str:
+    """A name as `people name` takes it; a folder person's name as sync_folders
+    gives it (the folder's, which may be digits, but no answer of identify)."""
+    if of_its_folder and isinstance(name, str) and name.strip() and not is_decision(name):
+        return name
+    try:
+        return _check_name(name)
+    except PeopleConflictError as err:
+        raise GalleryFormatError(f"{at}: {err}") from None
 
 
 def _whole(value: Any, at: str) -> int:
