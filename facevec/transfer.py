@@ -39,6 +39,8 @@ from .parquet_reading import (
     parquet_files,
     row_batches,
 )
+from .people import parquet_people
+from .people import transfer as people_transfer
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
@@ -48,7 +50,11 @@ from .vectors import blob_problems, check_vectors
 
 
 def copy_gallery(
-    source: DbArg, target: DbArg, batch_size: int = 2000, progress: bool = False
+    source: DbArg,
+    target: DbArg,
+    batch_size: int = 2000,
+    progress: bool = False,
+    people: bool = True,
 ) -> dict[str, int]:
     """Copy every face (both representations) and ledger row of `source` into `target`.
 
@@ -62,7 +68,12 @@ def copy_gallery(
     a rerun finishes the copy. A source face whose vector facevec would not store
     (an older version or another program wrote it) is left out and named
     (SkippedFacesWarning). A progress bar with `progress`. Returns {"faces": n,
-    "images": n, "ledger": n, "skipped": n}.
+    "images": n, "ledger": n, "skipped": n, "people": n}.
+
+    The people come along (facevec.people.transfer): into a target without people
+    work, or holding exactly the same people (a rerun); any other target is
+    refused before anything is written. The edit history stays behind. With
+    `people` False, the faces only: folder people are made again in the target.
     """
     copied = {"faces": 0, "images": 0, "ledger": 0, "skipped": 0}
     skipped: list[str] = []
@@ -77,7 +88,7 @@ def copy_gallery(
                     "itself would replace every face (and their people) with itself; "
                     "nothing was written"
                 )
-            _copy_into(src, dst, collection, batch_size, copied, skipped, progress)
+            _copy_into(src, dst, collection, batch_size, copied, skipped, progress, people)
     if skipped:
         warnings.warn(
             f"{len(skipped)} faces of {source} were not copied, their vectors being "
@@ -96,7 +107,9 @@ def _copy_into(
     copied: dict[str, int],
     skipped: list[str],
     progress: bool = False,
+    with_people: bool = True,
 ) -> None:
+    people, rerun = people_transfer.people_to_carry(src, dst, collection.model_name, with_people)
     schema.create_schema(dst)
     schema.ensure_collection(
         dst, collection.model_name, collection.dimensions, collection.detector_backend
@@ -131,6 +144,7 @@ def _copy_into(
         for entry in entries:
             ledger.replace(dst, entry)
     copied["ledger"] = len(entries)
+    copied["people"] = people_transfer.carry_people(src, dst, people, rerun)["people"]
     # Face ids changed: folder people are rebuilt (where the source has them), not copied.
     from_folders = store_people.has_people(src) and store_people.has_folder_people(src)
     sync_people(dst, True if from_folders else None)
@@ -210,7 +224,9 @@ def export_parquet(
     detector are in each file's metadata under the key ``facevec`` (JSON). Files
     are ``part-00000.parquet``, ... of at most `rows_per_file` rows, each written
     under a temporary name and renamed when complete. A folder already holding
-    Parquet files is refused unless `overwrite`. Returns {"faces": n, "files": n}.
+    Parquet files is refused unless `overwrite`. The people go to
+    ``_people/people.parquet`` (facevec.people.parquet_people). Returns {"faces": n,
+    "files": n, "people": n}.
     """
     _parquet_module()  # a missing pyarrow is said before anything is written
     for name, value in (("rows_per_file", rows_per_file), ("row_group_rows", row_group_rows)):
@@ -242,7 +258,13 @@ def export_parquet(
                 exported += len(rows)
                 bar.update(len(rows))
         files = parts.close()
-    return {"faces": exported, "files": files}
+        people = people_transfer.read_people(src)
+        people = people_transfer.check_people(people, src.name, collection.model_name)
+        if people_transfer.has_people(people):
+            parquet_people.write_people_file(people, target)
+        else:  # an earlier export's, overwritten
+            parquet_people.remove_people_file(target)
+    return {"faces": exported, "files": files, "people": len(people["person"])}
 
 
 class _PartWriter:
@@ -391,6 +413,7 @@ def import_parquet(
     detector_backend: str | None = None,
     batch_size: int = 500,
     progress: bool = True,
+    people: bool = True,
 ) -> dict[str, int]:
     """Store the faces of a Parquet gallery (``export_parquet``'s, or any with columns
     img_name, face_index, embedding) in `db`; vectors are stored, never re-embedded.
@@ -404,13 +427,18 @@ def import_parquet(
     must decode. A face already stored under the same (img_name, face_index) is
     replaced (a rerun imports again without duplicates); two rows of the import
     with the same (img_name, face_index) are refused. Ids are the target's own.
-    Returns {"faces": n stored, "replaced": n of them that replaced a stored face}.
+    The people of ``_people/people.parquet`` (an export's) are stored with the faces,
+    checked first; a `db` holding other people is refused (facevec.people.transfer);
+    with `people` False they are left out.
+    Returns {"faces": n stored, "replaced": n of them that replaced a stored face,
+    "people": n}.
     """
     files = parquet_files(folder)
     opened = [(path, open_file(path, read_dictionary=_dictionary_columns(path))) for path in files]
     for path, parquet in opened:
         _check_columns(parquet.schema_arrow, path)
     metadata = _gallery_metadata(folder, opened)
+    people_rows = parquet_people.read_people_file(folder) if people else None
     model = metadata.get("model_name") or model_name
     detector = metadata.get("detector_backend") or detector_backend
     if model is None:
@@ -423,12 +451,20 @@ def import_parquet(
     for path, parquet in opened:
         check_footer(parquet, path, 4 * dims if dims else 0)
     total = sum(parquet.metadata.num_rows for _, parquet in opened)
-    counts = {"faces": 0, "replaced": 0}
+    counts = {"faces": 0, "replaced": 0, "people": 0}
+    where = str(parquet_people.people_file(folder))
+    if people_rows is not None:
+        people_rows = people_transfer.check_people(people_rows, where, model)
     with open_database(db) as dst:
+        rerun = people_rows is not None and people_transfer.has_people(people_rows)
+        rerun = rerun and people_transfer.refuse_unless_free(dst, people_rows, where)
         schema.create_schema(dst)
         store_people.upgrade(dst)
         with dst.transaction(), _progress(total, "faces", progress) as bar:
             _import_rows(dst, opened, model, detector, dims, batch_size, counts, bar)
+            if people_rows is not None and people_transfer.has_people(people_rows):
+                carried = people_transfer.store_people(dst, people_rows, where, False, rerun)
+                counts["people"] = carried["people"]
             store_people.sync_folders(dst)  # folders that are people in dst
         knn.refresh_gallery_index(dst)
     return counts

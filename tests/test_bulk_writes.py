@@ -131,7 +131,7 @@ def test_bulk_copy_equals_row_by_row(backend, tmp_path):
     with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
         for db in (bulk, single):  # a target with lists and some of the images already
             _start(db, vectors[: N // 2] * 1.01, labels[: N // 2])
-        copied = copy_gallery(source, bulk, batch_size=64)
+        copied = copy_gallery(source, bulk, batch_size=64, people=False)
         assert copied["faces"] == N and copied["skipped"] == 0
         with open_database(source) as src, open_database(single) as dst:
             for name in faces.image_names(src):
@@ -153,7 +153,7 @@ def test_bulk_import_equals_row_by_row(backend, tmp_path):
     with fresh_database(backend, tmp_path) as bulk, fresh_database(backend, tmp_path) as single:
         for db in (bulk, single):
             _start(db, vectors[::2] * 0.99, labels[::2])
-        counts = import_parquet(folder, bulk, batch_size=50, progress=False)
+        counts = import_parquet(folder, bulk, batch_size=50, progress=False, people=False)
         assert counts["faces"] == N and counts["replaced"] > 0
         with open_database(source) as src, open_database(single) as dst:
             with dst.transaction():

@@ -63,9 +63,11 @@ def test_round_trip_is_bit_exact(backend, gallery_db, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     written = export_parquet(gallery_db, first, rows_per_file=7, progress=False)
     faces = facevec.info(gallery_db)["faces"]
-    assert written == {"faces": faces, "files": -(-faces // 7)}
+    people = len(facevec.people.list_people(gallery_db))  # its folder people
+    assert written == {"faces": faces, "files": -(-faces // 7), "people": people}
     with fresh_database(backend, tmp_path) as db:
-        assert import_parquet(first, db, progress=False) == {"faces": faces, "replaced": 0}
+        imported = import_parquet(first, db, progress=False)
+        assert imported == {"faces": faces, "replaced": 0, "people": people}
         export_parquet(db, second, progress=False)
         info = facevec.info(db)
     assert info["faces"] == faces and info["model_name"] == "Dlib"
@@ -82,12 +84,14 @@ def test_a_rerun_replaces_instead_of_duplicating(gallery_db, tmp_path):
     export_parquet(gallery_db, tmp_path / "pq", progress=False)
     target = tmp_path / "target.db"
     faces = facevec.info(gallery_db)["faces"]
+    people = len(facevec.people.list_people(gallery_db))
     assert import_parquet(tmp_path / "pq", target, progress=False) == {
         "faces": faces,
         "replaced": 0,
+        "people": people,
     }
     again = import_parquet(tmp_path / "pq", target, progress=False)
-    assert again == {"faces": faces, "replaced": faces}
+    assert again == {"faces": faces, "replaced": faces, "people": people}
     assert facevec.info(target)["faces"] == faces
 
 
@@ -149,12 +153,15 @@ def test_cli_export_and_import(gallery_db, tmp_path):
     export = ["export", "--parquet", str(out), "--db", str(gallery_db), "--quiet"]
     result = runner.invoke(cli, export)
     faces = facevec.info(gallery_db)["faces"]
+    people = len(facevec.people.list_people(gallery_db))
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"exported {faces} faces to 1 files in {out}"
+    assert (
+        result.output.strip() == f"exported {faces} faces to 1 files in {out} and {people} people"
+    )
     target = tmp_path / "t.db"
     result = runner.invoke(cli, ["import", "--parquet", str(out), "--db", str(target), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"imported {faces} faces"
+    assert result.output.strip() == f"imported {faces} faces and {people} people"
     result = runner.invoke(cli, export)
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "already holds" in result.output

@@ -329,20 +329,30 @@ def info_command(db: str, output_format: str) -> None:
 @cli.command(name="copy")
 @click.argument("source")
 @click.argument("target")
+@click.option(
+    "--no-people",
+    "no_people",
+    is_flag=True,
+    help="Copy the faces only, into a TARGET that has people of its own.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def copy_command(source: str, target: str, quiet: bool) -> None:
+def copy_command(source: str, target: str, no_people: bool, quiet: bool) -> None:
     """Copy the gallery in SOURCE into TARGET (SQLite paths or database URLs).
 
-    Vectors, metadata, face crops and the ingest ledger are copied, never
-    re-embedded; rerunning finishes an interrupted copy without duplicates.
+    Vectors, metadata, face crops, the ingest ledger and the people (names, who
+    each face is and who said so, rejections, hidden people, cover faces, faces
+    set aside, calibration) are copied, never re-embedded. The people history
+    (undo) stays behind. A TARGET holding other people is refused before anything
+    is written (--no-people leaves the people behind, folder people are made
+    again). Rerunning finishes an interrupted copy without duplicates.
     """
     from ..transfer import copy_gallery
 
-    copied = copy_gallery(source, target, progress=not quiet)
+    copied = copy_gallery(source, target, progress=not quiet, people=not no_people)
     echo(
-        f"copied {copied['faces']} faces of {copied['images']} images "
-        f"and {copied['ledger']} ledger rows"
+        f"copied {copied['faces']} faces of {copied['images']} images, "
+        f"{copied['ledger']} ledger rows and {copied['people']} people"
         + (
             f"; left out {copied['skipped']} faces whose vectors are unstorable"
             if copied["skipped"]

@@ -33,14 +33,19 @@ def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, qu
     """Write the gallery in --db as Parquet files in --parquet, one row per face.
 
     The embedding is a fixed-size float32 list; the model and dimensions are in
-    each file's metadata. Spark, DuckDB and pandas read the folder as it is.
+    each file's metadata. Spark, DuckDB and pandas read the folder as it is. The
+    people (names, assignments, rejections, calibration; not the undo history)
+    go to _people/people.parquet in the folder.
     """
     from ..transfer import export_parquet
 
     written = export_parquet(
         db, folder, rows_per_file=rows_per_file, overwrite=overwrite, progress=not quiet
     )
-    echo(f"exported {written['faces']} faces to {written['files']} files in {folder}")
+    echo(
+        f"exported {written['faces']} faces to {written['files']} files in {folder}"
+        + (f" and {written['people']} people" if written["people"] else "")
+    )
 
 
 @cli.command(name="import")
@@ -52,22 +57,35 @@ def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, qu
     default=None,
     help="Model of the vectors, for Parquet files that do not say it.",
 )
+@click.option(
+    "--no-people",
+    "no_people",
+    is_flag=True,
+    help="Import the faces only, into a --db that has people of its own.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def import_command(folder: str, db: str, model_name: str | None, quiet: bool) -> None:
+def import_command(
+    folder: str, db: str, model_name: str | None, no_people: bool, quiet: bool
+) -> None:
     """Store the faces of a Parquet gallery (--parquet) in --db, without re-embedding.
 
     Reads facevec's export, or any Parquet with columns img_name, face_index and
     embedding. One transaction: an error leaves --db as it was; rerunning replaces
-    the faces already imported instead of duplicating them.
+    the faces already imported instead of duplicating them. The people of an
+    export (_people/people.parquet) come along; a --db holding other people is
+    refused (--no-people leaves them out).
     """
     from ..transfer import import_parquet
 
-    imported = import_parquet(folder, db, model_name=model_name, progress=not quiet)
+    imported = import_parquet(
+        folder, db, model_name=model_name, progress=not quiet, people=not no_people
+    )
     replaced = imported["replaced"]
     echo(
         f"imported {imported['faces']} faces"
         + (f" ({replaced} of them replaced faces already stored)" if replaced else "")
+        + (f" and {imported['people']} people" if imported["people"] else "")
     )
 
 
