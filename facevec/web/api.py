@@ -84,13 +84,52 @@ class Match(BaseModel):
     verified: bool
 
 
+class SkippedFace(BaseModel):
+    """A stored face the search left out: its distance is undefined (a bad stored row)."""
+
+    face_id: int
+    img_name: str | None
+    face_index: int | None
+    reason: str = Field(description='Why, e.g. "is 12 bytes, not 128 float32 values".')
+
+
 class QueryFace(BaseModel):
     source: Box = Field(description="Where the face is in the query photo (null for a vector).")
     matches: list[Match] = Field(description="Nearest first.")
+    skipped: list[SkippedFace] = Field(
+        default_factory=list,
+        description="Stored faces left out of this search, and why (the Python API's "
+        'frame.attrs["skipped"]); empty for a sound gallery.',
+    )
 
 
 class FindResult(BaseModel):
     faces: list[QueryFace] = Field(description="One entry per face of the query photo.")
+
+
+class Identified(BaseModel):
+    """Who a face of the query photo is, as facevec.identify decides."""
+
+    decision: str = Field(description="matched, ambiguous or unknown")
+    person_id: int | None = Field(description="null when unknown.")
+    person: str | None
+    second: str | None = Field(description="The runner-up person (ambiguous).")
+
+
+class SearchMatch(Match):
+    person_id: int | None = Field(None, description="The stored face's person (null: no one).")
+    person: str | None = Field(None, description='Their name, or "person <id>".')
+
+
+class SearchFace(QueryFace):
+    matches: list[SearchMatch] = Field(description="Nearest first.")  # type: ignore[assignment]
+    identified: Identified | None = Field(
+        None, description="Who the face is (with the people capability, once people exist)."
+    )
+
+
+class SearchResult(BaseModel):
+    faces: list[SearchFace] = Field(description="One entry per face of the query photo.")
 
 
 class VectorQuery(BaseModel):
@@ -227,6 +266,46 @@ def find_photo_endpoint(
     )
     with decoding(request, data):
         return actions.find_photo(config, data, options)
+
+
+@router.post(
+    "/search",
+    summary="What the search page shows: each face's nearest stored faces and who it is",
+    description="find and identify on one upload, embedded once: each face of the photo "
+    "with its matches (and whose each match is), and, with the people capability, who "
+    "the face is (identify's decision).",
+    response_model=SearchResult,
+    responses=ERRORS,
+)
+def search_endpoint(
+    request: Request,
+    photo: UploadFile = File(..., description="The query photo (JPEG, PNG, WebP, ...)."),  # noqa: B008
+    k: int | None = Form(None, description="At most k matches per face (any size: all)."),
+    metric: str = Form("euclidean", description=METRIC_HELP),
+    strategy: str | None = Form(None, description=STRATEGY_HELP),
+    similarity_search: bool = Form(True, description="false: only matches within threshold."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    data = read_upload(photo, config)
+    options = actions.FindOptions(
+        k, metric=metric, strategy=strategy or None, similarity_search=similarity_search
+    )
+    with decoding(request, data):
+        return search_photo(request, config, data, options)
+
+
+def search_photo(
+    request: Request, config: WebConfig, data: bytes, options: actions.FindOptions
+) -> dict[str, Any]:
+    """find on a photo and, with the people capability, identify on the same faces:
+    the photo is embedded once (identify takes find's faces from the embedding cache,
+    facevec.engine.embed)."""
+    result = actions.find_photo(config, data, options)
+    if getattr(request.app.state, "people", False):
+        from .people_search import who_in_search
+
+        who_in_search(config, data, result, options.metric, options.strategy)
+    return result
 
 
 @router.post(

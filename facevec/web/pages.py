@@ -18,7 +18,7 @@ from ..errors import FacevecError, InvalidParameterError
 from ..metrics import FACE_METRICS
 from ..search import STRATEGIES
 from . import actions
-from .api import photo_url
+from .api import photo_url, search_photo
 from .config import WebConfig
 from .http_errors import database_errors, message_of, status_of
 from .params import FaceId, PageNumber
@@ -85,12 +85,8 @@ def search_results(
             k=wanted, metric=metric, strategy=strategy or None, similarity_search=not within
         )
         with decoding(request, data):
-            result = actions.find_photo(config, data, options)
+            result = search_photo(request, config, data, options)
             picture = thumbnail_data_url(data)
-            if getattr(request.app.state, "people", False):
-                from .people_search import who_in_search
-
-                who_in_search(config, data, result)
     except (FacevecError, *database_errors()) as err:
         return render(
             request,
