@@ -21,9 +21,20 @@ from .jobs import IndexJobs
 from .params import MAX_WORKERS, FaceId, Offset, threshold_form, threshold_of
 from .photos import folder_to_index, servable_photo
 from .security import config_of, require_token
+from .thumbnails import Region
+from .thumbnails import etag as thumbnail_etag
+from .thumbnails import render as render_thumbnail
 from .uploads import check_photo, decoding
 
 router = APIRouter()
+
+THUMBNAIL_SIZE = (
+    160  # a face thumbnail's side: sharp at the pages' 72-112 CSS pixels on 1.5x screens
+)
+PHOTO_THUMBNAIL_SIZE = 480
+# A face id names one face of one photo file (ids are never reused; the ETag changes
+# with the file): a browser may keep a thumbnail for a day, then asks with If-None-Match.
+THUMBNAIL_CACHING = "max-age=86400"
 
 METRIC_HELP = f"Distance metric: {', '.join(FACE_METRICS)}."
 STRATEGY_HELP = (
@@ -192,13 +203,18 @@ class IndexRequest(BaseModel):
 
 class JobStatus(BaseModel):
     id: str
-    folder: str
+    kind: str = Field("index", description="index (a folder) or cluster (POST /api/people/cluster)")
+    folder: str | None = Field(description="The folder indexed (null: a clustering run).")
     state: str = Field(description="queued, running, done, failed or cancelled")
-    done: int = Field(description="Files looked at so far.")
-    total: int | None = Field(description="Files in the folder, once counted.")
+    done: int = Field(description="Files looked at so far (cluster: faces compared).")
+    total: int | None = Field(
+        description="Files in the folder, once counted (cluster: faces with no person)."
+    )
     started_at: float
     finished_at: float | None
-    report: dict[str, Any] | None = Field(description="facevec.index's report once finished.")
+    report: dict[str, Any] | None = Field(
+        description="facevec.index's (or facevec.people.cluster's) report once finished."
+    )
     error: str | None
     options: dict[str, Any]
 
@@ -371,6 +387,7 @@ def face_endpoint(
         "face_index": found.face_index,
         "box": {"x": found.x, "y": found.y, "w": found.w, "h": found.h},
         "crop_url": f"/api/faces/{face_id}/crop.png",
+        "thumbnail_url": face_thumbnail_url(face_id),
         "photo_url": photo_url(found.img_name) if served else None,
     }
 
@@ -401,6 +418,88 @@ def crop_endpoint(
 
 
 NO_CROP = "/static/no-crop.svg"  # a face stored without a crop, on the pages
+
+IMAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}},
+    304: {"description": "the thumbnail named by If-None-Match is current"},
+    307: {"description": "the photo cannot be shown: the face's stored crop instead"},
+    404: ERRORS[404],
+}
+
+
+@router.get(
+    "/faces/{face_id}/thumbnail.jpg",
+    summary="A stored face cut from its photo and scaled down on the server (JPEG)",
+    description="The face's box with a margin, square, at most `size` pixels a side. "
+    "A face whose photo this server does not show (outside --photos, moved, a format "
+    "Pillow cannot read) redirects to its stored crop (a placeholder if none). "
+    "Cached: ETag and Cache-Control; If-None-Match gives 304.",
+    response_class=Response,
+    responses=IMAGE_ANSWERS,
+)
+def face_thumbnail_endpoint(
+    face_id: FaceId,
+    request: Request,
+    size: int = Query(THUMBNAIL_SIZE, ge=16, le=1024, description="Pixels a side."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> Response:
+    found = actions.face_location(config, face_id)  # 404 for a face not stored
+    real = servable_photo(found.img_name, config.photo_roots)
+    box = (found.x, found.y, found.w, found.h)
+    if real is None or None in box or not found.w or not found.h:
+        return RedirectResponse(f"/api/faces/{face_id}/crop.png?placeholder=true", 307)
+    answer = _thumbnail(request, config, Region(real, box, size))  # type: ignore[arg-type]
+    if answer is None:
+        return RedirectResponse(f"/api/faces/{face_id}/crop.png?placeholder=true", 307)
+    return answer
+
+
+@router.get(
+    "/faces/{face_id}/photo.jpg",
+    summary="The photo of a stored face, scaled down on the server (JPEG)",
+    description="At most `size` pixels on its longest side; 404 if this server does "
+    "not show the photo. Cached as the face thumbnail is.",
+    response_class=Response,
+    responses=IMAGE_ANSWERS,
+)
+def photo_thumbnail_endpoint(
+    face_id: FaceId,
+    request: Request,
+    size: int = Query(PHOTO_THUMBNAIL_SIZE, ge=16, le=2048, description="Longest side."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> Response:
+    found = actions.face_location(config, face_id)
+    real = servable_photo(found.img_name, config.photo_roots)
+    answer = None if real is None else _thumbnail(request, config, Region(real, None, size))
+    if answer is None:
+        raise actions.NotStoredError(f"this server shows no photo of face {face_id}")
+    return answer
+
+
+def _thumbnail(request: Request, config: WebConfig, region: Region) -> Response | None:
+    tag = thumbnail_etag(region)
+    if tag is None:
+        return None
+    headers = {"ETag": tag, "Cache-Control": THUMBNAIL_CACHING}
+    if tag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    cache = request.app.state.thumbnails
+    data = cache.get(tag)
+    if data is None:
+        data = render_thumbnail(region, config.max_pixels, request.app.state.decodes.hold)
+        if data is None:
+            return None
+        cache.put(tag, data)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+def face_thumbnail_url(face_id: int | None, size: int = THUMBNAIL_SIZE) -> str | None:
+    """Where the pages load a face's picture from."""
+    if face_id is None:
+        return None
+    return f"/api/faces/{face_id}/thumbnail.jpg" + (
+        "" if size == THUMBNAIL_SIZE else f"?size={size}"
+    )
 
 
 def photo_url(img_name: str) -> str:
@@ -463,13 +562,15 @@ def index_endpoint(
     return job.as_dict()
 
 
-@router.get("/jobs", summary="Index jobs, newest first", response_model=list[JobStatus])
+@router.get(
+    "/jobs", summary="Index and clustering jobs, newest first", response_model=list[JobStatus]
+)
 def jobs_endpoint(jobs: IndexJobs = Depends(jobs_of)) -> list[dict[str, Any]]:  # noqa: B008
     return [job.as_dict() for job in jobs.all()]
 
 
 @router.get(
-    "/jobs/{job_id}", summary="An index job's progress", response_model=JobStatus, responses=ERRORS
+    "/jobs/{job_id}", summary="A job's progress", response_model=JobStatus, responses=ERRORS
 )
 def job_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, Any]:  # noqa: B008
     return _job(jobs, job_id).as_dict()
@@ -477,7 +578,7 @@ def job_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, A
 
 @router.delete(
     "/jobs/{job_id}",
-    summary="Stop an index job (finished batches are kept)",
+    summary="Stop a job (an index run keeps its finished batches; clustering writes nothing)",
     response_model=JobStatus,
     responses=WRITE_ERRORS,
     dependencies=[Depends(require_token)],
@@ -492,5 +593,5 @@ def cancel_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str
 def _job(jobs: IndexJobs, job_id: str) -> Any:
     job = jobs.get(job_id)
     if job is None:
-        raise actions.NotStoredError(f"no index job {job_id!r} on this server")
+        raise actions.NotStoredError(f"no job {job_id!r} on this server")
     return job

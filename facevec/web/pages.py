@@ -35,7 +35,9 @@ DEFAULT_K = 5
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     config: WebConfig = request.app.state.config
     context.setdefault("error", None)
+    running = [job for job in request.app.state.jobs.all() if job.active]
     context.update(
+        running_job=running[0].id if running else "",
         writable=config.writable,
         people_pages=getattr(request.app.state, "people", False),
         metrics=FACE_METRICS,

@@ -107,7 +107,8 @@ function setUpIndexForm() {
 // the result. Edit controls sit in <fieldset data-edit disabled>: enabled only
 // once a token is entered on a server that takes changes.
 function unlockEditing() {
-  const open = document.body.dataset.writable === "true" && Boolean(token());
+  const open =
+    document.body.dataset.writable === "true" && Boolean(token()) && !document.body.dataset.runningJob;
   for (const fieldset of document.querySelectorAll("fieldset[data-edit]")) {
     fieldset.disabled = !open;
   }
@@ -187,15 +188,9 @@ function setUpPeopleForms() {
   });
   on("undo-button", () => change(() => postJson("/api/people/undo")));
   on("group-faces", async () => {
-    if (state) state.textContent = "Grouping faces…";
     try {
-      const report = await postJson("/api/people/cluster");
-      sessionStorage.setItem(
-        "facevec-last-change",
-        `grouped ${report.unassigned} faces: ${report.joined_existing} joined people, ` +
-          `${report.new_people} new people, ${report.left_unassigned} left with no one`
-      );
-      window.location.reload();
+      const job = await postJson("/api/people/cluster");
+      followJob(job);
     } catch (error) {
       showError(error.message);
     }
@@ -281,7 +276,85 @@ function setUpPeopleForms() {
   });
 }
 
+// The people list comes a page at a time: "Show more people" appends the next
+// cards (GET /people/more), each to its section (named or not). Without scripts
+// the link opens the list with more people shown.
+function setUpShowMore() {
+  const link = document.getElementById("show-more");
+  if (!link) return;
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ offset: link.dataset.offset, hidden: link.dataset.hidden });
+    try {
+      const response = await fetch("/people/more?" + query);
+      if (!response.ok) throw new Error(`the next people did not load (${response.status})`);
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const list = page.querySelector("ul.more-people");
+      for (const card of list.querySelectorAll("li.person")) {
+        const section = card.dataset.named === "true" ? "named-people" : "unnamed-people";
+        document.querySelector(`#${section} ul.people-grid`).append(card);
+      }
+      const end = Number(list.dataset.end);
+      const total = Number(list.dataset.total);
+      link.dataset.offset = String(end);
+      document.getElementById("people-shown").textContent = `${end} of ${total} shown`;
+      if (end >= total) link.hidden = true;
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+}
+
+// A job (indexing, grouping faces) runs in the background: while it does, the edit
+// controls are locked and the page shows how far it is; when it ends, the page
+// reloads to show what it did (a clustering run's report stays in view).
+function describeJob(job) {
+  const total = job.total ?? "?";
+  if (job.kind === "cluster") return `Grouping faces: ${job.done} of ${total} compared`;
+  return `Indexing ${job.folder}: ${job.done} of ${total} files`;
+}
+
+async function followJob(job) {
+  const box = document.getElementById("running-job");
+  const bar = box.querySelector("progress");
+  document.body.dataset.runningJob = job.id;
+  unlockEditing();
+  box.hidden = false;
+  while (job.state === "queued" || job.state === "running") {
+    box.querySelector(".what").textContent = describeJob(job);
+    if (job.total) {
+      bar.max = job.total;
+      bar.value = job.done;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const response = await fetch("/api/jobs/" + job.id);
+    if (!response.ok) break;
+    job = await response.json();
+  }
+  box.hidden = true;
+  document.body.dataset.runningJob = "";
+  if (job.state === "failed") {
+    showError(`${job.kind} job failed: ${job.error}`);
+    unlockEditing();
+    return;
+  }
+  if (job.kind === "cluster" && job.report) {
+    const report = job.report;
+    sessionStorage.setItem(
+      "facevec-last-change",
+      `grouped ${report.unassigned} faces: ${report.joined_existing} joined people, ` +
+        `${report.new_people} new people, ${report.left_unassigned} left with no one`
+    );
+  }
+  window.location.reload();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const running = document.body.dataset.runningJob;
+  if (running) {
+    fetch("/api/jobs/" + running).then((response) => response.json()).then(followJob);
+  }
+  setUpShowMore();
   setUpDropzone();
   setUpToken();
   setUpIndexForm();
