@@ -1,7 +1,8 @@
-"""Grouping faces into people from the web is a background job: POST
+"""Grouping faces into people from the web is a background job, as indexing is: POST
 /api/people/cluster answers at once (202), GET /api/jobs/{id} says how many faces
 are compared; one job runs at a time; a cancelled run writes nothing. On the page,
-"Group faces" shows the progress and locks the edit controls until the run ends.
+"Group faces" (and "Index") show the progress and lock the edit controls until the
+run ends.
 
 The clustering is slowed down here (a gate the test opens) so that the run is
 seen while it runs; what it computes is the real clustering's."""
@@ -144,5 +145,51 @@ def test_the_page_shows_the_run_and_locks_its_controls_until_it_ends(loose_galle
             assert browser.find_element(_by("ID"), "group-faces").is_enabled()
             cards = browser.find_elements(_by("CSS_SELECTOR"), "#unnamed-people li.person")
             assert len(cards) == 6
+    finally:
+        browser.quit()
+
+
+def test_an_index_run_from_the_status_page_is_followed_the_same_way(
+    loose_gallery, monkeypatch, tmp_path
+):
+    import shutil
+
+    from pipeline_photos import FACES as PHOTOS
+    from test_web_browser import _chromium, _wait
+    from test_web_people_browser import _by, _edit_buttons, _open, _unlock
+
+    from facevec.web import jobs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "img2.jpg", folder / "img2.jpg")
+    opened = threading.Event()
+    real = jobs.index
+
+    def gated(*args, on_progress=None, **kwargs):
+        on_progress(0, 1)
+        assert opened.wait(120), "the test never opened the gate"
+        return real(*args, on_progress=on_progress, **kwargs)
+
+    monkeypatch.setattr(jobs, "index", gated)
+    browser = _chromium(tmp_path / "profile")
+    try:
+        app = facevec.web.create_app(str(loose_gallery), token=TOKEN, photos=[folder])
+        with live_server(app) as url:
+            _open(browser, url + "/status")
+            _unlock(browser)
+            browser.find_element(_by("CSS_SELECTOR"), "#index-form button").click()
+            running = browser.find_element(_by("ID"), "running-job")
+            _wait(browser, lambda d: "0 of 1 files" in running.text)
+            assert f"Indexing {folder}" in running.text
+            assert not [b.text for b in _edit_buttons(browser) if b.is_enabled()]
+            assert not browser.find_element(_by("CSS_SELECTOR"), "#index-form button").is_enabled()
+            opened.set()
+            _wait(
+                browser, lambda d: d.find_elements(_by("CSS_SELECTOR"), 'tr.job[data-state="done"]')
+            )
+            assert not browser.find_element(_by("ID"), "running-job").is_displayed()
+            assert browser.find_element(_by("CSS_SELECTOR"), "#index-form button").is_enabled()
+            assert "indexing" in browser.find_element(_by("CSS_SELECTOR"), "tr.job").text
     finally:
         browser.quit()

@@ -76,27 +76,16 @@ function setUpToken() {
 function setUpIndexForm() {
   const form = document.getElementById("index-form");
   if (!form) return;
-  const state = document.getElementById("job-state");
-  const bar = document.getElementById("job-progress");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
     try {
-      let job = await write("/api/index", {
+      const job = await write("/api/index", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ folder: data.get("folder"), prune: data.get("prune") === "true" }),
       });
-      bar.hidden = false;
-      while (job.state === "queued" || job.state === "running") {
-        state.textContent = `indexing ${job.folder}: ${job.done} of ${job.total ?? "?"} files`;
-        if (job.total) { bar.max = job.total; bar.value = job.done; }
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        job = await (await fetch("/api/jobs/" + job.id)).json();
-      }
-      bar.hidden = true;
-      state.textContent = job.state === "failed" ? `failed: ${job.error}` : `${job.state}: ${job.done} files`;
-      if (job.state !== "failed") window.location.reload();
+      followJob(job);
     } catch (error) {
       showError(error.message);
     }
@@ -112,6 +101,8 @@ function unlockEditing() {
   for (const fieldset of document.querySelectorAll("fieldset[data-edit]")) {
     fieldset.disabled = !open;
   }
+  const indexButton = document.querySelector("#index-form button");
+  if (indexButton) indexButton.disabled = Boolean(document.body.dataset.runningJob);
   for (const note of document.querySelectorAll(".locked-note")) {
     note.hidden = open;
   }
