@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ..parameters import MAX_ID
-from ..people import history, people_in_order, show, unassigned
+from ..people import history, show, unassigned
 from ..people.curate import counts, cover_of, suggestions
 from ..people.curate import people_page as people_page_of
 from . import pages
@@ -101,15 +101,15 @@ def person_page(
     """A person: their photos (faces selectable), the suggestions to confirm, and
     the forms to rename, hide, merge and undo."""
     view = show(config.db, person_id)
-    named, unnamed, covers = people_in_order(config.db)
-    others = [p for p in named + unnamed if p.id != person_id]
+    # Everyone else, for the move and merge lists: no cover read for each (the merge
+    # dialog asks for the one chosen).
+    others = [p for p in people_page_of(config.db, with_covers=False).people if p.id != person_id]
     return pages.render(
         request,
         "person.html",
         person=view.person,
         cover=cover_of(view),
         others=others,
-        covers=covers,
         suggested=suggestions(config.db, person_id),
         photos=_by_photo(config, view.faces),
         edits=history(config.db, 8),

@@ -251,9 +251,16 @@ function setUpPeopleForms() {
     const option = document.getElementById("merge-source").selectedOptions[0];
     const other = document.getElementById("merge-other");
     const picture = other.querySelector("img");
-    picture.hidden = !option.dataset.cover;
-    if (option.dataset.cover) picture.src = option.dataset.cover;
+    picture.hidden = true;
     picture.alt = option.dataset.label;
+    fetch(`/api/people/${option.value}`)
+      .then((response) => response.json())
+      .then((shown) => {
+        if (shown.person && shown.person.cover_url && dialog.dataset.source === option.value) {
+          picture.src = shown.person.cover_url;
+          picture.hidden = false;
+        }
+      });
     other.querySelector(".label").textContent = option.dataset.label;
     other.querySelector(".counts").textContent = option.dataset.counts;
     dialog.querySelector(".other-label").textContent = option.dataset.label;
