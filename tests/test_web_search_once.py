@@ -49,11 +49,13 @@ def test_the_search_api_embeds_the_photo_once_for_find_and_identify(gallery_db, 
         assert answer.status_code == 200, answer.text
         assert len(embeddings) == 1, embeddings
         (face,) = answer.json()["faces"]
-        found = http.post("/api/find", files={"photo": ("img2.jpg", photo, "image/jpeg")})
+        upload = {"photo": ("img2.jpg", photo, "image/jpeg")}
+        found = http.post("/api/find", files=upload, data={"k": 5, "similarity_search": True})
         assert len(embeddings) == 1  # the same photo again: from the cache
         expected = found.json()["faces"][0]["matches"]
-        assert [m["face_id"] for m in face["matches"]][: len(expected)] == [
-            m["face_id"] for m in expected
+        assert len(face["matches"]) == 5  # as the page: the 5 nearest, with their verdicts
+        assert [(m["face_id"], m["verified"]) for m in face["matches"]] == [
+            (m["face_id"], m["verified"]) for m in expected
         ]
         if PEOPLE:
             identified = facevec.people.identify(str(FACES / "img2.jpg"), gallery_db)

@@ -28,9 +28,9 @@ from .uploads import check_photo, decoding
 
 router = APIRouter()
 
-THUMBNAIL_SIZE = (
-    160  # a face thumbnail's side: sharp at the pages' 72-112 CSS pixels on 1.5x screens
-)
+SEARCH_K = 5  # matches per face of POST /api/search, as the search page shows
+# A face thumbnail's side: sharp at the pages' 72-112 CSS pixels on 1.5x screens.
+THUMBNAIL_SIZE = 160
 PHOTO_THUMBNAIL_SIZE = 480
 # A face id names one face of one photo file (ids are never reused; the ETag changes
 # with the file): a browser may keep a thumbnail for a day, then asks with If-None-Match.
@@ -296,10 +296,16 @@ def find_photo_endpoint(
 def search_endpoint(
     request: Request,
     photo: UploadFile = File(..., description="The query photo (JPEG, PNG, WebP, ...)."),  # noqa: B008
-    k: int | None = Form(None, description="At most k matches per face (any size: all)."),
+    k: int | None = Form(
+        SEARCH_K, description="At most k matches per face (as the page; empty: all)."
+    ),
     metric: str = Form("euclidean", description=METRIC_HELP),
     strategy: str | None = Form(None, description=STRATEGY_HELP),
-    similarity_search: bool = Form(True, description="false: only matches within threshold."),
+    similarity_search: bool = Form(
+        True,
+        description="true (as the page): the k nearest, each with its verdict; "
+        "false: only the matches within the threshold.",
+    ),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
     data = read_upload(photo, config)
