@@ -221,7 +221,7 @@ def test_the_gallery_lists_people_and_a_click_shows_all_their_photos(
     photos = browser.find_elements(By.CSS_SELECTOR, "li.photo")
     shown = {os.path.basename(p.get_attribute("data-img-name")) for p in photos}
     assert shown == {name for name, identity in labels.items() if identity == "id01"}
-    assert len([src for src in _loaded_images(browser) if "/crop.png" in src]) == 8
+    assert len([src for src in _loaded_images(browser) if "/thumbnail.jpg" in src]) == 8
     # A face's page shows its photo (served from --photos) with the face boxed.
     photos[0].find_element(By.CSS_SELECTOR, ".crops a").click()
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.query svg rect.box"))

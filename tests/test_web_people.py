@@ -87,7 +87,7 @@ else:
         with client_for(gallery_db) as http:
             page = http.get("/people")
             assert page.status_code == 200
-            assert 'data-name="id01"' in page.text and "/crop.png" in page.text
+            assert 'data-name="id01"' in page.text and "/thumbnail.jpg" in page.text
             folder = next(p for p in people.list_people(gallery_db) if p.name == "id01")
             person = http.get(f"/people/{folder.id}")
             assert person.status_code == 200

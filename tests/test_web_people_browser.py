@@ -208,6 +208,17 @@ def test_a_person_page_does_every_change_by_clicking(browser, site, screenshots)
     Select(browser.find_element(_by("ID"), "merge-source")).select_by_value(str(carol_id))
     browser.find_element(_by("ID"), "merge-button").click()
     dialog = _wait(browser, lambda d: d.find_elements(_by("CSS_SELECTOR"), "dialog[open]"))[0]
+    other = dialog.find_element(_by("CSS_SELECTOR"), "#merge-other img")
+    _wait(
+        browser,
+        lambda d: (
+            other.is_displayed()
+            and d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", other
+            )
+        ),
+    )
+    assert "/thumbnail.jpg" in other.get_attribute("src")
     browser.save_screenshot(str(screenshots / "merge-dialog.png"))
     assert "Ann" in dialog.find_element(_by("ID"), "merge-this").text
     assert "Carol" in dialog.find_element(_by("ID"), "merge-other").text

@@ -14,7 +14,7 @@ from web_support import AUTH, TOKEN, client_for, png_bytes
 import facevec
 from facevec.web import security
 
-READ_ONLY_POSTS = {"/api/find", "/api/find/vector", "/api/verify", "/api/identify"}
+READ_ONLY_POSTS = {"/api/find", "/api/find/vector", "/api/verify", "/api/identify", "/api/search"}
 WRITES = {
     ("POST", "/api/add"): {"img_names": ["x.jpg"], "embeddings": [[0.5] * 128]},
     ("POST", "/api/index"): {"folder": str(FACES)},

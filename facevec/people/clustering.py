@@ -112,8 +112,12 @@ def cluster(
     threshold: float | None = None,
     min_faces: int = defaults.MIN_FACES,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ClusterReport:
     """Put the faces that have no person into people; see the module docstring.
+
+    ``on_progress(done, total)``: called as the faces with no person are compared
+    with every stored face (an exception it raises stops the run; nothing is written).
 
     ``threshold``: the linkage threshold (the RMS distance, in the metric's units,
     below which two groups of faces are one person); default: 0.92 x deepface's
@@ -173,7 +177,7 @@ def cluster(
         if free_rows.size == 0:
             report.seconds = time.perf_counter() - started
             return report
-        with _progress_bar(int(free_rows.size), progress) as advance:
+        with _progress_bar(int(free_rows.size), progress, on_progress) as advance:
             result = cluster_vectors(
                 faces.vectors,
                 photos,
@@ -311,8 +315,14 @@ def _score(value: float) -> float | None:
 class _progress_bar:
     """A tqdm bar over the faces compared with every stored face."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(
+        self, total: int, enabled: bool, on_progress: Callable[[int, int], None] | None = None
+    ) -> None:
         from tqdm import tqdm
+
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
 
         self.bar = tqdm(
             total=total,
@@ -323,7 +333,16 @@ class _progress_bar:
         )
 
     def __enter__(self) -> Callable[[int], None]:
-        return self.bar.update
+        if self.on_progress is None:
+            return self.bar.update
+        self.on_progress(0, self.total)
+        return self._advance
+
+    def _advance(self, count: int) -> None:
+        self.bar.update(count)
+        self.done += count
+        assert self.on_progress is not None
+        self.on_progress(self.done, self.total)
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()

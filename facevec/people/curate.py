@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import FaceNotFoundError, PeopleConflictError
+from ..errors import FaceNotFoundError, InvalidParameterError, PeopleConflictError
 from ..storage import people as store
 from ..storage.database import Database, DbArg
 from .edit import Change, PersonView, _check_name, _face_list, _faces, _require_faces
@@ -46,17 +46,65 @@ class LooseFace:
     h: int | None
 
 
+def _in_order(everyone: Iterable[store.Person]) -> tuple[list[store.Person], list[store.Person]]:
+    """(named people by name, unnamed people by faces, most first)."""
+    people = list(everyone)
+    named = sorted((p for p in people if p.name is not None), key=lambda p: p.name.casefold())
+    unnamed = sorted((p for p in people if p.name is None), key=lambda p: (-p.faces, p.id))
+    return named, unnamed
+
+
 def people_in_order(
     db: DbArg, hidden: bool = False
 ) -> tuple[list[store.Person], list[store.Person], dict[int, int]]:
     """(named people by name, unnamed people by faces, {person id: cover face id});
     hidden people only with ``hidden=True`` (then only they)."""
     with open_gallery(db) as (database, _):
-        everyone = [p for p in store.persons(database) if p.hidden == hidden]
-        covers = store.cover_faces(database, [p.id for p in everyone])
-    named = sorted((p for p in everyone if p.name is not None), key=lambda p: p.name.casefold())
-    unnamed = sorted((p for p in everyone if p.name is None), key=lambda p: (-p.faces, p.id))
+        named, unnamed = _in_order(p for p in store.persons(database) if p.hidden == hidden)
+        covers = store.cover_faces(database, [p.id for p in named + unnamed])
     return named, unnamed, covers
+
+
+@dataclass(frozen=True)
+class PeoplePage:
+    """A page of people in people_in_order's order, and how many there are."""
+
+    total: int  # people that pass the filters, on every page
+    named: int  # of them, named
+    people: list[store.Person]  # this page: named by name, then unnamed by faces
+    covers: dict[int, int]  # {person id: cover face id} of this page's people
+
+
+def people_page(
+    db: DbArg,
+    hidden: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+    named: bool | None = None,
+    min_faces: int = 0,
+    name: str | None = None,
+    with_covers: bool = True,
+) -> PeoplePage:
+    """People in people_in_order's order, from `offset`, at most `limit` (None: all);
+    only the named (named=True) or the unnamed (False), those with at least
+    `min_faces` faces, the one called `name`. Cover faces are read for this page only
+    (none without `with_covers`)."""
+    if limit is not None and limit < 0 or offset < 0:
+        raise InvalidParameterError(f"limit and offset must be >= 0, not {limit}, {offset}")
+    with open_gallery(db) as (database, _):
+        chosen = [
+            p
+            for p in store.persons(database)
+            if p.hidden == hidden
+            and p.faces >= min_faces
+            and (named is None or (p.name is not None) == named)
+            and (name is None or p.name == name)
+        ]
+        in_names, in_faces = _in_order(chosen)
+        ordered = in_names + in_faces
+        page = ordered[offset:] if limit is None else ordered[offset : offset + limit]
+        covers = store.cover_faces(database, [p.id for p in page]) if with_covers else {}
+    return PeoplePage(len(ordered), len(in_names), page, covers)
 
 
 def cover_of(view: PersonView) -> int | None:

@@ -41,6 +41,7 @@ def _faces_of(frames: list[Any]) -> list[dict[str, Any]]:
         {
             "source": frame.attrs.get("source", {"x": None, "y": None, "w": None, "h": None}),
             "matches": json.loads(frame.to_json(orient="records")),
+            "skipped": frame.attrs.get("skipped", []),
         }
         for frame in frames
     ]

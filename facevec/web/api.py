@@ -21,9 +21,20 @@ from .jobs import IndexJobs
 from .params import MAX_WORKERS, FaceId, Offset, threshold_form, threshold_of
 from .photos import folder_to_index, servable_photo
 from .security import config_of, require_token
+from .thumbnails import Region
+from .thumbnails import etag as thumbnail_etag
+from .thumbnails import render as render_thumbnail
 from .uploads import check_photo, decoding
 
 router = APIRouter()
+
+SEARCH_K = 5  # matches per face of POST /api/search, as the search page shows
+# A face thumbnail's side: sharp at the pages' 72-112 CSS pixels on 1.5x screens.
+THUMBNAIL_SIZE = 160
+PHOTO_THUMBNAIL_SIZE = 480
+# A face id names one face of one photo file (ids are never reused; the ETag changes
+# with the file): a browser may keep a thumbnail for a day, then asks with If-None-Match.
+THUMBNAIL_CACHING = "max-age=86400"
 
 METRIC_HELP = f"Distance metric: {', '.join(FACE_METRICS)}."
 STRATEGY_HELP = (
@@ -84,13 +95,52 @@ class Match(BaseModel):
     verified: bool
 
 
+class SkippedFace(BaseModel):
+    """A stored face the search left out: its distance is undefined (a bad stored row)."""
+
+    face_id: int
+    img_name: str | None
+    face_index: int | None
+    reason: str = Field(description='Why, e.g. "is 12 bytes, not 128 float32 values".')
+
+
 class QueryFace(BaseModel):
     source: Box = Field(description="Where the face is in the query photo (null for a vector).")
     matches: list[Match] = Field(description="Nearest first.")
+    skipped: list[SkippedFace] = Field(
+        default_factory=list,
+        description="Stored faces left out of this search, and why (the Python API's "
+        'frame.attrs["skipped"]); empty for a sound gallery.',
+    )
 
 
 class FindResult(BaseModel):
     faces: list[QueryFace] = Field(description="One entry per face of the query photo.")
+
+
+class Identified(BaseModel):
+    """Who a face of the query photo is, as facevec.identify decides."""
+
+    decision: str = Field(description="matched, ambiguous or unknown")
+    person_id: int | None = Field(description="null when unknown.")
+    person: str | None
+    second: str | None = Field(description="The runner-up person (ambiguous).")
+
+
+class SearchMatch(Match):
+    person_id: int | None = Field(None, description="The stored face's person (null: no one).")
+    person: str | None = Field(None, description='Their name, or "person <id>".')
+
+
+class SearchFace(QueryFace):
+    matches: list[SearchMatch] = Field(description="Nearest first.")  # type: ignore[assignment]
+    identified: Identified | None = Field(
+        None, description="Who the face is (with the people capability, once people exist)."
+    )
+
+
+class SearchResult(BaseModel):
+    faces: list[SearchFace] = Field(description="One entry per face of the query photo.")
 
 
 class VectorQuery(BaseModel):
@@ -153,13 +203,18 @@ class IndexRequest(BaseModel):
 
 class JobStatus(BaseModel):
     id: str
-    folder: str
+    kind: str = Field("index", description="index (a folder) or cluster (POST /api/people/cluster)")
+    folder: str | None = Field(description="The folder indexed (null: a clustering run).")
     state: str = Field(description="queued, running, done, failed or cancelled")
-    done: int = Field(description="Files looked at so far.")
-    total: int | None = Field(description="Files in the folder, once counted.")
+    done: int = Field(description="Files looked at so far (cluster: faces compared).")
+    total: int | None = Field(
+        description="Files in the folder, once counted (cluster: faces with no person)."
+    )
     started_at: float
     finished_at: float | None
-    report: dict[str, Any] | None = Field(description="facevec.index's report once finished.")
+    report: dict[str, Any] | None = Field(
+        description="facevec.index's (or facevec.people.cluster's) report once finished."
+    )
     error: str | None
     options: dict[str, Any]
 
@@ -230,6 +285,52 @@ def find_photo_endpoint(
 
 
 @router.post(
+    "/search",
+    summary="What the search page shows: each face's nearest stored faces and who it is",
+    description="find and identify on one upload, embedded once: each face of the photo "
+    "with its matches (and whose each match is), and, with the people capability, who "
+    "the face is (identify's decision).",
+    response_model=SearchResult,
+    responses=ERRORS,
+)
+def search_endpoint(
+    request: Request,
+    photo: UploadFile = File(..., description="The query photo (JPEG, PNG, WebP, ...)."),  # noqa: B008
+    k: int | None = Form(
+        SEARCH_K, description="At most k matches per face (as the page; empty: all)."
+    ),
+    metric: str = Form("euclidean", description=METRIC_HELP),
+    strategy: str | None = Form(None, description=STRATEGY_HELP),
+    similarity_search: bool = Form(
+        True,
+        description="true (as the page): the k nearest, each with its verdict; "
+        "false: only the matches within the threshold.",
+    ),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    data = read_upload(photo, config)
+    options = actions.FindOptions(
+        k, metric=metric, strategy=strategy or None, similarity_search=similarity_search
+    )
+    with decoding(request, data):
+        return search_photo(request, config, data, options)
+
+
+def search_photo(
+    request: Request, config: WebConfig, data: bytes, options: actions.FindOptions
+) -> dict[str, Any]:
+    """find on a photo and, with the people capability, identify on the same faces:
+    the photo is embedded once (identify takes find's faces from the embedding cache,
+    facevec.engine.embed)."""
+    result = actions.find_photo(config, data, options)
+    if getattr(request.app.state, "people", False):
+        from .people_search import who_in_search
+
+        who_in_search(config, data, result, options.metric, options.strategy)
+    return result
+
+
+@router.post(
     "/find/vector",
     summary="Find the faces nearest to an embedding",
     response_model=FindResult,
@@ -292,6 +393,7 @@ def face_endpoint(
         "face_index": found.face_index,
         "box": {"x": found.x, "y": found.y, "w": found.w, "h": found.h},
         "crop_url": f"/api/faces/{face_id}/crop.png",
+        "thumbnail_url": face_thumbnail_url(face_id),
         "photo_url": photo_url(found.img_name) if served else None,
     }
 
@@ -322,6 +424,88 @@ def crop_endpoint(
 
 
 NO_CROP = "/static/no-crop.svg"  # a face stored without a crop, on the pages
+
+IMAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}},
+    304: {"description": "the thumbnail named by If-None-Match is current"},
+    307: {"description": "the photo cannot be shown: the face's stored crop instead"},
+    404: ERRORS[404],
+}
+
+
+@router.get(
+    "/faces/{face_id}/thumbnail.jpg",
+    summary="A stored face cut from its photo and scaled down on the server (JPEG)",
+    description="The face's box with a margin, square, at most `size` pixels a side. "
+    "A face whose photo this server does not show (outside --photos, moved, a format "
+    "Pillow cannot read) redirects to its stored crop (a placeholder if none). "
+    "Cached: ETag and Cache-Control; If-None-Match gives 304.",
+    response_class=Response,
+    responses=IMAGE_ANSWERS,
+)
+def face_thumbnail_endpoint(
+    face_id: FaceId,
+    request: Request,
+    size: int = Query(THUMBNAIL_SIZE, ge=16, le=1024, description="Pixels a side."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> Response:
+    found = actions.face_location(config, face_id)  # 404 for a face not stored
+    real = servable_photo(found.img_name, config.photo_roots)
+    box = (found.x, found.y, found.w, found.h)
+    if real is None or None in box or not found.w or not found.h:
+        return RedirectResponse(f"/api/faces/{face_id}/crop.png?placeholder=true", 307)
+    answer = _thumbnail(request, config, Region(real, box, size))  # type: ignore[arg-type]
+    if answer is None:
+        return RedirectResponse(f"/api/faces/{face_id}/crop.png?placeholder=true", 307)
+    return answer
+
+
+@router.get(
+    "/faces/{face_id}/photo.jpg",
+    summary="The photo of a stored face, scaled down on the server (JPEG)",
+    description="At most `size` pixels on its longest side; 404 if this server does "
+    "not show the photo. Cached as the face thumbnail is.",
+    response_class=Response,
+    responses=IMAGE_ANSWERS,
+)
+def photo_thumbnail_endpoint(
+    face_id: FaceId,
+    request: Request,
+    size: int = Query(PHOTO_THUMBNAIL_SIZE, ge=16, le=2048, description="Longest side."),
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> Response:
+    found = actions.face_location(config, face_id)
+    real = servable_photo(found.img_name, config.photo_roots)
+    answer = None if real is None else _thumbnail(request, config, Region(real, None, size))
+    if answer is None:
+        raise actions.NotStoredError(f"this server shows no photo of face {face_id}")
+    return answer
+
+
+def _thumbnail(request: Request, config: WebConfig, region: Region) -> Response | None:
+    tag = thumbnail_etag(region)
+    if tag is None:
+        return None
+    headers = {"ETag": tag, "Cache-Control": THUMBNAIL_CACHING}
+    if tag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    cache = request.app.state.thumbnails
+    data = cache.get(tag)
+    if data is None:
+        data = render_thumbnail(region, config.max_pixels, request.app.state.decodes.hold)
+        if data is None:
+            return None
+        cache.put(tag, data)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+def face_thumbnail_url(face_id: int | None, size: int = THUMBNAIL_SIZE) -> str | None:
+    """Where the pages load a face's picture from."""
+    if face_id is None:
+        return None
+    return f"/api/faces/{face_id}/thumbnail.jpg" + (
+        "" if size == THUMBNAIL_SIZE else f"?size={size}"
+    )
 
 
 def photo_url(img_name: str) -> str:
@@ -384,13 +568,15 @@ def index_endpoint(
     return job.as_dict()
 
 
-@router.get("/jobs", summary="Index jobs, newest first", response_model=list[JobStatus])
+@router.get(
+    "/jobs", summary="Index and clustering jobs, newest first", response_model=list[JobStatus]
+)
 def jobs_endpoint(jobs: IndexJobs = Depends(jobs_of)) -> list[dict[str, Any]]:  # noqa: B008
     return [job.as_dict() for job in jobs.all()]
 
 
 @router.get(
-    "/jobs/{job_id}", summary="An index job's progress", response_model=JobStatus, responses=ERRORS
+    "/jobs/{job_id}", summary="A job's progress", response_model=JobStatus, responses=ERRORS
 )
 def job_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, Any]:  # noqa: B008
     return _job(jobs, job_id).as_dict()
@@ -398,7 +584,7 @@ def job_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str, A
 
 @router.delete(
     "/jobs/{job_id}",
-    summary="Stop an index job (finished batches are kept)",
+    summary="Stop a job (an index run keeps its finished batches; clustering writes nothing)",
     response_model=JobStatus,
     responses=WRITE_ERRORS,
     dependencies=[Depends(require_token)],
@@ -413,5 +599,5 @@ def cancel_endpoint(job_id: str, jobs: IndexJobs = Depends(jobs_of)) -> dict[str
 def _job(jobs: IndexJobs, job_id: str) -> Any:
     job = jobs.get(job_id)
     if job is None:
-        raise actions.NotStoredError(f"no index job {job_id!r} on this server")
+        raise actions.NotStoredError(f"no job {job_id!r} on this server")
     return job

@@ -29,6 +29,7 @@ from .embed_pool import EmbedPool, pool_size
 from .hosts import HostCheck
 from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
+from .thumbnails import ThumbnailCache
 from .uploads import DeclaredSizeLimit, DecodeBudget, too_large_message
 
 HERE = Path(__file__).parent
@@ -118,6 +119,7 @@ def create_app(
     app.state.watcher = watcher
     app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
     app.state.embed_pool = pool
+    app.state.thumbnails = ThumbnailCache()
     if pool is not None:  # an app never started (a test client) stops its workers too
         weakref.finalize(app, pool.close)
     app.state.people = False

@@ -18,7 +18,7 @@ from ..errors import FacevecError, InvalidParameterError
 from ..metrics import FACE_METRICS
 from ..search import STRATEGIES
 from . import actions
-from .api import photo_url
+from .api import photo_url, search_photo
 from .config import WebConfig
 from .http_errors import database_errors, message_of, status_of
 from .params import FaceId, PageNumber
@@ -35,7 +35,9 @@ DEFAULT_K = 5
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     config: WebConfig = request.app.state.config
     context.setdefault("error", None)
+    running = [job for job in request.app.state.jobs.all() if job.active]
     context.update(
+        running_job=running[0].id if running else "",
         writable=config.writable,
         people_pages=getattr(request.app.state, "people", False),
         metrics=FACE_METRICS,
@@ -85,12 +87,8 @@ def search_results(
             k=wanted, metric=metric, strategy=strategy or None, similarity_search=not within
         )
         with decoding(request, data):
-            result = actions.find_photo(config, data, options)
+            result = search_photo(request, config, data, options)
             picture = thumbnail_data_url(data)
-            if getattr(request.app.state, "people", False):
-                from .people_search import who_in_search
-
-                who_in_search(config, data, result)
     except (FacevecError, *database_errors()) as err:
         return render(
             request,

@@ -45,3 +45,9 @@ def threshold_of(text: str | None) -> float | str | None:
     if text is None or not text.strip():
         return None
     return threshold_from_text(text)
+
+
+def person_ref(text: str) -> int | str:
+    """A person in a URL path: digits are an id (never a name, so a person named "7"
+    is not mistaken for person 7); other text is a name."""
+    return int(text) if text.isascii() and text.isdigit() else text

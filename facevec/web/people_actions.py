@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
+from ..metrics import face_metric
 from ..parameters import MAX_ID
 from ..people import (
     choose_cover,
-    cluster,
     confirm,
     dismiss,
     hide,
@@ -31,9 +31,11 @@ from ..people import (
     who_are,
 )
 from ..people.curate import MAX_PAGE, counts, suggestions
-from .api import ERRORS, WRITE_ERRORS
+from . import actions
+from .api import ERRORS, WRITE_ERRORS, ErrorBody, JobStatus, jobs_of
 from .config import WebConfig
-from .params import Offset
+from .jobs import IndexJobs
+from .params import Offset, person_ref
 from .security import config_of, require_token
 
 api = APIRouter()
@@ -216,7 +218,7 @@ def suggestions_endpoint(
 ) -> list[dict[str, Any]]:
     return [
         {"face_id": f.face_id, "img_name": f.img_name, "score": f.score}
-        for f in suggestions(config.db, person)
+        for f in suggestions(config.db, person_ref(person))
     ]
 
 
@@ -260,17 +262,28 @@ def undo_endpoint(config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # 
 
 @api.post(
     "/people/cluster",
-    summary="Group the faces that have no person into people (facevec people cluster)",
-    responses=EDIT_ERRORS,
+    summary="Group the faces that have no person into people, in the background "
+    "(facevec people cluster)",
+    description="Starts a job, as POST /api/index does: GET /api/jobs/{id} says how many "
+    "faces are compared, and once done its report (facevec.people.cluster's). One job "
+    "runs at a time (409 while another runs); stopped as an index job is, it writes "
+    "nothing.",
+    status_code=202,
+    response_model=JobStatus,
+    responses={**EDIT_ERRORS, 409: {"model": ErrorBody, "description": "a job runs"}},
     dependencies=[Depends(require_token)],
 )
 def cluster_endpoint(
     request_body: ClusterRequest,
+    response: Response,
     config: WebConfig = Depends(config_of),  # noqa: B008
+    jobs: IndexJobs = Depends(jobs_of),  # noqa: B008
 ) -> dict[str, Any]:
-    report = cluster(config.db, distance_metric=request_body.metric, progress=False).as_dict()
-    report["skipped"] = {str(face): why for face, why in report["skipped"].items()}
-    return report
+    face_metric(request_body.metric)  # a wrong metric is a 400 now, not a failed job
+    actions.gallery_model(config)  # a gallery that is not there: now too
+    job = jobs.start_cluster(distance_metric=request_body.metric)
+    response.headers["Location"] = f"/api/jobs/{job.id}"
+    return job.as_dict()
 
 
 @api.post("/people/{person}/split", summary="Some faces of a person are a new person", **_WRITE)
@@ -279,7 +292,7 @@ def split_endpoint(
     request_body: SplitRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    return _change(split(config.db, person, request_body.faces, request_body.name))
+    return _change(split(config.db, person_ref(person), request_body.faces, request_body.name))
 
 
 @api.post(
@@ -290,7 +303,7 @@ def confirm_endpoint(
     request_body: ConfirmRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    return _change(confirm(config.db, person, request_body.faces))
+    return _change(confirm(config.db, person_ref(person), request_body.faces))
 
 
 @api.post("/people/{person}/hide", summary="Keep a person out of the way (or show them)", **_WRITE)
@@ -299,7 +312,7 @@ def hide_endpoint(
     request_body: HideRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    return _change(hide(config.db, person, request_body.hidden))
+    return _change(hide(config.db, person_ref(person), request_body.hidden))
 
 
 @api.post("/people/{person}/cover", summary="The face that stands for a person", **_WRITE)
@@ -308,4 +321,4 @@ def cover_endpoint(
     request_body: CoverRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    return _change(choose_cover(config.db, person, request_body.face_id))
+    return _change(choose_cover(config.db, person_ref(person), request_body.face_id))

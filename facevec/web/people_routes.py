@@ -11,15 +11,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from ..people import identify, merge, name, people_in_order, show
-from ..people.curate import cover_of
+from ..people import identify, merge, name, show
+from ..people.curate import MAX_PAGE, cover_of, people_page
 from . import people_actions
-from .api import ERRORS, METRIC_HELP, STRATEGY_HELP, WRITE_ERRORS, photo_url, read_upload
+from .api import (
+    ERRORS,
+    METRIC_HELP,
+    STRATEGY_HELP,
+    WRITE_ERRORS,
+    face_thumbnail_url,
+    photo_url,
+    read_upload,
+)
 from .config import WebConfig
-from .params import threshold_form, threshold_of
+from .params import Count, Offset, person_ref, threshold_form, threshold_of
 from .people_pages import views
 from .photos import servable_photo
 from .security import config_of, require_token
@@ -39,7 +47,9 @@ class PersonSummary(BaseModel):
     suggested: int
     hidden: bool = Field(False, description="Kept out of the way on the people page.")
     cover_face_id: int | None = Field(None, description="The face that stands for them.")
-    cover_url: str | None = Field(None, description="Its crop (a placeholder if none).")
+    cover_url: str | None = Field(
+        None, description="Its thumbnail (GET /api/faces/{id}/thumbnail.jpg)."
+    )
 
 
 class PersonFaceOut(BaseModel):
@@ -82,11 +92,6 @@ class ChangeOut(BaseModel):
     person_id: int | None
 
 
-def crop_url(face_id: int | None) -> str | None:
-    """A face's crop as the pages show it: a placeholder for a face stored without one."""
-    return None if face_id is None else f"/api/faces/{face_id}/crop.png?placeholder=true"
-
-
 def _summary(person: Any, cover: int | None = None) -> dict[str, Any]:
     return {
         "id": person.id,
@@ -99,7 +104,7 @@ def _summary(person: Any, cover: int | None = None) -> dict[str, Any]:
         "suggested": person.suggested,
         "hidden": person.hidden,
         "cover_face_id": cover,
-        "cover_url": crop_url(cover),
+        "cover_url": face_thumbnail_url(cover),
     }
 
 
@@ -131,33 +136,57 @@ def identify_endpoint(
     return {"faces": json.loads(frame.to_json(orient="records"))}
 
 
+PAGE_HEADERS = {
+    "X-Total-Count": {
+        "description": "How many people pass the filters, on every page.",
+        "schema": {"type": "integer"},
+    },
+    "Link": {
+        "description": 'The next page, as <url>; rel="next" (none on the last page).',
+        "schema": {"type": "string"},
+    },
+}
+
+
 @api.get(
     "/people",
     summary="People with their counts and cover face: named (by name), then unnamed",
+    description="In pages with limit and offset (no limit: everyone); X-Total-Count "
+    "says how many there are and Link the next page. name: only the person so named "
+    "(also one named like a fixed route, e.g. history; then use the id it gives).",
     response_model=list[PersonSummary],
+    responses={200: {"headers": PAGE_HEADERS}},
 )
 def people_endpoint(
+    request: Request,
+    response: Response,
     named: bool | None = None,
-    min_faces: int = 0,
+    min_faces: Count = 0,
     hidden: bool = Query(False, description="true: the hidden people (only they)."),
+    limit: int | None = Query(None, ge=1, le=MAX_PAGE, description="At most this many."),
+    offset: Offset = 0,
+    name: str | None = Query(None, max_length=500, description="Only the person so named."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    named_people, unnamed, covers = people_in_order(config.db, hidden=hidden)
-    return [
-        _summary(p, covers.get(p.id))
-        for p in named_people + unnamed
-        if p.faces >= min_faces and (named is None or (p.name is not None) == named)
-    ]
+    page = people_page(config.db, hidden, limit, offset, named, min_faces, name)
+    response.headers["X-Total-Count"] = str(page.total)
+    if limit is not None and offset + limit < page.total:
+        after = request.url.include_query_params(offset=offset + limit)
+        response.headers["Link"] = f'<{after.path}?{after.query}>; rel="next"'
+    return [_summary(p, page.covers.get(p.id)) for p in page.people]
 
 
 @api.get(
     "/people/{person}",
-    summary="A person (by id or name) and their faces",
+    summary="A person (by id, or by name) and their faces",
+    description="Digits are an id. A person named like a fixed route (history, "
+    "unassigned, summary, who) or with digits for a name: GET /api/people?name=... "
+    "gives their id.",
     response_model=PersonDetail,
     responses=ERRORS,
 )
 def person_endpoint(person: str, config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # noqa: B008
-    view = show(config.db, person)
+    view = show(config.db, person_ref(person))
     photos: dict[str, list[int]] = {}
     for face in view.faces:
         photos.setdefault(face.img_name, []).append(face.face_id)
@@ -202,7 +231,7 @@ def name_endpoint(
     request_body: NameRequest,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> dict[str, Any]:
-    change = name(config.db, person, request_body.name)
+    change = name(config.db, person_ref(person), request_body.name)
     return {"edit_id": change.edit_id, "summary": change.summary, "person_id": change.person_id}
 
 

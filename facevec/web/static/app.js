@@ -76,27 +76,16 @@ function setUpToken() {
 function setUpIndexForm() {
   const form = document.getElementById("index-form");
   if (!form) return;
-  const state = document.getElementById("job-state");
-  const bar = document.getElementById("job-progress");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
     try {
-      let job = await write("/api/index", {
+      const job = await write("/api/index", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ folder: data.get("folder"), prune: data.get("prune") === "true" }),
       });
-      bar.hidden = false;
-      while (job.state === "queued" || job.state === "running") {
-        state.textContent = `indexing ${job.folder}: ${job.done} of ${job.total ?? "?"} files`;
-        if (job.total) { bar.max = job.total; bar.value = job.done; }
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        job = await (await fetch("/api/jobs/" + job.id)).json();
-      }
-      bar.hidden = true;
-      state.textContent = job.state === "failed" ? `failed: ${job.error}` : `${job.state}: ${job.done} files`;
-      if (job.state !== "failed") window.location.reload();
+      followJob(job);
     } catch (error) {
       showError(error.message);
     }
@@ -107,10 +96,13 @@ function setUpIndexForm() {
 // the result. Edit controls sit in <fieldset data-edit disabled>: enabled only
 // once a token is entered on a server that takes changes.
 function unlockEditing() {
-  const open = document.body.dataset.writable === "true" && Boolean(token());
+  const open =
+    document.body.dataset.writable === "true" && Boolean(token()) && !document.body.dataset.runningJob;
   for (const fieldset of document.querySelectorAll("fieldset[data-edit]")) {
     fieldset.disabled = !open;
   }
+  const indexButton = document.querySelector("#index-form button");
+  if (indexButton) indexButton.disabled = Boolean(document.body.dataset.runningJob);
   for (const note of document.querySelectorAll(".locked-note")) {
     note.hidden = open;
   }
@@ -187,15 +179,9 @@ function setUpPeopleForms() {
   });
   on("undo-button", () => change(() => postJson("/api/people/undo")));
   on("group-faces", async () => {
-    if (state) state.textContent = "Grouping faces…";
     try {
-      const report = await postJson("/api/people/cluster");
-      sessionStorage.setItem(
-        "facevec-last-change",
-        `grouped ${report.unassigned} faces: ${report.joined_existing} joined people, ` +
-          `${report.new_people} new people, ${report.left_unassigned} left with no one`
-      );
-      window.location.reload();
+      const job = await postJson("/api/people/cluster");
+      followJob(job);
     } catch (error) {
       showError(error.message);
     }
@@ -265,9 +251,16 @@ function setUpPeopleForms() {
     const option = document.getElementById("merge-source").selectedOptions[0];
     const other = document.getElementById("merge-other");
     const picture = other.querySelector("img");
-    picture.hidden = !option.dataset.cover;
-    if (option.dataset.cover) picture.src = option.dataset.cover;
+    picture.hidden = true;
     picture.alt = option.dataset.label;
+    fetch(`/api/people/${option.value}`)
+      .then((response) => response.json())
+      .then((shown) => {
+        if (shown.person && shown.person.cover_url && dialog.dataset.source === option.value) {
+          picture.src = shown.person.cover_url;
+          picture.hidden = false;
+        }
+      });
     other.querySelector(".label").textContent = option.dataset.label;
     other.querySelector(".counts").textContent = option.dataset.counts;
     dialog.querySelector(".other-label").textContent = option.dataset.label;
@@ -281,7 +274,85 @@ function setUpPeopleForms() {
   });
 }
 
+// The people list comes a page at a time: "Show more people" appends the next
+// cards (GET /people/more), each to its section (named or not). Without scripts
+// the link opens the list with more people shown.
+function setUpShowMore() {
+  const link = document.getElementById("show-more");
+  if (!link) return;
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ offset: link.dataset.offset, hidden: link.dataset.hidden });
+    try {
+      const response = await fetch("/people/more?" + query);
+      if (!response.ok) throw new Error(`the next people did not load (${response.status})`);
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const list = page.querySelector("ul.more-people");
+      for (const card of list.querySelectorAll("li.person")) {
+        const section = card.dataset.named === "true" ? "named-people" : "unnamed-people";
+        document.querySelector(`#${section} ul.people-grid`).append(card);
+      }
+      const end = Number(list.dataset.end);
+      const total = Number(list.dataset.total);
+      link.dataset.offset = String(end);
+      document.getElementById("people-shown").textContent = `${end} of ${total} shown`;
+      if (end >= total) link.hidden = true;
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+}
+
+// A job (indexing, grouping faces) runs in the background: while it does, the edit
+// controls are locked and the page shows how far it is; when it ends, the page
+// reloads to show what it did (a clustering run's report stays in view).
+function describeJob(job) {
+  const total = job.total ?? "?";
+  if (job.kind === "cluster") return `Grouping faces: ${job.done} of ${total} compared`;
+  return `Indexing ${job.folder}: ${job.done} of ${total} files`;
+}
+
+async function followJob(job) {
+  const box = document.getElementById("running-job");
+  const bar = box.querySelector("progress");
+  document.body.dataset.runningJob = job.id;
+  unlockEditing();
+  box.hidden = false;
+  while (job.state === "queued" || job.state === "running") {
+    box.querySelector(".what").textContent = describeJob(job);
+    if (job.total) {
+      bar.max = job.total;
+      bar.value = job.done;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const response = await fetch("/api/jobs/" + job.id);
+    if (!response.ok) break;
+    job = await response.json();
+  }
+  box.hidden = true;
+  document.body.dataset.runningJob = "";
+  if (job.state === "failed") {
+    showError(`${job.kind} job failed: ${job.error}`);
+    unlockEditing();
+    return;
+  }
+  if (job.kind === "cluster" && job.report) {
+    const report = job.report;
+    sessionStorage.setItem(
+      "facevec-last-change",
+      `grouped ${report.unassigned} faces: ${report.joined_existing} joined people, ` +
+        `${report.new_people} new people, ${report.left_unassigned} left with no one`
+    );
+  }
+  window.location.reload();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const running = document.body.dataset.runningJob;
+  if (running) {
+    fetch("/api/jobs/" + running).then((response) => response.json()).then(followJob);
+  }
+  setUpShowMore();
   setUpDropzone();
   setUpToken();
   setUpIndexForm();
