@@ -259,3 +259,24 @@ def test_cli_spark_people_write_then_people_list(spark, small_people_db, people_
     assert refused.exit_code == 1 and "one database" in refused.output
     neither = CliRunner().invoke(cli, ["spark", "people", "--gallery", str(db)])
     assert neither.exit_code == 2 and "--out" in neither.output
+
+
+def test_a_users_word_given_while_spark_computes_wins(spark, small_people_db, tmp_path):
+    import shutil
+
+    from facevec.errors import PeopleConflictError
+    from facevec.spark.people_write import write_people
+
+    db = tmp_path / "gallery.db"
+    shutil.copy(small_people_db, db)
+    gallery = read_gallery(spark, [str(db)])
+    result = cluster_people(gallery).persist()
+    grouped = result.where("cluster IS NOT NULL").select("id").toPandas()["id"]
+    face = int(grouped.iloc[0])
+    # Meanwhile, a user says who that face is.
+    facevec.people.new_person(db, [face], "Grace")
+    before = people_state(db)
+    with pytest.raises(PeopleConflictError, match="run it again"):
+        write_people(gallery, result, 2, 0.552)
+    assert people_state(db) == before  # only the user's word
+    result.unpersist()
