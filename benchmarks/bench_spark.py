@@ -20,6 +20,12 @@ answers (same ids) before anything is printed. Usage:
 
     python benchmarks/bench_spark.py                                # 10k x 1M, local[1], local[2]
     python benchmarks/bench_spark.py --gallery 10000000 --queries 1000 --skip-faiss
+    python benchmarks/bench_spark.py --gallery 10000 --cores 2 --driver-memory 100000,1000000
+
+The queries are written to Parquet and read by the executors; the driver fetches
+them one block (``--query-block``) at a time. ``--driver-memory`` measures what
+that bounds: the driver's peak memory for each number of queries, each in a fresh
+process (hits written to Spark's no-op sink).
 """
 
 from __future__ import annotations
@@ -133,10 +139,96 @@ def with_faiss(queries: np.ndarray, matrix: np.ndarray, k: int) -> np.ndarray:
     return index.search(queries, k)[1]
 
 
+def write_queries(path: Path, queries: np.ndarray) -> None:
+    """The queries as Parquet (query_id, embedding), read by the executors."""
+    table = pa.table(
+        {
+            "query_id": np.arange(queries.shape[0], dtype=np.int64),
+            "embedding": float_list_column(queries, fixed=False),
+        }
+    )
+    pq.write_table(table, path, row_group_size=65_536)
+
+
+def write_many_queries(path: Path, count: int, seed: int) -> None:
+    """`count` face-like queries as Parquet, written 250,000 at a time."""
+    path.mkdir(parents=True, exist_ok=True)
+    for part, start in enumerate(range(0, count, CHUNK)):
+        rows = min(CHUNK, count - start)
+        queries = gallery_chunk(start, rows, seed + 7)
+        table = pa.table(
+            {
+                "query_id": np.arange(start, start + rows, dtype=np.int64),
+                "embedding": float_list_column(queries, fixed=False),
+            }
+        )
+        pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=65_536)
+
+
+def peak_kib(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def jvm_pids() -> list[int]:
+    """This process's Java children: the driver JVM (in local mode also the executor)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == os.getpid() and "java" in text[: text.rindex(")")]:
+            found.append(int(entry))
+    return found
+
+
+def driver_run(cores: int, gallery: Path, queries: Path, k: int, block: int) -> dict:
+    """One batch search with the queries read from Parquet by the executors and the
+    hits written to Spark's no-op sink: what the driver's memory peaks at."""
+    from facevec.spark import batch_search, queries_from_parquet, read_gallery, spark_session
+
+    spark = spark_session(
+        f"local[{cores}]",
+        "bench_spark_driver",
+        {"spark.driver.memory": "6g", "spark.sql.shuffle.partitions": str(4 * cores)},
+        progress=False,
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.range(1).count()
+    before = peak_kib(os.getpid())
+    started, cpu = time.perf_counter(), tree_cpu_seconds()
+    hits = batch_search(
+        read_gallery(spark, [str(gallery)]),
+        queries_from_parquet(spark, queries),
+        k=k,
+        similarity_search=True,
+        broadcast="queries",
+        query_block_size=block,
+    )
+    hits.write.format("noop").mode("overwrite").save()
+    result = {
+        "seconds": time.perf_counter() - started,
+        "cpu": tree_cpu_seconds() - cpu,
+        "python driver peak MiB (after start-up)": before / 1024,
+        "python driver peak MiB": peak_kib(os.getpid()) / 1024,
+        "JVM peak MiB": sum(peak_kib(pid) for pid in jvm_pids()) / 1024,
+        "load": os.getloadavg()[0],
+    }
+    spark.stop()
+    return result
+
+
 def spark_run(
     cores: int, gallery: Path, queries: np.ndarray, k: int, block: int
 ) -> dict[str, float]:
-    from facevec.spark import batch_search, read_gallery, spark_session
+    from facevec.spark import batch_search, queries_from_parquet, read_gallery, spark_session
 
     started = time.perf_counter()
     spark = spark_session(
@@ -157,17 +249,13 @@ def spark_run(
     ).write.format("noop").mode("overwrite").save()
     per_task = (time.perf_counter() - started) / tasks * cores
 
-    table = pa.table(
-        {
-            "query_id": np.arange(queries.shape[0], dtype=np.int64),
-            "embedding": float_list_column(queries, fixed=False),
-        }
-    )
+    query_path = gallery.parent / f"queries_{gallery.name}_{queries.shape[0]}.parquet"
+    write_queries(query_path, queries)
     started, cpu = time.perf_counter(), tree_cpu_seconds()
     frame = read_gallery(spark, [str(gallery)])
     hits = batch_search(
         frame,
-        spark.createDataFrame(table),
+        queries_from_parquet(spark, query_path),
         k=k,
         similarity_search=True,
         broadcast="queries",
@@ -178,10 +266,13 @@ def spark_run(
     cpu = tree_cpu_seconds() - cpu
     partitions = sum(part.rdd.getNumPartitions() for part in frame.parts)
     rows = result.column("face_id").to_numpy().reshape(queries.shape[0], k)
+    driver_peak = peak_kib(os.getpid()) / 1024
     spark.stop()
     return {
         "seconds": seconds,
         "cpu": cpu,
+        "load": os.getloadavg()[0],
+        "python driver peak MiB": driver_peak,
         "startup": startup,
         "per_task": per_task,
         "partitions": partitions,
@@ -202,8 +293,22 @@ def main() -> None:
     parser.add_argument("--skip-one-process", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--driver-memory",
+        default=None,
+        metavar="N,N,...",
+        help="Instead: the driver's peak memory for each number of queries (read from "
+        "Parquet, one fresh process each) against --gallery faces, e.g. 100000,1000000",
+    )
+    parser.add_argument("--driver-run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if args.driver_run:  # a child of --driver-memory: one run, its figures as JSON
+        gallery_path, query_path = args.driver_run.split(",")
+        cores = int(args.cores.split(",")[-1])
+        run = driver_run(cores, Path(gallery_path), Path(query_path), args.k, args.query_block)
+        print(json.dumps(run))
+        return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_spark_"))
     gallery = workdir / f"gallery_{args.gallery}"
@@ -211,6 +316,9 @@ def main() -> None:
         started = time.perf_counter()
         write_gallery(gallery, args.gallery, args.seed, args.rows_per_file)
         print(f"wrote {args.gallery:,} faces in {time.perf_counter() - started:.0f} s to {gallery}")
+    if args.driver_memory:
+        driver_memory(args, workdir, gallery)
+        return
     if args.skip_one_process and args.skip_faiss:  # no reference: spare the memory
         matrix = gallery_chunk(0, min(CHUNK, args.gallery), args.seed)
     else:
@@ -269,6 +377,45 @@ def main() -> None:
             f"| {rate_cpu:.1f} | {rate_wall:.1f} | {notes} |"
         )
     print(json.dumps({name: {k: v for k, v in row.items()} for name, row in results.items()}))
+
+
+def driver_memory(args: argparse.Namespace, workdir: Path, gallery: Path) -> None:
+    """The driver's peak memory as the number of queries grows, a fresh process each."""
+    import subprocess
+
+    print(
+        "| queries | gallery | wall s | CPU s | Python driver peak MiB | JVM peak MiB "
+        "(driver + local executor) | load |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for count in [int(n) for n in args.driver_memory.split(",")]:
+        queries = workdir / f"queries_{count}"
+        if not queries.exists():
+            write_many_queries(queries, count, args.seed)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--driver-run",
+                f"{gallery},{queries}",
+                "--cores",
+                args.cores,
+                "--k",
+                str(args.k),
+                "--query-block",
+                str(args.query_block),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        run = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"| {count:,} | {args.gallery:,} | {run['seconds']:.1f} | {run['cpu']:.1f} "
+            f"| {run['python driver peak MiB']:.0f} | {run['JVM peak MiB']:.0f} "
+            f"| {run['load']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

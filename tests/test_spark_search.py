@@ -160,3 +160,43 @@ def test_a_gallery_searched_against_itself(spark, sharded):
     )
     assert first["query_img_name"].equals(first["img_name"])
     assert pc.max(first["distance"]).as_py() == 0.0
+
+
+def test_the_driver_holds_one_block_of_queries_at_a_time(spark, sharded, monkeypatch):
+    from pyspark import SparkContext
+
+    DataFrame = type(spark.range(1))  # the session's class (pyspark's classic one)
+    gathered, broadcast = [], []
+    to_arrow, collect, share = DataFrame.toArrow, DataFrame.collect, SparkContext.broadcast
+
+    def counting_to_arrow(self):
+        table = to_arrow(self)
+        if "embedding" in table.column_names:
+            gathered.append(table.num_rows)
+        return table
+
+    def counting_collect(self):
+        rows = collect(self)
+        if "embedding" in self.columns:
+            gathered.append(len(rows))
+        return rows
+
+    def counting_broadcast(self, value):
+        if isinstance(value, np.ndarray):
+            broadcast.append(value.shape[0])
+        return share(self, value)
+
+    monkeypatch.setattr(DataFrame, "toArrow", counting_to_arrow)
+    monkeypatch.setattr(DataFrame, "collect", counting_collect)
+    monkeypatch.setattr(SparkContext, "broadcast", counting_broadcast)
+    gallery = read_gallery(spark, sharded["sources"], rows_per_partition=30)
+    queries = noisy_queries(sharded["vectors"], list(range(0, 80, 3)), seed=4)  # 27 queries
+    frame = query_frame(spark, queries).repartition(3)
+    result = batch_search(gallery, frame, k=3, broadcast="queries", query_block_size=4)
+    # Six blocks of 4 and one of 3 reached the driver, one at a time, and nothing else.
+    assert gathered == [4, 4, 4, 4, 4, 4, 3]
+    assert broadcast == gathered
+    monkeypatch.undo()
+    table = result.toArrow()
+    assert sorted(set(table["query_id"].to_pylist())) == list(range(100, 127))
+    assert_equals_find(table, queries, sharded["merged"], k=3)

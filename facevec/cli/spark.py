@@ -115,7 +115,8 @@ def _is_parquet(path: str) -> bool:
     type=click.IntRange(1),
     default=65_536,
     show_default=True,
-    help="Queries broadcast at once; more queries are searched block by block.",
+    help="Queries the driver fetches and broadcasts at once; more are searched block by "
+    "block, so the driver never holds more.",
 )
 @click.option(
     "--detector",
@@ -242,7 +243,13 @@ def _summary(out: str) -> dict[str, Any]:
     show_default=True,
     help="Neighbours of each face in the graph.",
 )
-@click.option("--out", required=True, type=click.Path(), help="Parquet folder for the result.")
+@click.option("--out", type=click.Path(), help="Parquet folder for the result.")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write the suggestions back to the gallery (one database), as 'people cluster' "
+    "does: undo with 'facevec people undo'.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @session_options
 @click.option("--quiet", is_flag=True, help="No Spark progress bar.")
@@ -253,44 +260,71 @@ def spark_people_command(
     threshold: float | None,
     min_faces: int,
     neighbours: int,
-    out: str,
+    out: str | None,
+    write: bool,
     overwrite: bool,
     master: str,
     settings: tuple[str, ...],
     rows_per_partition: int,
     quiet: bool,
 ) -> None:
-    """Cluster every face of the gallery's shards into people, on Spark.
+    """Cluster the faces without a person into people, on Spark.
 
-    The same clustering as 'facevec people cluster' on the merged gallery (from
-    scratch: people already named are not read). --out gets one row per face:
-    shard, source, id, img_name, identity, cluster (the key shard << 40 | id of
-    the cluster's first face; empty when unassigned) and score.
+    The same clustering as 'facevec people cluster' on the merged gallery: the
+    people the database shards hold (named, confirmed, suggested) are read and
+    kept, faces join them or form new people, rejections and dismissed faces
+    are respected. --write stores the suggestions in the gallery (one database;
+    'facevec people undo' takes them back). --out gets one row per face: shard,
+    source, id, img_name, identity, person (the person it has or joins), cluster
+    (the key shard << 40 | id of a new group's first face), score, assigned.
     """
+    from ..people import defaults
     from ..spark import cluster_people, read_gallery
+    from ..spark.people_write import writable_source, write_people
     from ..spark.session import spark_session
 
+    if out is None and not write:
+        raise click.UsageError("give --out (a Parquet folder), --write (the gallery), or both")
     config = _settings(settings)
-    _check_out(out, overwrite)
+    if out is not None:
+        _check_out(out, overwrite)
     try:
         session = spark_session(master, "facevec spark people", config, progress=not quiet)
         session.sparkContext.setLogLevel("ERROR")
         gallery = read_gallery(session, list(sources), rows_per_partition=rows_per_partition)
+        if write:
+            writable_source(gallery)  # refused before the work, not after
         faces = cluster_people(
             gallery,
             distance_metric=distance_metric,
             threshold=threshold,
             min_faces=min_faces,
             neighbours=neighbours,
-        )
-        faces.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)
-        summary = _people_summary(out)
+        ).persist()
+        if out is not None:
+            faces.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)
+            summary = _people_summary(out)
+            echo(
+                f"{summary['people']} people ({summary['clustered']} faces) among "
+                f"{summary['faces']} faces in {len(sources)} shards, written to {out}"
+            )
+        if write:
+            linkage = (
+                defaults.linkage_threshold(gallery.model_name, distance_metric)
+                if threshold is None
+                else defaults.to_euclidean(threshold, distance_metric)
+            )
+            report = write_people(gallery, faces, min_faces, linkage, distance_metric)
+            echo(
+                f"clustered {report.unassigned} faces: {report.joined_existing} joined "
+                f"existing people, {report.new_people} new people "
+                f"({report.faces_in_new_people} faces), {report.left_unassigned} left "
+                "unassigned"
+            )
+            if report.edit_id is not None:
+                echo(f"(to undo: facevec people undo --db {gallery.sources[0].name})")
     except _spark_errors() as err:
         raise click.ClickException(f"Spark: {_first_line(err)}") from err
-    echo(
-        f"{summary['people']} people ({summary['clustered']} faces) among "
-        f"{summary['faces']} faces in {len(sources)} shards, written to {out}"
-    )
 
 
 def _people_summary(out: str) -> dict[str, int]:

@@ -201,12 +201,14 @@ def cluster(
             # it), so the checks below see what others committed while the graph ran.
             database.rollback()
             with database.transaction():
-                _write(database, report, result, free_faces, joined, clustered, people, min_faces)
+                write_run(
+                    database, report, result, free_faces, joined, clustered, people, min_faces
+                )
         report.seconds = time.perf_counter() - started
         return report
 
 
-def _write(
+def write_run(
     database: Database,
     report: ClusterReport,
     result: Clustering,
@@ -216,7 +218,8 @@ def _write(
     people: list[int],
     min_faces: int,
 ) -> None:
-    """The run's assignments, inside its write transaction: only for faces still
+    """The run's assignments (this one's, or Spark's: ``facevec.spark.people_write``),
+    inside its write transaction: only for faces still
     stored (a photo replaced or pruned while the graph ran took its faces away) and
     people who still exist, and a new person only where at least ``min_faces`` of
     its faces remain."""

@@ -11,11 +11,14 @@ From a SparkSession of your own (or :func:`spark_session`)::
 
 - :mod:`.gallery`: sources (SQLite, PostgreSQL, MariaDB, Parquet) to one DataFrame;
 - :mod:`.queries`: query vectors from Parquet, or photos embedded on the executors;
-- :mod:`.search`: the batch search (query blocks broadcast, partitions scanned
-  with the C kernels, candidates merged per query);
+- :mod:`.search`: the batch search (query blocks streamed through the driver and
+  broadcast, partitions scanned with the C kernels, candidates merged per query);
+- :mod:`.query_blocks`: the queries numbered on the executors, fetched one block
+  at a time;
 - :mod:`.people`: the people clustering of ``facevec people cluster`` at scale
-  (the neighbour graph by batch search, components by DataFrame iterations,
-  the linkage per component);
+  (the gallery's people kept, the neighbour graph by batch search, components by
+  DataFrame iterations, the linkage per component);
+- :mod:`.people_write`: its suggestions written back to the gallery, undoable;
 - :mod:`.partition_search`: what one task computes (no Spark inside);
 - :mod:`.session`: a session with facevec's settings; pyspark is imported there,
   and only when a function needs it.
@@ -32,6 +35,7 @@ _OWNERS = {
     "GALLERY_SCHEMA": "gallery",
     "batch_search": "search",
     "cluster_people": "people",
+    "write_people": "people_write",
     "queries_from_parquet": "queries",
     "queries_from_photos": "queries",
     "spark_session": "session",

@@ -2,10 +2,14 @@
 
 Two plans (``broadcast=``), chosen by the gallery's size unless told:
 
-- **queries broadcast** (a large gallery): the queries are gathered on the driver
-  and broadcast in blocks of ``query_block_size`` (65,536 Dlib vectors are 32 MB).
-  Each task takes one gallery partition and one block, streams the partition's
-  rows through the C kernels and keeps the best k hits per query
+- **queries broadcast** (a large gallery): the queries are streamed through the
+  driver in blocks of ``query_block_size`` (65,536 Dlib vectors are 32 MB): the
+  executors number them (:mod:`.query_blocks`), and the driver fetches one block,
+  broadcasts it, has every gallery partition searched against it, keeps the
+  block's hits on the executors (a local checkpoint) and drops the block before
+  it fetches the next. The driver's memory is one block, whatever the number of
+  queries. Each task takes one gallery partition and the block, streams the
+  partition's rows through the C kernels and keeps the best k hits per query
   (:mod:`.partition_search`): queries x k rows leave the task. Those candidates are
   shuffled by query, and each query keeps its k best, ordered as find orders them:
   distance, then the lower (shard, id). With several blocks the gallery is cached
@@ -20,27 +24,23 @@ thresholds and tie-breaking.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from functools import reduce
 from typing import Any
-
-import numpy as np
 
 from ..engine import models
 from ..errors import InvalidParameterError
 from ..metrics import face_metric
 from ..parameters import check_k, check_threshold
 from ..plan import spark_plan
-from ..vector_columns import matrix_from_arrow
 from .gallery import SparkGallery
 from .gallery_broadcast import (
     GALLERY_BROADCAST_BYTES,
-    check_query_vectors,
     gallery_bytes,
     search_with_gallery_broadcast,
 )
 from .partition_search import PartitionTopK
+from .query_blocks import number_queries
 
 CANDIDATE_SCHEMA = (
     "shard int, source string, id long, img_name string, identity string, face_index int,"
@@ -95,20 +95,6 @@ def name_queries(queries: Any) -> Any:
     return queries
 
 
-def collect_queries(queries: Any, dimensions: int) -> tuple[np.ndarray, Any]:
-    """(matrix, pyarrow table of the other query columns plus query_index) of
-    named queries, gathered on the driver and checked as find checks a query."""
-    import pyarrow as pa
-
-    table = queries.toArrow()
-    matrix = matrix_from_arrow(table.column("embedding"), "query embedding")
-    others = table.drop_columns(["embedding"])
-    if len(table):
-        check_query_vectors(matrix, dimensions, table)
-    others = others.append_column("query_index", pa.array(np.arange(len(table), dtype=np.int32)))
-    return matrix, others
-
-
 def batch_search(
     gallery: SparkGallery,
     queries: Any,
@@ -138,9 +124,11 @@ def batch_search(
 
     Columns: the query's columns, rank (1, 2, ... per query), shard, source,
     face_id, img_name, identity, face_index, target_x/y/w/h, threshold,
-    distance, verified. Lazy: nothing runs until the result is used (with
-    broadcast="queries" the queries, and with "gallery" the gallery, are
-    gathered on the driver at once).
+    distance, verified. With broadcast="gallery" the result is lazy (the gallery
+    is gathered on the driver when it is called); with "queries" the search runs
+    when it is called, block by block (:func:`search_blocks`: the driver holds
+    one block of queries at a time), and the result is the hits kept on the
+    executors.
     """
     face_metric(distance_metric)
     k = check_k(k)
@@ -170,32 +158,52 @@ def batch_search(
         return search_with_gallery_broadcast(
             gallery, queries, k, distance_metric, cutoff, float(threshold)
         )
-    matrix, query_columns = collect_queries(queries, gallery.dimensions)
-    candidates = _candidates(gallery, matrix, k, distance_metric, cutoff, query_block_size)
-    return _merge(spark, candidates, query_columns, k, float(threshold))
+    hits = [
+        block_hits.localCheckpoint()
+        for block_hits in search_blocks(
+            gallery, queries, k, distance_metric, cutoff, float(threshold), query_block_size
+        )
+    ]
+    return reduce(lambda a, b: a.unionByName(b), hits)
 
 
-def _candidates(
+def search_blocks(
     gallery: SparkGallery,
-    matrix: np.ndarray,
+    queries: Any,
     k: int | None,
     metric: str,
     cutoff: float | None,
+    threshold: float,
     block_size: int,
-) -> Any:
-    """Each partition's best k per query, for every block of queries."""
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Any]:
+    """The hits of each block of (named) queries in turn, a lazy DataFrame each:
+    use one (write it, checkpoint it) before asking for the next, which drops the
+    block's broadcast. ``progress(done, blocks)`` is called after each."""
     spark = gallery.parts[0].sparkSession
-    blocks = max(1, math.ceil(matrix.shape[0] / block_size))
+    numbered = number_queries(queries, block_size, gallery.dimensions)
     frames = gallery.parts
-    if blocks > 1:  # every block reads the gallery: once from its sources is enough
+    if numbered.blocks > 1:  # every block reads the gallery: once from its sources is enough
         frames = tuple(frame.persist() for frame in frames)
-    found = []
-    for block in range(blocks):
-        start = block * block_size
-        shared = spark.sparkContext.broadcast(matrix[start : start + block_size])
-        search = _partition_searcher(shared, k, metric, cutoff, start)
-        found.extend(frame.mapInArrow(search, CANDIDATE_SCHEMA) for frame in frames)
-    return reduce(lambda a, b: a.unionByName(b), found)
+    try:
+        for block in range(numbered.blocks):
+            matrix, query_columns = numbered.fetch(block)
+            shared = spark.sparkContext.broadcast(matrix)
+            del matrix
+            search = _partition_searcher(shared, k, metric, cutoff, 0)
+            candidates = reduce(
+                lambda a, b: a.unionByName(b),
+                (frame.mapInArrow(search, CANDIDATE_SCHEMA) for frame in frames),
+            )
+            yield _merge(spark, candidates, query_columns, k, threshold)
+            shared.destroy()
+            if progress is not None:
+                progress(block + 1, numbered.blocks)
+    finally:
+        numbered.release()
+        if numbered.blocks > 1:
+            for frame in frames:
+                frame.unpersist()
 
 
 def _partition_searcher(
