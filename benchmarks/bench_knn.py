@@ -540,16 +540,22 @@ def run_scale(n: int, workdir: Path, storages: list[str], n_queries: int = 200) 
     rows: list[tuple] = [("face_meta alone", "", None, None, None, None, base_size)]
     sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10, 'euclidean', NULL, ?)"
     centroids = None
-    probe_scan = range(1, 129)
+    probe_scan = range(1, 257)
 
     def recall_at(search, nprobe: int) -> float:
         return recall_at_10([search(q, nprobe) for q in queries], truth)
 
     def smallest_095(search) -> int | None:
-        for nprobe in probe_scan:
-            if recall_at(search, nprobe) >= 0.95:
-                return nprobe
-        return None
+        # Doubling, then bisection (recall grows with nprobe): few passes at 10M.
+        lo, hi = 0, 1
+        while recall_at(search, hi) < 0.95:
+            lo, hi = hi, hi * 2
+            if hi > probe_scan[-1]:
+                return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if recall_at(search, mid) >= 0.95 else (mid, hi)
+        return hi
 
     default_nprobe = None
     for storage in storages:
