@@ -256,7 +256,9 @@ int knn_ivf_resumable(sqlite3 *db, const char *tbl, const char *col,
   int rc;
   *same = 0;
   if (opts->lists <= 0) return SQLITE_OK;
-  rc = knn_index_load(db, "", tbl, &ix, NULL);
+  char *err = NULL;
+  rc = knn_index_load(db, "", tbl, &ix, &err);
+  sqlite3_free(err);
   if (rc == SQLITE_NOMEM) return rc;
   if (rc != SQLITE_OK) return SQLITE_OK; /* no index, or a damaged one: start over */
   want = options_text(col, opts);

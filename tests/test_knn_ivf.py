@@ -436,7 +436,11 @@ TAMPER = [
     ("DELETE FROM face_meta_fvknn_ivf", "holds 0 rows"),
     ("UPDATE face_meta_fvknn_chunklists SET list = 4 WHERE id = 1", "IVF list of chunk 1"),
     ("UPDATE face_meta_fvknn_chunklists SET list = -2 WHERE id = 1", "IVF list of chunk 1"),
-    ("DELETE FROM face_meta_fvknn_chunklists WHERE id = 2", "IVF list of chunk 2"),
+    (  # chunk ids are sparse (list-major): the second chunk, whichever it is
+        "DELETE FROM face_meta_fvknn_chunklists WHERE id = "
+        "(SELECT id FROM face_meta_fvknn_chunklists ORDER BY id LIMIT 1 OFFSET 1)",
+        "IVF list of chunk",
+    ),
     ("UPDATE face_meta_fvknn_chunklists SET slots = x'00' WHERE list = -1", "malformed"),
     ("UPDATE face_meta_fvknn_chunklists SET list = -1 WHERE id = 1", "malformed"),
     (
