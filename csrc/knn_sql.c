@@ -531,7 +531,9 @@ static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **j
       }
       if (ix->n_vectors > 0)
         imbalance = (double)ix->lists * sq / ((double)ix->n_vectors * (double)ix->n_vectors);
-      if (ix->n_vectors > 2 * ix->trained)
+      if (ix->building)
+        reason = NULL; /* an unfinished build: its chunks are not all written */
+      else if (ix->n_vectors > 2 * ix->trained)
         reason = "the index has grown to more than twice the vectors it was trained on";
       else if (2 * ix->n_vectors < ix->trained)
         reason = "the index holds less than half the vectors it was trained on";
