@@ -489,11 +489,20 @@ t = time.perf_counter()
 conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", ({options!r},))
 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 print(time.perf_counter() - t)
+# This process's own peak (VmHWM): wait4's ru_maxrss would also count the
+# parent's memory, which a child started by vfork/exec inherits as its peak.
+try:
+    with open("/proc/self/status") as f:
+        print(next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")))
+except (OSError, StopIteration):
+    import resource
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
 def build_in_child(path: Path, options: dict) -> tuple[float, float]:
-    """facevec_knn_build in a child process: (seconds, the child's peak RSS in MiB)."""
+    """facevec_knn_build in a child process: (seconds, its peak RSS in MiB, VmHWM as
+    the child itself reads it after the build)."""
     import json
     import subprocess
 
@@ -505,14 +514,17 @@ def build_in_child(path: Path, options: dict) -> tuple[float, float]:
         text=True,
     )
     out = child.stdout.read() if child.stdout else ""
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, _ = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"build {options} failed")
-    return float(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+    seconds, peak_kib = out.strip().splitlines()[-2:]
+    return float(seconds), int(peak_kib) / 1024
 
 
-def run_scale(n: int, workdir: Path, storages: list[str], n_queries: int = 200) -> list[tuple]:
+def run_scale(
+    n: int, workdir: Path, storages: list[str], n_queries: int = 200, emit=None
+) -> list[tuple]:
     """IVF at scale per storage beside faiss with the same lists: (method, setting,
     recall, ms, build s, peak MiB, file MiB). The vectors live in a memory-mapped
     .npy, written 100k rows at a time."""
@@ -537,19 +549,34 @@ def run_scale(n: int, workdir: Path, storages: list[str], n_queries: int = 200) 
         Path(str(base_db) + suffix).unlink(missing_ok=True)
     fill_face_meta(base_db, x)
     base_size = base_db.stat().st_size / 2**20
-    rows: list[tuple] = [("face_meta alone", "", None, None, None, None, base_size)]
+    rows: list[tuple] = []
+
+    class Rows(list):  # each row printed as soon as it is measured (hours at 10M)
+        def append(self, row) -> None:
+            super().append(row)
+            if emit:
+                emit(row)
+
+    rows = Rows()
+    rows.append(("face_meta alone", "", None, None, None, None, base_size))
     sql = "SELECT rowid FROM facevec_knn('face_meta', ?, 10, 'euclidean', NULL, ?)"
     centroids = None
-    probe_scan = range(1, 129)
+    probe_scan = range(1, 257)
 
     def recall_at(search, nprobe: int) -> float:
         return recall_at_10([search(q, nprobe) for q in queries], truth)
 
     def smallest_095(search) -> int | None:
-        for nprobe in probe_scan:
-            if recall_at(search, nprobe) >= 0.95:
-                return nprobe
-        return None
+        # Doubling, then bisection (recall grows with nprobe): few passes at 10M.
+        lo, hi = 0, 1
+        while recall_at(search, hi) < 0.95:
+            lo, hi = hi, hi * 2
+            if hi > probe_scan[-1]:
+                return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if recall_at(search, mid) >= 0.95 else (mid, hi)
+        return hi
 
     default_nprobe = None
     for storage in storages:
@@ -617,11 +644,12 @@ def run_scale(n: int, workdir: Path, storages: list[str], n_queries: int = 200) 
 
 
 def main_scale(n: int, workdir: Path, storages: list[str]) -> None:
-    rows = run_scale(n, workdir, storages)
     print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries, one thread")
     print("| method | setting | recall@10 | ms/query | build s | build peak MiB | file MiB |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, setting, rec, ms, build, peak, size in rows:
+    print("|---|---|---:|---:|---:|---:|---:|", flush=True)
+
+    def emit(row) -> None:
+        name, setting, rec, ms, build, peak, size = row
         cells = [
             "" if rec is None else f"{rec:.3f}",
             "" if ms is None else f"{ms:.3f}",
@@ -630,6 +658,9 @@ def main_scale(n: int, workdir: Path, storages: list[str]) -> None:
             "" if size is None else f"{size:.0f}",
         ]
         print(f"| {name} | {setting} | " + " | ".join(cells) + " |", flush=True)
+
+    run_scale(n, workdir, storages, emit=emit)
+    print(f"load average at the end: {os.getloadavg()}", flush=True)
 
 
 def main_ann(sizes: list[int], workdir: Path, hnsw_max: int, storage: bool = False) -> None:

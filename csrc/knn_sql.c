@@ -20,12 +20,22 @@
 **   SELECT facevec_knn_build(table, column, NULL, options, centroids)
 **       An IVF build on the given centroids (a BLOB of lists x dim float32,
 **       e.g. the gallery's SQL lists) instead of its own k-means.
-**   SELECT facevec_knn_create(table [, column [, chunk_size [, options]]])
+**       An IVF build works in batches, each its own transaction (savepoints
+**       of the caller's transaction inside one), memory bounded: an
+**       interrupted build continues where it stopped when run again with the
+**       same options (knn_ivf_build.c). Until it finishes, queries read every
+**       row from the table (exact). Rows whose vector cannot be read are left
+**       out and named (status: skipped, skipped_rows), not an error.
+**   SELECT facevec_knn_create(table [, column [, chunk_size [, options
+**                             [, centroids]]]])
 **       As build, but leave the filling to facevec_knn_sync (in batches, so a
-**       caller can show progress); options: storage and rerank. Returns 0.
+**       caller can show progress); options: storage and rerank, or with lists
+**       an IVF index trained here (an unfinished build of the same options is
+**       kept, to be continued). Returns 0.
 **   SELECT facevec_knn_sync(table [, max_rows])
 **       Apply pending changes of table (logged by triggers) and continue an
-**       unfinished build, at most max_rows source rows (default: all).
+**       unfinished build, at most max_rows source rows (default: all; an IVF
+**       build counts each row twice: read and assigned, then written).
 **       Returns the number of rows processed; fewer than max_rows = done.
 **   SELECT facevec_knn_drop(table)      remove the index; returns 1 or 0.
 **   SELECT facevec_knn_status(table)    JSON description, NULL if no index.
@@ -231,13 +241,22 @@ static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr)
   knn_index ix = {0};
   i64 done = 0;
   int rc = knn_create(db, a->fn, a->table, a->column, a->chunk_size, &ix, pzErr);
+  if (rc == SQLITE_OK && a->opts.lists > 0) {
+    /* IVF: trained here, filled in batches (knn_ivf_build.c); without any
+    ** vector to train on, the exact index. */
+    rc = knn_ivf_start(db, a->fn, &ix, &a->opts, pzErr);
+    if (rc == SQLITE_DONE)
+      rc = knn_quant_init(db, a->fn, &ix, a->opts.storage, a->opts.rerank, NULL, 0, pzErr);
+    else if (rc == SQLITE_OK && !a->fill)
+      goto finish;
+    if (rc == SQLITE_OK) rc = knn_sync_rows(db, a->fn, &ix, a->fill ? a->max_rows : 0, &done, pzErr);
+    goto finish;
+  }
   if (rc == SQLITE_OK)
-    rc = knn_quant_init(db, a->fn, &ix, a->opts.storage, a->opts.rerank, pzErr);
-  if (rc == SQLITE_OK && a->fill && a->opts.lists > 0)
-    rc = knn_build_ivf(db, a->fn, &ix, &a->opts, pzErr);
-  else if (rc == SQLITE_OK && a->fill)
-    rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
-  *result = a->fill ? ix.n_vectors : 0;
+    rc = knn_quant_init(db, a->fn, &ix, a->opts.storage, a->opts.rerank, NULL, 0, pzErr);
+  if (rc == SQLITE_OK && a->fill) rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
+finish:
+  *result = a->fill ? (a->opts.lists > 0 ? done : ix.n_vectors) : 0;
   knn_index_clear(&ix);
   return rc;
 }
@@ -256,15 +275,57 @@ static int drop_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) 
   return rc;
 }
 
-/* Run op in one transaction (txn_begin) and give its INTEGER result, or
-** its error, to ctx. */
+/* Run op in one transaction (txn_begin); *result gets its INTEGER result. */
+static int run_txn(sqlite3 *db, write_op op, const write_args *a, i64 *result, char **pzErr) {
+  int own = 0;
+  int rc = txn_begin(db, &own, pzErr);
+  if (rc == SQLITE_OK) rc = txn_end(db, own, op(db, a, result, pzErr), pzErr);
+  return rc;
+}
+
+/* Run op in one transaction and give its INTEGER result, or its error, to ctx. */
 static void run_write(sqlite3_context *ctx, write_op op, const write_args *a) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   char *zErr = NULL;
   i64 result = 0;
-  int own = 0;
-  int rc = txn_begin(db, &own, &zErr);
-  if (rc == SQLITE_OK) rc = txn_end(db, own, op(db, a, &result, &zErr), &zErr);
+  int rc = run_txn(db, op, a, &result, &zErr);
+  if (rc == SQLITE_OK)
+    sqlite3_result_int64(ctx, result);
+  else
+    result_error(ctx, a->fn, rc, zErr);
+  sqlite3_free(zErr);
+}
+
+static int vectors_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  knn_index ix = {0};
+  int rc = knn_index_open(db, a->fn, a->table, &ix, pzErr);
+  *result = ix.n_vectors;
+  knn_index_clear(&ix);
+  return rc;
+}
+
+static int resume_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr) {
+  int same = 0, rc = knn_ivf_resumable(db, a->table, a->column, &a->opts, &same);
+  (void)pzErr;
+  *result = same;
+  return rc;
+}
+
+/* An IVF build: trained in one transaction, then filled a batch per
+** transaction, so that an interrupted build continues where it stopped
+** when it is run again with the same options (inside the caller's
+** transaction, each is a savepoint of it). */
+static void build_ivf(sqlite3_context *ctx, write_args *a) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char *zErr = NULL;
+  i64 result = 0, same = 0;
+  int rc = run_txn(db, resume_op, a, &same, &zErr);
+  a->max_rows = knn_ivf_batch_rows();
+  if (rc == SQLITE_OK && !same) rc = run_txn(db, build_op, a, &result, &zErr);
+  else result = a->max_rows;
+  while (rc == SQLITE_OK && result >= a->max_rows)
+    rc = run_txn(db, sync_op, a, &result, &zErr);
+  if (rc == SQLITE_OK) rc = run_txn(db, vectors_op, a, &result, &zErr);
   if (rc == SQLITE_OK)
     sqlite3_result_int64(ctx, result);
   else
@@ -388,13 +449,6 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     a.opts.centroids = sqlite3_value_blob(argv[4]);
     a.opts.centroids_bytes = sqlite3_value_bytes(argv[4]);
   }
-  if (argc > 3 && a.opts.lists > 0 && !a.fill) {
-    arg_error(ctx, a.fn,
-              sqlite3_mprintf("%s: an IVF index (option lists) is built in one call: use "
-                              "facevec_knn_build",
-                              a.fn));
-    return;
-  }
   if (argc > 2 && !(argc > 3 && sqlite3_value_type(argv[2]) == SQLITE_NULL)) {
     if (!int_arg(ctx, a.fn, "chunk_size", argv, 2, &a.chunk_size)) return;
     if (a.chunk_size < 64 || a.chunk_size > KNN_MAX_CHUNK || a.chunk_size % 64) {
@@ -404,6 +458,20 @@ static void build_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                                 a.fn, KNN_MAX_CHUNK, a.chunk_size));
       return;
     }
+  }
+  if (a.opts.lists > 0 && a.fill) {
+    build_ivf(ctx, &a);
+    return;
+  }
+  if (a.opts.lists > 0) { /* create: trained here, filled by facevec_knn_sync */
+    i64 same = 0;
+    char *zErr = NULL;
+    int rc = run_txn(sqlite3_context_db_handle(ctx), resume_op, &a, &same, &zErr);
+    if (rc == SQLITE_OK && same) {
+      sqlite3_result_int64(ctx, 0);
+      return;
+    }
+    sqlite3_free(zErr);
   }
   run_write(ctx, build_op, &a);
 }
@@ -463,7 +531,9 @@ static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **j
       }
       if (ix->n_vectors > 0)
         imbalance = (double)ix->lists * sq / ((double)ix->n_vectors * (double)ix->n_vectors);
-      if (ix->n_vectors > 2 * ix->trained)
+      if (ix->building)
+        reason = NULL; /* an unfinished build: its chunks are not all written */
+      else if (ix->n_vectors > 2 * ix->trained)
         reason = "the index has grown to more than twice the vectors it was trained on";
       else if (2 * ix->n_vectors < ix->trained)
         reason = "the index holds less than half the vectors it was trained on";
@@ -514,6 +584,26 @@ static int status_ivf(sqlite3 *db, const char *fn, const knn_index *ix, char **j
   return rc;
 }
 
+/* The first rows an IVF build left out, as a JSON array of {rowid, reason}
+** (*out NULL when it left none out). */
+static int skipped_list(sqlite3 *db, const knn_index *ix, char **out) {
+  sqlite3_stmt *st = NULL;
+  *out = NULL;
+  if (knn_prepare(db, &st, NULL,
+                  "SELECT json_group_array(json_object('rowid', rid, 'reason', reason)) FROM "
+                  "(SELECT rid, reason FROM \"main\".\"%w%s\" ORDER BY rid LIMIT 10)",
+                  ix->tbl, knn_build_suffix[2]) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+    *out = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
+    if (!*out) {
+      sqlite3_finalize(st);
+      return SQLITE_NOMEM;
+    }
+  }
+  sqlite3_finalize(st);
+  return SQLITE_OK;
+}
+
 /* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
 ** if table has none. "pending" counts logged changes not yet synced;
 ** "slots" - "vectors" is space left by deletions (a rebuild compacts it). */
@@ -553,9 +643,20 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                             "SELECT json_object('table', ?1, 'column', ?2, 'dim', ?3, "
                             "'chunk_size', ?4, 'chunks', ?5, 'slots', ?6, 'vectors', ?7, "
                             "'pending', ?8, 'building', json(?9), 'triggers', json(?10), "
-                            "'storage', ?11, 'rerank', ?12)",
+                            "'storage', ?11, 'rerank', ?12, 'skipped', ?13, 'skipped_rows', "
+                            "json(?14), 'build_done', ?15, 'build_total', ?16)",
                             -1, &st, NULL);
+    i64 work_done = 0, work_total = 0, skipped = 0;
+    char *skipped_rows = NULL;
+    if (rc == SQLITE_OK) rc = knn_ivf_progress(db, &ix, &work_done, &work_total, &skipped);
+    if (rc == SQLITE_OK) rc = skipped_list(db, &ix, &skipped_rows);
     if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(st, 13, skipped);
+      sqlite3_bind_text(st, 14, skipped_rows ? skipped_rows : "[]", -1, SQLITE_TRANSIENT);
+      if (ix.building && ix.lists > 0) {
+        sqlite3_bind_int64(st, 15, work_done);
+        sqlite3_bind_int64(st, 16, work_total);
+      }
       sqlite3_bind_text(st, 1, ix.tbl, -1, SQLITE_STATIC);
       sqlite3_bind_text(st, 2, ix.col, -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 3, ix.dim);
@@ -572,6 +673,7 @@ static void status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                                                       : "float32",
                         -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 12, ix.rerank);
+      sqlite3_free(skipped_rows);
       if (sqlite3_step(st) == SQLITE_ROW) {
         json = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
         if (!json) rc = SQLITE_NOMEM;
@@ -1073,7 +1175,7 @@ int fv_knn_register(sqlite3 *db) {
       {"facevec_knn_build", 5, build_func, 1},
       {"facevec_knn_create", 1, build_func, 0},
       {"facevec_knn_create", 2, build_func, 0}, {"facevec_knn_create", 3, build_func, 0},
-      {"facevec_knn_create", 4, build_func, 0},
+      {"facevec_knn_create", 4, build_func, 0}, {"facevec_knn_create", 5, build_func, 0},
       {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
       {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
   };

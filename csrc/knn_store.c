@@ -72,6 +72,9 @@ static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_
 static const char *const ivf_suffix[2] = {"_fvknn_ivf", "_fvknn_chunklists"};
 /* Compressed storage: one row (storage, rerank, int8 parameters). */
 static const char *const quant_suffix = "_fvknn_quant";
+/* An IVF build in batches (knn_ivf_build.c): its state, its rows staged by
+** list, and the stored rows it left out. */
+const char *const knn_build_suffix[3] = {"_fvknn_build", "_fvknn_stage", "_fvknn_skipped"};
 /* Columns of each table, in order, as pragma_table_info lists them. */
 static const char *const table_columns[3] = {"id,valid,rowids,vectors", "rid,chunk,slot",
                                              "seq,rid"};
@@ -141,7 +144,7 @@ void knn_index_clear(knn_index *ix) {
 }
 
 /* "table", "view", ... of main's object name, or NULL (sqlite3_malloc'd). */
-static char *object_type(sqlite3 *db, const char *name) {
+char *knn_object_type(sqlite3 *db, const char *name) {
   sqlite3_stmt *st = NULL;
   char *type = NULL;
   if (sqlite3_prepare_v2(db,
@@ -157,7 +160,7 @@ static char *object_type(sqlite3 *db, const char *name) {
 }
 
 static int meta_table_exists(sqlite3 *db) {
-  char *type = object_type(db, KNN_INDEX_TABLE);
+  char *type = knn_object_type(db, KNN_INDEX_TABLE);
   int found = type && strcmp(type, "table") == 0;
   sqlite3_free(type);
   return found;
@@ -200,7 +203,7 @@ static int check_description(const char *fn, const knn_index *ix, char **pzErr) 
 ** against the others and the centroids BLOB's real length. */
 static int load_ivf(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) {
   char *name = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[0]);
-  char *type = name ? object_type(db, name) : NULL;
+  char *type = name ? knn_object_type(db, name) : NULL;
   sqlite3_stmt *st = NULL;
   int rc, rows = 0;
   sqlite3_free(name);
@@ -264,7 +267,7 @@ finish:
 ** has one: its storage name, rerank and the int8 parameters' real length. */
 static int load_quant(sqlite3 *db, const char *fn, knn_index *ix, char **pzErr) {
   char *name = sqlite3_mprintf("%s%s", ix->tbl, quant_suffix);
-  char *type = name ? object_type(db, name) : NULL;
+  char *type = name ? knn_object_type(db, name) : NULL;
   sqlite3_stmt *st = NULL;
   int rc, rows = 0;
   sqlite3_free(name);
@@ -393,7 +396,7 @@ finish:
   return rc;
 }
 
-static int index_save(sqlite3 *db, const knn_index *ix, char **pzErr) {
+int knn_index_save(sqlite3 *db, const knn_index *ix, char **pzErr) {
   sqlite3_stmt *st = NULL;
   int rc = sqlite3_prepare_v2(db,
                               "UPDATE main." KNN_INDEX_TABLE
@@ -422,7 +425,7 @@ static int index_save(sqlite3 *db, const knn_index *ix, char **pzErr) {
 
 /* Slots per chunk for dim when the caller chose none: about 2 MiB of vectors,
 ** between 64 and 8192 slots, a multiple of 64. */
-static i64 auto_chunk_size(i64 dim) {
+i64 knn_auto_chunk_size(i64 dim) {
   i64 n = KNN_CHUNK_BYTES / (dim * 4);
   if (n > 8192) n = 8192;
   n -= n % 64;
@@ -489,7 +492,7 @@ finish:
 
 /* The source table still has the index's column and rowid key. */
 static int check_source(sqlite3 *db, const char *fn, const knn_index *ix, char **pzErr) {
-  char *pk = NULL, *type = object_type(db, ix->tbl);
+  char *pk = NULL, *type = knn_object_type(db, ix->tbl);
   int has_col = 0, rc;
   if (!type || strcmp(type, "table") != 0) {
     sqlite3_free(type);
@@ -911,6 +914,9 @@ typedef struct knn_writer {
   int32_t *app_list;
   sqlite3_stmt *cl_new, *cl_del;
   char *lists_tbl;
+  /* An index that leaves bad stored rows out (T_fvknn_skipped exists):
+  ** such a row is recorded there, not an error. */
+  sqlite3_stmt *skip_ins, *skip_del;
   /* Compressed storage: the int8 parameters, and codes being written. */
   float *qparams;
   unsigned char *codes;
@@ -935,6 +941,8 @@ static void writer_free(knn_writer *w) {
   sqlite3_finalize(w->chunk_del);
   sqlite3_finalize(w->cl_new);
   sqlite3_finalize(w->cl_del);
+  sqlite3_finalize(w->skip_ins);
+  sqlite3_finalize(w->skip_del);
   sqlite3_free(w->centroids);
   sqlite3_free(w->qparams);
   sqlite3_free(w->codes);
@@ -975,6 +983,20 @@ static int writer_init(knn_writer *w, sqlite3 *db, const char *fn, knn_index *ix
   w->cur_list = -1;
   w->list_left = -1;
   w->tail_cap = ix->chunk_size;
+  if (rc == SQLITE_OK) {
+    char *name = sqlite3_mprintf("%s%s", ix->tbl, knn_build_suffix[2]);
+    char *type = name ? knn_object_type(db, name) : NULL;
+    if (!name) rc = SQLITE_NOMEM;
+    if (type)
+      rc = knn_prepare(db, &w->skip_ins, &w->zErr,
+                       "INSERT OR REPLACE INTO \"main\".\"%w\"(rid, reason) VALUES (?1, ?2)",
+                       name);
+    if (type && rc == SQLITE_OK)
+      rc = knn_prepare(db, &w->skip_del, &w->zErr,
+                       "DELETE FROM \"main\".\"%w\" WHERE rid = ?1", name);
+    sqlite3_free(name);
+    sqlite3_free(type);
+  }
   if (rc == SQLITE_OK && ix->lists > 0) {
     w->lists_tbl = sqlite3_mprintf("%s%s", ix->tbl, ivf_suffix[1]);
     if (!w->lists_tbl) return SQLITE_NOMEM;
@@ -1290,10 +1312,22 @@ static int writer_apply(knn_writer *w, i64 rid, int type, const void *data, int 
   int mapped = 0, rc;
 
   rc = knn_row_vector(w->fn, ix, rid, type, data, nbytes, ix->dim, &vec, &w->zErr);
+  if (w->skip_del && rc == SQLITE_OK) {
+    sqlite3_bind_int64(w->skip_del, 1, rid);
+    rc = step_done(w, w->skip_del);
+  } else if (w->skip_ins && rc == SQLITE_ERROR) {
+    /* Left out and named, as the build leaves it out (knn_ivf_build.c). */
+    sqlite3_bind_int64(w->skip_ins, 1, rid);
+    sqlite3_bind_text(w->skip_ins, 2, w->zErr ? w->zErr : "", -1, SQLITE_TRANSIENT);
+    sqlite3_free(w->zErr);
+    w->zErr = NULL;
+    rc = step_done(w, w->skip_ins);
+    memset(&vec, 0, sizeof vec);
+  }
   if (rc != SQLITE_OK) return rc;
   if (vec.v && ix->dim == 0) {
     ix->dim = (i64)vec.n;
-    if (ix->chunk_size == 0) ix->chunk_size = auto_chunk_size(ix->dim);
+    if (ix->chunk_size == 0) ix->chunk_size = knn_auto_chunk_size(ix->dim);
   }
   rc = knn_map_find(w->db, w->fn, ix, w->map_get, rid, &chunk, &slot, &w->zErr);
   mapped = chunk > 0;
@@ -1334,9 +1368,21 @@ static int writer_apply_rid(knn_writer *w, i64 rid) {
 /* Rows of the source table whose vector column is not NULL. */
 static int count_vectors(sqlite3 *db, const knn_index *ix, i64 *rows, char **pzErr) {
   sqlite3_stmt *st = NULL;
-  int rc = knn_prepare(db, &st, pzErr,
-                       "SELECT count(*) FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL",
-                       ix->tbl, ix->col);
+  char *skipped = sqlite3_mprintf("%s%s", ix->tbl, knn_build_suffix[2]);
+  char *type = skipped ? knn_object_type(db, skipped) : NULL;
+  int rc;
+  /* Rows an IVF build left out (knn_ivf_build.c) are not in the chunks. */
+  if (type)
+    rc = knn_prepare(db, &st, pzErr,
+                     "SELECT count(*) FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL AND "
+                     "\"%w\" NOT IN (SELECT rid FROM \"main\".\"%w\")",
+                     ix->tbl, ix->col, ix->pk, skipped);
+  else
+    rc = knn_prepare(db, &st, pzErr,
+                     "SELECT count(*) FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL",
+                     ix->tbl, ix->col);
+  sqlite3_free(skipped);
+  sqlite3_free(type);
   if (rc == SQLITE_OK) {
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -1356,7 +1402,10 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
   sqlite3_stmt *log_st = NULL, *build_st = NULL;
   i64 count = 0, last_seq = -1;
   int log_drained = 0;
-  int rc = writer_init(&w, db, fn, ix);
+  int rc;
+  /* An IVF build in batches: its next batch (the log waits for its end). */
+  if (ix->building && ix->lists > 0) return knn_ivf_step(db, fn, ix, max_rows, done, pzErr);
+  rc = writer_init(&w, db, fn, ix);
   if (rc != SQLITE_OK) goto finish;
 
   /* 1. The change log, oldest first. */
@@ -1432,7 +1481,7 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
   rc = writer_flush(&w);
   if (rc != SQLITE_OK) goto finish;
   writer_close_blobs(&w);
-  rc = index_save(db, ix, &w.zErr);
+  rc = knn_index_save(db, ix, &w.zErr);
   *done = count;
 finish:
   sqlite3_finalize(log_st);
@@ -1453,480 +1502,6 @@ finish:
 }
 
 /* ------------------------------------------------------------------------ */
-/* Building an IVF index                                                     */
-
-typedef struct list_row {
-  i64 list, rid;
-} list_row;
-
-static int cmp_list_row(const void *a, const void *b) {
-  const list_row *x = a, *y = b;
-  if (x->list != y->list) return (x->list > y->list) - (x->list < y->list);
-  return (x->rid > y->rid) - (x->rid < y->rid);
-}
-
-/* Close the tail chunk for appends: the next one starts a chunk (of the
-** writer's current list). Slots left unused stay invalid holes. */
-static int writer_seal(knn_writer *w) {
-  knn_index *ix = w->ix;
-  int rc = writer_flush(w);
-  if (rc != SQLITE_OK || !ix->tail_chunk || ix->tail_used == ix->chunk_size) return rc;
-  /* Cut the chunk to its slots in use, rounded up to 64 (format 2), unless
-  ** it was made that size. */
-  i64 cap = (ix->tail_used + 63) / 64 * 64;
-  if (cap < 64) cap = 64;
-  if (cap < w->tail_cap) {
-    writer_close_blobs(w);
-    rc = knn_exec(w->db, &w->zErr,
-                  "UPDATE \"main\".\"%w_fvknn_chunks\" SET valid = substr(valid, 1, %lld), "
-                  "rowids = substr(rowids, 1, %lld), vectors = substr(vectors, 1, %lld) "
-                  "WHERE id = %lld",
-                  ix->tbl, cap / 8, cap * 8, cap * ix->dim * knn_elem_bytes(ix->storage),
-                  ix->tail_chunk);
-  }
-  if (rc == SQLITE_OK) ix->tail_used = ix->chunk_size;
-  return rc;
-}
-
-/* The default nprobe, measured: up to KNN_CAL_QUERIES stored rows (evenly
-** spread) serve as queries; their exact 10 nearest other rows are found in one
-** more pass over the table, and the smallest nprobe whose lists hold at least
-** KNN_CAL_RECALL of those neighbours is the index's default. st: the build's
-** statement over every row (reset here); row_list[i]: row i's list. */
-#define KNN_CAL_QUERIES 200
-#define KNN_CAL_K 10
-#define KNN_CAL_RECALL 0.97
-
-static int calibrate_nprobe(sqlite3 *db, const char *fn, knn_index *ix, sqlite3_stmt *st,
-                            const float *centroids, i64 lists, i64 n, const i64 *row_list,
-                            const float *calq, const i64 *cal_pos, i64 n_cal, i64 *nprobe,
-                            char **pzErr) {
-  const i64 dim = ix->dim, kk = KNN_CAL_K + 1, batch_rows = 8192;
-  float *batch = NULL, *bd = NULL, *best_d = NULL, *cd = NULL;
-  int64_t *bi = NULL, *best_p = NULL, *ci = NULL;
-  size_t *nf = NULL;
-  i64 *hist = NULL, i = 0, nb = 0, total = 0;
-  int rc = SQLITE_OK;
-  batch = sqlite3_malloc64((sqlite3_uint64)batch_rows * dim * 4);
-  bd = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 4);
-  bi = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 8);
-  nf = sqlite3_malloc64((sqlite3_uint64)n_cal * sizeof(size_t));
-  best_d = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 4);
-  best_p = sqlite3_malloc64((sqlite3_uint64)n_cal * kk * 8);
-  cd = sqlite3_malloc64((sqlite3_uint64)lists * 4);
-  ci = sqlite3_malloc64((sqlite3_uint64)lists * 8);
-  hist = sqlite3_malloc64((sqlite3_uint64)(lists + 1) * 8);
-  if (!batch || !bd || !bi || !nf || !best_d || !best_p || !cd || !ci || !hist) {
-    rc = SQLITE_NOMEM;
-    goto finish;
-  }
-  for (i64 j = 0; j < n_cal * kk; j++) {
-    best_d[j] = INFINITY;
-    best_p[j] = -1;
-  }
-  memset(hist, 0, (size_t)(lists + 1) * 8);
-  sqlite3_reset(st);
-  for (int more = 1; more;) {
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && i + nb < n) {
-      fv_vector v;
-      rc = knn_row_vector(fn, ix, sqlite3_column_int64(st, 0), sqlite3_column_type(st, 1),
-                          sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), dim, &v,
-                          pzErr);
-      if (rc != SQLITE_OK) goto finish;
-      if (!v.v) continue;
-      memcpy(batch + nb * dim, v.v, (size_t)dim * 4);
-      fv_vector_free(&v);
-      if (++nb < batch_rows) continue;
-    } else if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
-      more = 0;
-    } else {
-      knn_db_error(db, pzErr);
-      goto finish;
-    }
-    rc = SQLITE_OK;
-    if (nb == 0) continue;
-    int64_t bq = -1, br = -1;
-    int frc = fv_top_k_batch(FV_EUCLIDEAN, calq, (size_t)n_cal, batch, (size_t)nb, (size_t)dim,
-                             (size_t)kk, HUGE_VAL, bi, bd, nf, &bq, &br);
-    if (frc == FV_NOMEM) {
-      rc = SQLITE_NOMEM;
-      goto finish;
-    }
-    if (frc == FV_OK) {
-      for (i64 q = 0; q < n_cal; q++) { /* merge into the query's best kk */
-        float *d = best_d + q * kk;
-        int64_t *p = best_p + q * kk;
-        for (size_t j = 0; j < nf[q]; j++) {
-          float x = bd[q * kk + (i64)j];
-          if (!(x < d[kk - 1])) break;
-          i64 m = kk - 1;
-          while (m > 0 && d[m - 1] > x) {
-            d[m] = d[m - 1];
-            p[m] = p[m - 1];
-            m--;
-          }
-          d[m] = x;
-          p[m] = i + bi[q * kk + (i64)j];
-        }
-      }
-    }
-    i += nb;
-    nb = 0;
-  }
-  /* Each query's lists by centroid distance; the ranks of its neighbours'. */
-  for (i64 q = 0; q < n_cal; q++) {
-    size_t found = 0;
-    int64_t bad = -1;
-    if (fv_top_k(FV_EUCLIDEAN, calq + q * dim, centroids, (size_t)lists, (size_t)dim,
-                 (size_t)lists, ci, cd, &found, &bad) != FV_OK)
-      continue;
-    i64 got = 0;
-    for (i64 j = 0; j < kk && got < KNN_CAL_K; j++) {
-      i64 pos = best_p[q * kk + j];
-      if (pos < 0 || pos >= n || pos == cal_pos[q]) continue;
-      got++;
-      total++;
-      for (size_t r = 0; r < found; r++)
-        if (ci[r] == row_list[pos]) {
-          hist[r]++;
-          break;
-        }
-    }
-  }
-  *nprobe = lists;
-  if (total > 0) {
-    i64 cum = 0;
-    for (i64 r = 0; r < lists; r++) {
-      cum += hist[r];
-      if ((double)cum >= KNN_CAL_RECALL * (double)total) {
-        *nprobe = r + 1;
-        break;
-      }
-    }
-  }
-finish:
-  sqlite3_free(batch);
-  sqlite3_free(bd);
-  sqlite3_free(bi);
-  sqlite3_free(nf);
-  sqlite3_free(best_d);
-  sqlite3_free(best_p);
-  sqlite3_free(cd);
-  sqlite3_free(ci);
-  sqlite3_free(hist);
-  return rc;
-}
-
-/* The message of a k-means / assignment failure on row index i of `rids`. */
-static int ivf_math_error(knn_writer *w, int frc, i64 rid) {
-  if (frc == FV_NOMEM) return SQLITE_NOMEM;
-  w->zErr = sqlite3_mprintf("%s: %s row %lld: %s holds NaN or infinity; an IVF index cannot "
-                            "place it (build the exact index, or fix the row)",
-                            w->fn, w->ix->tbl, rid, w->ix->col);
-  return SQLITE_ERROR;
-}
-
-int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
-                  char **pzErr) {
-  knn_writer w;
-  sqlite3_stmt *st = NULL;
-  i64 n = 0, lists, n_sample, dim = 0, i = 0, taken = 0, done = 0;
-  i64 *rids = NULL, *assign = NULL;
-  float *sample = NULL, *centroids = NULL, *batch = NULL, *bdist = NULL;
-  list_row *rows = NULL;
-  const i64 batch_rows = 8192;
-  float *calq = NULL;
-  i64 *cal_pos = NULL, *row_list = NULL, n_cal = 0, nprobe = 0;
-  int rc;
-  memset(&w, 0, sizeof w);
-  rc = count_vectors(db, ix, &n, pzErr);
-  if (rc != SQLITE_OK) return rc;
-  if (o->lists <= 0 || n == 0) return knn_sync_rows(db, fn, ix, -1, &done, pzErr);
-  if (o->lists > n) { /* as reindex --lists refuses it */
-    *pzErr = sqlite3_mprintf("%s: lists (%lld) is larger than the number of vectors (%lld): "
-                             "each list needs at least one vector",
-                             fn, o->lists, n);
-    return SQLITE_ERROR;
-  }
-  lists = o->lists;
-  n_sample = o->sample > 0 ? o->sample : 40 * lists;
-  if (n_sample < lists) n_sample = lists;
-  if (n_sample > n) n_sample = n;
-
-  /* 1. Every row's id, and an even sample of the vectors (every n/S-th). */
-  rids = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
-  if (!rids) return SQLITE_NOMEM;
-  rc = knn_prepare(db, &st, &w.zErr,
-                   "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
-                   "ORDER BY \"%w\"",
-                   ix->pk, ix->col, ix->tbl, ix->col, ix->pk);
-  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    i64 rid = sqlite3_column_int64(st, 0);
-    fv_vector v;
-    if (i >= n) break; /* one transaction: cannot happen */
-    rc = knn_row_vector(fn, ix, rid, sqlite3_column_type(st, 1), sqlite3_column_blob(st, 1),
-                        sqlite3_column_bytes(st, 1), dim, &v, &w.zErr);
-    if (rc != SQLITE_OK) break;
-    if (!v.v) continue;
-    if (dim == 0) {
-      dim = (i64)v.n;
-      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
-        w.zErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn, lists,
-                                 dim);
-        fv_vector_free(&v);
-        rc = SQLITE_ERROR;
-        break;
-      }
-      sample = sqlite3_malloc64((sqlite3_uint64)n_sample * (sqlite3_uint64)dim * 4);
-      if (!sample) {
-        fv_vector_free(&v);
-        rc = SQLITE_NOMEM;
-        break;
-      }
-    }
-    rids[i] = rid;
-    if ((i + 1) * n_sample / n > i * n_sample / n && taken < n_sample)
-      memcpy(sample + taken++ * dim, v.v, (size_t)dim * 4);
-    fv_vector_free(&v);
-    i++;
-    rc = SQLITE_OK;
-  }
-  if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = SQLITE_OK;
-  else if (rc != SQLITE_OK) goto finish;
-  sqlite3_reset(st);
-  if (i != n || taken != n_sample) {
-    rc = knn_corrupt(&w.zErr, fn, ix, "counted %lld vectors, read %lld", n, i);
-    goto finish;
-  }
-  ix->dim = dim;
-  if (ix->chunk_size == 0) {
-    /* Twice the mean list (rounded up to 64 slots): a query reads one chunk
-    ** for most lists; a list's last chunk is cut to its rows (writer_seal). */
-    i64 cs = (2 * n / lists + 63) / 64 * 64, most = auto_chunk_size(dim);
-    ix->chunk_size = cs < 64 ? 64 : cs > most ? most : cs;
-  }
-
-  /* 2. Centroids by k-means on the sample. */
-  centroids = sqlite3_malloc64((sqlite3_uint64)lists * (sqlite3_uint64)dim * 4);
-  assign = sqlite3_malloc64((sqlite3_uint64)(n_sample > batch_rows ? n_sample : batch_rows) *
-                            sizeof(i64));
-  if (!centroids || !assign) {
-    rc = SQLITE_NOMEM;
-    goto finish;
-  }
-  if (o->centroids) {
-    /* Given: checked, not trained. */
-    if (o->centroids_bytes != lists * dim * 4) {
-      w.zErr = sqlite3_mprintf("%s: centroids (argument 5) hold %lld bytes, expected %lld "
-                               "lists x %lld dimensions x 4",
-                               fn, o->centroids_bytes, lists, dim);
-      rc = SQLITE_ERROR;
-      goto finish;
-    }
-    memcpy(centroids, o->centroids, (size_t)(lists * dim * 4));
-    for (i64 j = 0; j < lists * dim; j++)
-      if (!isfinite(centroids[j])) {
-        w.zErr = sqlite3_mprintf("%s: centroid %lld (argument 5) is not a finite vector", fn,
-                                 j / dim);
-        rc = SQLITE_ERROR;
-        goto finish;
-      }
-  } else {
-    int64_t bad = -1;
-    int frc = fv_kmeans(FV_EUCLIDEAN, sample, (size_t)n_sample, (size_t)dim, (size_t)lists,
-                        o->iterations > 0 ? (unsigned)o->iterations : 10, 42, centroids,
-                        (int64_t *)assign, &bad);
-    if (frc != FV_OK) {
-      w.ix = ix;
-      w.fn = fn;
-      rc = ivf_math_error(&w, frc, bad >= 0 ? rids[((bad + 1) * n + n_sample - 1) / n_sample - 1] : -1);
-      goto finish;
-    }
-  }
-  sqlite3_free(sample);
-  sample = NULL;
-
-  /* 3. Every row's list, a batch of rows at a time. */
-  rows = sqlite3_malloc64((sqlite3_uint64)n * sizeof *rows);
-  batch = sqlite3_malloc64((sqlite3_uint64)batch_rows * (sqlite3_uint64)dim * 4);
-  bdist = sqlite3_malloc64((sqlite3_uint64)batch_rows * 4);
-  n_cal = o->nprobe > 0 ? 0 : n < KNN_CAL_QUERIES ? n : KNN_CAL_QUERIES;
-  calq = sqlite3_malloc64((sqlite3_uint64)(n_cal + 1) * (sqlite3_uint64)dim * 4);
-  cal_pos = sqlite3_malloc64((sqlite3_uint64)(n_cal + 1) * sizeof(i64));
-  if (!rows || !batch || !bdist || !calq || !cal_pos) {
-    rc = SQLITE_NOMEM;
-    goto finish;
-  }
-  for (i64 c = 0; c < n_cal; c++) cal_pos[c] = c * n / n_cal;
-  i = 0;
-  {
-    i64 nb = 0;
-    int more = 1;
-    while (more) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW && i + nb < n) {
-        fv_vector v;
-        rc = knn_row_vector(fn, ix, sqlite3_column_int64(st, 0), sqlite3_column_type(st, 1),
-                            sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), dim, &v,
-                            &w.zErr);
-        if (rc != SQLITE_OK) goto finish;
-        if (!v.v) continue;
-        memcpy(batch + nb * dim, v.v, (size_t)dim * 4);
-        fv_vector_free(&v);
-        nb++;
-        if (nb < batch_rows) continue;
-      } else if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
-        more = 0;
-      } else {
-        knn_db_error(db, &w.zErr);
-        goto finish;
-      }
-      if (nb > 0) {
-        int64_t bad_row = -1, bad_c = -1;
-        int frc = fv_assign_nearest(FV_EUCLIDEAN, centroids, (size_t)lists, batch, (size_t)nb,
-                                    (size_t)dim, (int64_t *)assign, bdist, &bad_row, &bad_c);
-        if (frc != FV_OK) {
-          w.ix = ix;
-          w.fn = fn;
-          rc = ivf_math_error(&w, frc, bad_row >= 0 ? rids[i + bad_row] : -1);
-          goto finish;
-        }
-        for (i64 j = 0; j < nb; j++) {
-          rows[i + j].list = assign[j];
-          rows[i + j].rid = rids[i + j];
-        }
-        /* Calibration queries in this batch (cal_pos ascending). */
-        for (i64 c = 0; c < n_cal; c++)
-          if (cal_pos[c] >= i && cal_pos[c] < i + nb)
-            memcpy(calq + c * dim, batch + (cal_pos[c] - i) * dim, (size_t)dim * 4);
-        i += nb;
-        nb = 0;
-      }
-    }
-    rc = SQLITE_OK;
-  }
-  sqlite3_finalize(st);
-  st = NULL;
-  if (i != n) {
-    rc = knn_corrupt(&w.zErr, fn, ix, "counted %lld vectors, assigned %lld", n, i);
-    goto finish;
-  }
-  if (n_cal > 0) {
-    row_list = sqlite3_malloc64((sqlite3_uint64)n * sizeof(i64));
-    if (!row_list) {
-      rc = SQLITE_NOMEM;
-      goto finish;
-    }
-    for (i64 j = 0; j < n; j++) row_list[j] = rows[j].list;
-    rc = knn_prepare(db, &st, &w.zErr,
-                     "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
-                     "ORDER BY \"%w\"",
-                     ix->pk, ix->col, ix->tbl, ix->col, ix->pk);
-    if (rc == SQLITE_OK)
-      rc = calibrate_nprobe(db, fn, ix, st, centroids, lists, n, row_list, calq, cal_pos, n_cal,
-                            &nprobe, &w.zErr);
-    sqlite3_finalize(st);
-    st = NULL;
-    if (rc != SQLITE_OK) goto finish;
-  }
-  qsort(rows, (size_t)n, sizeof *rows, cmp_list_row);
-
-  /* 4. The IVF tables, then each list's rows into chunks of their own. */
-  {
-    if (o->nprobe > 0) nprobe = o->nprobe;
-    if (nprobe < 1) nprobe = 1;
-    if (nprobe > lists) nprobe = lists;
-    rc = knn_exec(db, &w.zErr,
-                  "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, lists INTEGER NOT "
-                  "NULL, nprobe INTEGER NOT NULL, trained INTEGER NOT NULL, centroids BLOB NOT "
-                  "NULL)",
-                  ix->tbl, ivf_suffix[0]);
-    if (rc == SQLITE_OK)
-      rc = knn_exec(db, &w.zErr,
-                    "CREATE TABLE \"main\".\"%w%s\"(id INTEGER PRIMARY KEY, list INTEGER NOT "
-                    "NULL, slots BLOB)",
-                    ix->tbl, ivf_suffix[1]);
-    if (rc == SQLITE_OK)
-      rc = knn_exec(db, &w.zErr, "CREATE INDEX \"main\".\"%w%s_list\" ON \"%w%s\"(list)",
-                    ix->tbl, ivf_suffix[1], ix->tbl, ivf_suffix[1]);
-    if (rc == SQLITE_OK)
-      rc = knn_prepare(db, &st, &w.zErr,
-                       "INSERT INTO \"main\".\"%w%s\" VALUES (1, ?1, ?2, ?3, ?4)", ix->tbl,
-                       ivf_suffix[0]);
-    if (rc != SQLITE_OK) goto finish;
-    sqlite3_bind_int64(st, 1, lists);
-    sqlite3_bind_int64(st, 2, nprobe);
-    sqlite3_bind_int64(st, 3, n);
-    sqlite3_bind_blob64(st, 4, centroids, (sqlite3_uint64)lists * (sqlite3_uint64)dim * 4,
-                        SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-      knn_db_error(db, &w.zErr);
-      goto finish;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    ix->lists = lists;
-    ix->nprobe = nprobe;
-    ix->trained = n;
-  }
-  {
-    char *keep = w.zErr;
-    w.zErr = NULL;
-    sqlite3_free(keep);
-  }
-  rc = writer_init(&w, db, fn, ix);
-  if (rc == SQLITE_OK) rc = writer_alloc(&w);
-  for (i64 j = 0; rc == SQLITE_OK && j < n; j++) {
-    if (j == 0 || rows[j].list != rows[j - 1].list) {
-      rc = writer_seal(&w);
-      w.cur_list = rows[j].list;
-      w.list_left = 0;
-      for (i64 m = j; m < n && rows[m].list == rows[j].list; m++) w.list_left++;
-    }
-    if (rc == SQLITE_OK) rc = writer_apply_rid(&w, rows[j].rid);
-  }
-  if (rc == SQLITE_OK) rc = writer_seal(&w);
-  w.cur_list = -1;
-  w.list_left = -1;
-  if (rc == SQLITE_OK && ix->n_vectors != n)
-    rc = knn_corrupt(&w.zErr, fn, ix, "built %lld vectors of %lld", ix->n_vectors, n);
-  if (rc == SQLITE_OK) {
-    /* Every row is in; the log holds only the build's own changes (none). */
-    ix->building = 0;
-    writer_close_blobs(&w);
-    rc = index_save(db, ix, &w.zErr);
-  }
-  if (rc == SQLITE_OK)
-    rc = knn_exec(db, &w.zErr, "DELETE FROM \"main\".\"%w_fvknn_log\"", ix->tbl);
-finish:
-  if (rc != SQLITE_OK) {
-    if (w.zErr) {
-      *pzErr = w.zErr;
-      w.zErr = NULL;
-    } else if (rc != SQLITE_NOMEM) {
-      knn_db_error(db, pzErr);
-    }
-  }
-  sqlite3_free(w.zErr);
-  w.zErr = NULL;
-  writer_free(&w);
-  sqlite3_finalize(st);
-  sqlite3_free(rids);
-  sqlite3_free(assign);
-  sqlite3_free(sample);
-  sqlite3_free(centroids);
-  sqlite3_free(batch);
-  sqlite3_free(bdist);
-  sqlite3_free(rows);
-  sqlite3_free(calq);
-  sqlite3_free(cal_pos);
-  sqlite3_free(row_list);
-  return rc;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Creating, opening and dropping an index                                   */
 
 int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
@@ -1934,11 +1509,12 @@ int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   for (int i = 0; rc == SQLITE_OK && i < 3; i++)
     rc = knn_exec(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl,
                   trigger_suffix[i]);
-  for (int i = 0; rc == SQLITE_OK && i < 6; i++) {
+  for (int i = 0; rc == SQLITE_OK && i < 9; i++) {
     char *name = sqlite3_mprintf("%s%s", tbl, i < 3   ? table_suffix[i]
                                               : i < 5 ? ivf_suffix[i - 3]
-                                                      : quant_suffix);
-    char *type = name ? object_type(db, name) : NULL;
+                                              : i < 6 ? quant_suffix
+                                                      : knn_build_suffix[i - 6]);
+    char *type = name ? knn_object_type(db, name) : NULL;
     if (!name) rc = SQLITE_NOMEM;
     else if (type) rc = knn_exec(db, pzErr, "DROP %s \"main\".\"%w\"", type, name);
     sqlite3_free(name);
@@ -2008,7 +1584,7 @@ int knn_drop(sqlite3 *db, const char *tbl, int *found, char **pzErr) {
 static int ensure_meta_table(sqlite3 *db, char **pzErr) {
   static const char columns[] =
       "tbl,col,pk,dim,chunk_size,tail_chunk,tail_used,n_vectors,build_next,format";
-  char *type = object_type(db, KNN_INDEX_TABLE), *have = NULL;
+  char *type = knn_object_type(db, KNN_INDEX_TABLE), *have = NULL;
   int rc = SQLITE_OK;
   if (type && strcmp(type, "table") == 0) {
     sqlite3_stmt *st = NULL;
@@ -2176,13 +1752,18 @@ int knn_quant_params(sqlite3 *db, const char *fn, const knn_index *ix, float **o
 }
 
 int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 rerank,
-                   char **pzErr) {
+                   const float *given, i64 given_dim, char **pzErr) {
   sqlite3_stmt *st = NULL;
   float *lo = NULL, *hi = NULL, *params = NULL;
   i64 dim = 0;
   int rc = SQLITE_OK;
   if (storage == KNN_STORE_F32) return SQLITE_OK;
-  if (storage == KNN_STORE_I8) {
+  if (storage == KNN_STORE_I8 && given) {
+    dim = given_dim;
+    params = sqlite3_malloc64((sqlite3_uint64)dim * 8);
+    if (!params) return SQLITE_NOMEM;
+    memcpy(params, given, (size_t)dim * 8);
+  } else if (storage == KNN_STORE_I8) {
     /* Each dimension's range over the table's vectors: 255 steps of it. */
     rc = knn_prepare(db, &st, pzErr,
                      "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL",

@@ -105,9 +105,10 @@ void knn_encode(int storage, const float *params, const float *src, size_t n, si
 void knn_decode(int storage, const float *params, const void *src, size_t n, size_t dim,
                 float *dst);
 /* Make a just-created, empty index store its vectors as storage (trained
-** on the table's vectors for int8), re-ranking rerank candidates. */
+** on the table's vectors for int8, unless given: dim minima then dim
+** scales), re-ranking rerank candidates. */
 int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 rerank,
-                   char **pzErr);
+                   const float *given, i64 given_dim, char **pzErr);
 
 /* IVF limits: lists per index, and the bytes of its centroids. */
 #define KNN_MAX_LISTS 65536
@@ -181,16 +182,44 @@ int knn_drop(sqlite3 *db, const char *tbl, int *found, char **pzErr);
 ** BLOB checked against the description's numbers. */
 int knn_ivf_centroids(sqlite3 *db, const char *fn, const knn_index *ix, float **out,
                       char **pzErr);
-/* Fill a just-created (empty, building) index as an IVF index: train
-** centroids on a sample, assign every row, write each list's rows into
-** chunks of their own. With opts->lists == 0 or no vectors: an exact build. */
-int knn_build_ivf(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *opts,
-                  char **pzErr);
 /* Vectors per list (sizes: ix->lists entries, zeroed here) and those in
 ** mixed chunks (appended since training, each tagged with its list). */
 int knn_ivf_sizes(sqlite3 *db, const char *fn, const knn_index *ix, i64 *sizes,
                   i64 *unlisted, char **pzErr);
 int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
                   char **pzErr);
+/* Save the description's numbers (dim, chunk size, tail, vectors, cursor). */
+int knn_index_save(sqlite3 *db, const knn_index *ix, char **pzErr);
+/* Slots per chunk for dim when none is given: about KNN_CHUNK_BYTES. */
+i64 knn_auto_chunk_size(i64 dim);
+/* "table", "view", ... of main's object name, or NULL (sqlite3_malloc'd). */
+char *knn_object_type(sqlite3 *db, const char *name);
+/* Suffixes of an IVF build's tables: its state, its staged rows, the rows
+** left out (knn_ivf_build.c). */
+extern const char *const knn_build_suffix[3];
+
+/* An IVF build in batches (knn_ivf_build.c).
+** knn_ivf_start: on a just-created index (knn_create), read the table once
+** (count, sample, int8 ranges), train the centroids (or take opts'), and
+** leave the index building: queries meanwhile read every row from the table
+** (exact). Returns SQLITE_DONE, with nothing written, when opts->lists is 0
+** or the table has no vector (the caller builds the exact index).
+** knn_ivf_resumable: *same = 1 when tbl has an unfinished IVF build of
+** exactly these options (so a build continues it instead of starting over).
+** knn_ivf_step: up to max_rows (< 0: all) rows of the build's work (each row
+** is read and assigned once, then written once into its list's chunks);
+** *done: rows processed, fewer than max_rows once the build has finished
+** (the changes logged meanwhile then applied). Called by knn_sync_rows.
+** knn_ivf_progress: work done and total, for facevec_knn_status. */
+int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *opts,
+                  char **pzErr);
+int knn_ivf_resumable(sqlite3 *db, const char *tbl, const char *col,
+                      const knn_build_opts *opts, int *same);
+int knn_ivf_step(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
+                 char **pzErr);
+int knn_ivf_progress(sqlite3 *db, const knn_index *ix, i64 *work_done, i64 *work_total,
+                     i64 *skipped);
+/* Rows per transaction when facevec_knn_build runs an IVF build's steps. */
+i64 knn_ivf_batch_rows(void);
 
 #endif /* FACEVEC_KNN_STORE_H */

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -56,6 +57,8 @@ from .storage.database import Database, DbArg, open_database
 METRICS = KNN_METRICS
 TABLE = "face_meta"
 BATCH_ROWS = 20000
+# Rows per transaction of an IVF build (each read and assigned, then written).
+IVF_BATCH_ROWS = 131072
 #: How the knn index may store its vectors (see :func:`build`).
 STORAGES = ("float32", "float16", "int8")
 # Below this many vectors, build() makes the exact index unless told otherwise.
@@ -123,8 +126,12 @@ def sync(
     if info is None:  # let SQL word the error
         knn_index.sync(conn, table)
         return 0
-    total = int(info["pending"]) + (knn_index.row_count(conn, table) if info["building"] else 0)
     done = 0
+    if info.get("build_total") is not None:  # an IVF build: its rows read, then written
+        done = int(info["build_done"])
+        total = int(info["build_total"]) + int(info["pending"])
+    else:
+        total = int(info["pending"]) + (knn_index.row_count(conn, table) if info["building"] else 0)
     while True:
         n = knn_index.sync(conn, table, batch_size)
         done += n
@@ -148,7 +155,7 @@ def build(
     column: str = "embedding",
     *,
     chunk_size: int | None = None,
-    batch_size: int = BATCH_ROWS,
+    batch_size: int | None = None,
     progress: Progress | None = None,
     lists: int | None = None,
     nprobe: int | None = None,
@@ -164,8 +171,15 @@ def build(
 
     ``lists``: None chooses (:func:`default_lists`), 0 is the exact index, N an
     IVF index of N k-means lists whose queries read ``nprobe`` lists by default
-    (None: lists / 16). An IVF build is one transaction (training needs every
-    row). ``storage``: "float32" (as given), or "float16" / "int8" (per-dimension
+    (None: measured on the data). An IVF build reads the table once to train,
+    then assigns and writes the rows in batches of ``batch_size`` (None:
+    :data:`IVF_BATCH_ROWS`), each its own transaction: memory stays bounded, and
+    an interrupted build (Ctrl-C, a killed process) continues where it stopped
+    when ``build`` is called again with the same options (or with :func:`sync`);
+    meanwhile queries read every row from the table (exact answers). A stored
+    row whose vector is malformed, of another dimension or not finite is left
+    out and named in ``status()["skipped_rows"]``. ``storage``: "float32" (as
+    given), or "float16" / "int8" (per-dimension
     min/scale trained on the table) to store the chunks at 1/2 or 1/4 the size;
     a query then ranks the compressed vectors, and re-ranks its ``rerank``
     nearest (None: max(4k, 64)) by their exact float32 distances from the table,
@@ -194,12 +208,12 @@ def build(
         if chunk_size is not None:
             raise InvalidParameterError("chunk_size is chosen from the list sizes of an IVF index")
         blob = None if centroids is None else np.asarray(centroids, "<f4").tobytes()
-        done = knn_index.build_ivf(conn, table, column, options, blob)
-        if progress:
-            progress(done, done)
-        return done
+        knn_index.start_ivf(conn, table, column, options, blob)
+        sync(conn, table, batch_size=batch_size or IVF_BATCH_ROWS, progress=progress)
+        info = knn_index.status(conn, table)
+        return int(info["vectors"]) if info else 0
     knn_index.create(conn, table, column, chunk_size, quant)
-    sync(conn, table, batch_size=batch_size, progress=progress)
+    sync(conn, table, batch_size=batch_size or BATCH_ROWS, progress=progress)
     info = knn_index.status(conn, table)
     return int(info["vectors"]) if info else 0
 
@@ -388,9 +402,18 @@ def reindex(
 
         centroids = shared_centroids(database, lists) if lists else None
         with progress_bar(progress) as advance:
-            return build(
+            faces = build(
                 database.conn, progress=advance, lists=lists, storage=storage, centroids=centroids
             )
+        skipped = (status(database.conn) or {}).get("skipped") or 0
+        if skipped:
+            named = status(database.conn)["skipped_rows"]
+            warnings.warn(
+                f"the knn index left out {skipped} face(s) whose embedding cannot be read, "
+                + "; ".join(f"{r['reason']}" for r in named[:3]),
+                stacklevel=2,
+            )
+        return faces
 
 
 @contextlib.contextmanager

@@ -383,6 +383,10 @@ def test_status_is_json_for_any_table_and_column_name(ext, name):
         "triggers": True,
         "storage": "float32",
         "rerank": 0,
+        "skipped": 0,
+        "skipped_rows": [],
+        "build_done": None,
+        "build_total": None,
         "lists": 0,
     }
 

@@ -172,6 +172,9 @@ def test_knn_ivf_script_under_sanitizers(build):
     assert "query 1 of the batch has 2 dimensions, query 0 has 4" in result.stderr
     assert "names list 2147483647" in result.stderr
     assert "its centroids hold 1 bytes, expected 320" in result.stderr
+    assert '"vectors":2000,"pending":0,"building":false' in result.stdout  # stepped
+    assert '"skipped":2' in result.stdout
+    assert "its build state is malformed" in result.stderr
 
 
 def test_knn_quant_script_under_sanitizers(build):

@@ -46,13 +46,25 @@ def create(
 def build_ivf(
     conn: Any, table: str, column: str, options: dict[str, int], centroids: bytes | None = None
 ) -> int:
-    """Build an IVF index in one transaction; returns the vectors indexed.
+    """Build an IVF index, a batch per transaction (an interrupted build continues
+    when run again with the same options); returns the vectors indexed.
     ``centroids``: lists x dim float32 to use instead of training."""
     (done,) = conn.execute(
         "SELECT facevec_knn_build(?, ?, NULL, ?, ?)",
         (table, column, json.dumps(options), centroids),
     ).fetchone()
     return int(done)
+
+
+def start_ivf(
+    conn: Any, table: str, column: str, options: dict[str, Any], centroids: bytes | None = None
+) -> None:
+    """Train an IVF index (or find the unfinished build of the same options), to
+    be filled by :func:`sync` in batches."""
+    conn.execute(
+        "SELECT facevec_knn_create(?, ?, NULL, ?, ?)",
+        (table, column, json.dumps(options), centroids),
+    ).fetchone()
 
 
 def sync(conn: Any, table: str, max_rows: int | None = None) -> int:

@@ -40,3 +40,24 @@ UPDATE face_meta_fvknn_ivf SET centroids = CAST(zeroblob(80) || x'0000c07f' || z
 SELECT * FROM facevec_knn('face_meta', '[1,2,3,4]', 3, NULL, NULL, 1);
 SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{"lists": 20}');
 SELECT facevec_knn_status('face_meta');
+-- An IVF build driven a batch per call, with rows it cannot read left out, changes
+-- between batches, a query meanwhile, and a damaged build state.
+CREATE TABLE steps(id INTEGER PRIMARY KEY, embedding BLOB);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000)
+INSERT INTO steps SELECT i, vector_from_json('[' || (i%7) || ',' || (i%11) || ',' || (i%13) || ',' || (i%19) || ']') FROM n;
+INSERT INTO steps VALUES (5001, x'0102'), (5002, vector_from_json('[1,2,3]'));
+SELECT facevec_knn_create('steps', 'embedding', NULL, '{"lists": 10, "storage": "int8"}');
+SELECT facevec_knn_sync('steps', 300);
+SELECT facevec_knn_status('steps');
+SELECT rowid, distance FROM facevec_knn('steps', '[1,2,3,4]', 3);
+INSERT INTO steps(embedding) VALUES (vector_from_json('[1,2,3,4]'));
+DELETE FROM steps WHERE id = 7;
+SELECT facevec_knn_sync('steps', 300);
+SELECT facevec_knn_build('steps', 'embedding', NULL, '{"lists": 10, "storage": "int8"}');
+SELECT facevec_knn_status('steps');
+SELECT rowid, distance FROM facevec_knn('steps', '[1,2,3,4]', 3, NULL, NULL, 10);
+SELECT facevec_knn_create('steps', 'embedding', NULL, '{"lists": 10}');
+SELECT facevec_knn_sync('steps', 300);
+UPDATE steps_fvknn_build SET counts = x'00';
+SELECT facevec_knn_sync('steps', 300);
+SELECT facevec_knn_drop('steps');
