@@ -724,6 +724,7 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
         sqlite3_free(err);
         goto finish;
       }
+      if (rc == SQLITE_OK && !v.v) continue; /* no vector (NULL): nothing to place */
       if (rc != SQLITE_OK || !all_finite(v.v, dim)) {
         char *why = err ? err : sqlite3_mprintf("%s: %s row %lld: %s holds NaN or infinity; "
                                                 "an IVF index cannot place it", b->fn, ix->tbl,
