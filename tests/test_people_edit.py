@@ -263,3 +263,38 @@ def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
     assert (
         missing.output.strip() == "Error: no person named 'Nobody' (facevec people list shows them)"
     )
+
+
+def test_a_moved_photo_keeps_its_face_ids_and_people(db):
+    from facevec.storage import faces
+
+    people.name(db, "id05", "Eve")
+    (face, photo) = [(f, name) for f, name in _all_faces(db) if name.endswith("img25.jpg")][0]
+    people.confirm(db, "Eve")
+    other = sorted(faces_of(db, "id01"))[0]
+    people.reject(db, [other])
+    before, history = state(db), people.history(db)
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            faces.move_stored_image(database, photo, "elsewhere/renamed.jpg", "elsewhere")
+    assert state(db) == before
+    assert people.history(db) == history
+    assert (face, "elsewhere/renamed.jpg") in _all_faces(db)
+    assert not [f for f, name in _all_faces(db) if name == photo]
+
+
+def test_a_photo_moved_to_another_person_folder_gets_that_person(db):
+    from facevec.storage import faces
+
+    face = sorted(faces_of(db, "id01"))[0]
+    photo = dict(_all_faces(db))[face]
+    people.confirm(db, "id02")  # a confirmed face keeps its person wherever it goes
+    kept = sorted(faces_of(db, "id02"))[0]
+    kept_photo = dict(_all_faces(db))[kept]
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            faces.move_stored_image(database, photo, "id02/moved.jpg", "id02")
+            faces.move_stored_image(database, kept_photo, "id01/moved.jpg", "id01")
+    people.list_people(db)  # the folder sync
+    assert face in faces_of(db, "id02") and face not in faces_of(db, "id01")
+    assert kept in faces_of(db, "id02")

@@ -124,6 +124,7 @@ def index_command(
             if report.faces_dropped
             else ""
         )
+        + (f", {report.moved} moved" if report.moved else "")
         + (f", {report.pruned} pruned" if report.pruned else "")
         + (f", {report.missing} gone (use --prune)" if report.missing else "")
         + (f", {report.unseen} in unreadable folders (kept)" if report.unseen else "")

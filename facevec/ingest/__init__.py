@@ -37,6 +37,7 @@ from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
 from ..vectors import check_vectors
 from . import photo
+from .moves import FINAL_OUTCOMES, carry_moved_away
 from .names import path_from_text, path_to_text
 from .photo import (
     DEFAULT_MIN_CONFIDENCE,
@@ -64,9 +65,6 @@ __all__ = [
     "update_paths",
 ]
 
-# Outcomes that stay valid while the file's bytes do not change; 'error' is retried.
-FINAL_OUTCOMES = ("indexed", "no_face", "not_image")
-
 
 @dataclass
 class IndexReport:
@@ -85,6 +83,7 @@ class IndexReport:
     no_face: int = 0
     not_image: int = 0
     errors: int = 0
+    moved: int = 0  # moved or renamed files that kept their faces (not embedded again)
     pruned: int = 0  # removed: gone from the folder (prune), or gone paths (update_paths)
     missing: int = 0  # in the ledger, gone from the folder, kept (no prune)
     unseen: int = 0  # in the ledger, under a folder that could not be listed: kept
@@ -484,6 +483,8 @@ def _ingest(
         writer = _Writer(database, prefix, options, batch_size, report)
         with writer.clock():
             if targets is None:
+                # Files moved or renamed within the folder keep their faces (and ids).
+                report.moved = carry_moved_away(database, folder, within)
                 seen = ledger.entries_under(database, prefix)
                 walk = Walk(folder)
                 walks, gone_paths = [walk], []
