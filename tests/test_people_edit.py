@@ -298,3 +298,29 @@ def test_a_photo_moved_to_another_person_folder_gets_that_person(db):
     people.list_people(db)  # the folder sync
     assert face in faces_of(db, "id02") and face not in faces_of(db, "id01")
     assert kept in faces_of(db, "id02")
+
+
+def test_the_undo_hint_hides_a_password_and_is_quoted(gallery_db, gallery_copy_on, tmp_path):
+    import shlex
+    import shutil
+
+    run = CliRunner().invoke
+    url = gallery_copy_on(gallery_db, "postgresql")
+    secret = url.replace("postgres@", "postgres:s3cretpw@", 1)
+    assert secret != url, "the test URL names its user"
+    result = run(cli, ["people", "name", "id04", "Dora", "--db", secret])
+    assert result.exit_code == 0, result.output
+    assert "s3cretpw" not in result.output
+    hint = result.output.strip().splitlines()[-1]
+    assert hint.startswith("(to undo: facevec people undo --db ")
+    (shown,) = shlex.split(hint.removeprefix("(to undo: facevec people undo --db ")[:-1])
+    assert shown == url.replace("postgres@", "postgres:***@", 1)
+
+    spaced = tmp_path / "my photos" / "gallery & more.db"
+    spaced.parent.mkdir()
+    shutil.copy(gallery_copy_on(gallery_db, "sqlite"), spaced)
+    result = run(cli, ["people", "name", "id04", "Dora", "--db", str(spaced)])
+    assert result.exit_code == 0, result.output
+    hint = result.output.strip().splitlines()[-1]
+    command = shlex.split(hint.removeprefix("(to undo: ")[:-1])
+    assert command == ["facevec", "people", "undo", "--db", str(spaced)]

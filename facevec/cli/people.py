@@ -4,6 +4,7 @@ show, name, merge, split, move, reject, confirm, undo, history)."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -30,10 +31,19 @@ def _echo_records(records: list[dict[str, Any]], columns: list[str], output_form
     echo_frame(pd.DataFrame.from_records(records, columns=columns), output_format, "(none)")
 
 
+def _undo_hint(db: str) -> str:
+    """The command that undoes the last edit, ready to paste (a URL's password
+    shown as ***, never in clear)."""
+    from ..storage.urls import is_url, redact
+
+    shown = redact(db) if is_url(db) else db
+    return f"(to undo: facevec people undo --db {shlex.quote(shown)})"
+
+
 def _echo_change(change: Any, db: str) -> None:
     echo(change.summary)
     if change.edit_id is not None:
-        echo(f"(to undo: facevec people undo --db {db})")
+        echo(_undo_hint(db))
 
 
 @cli.command(name="identify")
@@ -249,7 +259,7 @@ def cluster_command(
         f"({report.seconds:.1f} s)"
     )
     if report.edit_id is not None:
-        echo(f"(to undo: facevec people undo --db {db})")
+        echo(_undo_hint(db))
 
 
 @people_group.command(name="list")
