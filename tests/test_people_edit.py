@@ -324,3 +324,19 @@ def test_the_undo_hint_hides_a_password_and_is_quoted(gallery_db, gallery_copy_o
     hint = result.output.strip().splitlines()[-1]
     command = shlex.split(hint.removeprefix("(to undo: ")[:-1])
     assert command == ["facevec", "people", "undo", "--db", str(spaced)]
+
+
+def test_cli_tables_show_no_name_and_never_undone_as_blank(db):
+    run = CliRunner().invoke
+    unassigned = [f for f, name in _all_faces(db) if name.endswith("img47.jpg")]
+    people.new_person(db, unassigned)  # someone not named yet
+    for options in ([], ["--unnamed"]):  # among named people, and alone
+        listed = run(cli, ["people", "list", "--db", db, *options])
+        assert listed.exit_code == 0, listed.output
+        assert "None" not in listed.output and "NaN" not in listed.output, listed.output
+    rows = {line.split()[0]: line.split() for line in listed.output.splitlines()[1:]}
+    assert len(rows) == 1 and len(next(iter(rows.values()))) == 6  # id and 5 counts, no name
+    history = run(cli, ["people", "history", "--db", db])
+    assert history.exit_code == 0 and "NaN" not in history.output and "None" not in history.output
+    as_json = run(cli, ["people", "list", "--db", db, "--unnamed", "--format", "json"])
+    assert '"name":null' in as_json.output.replace(" ", "")

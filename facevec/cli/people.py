@@ -28,7 +28,10 @@ from .output import echo, echo_frame, echo_json, printable
 def _echo_records(records: list[dict[str, Any]], columns: list[str], output_format: str) -> None:
     import pandas as pd
 
-    echo_frame(pd.DataFrame.from_records(records, columns=columns), output_format, "(none)")
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    if output_format == "table":  # no name, never undone, ...: a blank cell
+        frame = frame.astype(object).where(frame.notna(), "")
+    echo_frame(frame, output_format, "(none)")
 
 
 def _undo_hint(db: str) -> str:
