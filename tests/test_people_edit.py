@@ -340,3 +340,13 @@ def test_cli_tables_show_no_name_and_never_undone_as_blank(db):
     assert history.exit_code == 0 and "NaN" not in history.output and "None" not in history.output
     as_json = run(cli, ["people", "list", "--db", db, "--unnamed", "--format", "json"])
     assert '"name":null' in as_json.output.replace(" ", "")
+
+
+def test_merge_skips_the_target_among_the_people_merged(gallery_db, gallery_copy_on):
+    db = gallery_copy_on(gallery_db, "sqlite")
+    both = faces_of(db, "id01") | faces_of(db, "id02")
+    change = people.merge(db, ["id01", "id02"], "id02")
+    assert change.summary.startswith("merged person")
+    assert faces_of(db, "id02") == both
+    with pytest.raises(PeopleConflictError, match="cannot be merged into itself: name another"):
+        people.merge(db, ["id02"], "id02")
