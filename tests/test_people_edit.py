@@ -3,6 +3,7 @@ SQLite, PostgreSQL and MariaDB (each test on its own copy of the session gallery
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -231,7 +232,7 @@ def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people_when_aske
     assert people.show(db, "id01").person.folder == 8
 
 
-def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
+def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path, monkeypatch):
     db = gallery_copy_on(gallery_db, "sqlite")
     run = CliRunner().invoke
 
@@ -242,6 +243,15 @@ def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Dora (id ")
     assert f"contact sheet: {sheet}" in result.output and sheet.exists()
+    # The default sheet is in the current folder, and the message says where in full.
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    shown = run(cli, ["people", "show", "Dora", "--db", db, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    (written,) = here.glob("person-*.png")
+    assert shown.stderr.strip() == f"contact sheet: {written}"
+    json.loads(shown.stdout)
     result = run(cli, ["people", "merge", "id05", "--into", "Dora", "--db", db])
     assert result.exit_code == 0 and "merged person" in result.output
     face = str(sorted(faces_of(db, "Dora"))[-1])

@@ -4,6 +4,7 @@ show, name, merge, split, move, reject, confirm, undo, history)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from typing import Any
@@ -292,7 +293,7 @@ alias(people_group, list_command, "list-people")  # facevec.people.list_people
     "--sheet",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Contact sheet PNG to write [default: person-<id>.png].",
+    help="Contact sheet PNG to write [default: person-<id>.png in the current folder].",
 )
 @click.option("--no-sheet", is_flag=True, help="Write no contact sheet.")
 @format_option()
@@ -312,8 +313,9 @@ def show_command(
             f"{p.confirmed} confirmed, {p.folder} from folders, {p.suggested} suggested"
         )
     _echo_records([vars(f) for f in view.faces], columns, output_format)
-    if view.sheet is not None and output_format == "table":
-        echo(f"contact sheet: {view.sheet}")
+    if view.sheet is not None:  # where it went (JSON and CSV: on stderr)
+        where = printable(os.path.abspath(view.sheet))
+        echo(f"contact sheet: {where}", err=output_format != "table")
 
 
 @people_group.command(name="name")
