@@ -437,3 +437,10 @@ def test_moved_photos_keep_their_face_ids_and_people(folder, tmp_path):
     assert [f[0] for f in faces_at(db, folder / "new" / "b.jpg")] == ["new"]
     assert ledger_row(db, folder / "new" / "b.jpg") is not None
     assert ledger_row(db, second) is None
+
+    # update_paths told of both ends (as a watcher that sees no move event would).
+    os.rename(folder / "new" / "b.jpg", folder / "b.jpg")
+    report = facevec.update_paths(folder, db, [folder / "new" / "b.jpg", folder / "b.jpg"])
+    assert (report.moved, report.indexed, report.pruned) == (1, 0, 0)
+    renames[str(second)] = str(folder / "b.jpg")
+    assert people_rows(db) == moved_paths(before, renames)

@@ -37,7 +37,7 @@ from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
 from ..vectors import check_vectors
 from . import photo
-from .moves import FINAL_OUTCOMES, carry_moved_away
+from .moves import FINAL_OUTCOMES, carry_moved_away, carry_rows, matching_moves
 from .names import path_from_text, path_to_text
 from .photo import (
     DEFAULT_MIN_CONFIDENCE,
@@ -450,6 +450,28 @@ def _targets(
     return files, seen, sorted(set(gone)), walks
 
 
+def _carry_given_moves(
+    database: Database,
+    files: list[str],
+    seen: dict[str, ledger.Seen],
+    gone_paths: list[str],
+    prefix: str,
+    roots: tuple[str, ...] | None,
+) -> int:
+    """update_paths given a vanished path and a new file that is the same photo:
+    the file takes over its faces and ledger row (moves.carry_rows). Returns how many."""
+    if not gone_paths:
+        return 0
+    gone = {
+        text: row
+        for text, row in ledger.entries_at(database, gone_paths).items()
+        if row.outcome in FINAL_OUTCOMES
+    }
+    new = {text: path for path in files if (text := path_to_text(path)) not in seen}
+    pairs = matching_moves(gone, new, roots) if gone and new else []
+    return carry_rows(database, pairs, prefix) if pairs else 0
+
+
 def _ingest(
     spellings: list[str],
     db: DbArg,
@@ -491,6 +513,10 @@ def _ingest(
             else:
                 targets = [_rebased(target, spellings, folder) for target in targets]
                 files, seen, gone_paths, walks = _targets(database, targets, roots)
+                # Both ends of a move among the paths: the file keeps its faces (and ids).
+                report.moved = _carry_given_moves(database, files, seen, gone_paths, prefix, roots)
+                if report.moved:
+                    files, seen, gone_paths, walks = _targets(database, targets, roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
         if on_progress is not None:

@@ -71,14 +71,23 @@ def carry_moved_away(
     if not gone:
         return 0
     recorded = set(ledger.paths_under(database, prefix))
+    roots = None if within is None else tuple(os.path.realpath(r) for r in within)
+    new = {text: path for text, path in listed.items() if text not in recorded}
+    pairs = matching_moves(gone, new, roots)
+    return carry_rows(database, pairs, prefix) if pairs else 0
+
+
+def matching_moves(
+    gone: dict[str, ledger.Seen], new: dict[str, str], roots: tuple[str, ...] | None
+) -> list[tuple[str, str]]:
+    """(vanished path, new path) of each new file (text: path) whose inode, size and
+    modification time, or else size and content hash, are those of a vanished file's
+    ledger row (`gone`, final outcomes only)."""
     by_size: dict[int | None, list[str]] = {}
     for text, seen in gone.items():
         by_size.setdefault(seen.size_bytes, []).append(text)
-    roots = None if within is None else tuple(os.path.realpath(r) for r in within)
     pairs = []
-    for text, path in listed.items():
-        if text in recorded:
-            continue
+    for text, path in new.items():
         try:
             path = readable(path, roots)
             status = photo.stat_of(path)
@@ -103,4 +112,4 @@ def carry_moved_away(
         if match is not None:
             candidates.remove(match)
             pairs.append((match, text))
-    return carry_rows(database, pairs, prefix) if pairs else 0
+    return pairs
