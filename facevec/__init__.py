@@ -8,8 +8,8 @@
   kernels on numpy arrays (``top_k_batch``: many queries in one pass).
 - ``facevec.index`` / ``find`` / ``verify`` / ``add`` / ``info`` / ``reindex``: photos to
   face embeddings in a database, and search (deepface is needed only to embed).
-- ``facevec.train_lists`` / ``list_status`` / ``set_embedding_rows``: IVF lists on any
-  database (find's ``nprobe``) and the blobs-only layout.
+- ``facevec.train_lists`` / ``drop_lists`` / ``list_status`` / ``set_embedding_rows``:
+  IVF lists on any database (find's ``nprobe``) and the blobs-only layout.
 - ``facevec.identify`` / ``calibrate`` and ``facevec.people`` (cluster, name, merge,
   split, move, reject, ...): the people in a gallery.
 - ``facevec.copy`` / ``export_parquet`` / ``import_parquet``: move a gallery.
@@ -50,6 +50,7 @@ _OWNERS = {
     "info": "gallery_info",
     "reindex": "knn",
     "train_lists": "lists",
+    "drop_lists": "lists",
     "list_status": "lists",
     "set_embedding_rows": "lists",
     "identify": "people.identify",
@@ -105,6 +106,7 @@ __all__ = [
     "people",
     "reindex",
     "list_status",
+    "drop_lists",
     "set_embedding_rows",
     "top_k",
     "top_k_batch",

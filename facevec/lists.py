@@ -229,6 +229,18 @@ def train_lists(
         }
 
 
+def drop_lists(db: DbArg) -> bool:
+    """Remove the gallery's IVF lists (reindex --lists 0): relational and client
+    search every face again. Returns whether there were lists."""
+    with open_database(db, create=False) as database:
+        schema.create_schema(database)
+        if schema.get_collection(database) is None:
+            return False
+        with database.transaction():
+            had = store.drop(database)
+        return had
+
+
 def measure_nprobe(
     database: Database,
     generation: int,

@@ -81,3 +81,20 @@ def test_find_similarity_search_ranks_beyond_the_threshold(gallery_db, photos):
     assert len(ranked) > len(within)
     assert [row["img_name"] for row in ranked[: len(within)]] == [r["img_name"] for r in within]
     assert any(not row["verified"] for row in ranked)
+
+
+def test_a_strategy_another_database_lacks_is_named_as_an_option(photos, tmp_path):
+    import numpy as np
+    from backends import fresh_database
+
+    import facevec
+
+    with fresh_database("mysql", tmp_path) as db:
+        facevec.add(db, ["a.jpg"], np.ones((1, 128), dtype=np.float32), model_name="Dlib")
+        result = CliRunner().invoke(
+            cli, ["find", str(photos("img1.jpg")), "--db", db, "--strategy", "knn"]
+        )
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert message.endswith("use --strategy relational or --strategy client"), message
+    assert "strategy='" not in result.output

@@ -23,3 +23,17 @@ def test_info(gallery_db):
 def test_info_missing_database(tmp_path):
     result = CliRunner().invoke(cli, ["info", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 1 and "no database at" in result.output
+
+
+def test_info_on_a_postgresql_schema_that_does_not_exist(tmp_path):
+    from backends import fresh_database
+
+    with fresh_database("postgresql", tmp_path) as url:
+        empty = CliRunner().invoke(cli, ["info", "--db", url])  # exists, holds nothing yet
+        assert empty.exit_code == 0 and "faces: 0" in empty.output, empty.output
+        missing = url.replace("search_path%3Dfacevec_test_", "search_path%3Dnosuch_")
+        assert missing != url
+        result = CliRunner().invoke(cli, ["info", "--db", missing])
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert line.startswith("Error: no gallery at ") and "names no schema that exists" in line

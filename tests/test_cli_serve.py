@@ -124,6 +124,49 @@ def test_serve_refuses_a_missing_database_in_one_line(tmp_path):
     assert not missing.exists()
 
 
+def test_serve_with_photos_starts_a_new_gallery_that_the_page_indexes(tmp_path, photos):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photos("img12.jpg"), folder / "img12.jpg")
+    db = tmp_path / "new.db"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facevec", "serve", "--db", str(db), "--port", str(port),
+         "--photos", str(folder), "--token", "t", "--embed-workers", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, info = _request(base + "/api/info")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert status == 200 and (info["faces"], info["model_name"]) == (0, None)
+        status, job = _request(base + "/api/index", {"folder": str(folder)}, token="t")
+        assert status == 202, job
+        deadline = time.monotonic() + 300
+        while job["state"] not in ("done", "failed", "cancelled"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+            job = _request(f"{base}/api/jobs/{job['id']}")[1]
+        assert job["state"] == "done", job
+        assert _request(base + "/api/info")[1]["faces"] == 1
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert f"created an empty gallery at {db}" in output
+    assert facevec.info(db)["model_name"] == "Dlib"
+
+
 def test_the_command_line_does_not_load_the_web_stack():
     code = (
         "import sys; from facevec.cli import cli; web = ('fastapi', 'uvicorn', 'starlette'); "

@@ -113,6 +113,7 @@ def test_cli_identifies_folders_and_photos_with_boxes(gallery_db, query_folder):
     assert as_json.exit_code == 0, as_json.output
     records = json.loads(as_json.output)
     assert [r["img"] for r in records] == two
+    assert "\\/" not in as_json.output and f'"{two[0]}"' in as_json.output  # "/" as it is
     assert records[0]["person_id"] is None and records[0]["decision"] == "unknown"
     assert records[1]["person"] == "id05" and isinstance(records[1]["person_id"], int)
     assert records[1]["source_w"] > 0

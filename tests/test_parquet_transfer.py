@@ -155,13 +155,14 @@ def test_cli_export_and_import(gallery_db, tmp_path):
     faces = facevec.info(gallery_db)["faces"]
     people = len(facevec.people.list_people(gallery_db))
     assert result.exit_code == 0, result.output
-    assert (
-        result.output.strip() == f"exported {faces} faces to 1 files in {out} and {people} people"
-    )
+    assert result.output.strip() == f"exported {faces} faces to 1 file in {out} and {people} people"
     target = tmp_path / "t.db"
     result = runner.invoke(cli, ["import", "--parquet", str(out), "--db", str(target), "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"imported {faces} faces and {people} people"
     result = runner.invoke(cli, export)
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and "already holds" in result.output
+    assert result.output.count("\n") == 1 and "already holds 1 Parquet file;" in result.output
+    assert "choose an empty folder or add --overwrite" in result.output
+    again = runner.invoke(cli, [*export, "--overwrite"])
+    assert again.exit_code == 0 and "to 1 file in" in again.output

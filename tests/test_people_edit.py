@@ -3,6 +3,7 @@ SQLite, PostgreSQL and MariaDB (each test on its own copy of the session gallery
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -231,7 +232,7 @@ def test_a_version_1_gallery_is_upgraded_and_its_folders_become_people_when_aske
     assert people.show(db, "id01").person.folder == 8
 
 
-def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
+def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path, monkeypatch):
     db = gallery_copy_on(gallery_db, "sqlite")
     run = CliRunner().invoke
 
@@ -242,6 +243,15 @@ def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Dora (id ")
     assert f"contact sheet: {sheet}" in result.output and sheet.exists()
+    # The default sheet is in the current folder, and the message says where in full.
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    shown = run(cli, ["people", "show", "Dora", "--db", db, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    (written,) = here.glob("person-*.png")
+    assert shown.stderr.strip() == f"contact sheet: {written}"
+    json.loads(shown.stdout)
     result = run(cli, ["people", "merge", "id05", "--into", "Dora", "--db", db])
     assert result.exit_code == 0 and "merged person" in result.output
     face = str(sorted(faces_of(db, "Dora"))[-1])
@@ -263,3 +273,90 @@ def test_cli_people_commands(gallery_db, gallery_copy_on, tmp_path):
     assert (
         missing.output.strip() == "Error: no person named 'Nobody' (facevec people list shows them)"
     )
+
+
+def test_a_moved_photo_keeps_its_face_ids_and_people(db):
+    from facevec.storage import faces
+
+    people.name(db, "id05", "Eve")
+    (face, photo) = [(f, name) for f, name in _all_faces(db) if name.endswith("img25.jpg")][0]
+    people.confirm(db, "Eve")
+    other = sorted(faces_of(db, "id01"))[0]
+    people.reject(db, [other])
+    before, history = state(db), people.history(db)
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            faces.move_stored_image(database, photo, "elsewhere/renamed.jpg", "elsewhere")
+    assert state(db) == before
+    assert people.history(db) == history
+    assert (face, "elsewhere/renamed.jpg") in _all_faces(db)
+    assert not [f for f, name in _all_faces(db) if name == photo]
+
+
+def test_a_photo_moved_to_another_person_folder_gets_that_person(db):
+    from facevec.storage import faces
+
+    face = sorted(faces_of(db, "id01"))[0]
+    photo = dict(_all_faces(db))[face]
+    people.confirm(db, "id02")  # a confirmed face keeps its person wherever it goes
+    kept = sorted(faces_of(db, "id02"))[0]
+    kept_photo = dict(_all_faces(db))[kept]
+    with open_database(db, create=False) as database:
+        with database.transaction():
+            faces.move_stored_image(database, photo, "id02/moved.jpg", "id02")
+            faces.move_stored_image(database, kept_photo, "id01/moved.jpg", "id01")
+    people.list_people(db)  # the folder sync
+    assert face in faces_of(db, "id02") and face not in faces_of(db, "id01")
+    assert kept in faces_of(db, "id02")
+
+
+def test_the_undo_hint_hides_a_password_and_is_quoted(gallery_db, gallery_copy_on, tmp_path):
+    import shlex
+    import shutil
+
+    run = CliRunner().invoke
+    url = gallery_copy_on(gallery_db, "postgresql")
+    secret = url.replace("postgres@", "postgres:s3cretpw@", 1)
+    assert secret != url, "the test URL names its user"
+    result = run(cli, ["people", "name", "id04", "Dora", "--db", secret])
+    assert result.exit_code == 0, result.output
+    assert "s3cretpw" not in result.output
+    hint = result.output.strip().splitlines()[-1]
+    assert hint.startswith("(to undo: facevec people undo --db ")
+    (shown,) = shlex.split(hint.removeprefix("(to undo: facevec people undo --db ")[:-1])
+    assert shown == url.replace("postgres@", "postgres:***@", 1)
+
+    spaced = tmp_path / "my photos" / "gallery & more.db"
+    spaced.parent.mkdir()
+    shutil.copy(gallery_copy_on(gallery_db, "sqlite"), spaced)
+    result = run(cli, ["people", "name", "id04", "Dora", "--db", str(spaced)])
+    assert result.exit_code == 0, result.output
+    hint = result.output.strip().splitlines()[-1]
+    command = shlex.split(hint.removeprefix("(to undo: ")[:-1])
+    assert command == ["facevec", "people", "undo", "--db", str(spaced)]
+
+
+def test_cli_tables_show_no_name_and_never_undone_as_blank(db):
+    run = CliRunner().invoke
+    unassigned = [f for f, name in _all_faces(db) if name.endswith("img47.jpg")]
+    people.new_person(db, unassigned)  # someone not named yet
+    for options in ([], ["--unnamed"]):  # among named people, and alone
+        listed = run(cli, ["people", "list", "--db", db, *options])
+        assert listed.exit_code == 0, listed.output
+        assert "None" not in listed.output and "NaN" not in listed.output, listed.output
+    rows = {line.split()[0]: line.split() for line in listed.output.splitlines()[1:]}
+    assert len(rows) == 1 and len(next(iter(rows.values()))) == 6  # id and 5 counts, no name
+    history = run(cli, ["people", "history", "--db", db])
+    assert history.exit_code == 0 and "NaN" not in history.output and "None" not in history.output
+    as_json = run(cli, ["people", "list", "--db", db, "--unnamed", "--format", "json"])
+    assert '"name":null' in as_json.output.replace(" ", "")
+
+
+def test_merge_skips_the_target_among_the_people_merged(gallery_db, gallery_copy_on):
+    db = gallery_copy_on(gallery_db, "sqlite")
+    both = faces_of(db, "id01") | faces_of(db, "id02")
+    change = people.merge(db, ["id01", "id02"], "id02")
+    assert change.summary.startswith("merged person")
+    assert faces_of(db, "id02") == both
+    with pytest.raises(PeopleConflictError, match="cannot be merged into itself: name another"):
+        people.merge(db, ["id02"], "id02")

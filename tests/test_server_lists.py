@@ -82,6 +82,50 @@ def test_probed_search_recall_and_exactness(gallery):
     assert found / total >= 0.95, (backend, found / total)
 
 
+def test_reindex_lists_0_removes_the_lists_and_search_is_exact_again(gallery, photos):
+    from facevec.cli.main import cli
+
+    def find(strategy, *options):
+        found = CliRunner().invoke(
+            cli, ["find", str(photos("img1.jpg")), "--db", db, "--strategy", strategy, *options]
+        )
+        assert found.exit_code == 0, found.output
+        return found
+
+    backend, db, vectors = gallery
+    probes = queries(vectors, 6)
+    strategies = ("relational", "client")
+    exact = {(s, i): _search(db, q, s, k=None) for s in strategies for i, q in enumerate(probes)}
+    facevec.train_lists(db, LISTS, progress=False)
+    assert facevec.info(db)["ivf_lists"]["lists"] == LISTS
+    assert any(
+        len(_search(db, q, s, k=None)) < len(exact[(s, i)])
+        for s in strategies
+        for i, q in enumerate(probes)
+    ), "the lists make the search approximate"
+    default = facevec.list_status(db)["default_nprobe"]
+    for strategy in strategies:
+        note = f"note: approximate search of {default} of the gallery's {LISTS} IVF lists"
+        assert note in find(strategy).stderr
+        assert "approximate" not in find(strategy, "--nprobe", str(LISTS)).stderr
+    runner = CliRunner()
+    result = runner.invoke(cli, ["reindex", "--lists", "0", "--db", db, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "IVF lists: removed" in result.output
+    assert not facevec.info(db).get("ivf_lists")
+    assert facevec.list_status(db) is None
+    assert set(_face_lists(db).values()) == {None}
+    for (strategy, i), truth in exact.items():
+        assert _search(db, probes[i], strategy, k=None) == truth
+    assert all("approximate" not in find(strategy).stderr for strategy in strategies)
+    # New faces go in no list; lists can be trained again.
+    facevec.add(db, ["new.jpg"], vectors[:1], model_name="Dlib")
+    assert set(_face_lists(db).values()) == {None}
+    again = runner.invoke(cli, ["reindex", "--lists", "0", "--db", db, "--quiet"])
+    assert again.exit_code == 0 and "IVF lists: none" in again.output
+    assert facevec.train_lists(db, LISTS, progress=False)["faces"] == N + 1
+
+
 def test_new_faces_go_to_their_list(gallery):
     _, db, vectors = gallery
     facevec.train_lists(db, 16, progress=False)

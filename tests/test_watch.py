@@ -373,3 +373,74 @@ def test_watch_refuses_another_model_than_the_gallerys_before_reading(tmp_path):
         .splitlines()[-1]
         .startswith(f"Error: database {db} holds Dlib vectors (128 dimensions), not Facenet")
     )
+
+
+def people_rows(db: Path) -> dict:
+    """Face ids with their paths, people links and rejections: what a move keeps."""
+    return {
+        "faces": rows(db, "SELECT id, img_name, face_index FROM face_meta ORDER BY id"),
+        "links": rows(db, "SELECT face_id, person_id, source FROM person_face ORDER BY 1"),
+        "rejections": rows(db, "SELECT face_id, person_id FROM person_rejection ORDER BY 1"),
+        "people": rows(db, "SELECT id, name FROM person ORDER BY id"),
+    }
+
+
+def moved_paths(state: dict, renames: dict[str, str]) -> dict:
+    """`state` with its faces' paths renamed."""
+    faces = [(i, renames.get(name, name), index) for i, name, index in state["faces"]]
+    return dict(state, faces=faces)
+
+
+def test_moved_photos_keep_their_face_ids_and_people(folder, tmp_path):
+    db = tmp_path / "moved.db"
+    facevec.index(folder, db, progress=False, workers=1)
+    first, second = folder / "alice" / "img12.jpg", folder / "img25.jpg"
+    (face_a,), (face_b,) = (
+        [r[0] for r in rows(db, "SELECT id FROM face_meta WHERE img_name = ?", (str(p),))]
+        for p in (first, second)
+    )
+    facevec.people.new_person(db, [face_a], "Dan")
+    facevec.people.new_person(db, [face_b], "Eve")
+    facevec.people.reject(db, [face_b], "Eve")
+    before = people_rows(db)
+    history = facevec.people.history(db)
+    assert before["rejections"], "the comparison compares a rejection"
+
+    # Renamed and moved to a new folder, then index --prune.
+    (folder / "2025").mkdir()
+    os.rename(first, folder / "2025" / "renamed.jpg")
+    report = facevec.index(folder, db, progress=False, workers=1, prune=True)
+    assert (report.moved, report.indexed, report.pruned) == (1, 0, 0)
+    renames = {str(first): str(folder / "2025" / "renamed.jpg")}
+    assert people_rows(db) == moved_paths(before, renames)
+
+    # Moved as the watcher sees it (a move event), both photos into one folder.
+    statuses = []
+    watcher = Watcher([folder], db, workers=1, on_status=statuses.append)
+    watcher._choose_model()
+    (folder / "new").mkdir()
+    os.rename(folder / "2025" / "renamed.jpg", folder / "new" / "a.jpg")
+    os.rename(second, folder / "new" / "b.jpg")
+    moves = [
+        (str(folder / "2025" / "renamed.jpg"), str(folder / "new" / "a.jpg")),
+        (str(second), str(folder / "new" / "b.jpg")),
+    ]
+    watcher.changes.add([end for move in moves for end in move], moves)
+    assert watcher._apply(*watcher.changes.take(0.0, 0.0)), statuses
+    assert [s.moved for s in statuses if s.event == "updated"] == [2]
+    renames = {
+        str(first): str(folder / "new" / "a.jpg"),
+        str(second): str(folder / "new" / "b.jpg"),
+    }
+    assert people_rows(db) == moved_paths(before, renames)
+    assert facevec.people.history(db) == history
+    assert [f[0] for f in faces_at(db, folder / "new" / "b.jpg")] == ["new"]
+    assert ledger_row(db, folder / "new" / "b.jpg") is not None
+    assert ledger_row(db, second) is None
+
+    # update_paths told of both ends (as a watcher that sees no move event would).
+    os.rename(folder / "new" / "b.jpg", folder / "b.jpg")
+    report = facevec.update_paths(folder, db, [folder / "new" / "b.jpg", folder / "b.jpg"])
+    assert (report.moved, report.indexed, report.pruned) == (1, 0, 0)
+    renames[str(second)] = str(folder / "b.jpg")
+    assert people_rows(db) == moved_paths(before, renames)

@@ -124,6 +124,7 @@ def index_command(
             if report.faces_dropped
             else ""
         )
+        + (f", {report.moved} moved" if report.moved else "")
         + (f", {report.pruned} pruned" if report.pruned else "")
         + (f", {report.missing} gone (use --prune)" if report.missing else "")
         + (f", {report.unseen} in unreadable folders (kept)" if report.unseen else "")
@@ -205,6 +206,25 @@ def find_command(
         nprobe=nprobe,
     )
     _print_frames(frames, output_format)
+    if strategy in ("relational", "client"):
+        _note_probed_lists(db, nprobe)
+
+
+def _note_probed_lists(db: str, nprobe: int | None) -> None:
+    """Say so when the gallery's IVF lists made the search approximate."""
+    from ..lists import list_status
+
+    status = list_status(db)
+    if status is None:
+        return
+    probed = status["default_nprobe"] if nprobe is None else nprobe
+    if probed < status["lists"]:
+        echo(
+            f"note: approximate search of {probed} of the gallery's {status['lists']} IVF "
+            f"lists (--nprobe {status['lists']} searches every face; reindex --lists 0 "
+            "removes the lists)",
+            err=True,
+        )
 
 
 def _print_frames(frames: list[Any], output_format: str) -> None:
@@ -369,8 +389,9 @@ def copy_command(source: str, target: str, no_people: bool, quiet: bool) -> None
     type=click.IntRange(0),
     default=None,
     help="Train this many IVF lists and put every face in one: the gallery's lists "
-    "(relational, client; any database) and, on SQLite, the knn index's; 0 = exact "
-    "knn index [default: the knn index stays as it is: exact under 100,000 faces, else "
+    "(relational, client; any database) and, on SQLite, the knn index's; 0 = no lists: "
+    "the gallery's lists removed and an exact knn index, every search exact "
+    "[default: the knn index stays as it is: exact under 100,000 faces, else "
     "about the square root of the faces].",
 )
 @click.option(
@@ -425,6 +446,10 @@ def reindex_command(
         echo(f"layout: {layout} ({changed} faces changed)")
     if n_lists:
         _reindex_lists(db, n_lists, lists_metric, quiet)
+    elif n_lists == 0:
+        from ..lists import drop_lists
+
+        echo("IVF lists: removed" if drop_lists(db) else "IVF lists: none")
     if on_sqlite:
         # SQLite's own knn index, with its own IVF lists (trained in C) when asked.
         from ..knn import reindex

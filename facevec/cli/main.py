@@ -6,6 +6,7 @@ import copy
 import functools
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -96,11 +97,19 @@ def fail_cleanly(function: Callable) -> Callable:
         try:
             return function(*args, **kwargs)
         except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
-            raise click.ClickException(printable(err)) from err
+            raise click.ClickException(_as_options(printable(err))) from err
         except _database_errors() as err:
             raise click.ClickException(printable(f"database error: {err}")) from err
 
     return wrapper
+
+
+# A library message names Python arguments (strategy='client'); the CLI's options.
+_PYTHON_STRATEGY = re.compile(r"\bstrategy='(\w+)'")
+
+
+def _as_options(message: str) -> str:
+    return _PYTHON_STRATEGY.sub(r"--strategy \1", message)
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:

@@ -12,6 +12,7 @@ out, so columns stay aligned and a newline in a name stays in its cell.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -63,7 +64,8 @@ def echo_json(text: str) -> None:
 def echo_frame(frame: Any, output_format: str, empty: str | None = None) -> None:
     """A DataFrame as a table, CSV or JSON records; `empty` replaces an empty table."""
     if output_format == "json":
-        echo_json(frame.to_json(orient="records", indent=2))
+        # Through json: pandas writes "/" as "\/", which JSON allows and nobody wants.
+        echo_json(json.dumps(json.loads(frame.to_json(orient="records")), indent=2))
     elif output_format == "csv":
         echo(printable_frame(frame).to_csv(index=False), nl=False)
     elif frame.empty and empty is not None:

@@ -4,6 +4,8 @@ show, name, merge, split, move, reject, confirm, undo, history)."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from typing import Any
 
@@ -27,13 +29,25 @@ from .output import echo, echo_frame, echo_json, printable
 def _echo_records(records: list[dict[str, Any]], columns: list[str], output_format: str) -> None:
     import pandas as pd
 
-    echo_frame(pd.DataFrame.from_records(records, columns=columns), output_format, "(none)")
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    if output_format == "table":  # no name, never undone, ...: a blank cell
+        frame = frame.astype(object).where(frame.notna(), "")
+    echo_frame(frame, output_format, "(none)")
+
+
+def _undo_hint(db: str) -> str:
+    """The command that undoes the last edit, ready to paste (a URL's password
+    shown as ***, never in clear)."""
+    from ..storage.urls import is_url, redact
+
+    shown = redact(db) if is_url(db) else db
+    return f"(to undo: facevec people undo --db {shlex.quote(shown)})"
 
 
 def _echo_change(change: Any, db: str) -> None:
     echo(change.summary)
     if change.edit_id is not None:
-        echo(f"(to undo: facevec people undo --db {db})")
+        echo(_undo_hint(db))
 
 
 @cli.command(name="identify")
@@ -249,7 +263,7 @@ def cluster_command(
         f"({report.seconds:.1f} s)"
     )
     if report.edit_id is not None:
-        echo(f"(to undo: facevec people undo --db {db})")
+        echo(_undo_hint(db))
 
 
 @people_group.command(name="list")
@@ -279,7 +293,7 @@ alias(people_group, list_command, "list-people")  # facevec.people.list_people
     "--sheet",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Contact sheet PNG to write [default: person-<id>.png].",
+    help="Contact sheet PNG to write [default: person-<id>.png in the current folder].",
 )
 @click.option("--no-sheet", is_flag=True, help="Write no contact sheet.")
 @format_option()
@@ -299,8 +313,9 @@ def show_command(
             f"{p.confirmed} confirmed, {p.folder} from folders, {p.suggested} suggested"
         )
     _echo_records([vars(f) for f in view.faces], columns, output_format)
-    if view.sheet is not None and output_format == "table":
-        echo(f"contact sheet: {view.sheet}")
+    if view.sheet is not None:  # where it went (JSON and CSV: on stderr)
+        where = printable(os.path.abspath(view.sheet))
+        echo(f"contact sheet: {where}", err=output_format != "table")
 
 
 @people_group.command(name="name")

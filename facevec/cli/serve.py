@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .main import FiniteFloatRange, cli, db_option, fail_cleanly
@@ -97,6 +99,8 @@ def serve_command(
         raise click.ClickException(
             f"facevec serve needs the web extra ({err.name} is missing): pip install 'facevec[web]'"
         ) from err
+    if photos:
+        _new_gallery(db)
     app = create_app(
         db,
         token=token,
@@ -115,3 +119,18 @@ def serve_command(
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _new_gallery(db: str) -> None:
+    """A SQLite file that does not exist yet becomes an empty gallery (with photo
+    folders, the page's Status → Index fills it; its first run sets the model). A
+    server URL is left alone: its database must exist, as for every command."""
+    from ..storage import schema
+    from ..storage.database import open_database
+    from ..storage.urls import is_url
+
+    if is_url(db) or os.path.exists(db):
+        return
+    with open_database(db) as database:
+        schema.create_schema(database)
+    echo(f"created an empty gallery at {db}: index the photos from the page (Status)", err=True)

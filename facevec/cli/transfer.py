@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .main import alias, cli, db_option, fail_cleanly
-from .output import echo
+from .output import echo, printable
 
 parquet_folder = click.option(
     "--parquet",
@@ -37,15 +37,29 @@ def export_command(folder: str, db: str, rows_per_file: int, overwrite: bool, qu
     people (names, assignments, rejections, calibration; not the undo history)
     go to _people/people.parquet in the folder.
     """
+    from pathlib import Path
+
     from ..transfer import export_parquet
 
+    existing = len(list(Path(folder).glob("*.parquet"))) if Path(folder).is_dir() else 0
+    if existing and not overwrite:
+        raise click.ClickException(
+            f"{printable(folder)} already holds {_count(existing, 'Parquet file')}; "
+            "choose an empty folder or add --overwrite to replace them"
+        )
     written = export_parquet(
         db, folder, rows_per_file=rows_per_file, overwrite=overwrite, progress=not quiet
     )
     echo(
-        f"exported {written['faces']} faces to {written['files']} files in {folder}"
-        + (f" and {written['people']} people" if written["people"] else "")
+        f"exported {_count(written['faces'], 'face')} to {_count(written['files'], 'file')} "
+        f"in {folder}"
+        + (f" and {_count(written['people'], 'person')}" if written["people"] else "")
     )
+
+
+def _count(n: int, noun: str) -> str:
+    plural = "people" if noun == "person" else f"{noun}s"
+    return f"{n} {noun}" if n == 1 else f"{n} {plural}"
 
 
 @cli.command(name="import")

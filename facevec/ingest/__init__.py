@@ -37,6 +37,7 @@ from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
 from ..vectors import check_vectors
 from . import photo
+from .moves import FINAL_OUTCOMES, carry_moved_away, carry_rows, matching_moves
 from .names import path_from_text, path_to_text
 from .photo import (
     DEFAULT_MIN_CONFIDENCE,
@@ -64,9 +65,6 @@ __all__ = [
     "update_paths",
 ]
 
-# Outcomes that stay valid while the file's bytes do not change; 'error' is retried.
-FINAL_OUTCOMES = ("indexed", "no_face", "not_image")
-
 
 @dataclass
 class IndexReport:
@@ -85,6 +83,7 @@ class IndexReport:
     no_face: int = 0
     not_image: int = 0
     errors: int = 0
+    moved: int = 0  # moved or renamed files that kept their faces (not embedded again)
     pruned: int = 0  # removed: gone from the folder (prune), or gone paths (update_paths)
     missing: int = 0  # in the ledger, gone from the folder, kept (no prune)
     unseen: int = 0  # in the ledger, under a folder that could not be listed: kept
@@ -451,6 +450,28 @@ def _targets(
     return files, seen, sorted(set(gone)), walks
 
 
+def _carry_given_moves(
+    database: Database,
+    files: list[str],
+    seen: dict[str, ledger.Seen],
+    gone_paths: list[str],
+    prefix: str,
+    roots: tuple[str, ...] | None,
+) -> int:
+    """update_paths given a vanished path and a new file that is the same photo:
+    the file takes over its faces and ledger row (moves.carry_rows). Returns how many."""
+    if not gone_paths:
+        return 0
+    gone = {
+        text: row
+        for text, row in ledger.entries_at(database, gone_paths).items()
+        if row.outcome in FINAL_OUTCOMES
+    }
+    new = {text: path for path in files if (text := path_to_text(path)) not in seen}
+    pairs = matching_moves(gone, new, roots) if gone and new else []
+    return carry_rows(database, pairs, prefix) if pairs else 0
+
+
 def _ingest(
     spellings: list[str],
     db: DbArg,
@@ -484,12 +505,18 @@ def _ingest(
         writer = _Writer(database, prefix, options, batch_size, report)
         with writer.clock():
             if targets is None:
+                # Files moved or renamed within the folder keep their faces (and ids).
+                report.moved = carry_moved_away(database, folder, within)
                 seen = ledger.entries_under(database, prefix)
                 walk = Walk(folder)
                 walks, gone_paths = [walk], []
             else:
                 targets = [_rebased(target, spellings, folder) for target in targets]
                 files, seen, gone_paths, walks = _targets(database, targets, roots)
+                # Both ends of a move among the paths: the file keeps its faces (and ids).
+                report.moved = _carry_given_moves(database, files, seen, gone_paths, prefix, roots)
+                if report.moved:
+                    files, seen, gone_paths, walks = _targets(database, targets, roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
         if on_progress is not None:

@@ -22,7 +22,6 @@ caught up on at the next start.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -33,10 +32,9 @@ from typing import Any
 from ..engine import models
 from ..errors import MissingDependencyError, MissingWeightsError
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
-from ..storage import faces, ledger, schema
+from ..storage import ledger, schema
 from ..storage.database import Database, DbArg, open_database
 from . import (
-    FINAL_OUTCOMES,
     IndexInterrupted,
     IndexReport,
     _folder,
@@ -44,12 +42,12 @@ from . import (
     _spelling_of,
     _stored_folder,
     index,
-    photo,
     update_paths,
 )
-from .names import path_from_text, path_to_text
+from .moves import carry_moved_away, carry_rows
+from .names import path_to_text
 from .pool import default_workers
-from .walk import IMAGE_EXTENSIONS, Walk, readable
+from .walk import IMAGE_EXTENSIONS
 
 SETTLE_SECONDS = 1.0  # quiet time before the changes seen are handed over
 MAX_DELAY_SECONDS = 10.0  # ...at the latest this long after the first of them
@@ -271,7 +269,7 @@ class Watcher:
         with open_database(self.db) as database:
             schema.create_schema(database)
             folder = _stored_folder(database, spellings)
-            moved = _carry_moved_away(database, folder, self.settings.get("within"))
+            moved = carry_moved_away(database, folder, self.settings.get("within"))
         report = index(
             spellings[0],
             self.db,
@@ -375,7 +373,7 @@ class Watcher:
                     (path, target_text.rstrip("/") + path[len(source_text.rstrip("/")) :])
                     for path in under
                 )
-            return _carry_rows(database, pairs, prefix)
+            return carry_rows(database, pairs, prefix)
 
     def _stored_spelling(self, database: Database, path: str) -> str:
         where = self._folder_of(path)
@@ -445,99 +443,6 @@ def _moved_on(path: str, sources: list[str]) -> bool:
 def _reason(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
-
-
-def _identity(prefix: str, text_path: str) -> str | None:
-    """The person folder of a stored path, as index records it (its parent folder
-    under the watched one; None at the top)."""
-    parts = text_path[len(prefix) :].split("/")
-    return parts[-2] if len(parts) > 1 else None
-
-
-def _carry_rows(database: Database, pairs: list[tuple[str, str]], prefix: str) -> int:
-    """Move each (source, target) file's faces and ledger row to the target path, in
-    order (a row moved on by a later pair follows it), in one transaction; a source
-    without a final outcome (never indexed, or an error) carries nothing. Returns
-    the files carried."""
-    carried = 0
-    with database.transaction():
-        for source, target in pairs:
-            row = ledger.rows_at(database, [source]).get(source)
-            if row is None or row.outcome not in FINAL_OUTCOMES or source == target:
-                continue
-            identity = _identity(prefix, target) if target.startswith(prefix) else None
-            stored = [
-                dataclasses.replace(face, img_name=target, identity=identity)
-                for face in faces.stored_faces(database, source)
-            ]
-            faces.replace_stored_image(database, target, stored)
-            faces.delete_image(database, source)
-            ledger.delete(database, source)
-            ledger.replace(database, dataclasses.replace(row, path=target))
-            carried += 1
-    return carried
-
-
-def _carry_moved_away(
-    database: Database,
-    folder: str,
-    within: Sequence[str | os.PathLike[str]] | None,
-) -> int:
-    """Files moved while nothing watched: each new file whose inode, size and
-    modification time (or size and content hash) are those of a vanished file's
-    ledger row takes over that file's faces and row. Returns how many."""
-    prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
-    # Most starts find every recorded file in place: a look at each, no walk.
-    vanished = [
-        text
-        for text in ledger.paths_under(database, prefix)
-        if not os.path.lexists(path_from_text(text))
-    ]
-    if not vanished:
-        return 0
-    walk = Walk(folder)
-    listed = {path_to_text(path): path for path in walk.photos()}
-    gone = {
-        text: seen
-        for text, seen in ledger.entries_at(database, vanished).items()
-        if text not in listed and seen.outcome in FINAL_OUTCOMES and walk.saw(text)
-    }
-    if not gone:
-        return 0
-    recorded = set(ledger.paths_under(database, prefix))
-    by_size: dict[int | None, list[str]] = {}
-    for text, seen in gone.items():
-        by_size.setdefault(seen.size_bytes, []).append(text)
-    roots = None if within is None else tuple(os.path.realpath(r) for r in within)
-    pairs = []
-    for text, path in listed.items():
-        if text in recorded:
-            continue
-        try:
-            path = readable(path, roots)
-            status = photo.stat_of(path)
-        except OSError:
-            continue  # the rescan reports it
-        candidates = by_size.get(status.st_size, [])
-        match = next(
-            (
-                source
-                for source in candidates
-                if (gone[source].inode, gone[source].mtime_ns)
-                == (status.st_ino, status.st_mtime_ns)
-            ),
-            None,
-        )
-        if match is None and candidates:
-            try:
-                sha256 = photo.sha256_of(photo.read(path))
-            except OSError:
-                continue
-            match = next((s for s in candidates if gone[s].sha256 == sha256), None)
-        if match is not None:
-            candidates.remove(match)
-            pairs.append((match, text))
-    return _carry_rows(database, pairs, prefix) if pairs else 0
 
 
 def watch(

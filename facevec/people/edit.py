@@ -99,16 +99,17 @@ def merge(
     db: DbArg, sources: Sequence[PersonRef], target: PersonRef, force: bool = False
 ) -> Change:
     """Make `sources` one person with `target`: their faces, folders and rejections
-    move to it, and they are deleted. A face rejected from `target` is left without a
-    person instead. The target keeps its name; an unnamed target takes the name of
-    a single named source."""
+    move to it, and they are deleted (the target itself among them is skipped). A
+    face rejected from `target` is left without a person instead. The target keeps
+    its name; an unnamed target takes the name of a single named source."""
     with open_gallery(db) as (database, _):
         target_id = resolve_person(database, target)
-        source_ids = sorted({resolve_person(database, source) for source in sources})
+        # The target among the sources (merge Cat Eve --into Eve) is the target.
+        source_ids = sorted({resolve_person(database, source) for source in sources} - {target_id})
         if not source_ids:
-            raise PeopleConflictError("merge needs at least one person to merge into another")
-        if target_id in source_ids:
-            raise PeopleConflictError(f"person {target_id} cannot be merged into itself")
+            raise PeopleConflictError(
+                f"person {target_id} cannot be merged into itself: name another person"
+            )
         moved = [f for s in source_ids for f in store.person_faces(database, s)]
         if not force:
             _refuse_shared_photos(database, moved, target_id)

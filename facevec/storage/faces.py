@@ -169,6 +169,32 @@ def delete_image(db: Database, img_name: str) -> int:
     return len(ids)
 
 
+def move_stored_image(db: Database, source: str, target: str, identity: str | None) -> None:
+    """The faces of `source` become those of `target` (a moved or renamed file), in
+    place: their ids, and so their people, confirmations, rejections and history,
+    stay. Faces stored for `target` before are removed first. A face given its
+    person by its old folder (source 'folder') and now in another folder loses that
+    link: the next folder sync gives it the new folder's person, if any."""
+    delete_image(db, target)
+    refolded = [
+        face_id
+        for face_id, old in db.query(
+            "SELECT id, identity FROM face_meta WHERE img_name = {p}", (source,)
+        )
+        if old != identity
+    ]
+    for chunk in in_clause_chunks(refolded):
+        db.execute(
+            "DELETE FROM person_face WHERE source = 'folder'"
+            f" AND face_id IN ({db.dialect.params(len(chunk))})",
+            chunk,
+        )
+    db.execute(
+        "UPDATE face_meta SET img_name = {p}, identity = {p} WHERE img_name = {p}",
+        (target, identity, source),
+    )
+
+
 def _delete_faces(db: Database, ids: Sequence[int]) -> None:
     for chunk in in_clause_chunks(list(ids)):
         marks = db.dialect.params(len(chunk))

@@ -282,6 +282,22 @@ def activate(db: Database, generation: int, nprobe: int | None = None) -> None:
     fill_list_vectors(db)
 
 
+def drop(db: Database) -> bool:
+    """Remove the gallery's lists (centroids, pending work, every face's list
+    number): searches are exact again. In the caller's transaction; False if there
+    were none."""
+    had = layout(db).generation is not None or pending(db) is not None
+    db.execute("UPDATE face_meta SET ivf_list = NULL WHERE ivf_list IS NOT NULL")
+    db.execute("DELETE FROM facevec_list_pending")
+    db.execute("DELETE FROM facevec_centroids")
+    db.execute(
+        "UPDATE facevec_collection SET ivf_generation = NULL, ivf_nprobe = NULL"
+        " WHERE name = 'default'"
+    )
+    fill_list_vectors(db)
+    return had
+
+
 def analyze(db: Database) -> None:
     """Refresh the planner's statistics of face_meta and face_embeddings (after a
     reindex), so that it reads the probed lists' rows by index. On PostgreSQL,

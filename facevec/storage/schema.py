@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import ModelMismatchError
 from . import id_sequences
 from .database import Database
-from .dialects import MYSQL, SQLITE
+from .dialects import MYSQL, POSTGRESQL, SQLITE
 
 # 1: faces, embeddings, ledger. 2: people (person, person_face, person_rejection,
 # person_folder, person_edit, facevec_calibration and the people views); a
@@ -355,6 +355,14 @@ class Collection:
     detector_backend: str | None
     schema_version: int
     created_at: str
+
+
+def missing_search_path(db: Database) -> str | None:
+    """On PostgreSQL, the search_path when it names no schema that exists (a URL's
+    options=-csearch_path=NAME of a schema never created): None when all is well."""
+    if db.dialect is not POSTGRESQL or db.scalar("SELECT current_schema()") is not None:
+        return None
+    return str(db.scalar("SELECT current_setting('search_path')"))
 
 
 def get_collection(db: Database, name: str = "default") -> Collection | None:
