@@ -154,7 +154,7 @@ def test_an_index_run_from_the_status_page_is_followed_the_same_way(
 ):
     import shutil
 
-    from pipeline_photos import FACES as PHOTOS
+    from pipeline_photos import EXAMPLES
     from test_web_browser import _chromium, _wait
     from test_web_people_browser import _by, _edit_buttons, _open, _unlock
 
@@ -162,7 +162,8 @@ def test_an_index_run_from_the_status_page_is_followed_the_same_way(
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    shutil.copy(PHOTOS / "img2.jpg", folder / "img2.jpg")
+    # A photo of examples/, in every clone.
+    shutil.copy(EXAMPLES / "query.jpg", folder / "img2.jpg")
     opened = threading.Event()
     real = jobs.index
 
