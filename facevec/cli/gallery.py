@@ -13,6 +13,7 @@ from .main import (
     NUMBER_THRESHOLD,
     THRESHOLD,
     alias,
+    batch_size_option,
     cli,
     db_option,
     detector_option,
@@ -31,13 +32,7 @@ from .output import echo, echo_frame, echo_json, printable
 @model_option()
 @detector_option()
 @click.option("--prune", is_flag=True, help="Remove faces of photos deleted from FOLDER.")
-@click.option(
-    "--batch-size",
-    default=16,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Photos per committed batch.",
-)
+@batch_size_option
 @click.option(
     "--workers",
     type=click.IntRange(1),

@@ -187,6 +187,16 @@ _FACE_FILTERS = (
 )
 
 
+#: Photos per committed batch, as index and watch write them.
+batch_size_option = click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Photos per committed batch.",
+)
+
+
 def face_filter_options(command: Callable) -> Callable:
     """The options of which photos are decoded and which faces are stored, shared by
     index and watch: --exact, --max-pixels, --min-face, --min-sharpness, --min-confidence."""

@@ -12,6 +12,7 @@ import click
 from ..ingest.watch import MAX_DELAY_SECONDS, SETTLE_SECONDS, WatchStatus
 from .main import (
     FiniteFloatRange,
+    batch_size_option,
     cli,
     db_option,
     detector_option,
@@ -27,13 +28,7 @@ from .output import echo, printable
 @db_option()
 @model_option(default=None)
 @detector_option(default=None)
-@click.option(
-    "--batch-size",
-    default=16,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Photos per committed batch.",
-)
+@batch_size_option
 @click.option(
     "--workers",
     type=click.IntRange(1),
