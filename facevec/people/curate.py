@@ -84,13 +84,16 @@ def people_page(
     min_faces: int = 0,
     name: str | None = None,
     with_covers: bool = True,
+    query: str | None = None,
 ) -> PeoplePage:
     """People in people_in_order's order, from `offset`, at most `limit` (None: all);
     only the named (named=True) or the unnamed (False), those with at least
-    `min_faces` faces, the one called `name`. Cover faces are read for this page only
-    (none without `with_covers`)."""
+    `min_faces` faces, the one called `name`, those whose label ("Ann", "person 7")
+    contains `query` (case-insensitive; labels that start with it first). Cover
+    faces are read for this page only (none without `with_covers`)."""
     if limit is not None and limit < 0 or offset < 0:
         raise InvalidParameterError(f"limit and offset must be >= 0, not {limit}, {offset}")
+    wanted = None if query is None else query.strip().casefold()
     with open_gallery(db) as (database, _):
         chosen = [
             p
@@ -99,12 +102,45 @@ def people_page(
             and p.faces >= min_faces
             and (named is None or (p.name is not None) == named)
             and (name is None or p.name == name)
+            and (not wanted or wanted in p.label.casefold())
         ]
         in_names, in_faces = _in_order(chosen)
+        if wanted:  # a name that starts with what was typed before one that contains it
+            in_names.sort(key=lambda p: not p.label.casefold().startswith(wanted))
+            in_faces.sort(key=lambda p: not p.label.casefold().startswith(wanted))
         ordered = in_names + in_faces
         page = ordered[offset:] if limit is None else ordered[offset : offset + limit]
         covers = store.cover_faces(database, [p.id for p in page]) if with_covers else {}
     return PeoplePage(len(ordered), len(in_names), page, covers)
+
+
+@dataclass(frozen=True)
+class PersonFacesPage:
+    """A page of a person's faces (by id), how many they have, and their cover."""
+
+    person: store.Person
+    total: int
+    faces: list[store.PersonFace]
+    cover: int | None
+
+
+def person_faces_page(
+    db: DbArg, person: PersonRef, limit: int = 100, offset: int = 0, source: str | None = None
+) -> PersonFacesPage:
+    """The person and `limit` of their faces from `offset` (at most MAX_PAGE), in
+    face id order; only those that came from `source` (folder, confirmed, suggested:
+    then least sure first) if given. Reads one page, whatever the person's size."""
+    if not 1 <= int(limit) <= MAX_PAGE:
+        raise InvalidParameterError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+    if int(offset) < 0:
+        raise InvalidParameterError(f"offset must be >= 0, not {offset}")
+    with open_gallery(db) as (database, _):
+        person_id = resolve_person(database, person)
+        found = store.person(database, person_id)
+        assert found is not None
+        total, faces = store.person_faces_page(database, person_id, int(limit), int(offset), source)
+        cover = store.cover_faces(database, [person_id]).get(person_id)
+    return PersonFacesPage(found, total, faces, cover)
 
 
 def cover_of(view: PersonView) -> int | None:

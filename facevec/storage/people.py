@@ -539,14 +539,44 @@ def person_names(db: Database, person_ids: Sequence[int]) -> dict[int, str | Non
     return found
 
 
+_PERSON_FACE_COLUMNS = (
+    "face_id, person_id, img_name, face_index, source, score, facial_area_x,"
+    " facial_area_y, facial_area_w, facial_area_h"
+)
+
+
+def _person_face(r: tuple) -> PersonFace:
+    return PersonFace(int(r[0]), int(r[1]), r[2], int(r[3]), r[4], r[5], *r[6:])
+
+
 def person_faces(db: Database, person_id: int) -> list[PersonFace]:
     rows = db.query(
-        "SELECT face_id, person_id, img_name, face_index, source, score, facial_area_x,"
-        " facial_area_y, facial_area_w, facial_area_h FROM person_faces"
-        " WHERE person_id = {p} ORDER BY face_id",
+        f"SELECT {_PERSON_FACE_COLUMNS} FROM person_faces WHERE person_id = {{p}} ORDER BY face_id",
         (person_id,),
     )
-    return [PersonFace(int(r[0]), int(r[1]), r[2], int(r[3]), r[4], r[5], *r[6:]) for r in rows]
+    return [_person_face(r) for r in rows]
+
+
+def person_faces_page(
+    db: Database, person_id: int, limit: int, offset: int = 0, source: str | None = None
+) -> tuple[int, list[PersonFace]]:
+    """(how many, a page of them): a person's faces by id, or only those that came
+    to them from `source` (suggested: least sure first, the highest score)."""
+    where, params = "person_id = {p}", [person_id]
+    order = "face_id"
+    if source is not None:
+        where += " AND source = {p}"
+        params.append(source)
+        if source == "suggested":
+            order = "COALESCE(score, 0) DESC, face_id"
+    total = int(db.scalar(f"SELECT COUNT(*) FROM person_faces WHERE {where}", params) or 0)
+    clause, limits = db.dialect.limit(limit)
+    rows = db.query(
+        f"SELECT {_PERSON_FACE_COLUMNS} FROM person_faces WHERE {where} ORDER BY {order}"
+        f"{clause} OFFSET {{p}}",
+        params + limits + [int(offset)],
+    )
+    return total, [_person_face(r) for r in rows]
 
 
 def create_person(db: Database, name: str | None = None) -> int:

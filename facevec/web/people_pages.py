@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ..parameters import MAX_ID
-from ..people import history, show, unassigned
-from ..people.curate import counts, cover_of, suggestions
+from ..people import history, unassigned
+from ..people.curate import MAX_PAGE, counts, person_faces_page
 from ..people.curate import people_page as people_page_of
 from . import pages
 from .config import WebConfig
@@ -26,6 +26,8 @@ views = APIRouter(include_in_schema=False)
 
 UNASSIGNED_PER_PAGE = 120
 PEOPLE_PER_PAGE = 60
+FACES_PER_PAGE = 100  # a person's faces per "Show more faces"
+SUGGESTIONS_SHOWN = 48  # suggestions to confirm at once (the rest after these)
 
 
 @views.get("/people", response_class=HTMLResponse)
@@ -40,8 +42,6 @@ def people_page(
     of them ("Show more" adds the next ones); then the faces that belong to no one,
     to name, give to someone or set aside."""
     listing = people_page_of(config.db, hidden=hidden, limit=shown)
-    # Faces are given to people in view, not to hidden ones.
-    choices = people_page_of(config.db, with_covers=False).people
     total, loose = unassigned(config.db, UNASSIGNED_PER_PAGE, (page - 1) * UNASSIGNED_PER_PAGE)
     return pages.render(
         request,
@@ -55,7 +55,6 @@ def people_page(
         per_page=PEOPLE_PER_PAGE,
         showing_hidden=hidden,
         counts=counts(config.db),
-        choices=choices,
         loose=_by_photo(config, loose),
         loose_total=total,
         page=page,
@@ -96,21 +95,49 @@ def _by_photo(config: WebConfig, faces: list[Any]) -> list[dict[str, Any]]:
 def person_page(
     request: Request,
     person_id: PersonId,
+    shown: int = Query(FACES_PER_PAGE, ge=1, le=MAX_ID, description="Faces shown."),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
-    """A person: their photos (faces selectable), the suggestions to confirm, and
-    the forms to rename, hide, merge and undo."""
-    view = show(config.db, person_id)
-    # Everyone else, for the move and merge lists: no cover read for each (the merge
-    # dialog asks for the one chosen).
-    others = [p for p in people_page_of(config.db, with_covers=False).people if p.id != person_id]
+    """A person: the photos of their first `shown` faces (selectable; "Show more
+    faces" adds the next ones), the suggestions to confirm, and the forms to rename,
+    hide, merge and undo. One page of faces is read, however many the person has;
+    the move and merge pickers ask the API for the people typed."""
+    page = person_faces_page(config.db, person_id, min(shown, MAX_PAGE))
+    faces = list(page.faces)
+    while len(faces) < min(shown, page.total):  # no script: "Show more" asks for more
+        more = person_faces_page(config.db, person_id, MAX_PAGE, len(faces)).faces
+        if not more:
+            break
+        faces.extend(more)
+    suggested = person_faces_page(config.db, person_id, SUGGESTIONS_SHOWN, source="suggested")
     return pages.render(
         request,
         "person.html",
-        person=view.person,
-        cover=cover_of(view),
-        others=others,
-        suggested=suggestions(config.db, person_id),
-        photos=_by_photo(config, view.faces),
+        person=page.person,
+        cover=page.cover,
+        suggested=suggested.faces,
+        suggested_total=suggested.total,
+        photos=_by_photo(config, faces),
+        faces_total=page.total,
+        shown=len(faces),
+        per_page=FACES_PER_PAGE,
         edits=history(config.db, 8),
+    )
+
+
+@views.get("/people/{person_id}/more", response_class=HTMLResponse)
+def more_faces(
+    request: Request,
+    person_id: PersonId,
+    offset: Offset = 0,
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> HTMLResponse:
+    """The next photos of a person, as the person page appends them ("Show more faces")."""
+    page = person_faces_page(config.db, person_id, FACES_PER_PAGE, offset)
+    return pages.render(
+        request,
+        "_person_photos_more.html",
+        photos=_by_photo(config, page.faces),
+        total=page.total,
+        end=offset + len(page.faces),
     )

@@ -9,13 +9,13 @@ people_pages. Naming and merging need the server's token, as every write does.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from ..people import identify, merge, name, show
-from ..people.curate import MAX_PAGE, cover_of, people_page
+from ..people.curate import MAX_PAGE, cover_of, people_page, person_faces_page
 from . import people_actions
 from .api import (
     ERRORS,
@@ -74,6 +74,15 @@ class PersonDetail(BaseModel):
     person: PersonSummary
     faces: list[PersonFaceOut]
     photos: list[PersonPhoto] = Field(default_factory=list)
+
+
+class PersonFacesOut(BaseModel):
+    person: PersonSummary
+    total: int = Field(description="How many faces the person has (or of that source).")
+    offset: int
+    limit: int
+    faces: list[PersonFaceOut] = Field(description="This page's faces, by id.")
+    photos: list[PersonPhoto] = Field(description="The photos of this page's faces.")
 
 
 class NameRequest(BaseModel):
@@ -166,20 +175,98 @@ def people_endpoint(
     limit: int | None = Query(None, ge=1, le=MAX_PAGE, description="At most this many."),
     offset: Offset = 0,
     name: str | None = Query(None, max_length=500, description="Only the person so named."),
+    q: str | None = Query(
+        None,
+        max_length=200,
+        description='Only those whose label (the name, or "person <id>") contains this, '
+        "in any case; labels that start with it first (a person picker's search).",
+    ),
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    page = people_page(config.db, hidden, limit, offset, named, min_faces, name)
-    response.headers["X-Total-Count"] = str(page.total)
-    if limit is not None and offset + limit < page.total:
+    page = people_page(config.db, hidden, limit, offset, named, min_faces, name, query=q)
+    _page_headers(request, response, page.total, offset, limit)
+    return [_summary(p, page.covers.get(p.id)) for p in page.people]
+
+
+def _page_headers(
+    request: Request, response: Response, total: int, offset: int, limit: int | None
+) -> None:
+    """X-Total-Count, and Link to the next page if there is one."""
+    response.headers["X-Total-Count"] = str(total)
+    if limit is not None and offset + limit < total:
         after = request.url.include_query_params(offset=offset + limit)
         response.headers["Link"] = f'<{after.path}?{after.query}>; rel="next"'
-    return [_summary(p, page.covers.get(p.id)) for p in page.people]
+
+
+def _face_out(f: Any) -> dict[str, Any]:
+    return {
+        "face_id": f.face_id,
+        "img_name": f.img_name,
+        "face_index": f.face_index,
+        "source": f.source,
+        "score": f.score,
+        "x": f.x,
+        "y": f.y,
+        "w": f.w,
+        "h": f.h,
+    }
+
+
+def _photos_out(config: WebConfig, faces: list[Any]) -> list[dict[str, Any]]:
+    photos: dict[str, list[int]] = {}
+    for face in faces:
+        photos.setdefault(face.img_name, []).append(face.face_id)
+    return [
+        {
+            "img_name": img_name,
+            "photo_url": photo_url(img_name)
+            if servable_photo(img_name, config.photo_roots)
+            else None,
+            "faces": found,
+        }
+        for img_name, found in photos.items()
+    ]
+
+
+FACES_PER_PAGE = 100
+
+
+@api.get(
+    "/people/{person}/faces",
+    summary="A person's faces, a page at a time",
+    description="The person (by id, or by name) and `limit` of their faces from `offset`, "
+    "by face id, with the photos they are in; total (and X-Total-Count) says how many "
+    "there are, Link the next page. source: only the faces that came from folder, "
+    "confirmed or suggested (suggested: least sure first).",
+    response_model=PersonFacesOut,
+    responses={**ERRORS, 200: {"headers": PAGE_HEADERS}},
+)
+def person_faces_endpoint(
+    request: Request,
+    response: Response,
+    person: str,
+    limit: int = Query(FACES_PER_PAGE, ge=1, le=MAX_PAGE, description="At most this many."),
+    offset: Offset = 0,
+    source: Literal["folder", "confirmed", "suggested"] | None = None,
+    config: WebConfig = Depends(config_of),  # noqa: B008
+) -> dict[str, Any]:
+    page = person_faces_page(config.db, person_ref(person), limit, offset, source)
+    _page_headers(request, response, page.total, offset, limit)
+    return {
+        "person": _summary(page.person, page.cover),
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "faces": [_face_out(f) for f in page.faces],
+        "photos": _photos_out(config, page.faces),
+    }
 
 
 @api.get(
     "/people/{person}",
-    summary="A person (by id, or by name) and their faces",
-    description="Digits are an id. A person named like a fixed route (history, "
+    summary="A person (by id, or by name) and all their faces",
+    description="Every face at once: GET /api/people/{person}/faces gives them a page "
+    "at a time. Digits are an id. A person named like a fixed route (history, "
     "unassigned, summary, who) or with digits for a name: GET /api/people?name=... "
     "gives their id.",
     response_model=PersonDetail,
@@ -187,35 +274,10 @@ def people_endpoint(
 )
 def person_endpoint(person: str, config: WebConfig = Depends(config_of)) -> dict[str, Any]:  # noqa: B008
     view = show(config.db, person_ref(person))
-    photos: dict[str, list[int]] = {}
-    for face in view.faces:
-        photos.setdefault(face.img_name, []).append(face.face_id)
     return {
         "person": _summary(view.person, cover_of(view)),
-        "photos": [
-            {
-                "img_name": img_name,
-                "photo_url": photo_url(img_name)
-                if servable_photo(img_name, config.photo_roots)
-                else None,
-                "faces": faces,
-            }
-            for img_name, faces in photos.items()
-        ],
-        "faces": [
-            {
-                "face_id": f.face_id,
-                "img_name": f.img_name,
-                "face_index": f.face_index,
-                "source": f.source,
-                "score": f.score,
-                "x": f.x,
-                "y": f.y,
-                "w": f.w,
-                "h": f.h,
-            }
-            for f in view.faces
-        ],
+        "photos": _photos_out(config, view.faces),
+        "faces": [_face_out(f) for f in view.faces],
     }
 
 

@@ -120,6 +120,116 @@ function selectedFaces() {
   return [...document.querySelectorAll("input.pick:checked")].map((box) => Number(box.value));
 }
 
+// A person picker (templates/_person_picker.html): what is typed asks
+// GET /api/people?q=... (named people first, then unnamed by size); the arrow keys
+// and Enter, or a click, choose one, whose id the input keeps in data-person-id.
+const PICKER_SHOWN = 20;
+
+function setUpPicker(input) {
+  const list = document.getElementById(input.getAttribute("aria-controls"));
+  let found = [];
+  let active = -1;
+  let asked = 0;
+  let timer = null;
+  const close = () => {
+    list.hidden = true;
+    input.setAttribute("aria-expanded", "false");
+    input.removeAttribute("aria-activedescendant");
+    active = -1;
+  };
+  const highlight = (index) => {
+    active = index;
+    [...list.querySelectorAll("[role=option]")].forEach((option, i) => {
+      option.setAttribute("aria-selected", String(i === index));
+      if (i === index) {
+        input.setAttribute("aria-activedescendant", option.id);
+        option.scrollIntoView({ block: "nearest" });
+      }
+    });
+  };
+  const choose = (person) => {
+    input.value = person.label;
+    input.dataset.personId = String(person.id);
+    input.dataset.label = person.label;
+    input.dataset.counts = `${person.faces} face${person.faces === 1 ? "" : "s"}, ` +
+      `${person.photos} photo${person.photos === 1 ? "" : "s"}`;
+    input.dataset.coverUrl = person.cover_url || "";
+    close();
+    input.dispatchEvent(new Event("picked"));
+  };
+  const show = () => {
+    list.replaceChildren();
+    found.forEach((person, i) => {
+      const option = document.createElement("li");
+      option.id = `${input.id}-option-${i}`;
+      option.setAttribute("role", "option");
+      option.dataset.personId = String(person.id);
+      option.textContent = `${person.label} (${person.faces})`;
+      option.addEventListener("mousedown", (event) => event.preventDefault()); // keep focus
+      option.addEventListener("click", () => choose(person));
+      list.append(option);
+    });
+    if (!found.length) {
+      const none = document.createElement("li");
+      none.className = "muted none";
+      none.textContent = input.value.trim() ? `No one called “${input.value.trim()}”` : "No one yet";
+      list.append(none);
+    }
+    list.hidden = false;
+    input.setAttribute("aria-expanded", "true");
+    highlight(found.length ? 0 : -1);
+  };
+  const search = async () => {
+    const mine = ++asked;
+    const query = new URLSearchParams({ limit: String(PICKER_SHOWN + 1) });
+    if (input.value.trim()) query.set("q", input.value.trim());
+    try {
+      const response = await fetch("/api/people?" + query);
+      if (!response.ok) throw new Error(`the people did not load (${response.status})`);
+      const people = await response.json();
+      if (mine !== asked) return; // a later keystroke asked again
+      found = people.filter((p) => String(p.id) !== input.dataset.exclude).slice(0, PICKER_SHOWN);
+      show();
+    } catch (error) {
+      showError(error.message);
+    }
+  };
+  input.addEventListener("input", () => {
+    delete input.dataset.personId;
+    clearTimeout(timer);
+    timer = setTimeout(search, 120);
+  });
+  input.addEventListener("focus", () => { if (!input.dataset.personId) search(); });
+  input.addEventListener("blur", () => setTimeout(close, 150));
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      if (list.hidden) { search(); return; }
+      const step = event.key === "ArrowDown" ? 1 : -1;
+      if (found.length) highlight((active + step + found.length) % found.length);
+    } else if (event.key === "Enter") {
+      if (!list.hidden && active >= 0) {
+        event.preventDefault();
+        choose(found[active]);
+      }
+    } else if (event.key === "Escape" && !list.hidden) {
+      event.preventDefault();
+      close();
+    }
+  });
+}
+
+// The person a picker holds, or null (and an error saying how to choose one).
+function pickedPerson(id) {
+  const input = document.getElementById(id);
+  if (!input.dataset.personId) {
+    showError("Choose a person first: type part of their name, then pick them from the list.");
+    input.focus();
+    return null;
+  }
+  return Number(input.dataset.personId);
+}
+
 function showSelection() {
   const count = selectedFaces().length;
   for (const label of document.querySelectorAll(".selected-count")) {
@@ -160,9 +270,11 @@ function setUpPeopleForms() {
     state.textContent = `Done: ${last}.`;
     sessionStorage.removeItem("facevec-last-change");
   }
-  for (const box of document.querySelectorAll("input.pick")) {
-    box.addEventListener("change", showSelection);
-  }
+  // Delegated: the faces "Show more faces" adds are selectable too.
+  document.addEventListener("change", (event) => {
+    if (event.target.matches("input.pick")) showSelection();
+  });
+  for (const input of document.querySelectorAll("input.picker-input")) setUpPicker(input);
   const heading = document.getElementById("person-name");
   const personId = heading ? Number(heading.dataset.personId) : null;
 
@@ -191,7 +303,8 @@ function setUpPeopleForms() {
   on("move-button", () => {
     const faces = needSelection();
     if (!faces.length) return;
-    const target = Number(document.getElementById("move-target").value);
+    const target = pickedPerson("move-target");
+    if (target === null) return;
     change(() => postJson("/api/people/move", { faces, target }));
   });
   on("split-button", () => {
@@ -236,7 +349,8 @@ function setUpPeopleForms() {
   on("loose-assign", () => {
     const faces = needSelection();
     if (!faces.length) return;
-    const target = Number(document.getElementById("loose-target").value);
+    const target = pickedPerson("loose-target");
+    if (target === null) return;
     change(() => postJson("/api/people/move", { faces, target }));
   });
   on("loose-dismiss", () => {
@@ -248,23 +362,18 @@ function setUpPeopleForms() {
   // Merge: only after a dialog that shows both people side by side.
   const dialog = document.getElementById("merge-dialog");
   on("merge-button", () => {
-    const option = document.getElementById("merge-source").selectedOptions[0];
+    const source = pickedPerson("merge-source");
+    if (source === null) return;
+    const chosen = document.getElementById("merge-source").dataset;
     const other = document.getElementById("merge-other");
     const picture = other.querySelector("img");
-    picture.hidden = true;
-    picture.alt = option.dataset.label;
-    fetch(`/api/people/${option.value}`)
-      .then((response) => response.json())
-      .then((shown) => {
-        if (shown.person && shown.person.cover_url && dialog.dataset.source === option.value) {
-          picture.src = shown.person.cover_url;
-          picture.hidden = false;
-        }
-      });
-    other.querySelector(".label").textContent = option.dataset.label;
-    other.querySelector(".counts").textContent = option.dataset.counts;
-    dialog.querySelector(".other-label").textContent = option.dataset.label;
-    dialog.dataset.source = option.value;
+    picture.alt = chosen.label;
+    picture.hidden = !chosen.coverUrl;
+    if (chosen.coverUrl) picture.src = chosen.coverUrl;
+    other.querySelector(".label").textContent = chosen.label;
+    other.querySelector(".counts").textContent = chosen.counts;
+    dialog.querySelector(".other-label").textContent = chosen.label;
+    dialog.dataset.source = String(source);
     dialog.showModal();
   });
   on("merge-cancel", () => dialog.close());
@@ -297,6 +406,39 @@ function setUpShowMore() {
       link.dataset.offset = String(end);
       document.getElementById("people-shown").textContent = `${end} of ${total} shown`;
       if (end >= total) link.hidden = true;
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+}
+
+// A person's faces come a part at a time: "Show more faces" appends the next
+// photos (GET /people/{id}/more); what was selected stays selected, and the
+// toolbar's actions take every selected face. Without scripts the link opens the
+// page with more faces shown.
+function setUpMoreFaces() {
+  const link = document.getElementById("show-more-faces");
+  if (!link) return;
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ offset: link.dataset.offset });
+    try {
+      const response = await fetch(`/people/${link.dataset.personId}/more?` + query);
+      if (!response.ok) throw new Error(`the next faces did not load (${response.status})`);
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const list = page.querySelector("ul.more-photos");
+      const grid = document.getElementById("person-photos");
+      const first = list.querySelector("input.pick");
+      for (const photo of [...list.querySelectorAll("li.photo")]) grid.append(photo);
+      const end = Number(list.dataset.end);
+      const total = Number(list.dataset.total);
+      link.dataset.offset = String(end);
+      document.getElementById("faces-shown").textContent =
+        `${end} of ${total} face${total === 1 ? "" : "s"} shown`;
+      if (end >= total) link.hidden = true;
+      // Keyboard users go on from the first face added.
+      if (first) document.querySelector(`input.pick[value="${first.value}"]`).focus();
+      showSelection();
     } catch (error) {
       showError(error.message);
     }
@@ -353,6 +495,7 @@ document.addEventListener("DOMContentLoaded", () => {
     fetch("/api/jobs/" + running).then((response) => response.json()).then(followJob);
   }
   setUpShowMore();
+  setUpMoreFaces();
   setUpDropzone();
   setUpToken();
   setUpIndexForm();
