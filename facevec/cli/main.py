@@ -197,11 +197,13 @@ batch_size_option = click.option(
 )
 
 
-def face_filter_options(command: Callable) -> Callable:
+def face_filter_options(command: Callable, max_pixels: bool = True) -> Callable:
     """The options of which photos are decoded and which faces are stored, shared by
-    index and watch: --exact, --max-pixels, --min-face, --min-sharpness, --min-confidence."""
+    index and watch: --exact, --max-pixels, --min-face, --min-sharpness, --min-confidence
+    (all but --max-pixels without `max_pixels`: serve has its own)."""
     for option in reversed(_FACE_FILTERS):
-        command = option(command)
+        if max_pixels or option is not _FACE_FILTERS[1]:
+            command = option(command)
     return command
 
 

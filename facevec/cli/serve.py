@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
+from ..engine.decode import DEFAULT_MAX_PIXELS
 from .main import FiniteFloatRange, cli, db_option, fail_cleanly
 from .output import echo
 from .watch import print_status
+from .watch_options import WATCH_SETTINGS, watch_settings, watch_settings_options
 
 MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web stack
 
@@ -52,18 +55,20 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
 )
 @click.option(
     "--max-pixels",
-    default=MAX_PIXELS,
-    show_default=True,
+    default=None,
     type=click.IntRange(1),
-    help="Larger uploaded photos are refused (413) before they are decoded.",
+    help="Larger photos are not decoded: an upload is refused (413); with --watch, a "
+    "photo in the folders gets an error in the ledger "
+    f"[default: {MAX_PIXELS:,} for uploads, {DEFAULT_MAX_PIXELS:,} for watched photos].",
 )
 @click.option(
     "--watch",
     is_flag=True,
     help="Keep the gallery in step with the --photos folders while serving: new, changed, "
-    "moved and deleted photos are indexed or removed within seconds (as facevec watch, "
-    "with the gallery's model and the default settings).",
+    "moved and deleted photos are indexed or removed within seconds, as facevec watch "
+    "does, with the settings below (GET /api/watch and the Status page say what it does).",
 )
+@watch_settings_options(max_pixels=False)
 @click.option(
     "--embed-workers",
     envvar="FACEVEC_EMBED_WORKERS",
@@ -82,15 +87,20 @@ def serve_command(
     photos: tuple[str, ...],
     token: str | None,
     max_upload_mb: float,
-    max_pixels: int,
+    max_pixels: int | None,
     watch: bool,
     embed_workers: int | None,
+    **settings: Any,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
 
     Listens on 127.0.0.1 unless --host says otherwise. Reads are open to anyone
-    who can reach the address; changes need --token.
+    who can reach the address; changes need --token. With --watch, the --photos
+    folders are indexed as they change, with the settings facevec watch takes (the
+    model and detector are the gallery's own unless given).
     """
+    if not watch:
+        _refuse_watch_settings_without_watch()
     try:
         import uvicorn
 
@@ -106,12 +116,16 @@ def serve_command(
         token=token,
         photos=photos,
         max_upload_bytes=int(max_upload_mb * 2**20),
-        max_pixels=max_pixels,
+        max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
         host=host,
         allowed_hosts=allowed_hosts,
         watch=watch,
         on_watch_status=print_status,
         embed_workers=embed_workers,
+        watch_options={
+            **watch_settings(settings),
+            "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        },
     )
     echo(
         f"facevec serving {db} on http://{host}:{port}/ "
@@ -119,6 +133,20 @@ def serve_command(
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _refuse_watch_settings_without_watch() -> None:
+    """A watch setting given without --watch would be ignored: say so instead."""
+    context = click.get_current_context()
+    given = [
+        param.opts[0]
+        for param in context.command.params
+        if param.name in WATCH_SETTINGS
+        and param.name != "max_pixels"
+        and context.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} set how --watch indexes: add --watch")
 
 
 def _new_gallery(db: str) -> None:

@@ -9,59 +9,19 @@ from typing import Any
 
 import click
 
-from ..ingest.watch import MAX_DELAY_SECONDS, SETTLE_SECONDS, WatchStatus
-from .main import (
-    FiniteFloatRange,
-    batch_size_option,
-    cli,
-    db_option,
-    detector_option,
-    face_filter_options,
-    fail_cleanly,
-    model_option,
-)
+from ..ingest.watch import WatchStatus
+from .main import cli, db_option, fail_cleanly
 from .output import echo, printable
+from .watch_options import watch_settings, watch_settings_options
 
 
 @cli.command(name="watch")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @db_option()
-@model_option(default=None)
-@detector_option(default=None)
-@batch_size_option
-@click.option(
-    "--workers",
-    type=click.IntRange(1),
-    default=None,
-    help="Processes that embed photos when catching up, or when many change at once "
-    "[default: one per core].",
-)
-@face_filter_options
-@click.option(
-    "--settle",
-    type=FiniteFloatRange(0),
-    default=SETTLE_SECONDS,
-    show_default=True,
-    help="Seconds without a new change before the changes seen are indexed "
-    f"(at most {MAX_DELAY_SECONDS:g} s after the first).",
-)
+@watch_settings_options()
 @click.option("--quiet", is_flag=True, help="No progress bar while catching up.")
 @fail_cleanly
-def watch_command(
-    folders: tuple[str, ...],
-    db: str,
-    model_name: str | None,
-    detector_backend: str | None,
-    batch_size: int,
-    workers: int | None,
-    exact: bool,
-    max_pixels: int,
-    min_face: int,
-    min_sharpness: float,
-    min_confidence: float | None,
-    settle: float,
-    quiet: bool,
-) -> None:
+def watch_command(folders: tuple[str, ...], db: str, quiet: bool, **settings: Any) -> None:
     """Keep DB in step with FOLDERS: new, changed, moved and deleted photos are
     indexed or removed within seconds, until Ctrl-C.
 
@@ -73,20 +33,7 @@ def watch_command(
     from ..ingest.watch import Watcher
 
     watcher = Watcher(
-        folders,
-        db,
-        model_name=model_name,
-        detector_backend=detector_backend,
-        workers=workers,
-        progress=not quiet,
-        settle=settle,
-        on_status=print_status,
-        batch_size=batch_size,
-        exact=exact,
-        max_pixels=max_pixels,
-        min_face=min_face,
-        min_sharpness=min_sharpness,
-        min_confidence=min_confidence,
+        folders, db, progress=not quiet, on_status=print_status, **watch_settings(settings)
     )
     echo(f"catching up on {', '.join(printable(f) for f in folders)}", err=True)
     # A service manager's stop (SIGTERM) ends the watch as Ctrl-C does.

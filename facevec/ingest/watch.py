@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import models
@@ -71,6 +71,7 @@ class WatchStatus:
     report: IndexReport | None = None
     moved: int = 0  # files whose faces followed them to a new path
     message: str | None = None
+    paths: list[str] = field(default_factory=list)  # the changed paths of 'updated', 'failed'
 
 
 def _photo_name(path: str) -> bool:
@@ -142,6 +143,11 @@ class _Changes:
     def pending(self) -> bool:
         with self._condition:
             return bool(self._paths)
+
+    def count(self) -> int:
+        """How many paths wait for the next batch."""
+        with self._condition:
+            return len(self._paths)
 
     def moving_away(self) -> list[str]:
         """The sources of the moves not yet taken."""
@@ -259,6 +265,10 @@ class Watcher:
         and no batch under way."""
         return self.ready.is_set() and not self._busy and not self.changes.pending()
 
+    def queued(self) -> int:
+        """Changed paths waiting for the next batch (not counting one under way)."""
+        return self.changes.count()
+
     def stop(self) -> None:
         """End run() from another thread: an update under way stops as Ctrl-C stops
         index (finished batches stay)."""
@@ -302,7 +312,7 @@ class Watcher:
             raise
         except Exception as err:  # a database away: retried
             self.changes.add(paths, moves)
-            self.on_status(WatchStatus("failed", message=_reason(err)))
+            self.on_status(WatchStatus("failed", message=_reason(err), paths=paths))
             return False
         # A path moved on again since (an event not taken yet) keeps its rows for
         # that move to carry, rather than losing them here.
@@ -331,7 +341,9 @@ class Watcher:
                 )
             except IndexInterrupted as stop:
                 self.on_status(
-                    WatchStatus("updated", stop.report.folder, stop.report, moved[where])
+                    WatchStatus(
+                        "updated", stop.report.folder, stop.report, moved[where], paths=group
+                    )
                 )
                 raise
             except (KeyboardInterrupt, MissingWeightsError, MissingDependencyError):
@@ -339,11 +351,13 @@ class Watcher:
             except Exception as err:  # a database away, a folder gone: retried
                 self.changes.add(group)
                 self.on_status(
-                    WatchStatus("failed", path_to_text(spellings[0]), message=_reason(err))
+                    WatchStatus(
+                        "failed", path_to_text(spellings[0]), message=_reason(err), paths=group
+                    )
                 )
                 ok = False
                 continue
-            self.on_status(WatchStatus("updated", report.folder, report, moved[where]))
+            self.on_status(WatchStatus("updated", report.folder, report, moved[where], paths=group))
         return ok
 
     def _carry_late(self) -> dict[int, int]:

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import FacevecError, InvalidParameterError
 from ..options import EmbedOptions
 from ..storage.database import open_database
-from . import actions, api, pages
+from . import actions, api, pages, watch_status
 from .config import MAX_PIXELS, MAX_UPLOAD_BYTES, WebConfig, make_config
 from .docs import add_docs
 from .embed_pool import EmbedPool, pool_size
@@ -31,6 +31,7 @@ from .http_errors import body, database_errors, message_of, status_of
 from .jobs import IndexJobs
 from .thumbnails import ThumbnailCache
 from .uploads import DeclaredSizeLimit, DecodeBudget, too_large_message
+from .watch_status import WatchState
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("facevec.web")
@@ -63,6 +64,7 @@ def create_app(
     watch: bool = False,
     on_watch_status: Callable[[Any], None] | None = None,
     embed_workers: int | None = None,
+    watch_options: Mapping[str, Any] | None = None,
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
@@ -71,7 +73,10 @@ def create_app(
     host: the address the server listens on; with allowed_hosts, the names a
     request's Host header may give (facevec.web.hosts: DNS rebinding).
     watch: keep the gallery in step with the photo folders while the server runs
-    (facevec.ingest.watch, in a background thread; on_watch_status hears of each step).
+    (facevec.ingest.watch, in a background thread; on_watch_status hears of each step;
+    GET /api/watch says what it does). watch_options: the Watcher's settings (model_name,
+    detector_backend, workers, batch_size, settle, exact, max_pixels, min_face, ...);
+    none given: the gallery's model and detector, the defaults of the rest.
     embed_workers: processes that embed uploaded photos (facevec.web.embed_pool);
     None: FACEVEC_EMBED_WORKERS, else one per core; 0: the server's own process.
     """
@@ -84,16 +89,26 @@ def create_app(
         pass
     pool = _embed_pool(config, workers)
     jobs = IndexJobs(config.db, config.photo_roots, None if pool is None else pool.embed)
-    watcher = _watcher(config, on_watch_status) if watch else None
+    watch_state = None
+    watcher = None
+    if watch:
+        watch_state = WatchState(
+            list(config.photo_roots),
+            dict(watch_options or {}),
+            on_watch_status or (lambda status: logger.info("watch: %s", status)),
+        )
+        watcher = _watcher(config, watch_state.heard, watch_options or {})
+        watch_state.watcher = watcher
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if pool is not None:
             pool.start()  # the workers load the model while the server starts
         thread = None
-        if watcher is not None:
+        if watcher is not None and watch_state is not None:
+            watch_state.starting()
             thread = threading.Thread(
-                target=_run_watcher, args=(watcher,), name="facevec-watch", daemon=True
+                target=_run_watcher, args=(watcher, watch_state), name="facevec-watch", daemon=True
             )
             thread.start()
         yield
@@ -117,6 +132,7 @@ def create_app(
     app.state.config = config
     app.state.jobs = jobs
     app.state.watcher = watcher
+    app.state.watch_state = watch_state
     app.state.decodes = DecodeBudget.for_machine(config.max_pixels)
     app.state.embed_pool = pool
     app.state.thumbnails = ThumbnailCache()
@@ -127,6 +143,7 @@ def create_app(
     # refuses a declared Content-Length over the limit before anything is read).
     limit = config.max_upload_bytes
     app.include_router(api.router, prefix="/api", max_body_size=limit)
+    app.include_router(watch_status.router, prefix="/api")
     app.include_router(pages.router, max_body_size=limit)
     if people_installed():
         from . import people_routes
@@ -141,24 +158,24 @@ def create_app(
     return app
 
 
-def _watcher(config: WebConfig, on_status: Callable[[Any], None] | None) -> Any:
+def _watcher(
+    config: WebConfig, on_status: Callable[[Any], None], options: Mapping[str, Any]
+) -> Any:
     """A watcher of the server's photo folders, reading only under them."""
     from ..ingest.watch import Watcher
 
     if not config.photo_roots:
         raise InvalidParameterError("watching needs the photo folders to watch (--photos)")
     return Watcher(
-        config.photo_roots,
-        config.db,
-        on_status=on_status or (lambda status: logger.info("watch: %s", status)),
-        within=config.photo_roots,
+        config.photo_roots, config.db, **options, on_status=on_status, within=config.photo_roots
     )
 
 
-def _run_watcher(watcher: Any) -> None:
+def _run_watcher(watcher: Any, state: WatchState) -> None:
     try:
         watcher.run()
     except Exception as err:  # the server goes on serving what is stored
+        state.failed(err)
         logger.error("the photo folders are no longer watched: %s", err, exc_info=err)
 
 

@@ -21,6 +21,7 @@ from . import actions
 from .api import photo_url, search_photo
 from .config import WebConfig
 from .http_errors import database_errors, message_of, status_of
+from .watch_status import watch_state_of
 from .params import FaceId, PageNumber
 from .photos import servable_photo
 from .security import config_of
@@ -189,7 +190,8 @@ def status_page(
     page: PageNumber = 1,
     config: WebConfig = Depends(config_of),  # noqa: B008
 ) -> HTMLResponse:
-    """The gallery's info, the files the ingest could not index, and index jobs."""
+    """The gallery's info, the files the ingest could not index, index jobs, and
+    what the watcher of the photo folders does (serve --watch)."""
     per_page = 100
     problems = actions.ledger_problems(config, per_page, (page - 1) * per_page)
     people = None
@@ -207,6 +209,7 @@ def status_page(
         jobs=[job.as_dict() for job in request.app.state.jobs.all()],
         roots=config.photo_roots,
         people=people,
+        watch=watch_state_of(request),
     )
 
 

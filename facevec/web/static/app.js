@@ -445,6 +445,51 @@ function setUpMoreFaces() {
   });
 }
 
+// The status page's "Watching the photo folders" (serve --watch): GET /api/watch
+// every few seconds, shown as the page first rendered it.
+function setUpWatchStatus() {
+  const section = document.getElementById("watch");
+  if (!section) return;
+  const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+  const cell = (text, className) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  };
+  const show = (watch) => {
+    section.dataset.state = watch.state;
+    const summary = document.getElementById("watch-summary");
+    summary.querySelector(".watch-state").textContent = watch.state;
+    summary.querySelector(".watch-since").textContent = watch.state_since;
+    summary.querySelector(".watch-rest").textContent =
+      `; ${plural(watch.queued, "changed file")} waiting, ` +
+      `${plural(watch.updates, "update")} since ${watch.started_at}.`;
+    const error = document.getElementById("watch-error");
+    error.hidden = !watch.last_error;
+    if (watch.last_error) error.textContent = `${watch.last_error.message} (${watch.last_error.at})`;
+    const table = document.getElementById("watch-files");
+    const head = table.querySelector("tr");
+    table.replaceChildren(head);
+    for (const file of watch.last_files) {
+      const row = document.createElement("tr");
+      row.append(cell(file.path, "path"), cell(file.at), cell(file.error || "updated"));
+      table.append(row);
+    }
+    table.hidden = !watch.last_files.length;
+  };
+  const poll = async () => {
+    try {
+      const response = await fetch("/api/watch");
+      if (response.ok) show(await response.json());
+    } catch (error) {
+      // the server restarting: the next poll tries again
+    }
+    setTimeout(poll, 3000);
+  };
+  setTimeout(poll, 3000);
+}
+
 // A job (indexing, grouping faces) runs in the background: while it does, the edit
 // controls are locked and the page shows how far it is; when it ends, the page
 // reloads to show what it did (a clustering run's report stays in view).
@@ -496,6 +541,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   setUpShowMore();
   setUpMoreFaces();
+  setUpWatchStatus();
   setUpDropzone();
   setUpToken();
   setUpIndexForm();
