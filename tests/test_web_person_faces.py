@@ -99,7 +99,8 @@ def test_the_person_search_finds_names_in_any_case_named_first(big):
         assert labels(q="ANN") == labels(q=" ann ") == ["Ann", "anna", "Joanne"]
         assert labels(q="ann", limit=2) == ["Ann", "anna"]
         assert labels(q="o") == ["Bob", "Joanne", "Zoe"] + [
-            f"person {people[f'unnamed-{i}']}" for i in (0, 2, 1)  # unnamed: most faces first
+            f"person {people[f'unnamed-{i}']}"
+            for i in (0, 2, 1)  # unnamed: most faces first
         ]
         assert labels(q="nobody") == []
         unnamed = people["unnamed-1"]

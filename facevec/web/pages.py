@@ -21,11 +21,11 @@ from . import actions
 from .api import photo_url, search_photo
 from .config import WebConfig
 from .http_errors import database_errors, message_of, status_of
-from .watch_status import watch_state_of
 from .params import FaceId, PageNumber
 from .photos import servable_photo
 from .security import config_of
 from .uploads import check_photo, decoding, photo_size, thumbnail_data_url
+from .watch_status import watch_state_of
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
