@@ -399,8 +399,19 @@ def persons(db: Database) -> list[Person]:
 
 
 def person(db: Database, person_id: int) -> Person | None:
+    # The people view's counts for one person, with the person chosen before the
+    # aggregate (the view itself groups every person of the gallery first).
+    counted = [
+        f"COALESCE(SUM(CASE WHEN f.id IS NOT NULL AND pf.source = '{source}' THEN 1 ELSE 0 END), 0)"
+        for source in ("confirmed", "folder", "suggested")
+    ]
     rows = db.query(
-        f"SELECT {_PERSON_COLUMNS} FROM {_PERSON_FROM} WHERE v.person_id = {{p}}", (person_id,)
+        f"SELECT p.id, p.name, COUNT(f.id), COUNT(DISTINCT f.img_name), {', '.join(counted)},"
+        " p.hidden, p.cover_face_id"
+        " FROM person p LEFT JOIN person_face pf ON pf.person_id = p.id"
+        " LEFT JOIN face_meta f ON f.id = pf.face_id"
+        " WHERE p.id = {p} GROUP BY p.id, p.name, p.hidden, p.cover_face_id",
+        (person_id,),
     )
     return _person(rows[0]) if rows else None
 
