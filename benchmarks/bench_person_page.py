@@ -149,7 +149,8 @@ def run(label: str, db: Path, checkout: str | None, repeat: int, browser=None) -
     shutil.copy(db, copy)
     port = free_port()
     server = start_server(copy, port, checkout)
-    rows = []
+    rows: list[tuple] = []
+    loads: list[float] = []  # the 1-minute load average as each was measured
     try:
         _, _, _, listing = timed(port, "/api/people?name=Ann", 1)
         ann = int(re.search(rb'"id":\s*(\d+)', listing).group(1))
@@ -163,10 +164,12 @@ def run(label: str, db: Path, checkout: str | None, repeat: int, browser=None) -
             ms, size, status, body = timed(port, path, repeat)
             if status == 404:
                 rows.append((label, what, None, None, "route"))
+                loads.append(os.getloadavg()[0])
                 continue
             assert status == 200, (path, status, body[:300])
             if "q=" in path and re.search(rb'"label":\s*"(?![^"]*[Ss]ome)', body):
                 rows.append((label, what, None, None, "q"))  # q not understood: everyone
+                loads.append(os.getloadavg()[0])
                 continue
             # Faces and people in it: checkboxes and list options, or JSON records.
             pictures = sum(
@@ -174,14 +177,16 @@ def run(label: str, db: Path, checkout: str | None, repeat: int, browser=None) -
                 for marker in (b'class="face-pick"', b"<option", b'"face_id"', b'"label"')
             )
             rows.append((label, what, ms, size, pictures))
+            loads.append(os.getloadavg()[0])
         if browser is not None:
             for what, path in (("person page", f"/people/{ann}"), ("people page", "/people")):
                 rows.append((label, f"{what} in Chromium", *painted(browser, port, path, repeat)))
+                loads.append(os.getloadavg()[0])
     finally:
         server.terminate()
         server.wait(60)
         shutil.rmtree(work, ignore_errors=True)
-    return rows
+    return [(*row, load) for row, load in zip(rows, loads, strict=True)]
 
 
 def main() -> None:
@@ -211,10 +216,10 @@ def main() -> None:
     finally:
         if browser is not None:
             browser.quit()
-    for side, what, ms, size, pictures in results:
-        load = os.getloadavg()[0]
+    for side, what, ms, size, pictures, load in results:
         if ms is None:
-            print(f"| {side} | {what} | (no such route) | | | {load:.1f} |")
+            missing = "no such route" if pictures == "route" else "q ignored: not a search"
+            print(f"| {side} | {what} | ({missing}) | | | {load:.1f} |")
         elif size is None:  # in Chromium: the first contentful paint, the elements
             print(
                 f"| {side} | {what} | {ms:.0f} (first paint) | | {pictures} elements | {load:.1f} |"
