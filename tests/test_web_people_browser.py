@@ -189,6 +189,15 @@ def test_a_person_page_does_every_change_by_clicking(browser, site, screenshots)
     _click_and_reload(browser, no)
     assert who(http, [suggested[1]])[suggested[1]]["person_id"] is None
 
+    # A suggestion ticked in the photo grid, then "Yes, Ann": confirmed too.
+    _pick(browser, [suggested[2]])
+    _click_and_reload(browser, browser.find_element(_by("ID"), "confirm-button"))
+    assert who(http, [suggested[2]])[suggested[2]]["source"] == "confirmed"
+    assert suggested[2] not in [
+        int(s.get_attribute("data-face-id"))
+        for s in browser.find_elements(_by("CSS_SELECTOR"), "li.suggestion")
+    ]
+
     # Select two faces at once and split them into a new person.
     _pick(browser, id01[:2])
     assert (

@@ -313,6 +313,11 @@ function setUpPeopleForms() {
     const name = document.getElementById("split-name").value.trim();
     change(() => postJson(`/api/people/${personId}/split`, { faces, name: name || null }));
   });
+  on("confirm-button", () => {
+    const faces = needSelection();
+    if (!faces.length) return;
+    change(() => postJson(`/api/people/${personId}/confirm`, { faces }));
+  });
   on("reject-button", () => {
     const faces = needSelection();
     if (!faces.length) return;
