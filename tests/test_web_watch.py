@@ -150,3 +150,38 @@ def test_serve_hands_watch_settings_to_the_watcher(tmp_path, monkeypatch):
     refused = CliRunner().invoke(cli, [*plain, "--workers", "2", "--exact"])
     assert refused.exit_code == 2
     assert "--workers, --exact set how --watch indexes: add --watch" in refused.output
+
+
+def test_the_status_page_follows_the_watcher_in_chromium(tmp_path):
+    from selenium.webdriver.common.by import By
+    from test_web_browser import _chromium, _wait
+    from web_support import live_server
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    db = tmp_path / "watched.db"
+    with open_database(db) as database:
+        schema.create_schema(database)
+    app = create_app(
+        str(db),
+        photos=[folder],
+        watch=True,
+        embed_workers=0,
+        watch_options={"settle": 0.2, "workers": 1},
+    )
+    driver = _chromium(tmp_path / "profile")
+    try:
+        with live_server(app) as url:
+            driver.get(url + "/status")
+            section = driver.find_element(By.ID, "watch")
+            # The page asks GET /api/watch every few seconds: no reload needed.
+            _wait(driver, lambda d: section.get_attribute("data-state") == "watching", TIMEOUT)
+            assert "watching" in driver.find_element(By.ID, "watch-summary").text
+            assert not driver.find_element(By.ID, "watch-files").is_displayed()
+            shutil.copy(SMALL, folder / "new.jpg")
+            table = driver.find_element(By.ID, "watch-files")
+            _wait(driver, lambda d: table.is_displayed() and "new.jpg" in table.text, TIMEOUT)
+            assert "updated" in table.text
+            assert "1 update since" in driver.find_element(By.ID, "watch-summary").text
+    finally:
+        driver.quit()
