@@ -19,8 +19,19 @@ from .main import (
     face_filter_options,
     fail_cleanly,
     model_option,
+    workers_option,
 )
 from .output import echo, printable
+
+#: Seconds a watch waits for the changes to settle (watch; any command that watches).
+settle_option = click.option(
+    "--settle",
+    type=FiniteFloatRange(0),
+    default=SETTLE_SECONDS,
+    show_default=True,
+    help="Seconds without a new change before the changes seen are indexed "
+    f"(at most {MAX_DELAY_SECONDS:g} s after the first).",
+)
 
 
 @cli.command(name="watch")
@@ -29,22 +40,9 @@ from .output import echo, printable
 @model_option(default=None)
 @detector_option(default=None)
 @batch_size_option
-@click.option(
-    "--workers",
-    type=click.IntRange(1),
-    default=None,
-    help="Processes that embed photos when catching up, or when many change at once "
-    "[default: one per core].",
-)
+@workers_option
 @face_filter_options
-@click.option(
-    "--settle",
-    type=FiniteFloatRange(0),
-    default=SETTLE_SECONDS,
-    show_default=True,
-    help="Seconds without a new change before the changes seen are indexed "
-    f"(at most {MAX_DELAY_SECONDS:g} s after the first).",
-)
+@settle_option
 @click.option("--quiet", is_flag=True, help="No progress bar while catching up.")
 @fail_cleanly
 def watch_command(
