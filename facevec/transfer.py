@@ -455,6 +455,7 @@ def import_parquet(
     where = str(parquet_people.people_file(folder))
     if people_rows is not None:
         people_rows = people_transfer.check_people(people_rows, where, model)
+        people_transfer.refuse_names_one_on_a_server(people_rows, where)
     with open_database(db) as dst:
         rerun = people_rows is not None and people_transfer.has_people(people_rows)
         rerun = rerun and people_transfer.refuse_unless_free(dst, people_rows, where)

@@ -4,6 +4,8 @@ cover faces, faces set aside and calibration, on SQLite, PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -255,3 +257,45 @@ def test_a_folder_person_named_like_digits_is_carried(gallery_db, tmp_path):
     copy_gallery(source, target)
     assert people_state(target) == people_state(source)
     assert "2024" in {p.name for p in people.list_people(target)}
+
+
+def _named_by_case_and_spaces(tmp_path):
+    """Two galleries made with add: people 'ann' and 'Ann' (case), and the folder
+    people 'eve' and 'eve ' (a trailing space: one key on MariaDB and MySQL)."""
+    import numpy as np
+
+    vectors = np.random.default_rng(7).normal(size=(4, 128)).astype(np.float32)
+    names = [f"p{i}.jpg" for i in range(4)]
+    by_case = tmp_path / "case.db"
+    facevec.add(by_case, names, vectors, model_name="Dlib", people=False)
+    people.new_person(by_case, [1], "ann")
+    people.new_person(by_case, [2], "Ann")
+    by_spaces = tmp_path / "spaces.db"
+    facevec.add(
+        by_spaces,
+        names,
+        vectors,
+        model_name="Dlib",
+        identities=["eve", "eve ", "eve", "eve "],
+        people_from_folders=True,
+    )
+    return by_case, by_spaces
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_names_differing_in_case_or_trailing_spaces_go_the_same_way_everywhere(backend, tmp_path):
+    by_case, by_spaces = _named_by_case_and_spaces(tmp_path)
+    # Case is part of a name on every database: two people arrive.
+    with fresh_database(backend, tmp_path) as target:
+        assert copy_gallery(by_case, target)["people"] == 2
+        assert sorted(p.name for p in people.list_people(target)) == ["Ann", "ann"]
+    # Names one only where trailing spaces are not compared: refused on every
+    # database, naming them, before anything is written.
+    clash = re.escape("the names 'eve' and 'eve ' differ only in trailing spaces")
+    with fresh_database(backend, tmp_path) as target:
+        with pytest.raises(PeopleConflictError, match=clash + ".*nothing was written"):
+            copy_gallery(by_spaces, target)
+        export_parquet(by_spaces, tmp_path / "pq", progress=False)
+        with pytest.raises(PeopleConflictError, match=clash):
+            import_parquet(tmp_path / "pq", target, progress=False)
+        assert facevec.info(target)["faces"] == 0

@@ -183,6 +183,28 @@ def check_people(rows: PeopleRows, where: str, model_name: str) -> PeopleRows:
     }
 
 
+def refuse_names_one_on_a_server(rows: PeopleRows, where: str) -> None:
+    """PeopleConflictError, naming them, if two people's names or two folders of
+    folder people differ only in trailing spaces: MariaDB and MySQL compare text
+    with PAD SPACE, so they would be one key there. Refused on every database, so a
+    copy or import does the same wherever it goes; case is compared, as everywhere
+    ('Ann' and 'ann' are two people)."""
+    for what, values in (
+        ("names", [row[1] for row in rows["person"] if row[1] is not None]),
+        ("folders", [row[0] for row in rows["person_folder"]]),
+    ):
+        first: dict[str, str] = {}
+        for value in values:
+            other = first.setdefault(value.rstrip(" "), value)
+            if other != value:
+                raise PeopleConflictError(
+                    f"{where}: the {what} {other!r} and {value!r} differ only in trailing "
+                    "spaces, which MariaDB and MySQL do not compare (one key there), so "
+                    "they are carried nowhere: rename one, or leave the people behind "
+                    "(--no-people); nothing was written"
+                )
+
+
 def store_people(
     db: Database, rows: PeopleRows, where: str, drop_missing: bool, rerun: bool = False
 ) -> dict[str, int]:
@@ -248,6 +270,7 @@ def people_to_carry(
         return {table: [] for table in _TABLES}, False
     where = f"the people of {src.name}"
     rows = check_people(read_people(src), where, model_name)
+    refuse_names_one_on_a_server(rows, where)
     rerun = has_people(rows) and refuse_unless_free(dst, rows, src.name)
     return rows, rerun
 
