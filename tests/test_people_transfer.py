@@ -299,3 +299,44 @@ def test_names_differing_in_case_or_trailing_spaces_go_the_same_way_everywhere(b
         with pytest.raises(PeopleConflictError, match=clash):
             import_parquet(tmp_path / "pq", target, progress=False)
         assert facevec.info(target)["faces"] == 0
+
+
+def _unchecked(db):
+    """The faces the people step has not looked at (above the gallery's mark, no
+    person), as (img_name, face_index); None without a mark."""
+    with open_database(db) as database:
+        mark = database.scalar("SELECT people_checked_id FROM facevec_collection")
+        if mark is None:
+            return None
+        return [
+            (name, int(index))
+            for name, index in database.query(
+                "SELECT img_name, face_index FROM face_meta f WHERE id > {p} AND NOT EXISTS"
+                " (SELECT 1 FROM person_face pf WHERE pf.face_id = f.id) ORDER BY id",
+                (int(mark),),
+            )
+        ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_faces_the_people_step_has_not_seen_are_carried(backend, tmp_path):
+    import numpy as np
+
+    vectors = np.random.default_rng(3).normal(size=(9, 128)).astype(np.float32)
+    source = tmp_path / "source.db"
+    facevec.add(source, [f"a{i}.jpg" for i in range(6)], vectors[:6], model_name="Dlib")
+    facevec.add(
+        source, [f"b{i}.jpg" for i in range(3)], vectors[6:], model_name="Dlib", people=False
+    )
+    waiting = [(f"b{i}.jpg", 0) for i in range(3)]
+    assert _unchecked(source) == waiting
+    with fresh_database(backend, tmp_path) as target:
+        copy_gallery(source, target)
+        assert _unchecked(target) == waiting
+        # The target's next run looks at them, as the source's would have.
+        facevec.add(target, [], np.zeros((0, 128), np.float32), model_name="Dlib")
+        assert _unchecked(target) == []
+    export_parquet(source, tmp_path / "pq", progress=False)
+    with fresh_database(backend, tmp_path) as target:
+        import_parquet(tmp_path / "pq", target, progress=False)
+        assert _unchecked(target) == waiting
