@@ -43,14 +43,21 @@ from .. import knn
 from ..errors import UnknownModelError
 from ..metrics import face_metric
 from ..search import nearest_batch
+from ..storage import faces
 from ..storage import people as store
 from ..storage.database import Database
 from ..vectors import problems
 from . import defaults
 from .clustering import prepare_vectors, write_suggestions
-from .graph import Graph
+from .graph import Graph, nearest_rows
 from .identify import CANDIDATE_FACES, decide, resolve_threshold, score_people
 from .linkage import cluster_faces
+
+# New faces from which the step ranks the whole gallery in memory with the batch
+# kernels (two threads) instead of searching the knn index face by face: reading
+# the vectors costs about what a few hundred searches do.
+MATRIX_FROM = 256
+MATRIX_BYTES = 1 << 30  # the largest gallery matrix read for it (2M 128-d faces)
 
 
 @dataclass
@@ -132,18 +139,14 @@ def keep_people_current(
     margin = defaults.identify_margin(limit)
     linkage = defaults.linkage_threshold(model_name, distance_metric)
     edge = defaults.GRAPH_SHARE * linkage  # in clustering's euclidean space
-    hits = nearest_batch(
+    neighbours = _neighbours(
         database,
+        ids,
         vectors,
-        strategy=_strategy(database),
-        distance_metric=distance_metric,
-        threshold=max(limit, _metric_distance(edge, distance_metric)),
-        k=CANDIDATE_FACES + 1,  # the face itself is stored
+        dimensions,
+        distance_metric,
+        max(limit, _metric_distance(edge, distance_metric)),
     )
-    neighbours = [
-        [(int(face), float(d)) for face, d in found if int(face) != int(face_id)][:CANDIDATE_FACES]
-        for face_id, found in zip(ids.tolist(), hits, strict=True)
-    ]
     person_of = store.persons_of_faces(database, sorted({f for n in neighbours for f, _ in n}))
 
     # 1. Recognised: identify's decision on the people of the neighbours.
@@ -184,6 +187,70 @@ def keep_people_current(
     step.left_alone = step.faces - step.recognised - step.grouped
     step.seconds = time.perf_counter() - started
     return step
+
+
+def _neighbours(
+    database: Database,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    dimensions: int,
+    metric: str,
+    threshold: float,
+) -> list[list[tuple[int, float]]]:
+    """Each new face's CANDIDATE_FACES nearest other stored faces within
+    `threshold`, nearest first (ties by the lower id), as (face id, distance)."""
+    k = CANDIDATE_FACES + 1  # the face itself is stored
+    gallery = _gallery_matrix(database, len(ids), dimensions, metric)
+    if gallery is None:
+        hits = nearest_batch(
+            database,
+            vectors,
+            strategy=_strategy(database),
+            distance_metric=metric,
+            threshold=threshold,
+            k=k,
+        )
+        return [
+            [(int(f), float(d)) for f, d in found if int(f) != int(face_id)][:CANDIDATE_FACES]
+            for face_id, found in zip(ids.tolist(), hits, strict=True)
+        ]
+    gallery_ids, matrix = gallery
+    rows, distances = nearest_rows(vectors, matrix, k, threshold, metric)
+    found = np.where(rows >= 0, gallery_ids[np.maximum(rows, 0)], -1)
+    keep = (rows >= 0) & (found != ids[:, None])
+    keep &= np.cumsum(keep, axis=1) <= CANDIDATE_FACES
+    counts = keep.sum(axis=1).tolist()
+    pairs = list(
+        zip(found[keep].tolist(), distances[keep].astype(np.float64).tolist(), strict=True)
+    )
+    neighbours, start = [], 0
+    for count in counts:
+        neighbours.append(pairs[start : start + count])
+        start += count
+    return neighbours
+
+
+def _gallery_matrix(
+    database: Database, queries: int, dimensions: int, metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The gallery's ids and vectors (id order; those whose distance is undefined
+    left out), when ranking them in memory with the batch kernels is exact and
+    cheaper than the knn index: a SQLite gallery with an exact index (or none), at
+    least MATRIX_FROM new faces, and a matrix under MATRIX_BYTES. Else None."""
+    if queries < MATRIX_FROM or not database.dialect.has_extension:
+        return None
+    if faces.count(database) * dimensions * 4 > MATRIX_BYTES:
+        return None
+    if knn.available(database.conn):
+        info = knn.status(database.conn)
+        if info is not None and info.get("lists", 0) > 0:
+            return None  # IVF: sub-linear, and its own answers
+    loaded = store.load_faces(database, dimensions=dimensions)
+    bad = sorted(_undefined(loaded.vectors, metric))
+    if bad:
+        keep = np.setdiff1d(np.arange(len(loaded.ids)), bad)
+        return loaded.ids[keep], np.ascontiguousarray(loaded.vectors[keep])
+    return loaded.ids, loaded.vectors
 
 
 def _strategy(database: Database) -> str | None:
