@@ -50,7 +50,7 @@ from ..vectors import problems
 from . import defaults
 from .clustering import prepare_vectors, write_suggestions
 from .graph import Graph, nearest_rows
-from .identify import CANDIDATE_FACES, decide, resolve_threshold, score_people
+from .identify import CANDIDATE_FACES, decide, person_scores, resolve_threshold
 from .linkage import cluster_faces
 
 # New faces from which the step ranks the whole gallery in memory with the batch
@@ -289,14 +289,15 @@ def _recognised(
     wanted = sorted({p for people in candidates for p in people})
     if not wanted:
         return {}, set()
-    by_person: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-    for person, face, vector in store.person_vectors(database, wanted):
-        by_person.setdefault(person, []).append((person, face, vector))
+    listed: dict[int, list[np.ndarray]] = {}
+    for person, _, vector in store.person_vectors(database, wanted):
+        listed.setdefault(person, []).append(vector)
+    # Each person's faces stacked once, not once per new face that names them.
+    by_person = {person: np.stack(found) for person, found in listed.items()}
     decided: list[tuple[float, int, int]] = []  # (score, face, person), matched only
     held: set[int] = set()
     for row, people in enumerate(candidates):
-        faces = [entry for person in people for entry in by_person.get(person, [])]
-        scored = score_people(vectors[row], faces, metric, defaults.IDENTIFY_K)
+        scored = person_scores(vectors[row], by_person, people, metric, defaults.IDENTIFY_K)
         decision = decide(scored, limit, margin)
         if decision == "matched":
             decided.append((scored[0][0], int(ids[row]), scored[0][1]))
@@ -339,37 +340,45 @@ def _groups(
     if not unknown_rows:
         return []
     set_aside = store.dismissed_faces(database)  # a user's "not a person": not grouped
-    earlier = sorted(
-        {
-            face
-            for row in unknown_rows
-            for face, _ in neighbours[row]
-            if face not in person_of and face not in new_faces and face not in set_aside
-        }
+    # The unknown faces' neighbours as flat arrays: owner (row among the unknown) and face.
+    counts = [len(neighbours[row]) for row in unknown_rows]
+    owner = np.repeat(np.arange(len(unknown_rows), dtype=np.int64), counts)
+    near_faces = np.fromiter(
+        (face for row in unknown_rows for face, _ in neighbours[row]),
+        dtype=np.int64,
+        count=int(owner.size),
     )
+    taken = np.fromiter(
+        [*person_of, *new_faces, *set_aside],
+        dtype=np.int64,
+        count=len(person_of) + len(new_faces) + len(set_aside),
+    )
+    earlier = np.unique(near_faces[~np.isin(near_faces, taken)]).tolist()
     older = store.faces_by_id(database, earlier, dimensions)
-    older_ok = [r for r in range(len(older.ids)) if r not in _undefined(older.vectors, metric)]
+    undefined = _undefined(older.vectors, metric)
+    older_ok = [r for r in range(len(older.ids)) if r not in undefined]
     face_ids = np.concatenate([ids[unknown_rows], older.ids[older_ok]]).astype(np.int64)
     matrix = np.concatenate(
         [vectors[unknown_rows], older.vectors[older_ok].reshape(-1, vectors.shape[1])]
     )
     names = [photos[r] for r in unknown_rows] + [older.img_names[r] for r in older_ok]
     space = prepare_vectors(matrix, metric)
-    row_of = {int(face): row for row, face in enumerate(face_ids.tolist())}
-    source, target = [], []
-    for row, original in enumerate(unknown_rows):
-        near = [row_of[f] for f, _ in neighbours[original] if f in row_of and row_of[f] != row]
-        if not near:
-            continue
-        gaps = np.linalg.norm(space[near] - space[row], axis=1)
-        kept = [n for n, gap in zip(near, gaps.tolist(), strict=True) if gap <= edge]
-        kept = kept[: defaults.NEIGHBOURS]
-        source += [row] * len(kept)
-        target += kept
+    # Edges: each unknown face to its neighbours among these rows, in its neighbours'
+    # order, within `edge` in clustering's space, the first NEIGHBOURS of them.
+    by_id = np.argsort(face_ids, kind="stable")
+    at = np.minimum(np.searchsorted(face_ids[by_id], near_faces), max(len(face_ids) - 1, 0))
+    near_rows = by_id[at] if len(face_ids) else np.empty(0, np.int64)
+    here = (face_ids[near_rows] == near_faces) & (near_rows != owner)
+    source, target = owner[here], near_rows[here]
+    gaps = np.linalg.norm(space[target] - space[source], axis=1).astype(np.float64)
+    source, target = source[gaps <= edge], target[gaps <= edge]
+    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]]) if source.size else source
+    rank = np.arange(source.size) - np.repeat(starts, np.diff(np.r_[starts, source.size]))
+    first = rank < defaults.NEIGHBOURS
     graph = Graph(
-        np.asarray(source, dtype=np.int64),
-        np.asarray(target, dtype=np.int64),
-        np.zeros(len(source), dtype=np.float32),
+        source[first].astype(np.int64),
+        target[first].astype(np.int64),
+        np.zeros(int(first.sum()), dtype=np.float32),
     )
     photo_of_row = np.unique(np.asarray(names, dtype=object), return_inverse=True)[1]
     result = cluster_faces(
