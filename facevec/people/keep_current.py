@@ -58,6 +58,7 @@ from .linkage import cluster_faces
 # the vectors costs about what a few hundred searches do.
 MATRIX_FROM = 256
 MATRIX_BYTES = 1 << 30  # the largest gallery matrix read for it (2M 128-d faces)
+IVF_SHARE = 16  # with an IVF index: from new faces 1/16 of the gallery
 
 
 @dataclass
@@ -234,17 +235,20 @@ def _gallery_matrix(
     database: Database, queries: int, dimensions: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The gallery's ids and vectors (id order; those whose distance is undefined
-    left out), when ranking them in memory with the batch kernels is exact and
-    cheaper than the knn index: a SQLite gallery with an exact index (or none), at
-    least MATRIX_FROM new faces, and a matrix under MATRIX_BYTES. Else None."""
+    left out), when ranking them in memory with the batch kernels is cheaper than
+    searching the knn index: a SQLite gallery of at most MATRIX_BYTES of vectors, at
+    least MATRIX_FROM new faces, and, where the index is IVF (sub-linear per query),
+    new faces at least 1/IVF_SHARE of the gallery (a first load, a large import).
+    The answers are exact: an IVF index's are their approximation. Else None."""
     if queries < MATRIX_FROM or not database.dialect.has_extension:
         return None
-    if faces.count(database) * dimensions * 4 > MATRIX_BYTES:
+    stored = faces.count(database)
+    if stored * dimensions * 4 > MATRIX_BYTES:
         return None
     if knn.available(database.conn):
         info = knn.status(database.conn)
-        if info is not None and info.get("lists", 0) > 0:
-            return None  # IVF: sub-linear, and its own answers
+        if info is not None and info.get("lists", 0) > 0 and queries * IVF_SHARE < stored:
+            return None
     loaded = store.load_faces(database, dimensions=dimensions)
     bad = sorted(_undefined(loaded.vectors, metric))
     if bad:
