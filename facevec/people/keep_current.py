@@ -61,6 +61,16 @@ MATRIX_BYTES = 1 << 30  # the largest gallery matrix read for it (2M 128-d faces
 IVF_SHARE = 16  # with an IVF index: from new faces 1/16 of the gallery
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """The new faces' nearest stored faces, flat: for each pair, the new face's row
+    (``owner``, ascending) and the neighbour's id (``faces``), nearest first within
+    each row."""
+
+    owner: np.ndarray  # int64
+    faces: np.ndarray  # int64
+
+
 @dataclass
 class PeopleStep:
     """What the people step of one run did."""
@@ -148,7 +158,7 @@ def keep_people_current(
         distance_metric,
         max(limit, _metric_distance(edge, distance_metric)),
     )
-    person_of = store.persons_of_faces(database, sorted({f for n in neighbours for f, _ in n}))
+    person_of = store.persons_of_faces(database, np.unique(neighbours.faces).tolist())
 
     # 1. Recognised: identify's decision on the people of the neighbours.
     recognised, held = _recognised(
@@ -197,9 +207,9 @@ def _neighbours(
     dimensions: int,
     metric: str,
     threshold: float,
-) -> list[list[tuple[int, float]]]:
+) -> Neighbours:
     """Each new face's CANDIDATE_FACES nearest other stored faces within
-    `threshold`, nearest first (ties by the lower id), as (face id, distance)."""
+    `threshold`, nearest first (ties by the lower id)."""
     k = CANDIDATE_FACES + 1  # the face itself is stored
     gallery = _gallery_matrix(database, len(ids), dimensions, metric)
     if gallery is None:
@@ -211,24 +221,20 @@ def _neighbours(
             threshold=threshold,
             k=k,
         )
-        return [
-            [(int(f), float(d)) for f, d in found if int(f) != int(face_id)][:CANDIDATE_FACES]
+        lists = [
+            [int(f) for f, _ in found if int(f) != int(face_id)][:CANDIDATE_FACES]
             for face_id, found in zip(ids.tolist(), hits, strict=True)
         ]
+        counts = np.asarray([len(found) for found in lists], dtype=np.int64)
+        flat = np.fromiter((f for found in lists for f in found), np.int64, int(counts.sum()))
+        return Neighbours(np.repeat(np.arange(len(ids), dtype=np.int64), counts), flat)
     gallery_ids, matrix = gallery
-    rows, distances = nearest_rows(vectors, matrix, k, threshold, metric)
+    rows, _ = nearest_rows(vectors, matrix, k, threshold, metric)
     found = np.where(rows >= 0, gallery_ids[np.maximum(rows, 0)], -1)
     keep = (rows >= 0) & (found != ids[:, None])
     keep &= np.cumsum(keep, axis=1) <= CANDIDATE_FACES
-    counts = keep.sum(axis=1).tolist()
-    pairs = list(
-        zip(found[keep].tolist(), distances[keep].astype(np.float64).tolist(), strict=True)
-    )
-    neighbours, start = [], 0
-    for count in counts:
-        neighbours.append(pairs[start : start + count])
-        start += count
-    return neighbours
+    owner = np.broadcast_to(np.arange(len(ids), dtype=np.int64)[:, None], keep.shape)
+    return Neighbours(owner[keep], found[keep])
 
 
 def _gallery_matrix(
@@ -279,7 +285,7 @@ def _recognised(
     ids: np.ndarray,
     vectors: np.ndarray,
     photos: list[str],
-    neighbours: list[list[tuple[int, float]]],
+    neighbours: Neighbours,
     person_of: dict[int, int],
     metric: str,
     limit: float,
@@ -287,12 +293,20 @@ def _recognised(
 ) -> tuple[dict[int, tuple[int, float]], set[int]]:
     """{face: (person, score)} of the faces identify would match, and the faces
     held back from grouping: ambiguous, or matched to a person they may not join."""
-    candidates = [
-        sorted({person_of[f] for f, _ in found if f in person_of}) for found in neighbours
-    ]
-    wanted = sorted({p for people in candidates for p in people})
-    if not wanted:
+    if not person_of:
         return {}, set()
+    known = np.fromiter(person_of, np.int64, len(person_of))
+    order = np.argsort(known)
+    at = np.minimum(np.searchsorted(known[order], neighbours.faces), len(known) - 1)
+    named = known[order][at] == neighbours.faces
+    persons = np.fromiter(person_of.values(), np.int64, len(person_of))[order][at]
+    # The candidates of each new face: the people of its neighbours (a face whose
+    # neighbours have none is unknown, as identify would say).
+    candidates: dict[int, list[int]] = {}
+    for row, person in zip(neighbours.owner[named].tolist(), persons[named].tolist(), strict=True):
+        candidates.setdefault(row, []).append(person)
+    candidates = {row: sorted(set(people)) for row, people in candidates.items()}
+    wanted = sorted({p for people in candidates.values() for p in people})
     listed: dict[int, list[np.ndarray]] = {}
     for person, _, vector in store.person_vectors(database, wanted):
         listed.setdefault(person, []).append(vector)
@@ -300,7 +314,7 @@ def _recognised(
     by_person = {person: np.stack(found) for person, found in listed.items()}
     decided: list[tuple[float, int, int]] = []  # (score, face, person), matched only
     held: set[int] = set()
-    for row, people in enumerate(candidates):
+    for row, people in sorted(candidates.items()):
         scored = person_scores(vectors[row], by_person, people, metric, defaults.IDENTIFY_K)
         decision = decide(scored, limit, margin)
         if decision == "matched":
@@ -330,7 +344,7 @@ def _groups(
     vectors: np.ndarray,
     photos: list[str],
     unknown_rows: list[int],
-    neighbours: list[list[tuple[int, float]]],
+    neighbours: Neighbours,
     person_of: dict[int, int],
     new_faces: set[int],
     dimensions: int,
@@ -344,14 +358,12 @@ def _groups(
     if not unknown_rows:
         return []
     set_aside = store.dismissed_faces(database)  # a user's "not a person": not grouped
-    # The unknown faces' neighbours as flat arrays: owner (row among the unknown) and face.
-    counts = [len(neighbours[row]) for row in unknown_rows]
-    owner = np.repeat(np.arange(len(unknown_rows), dtype=np.int64), counts)
-    near_faces = np.fromiter(
-        (face for row in unknown_rows for face, _ in neighbours[row]),
-        dtype=np.int64,
-        count=int(owner.size),
-    )
+    # The unknown faces' neighbours: owner (position among the unknown) and face.
+    position = np.full(len(ids), -1, dtype=np.int64)
+    position[unknown_rows] = np.arange(len(unknown_rows))
+    owner = position[neighbours.owner]
+    near_faces = neighbours.faces[owner >= 0]
+    owner = owner[owner >= 0]
     taken = np.fromiter(
         [*person_of, *new_faces, *set_aside],
         dtype=np.int64,
