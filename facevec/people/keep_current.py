@@ -29,7 +29,12 @@ Cost, q new faces: one nearest-neighbour search of the gallery per face, in one
 batch (``search.nearest_batch``: the knn index on SQLite, IVF lists where trained,
 else SQL per face on a server), the vectors of the people those neighbours
 belong to, and linkage on the q faces and their unassigned neighbours: no pass
-over the whole gallery.
+over the whole gallery. From MATRIX_FROM new faces on SQLite (with an IVF index,
+from 1/IVF_SHARE of the gallery: a first load, a large import) the gallery's
+vectors are read once and ranked in memory by the batch kernels on two threads
+(``graph.nearest_rows``): the same neighbours as the exact index, at a fraction
+of the cost of q searches. The candidates, scores and grouping edges are then
+computed with array operations, each person's faces stacked once.
 """
 
 from __future__ import annotations
