@@ -35,6 +35,7 @@ Usage:
     python benchmarks/bench_people.py --sizes 10000        # quicker
     python benchmarks/bench_people.py --quality-only
     python benchmarks/bench_people.py --step 100000,1000   # the people step of a run
+    python benchmarks/bench_people.py --step 0,100000      # ... of a first load
 """
 
 from __future__ import annotations
