@@ -260,7 +260,7 @@ def export_parquet(
         files = parts.close()
         people = people_transfer.read_people(src)
         people = people_transfer.check_people(people, src.name, collection.model_name)
-        if people_transfer.has_people(people):
+        if people_transfer.has_people(people) or people["people_checked"]:
             parquet_people.write_people_file(people, target)
         else:  # an earlier export's, overwritten
             parquet_people.remove_people_file(target)
@@ -455,6 +455,7 @@ def import_parquet(
     where = str(parquet_people.people_file(folder))
     if people_rows is not None:
         people_rows = people_transfer.check_people(people_rows, where, model)
+        people_transfer.refuse_names_one_on_a_server(people_rows, where)
     with open_database(db) as dst:
         rerun = people_rows is not None and people_transfer.has_people(people_rows)
         rerun = rerun and people_transfer.refuse_unless_free(dst, people_rows, where)
@@ -465,6 +466,8 @@ def import_parquet(
             if people_rows is not None and people_transfer.has_people(people_rows):
                 carried = people_transfer.store_people(dst, people_rows, where, False, rerun)
                 counts["people"] = carried["people"]
+            if people_rows is not None:
+                people_transfer.store_people_checked(dst, people_rows)
             store_people.sync_folders(dst)  # folders that are people in dst
         knn.refresh_gallery_index(dst)
     return counts

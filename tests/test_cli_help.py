@@ -40,3 +40,20 @@ def test_extension_path_prints_the_loadable_path():
     result = CliRunner().invoke(cli, ["extension-path"])
     assert result.exit_code == 0
     assert result.output.strip() == facevec.loadable_path()
+
+
+def test_index_and_watch_declare_their_shared_options_once():
+    """An option both commands take reads and behaves the same in both."""
+    index = {p.name: p for p in cli.commands["index"].params}
+    watch = {p.name: p for p in cli.commands["watch"].params}
+    # The gallery and engine options default differently (watch: the gallery's own).
+    shared = (set(index) & set(watch)) - {"db", "model_name", "detector_backend", "quiet"}
+    assert {"workers", "batch_size", "max_pixels", "min_face"} <= shared
+    for name in sorted(shared):
+        a, b = index[name], watch[name]
+        assert (a.opts, a.help, a.default, repr(a.type)) == (
+            b.opts,
+            b.help,
+            b.default,
+            repr(b.type),
+        ), name

@@ -176,9 +176,10 @@ def test_update_paths_gives_the_gallery_a_fresh_index_makes(tmp_path, photos):
         folder / "id01" / "img1.jpg",  # unchanged: skipped without a read
     ]
     report = facevec.update_paths(folder, db, changed)
-    # The rename keeps its faces (moved, then unchanged where it now is): two embedded,
-    # one folder's photo pruned.
-    assert (report.indexed, report.moved, report.unchanged, report.pruned) == (2, 1, 2, 1)
+    # The rename keeps its faces (moved, not also unchanged where it now is): two
+    # embedded, one unchanged, one folder's photo pruned; each photo seen counted once.
+    assert (report.indexed, report.moved, report.unchanged, report.pruned) == (2, 1, 1, 1)
+    assert report.files_seen == report.indexed + report.moved + report.unchanged
     fresh = tmp_path / "fresh.db"
     index(folder, fresh)
     assert gallery_state(db).keys() == gallery_state(fresh).keys()

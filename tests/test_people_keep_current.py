@@ -288,3 +288,55 @@ def test_synthetic_gallery_stays_current_run_after_run(tmp_path):
     assert len(twins) == 1
     # Earlier assignments stand.
     assert all(now[face] == person for face, person in person_of.items())
+
+
+def _people_made(db) -> list:
+    """Every assignment: photo, person (a name, or an unnamed person's photos),
+    source and score."""
+    found = rows(
+        db,
+        "SELECT f.img_name, pf.person_id, p.name, pf.source, pf.score FROM person_face pf"
+        " JOIN face_meta f ON f.id = pf.face_id JOIN person p ON p.id = pf.person_id",
+    )
+    members: dict[int, list[str]] = {}
+    for img, person, _, _, _ in found:
+        members.setdefault(person, []).append(img)
+    return sorted(
+        (img, name if name is not None else str(sorted(members[person])), source, score)
+        for img, person, name, source, score in found
+    )
+
+
+@pytest.mark.parametrize("lists", [0, 8])
+def test_the_step_gives_the_same_people_from_the_knn_index_or_in_memory(
+    tmp_path, monkeypatch, lists
+):
+    """Many new faces are ranked against the gallery in memory (the batch kernels);
+    a few through the knn index: the same neighbours, so the same people (an IVF
+    index searched with every list probed is exact too)."""
+    from facevec.people import keep_current
+
+    vectors, labels = clustered_vectors(1500, seed=5, mean_faces=6.0)
+    order = np.random.default_rng(5).permutation(len(vectors))
+    vectors, labels = vectors[order], labels[order]
+    named = [f"p{label}" for label in labels[:500].tolist()]
+    made = []
+    in_memory = []
+    rank = keep_current.nearest_rows
+    monkeypatch.setattr(keep_current, "nearest_rows", lambda *a: in_memory.append(1) or rank(*a))
+    for matrix_from in (1, 10**9):
+        monkeypatch.setattr(keep_current, "MATRIX_FROM", matrix_from)
+        monkeypatch.setattr(keep_current, "IVF_SHARE", 10**9)
+        db = tmp_path / f"step-{matrix_from}.db"
+        # Named people, faces of no one yet, then new faces: recognised, grouped with
+        # the earlier ones, or left alone.
+        facevec.add(db, [f"a/{i}.jpg" for i in range(500)], vectors[:500], "Dlib", named, True)
+        facevec.add(db, [f"b/{i}.jpg" for i in range(500, 1000)], vectors[500:1000], "Dlib")
+        if lists:  # every list probed: exact answers
+            with open_database(db) as database:
+                facevec.knn.build(database.conn, lists=lists, nprobe=lists)
+        step = facevec.add(db, [f"c/{i}.jpg" for i in range(1000, 1500)], vectors[1000:]).people
+        assert step.recognised > 100 and step.grouped > 20 and step.earlier_grouped > 0
+        made.append((step.as_dict() | {"seconds": 0}, _people_made(db)))
+    assert len(in_memory) == 2  # the first run's two steps with new faces; none of the second's
+    assert made[0] == made[1]

@@ -4,6 +4,8 @@ cover faces, faces set aside and calibration, on SQLite, PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -255,3 +257,86 @@ def test_a_folder_person_named_like_digits_is_carried(gallery_db, tmp_path):
     copy_gallery(source, target)
     assert people_state(target) == people_state(source)
     assert "2024" in {p.name for p in people.list_people(target)}
+
+
+def _named_by_case_and_spaces(tmp_path):
+    """Two galleries made with add: people 'ann' and 'Ann' (case), and the folder
+    people 'eve' and 'eve ' (a trailing space: one key on MariaDB and MySQL)."""
+    import numpy as np
+
+    vectors = np.random.default_rng(7).normal(size=(4, 128)).astype(np.float32)
+    names = [f"p{i}.jpg" for i in range(4)]
+    by_case = tmp_path / "case.db"
+    facevec.add(by_case, names, vectors, model_name="Dlib", people=False)
+    people.new_person(by_case, [1], "ann")
+    people.new_person(by_case, [2], "Ann")
+    by_spaces = tmp_path / "spaces.db"
+    facevec.add(
+        by_spaces,
+        names,
+        vectors,
+        model_name="Dlib",
+        identities=["eve", "eve ", "eve", "eve "],
+        people_from_folders=True,
+    )
+    return by_case, by_spaces
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_names_differing_in_case_or_trailing_spaces_go_the_same_way_everywhere(backend, tmp_path):
+    by_case, by_spaces = _named_by_case_and_spaces(tmp_path)
+    # Case is part of a name on every database: two people arrive.
+    with fresh_database(backend, tmp_path) as target:
+        assert copy_gallery(by_case, target)["people"] == 2
+        assert sorted(p.name for p in people.list_people(target)) == ["Ann", "ann"]
+    # Names one only where trailing spaces are not compared: refused on every
+    # database, naming them, before anything is written.
+    clash = re.escape("the names 'eve' and 'eve ' differ only in trailing spaces")
+    with fresh_database(backend, tmp_path) as target:
+        with pytest.raises(PeopleConflictError, match=clash + ".*nothing was written"):
+            copy_gallery(by_spaces, target)
+        export_parquet(by_spaces, tmp_path / "pq", progress=False)
+        with pytest.raises(PeopleConflictError, match=clash):
+            import_parquet(tmp_path / "pq", target, progress=False)
+        assert facevec.info(target)["faces"] == 0
+
+
+def _unchecked(db):
+    """The faces the people step has not looked at (above the gallery's mark, no
+    person), as (img_name, face_index); None without a mark."""
+    with open_database(db) as database:
+        mark = database.scalar("SELECT people_checked_id FROM facevec_collection")
+        if mark is None:
+            return None
+        return [
+            (name, int(index))
+            for name, index in database.query(
+                "SELECT img_name, face_index FROM face_meta f WHERE id > {p} AND NOT EXISTS"
+                " (SELECT 1 FROM person_face pf WHERE pf.face_id = f.id) ORDER BY id",
+                (int(mark),),
+            )
+        ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_faces_the_people_step_has_not_seen_are_carried(backend, tmp_path):
+    import numpy as np
+
+    vectors = np.random.default_rng(3).normal(size=(9, 128)).astype(np.float32)
+    source = tmp_path / "source.db"
+    facevec.add(source, [f"a{i}.jpg" for i in range(6)], vectors[:6], model_name="Dlib")
+    facevec.add(
+        source, [f"b{i}.jpg" for i in range(3)], vectors[6:], model_name="Dlib", people=False
+    )
+    waiting = [(f"b{i}.jpg", 0) for i in range(3)]
+    assert _unchecked(source) == waiting
+    with fresh_database(backend, tmp_path) as target:
+        copy_gallery(source, target)
+        assert _unchecked(target) == waiting
+        # The target's next run looks at them, as the source's would have.
+        facevec.add(target, [], np.zeros((0, 128), np.float32), model_name="Dlib")
+        assert _unchecked(target) == []
+    export_parquet(source, tmp_path / "pq", progress=False)
+    with fresh_database(backend, tmp_path) as target:
+        import_parquet(tmp_path / "pq", target, progress=False)
+        assert _unchecked(target) == waiting

@@ -22,6 +22,7 @@ from .main import (
     format_option,
     metric_option,
     model_option,
+    workers_option,
 )
 from .output import echo, echo_frame, echo_json, printable
 
@@ -33,12 +34,7 @@ from .output import echo, echo_frame, echo_json, printable
 @detector_option()
 @click.option("--prune", is_flag=True, help="Remove faces of photos deleted from FOLDER.")
 @batch_size_option
-@click.option(
-    "--workers",
-    type=click.IntRange(1),
-    default=None,
-    help="Processes that embed photos [default: one per core].",
-)
+@workers_option
 @face_filter_options
 @click.option(
     "--people-from-folders",

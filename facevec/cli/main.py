@@ -196,6 +196,15 @@ batch_size_option = click.option(
     help="Photos per committed batch.",
 )
 
+#: Processes that embed photos, as index and watch run them.
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes that embed photos (watch starts them to catch up, or when many photos "
+    "change at once) [default: one per core].",
+)
+
 
 def face_filter_options(command: Callable, max_pixels: bool = True) -> Callable:
     """The options of which photos are decoded and which faces are stored, shared by

@@ -16,14 +16,7 @@ from .main import (
     detector_option,
     face_filter_options,
     model_option,
-)
-
-_WORKERS = click.option(
-    "--workers",
-    type=click.IntRange(1),
-    default=None,
-    help="Processes that embed photos when catching up, or when many change at once "
-    "[default: one per core].",
+    workers_option,
 )
 
 _SETTLE = click.option(
@@ -57,7 +50,7 @@ def watch_settings_options(max_pixels: bool = True) -> Callable[[Callable], Call
     def decorate(command: Callable) -> Callable:
         command = _SETTLE(command)
         command = face_filter_options(command, max_pixels=max_pixels)
-        command = _WORKERS(command)
+        command = workers_option(command)
         command = batch_size_option(command)
         command = detector_option(default=None)(command)
         return model_option(default=None)(command)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -83,7 +83,9 @@ class IndexReport:
     no_face: int = 0
     not_image: int = 0
     errors: int = 0
-    moved: int = 0  # moved or renamed files that kept their faces (not embedded again)
+    # Moved or renamed files that kept their faces (not embedded again); each photo
+    # seen is counted once: unchanged, moved, indexed, no_face, not_image or errors.
+    moved: int = 0
     pruned: int = 0  # removed: gone from the folder (prune), or gone paths (update_paths)
     missing: int = 0  # in the ledger, gone from the folder, kept (no prune)
     unseen: int = 0  # in the ledger, under a folder that could not be listed: kept
@@ -363,6 +365,7 @@ def update_paths(
     within: Sequence[str | os.PathLike[str]] | None = None,
     people_from_folders: bool = False,
     people: bool = True,
+    moved: Collection[str | os.PathLike[str]] = (),
 ) -> IndexReport:
     """Bring these files or folders under `folder` up to date in `db`, as `index`
     does for the whole folder (same settings, ledger, batches and people step): new
@@ -370,6 +373,8 @@ def update_paths(
     path that no longer exists leaves the gallery with everything under it (faces and
     ledger rows; counted as pruned). A folder given is walked. For a watcher: hand it
     the paths its events named, created, modified, moved (both ends) or deleted.
+    moved: files whose faces the caller has just carried there from their old path
+    (as the watcher does for a move event): counted as moved, not as unchanged.
     """
     spellings = _folder(folder)
     settings = _settings(
@@ -389,6 +394,7 @@ def update_paths(
     return _ingest(
         spellings, db, targets, settings, workers, batch_size, progress, on_progress,
         within=within, people=_People(people, people_from_folders),
+        carried=[os.path.abspath(os.fspath(path)) for path in moved],
     )  # fmt: skip
 
 
@@ -457,11 +463,12 @@ def _carry_given_moves(
     gone_paths: list[str],
     prefix: str,
     roots: tuple[str, ...] | None,
-) -> int:
+) -> list[tuple[str, str]]:
     """update_paths given a vanished path and a new file that is the same photo:
-    the file takes over its faces and ledger row (moves.carry_rows). Returns how many."""
+    the file takes over its faces and ledger row (moves.carry_rows). Returns the
+    (vanished, new) pairs carried."""
     if not gone_paths:
-        return 0
+        return []
     gone = {
         text: row
         for text, row in ledger.entries_at(database, gone_paths).items()
@@ -469,7 +476,7 @@ def _carry_given_moves(
     }
     new = {text: path for path in files if (text := path_to_text(path)) not in seen}
     pairs = matching_moves(gone, new, roots) if gone and new else []
-    return carry_rows(database, pairs, prefix) if pairs else 0
+    return carry_rows(database, pairs, prefix) if pairs else []
 
 
 def _ingest(
@@ -484,8 +491,10 @@ def _ingest(
     prune: bool = False,
     within: Sequence[str | os.PathLike[str]] | None = None,
     people: _People | None = None,
+    carried: Sequence[str] = (),
 ) -> IndexReport:
-    """index (targets None: the whole folder) or update_paths (those targets)."""
+    """index (targets None: the whole folder) or update_paths (those targets).
+    carried: files (absolute) already carried to their path, counted as moved."""
     people = people or _People()
     options = settings.options
     roots = None if within is None else tuple(os.path.realpath(r) for r in within)
@@ -502,11 +511,12 @@ def _ingest(
             folder = _stored_folder(database, spellings)
         prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
         report.folder = path_to_text(folder)
+        moved = {path_to_text(_rebased(path, spellings, folder)) for path in carried}
         writer = _Writer(database, prefix, options, batch_size, report)
         with writer.clock():
             if targets is None:
                 # Files moved or renamed within the folder keep their faces (and ids).
-                report.moved = carry_moved_away(database, folder, within)
+                moved.update(target for _, target in carry_moved_away(database, folder, within))
                 seen = ledger.entries_under(database, prefix)
                 walk = Walk(folder)
                 walks, gone_paths = [walk], []
@@ -514,8 +524,9 @@ def _ingest(
                 targets = [_rebased(target, spellings, folder) for target in targets]
                 files, seen, gone_paths, walks = _targets(database, targets, roots)
                 # Both ends of a move among the paths: the file keeps its faces (and ids).
-                report.moved = _carry_given_moves(database, files, seen, gone_paths, prefix, roots)
-                if report.moved:
+                given = _carry_given_moves(database, files, seen, gone_paths, prefix, roots)
+                moved.update(target for _, target in given)
+                if given:
                     files, seen, gone_paths, walks = _targets(database, targets, roots)
         listed: set[str] = set()
         bar = _progress_bar(progress)
@@ -523,7 +534,7 @@ def _ingest(
             bar = _Reporting(bar, on_progress)
         try:
             paths = list(walk.photos()) if targets is None else files
-            _run(paths, seen, settings, writer, listed, bar, workers, roots)
+            _run(paths, seen, settings, writer, listed, bar, workers, roots, moved)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -636,9 +647,11 @@ def _run(
     bar: Any,
     workers: int,
     roots: tuple[str, ...] | None = None,
+    carried: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Stat every photo, read and hash those whose stat changed, embed the changed
-    ones, hand results to the writer."""
+    ones, hand results to the writer. An unchanged photo just carried to its path
+    (`carried`) counts as moved."""
     report = writer.report
     pool = Pool(workers, settings) if workers > 1 else None
     waiting: list[Any] = []  # before the pool starts: results and photos, in order
@@ -662,6 +675,10 @@ def _run(
             text = path_to_text(path)
             listed.add(text)
             item = _look(path, text, seen.get(text), settings, fingerprint, writer, roots)
+            if item is None and text in carried:
+                report.moved += 1
+                bar.update(1)
+                continue
             if item is None:  # unchanged
                 report.unchanged += 1
                 bar.update(1)

@@ -25,12 +25,14 @@ def identity_of(prefix: str, text_path: str) -> str | None:
     return parts[-2] if len(parts) > 1 else None
 
 
-def carry_rows(database: Database, pairs: list[tuple[str, str]], prefix: str) -> int:
+def carry_rows(
+    database: Database, pairs: list[tuple[str, str]], prefix: str
+) -> list[tuple[str, str]]:
     """Move each (source, target) file's faces and ledger row to the target path, in
     order (a row moved on by a later pair follows it), in one transaction; a source
     without a final outcome (never indexed, or an error) carries nothing. Returns
-    the files carried."""
-    carried = 0
+    the pairs carried."""
+    carried = []
     with database.transaction():
         for source, target in pairs:
             row = ledger.rows_at(database, [source]).get(source)
@@ -40,7 +42,7 @@ def carry_rows(database: Database, pairs: list[tuple[str, str]], prefix: str) ->
             faces.move_stored_image(database, source, target, identity)
             ledger.delete(database, source)
             ledger.replace(database, dataclasses.replace(row, path=target))
-            carried += 1
+            carried.append((source, target))
     return carried
 
 
@@ -48,10 +50,11 @@ def carry_moved_away(
     database: Database,
     folder: str,
     within: Sequence[str | os.PathLike[str]] | None,
-) -> int:
+) -> list[tuple[str, str]]:
     """Files moved while nothing watched: each new file whose inode, size and
     modification time (or size and content hash) are those of a vanished file's
-    ledger row takes over that file's faces and row. Returns how many."""
+    ledger row takes over that file's faces and row. Returns the (vanished, new)
+    pairs carried."""
     prefix = path_to_text(folder.rstrip(os.sep) + os.sep)
     # Most starts find every recorded file in place: a look at each, no walk.
     vanished = [
@@ -60,7 +63,7 @@ def carry_moved_away(
         if not os.path.lexists(path_from_text(text))
     ]
     if not vanished:
-        return 0
+        return []
     walk = Walk(folder)
     listed = {path_to_text(path): path for path in walk.photos()}
     gone = {
@@ -69,12 +72,12 @@ def carry_moved_away(
         if text not in listed and seen.outcome in FINAL_OUTCOMES and walk.saw(text)
     }
     if not gone:
-        return 0
+        return []
     recorded = set(ledger.paths_under(database, prefix))
     roots = None if within is None else tuple(os.path.realpath(r) for r in within)
     new = {text: path for text, path in listed.items() if text not in recorded}
     pairs = matching_moves(gone, new, roots)
-    return carry_rows(database, pairs, prefix) if pairs else 0
+    return carry_rows(database, pairs, prefix) if pairs else []
 
 
 def matching_moves(

@@ -44,8 +44,8 @@ from . import (
     index,
     update_paths,
 )
-from .moves import carry_moved_away, carry_rows
-from .names import path_to_text
+from .moves import carry_rows
+from .names import path_from_text, path_to_text
 from .pool import default_workers
 from .walk import IMAGE_EXTENSIONS
 
@@ -69,7 +69,7 @@ class WatchStatus:
     event: str
     folder: str | None = None
     report: IndexReport | None = None
-    moved: int = 0  # files whose faces followed them to a new path
+    moved: int = 0  # files whose faces followed them to a new path (report.moved)
     message: str | None = None
     paths: list[str] = field(default_factory=list)  # the changed paths of 'updated', 'failed'
 
@@ -204,6 +204,8 @@ class Watcher:
         self.changes = _Changes()
         self.ready = threading.Event()  # set once caught up and following events
         self._busy = False  # a batch under way
+        # Files (text) whose faces a move carried, until an update counts them as moved.
+        self._carried: set[str] = set()
 
     def _observe(self) -> Any:
         """watchdog's observer of the folders, started."""
@@ -275,11 +277,8 @@ class Watcher:
         self.changes.stop()
 
     def catch_up(self, spellings: list[str]) -> IndexReport:
-        """Bring one folder up to date after time away: moves found, then a rescan."""
-        with open_database(self.db) as database:
-            schema.create_schema(database)
-            folder = _stored_folder(database, spellings)
-            moved = carry_moved_away(database, folder, self.settings.get("within"))
+        """Bring one folder up to date after time away: moves found, then a rescan
+        (index carries the moves first, moves.carry_moved_away)."""
         report = index(
             spellings[0],
             self.db,
@@ -288,7 +287,7 @@ class Watcher:
             progress=self.progress,
             **self._index_settings(),
         )
-        self.on_status(WatchStatus("caught_up", report.folder, report, moved))
+        self.on_status(WatchStatus("caught_up", report.folder, report, report.moved))
         return report
 
     # One batch of changes -----------------------------------------------------
@@ -301,7 +300,7 @@ class Watcher:
             where = self._folder_of(path)
             if where is not None:  # watchdog reports only under the folders given
                 grouped.setdefault(where, []).append(path)
-        moved: dict[int, int] = {}
+        moved: dict[int, int] = {}  # files carried, per folder
         try:
             for where, group in grouped.items():  # all first: a move between two folders
                 targets = set(group)
@@ -337,12 +336,17 @@ class Watcher:
                     self.db,
                     group,
                     workers=self._workers_for(group),
+                    moved=[path_from_text(text) for text in self._carried],
                     **self._index_settings(),
                 )
             except IndexInterrupted as stop:
                 self.on_status(
                     WatchStatus(
-                        "updated", stop.report.folder, stop.report, moved[where], paths=group
+                        "updated",
+                        stop.report.folder,
+                        stop.report,
+                        stop.report.moved,
+                        paths=group,
                     )
                 )
                 raise
@@ -357,8 +361,18 @@ class Watcher:
                 )
                 ok = False
                 continue
-            self.on_status(WatchStatus("updated", report.folder, report, moved[where], paths=group))
+            self._counted(group, spellings)
+            self.on_status(WatchStatus("updated", report.folder, report, report.moved, paths=group))
         return ok
+
+    def _counted(self, paths: list[str], spellings: list[str]) -> None:
+        """Carried files at or under `paths` have been counted by their update."""
+        texts = {path_to_text(_rebased(p, spellings, s)) for p in paths for s in spellings}
+        self._carried = {
+            carried
+            for carried in self._carried
+            if not any(carried == t or carried.startswith(t.rstrip("/") + "/") for t in texts)
+        }
 
     def _carry_late(self) -> dict[int, int]:
         """Carry the moves seen since the batch was taken; files carried per folder."""
@@ -387,7 +401,11 @@ class Watcher:
                     (path, target_text.rstrip("/") + path[len(source_text.rstrip("/")) :])
                     for path in under
                 )
-            return carry_rows(database, pairs, prefix)
+            carried = carry_rows(database, pairs, prefix)
+        for source, target in carried:  # a file moved on is counted where it ends
+            self._carried.discard(source)
+            self._carried.add(target)
+        return len(carried)
 
     def _stored_spelling(self, database: Database, path: str) -> str:
         where = self._folder_of(path)

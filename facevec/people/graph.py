@@ -39,6 +39,34 @@ def _threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def nearest_rows(
+    queries: np.ndarray,
+    matrix: np.ndarray,
+    k: int,
+    cutoff: float | None,
+    metric: str = "euclidean",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k_batch(queries, matrix, k, metric, cutoff)`` (rows -1 past the last
+    within ``cutoff``), in batches of QUERY_BATCH shared by two threads."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, matrix.shape[0])
+    index = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    distance = np.full((queries.shape[0], k), np.inf, dtype=np.float32)
+    if k < 1 or queries.shape[0] == 0:
+        return index, distance
+
+    def rank(start: int) -> None:
+        stop = start + QUERY_BATCH
+        index[start:stop], distance[start:stop] = top_k_batch(
+            queries[start:stop], matrix, k, metric, cutoff
+        )
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        list(pool.map(rank, range(0, queries.shape[0], QUERY_BATCH)))
+    return index, distance
+
+
 def knn_graph(
     matrix: np.ndarray,
     queries: np.ndarray,

@@ -85,12 +85,14 @@ def score_people(
     for person, _, vector in faces:
         by_person.setdefault(person, []).append(vector)
     stacked = {person: np.stack(vectors) for person, vectors in by_person.items()}
-    return _scores(query, stacked, sorted(stacked), metric, k)
+    return person_scores(query, stacked, sorted(stacked), metric, k)
 
 
-def _scores(
+def person_scores(
     query: np.ndarray, by_person: dict[int, np.ndarray], people: list[int], metric: str, k: int
 ) -> list[tuple[float, int]]:
+    """score_people with each person's faces stacked already ({person: matrix});
+    `people` (sorted) are scored, those without faces left out."""
     scored = []
     for person in people:
         if person in by_person:
@@ -225,7 +227,7 @@ def _identify_faces(
         by_person.setdefault(person, []).append(vector)
     stacked = {person: np.stack(vectors) for person, vectors in by_person.items()}
     scored = [
-        _scores(face.embedding, stacked, people, metric, k)
+        person_scores(face.embedding, stacked, people, metric, k)
         for (_, face), people in zip(queries, candidates, strict=True)
     ]
     names = store.person_names(database, sorted({p for s in scored for _, p in s[:2]}))

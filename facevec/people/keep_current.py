@@ -29,7 +29,12 @@ Cost, q new faces: one nearest-neighbour search of the gallery per face, in one
 batch (``search.nearest_batch``: the knn index on SQLite, IVF lists where trained,
 else SQL per face on a server), the vectors of the people those neighbours
 belong to, and linkage on the q faces and their unassigned neighbours: no pass
-over the whole gallery.
+over the whole gallery. From MATRIX_FROM new faces on SQLite (with an IVF index,
+from 1/IVF_SHARE of the gallery: a first load, a large import) the gallery's
+vectors are read once and ranked in memory by the batch kernels on two threads
+(``graph.nearest_rows``): the same neighbours as the exact index, at a fraction
+of the cost of q searches. The candidates, scores and grouping edges are then
+computed with array operations, each person's faces stacked once.
 """
 
 from __future__ import annotations
@@ -43,14 +48,32 @@ from .. import knn
 from ..errors import UnknownModelError
 from ..metrics import face_metric
 from ..search import nearest_batch
+from ..storage import faces
 from ..storage import people as store
 from ..storage.database import Database
 from ..vectors import problems
 from . import defaults
 from .clustering import prepare_vectors, write_suggestions
-from .graph import Graph
-from .identify import CANDIDATE_FACES, decide, resolve_threshold, score_people
+from .graph import Graph, nearest_rows
+from .identify import CANDIDATE_FACES, decide, person_scores, resolve_threshold
 from .linkage import cluster_faces
+
+# New faces from which the step ranks the whole gallery in memory with the batch
+# kernels (two threads) instead of searching the knn index face by face: reading
+# the vectors costs about what a few hundred searches do.
+MATRIX_FROM = 256
+MATRIX_BYTES = 1 << 30  # the largest gallery matrix read for it (2M 128-d faces)
+IVF_SHARE = 16  # with an IVF index: from new faces 1/16 of the gallery
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The new faces' nearest stored faces, flat: for each pair, the new face's row
+    (``owner``, ascending) and the neighbour's id (``faces``), nearest first within
+    each row."""
+
+    owner: np.ndarray  # int64
+    faces: np.ndarray  # int64
 
 
 @dataclass
@@ -132,19 +155,15 @@ def keep_people_current(
     margin = defaults.identify_margin(limit)
     linkage = defaults.linkage_threshold(model_name, distance_metric)
     edge = defaults.GRAPH_SHARE * linkage  # in clustering's euclidean space
-    hits = nearest_batch(
+    neighbours = _neighbours(
         database,
+        ids,
         vectors,
-        strategy=_strategy(database),
-        distance_metric=distance_metric,
-        threshold=max(limit, _metric_distance(edge, distance_metric)),
-        k=CANDIDATE_FACES + 1,  # the face itself is stored
+        dimensions,
+        distance_metric,
+        max(limit, _metric_distance(edge, distance_metric)),
     )
-    neighbours = [
-        [(int(face), float(d)) for face, d in found if int(face) != int(face_id)][:CANDIDATE_FACES]
-        for face_id, found in zip(ids.tolist(), hits, strict=True)
-    ]
-    person_of = store.persons_of_faces(database, sorted({f for n in neighbours for f, _ in n}))
+    person_of = store.persons_of_faces(database, np.unique(neighbours.faces).tolist())
 
     # 1. Recognised: identify's decision on the people of the neighbours.
     recognised, held = _recognised(
@@ -186,6 +205,69 @@ def keep_people_current(
     return step
 
 
+def _neighbours(
+    database: Database,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    dimensions: int,
+    metric: str,
+    threshold: float,
+) -> Neighbours:
+    """Each new face's CANDIDATE_FACES nearest other stored faces within
+    `threshold`, nearest first (ties by the lower id)."""
+    k = CANDIDATE_FACES + 1  # the face itself is stored
+    gallery = _gallery_matrix(database, len(ids), dimensions, metric)
+    if gallery is None:
+        hits = nearest_batch(
+            database,
+            vectors,
+            strategy=_strategy(database),
+            distance_metric=metric,
+            threshold=threshold,
+            k=k,
+        )
+        lists = [
+            [int(f) for f, _ in found if int(f) != int(face_id)][:CANDIDATE_FACES]
+            for face_id, found in zip(ids.tolist(), hits, strict=True)
+        ]
+        counts = np.asarray([len(found) for found in lists], dtype=np.int64)
+        flat = np.fromiter((f for found in lists for f in found), np.int64, int(counts.sum()))
+        return Neighbours(np.repeat(np.arange(len(ids), dtype=np.int64), counts), flat)
+    gallery_ids, matrix = gallery
+    rows, _ = nearest_rows(vectors, matrix, k, threshold, metric)
+    found = np.where(rows >= 0, gallery_ids[np.maximum(rows, 0)], -1)
+    keep = (rows >= 0) & (found != ids[:, None])
+    keep &= np.cumsum(keep, axis=1) <= CANDIDATE_FACES
+    owner = np.broadcast_to(np.arange(len(ids), dtype=np.int64)[:, None], keep.shape)
+    return Neighbours(owner[keep], found[keep])
+
+
+def _gallery_matrix(
+    database: Database, queries: int, dimensions: int, metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The gallery's ids and vectors (id order; those whose distance is undefined
+    left out), when ranking them in memory with the batch kernels is cheaper than
+    searching the knn index: a SQLite gallery of at most MATRIX_BYTES of vectors, at
+    least MATRIX_FROM new faces, and, where the index is IVF (sub-linear per query),
+    new faces at least 1/IVF_SHARE of the gallery (a first load, a large import).
+    The answers are exact: an IVF index's are their approximation. Else None."""
+    if queries < MATRIX_FROM or not database.dialect.has_extension:
+        return None
+    stored = faces.count(database)
+    if stored * dimensions * 4 > MATRIX_BYTES:
+        return None
+    if knn.available(database.conn):
+        info = knn.status(database.conn)
+        if info is not None and info.get("lists", 0) > 0 and queries * IVF_SHARE < stored:
+            return None
+    loaded = store.load_faces(database, dimensions=dimensions)
+    bad = sorted(_undefined(loaded.vectors, metric))
+    if bad:
+        keep = np.setdiff1d(np.arange(len(loaded.ids)), bad)
+        return loaded.ids[keep], np.ascontiguousarray(loaded.vectors[keep])
+    return loaded.ids, loaded.vectors
+
+
 def _strategy(database: Database) -> str | None:
     """The gallery's knn index on SQLite (one pass for the whole batch), else the
     database's default strategy."""
@@ -208,7 +290,7 @@ def _recognised(
     ids: np.ndarray,
     vectors: np.ndarray,
     photos: list[str],
-    neighbours: list[list[tuple[int, float]]],
+    neighbours: Neighbours,
     person_of: dict[int, int],
     metric: str,
     limit: float,
@@ -216,20 +298,29 @@ def _recognised(
 ) -> tuple[dict[int, tuple[int, float]], set[int]]:
     """{face: (person, score)} of the faces identify would match, and the faces
     held back from grouping: ambiguous, or matched to a person they may not join."""
-    candidates = [
-        sorted({person_of[f] for f, _ in found if f in person_of}) for found in neighbours
-    ]
-    wanted = sorted({p for people in candidates for p in people})
-    if not wanted:
+    if not person_of:
         return {}, set()
-    by_person: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-    for person, face, vector in store.person_vectors(database, wanted):
-        by_person.setdefault(person, []).append((person, face, vector))
+    known = np.fromiter(person_of, np.int64, len(person_of))
+    order = np.argsort(known)
+    at = np.minimum(np.searchsorted(known[order], neighbours.faces), len(known) - 1)
+    named = known[order][at] == neighbours.faces
+    persons = np.fromiter(person_of.values(), np.int64, len(person_of))[order][at]
+    # The candidates of each new face: the people of its neighbours (a face whose
+    # neighbours have none is unknown, as identify would say).
+    candidates: dict[int, list[int]] = {}
+    for row, person in zip(neighbours.owner[named].tolist(), persons[named].tolist(), strict=True):
+        candidates.setdefault(row, []).append(person)
+    candidates = {row: sorted(set(people)) for row, people in candidates.items()}
+    wanted = sorted({p for people in candidates.values() for p in people})
+    listed: dict[int, list[np.ndarray]] = {}
+    for person, _, vector in store.person_vectors(database, wanted):
+        listed.setdefault(person, []).append(vector)
+    # Each person's faces stacked once, not once per new face that names them.
+    by_person = {person: np.stack(found) for person, found in listed.items()}
     decided: list[tuple[float, int, int]] = []  # (score, face, person), matched only
     held: set[int] = set()
-    for row, people in enumerate(candidates):
-        faces = [entry for person in people for entry in by_person.get(person, [])]
-        scored = score_people(vectors[row], faces, metric, defaults.IDENTIFY_K)
+    for row, people in sorted(candidates.items()):
+        scored = person_scores(vectors[row], by_person, people, metric, defaults.IDENTIFY_K)
         decision = decide(scored, limit, margin)
         if decision == "matched":
             decided.append((scored[0][0], int(ids[row]), scored[0][1]))
@@ -258,7 +349,7 @@ def _groups(
     vectors: np.ndarray,
     photos: list[str],
     unknown_rows: list[int],
-    neighbours: list[list[tuple[int, float]]],
+    neighbours: Neighbours,
     person_of: dict[int, int],
     new_faces: set[int],
     dimensions: int,
@@ -272,37 +363,43 @@ def _groups(
     if not unknown_rows:
         return []
     set_aside = store.dismissed_faces(database)  # a user's "not a person": not grouped
-    earlier = sorted(
-        {
-            face
-            for row in unknown_rows
-            for face, _ in neighbours[row]
-            if face not in person_of and face not in new_faces and face not in set_aside
-        }
+    # The unknown faces' neighbours: owner (position among the unknown) and face.
+    position = np.full(len(ids), -1, dtype=np.int64)
+    position[unknown_rows] = np.arange(len(unknown_rows))
+    owner = position[neighbours.owner]
+    near_faces = neighbours.faces[owner >= 0]
+    owner = owner[owner >= 0]
+    taken = np.fromiter(
+        [*person_of, *new_faces, *set_aside],
+        dtype=np.int64,
+        count=len(person_of) + len(new_faces) + len(set_aside),
     )
+    earlier = np.unique(near_faces[~np.isin(near_faces, taken)]).tolist()
     older = store.faces_by_id(database, earlier, dimensions)
-    older_ok = [r for r in range(len(older.ids)) if r not in _undefined(older.vectors, metric)]
+    undefined = _undefined(older.vectors, metric)
+    older_ok = [r for r in range(len(older.ids)) if r not in undefined]
     face_ids = np.concatenate([ids[unknown_rows], older.ids[older_ok]]).astype(np.int64)
     matrix = np.concatenate(
         [vectors[unknown_rows], older.vectors[older_ok].reshape(-1, vectors.shape[1])]
     )
     names = [photos[r] for r in unknown_rows] + [older.img_names[r] for r in older_ok]
     space = prepare_vectors(matrix, metric)
-    row_of = {int(face): row for row, face in enumerate(face_ids.tolist())}
-    source, target = [], []
-    for row, original in enumerate(unknown_rows):
-        near = [row_of[f] for f, _ in neighbours[original] if f in row_of and row_of[f] != row]
-        if not near:
-            continue
-        gaps = np.linalg.norm(space[near] - space[row], axis=1)
-        kept = [n for n, gap in zip(near, gaps.tolist(), strict=True) if gap <= edge]
-        kept = kept[: defaults.NEIGHBOURS]
-        source += [row] * len(kept)
-        target += kept
+    # Edges: each unknown face to its neighbours among these rows, in its neighbours'
+    # order, within `edge` in clustering's space, the first NEIGHBOURS of them.
+    by_id = np.argsort(face_ids, kind="stable")
+    at = np.minimum(np.searchsorted(face_ids[by_id], near_faces), max(len(face_ids) - 1, 0))
+    near_rows = by_id[at] if len(face_ids) else np.empty(0, np.int64)
+    here = (face_ids[near_rows] == near_faces) & (near_rows != owner)
+    source, target = owner[here], near_rows[here]
+    gaps = np.linalg.norm(space[target] - space[source], axis=1).astype(np.float64)
+    source, target = source[gaps <= edge], target[gaps <= edge]
+    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]]) if source.size else source
+    rank = np.arange(source.size) - np.repeat(starts, np.diff(np.r_[starts, source.size]))
+    first = rank < defaults.NEIGHBOURS
     graph = Graph(
-        np.asarray(source, dtype=np.int64),
-        np.asarray(target, dtype=np.int64),
-        np.zeros(len(source), dtype=np.float32),
+        source[first].astype(np.int64),
+        target[first].astype(np.int64),
+        np.zeros(int(first.sum()), dtype=np.float32),
     )
     photo_of_row = np.unique(np.asarray(names, dtype=object), return_inverse=True)[1]
     result = cluster_faces(

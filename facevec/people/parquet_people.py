@@ -10,10 +10,12 @@ One row per fact, its kind in ``record``:
   score, updated_at;
 - ``rejection``: img_name, face_index, person, created_at;
 - ``folder``: folder, person;
-- ``dismissed``: img_name, face_index, created_at (a face set aside).
+- ``dismissed``: img_name, face_index, created_at (a face set aside);
+- ``unchecked``: img_name, face_index (a face the people step has not looked at).
 
 ``person`` is the person's number in the exported gallery; the calibration is a
-JSON list in the file's metadata (key ``facevec``, ``{"calibration": [...]}``).
+JSON list in the file's metadata (key ``facevec``, ``{"calibration": [...]}``),
+beside ``"people_checked": true`` when the gallery's people step has run.
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ _RECORDS = {
     "person_rejection": ("rejection", ("img_name", "face_index", "person", "created_at")),
     "person_folder": ("folder", ("folder", "person")),
     "face_dismissed": ("dismissed", ("img_name", "face_index", "created_at")),
+    "unchecked_faces": ("unchecked", ("img_name", "face_index")),
 }
 
 
-def _schema(calibration: list[tuple]) -> Any:
+def _schema(calibration: list[tuple], people_checked: bool) -> Any:
     pa = require_pyarrow()
     meta = {
-        "calibration": [dict(zip(CALIBRATION_COLUMNS, row, strict=True)) for row in calibration]
+        "calibration": [dict(zip(CALIBRATION_COLUMNS, row, strict=True)) for row in calibration],
+        "people_checked": people_checked,
     }
     return pa.schema(
         [
@@ -81,7 +85,7 @@ def write_people_file(rows: PeopleRows, folder: str | os.PathLike[str]) -> int:
     name; returns the number of rows written."""
     import pyarrow.parquet as pq
 
-    schema = _schema(rows["facevec_calibration"])
+    schema = _schema(rows["facevec_calibration"], bool(rows["people_checked"]))
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     for table, (record, names) in _RECORDS.items():
         for row in rows[table]:
@@ -121,7 +125,9 @@ def read_people_file(folder: str | os.PathLike[str]) -> PeopleRows | None:
     except Exception as err:  # pyarrow's errors: a damaged page
         raise GalleryFormatError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
     values = {name: table.column(name).to_pylist() for name in table.schema.names}
-    rows: PeopleRows = {table_name: [] for table_name in (*_RECORDS, "facevec_calibration")}
+    rows: PeopleRows = {
+        table_name: [] for table_name in (*_RECORDS, "facevec_calibration", "people_checked")
+    }
     by_record = {record: (table_name, names) for table_name, (record, names) in _RECORDS.items()}
     for position, record in enumerate(values["record"]):
         if record not in by_record:
@@ -135,17 +141,25 @@ def read_people_file(folder: str | os.PathLike[str]) -> PeopleRows | None:
             raise GalleryFormatError(f"{path} lacks the column(s) {', '.join(missing)}")
         rows[table_name].append(tuple(values[name][position] for name in names))
     rows["facevec_calibration"] = _calibration(parquet, path)
+    rows["people_checked"] = [(True,)] if _metadata(parquet, path).get("people_checked") else []
     return rows
 
 
-def _calibration(parquet: Any, path: Path) -> list[tuple]:
+def _metadata(parquet: Any, path: Path) -> dict:
     raw = (parquet.schema_arrow.metadata or {}).get(PARQUET_METADATA_KEY)
     if raw is None:
-        return []
+        return {}
     try:
-        found = json.loads(raw).get("calibration", [])
-    except (ValueError, AttributeError):
-        raise GalleryFormatError(f"{path}: its facevec metadata is not a JSON object") from None
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise GalleryFormatError(f"{path}: its facevec metadata is not a JSON object")
+    return found
+
+
+def _calibration(parquet: Any, path: Path) -> list[tuple]:
+    found = _metadata(parquet, path).get("calibration", [])
     if not isinstance(found, list) or not all(isinstance(row, dict) for row in found):
         raise GalleryFormatError(f"{path}: its calibration is not a list of objects")
     for row in found:

@@ -4,7 +4,9 @@ people/parquet_people.py).
 
 Carried: every person (name, hidden, cover face, times), which person each face is
 and who said so (folder, confirmed, suggested, with its score), rejections, the
-folders that stand for people, faces set aside, and the gallery's calibration.
+folders that stand for people, faces set aside, the gallery's calibration, and
+which faces the people step of a run has not looked at yet (the mark
+``facevec_collection.people_checked_id``, carried as those faces: ids change).
 Faces are named by (img_name, face_index), since the target assigns its own face
 and person ids. The edit history is not carried (its rows name the source's ids):
 the target's history starts empty.
@@ -22,6 +24,7 @@ from typing import Any
 
 from ..errors import GalleryFormatError, PeopleConflictError
 from ..storage import faces
+from ..storage import people as people_store
 from ..storage import people_transfer as store
 from ..storage.database import Database
 from ..storage.people import CALIBRATION_COLUMNS, is_decision
@@ -38,9 +41,15 @@ _COUNTS = ("people", "faces", "genuine_pairs", "impostor_pairs")
 
 def read_people(db: Database) -> PeopleRows:
     """The people of `db`, ready to carry (empty lists for a gallery without them)."""
-    if not store.people_work(db):
-        return {table: [] for table in _TABLES}
-    return {table: [tuple(row) for row in rows] for table, rows in store.read_people(db).items()}
+    rows: PeopleRows = {table: [] for table in _TABLES}
+    if store.people_work(db):
+        rows.update(
+            {table: [tuple(row) for row in found] for table, found in store.read_people(db).items()}
+        )
+    unchecked = store.unchecked_faces(db) if get_collection(db) is not None else None
+    rows["people_checked"] = [] if unchecked is None else [(True,)]
+    rows["unchecked_faces"] = unchecked or []
+    return rows
 
 
 _TABLES = (
@@ -50,6 +59,10 @@ _TABLES = (
     "person_folder",
     "face_dismissed",
     "facevec_calibration",
+    # The people step's mark: [(True,)] when it has run, and the faces it has not
+    # looked at yet, as (img_name, face_index).
+    "people_checked",
+    "unchecked_faces",
 )
 
 
@@ -173,6 +186,11 @@ def check_people(rows: PeopleRows, where: str, model_name: str) -> PeopleRows:
     calibration = [_calibration(row, where, model_name) for row in rows["facevec_calibration"]]
     if len({row[0] for row in calibration}) != len(calibration):
         raise GalleryFormatError(f"{where}: a metric's calibration appears twice")
+    unchecked = [
+        _face(img, index, f"{where}: the face not yet looked at ({img!r}, face {index!r})")
+        for img, index in rows.get("unchecked_faces", [])
+    ]
+    checked = [(True,)] if rows.get("people_checked") or unchecked else []
     return {
         "person": persons,
         "person_face": assigned,
@@ -180,7 +198,46 @@ def check_people(rows: PeopleRows, where: str, model_name: str) -> PeopleRows:
         "person_folder": folders,
         "face_dismissed": dismissed,
         "facevec_calibration": calibration,
+        "people_checked": checked,
+        "unchecked_faces": unchecked,
     }
+
+
+def refuse_names_one_on_a_server(rows: PeopleRows, where: str) -> None:
+    """PeopleConflictError, naming them, if two people's names or two folders of
+    folder people differ only in trailing spaces: MariaDB and MySQL compare text
+    with PAD SPACE, so they would be one key there. Refused on every database, so a
+    copy or import does the same wherever it goes; case is compared, as everywhere
+    ('Ann' and 'ann' are two people)."""
+    for what, values in (
+        ("names", [row[1] for row in rows["person"] if row[1] is not None]),
+        ("folders", [row[0] for row in rows["person_folder"]]),
+    ):
+        first: dict[str, str] = {}
+        for value in values:
+            other = first.setdefault(value.rstrip(" "), value)
+            if other != value:
+                raise PeopleConflictError(
+                    f"{where}: the {what} {other!r} and {value!r} differ only in trailing "
+                    "spaces, which MariaDB and MySQL do not compare (one key there), so "
+                    "they are carried nowhere: rename one, or leave the people behind "
+                    "(--no-people); nothing was written"
+                )
+
+
+def store_people_checked(db: Database, rows: PeopleRows) -> None:
+    """The people step's mark in `db` (in the caller's transaction, after the faces
+    are written): the faces the source's step had not looked at stay to be looked
+    at by `db`'s next run. Faces are stored in another order than the source's, so
+    the mark goes below the first of them (a face it had left alone stored after
+    that is looked at again; none is skipped). Nothing when the source's step never
+    ran; a mark `db` holds already only moves down."""
+    if not rows.get("people_checked"):
+        return
+    ids = faces.ids_of_faces(db, rows["unchecked_faces"])
+    mark = min(ids.values()) - 1 if ids else people_store.last_face_id(db)
+    held = people_store.people_checked(db)
+    people_store.set_people_checked(db, mark if held is None else min(held, mark))
 
 
 def store_people(
@@ -248,6 +305,7 @@ def people_to_carry(
         return {table: [] for table in _TABLES}, False
     where = f"the people of {src.name}"
     rows = check_people(read_people(src), where, model_name)
+    refuse_names_one_on_a_server(rows, where)
     rerun = has_people(rows) and refuse_unless_free(dst, rows, src.name)
     return rows, rerun
 
@@ -255,9 +313,10 @@ def people_to_carry(
 def carry_people(src: Database, dst: Database, rows: PeopleRows, rerun: bool) -> dict[str, int]:
     """copy's step: the people of `src` (people_to_carry) into `dst`, one
     transaction; faces the copy left out (unstorable vectors) lose their rows."""
-    if not has_people(rows):
-        return {"people": 0, "assigned": 0, "left_out": 0}
     with dst.transaction():
+        store_people_checked(dst, rows)
+        if not has_people(rows):
+            return {"people": 0, "assigned": 0, "left_out": 0}
         return store_people(dst, rows, f"the people of {src.name}", True, rerun)
 
 

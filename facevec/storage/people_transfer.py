@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .database import Database
-from .people import CALIBRATION_COLUMNS, has_people
+from .people import CALIBRATION_COLUMNS, has_people, people_checked
 
 # What a gallery's people work is stored in, by the words a refusal uses for it.
 PEOPLE_WORK = (
@@ -57,6 +57,31 @@ def read_people(db: Database) -> dict[str, list[tuple]]:
             f"SELECT {', '.join(CALIBRATION_COLUMNS)} FROM facevec_calibration ORDER BY metric"
         ),
     }
+
+
+def unchecked_faces(db: Database) -> list[tuple[str, int]] | None:
+    """The faces the people step has not looked at yet (id above the gallery's
+    mark, facevec_collection.people_checked_id) and that have no person, as
+    (img_name, face_index) in id order; None when the step never ran (no mark)."""
+    if db.scalar(db.dialect.column_exists_sql, ("facevec_collection", "people_checked_id")) is None:
+        return None  # a gallery from before the step
+    mark = people_checked(db)
+    if mark is None:
+        return None
+    unassigned = (
+        " AND NOT EXISTS (SELECT 1 FROM person_face pf WHERE pf.face_id = f.id)"
+        if has_people(db)
+        else ""
+    )
+    return [
+        (img_name, int(index))
+        for img_name, index in db.query(
+            "SELECT f.img_name, f.face_index FROM face_meta f WHERE f.id > {p}"
+            + unassigned
+            + " ORDER BY f.id",
+            (mark,),
+        )
+    ]
 
 
 def insert_person(
