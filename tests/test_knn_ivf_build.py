@@ -223,3 +223,71 @@ def test_bad_stored_rows_are_left_out_and_named(table):
     info = status(conn)
     assert info["skipped"] == 1 and info["vectors"] == 3001
     assert [r["rowid"] for r in info["skipped_rows"]] == [9003]
+
+
+BAD_ROWS = [
+    (9001, np.ones(DIM // 2, np.float32).tobytes()),  # another dimension
+    (9002, b"\x00\x01\x02"),  # not float32
+    (9003, np.full(DIM, np.nan, np.float32).tobytes()),  # not finite
+    (9004, None),  # no vector
+]
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_bad_stored_rows_are_left_out_while_a_build_is_unfinished(table, storage):
+    make, x, queries = table
+    conn = make(f"unfinished_bad_{storage}")
+    conn.executemany("INSERT INTO face_meta(id, embedding) VALUES (?, ?)", BAD_ROWS)
+    want = exact(x, list(range(1, 3001)), queries)
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    for steps in range(5):  # training done, then reading, then writing, then finished
+        got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+        assert got == want, steps
+        conn.execute("SELECT facevec_knn_sync('face_meta', 2000)")
+    assert not status(conn)["building"]
+
+
+def test_bad_rows_logged_after_the_build_are_left_out(table):
+    make, x, queries = table
+    conn = make("logged_bad")
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    conn.executemany("INSERT INTO face_meta(id, embedding) VALUES (?, ?)", BAD_ROWS)
+    conn.execute("UPDATE face_meta SET embedding = x'0102' WHERE id = 5")  # indexed, now bad
+    assert status(conn)["pending"] >= 5
+    ids = [i for i in range(1, 3001) if i != 5]
+    want = exact(np.delete(x, 4, axis=0), ids, queries)
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == want
+    conn.execute("SELECT facevec_knn_sync('face_meta')")  # as the sync leaves them out
+    assert {r["rowid"] for r in status(conn)["skipped_rows"]} == {5, 9001, 9002, 9003}
+    assert [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)] == want
+
+
+def test_knn_search_and_find_leave_bad_rows_out_during_a_build(ext, tmp_path):
+    import facevec
+    from facevec import knn
+
+    if ext != facevec.loadable_path():
+        pytest.skip("knn.search and find run on the installed extension")
+    rng = np.random.default_rng(11)
+    x = faces_like(rng, 600, 128)
+    db = tmp_path / "gallery.db"
+    facevec.add(db, [f"face{i}.jpg" for i in range(len(x))], x, model_name="Dlib")
+    conn = facevec.connect(db, isolation_level=None)
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta ORDER BY id")]
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)",
+        (json.dumps({"lists": LISTS}),),
+    )
+    conn.execute("SELECT facevec_knn_sync('face_meta', 300)")
+    assert status(conn)["building"]
+    for face_id, (_, blob) in zip(ids, BAD_ROWS[:3], strict=False):  # embedding NOT NULL
+        conn.execute("UPDATE face_meta SET embedding = ? WHERE id = ?", (blob, face_id))
+    query = x[10] + 0.01
+    want = exact(x[3:], ids[3:], [query])[0]
+    assert [r for r, _ in knn.search(conn, query, 10, nprobe=LISTS)] == want
+    (frame,) = facevec.find(query, db, strategy="knn", k=10, similarity_search=True)
+    assert list(frame.face_id) == want
+    conn.close()
