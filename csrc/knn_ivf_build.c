@@ -96,10 +96,12 @@ static char *options_text(const char *col, const knn_build_opts *o) {
   uint64_t h = 1469598103934665603ull;
   const unsigned char *p = o->centroids;
   for (i64 i = 0; p && i < o->centroids_bytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+  char dim[32] = "";
+  if (o->dim > 0) sqlite3_snprintf(sizeof dim, dim, " dim=%lld", o->dim);
   return sqlite3_mprintf("col=%s lists=%lld nprobe=%lld sample=%lld iterations=%lld "
-                         "storage=%d rerank=%lld centroids=%lld:%016llx",
+                         "storage=%d rerank=%lld centroids=%lld:%016llx%s",
                          col, o->lists, o->nprobe, o->sample, o->iterations, o->storage,
-                         o->rerank, p ? o->centroids_bytes : -1, (unsigned long long)h);
+                         o->rerank, p ? o->centroids_bytes : -1, (unsigned long long)h, dim);
 }
 
 static int all_finite(const float *v, i64 dim) {
@@ -274,25 +276,36 @@ int knn_ivf_resumable(sqlite3 *db, const char *tbl, const char *col,
   return rc;
 }
 
-int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
-                  char **pzErr) {
-  sqlite3_stmt *st = NULL;
-  const i64 lists = o->lists;
-  i64 n = 0, dim = 0, n_sample, n_res, n_cal, nprobe;
-  float *res = NULL, *lo = NULL, *params = NULL, *centroids = NULL;
-  i64 *res_rid = NULL;
-  int64_t *assign = NULL;
-  uint64_t seed = 42;
-  ivf_state s;
-  int rc;
-  memset(&s, 0, sizeof s);
-  if (lists <= 0) return SQLITE_DONE;
-  n_sample = o->centroids ? 0 : o->sample > 0 ? o->sample : 40 * lists;
-  if (!o->centroids && n_sample < lists) n_sample = lists;
-  n_cal = o->nprobe > 0 ? 0 : CAL_QUERIES;
-  n_res = n_sample > n_cal ? n_sample : n_cal;
+/* What one pass over the table found: the vectors of size dim that can be
+** placed (n, their reservoir sample, their ranges), the rows that cannot
+** (bad, the first one's reason), and how many rows have each size. */
+#define SAMPLE_SIZES 8
+typedef struct sample_state {
+  i64 n, dim, bad;
+  float *res, *lo; /* n_res x dim sample; dim minima then dim maxima */
+  i64 *res_rid;
+  char *why;
+  i64 sizes[SAMPLE_SIZES][2]; /* (dimension, rows), the first sizes seen */
+  int n_sizes;
+} sample_state;
 
-  /* 1. One pass: the vectors counted, a reservoir sample, the int8 ranges. */
+static void sample_clear(sample_state *p) {
+  sqlite3_free(p->res);
+  sqlite3_free(p->lo);
+  sqlite3_free(p->res_rid);
+  sqlite3_free(p->why);
+  memset(p, 0, sizeof *p);
+}
+
+/* Read every vector of the table once: count and sample those of want
+** dimensions (0: of the first size read), tally every size. */
+static int sample_pass(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
+                       i64 want, i64 n_res, sample_state *p, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  uint64_t seed = 42;
+  int rc;
+  sample_clear(p);
+  p->dim = want;
   rc = knn_prepare(db, &st, pzErr,
                    "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
                    "ORDER BY \"%w\"",
@@ -302,49 +315,118 @@ int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
     char *err = NULL;
     fv_vector v;
     rc = knn_row_vector(fn, ix, rid, sqlite3_column_type(st, 1), sqlite3_column_blob(st, 1),
-                        sqlite3_column_bytes(st, 1), dim, &v, &err);
-    sqlite3_free(err);
+                        sqlite3_column_bytes(st, 1), want, &v, &err);
     if (rc == SQLITE_NOMEM) break;
+    if (rc != SQLITE_OK) { /* a bad row: the assigning pass names it */
+      p->bad++;
+      if (!p->why) p->why = err, err = NULL;
+    }
+    sqlite3_free(err);
     rc = SQLITE_OK;
-    if (!v.v) continue; /* a bad row: the assigning pass names it */
-    if (dim == 0) {
-      dim = (i64)v.n;
-      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
-        *pzErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn, lists,
-                                 dim);
+    if (!v.v) continue;
+    if (want == 0) {
+      int i = 0;
+      while (i < p->n_sizes && p->sizes[i][0] != (i64)v.n) i++;
+      if (i < SAMPLE_SIZES) {
+        p->sizes[i][0] = (i64)v.n;
+        p->sizes[i][1]++;
+        if (i == p->n_sizes) p->n_sizes++;
+      }
+    }
+    if (p->dim == 0) p->dim = (i64)v.n;
+    if ((i64)v.n != p->dim) { /* another size: the tally decides */
+      fv_vector_free(&v);
+      continue;
+    }
+    const i64 dim = p->dim;
+    if (!p->res) {
+      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || o->lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
         fv_vector_free(&v);
+        if (want == 0) continue; /* a size too large to index: the tally decides */
+        *pzErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn,
+                                 o->lists, dim);
         rc = SQLITE_ERROR;
         break;
       }
-      res = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * (sqlite3_uint64)dim * 4);
-      res_rid = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * 8);
-      lo = sqlite3_malloc64((sqlite3_uint64)dim * 8);
-      if (!res || !res_rid || !lo) {
+      p->res = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * (sqlite3_uint64)dim * 4);
+      p->res_rid = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * 8);
+      p->lo = sqlite3_malloc64((sqlite3_uint64)dim * 8);
+      if (!p->res || !p->res_rid || !p->lo) {
         fv_vector_free(&v);
         rc = SQLITE_NOMEM;
         break;
       }
-      for (i64 j = 0; j < dim; j++) lo[j] = HUGE_VALF, lo[dim + j] = -HUGE_VALF;
+      for (i64 j = 0; j < dim; j++) p->lo[j] = HUGE_VALF, p->lo[dim + j] = -HUGE_VALF;
     }
     if (all_finite(v.v, dim)) {
-      i64 at = n < n_res ? n : (i64)(next_random(&seed) % (uint64_t)(n + 1));
+      i64 at = p->n < n_res ? p->n : (i64)(next_random(&seed) % (uint64_t)(p->n + 1));
       if (at < n_res) {
-        memcpy(res + at * dim, v.v, (size_t)dim * 4);
-        res_rid[at] = rid;
+        memcpy(p->res + at * dim, v.v, (size_t)dim * 4);
+        p->res_rid[at] = rid;
       }
       for (i64 j = 0; j < dim; j++) {
-        if (v.v[j] < lo[j]) lo[j] = v.v[j];
-        if (v.v[j] > lo[dim + j]) lo[dim + j] = v.v[j];
+        if (v.v[j] < p->lo[j]) p->lo[j] = v.v[j];
+        if (v.v[j] > p->lo[dim + j]) p->lo[dim + j] = v.v[j];
       }
-      n++;
+      p->n++;
+    } else {
+      p->bad++;
+      if (!p->why)
+        p->why = sqlite3_mprintf("%s row %lld: %s holds NaN or infinity", ix->tbl, rid, ix->col);
     }
     fv_vector_free(&v);
   }
   sqlite3_finalize(st);
-  st = NULL;
-  if (rc == SQLITE_DONE) rc = SQLITE_OK;
-  else if (rc != SQLITE_OK) {
-    if (rc != SQLITE_NOMEM && !*pzErr) knn_db_error(db, pzErr);
+  if (rc == SQLITE_DONE) return SQLITE_OK;
+  if (rc != SQLITE_NOMEM && !*pzErr) knn_db_error(db, pzErr);
+  return rc;
+}
+
+int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
+                  char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  const i64 lists = o->lists;
+  i64 n = 0, dim = 0, n_sample, n_res, n_cal, nprobe;
+  float *res = NULL, *lo = NULL, *params = NULL, *centroids = NULL;
+  i64 *res_rid = NULL;
+  int64_t *assign = NULL;
+  sample_state pass;
+  ivf_state s;
+  int rc;
+  memset(&s, 0, sizeof s);
+  memset(&pass, 0, sizeof pass);
+  if (lists <= 0) return SQLITE_DONE;
+  n_sample = o->centroids ? 0 : o->sample > 0 ? o->sample : 40 * lists;
+  if (!o->centroids && n_sample < lists) n_sample = lists;
+  n_cal = o->nprobe > 0 ? 0 : CAL_QUERIES;
+  n_res = n_sample > n_cal ? n_sample : n_cal;
+
+  /* 1. One pass: the vectors counted, a reservoir sample, the int8 ranges;
+  ** a second only when the most common size was not the first one read. */
+  for (i64 want = o->dim;;) {
+    i64 best = 0;
+    rc = sample_pass(db, fn, ix, o, want, n_res, &pass, pzErr);
+    if (rc != SQLITE_OK || want > 0) break;
+    for (int i = 0; i < pass.n_sizes; i++)
+      if (pass.sizes[i][1] > pass.sizes[best][1]) best = i;
+    if (pass.n_sizes == 0 || (pass.sizes[best][0] == pass.dim && pass.res)) break;
+    want = pass.sizes[best][0]; /* read again, keeping that size */
+  }
+  if (rc != SQLITE_OK) goto finish;
+  n = pass.n;
+  dim = pass.dim;
+  res = pass.res;
+  res_rid = pass.res_rid;
+  lo = pass.lo;
+  pass.res = NULL, pass.res_rid = NULL, pass.lo = NULL;
+  if (n == 0 && pass.bad > 0) { /* nothing to train on, and rows it cannot take */
+    const char *why = pass.why ? pass.why : "";
+    size_t at = strlen(fn);
+    if (strncmp(why, fn, at) == 0 && why[at] == ':') why += at + 2;
+    *pzErr = sqlite3_mprintf("%s: no vector of %s can be indexed: %lld row%s cannot be read "
+                             "or placed (%s)",
+                             fn, ix->tbl, pass.bad, pass.bad == 1 ? "" : "s", why);
+    rc = SQLITE_ERROR;
     goto finish;
   }
   if (n == 0) {
@@ -499,6 +581,7 @@ int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
 finish:
   sqlite3_finalize(st);
   state_free(&s);
+  sample_clear(&pass);
   sqlite3_free(res);
   sqlite3_free(res_rid);
   sqlite3_free(lo);

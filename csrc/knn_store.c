@@ -1763,7 +1763,7 @@ int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 
                    const float *given, i64 given_dim, char **pzErr) {
   sqlite3_stmt *st = NULL;
   float *lo = NULL, *hi = NULL, *params = NULL;
-  i64 dim = 0;
+  i64 dim = ix->dim; /* 0 unless declared: the first vector's */
   int rc = SQLITE_OK;
   if (storage == KNN_STORE_F32) return SQLITE_OK;
   if (storage == KNN_STORE_I8 && given) {

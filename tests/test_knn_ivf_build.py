@@ -291,3 +291,94 @@ def test_knn_search_and_find_leave_bad_rows_out_during_a_build(ext, tmp_path):
     (frame,) = facevec.find(query, db, strategy="knn", k=10, similarity_search=True)
     assert list(frame.face_id) == want
     conn.close()
+
+
+@pytest.mark.parametrize("declared", [None, DIM])
+def test_a_bad_first_row_does_not_decide_the_dimension(table, declared):
+    make, x, queries = table
+    conn = make(f"first_bad_{declared}")
+    conn.execute(  # read first: rowid 0, half the dimensions
+        "INSERT INTO face_meta(id, embedding) VALUES (0, ?)", (np.ones(DIM // 2, "<f4").tobytes(),)
+    )
+    opts = {"lists": LISTS} if declared is None else {"lists": LISTS, "dim": declared}
+    assert conn.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (json.dumps(opts),)
+    ).fetchone() == (3000,)
+    info = status(conn)
+    assert info["dim"] == DIM and info["vectors"] == 3000 and info["skipped"] == 1
+    (named,) = info["skipped_rows"]
+    assert named["rowid"] == 0 and f"has {DIM // 2} dimensions" in named["reason"]
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == exact(x, list(range(1, 3001)), queries)
+
+
+def test_the_declared_dimension_wins_over_the_most_common(table):
+    make, x, _ = table
+    conn = make("declared")
+    small = np.ones(DIM // 2, "<f4").tobytes()
+    conn.execute("UPDATE face_meta SET embedding = ? WHERE id <= 2000", (small,))
+    conn.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)",
+        (json.dumps({"lists": LISTS, "dim": DIM}),),
+    )
+    info = status(conn)
+    assert (info["dim"], info["vectors"], info["skipped"]) == (DIM, 1000, 2000)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    info = status(conn)  # undeclared: the most common size
+    assert (info["dim"], info["vectors"], info["skipped"]) == (DIM // 2, 2000, 1000)
+
+
+@pytest.mark.parametrize(
+    "blob, declared, why",
+    [
+        (
+            np.ones(DIM // 2, "<f4").tobytes(),
+            DIM,
+            f"has {DIM // 2} dimensions, the index has {DIM}",
+        ),
+        (b"\x00\x01\x02", None, "must be divisible by 4"),
+        (np.full(DIM, np.inf, "<f4").tobytes(), None, "NaN or infinity"),
+    ],
+    ids=["another-size", "malformed", "infinite"],
+)
+def test_a_table_of_bad_rows_is_a_clear_error_and_loses_nothing(table, blob, declared, why):
+    make, x, queries = table
+    conn = make("all_bad")
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    before = snapshot(conn)
+    conn.execute("UPDATE face_meta SET embedding = ?", (blob,))
+    conn.execute("SELECT facevec_knn_sync('face_meta')")  # every row now left out
+    kept = snapshot(conn)
+    opts = {"lists": LISTS} if declared is None else {"lists": LISTS, "dim": declared}
+    with pytest.raises(Exception, match="no vector of face_meta can be indexed: 3000 rows") as e:
+        conn.execute(
+            "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (json.dumps(opts),)
+        )
+    assert why in str(e.value) and "row 1" in str(e.value)
+    assert snapshot(conn) == kept  # the index as it was
+    assert (
+        conn.execute("SELECT count(*) FROM face_meta WHERE embedding = ?", (blob,)).fetchone()[0]
+        == 3000
+    )
+    assert before["ivf"] == kept["ivf"]
+
+
+def test_reindex_declares_the_gallery_dimension(tmp_path):
+    import facevec
+
+    rng = np.random.default_rng(12)
+    x = faces_like(rng, 300, 128)
+    db = tmp_path / "gallery.db"
+    facevec.add(db, [f"face{i}.jpg" for i in range(len(x))], x, model_name="Dlib")
+    conn = facevec.connect(db, isolation_level=None)
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta ORDER BY id")]
+    small = np.ones(64, "<f4").tobytes()  # most rows of another size than the model's
+    conn.executemany(
+        "UPDATE face_meta SET embedding = ? WHERE id = ?", [(small, i) for i in ids[:200]]
+    )
+    conn.close()
+    with pytest.warns(UserWarning, match="left out 200 face"):
+        assert facevec.reindex(db, progress=False, lists=4) == 100
+    with facevec.connect(db) as conn:
+        info = status(conn)
+    assert info["dim"] == 128 and info["skipped"] == 200
