@@ -599,6 +599,10 @@ typedef struct ivf_step {
   float *centroids, *qparams;
   i64 vbytes; /* bytes of one stored vector */
   char **pzErr;
+  /* Writing: a row's vector read again by rowid, encoded into codes. */
+  sqlite3_stmt *row_get;
+  unsigned char *codes;
+  i64 codes_rows;
 } ivf_step;
 
 /* ------------------------------------------------------------------------ */
@@ -763,11 +767,13 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
   rids = sqlite3_malloc64((sqlite3_uint64)cap * 8);
   list = sqlite3_malloc64((sqlite3_uint64)cap * 8);
   grid = sqlite3_malloc64((sqlite3_uint64)cap * 8);
-  codes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
-  gcodes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
+  /* Codes only while the whole table may fit one batch (written at once);
+  ** else only rowids are staged, and each vector is read again to be
+  ** written (write_list): its code is not written twice. */
+  if (s->batch == 0) codes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
   start = sqlite3_malloc64((sqlite3_uint64)(lists + 1) * 8);
-  if (!vecs || !brid || !blist || !bdist || !rids || !list || !grid || !codes || !gcodes ||
-      !start) {
+  if (!vecs || !brid || !blist || !bdist || !rids || !list || !grid ||
+      (s->batch == 0 && !codes) || !start) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
@@ -786,7 +792,7 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
                      ix->tbl, knn_build_suffix[2]);
   if (rc == SQLITE_OK)
     rc = knn_prepare(b->db, &stage_ins, b->pzErr,
-                     "INSERT INTO \"main\".\"%w%s\"(key, rids, codes) VALUES (?1, ?2, ?3)",
+                     "INSERT INTO \"main\".\"%w%s\"(key, rids, codes) VALUES (?1, ?2, X'')",
                      ix->tbl, knn_build_suffix[1]);
   if (rc != SQLITE_OK) goto finish;
   sqlite3_bind_int64(st, 1, s->next_rid);
@@ -843,8 +849,9 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
       rc = calibrate_block(b, vecs, brid, blist, nb);
       if (rc != SQLITE_OK) goto finish;
     }
-    knn_encode(ix->storage, b->qparams, vecs, (size_t)nb, (size_t)dim,
-               codes + n * b->vbytes);
+    if (codes)
+      knn_encode(ix->storage, b->qparams, vecs, (size_t)nb, (size_t)dim,
+                 codes + n * b->vbytes);
     for (i64 j = 0; j < nb; j++) {
       i64 l = blist[j], p = s->counts[l]++;
       if (p / cs >= KNN_IVF_STRIDE) {
@@ -874,10 +881,17 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
   memset(start, 0, (size_t)(lists + 1) * 8);
   for (i64 j = 0; j < n; j++) start[list[j] + 1]++;
   for (i64 l = 0; l < lists; l++) start[l + 1] += start[l];
+  if (at_end && s->batch == 0) {
+    gcodes = sqlite3_malloc64((sqlite3_uint64)(n * b->vbytes) + 8);
+    if (!gcodes) {
+      rc = SQLITE_NOMEM;
+      goto finish;
+    }
+  }
   for (i64 j = 0; j < n; j++) {
     i64 at = start[list[j]]++;
     grid[at] = rids[j];
-    memcpy(gcodes + at * b->vbytes, codes + j * b->vbytes, (size_t)b->vbytes);
+    if (gcodes) memcpy(gcodes + at * b->vbytes, codes + j * b->vbytes, (size_t)b->vbytes);
   }
   if (at_end && s->batch == 0) {
     /* The whole table in one batch: its chunks at once, nothing staged. */
@@ -914,8 +928,6 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
     sqlite3_bind_int64(stage_ins, 1, l << 32 | s->batch);
     sqlite3_bind_blob64(stage_ins, 2, grid + from, (sqlite3_uint64)(to - from) * 8,
                         SQLITE_STATIC);
-    sqlite3_bind_blob64(stage_ins, 3, gcodes + from * b->vbytes,
-                        (sqlite3_uint64)((to - from) * b->vbytes), SQLITE_STATIC);
     rc = sqlite3_step(stage_ins);
     sqlite3_reset(stage_ins);
     rc = rc == SQLITE_DONE ? SQLITE_OK : (knn_db_error(b->db, b->pzErr), rc);
@@ -943,6 +955,53 @@ finish:
   return rc;
 }
 
+/* The codes of nr staged rows (rowids r) into b->codes, each vector read
+** again from the table. A row changed since it was assigned has its new
+** vector here, one deleted or no longer readable a zero code: the change is
+** logged, and the sync that ends the build moves or removes it. */
+static int read_codes(ivf_step *b, const unsigned char *r, i64 nr) {
+  knn_index *ix = b->ix;
+  int rc = SQLITE_OK;
+  if (!b->row_get)
+    rc = knn_prepare(b->db, &b->row_get, b->pzErr,
+                     "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1", ix->col,
+                     ix->tbl, ix->pk);
+  if (rc == SQLITE_OK && nr > b->codes_rows) {
+    sqlite3_free(b->codes);
+    b->codes = sqlite3_malloc64((sqlite3_uint64)(nr * b->vbytes));
+    b->codes_rows = b->codes ? nr : 0;
+    if (!b->codes) rc = SQLITE_NOMEM;
+  }
+  for (i64 i = 0; rc == SQLITE_OK && i < nr; i++) {
+    unsigned char *code = b->codes + i * b->vbytes;
+    i64 rid;
+    fv_vector v;
+    memset(&v, 0, sizeof v);
+    memcpy(&rid, r + i * 8, 8);
+    sqlite3_bind_int64(b->row_get, 1, rid);
+    rc = sqlite3_step(b->row_get);
+    if (rc == SQLITE_ROW) {
+      char *err = NULL;
+      rc = knn_row_vector(b->fn, ix, rid, sqlite3_column_type(b->row_get, 0),
+                          sqlite3_column_blob(b->row_get, 0),
+                          sqlite3_column_bytes(b->row_get, 0), ix->dim, &v, &err);
+      sqlite3_free(err);
+      if (rc != SQLITE_NOMEM) rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK;
+    } else {
+      knn_db_error(b->db, b->pzErr);
+    }
+    if (rc == SQLITE_OK && v.v && all_finite(v.v, ix->dim))
+      knn_encode(ix->storage, b->qparams, v.v, 1, (size_t)ix->dim, code);
+    else
+      memset(code, 0, (size_t)b->vbytes);
+    fv_vector_free(&v);
+    sqlite3_reset(b->row_get); /* v may point into the row it read */
+  }
+  return rc;
+}
+
 /* Write list l's staged rows into its chunks; *wrote: its rows. */
 static int write_list(ivf_step *b, i64 l, chunk_buf *c, i64 *wrote) {
   knn_index *ix = b->ix;
@@ -961,13 +1020,19 @@ static int write_list(ivf_step *b, i64 l, chunk_buf *c, i64 *wrote) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 nr = sqlite3_column_bytes(st, 0) / 8;
     const unsigned char *r = sqlite3_column_blob(st, 0), *v = sqlite3_column_blob(st, 1);
+    i64 vb = sqlite3_column_bytes(st, 1);
     if (sqlite3_column_type(st, 0) != SQLITE_BLOB || sqlite3_column_type(st, 1) != SQLITE_BLOB ||
-        sqlite3_column_bytes(st, 0) % 8 || sqlite3_column_bytes(st, 1) != nr * b->vbytes ||
+        sqlite3_column_bytes(st, 0) % 8 || (vb != 0 && vb != nr * b->vbytes) ||
         p + nr > b->s.counts[l]) {
       rc = knn_corrupt(b->pzErr, b->fn, ix, "its staged rows of list %lld are malformed", l);
       goto finish;
     }
-    rc = append_rows(b, chunk_ins, list_ins, c, l, r, v, nr, &k);
+    rc = SQLITE_OK;
+    if (vb == 0 && nr > 0) { /* rowids only (an earlier version staged codes) */
+      rc = read_codes(b, r, nr);
+      v = b->codes;
+    }
+    if (rc == SQLITE_OK) rc = append_rows(b, chunk_ins, list_ins, c, l, r, v, nr, &k);
     if (rc != SQLITE_OK) goto finish;
     p += nr;
   }
@@ -1102,6 +1167,8 @@ int knn_ivf_step(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *
   sqlite3_free(c.rids);
   sqlite3_free(c.codes);
   sqlite3_free(c.valid);
+  sqlite3_finalize(b.row_get);
+  sqlite3_free(b.codes);
   return rc;
 }
 
