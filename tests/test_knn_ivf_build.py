@@ -382,3 +382,59 @@ def test_reindex_declares_the_gallery_dimension(tmp_path):
     with facevec.connect(db) as conn:
         info = status(conn)
     assert info["dim"] == 128 and info["skipped"] == 200
+
+
+def assign_all(conn, storage: str = "float32") -> None:
+    """Start a build and assign every row in batches of 400 (so the rows are
+    staged, not written at once), writing the first list or so."""
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    for _ in range(8):  # 3000 rows read and assigned, then one list written
+        assert conn.execute("SELECT facevec_knn_sync('face_meta', 400)").fetchone()[0] >= 400
+    info = status(conn)
+    assert info["building"] and 3200 <= info["build_done"] < info["build_total"]
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_a_build_interrupted_while_writing_equals_uninterrupted(table, storage):
+    make, x, queries = table
+    whole = make("whole_w")
+    whole.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    want = snapshot(whole)
+    stepped = make("stepped_w")
+    assign_all(stepped, storage)
+    done = status(stepped)["build_done"]
+    calls = []
+    stepped.set_progress_handler(lambda: len(calls) > 20 or calls.append(1), 100)
+    with pytest.raises(Exception, match="interrupt"):
+        stepped.execute("SELECT facevec_knn_sync('face_meta', 2000)")
+    stepped.set_progress_handler(None, 0)
+    assert status(stepped)["build_done"] == done  # the lists written before are kept
+    assert stepped.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    ).fetchone() == (3000,)
+    assert snapshot(stepped) == want
+    assert answers(stepped, queries) == answers(whole, queries)
+
+
+def test_rows_changed_between_assigning_and_writing(table):
+    make, x, queries = table
+    conn = make("changed_w")
+    assign_all(conn)
+    conn.execute("DELETE FROM face_meta WHERE id IN (7, 1500, 2999)")
+    conn.execute("UPDATE face_meta SET embedding = ? WHERE id = 20", (queries[0].tobytes(),))
+    conn.execute("UPDATE face_meta SET embedding = x'010203' WHERE id = 30")
+    while conn.execute("SELECT facevec_knn_sync('face_meta', 1000)").fetchone()[0] >= 1000:
+        pass
+    info = status(conn)
+    assert not info["building"] and info["pending"] == 0
+    assert info["vectors"] == 3000 - 3 - 1 and [r["rowid"] for r in info["skipped_rows"]] == [30]
+    rows = conn.execute("SELECT id, embedding FROM face_meta WHERE id != 30 ORDER BY id").fetchall()
+    ids = [r[0] for r in rows]
+    xs = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == exact(xs, ids, queries)
+    assert got[0][0] == 20
