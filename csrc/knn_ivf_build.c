@@ -6,20 +6,25 @@
 **
 ** 1. knn_ivf_start: one pass over the table counts its vectors, keeps a
 **    reservoir sample (the training rows, and the calibration queries among
-**    them) and, for int8, each dimension's range. k-means on the sample (or
-**    the given centroids); the centroids, the IVF tables and the build's
-**    state (T_fvknn_build) are saved. The index is left building.
+**    them) and, for int8, each dimension's range, of the vectors of the
+**    declared dimension (option dim), else of the size most rows have (a
+**    second pass when that was not the first size read). k-means on the
+**    sample (or the given centroids); the centroids, the IVF tables and the
+**    build's state (T_fvknn_build) are saved. The index is left building.
 ** 2. knn_ivf_step, assigning: the rows in rowid order from the state's
 **    cursor, each read once: assigned to its nearest centroid and given its
 **    final place at once - the p-th row of list l goes to slot p % chunk_size
 **    of chunk l * KNN_IVF_STRIDE + p / chunk_size + 1 - which the rowid map
-**    records in rowid order (appends, no random writes). Its code is staged
-**    in T_fvknn_stage, one row per list and batch (key list << 32 | batch).
+**    records in rowid order (appends, no random writes). Its rowid is staged
+**    in T_fvknn_stage, one row per list and batch (key list << 32 | batch);
+**    its code is not (it would be written twice: stage, then chunk).
 **    The calibration queries' exact 10 nearest rows are merged from the same
 **    rows (no second pass).
 ** 3. knn_ivf_step, writing: list by list, its staged rows (in rowid order)
-**    become its chunks, each written once at its final size (a list's last
-**    chunk cut to its rows, rounded up to 64 slots); its staged rows go.
+**    have their vectors read again by rowid and become its chunks, each
+**    written once at its final size (a list's last chunk cut to its rows,
+**    rounded up to 64 slots); its staged rows go. A table that fits one
+**    batch is written at once from memory, nothing staged.
 ** 4. The last step: the default nprobe from the calibration, the state and
 **    the stage dropped, the build cursor cleared; then the changes logged
 **    meanwhile are applied as any sync applies them.
