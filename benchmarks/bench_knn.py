@@ -500,6 +500,113 @@ except (OSError, StopIteration):
 """
 
 
+BUILD_MEASURED = """
+import json, sys, time
+sys.argv = sys.argv[:1]
+import bench_knn
+conn = bench_knn.connect(bench_knn.Path({path!r}))
+t, cpu = time.perf_counter(), time.process_time()
+conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", ({options!r},))
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+print(json.dumps(bench_knn.own_measures(time.perf_counter() - t, time.process_time() - cpu)))
+"""
+
+FAISS_MEASURED = """
+import json, sys, time
+sys.argv = sys.argv[:1]
+import bench_knn
+import faiss
+import numpy as np
+faiss.omp_set_num_threads(1)
+x = np.load({path!r}, mmap_mode="r")
+n, lists, dim = len(x), {lists}, x.shape[1]
+sample = np.asarray(x[np.random.default_rng(1).choice(n, min(n, 40 * lists), replace=False)])
+t, cpu = time.perf_counter(), time.process_time()
+index = (faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists) if {flat} else
+         faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, lists,
+                                       faiss.ScalarQuantizer.QT_8bit))
+index.train(sample)
+for i in range(0, n, 200_000):
+    index.add(np.asarray(x[i : i + 200_000]))
+print(json.dumps(bench_knn.own_measures(time.perf_counter() - t, time.process_time() - cpu)))
+"""
+
+
+def own_measures(wall: float, cpu: float) -> dict:
+    """The wall and CPU seconds given, this process's peak RSS (VmHWM, MiB) and the
+    bytes it caused to be written to storage (/proc/self/io write_bytes)."""
+    out = {"wall": wall, "cpu": cpu, "peak": None, "written": None}
+    try:
+        with open("/proc/self/status") as f:
+            out["peak"] = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+        with open("/proc/self/io") as f:
+            out["written"] = next(int(ln.split()[1]) for ln in f if ln.startswith("write_bytes:"))
+    except (OSError, StopIteration):
+        pass
+    return out
+
+
+def measured_child(code: str) -> dict:
+    """Run code in a child Python (this folder importable); its JSON last line."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main_build_only(n: int, workdir: Path, storages: list[str]) -> None:
+    """Builds only, each in a process of its own: facevec's IVF build per storage
+    and faiss IVFFlat / IVFScalarQuantizer train+add, wall and CPU seconds, peak
+    memory and bytes written, with ratios to faiss IVFFlat."""
+    import json
+    import shutil
+
+    rng = np.random.default_rng(n)
+    npy = workdir / f"x_{n}.npy"
+    x = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(n, DIM))
+    faces_like(rng, n, out=x)
+    x.flush()
+    del x
+    lists = round(np.sqrt(n))
+    base_db = workdir / f"build_{n}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(base_db) + suffix).unlink(missing_ok=True)
+    fill_face_meta(base_db, np.load(npy, mmap_mode="r"))
+    print(f"\nN = {n:,} x {DIM}-d face-like float32, {lists} lists, builds only")
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    print("| build | wall s | CPU s | peak MiB | MiB written | / faiss IVFFlat (wall, CPU) |")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for name, flat in (
+        ("faiss IVFFlat train+add", True),
+        ("faiss IVFScalarQuantizer QT_8bit train+add", False),
+    ):
+        code = FAISS_MEASURED.format(path=str(npy), lists=lists, flat=flat)
+        rows.append((name, measured_child(code)))
+    for storage in storages:
+        db = workdir / f"build_{n}_{storage}.db"
+        shutil.copy(base_db, db)
+        options = json.dumps({"lists": lists, "storage": storage})
+        code = BUILD_MEASURED.format(path=str(db), options=options)
+        rows.append((f"facevec {storage}", measured_child(code)))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    ref = rows[0][1]
+    for name, m in rows:
+        ratio = "" if m is ref else f"{m['wall'] / ref['wall']:.2f}×, {m['cpu'] / ref['cpu']:.2f}×"
+        peak = "" if m["peak"] is None else f"{m['peak']:.0f}"
+        written = "" if m["written"] is None else f"{m['written'] / 2**20:,.0f}"
+        print(f"| {name} | {m['wall']:.1f} | {m['cpu']:.1f} | {peak} | {written} | {ratio} |")
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    base_db.unlink()
+    npy.unlink()
+
+
 def build_in_child(path: Path, options: dict) -> tuple[float, float]:
     """facevec_knn_build in a child process: (seconds, its peak RSS in MiB, VmHWM as
     the child itself reads it after the build)."""
@@ -705,10 +812,19 @@ def main() -> None:
     parser.add_argument(
         "--storages", default="int8,float16,float32", help="with --n: the storages to build"
     )
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="with --n: only the builds, each in a process of its own (wall, CPU, peak "
+        "memory, bytes written) beside faiss train+add",
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_knn_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"databases in {workdir}; extension {loadable()}")
+    if args.n and args.build_only:
+        main_build_only(args.n, workdir, args.storages.split(","))
+        return
     if args.n:
         main_scale(args.n, workdir, args.storages.split(","))
         return

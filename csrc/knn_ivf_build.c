@@ -6,20 +6,25 @@
 **
 ** 1. knn_ivf_start: one pass over the table counts its vectors, keeps a
 **    reservoir sample (the training rows, and the calibration queries among
-**    them) and, for int8, each dimension's range. k-means on the sample (or
-**    the given centroids); the centroids, the IVF tables and the build's
-**    state (T_fvknn_build) are saved. The index is left building.
+**    them) and, for int8, each dimension's range, of the vectors of the
+**    declared dimension (option dim), else of the size most rows have (a
+**    second pass when that was not the first size read). k-means on the
+**    sample (or the given centroids); the centroids, the IVF tables and the
+**    build's state (T_fvknn_build) are saved. The index is left building.
 ** 2. knn_ivf_step, assigning: the rows in rowid order from the state's
 **    cursor, each read once: assigned to its nearest centroid and given its
 **    final place at once - the p-th row of list l goes to slot p % chunk_size
 **    of chunk l * KNN_IVF_STRIDE + p / chunk_size + 1 - which the rowid map
-**    records in rowid order (appends, no random writes). Its code is staged
-**    in T_fvknn_stage, one row per list and batch (key list << 32 | batch).
+**    records in rowid order (appends, no random writes). Its rowid is staged
+**    in T_fvknn_stage, one row per list and batch (key list << 32 | batch);
+**    its code is not (it would be written twice: stage, then chunk).
 **    The calibration queries' exact 10 nearest rows are merged from the same
 **    rows (no second pass).
 ** 3. knn_ivf_step, writing: list by list, its staged rows (in rowid order)
-**    become its chunks, each written once at its final size (a list's last
-**    chunk cut to its rows, rounded up to 64 slots); its staged rows go.
+**    have their vectors read again by rowid and become its chunks, each
+**    written once at its final size (a list's last chunk cut to its rows,
+**    rounded up to 64 slots); its staged rows go. A table that fits one
+**    batch is written at once from memory, nothing staged.
 ** 4. The last step: the default nprobe from the calibration, the state and
 **    the stage dropped, the build cursor cleared; then the changes logged
 **    meanwhile are applied as any sync applies them.
@@ -96,10 +101,12 @@ static char *options_text(const char *col, const knn_build_opts *o) {
   uint64_t h = 1469598103934665603ull;
   const unsigned char *p = o->centroids;
   for (i64 i = 0; p && i < o->centroids_bytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+  char dim[32] = "";
+  if (o->dim > 0) sqlite3_snprintf(sizeof dim, dim, " dim=%lld", o->dim);
   return sqlite3_mprintf("col=%s lists=%lld nprobe=%lld sample=%lld iterations=%lld "
-                         "storage=%d rerank=%lld centroids=%lld:%016llx",
+                         "storage=%d rerank=%lld centroids=%lld:%016llx%s",
                          col, o->lists, o->nprobe, o->sample, o->iterations, o->storage,
-                         o->rerank, p ? o->centroids_bytes : -1, (unsigned long long)h);
+                         o->rerank, p ? o->centroids_bytes : -1, (unsigned long long)h, dim);
 }
 
 static int all_finite(const float *v, i64 dim) {
@@ -274,25 +281,36 @@ int knn_ivf_resumable(sqlite3 *db, const char *tbl, const char *col,
   return rc;
 }
 
-int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
-                  char **pzErr) {
-  sqlite3_stmt *st = NULL;
-  const i64 lists = o->lists;
-  i64 n = 0, dim = 0, n_sample, n_res, n_cal, nprobe;
-  float *res = NULL, *lo = NULL, *params = NULL, *centroids = NULL;
-  i64 *res_rid = NULL;
-  int64_t *assign = NULL;
-  uint64_t seed = 42;
-  ivf_state s;
-  int rc;
-  memset(&s, 0, sizeof s);
-  if (lists <= 0) return SQLITE_DONE;
-  n_sample = o->centroids ? 0 : o->sample > 0 ? o->sample : 40 * lists;
-  if (!o->centroids && n_sample < lists) n_sample = lists;
-  n_cal = o->nprobe > 0 ? 0 : CAL_QUERIES;
-  n_res = n_sample > n_cal ? n_sample : n_cal;
+/* What one pass over the table found: the vectors of size dim that can be
+** placed (n, their reservoir sample, their ranges), the rows that cannot
+** (bad, the first one's reason), and how many rows have each size. */
+#define SAMPLE_SIZES 8
+typedef struct sample_state {
+  i64 n, dim, bad;
+  float *res, *lo; /* n_res x dim sample; dim minima then dim maxima */
+  i64 *res_rid;
+  char *why;
+  i64 sizes[SAMPLE_SIZES][2]; /* (dimension, rows), the first sizes seen */
+  int n_sizes;
+} sample_state;
 
-  /* 1. One pass: the vectors counted, a reservoir sample, the int8 ranges. */
+static void sample_clear(sample_state *p) {
+  sqlite3_free(p->res);
+  sqlite3_free(p->lo);
+  sqlite3_free(p->res_rid);
+  sqlite3_free(p->why);
+  memset(p, 0, sizeof *p);
+}
+
+/* Read every vector of the table once: count and sample those of want
+** dimensions (0: of the first size read), tally every size. */
+static int sample_pass(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
+                       i64 want, i64 n_res, sample_state *p, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  uint64_t seed = 42;
+  int rc;
+  sample_clear(p);
+  p->dim = want;
   rc = knn_prepare(db, &st, pzErr,
                    "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" IS NOT NULL "
                    "ORDER BY \"%w\"",
@@ -302,49 +320,118 @@ int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
     char *err = NULL;
     fv_vector v;
     rc = knn_row_vector(fn, ix, rid, sqlite3_column_type(st, 1), sqlite3_column_blob(st, 1),
-                        sqlite3_column_bytes(st, 1), dim, &v, &err);
-    sqlite3_free(err);
+                        sqlite3_column_bytes(st, 1), want, &v, &err);
     if (rc == SQLITE_NOMEM) break;
+    if (rc != SQLITE_OK) { /* a bad row: the assigning pass names it */
+      p->bad++;
+      if (!p->why) p->why = err, err = NULL;
+    }
+    sqlite3_free(err);
     rc = SQLITE_OK;
-    if (!v.v) continue; /* a bad row: the assigning pass names it */
-    if (dim == 0) {
-      dim = (i64)v.n;
-      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
-        *pzErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn, lists,
-                                 dim);
+    if (!v.v) continue;
+    if (want == 0) {
+      int i = 0;
+      while (i < p->n_sizes && p->sizes[i][0] != (i64)v.n) i++;
+      if (i < SAMPLE_SIZES) {
+        p->sizes[i][0] = (i64)v.n;
+        p->sizes[i][1]++;
+        if (i == p->n_sizes) p->n_sizes++;
+      }
+    }
+    if (p->dim == 0) p->dim = (i64)v.n;
+    if ((i64)v.n != p->dim) { /* another size: the tally decides */
+      fv_vector_free(&v);
+      continue;
+    }
+    const i64 dim = p->dim;
+    if (!p->res) {
+      if (dim > KNN_MAX_CHUNK_BYTES / (64 * 4) || o->lists * dim * 4 > KNN_MAX_CENTROID_BYTES) {
         fv_vector_free(&v);
+        if (want == 0) continue; /* a size too large to index: the tally decides */
+        *pzErr = sqlite3_mprintf("%s: %lld lists of %lld dimensions are too many", fn,
+                                 o->lists, dim);
         rc = SQLITE_ERROR;
         break;
       }
-      res = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * (sqlite3_uint64)dim * 4);
-      res_rid = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * 8);
-      lo = sqlite3_malloc64((sqlite3_uint64)dim * 8);
-      if (!res || !res_rid || !lo) {
+      p->res = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * (sqlite3_uint64)dim * 4);
+      p->res_rid = sqlite3_malloc64((sqlite3_uint64)(n_res + 1) * 8);
+      p->lo = sqlite3_malloc64((sqlite3_uint64)dim * 8);
+      if (!p->res || !p->res_rid || !p->lo) {
         fv_vector_free(&v);
         rc = SQLITE_NOMEM;
         break;
       }
-      for (i64 j = 0; j < dim; j++) lo[j] = HUGE_VALF, lo[dim + j] = -HUGE_VALF;
+      for (i64 j = 0; j < dim; j++) p->lo[j] = HUGE_VALF, p->lo[dim + j] = -HUGE_VALF;
     }
     if (all_finite(v.v, dim)) {
-      i64 at = n < n_res ? n : (i64)(next_random(&seed) % (uint64_t)(n + 1));
+      i64 at = p->n < n_res ? p->n : (i64)(next_random(&seed) % (uint64_t)(p->n + 1));
       if (at < n_res) {
-        memcpy(res + at * dim, v.v, (size_t)dim * 4);
-        res_rid[at] = rid;
+        memcpy(p->res + at * dim, v.v, (size_t)dim * 4);
+        p->res_rid[at] = rid;
       }
       for (i64 j = 0; j < dim; j++) {
-        if (v.v[j] < lo[j]) lo[j] = v.v[j];
-        if (v.v[j] > lo[dim + j]) lo[dim + j] = v.v[j];
+        if (v.v[j] < p->lo[j]) p->lo[j] = v.v[j];
+        if (v.v[j] > p->lo[dim + j]) p->lo[dim + j] = v.v[j];
       }
-      n++;
+      p->n++;
+    } else {
+      p->bad++;
+      if (!p->why)
+        p->why = sqlite3_mprintf("%s row %lld: %s holds NaN or infinity", ix->tbl, rid, ix->col);
     }
     fv_vector_free(&v);
   }
   sqlite3_finalize(st);
-  st = NULL;
-  if (rc == SQLITE_DONE) rc = SQLITE_OK;
-  else if (rc != SQLITE_OK) {
-    if (rc != SQLITE_NOMEM && !*pzErr) knn_db_error(db, pzErr);
+  if (rc == SQLITE_DONE) return SQLITE_OK;
+  if (rc != SQLITE_NOMEM && !*pzErr) knn_db_error(db, pzErr);
+  return rc;
+}
+
+int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_opts *o,
+                  char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  const i64 lists = o->lists;
+  i64 n = 0, dim = 0, n_sample, n_res, n_cal, nprobe;
+  float *res = NULL, *lo = NULL, *params = NULL, *centroids = NULL;
+  i64 *res_rid = NULL;
+  int64_t *assign = NULL;
+  sample_state pass;
+  ivf_state s;
+  int rc;
+  memset(&s, 0, sizeof s);
+  memset(&pass, 0, sizeof pass);
+  if (lists <= 0) return SQLITE_DONE;
+  n_sample = o->centroids ? 0 : o->sample > 0 ? o->sample : 40 * lists;
+  if (!o->centroids && n_sample < lists) n_sample = lists;
+  n_cal = o->nprobe > 0 ? 0 : CAL_QUERIES;
+  n_res = n_sample > n_cal ? n_sample : n_cal;
+
+  /* 1. One pass: the vectors counted, a reservoir sample, the int8 ranges;
+  ** a second only when the most common size was not the first one read. */
+  for (i64 want = o->dim;;) {
+    i64 best = 0;
+    rc = sample_pass(db, fn, ix, o, want, n_res, &pass, pzErr);
+    if (rc != SQLITE_OK || want > 0) break;
+    for (int i = 0; i < pass.n_sizes; i++)
+      if (pass.sizes[i][1] > pass.sizes[best][1]) best = i;
+    if (pass.n_sizes == 0 || (pass.sizes[best][0] == pass.dim && pass.res)) break;
+    want = pass.sizes[best][0]; /* read again, keeping that size */
+  }
+  if (rc != SQLITE_OK) goto finish;
+  n = pass.n;
+  dim = pass.dim;
+  res = pass.res;
+  res_rid = pass.res_rid;
+  lo = pass.lo;
+  pass.res = NULL, pass.res_rid = NULL, pass.lo = NULL;
+  if (n == 0 && pass.bad > 0) { /* nothing to train on, and rows it cannot take */
+    const char *why = pass.why ? pass.why : "";
+    size_t at = strlen(fn);
+    if (strncmp(why, fn, at) == 0 && why[at] == ':') why += at + 2;
+    *pzErr = sqlite3_mprintf("%s: no vector of %s can be indexed: %lld row%s cannot be read "
+                             "or placed (%s)",
+                             fn, ix->tbl, pass.bad, pass.bad == 1 ? "" : "s", why);
+    rc = SQLITE_ERROR;
     goto finish;
   }
   if (n == 0) {
@@ -499,6 +586,7 @@ int knn_ivf_start(sqlite3 *db, const char *fn, knn_index *ix, const knn_build_op
 finish:
   sqlite3_finalize(st);
   state_free(&s);
+  sample_clear(&pass);
   sqlite3_free(res);
   sqlite3_free(res_rid);
   sqlite3_free(lo);
@@ -516,6 +604,10 @@ typedef struct ivf_step {
   float *centroids, *qparams;
   i64 vbytes; /* bytes of one stored vector */
   char **pzErr;
+  /* Writing: a row's vector read again by rowid, encoded into codes. */
+  sqlite3_stmt *row_get;
+  unsigned char *codes;
+  i64 codes_rows;
 } ivf_step;
 
 /* ------------------------------------------------------------------------ */
@@ -680,11 +772,13 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
   rids = sqlite3_malloc64((sqlite3_uint64)cap * 8);
   list = sqlite3_malloc64((sqlite3_uint64)cap * 8);
   grid = sqlite3_malloc64((sqlite3_uint64)cap * 8);
-  codes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
-  gcodes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
+  /* Codes only while the whole table may fit one batch (written at once);
+  ** else only rowids are staged, and each vector is read again to be
+  ** written (write_list): its code is not written twice. */
+  if (s->batch == 0) codes = sqlite3_malloc64((sqlite3_uint64)(cap * b->vbytes));
   start = sqlite3_malloc64((sqlite3_uint64)(lists + 1) * 8);
-  if (!vecs || !brid || !blist || !bdist || !rids || !list || !grid || !codes || !gcodes ||
-      !start) {
+  if (!vecs || !brid || !blist || !bdist || !rids || !list || !grid ||
+      (s->batch == 0 && !codes) || !start) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
@@ -703,7 +797,7 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
                      ix->tbl, knn_build_suffix[2]);
   if (rc == SQLITE_OK)
     rc = knn_prepare(b->db, &stage_ins, b->pzErr,
-                     "INSERT INTO \"main\".\"%w%s\"(key, rids, codes) VALUES (?1, ?2, ?3)",
+                     "INSERT INTO \"main\".\"%w%s\"(key, rids, codes) VALUES (?1, ?2, X'')",
                      ix->tbl, knn_build_suffix[1]);
   if (rc != SQLITE_OK) goto finish;
   sqlite3_bind_int64(st, 1, s->next_rid);
@@ -760,8 +854,9 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
       rc = calibrate_block(b, vecs, brid, blist, nb);
       if (rc != SQLITE_OK) goto finish;
     }
-    knn_encode(ix->storage, b->qparams, vecs, (size_t)nb, (size_t)dim,
-               codes + n * b->vbytes);
+    if (codes)
+      knn_encode(ix->storage, b->qparams, vecs, (size_t)nb, (size_t)dim,
+                 codes + n * b->vbytes);
     for (i64 j = 0; j < nb; j++) {
       i64 l = blist[j], p = s->counts[l]++;
       if (p / cs >= KNN_IVF_STRIDE) {
@@ -791,10 +886,17 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
   memset(start, 0, (size_t)(lists + 1) * 8);
   for (i64 j = 0; j < n; j++) start[list[j] + 1]++;
   for (i64 l = 0; l < lists; l++) start[l + 1] += start[l];
+  if (at_end && s->batch == 0) {
+    gcodes = sqlite3_malloc64((sqlite3_uint64)(n * b->vbytes) + 8);
+    if (!gcodes) {
+      rc = SQLITE_NOMEM;
+      goto finish;
+    }
+  }
   for (i64 j = 0; j < n; j++) {
     i64 at = start[list[j]]++;
     grid[at] = rids[j];
-    memcpy(gcodes + at * b->vbytes, codes + j * b->vbytes, (size_t)b->vbytes);
+    if (gcodes) memcpy(gcodes + at * b->vbytes, codes + j * b->vbytes, (size_t)b->vbytes);
   }
   if (at_end && s->batch == 0) {
     /* The whole table in one batch: its chunks at once, nothing staged. */
@@ -831,8 +933,6 @@ static int assign_batch(ivf_step *b, i64 max_rows, i64 *read) {
     sqlite3_bind_int64(stage_ins, 1, l << 32 | s->batch);
     sqlite3_bind_blob64(stage_ins, 2, grid + from, (sqlite3_uint64)(to - from) * 8,
                         SQLITE_STATIC);
-    sqlite3_bind_blob64(stage_ins, 3, gcodes + from * b->vbytes,
-                        (sqlite3_uint64)((to - from) * b->vbytes), SQLITE_STATIC);
     rc = sqlite3_step(stage_ins);
     sqlite3_reset(stage_ins);
     rc = rc == SQLITE_DONE ? SQLITE_OK : (knn_db_error(b->db, b->pzErr), rc);
@@ -860,6 +960,53 @@ finish:
   return rc;
 }
 
+/* The codes of nr staged rows (rowids r) into b->codes, each vector read
+** again from the table. A row changed since it was assigned has its new
+** vector here, one deleted or no longer readable a zero code: the change is
+** logged, and the sync that ends the build moves or removes it. */
+static int read_codes(ivf_step *b, const unsigned char *r, i64 nr) {
+  knn_index *ix = b->ix;
+  int rc = SQLITE_OK;
+  if (!b->row_get)
+    rc = knn_prepare(b->db, &b->row_get, b->pzErr,
+                     "SELECT \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" = ?1", ix->col,
+                     ix->tbl, ix->pk);
+  if (rc == SQLITE_OK && nr > b->codes_rows) {
+    sqlite3_free(b->codes);
+    b->codes = sqlite3_malloc64((sqlite3_uint64)(nr * b->vbytes));
+    b->codes_rows = b->codes ? nr : 0;
+    if (!b->codes) rc = SQLITE_NOMEM;
+  }
+  for (i64 i = 0; rc == SQLITE_OK && i < nr; i++) {
+    unsigned char *code = b->codes + i * b->vbytes;
+    i64 rid;
+    fv_vector v;
+    memset(&v, 0, sizeof v);
+    memcpy(&rid, r + i * 8, 8);
+    sqlite3_bind_int64(b->row_get, 1, rid);
+    rc = sqlite3_step(b->row_get);
+    if (rc == SQLITE_ROW) {
+      char *err = NULL;
+      rc = knn_row_vector(b->fn, ix, rid, sqlite3_column_type(b->row_get, 0),
+                          sqlite3_column_blob(b->row_get, 0),
+                          sqlite3_column_bytes(b->row_get, 0), ix->dim, &v, &err);
+      sqlite3_free(err);
+      if (rc != SQLITE_NOMEM) rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK;
+    } else {
+      knn_db_error(b->db, b->pzErr);
+    }
+    if (rc == SQLITE_OK && v.v && all_finite(v.v, ix->dim))
+      knn_encode(ix->storage, b->qparams, v.v, 1, (size_t)ix->dim, code);
+    else
+      memset(code, 0, (size_t)b->vbytes);
+    fv_vector_free(&v);
+    sqlite3_reset(b->row_get); /* v may point into the row it read */
+  }
+  return rc;
+}
+
 /* Write list l's staged rows into its chunks; *wrote: its rows. */
 static int write_list(ivf_step *b, i64 l, chunk_buf *c, i64 *wrote) {
   knn_index *ix = b->ix;
@@ -878,13 +1025,19 @@ static int write_list(ivf_step *b, i64 l, chunk_buf *c, i64 *wrote) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     i64 nr = sqlite3_column_bytes(st, 0) / 8;
     const unsigned char *r = sqlite3_column_blob(st, 0), *v = sqlite3_column_blob(st, 1);
+    i64 vb = sqlite3_column_bytes(st, 1);
     if (sqlite3_column_type(st, 0) != SQLITE_BLOB || sqlite3_column_type(st, 1) != SQLITE_BLOB ||
-        sqlite3_column_bytes(st, 0) % 8 || sqlite3_column_bytes(st, 1) != nr * b->vbytes ||
+        sqlite3_column_bytes(st, 0) % 8 || (vb != 0 && vb != nr * b->vbytes) ||
         p + nr > b->s.counts[l]) {
       rc = knn_corrupt(b->pzErr, b->fn, ix, "its staged rows of list %lld are malformed", l);
       goto finish;
     }
-    rc = append_rows(b, chunk_ins, list_ins, c, l, r, v, nr, &k);
+    rc = SQLITE_OK;
+    if (vb == 0 && nr > 0) { /* rowids only (an earlier version staged codes) */
+      rc = read_codes(b, r, nr);
+      v = b->codes;
+    }
+    if (rc == SQLITE_OK) rc = append_rows(b, chunk_ins, list_ins, c, l, r, v, nr, &k);
     if (rc != SQLITE_OK) goto finish;
     p += nr;
   }
@@ -1019,6 +1172,8 @@ int knn_ivf_step(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *
   sqlite3_free(c.rids);
   sqlite3_free(c.codes);
   sqlite3_free(c.valid);
+  sqlite3_finalize(b.row_get);
+  sqlite3_free(b.codes);
   return rc;
 }
 

@@ -604,6 +604,24 @@ finish:
   return rc;
 }
 
+/* Whether an IVF index leaves out row rid, whose vector v (or its error,
+** rc and sc->zErr) knn_row_vector gave: one it cannot read (malformed, of
+** another dimension) or place (NaN, infinity), as its build and its writer
+** leave such a row out (knn_ivf_build.c, knn_store.c). The exact index keeps
+** them, and a query reports them. */
+static int pending_left_out(knn_scan *sc, int *rc, const fv_vector *v) {
+  if (sc->ix.lists <= 0) return 0;
+  if (*rc == SQLITE_ERROR) {
+    sqlite3_free(sc->zErr);
+    sc->zErr = NULL;
+    *rc = SQLITE_OK;
+    return 1;
+  }
+  for (size_t j = 0; *rc == SQLITE_OK && v->v && j < v->n; j++)
+    if (!isfinite(v->v[j])) return 1;
+  return 0;
+}
+
 /* Score rows with pending changes straight from the source table. */
 static int scan_pending(knn_scan *sc, knn_query *queries, size_t n_queries) {
   knn_index *ix = &sc->ix;
@@ -630,7 +648,8 @@ static int scan_pending(knn_scan *sc, knn_query *queries, size_t n_queries) {
     rc = knn_row_vector("facevec_knn", ix, rid, sqlite3_column_type(st, 1),
                         sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1),
                         (i64)sc->dim, &v, &sc->zErr);
-    for (size_t i = 0; i < n_queries && rc == SQLITE_OK && v.v; i++)
+    int left_out = pending_left_out(sc, &rc, &v);
+    for (size_t i = 0; i < n_queries && rc == SQLITE_OK && v.v && !left_out; i++)
       rc = consider(sc, &queries[i], v.v, rid, -1);
     fv_vector_free(&v);
     if (rc != SQLITE_OK) goto finish;

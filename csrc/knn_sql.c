@@ -17,6 +17,9 @@
 **       table's vectors); a query ranks them and re-ranks its "rerank"
 **       nearest (0, the default: max(4k, 64)) by their exact float32
 **       vectors read from the table, so distances are the scalar functions'.
+**       "dim": the vectors' dimension (e.g. the gallery's model's); without
+**       it, the size most rows have. Rows of another size are left out (IVF)
+**       or an error (exact).
 **   SELECT facevec_knn_build(table, column, NULL, options, centroids)
 **       An IVF build on the given centroids (a BLOB of lists x dim float32,
 **       e.g. the gallery's SQL lists) instead of its own k-means.
@@ -252,6 +255,11 @@ static int build_op(sqlite3 *db, const write_args *a, i64 *result, char **pzErr)
     if (rc == SQLITE_OK) rc = knn_sync_rows(db, a->fn, &ix, a->fill ? a->max_rows : 0, &done, pzErr);
     goto finish;
   }
+  if (rc == SQLITE_OK && a->opts.dim > 0) { /* declared: a row of another size is named */
+    ix.dim = a->opts.dim;
+    if (ix.chunk_size == 0) ix.chunk_size = knn_auto_chunk_size(ix.dim);
+    rc = knn_index_save(db, &ix, pzErr);
+  }
   if (rc == SQLITE_OK)
     rc = knn_quant_init(db, a->fn, &ix, a->opts.storage, a->opts.rerank, NULL, 0, pzErr);
   if (rc == SQLITE_OK && a->fill) rc = knn_sync_rows(db, a->fn, &ix, -1, &done, pzErr);
@@ -337,8 +345,8 @@ static void build_ivf(sqlite3_context *ctx, write_args *a) {
 ** "sample": S, "iterations": I}; NULL = none. Unknown keys are errors. */
 static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
                                knn_build_opts *o) {
-  static const char *const keys[6] = {"lists",      "nprobe",  "sample",
-                                      "iterations", "storage", "rerank"};
+  static const char *const keys[7] = {"lists",   "nprobe", "sample", "iterations",
+                                      "storage", "rerank", "dim"};
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   sqlite3_stmt *st = NULL;
   char *msg = NULL;
@@ -361,11 +369,18 @@ static int parse_build_options(sqlite3_context *ctx, const char *fn, sqlite3_val
       const char *type = (const char *)sqlite3_column_text(st, 2);
       i64 value = sqlite3_column_int64(st, 3);
       int k = 0;
-      while (k < 6 && !(key && strcmp(key, keys[k]) == 0)) k++;
-      if (k == 6) {
+      while (k < 7 && !(key && strcmp(key, keys[k]) == 0)) k++;
+      if (k == 7) {
         msg = sqlite3_mprintf("%s: unknown option '%s'; expected lists, nprobe, sample, "
-                              "iterations, storage or rerank",
+                              "iterations, storage, rerank or dim",
                               fn, key ? key : "");
+      } else if (k == 6) {
+        if (!type || strcmp(type, "integer") != 0 || value < 1 ||
+            value > KNN_MAX_CHUNK_BYTES / (64 * 4))
+          msg = sqlite3_mprintf("%s: option dim must be an integer between 1 and %d", fn,
+                                KNN_MAX_CHUNK_BYTES / (64 * 4));
+        else
+          o->dim = value;
       } else if (k == 4) {
         const char *name = (const char *)sqlite3_column_text(st, 3);
         if (type && strcmp(type, "text") == 0 && name && strcmp(name, "float32") == 0)

@@ -1312,6 +1312,14 @@ static int writer_apply(knn_writer *w, i64 rid, int type, const void *data, int 
   int mapped = 0, rc;
 
   rc = knn_row_vector(w->fn, ix, rid, type, data, nbytes, ix->dim, &vec, &w->zErr);
+  for (size_t j = 0; w->skip_ins && w->centroids && rc == SQLITE_OK && vec.v && j < vec.n; j++)
+    if (!isfinite(vec.v[j])) { /* no list to place it in, as the build finds */
+      fv_vector_free(&vec);
+      w->zErr = sqlite3_mprintf("%s: %s row %lld: %s holds NaN or infinity; an IVF index "
+                                "cannot place it",
+                                w->fn, ix->tbl, rid, ix->col);
+      rc = w->zErr ? SQLITE_ERROR : SQLITE_NOMEM;
+    }
   if (w->skip_del && rc == SQLITE_OK) {
     sqlite3_bind_int64(w->skip_del, 1, rid);
     rc = step_done(w, w->skip_del);
@@ -1755,7 +1763,7 @@ int knn_quant_init(sqlite3 *db, const char *fn, knn_index *ix, int storage, i64 
                    const float *given, i64 given_dim, char **pzErr) {
   sqlite3_stmt *st = NULL;
   float *lo = NULL, *hi = NULL, *params = NULL;
-  i64 dim = 0;
+  i64 dim = ix->dim; /* 0 unless declared: the first vector's */
   int rc = SQLITE_OK;
   if (storage == KNN_STORE_F32) return SQLITE_OK;
   if (storage == KNN_STORE_I8 && given) {

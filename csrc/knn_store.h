@@ -122,6 +122,9 @@ typedef struct knn_build_opts {
   i64 iterations; /* Lloyd steps; 0: 10 */
   int storage;    /* KNN_STORE_* */
   i64 rerank;     /* 0: max(4k, 64) */
+  /* The vectors' dimension, as the gallery declares it; 0: the size most
+  ** rows have. Rows of another size are left out (IVF) or an error. */
+  i64 dim;
   /* Centroids to use instead of training (lists x dim float32, the caller's
   ** memory), e.g. the gallery's SQL lists; NULL: k-means on a sample. */
   const void *centroids;

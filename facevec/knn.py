@@ -51,7 +51,7 @@ from .errors import (
 from .metrics import KNN_METRICS
 from .parameters import check_count, check_k, check_threshold
 from .plan import IVF_FROM, KnnIndex, index_plan
-from .storage import faces, knn_index
+from .storage import faces, knn_index, schema
 from .storage.database import Database, DbArg, open_database
 
 METRICS = KNN_METRICS
@@ -162,9 +162,14 @@ def build(
     storage: str = "float32",
     rerank: int | None = None,
     centroids: np.ndarray | None = None,
+    dim: int | None = None,
 ) -> int:
     """(Re)build the index of ``table.column``; returns the number of vectors
     indexed.
+
+    ``dim``: the vectors' dimension (a gallery's model's); None: the size most
+    rows have. A row of another size is left out of an IVF index (and named), an
+    error for the exact index.
 
     ``centroids`` (an IVF index: ``lists`` x dim): the lists' centroids, used
     instead of training k-means (the gallery's SQL lists, for one).
@@ -192,6 +197,7 @@ def build(
     lists = check_count("lists", lists, 0)
     nprobe = check_count("nprobe", nprobe, 1)
     rerank = check_count("rerank", rerank, 0)
+    dim = check_count("dim", dim, 1)
     if storage not in STORAGES:
         raise InvalidParameterError(
             f"storage must be one of {', '.join(STORAGES)}, found {storage!r}"
@@ -199,6 +205,8 @@ def build(
     quant: dict[str, Any] = {} if storage == "float32" else {"storage": storage}
     if rerank:
         quant["rerank"] = rerank
+    if dim:
+        quant["dim"] = dim
     if lists is None:
         lists = default_lists(knn_index.vector_count(conn, table, column))
     if lists > 0:
@@ -359,11 +367,21 @@ def refresh_gallery_index(db: Database, progress: bool = False) -> None:
                     progress=advance,
                     lists=step.lists,
                     storage=info.get("storage") or "float32",
+                    dim=_gallery_dim(db),
                 )
             return
     work = info is None or info["pending"] > 0 or info["building"]
     with progress_bar(progress and bool(work)) as advance:
-        refresh(db.conn, progress=advance)
+        if info is None:
+            build(db.conn, progress=advance, dim=_gallery_dim(db))
+        else:
+            refresh(db.conn, progress=advance)
+
+
+def _gallery_dim(db: Database) -> int | None:
+    """The dimension of the gallery's model (None before its first face)."""
+    collection = schema.get_collection(db)
+    return collection.dimensions if collection is not None else None
 
 
 def reindex(
@@ -403,7 +421,12 @@ def reindex(
         centroids = shared_centroids(database, lists) if lists else None
         with progress_bar(progress) as advance:
             faces = build(
-                database.conn, progress=advance, lists=lists, storage=storage, centroids=centroids
+                database.conn,
+                progress=advance,
+                lists=lists,
+                storage=storage,
+                centroids=centroids,
+                dim=_gallery_dim(database),
             )
         skipped = (status(database.conn) or {}).get("skipped") or 0
         if skipped:

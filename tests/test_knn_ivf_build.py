@@ -223,3 +223,218 @@ def test_bad_stored_rows_are_left_out_and_named(table):
     info = status(conn)
     assert info["skipped"] == 1 and info["vectors"] == 3001
     assert [r["rowid"] for r in info["skipped_rows"]] == [9003]
+
+
+BAD_ROWS = [
+    (9001, np.ones(DIM // 2, np.float32).tobytes()),  # another dimension
+    (9002, b"\x00\x01\x02"),  # not float32
+    (9003, np.full(DIM, np.nan, np.float32).tobytes()),  # not finite
+    (9004, None),  # no vector
+]
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_bad_stored_rows_are_left_out_while_a_build_is_unfinished(table, storage):
+    make, x, queries = table
+    conn = make(f"unfinished_bad_{storage}")
+    conn.executemany("INSERT INTO face_meta(id, embedding) VALUES (?, ?)", BAD_ROWS)
+    want = exact(x, list(range(1, 3001)), queries)
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    for steps in range(5):  # training done, then reading, then writing, then finished
+        got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+        assert got == want, steps
+        conn.execute("SELECT facevec_knn_sync('face_meta', 2000)")
+    assert not status(conn)["building"]
+
+
+def test_bad_rows_logged_after_the_build_are_left_out(table):
+    make, x, queries = table
+    conn = make("logged_bad")
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    conn.executemany("INSERT INTO face_meta(id, embedding) VALUES (?, ?)", BAD_ROWS)
+    conn.execute("UPDATE face_meta SET embedding = x'0102' WHERE id = 5")  # indexed, now bad
+    assert status(conn)["pending"] >= 5
+    ids = [i for i in range(1, 3001) if i != 5]
+    want = exact(np.delete(x, 4, axis=0), ids, queries)
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == want
+    conn.execute("SELECT facevec_knn_sync('face_meta')")  # as the sync leaves them out
+    assert {r["rowid"] for r in status(conn)["skipped_rows"]} == {5, 9001, 9002, 9003}
+    assert [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)] == want
+
+
+def test_knn_search_and_find_leave_bad_rows_out_during_a_build(ext, tmp_path):
+    import facevec
+    from facevec import knn
+
+    if ext != facevec.loadable_path():
+        pytest.skip("knn.search and find run on the installed extension")
+    rng = np.random.default_rng(11)
+    x = faces_like(rng, 600, 128)
+    db = tmp_path / "gallery.db"
+    facevec.add(db, [f"face{i}.jpg" for i in range(len(x))], x, model_name="Dlib")
+    conn = facevec.connect(db, isolation_level=None)
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta ORDER BY id")]
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)",
+        (json.dumps({"lists": LISTS}),),
+    )
+    conn.execute("SELECT facevec_knn_sync('face_meta', 300)")
+    assert status(conn)["building"]
+    for face_id, (_, blob) in zip(ids, BAD_ROWS[:3], strict=False):  # embedding NOT NULL
+        conn.execute("UPDATE face_meta SET embedding = ? WHERE id = ?", (blob, face_id))
+    query = x[10] + 0.01
+    want = exact(x[3:], ids[3:], [query])[0]
+    assert [r for r, _ in knn.search(conn, query, 10, nprobe=LISTS)] == want
+    (frame,) = facevec.find(query, db, strategy="knn", k=10, similarity_search=True)
+    assert list(frame.face_id) == want
+    conn.close()
+
+
+@pytest.mark.parametrize("declared", [None, DIM])
+def test_a_bad_first_row_does_not_decide_the_dimension(table, declared):
+    make, x, queries = table
+    conn = make(f"first_bad_{declared}")
+    conn.execute(  # read first: rowid 0, half the dimensions
+        "INSERT INTO face_meta(id, embedding) VALUES (0, ?)", (np.ones(DIM // 2, "<f4").tobytes(),)
+    )
+    opts = {"lists": LISTS} if declared is None else {"lists": LISTS, "dim": declared}
+    assert conn.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (json.dumps(opts),)
+    ).fetchone() == (3000,)
+    info = status(conn)
+    assert info["dim"] == DIM and info["vectors"] == 3000 and info["skipped"] == 1
+    (named,) = info["skipped_rows"]
+    assert named["rowid"] == 0 and f"has {DIM // 2} dimensions" in named["reason"]
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == exact(x, list(range(1, 3001)), queries)
+
+
+def test_the_declared_dimension_wins_over_the_most_common(table):
+    make, x, _ = table
+    conn = make("declared")
+    small = np.ones(DIM // 2, "<f4").tobytes()
+    conn.execute("UPDATE face_meta SET embedding = ? WHERE id <= 2000", (small,))
+    conn.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)",
+        (json.dumps({"lists": LISTS, "dim": DIM}),),
+    )
+    info = status(conn)
+    assert (info["dim"], info["vectors"], info["skipped"]) == (DIM, 1000, 2000)
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    info = status(conn)  # undeclared: the most common size
+    assert (info["dim"], info["vectors"], info["skipped"]) == (DIM // 2, 2000, 1000)
+
+
+@pytest.mark.parametrize(
+    "blob, declared, why",
+    [
+        (
+            np.ones(DIM // 2, "<f4").tobytes(),
+            DIM,
+            f"has {DIM // 2} dimensions, the index has {DIM}",
+        ),
+        (b"\x00\x01\x02", None, "must be divisible by 4"),
+        (np.full(DIM, np.inf, "<f4").tobytes(), None, "NaN or infinity"),
+    ],
+    ids=["another-size", "malformed", "infinite"],
+)
+def test_a_table_of_bad_rows_is_a_clear_error_and_loses_nothing(table, blob, declared, why):
+    make, x, queries = table
+    conn = make("all_bad")
+    conn.execute("SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(),))
+    before = snapshot(conn)
+    conn.execute("UPDATE face_meta SET embedding = ?", (blob,))
+    conn.execute("SELECT facevec_knn_sync('face_meta')")  # every row now left out
+    kept = snapshot(conn)
+    opts = {"lists": LISTS} if declared is None else {"lists": LISTS, "dim": declared}
+    with pytest.raises(Exception, match="no vector of face_meta can be indexed: 3000 rows") as e:
+        conn.execute(
+            "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (json.dumps(opts),)
+        )
+    assert why in str(e.value) and "row 1" in str(e.value)
+    assert snapshot(conn) == kept  # the index as it was
+    assert (
+        conn.execute("SELECT count(*) FROM face_meta WHERE embedding = ?", (blob,)).fetchone()[0]
+        == 3000
+    )
+    assert before["ivf"] == kept["ivf"]
+
+
+def test_reindex_declares_the_gallery_dimension(tmp_path):
+    import facevec
+
+    rng = np.random.default_rng(12)
+    x = faces_like(rng, 300, 128)
+    db = tmp_path / "gallery.db"
+    facevec.add(db, [f"face{i}.jpg" for i in range(len(x))], x, model_name="Dlib")
+    conn = facevec.connect(db, isolation_level=None)
+    ids = [r[0] for r in conn.execute("SELECT id FROM face_meta ORDER BY id")]
+    small = np.ones(64, "<f4").tobytes()  # most rows of another size than the model's
+    conn.executemany(
+        "UPDATE face_meta SET embedding = ? WHERE id = ?", [(small, i) for i in ids[:200]]
+    )
+    conn.close()
+    with pytest.warns(UserWarning, match="left out 200 face"):
+        assert facevec.reindex(db, progress=False, lists=4) == 100
+    with facevec.connect(db) as conn:
+        info = status(conn)
+    assert info["dim"] == 128 and info["skipped"] == 200
+
+
+def assign_all(conn, storage: str = "float32") -> None:
+    """Start a build and assign every row in batches of 400 (so the rows are
+    staged, not written at once), writing the first list or so."""
+    conn.execute(
+        "SELECT facevec_knn_create('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    for _ in range(8):  # 3000 rows read and assigned, then one list written
+        assert conn.execute("SELECT facevec_knn_sync('face_meta', 400)").fetchone()[0] >= 400
+    info = status(conn)
+    assert info["building"] and 3200 <= info["build_done"] < info["build_total"]
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_a_build_interrupted_while_writing_equals_uninterrupted(table, storage):
+    make, x, queries = table
+    whole = make("whole_w")
+    whole.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    )
+    want = snapshot(whole)
+    stepped = make("stepped_w")
+    assign_all(stepped, storage)
+    done = status(stepped)["build_done"]
+    calls = []
+    stepped.set_progress_handler(lambda: len(calls) > 20 or calls.append(1), 100)
+    with pytest.raises(Exception, match="interrupt"):
+        stepped.execute("SELECT facevec_knn_sync('face_meta', 2000)")
+    stepped.set_progress_handler(None, 0)
+    assert status(stepped)["build_done"] == done  # the lists written before are kept
+    assert stepped.execute(
+        "SELECT facevec_knn_build('face_meta', 'embedding', NULL, ?)", (options(storage),)
+    ).fetchone() == (3000,)
+    assert snapshot(stepped) == want
+    assert answers(stepped, queries) == answers(whole, queries)
+
+
+def test_rows_changed_between_assigning_and_writing(table):
+    make, x, queries = table
+    conn = make("changed_w")
+    assign_all(conn)
+    conn.execute("DELETE FROM face_meta WHERE id IN (7, 1500, 2999)")
+    conn.execute("UPDATE face_meta SET embedding = ? WHERE id = 20", (queries[0].tobytes(),))
+    conn.execute("UPDATE face_meta SET embedding = x'010203' WHERE id = 30")
+    while conn.execute("SELECT facevec_knn_sync('face_meta', 1000)").fetchone()[0] >= 1000:
+        pass
+    info = status(conn)
+    assert not info["building"] and info["pending"] == 0
+    assert info["vectors"] == 3000 - 3 - 1 and [r["rowid"] for r in info["skipped_rows"]] == [30]
+    rows = conn.execute("SELECT id, embedding FROM face_meta WHERE id != 30 ORDER BY id").fetchall()
+    ids = [r[0] for r in rows]
+    xs = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+    got = [[r for r, _ in a] for a in answers(conn, queries, nprobe=LISTS)]
+    assert got == exact(xs, ids, queries)
+    assert got[0][0] == 20
