@@ -36,6 +36,14 @@ def printable(text: object) -> str:
     return str(text).translate(_UNPRINTABLE)
 
 
+def server_message(error: BaseException) -> str:
+    """A database driver's error on one line: its message, and its DETAIL and HINT
+    lines (PostgreSQL's), not the statement excerpt and caret under it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = lines[:1] + [line for line in lines[1:] if line.startswith(("DETAIL:", "HINT:"))]
+    return "; ".join(kept)
+
+
 def printable_lines(text: object) -> str:
     """`text` safe to print, its lines kept: every control character but the newline
     escaped."""
