@@ -233,3 +233,12 @@ def test_the_server_page_installs_the_light_engine_for_the_default_model():
     installs = re.findall(r"^pip install -e '\.\[([a-z,]+)\]'", page, re.MULTILINE)
     assert installs and all("dlib" in extras.split(",") for extras in installs), installs
     assert "search_path%3D" in page  # how to keep a gallery in a schema of its own
+
+
+def test_folders_become_people_only_with_people_from_folders():
+    """index makes people of `<person>/<photo>` folders only when asked: every sentence
+    that says such folders become people says so."""
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for sentence in re.split(r"\.\s", page.read_text()):
+            if "<person>/<photo>" in sentence and "become" in sentence:
+                assert "--people-from-folders" in sentence, (page.name, sentence)
