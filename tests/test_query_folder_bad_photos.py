@@ -47,6 +47,9 @@ def test_identify_over_a_folder_leaves_out_its_bad_photos_by_name(gallery_db, qu
 
 
 def test_the_command_line_searches_the_rest_and_says_what_it_left_out(gallery_db, queries):
-    result = CliRunner().invoke(cli, ["find", str(queries), "--db", str(gallery_db)])
-    assert result.exit_code == 0, result.output
-    assert "img1.jpg" in result.output
+    for command in ("find", "identify"):
+        result = CliRunner().invoke(cli, [command, str(queries), "--db", str(gallery_db)])
+        assert result.exit_code == 0, result.output
+        assert "img1.jpg" in result.stdout
+        (line,) = result.stderr.splitlines()  # one line, not Python's file:line: source
+        assert line.startswith("warning: 3 of 4 photos left out of the search: "), line
