@@ -123,6 +123,11 @@ class SkippedFacesWarning(UserWarning):
     (rows an older version or another program wrote); the warning names them."""
 
 
+class SkippedPhotosWarning(UserWarning):
+    """A search of several photos (a folder, a list) left out those with no face or
+    that are no image, so that one bad file does not stop the batch; it names them."""
+
+
 class FallbackWarning(RuntimeWarning):
     """facevec is using its slower pure-Python registration of the SQL functions."""
 

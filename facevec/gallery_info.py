@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from . import lists, plan
-from .errors import DatabaseNotFoundError
 from .search import invalid_faces
 from .storage import faces, ledger, schema
 from .storage import lists as store_lists
@@ -18,12 +17,7 @@ MANY_QUERIES = 1000
 def info(db: DbArg) -> dict[str, Any]:
     """Model, counts of faces, images and identities, and the ledger's outcomes."""
     with open_database(db, create=False) as database:
-        collection = schema.get_collection(database)
-        if collection is None and (path := schema.missing_search_path(database)) is not None:
-            raise DatabaseNotFoundError(
-                f"no gallery at {database.name}: its search_path ({path}) names no schema "
-                "that exists; create the schema (CREATE SCHEMA name) or fix the URL"
-            )
+        collection = schema.get_collection(database)  # refuses a search_path of no schema
         if collection is None:
             return {"db": database.name, "model_name": None, "faces": 0, "images": 0, "ledger": {}}
         stored = faces.counts(database)

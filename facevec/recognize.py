@@ -16,7 +16,14 @@ import numpy as np
 
 from .bindings.kernels import distances
 from .engine import embed, models
-from .errors import DatabaseNotFoundError, ModelMismatchError, NotAnImageError, SkippedFacesWarning
+from .errors import (
+    DatabaseNotFoundError,
+    ModelMismatchError,
+    NoFaceError,
+    NotAnImageError,
+    SkippedFacesWarning,
+    SkippedPhotosWarning,
+)
 from .face import Face
 from .metrics import face_metric
 from .options import DEFAULT_DETECTOR, DEFAULT_MODEL, EmbedOptions
@@ -91,6 +98,33 @@ def query_faces(img: ImageArg, options: EmbedOptions) -> list[Face]:
     with open(path, "rb") as handle:
         data = handle.read()
     return embed.embed_bytes(data, path, options)
+
+
+def faces_of_queries(img: Any, options: EmbedOptions) -> list[tuple[Any, Face]]:
+    """Every (photo, face) of a query: of one photo or embedding (photo None; a photo
+    with no face is an error), or of several photos (a folder, a list), where a photo
+    with no face or that is no image is left out and named in a SkippedPhotosWarning,
+    so that one bad file does not stop the batch."""
+    photos = query_photos(img)
+    if photos is None:
+        return [(None, face) for face in query_faces(img, options)]
+    queries: list[tuple[Any, Face]] = []
+    left_out: list[str] = []
+    for photo in photos:
+        try:
+            queries += [(photo, face) for face in query_faces(photo, options)]
+        except (NoFaceError, NotAnImageError) as err:
+            left_out.append(str(err))
+    if left_out:
+        shown = "; ".join(left_out[:5]) + (
+            f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        )
+        warnings.warn(
+            f"{len(left_out)} of {len(photos)} photos left out of the search: {shown}",
+            SkippedPhotosWarning,
+            stacklevel=3,
+        )
+    return queries
 
 
 def _results_frame(located: dict, hits: list[tuple[int, float]], face: Face, threshold: float):  # type: ignore[no-untyped-def]
@@ -188,12 +222,7 @@ def find(
             normalization,
             exact,
         )
-        photos = query_photos(img)
-        queries = [
-            (photo, face)
-            for photo in (photos if photos is not None else [None])
-            for face in query_faces(img if photo is None else photo, options)
-        ]
+        queries = faces_of_queries(img, options)
         for _, face in queries:
             if face.embedding.shape != (collection.dimensions,):
                 raise ModelMismatchError(

@@ -109,6 +109,7 @@ def _copy_into(
     progress: bool = False,
     with_people: bool = True,
 ) -> None:
+    _refuse_another_model(dst, collection.model_name, collection.dimensions, src.name)
     people, rerun = people_transfer.people_to_carry(src, dst, collection.model_name, with_people)
     schema.create_schema(dst)
     schema.ensure_collection(
@@ -457,6 +458,7 @@ def import_parquet(
         people_rows = people_transfer.check_people(people_rows, where, model)
         people_transfer.refuse_names_one_on_a_server(people_rows, where)
     with open_database(db) as dst:
+        _refuse_another_model(dst, model, dims, str(folder))
         rerun = people_rows is not None and people_transfer.has_people(people_rows)
         rerun = rerun and people_transfer.refuse_unless_free(dst, people_rows, where)
         schema.create_schema(dst)
@@ -471,6 +473,19 @@ def import_parquet(
             store_people.sync_folders(dst)  # folders that are people in dst
         knn.refresh_gallery_index(dst)
     return counts
+
+
+def _refuse_another_model(dst: Database, model: str, dims: int | None, source: str) -> None:
+    """Before anything else is checked or written: a target holding another model's
+    vectors is refused, naming both models (not its people, nor a --model to use)."""
+    held = schema.get_collection(dst) if schema.has_schema(dst) else None
+    if held is not None and (held.model_name != model or (dims and held.dimensions != dims)):
+        size = f" ({dims} dimensions)" if dims else ""
+        raise ModelMismatchError(
+            f"{dst.name} holds {held.model_name} vectors ({held.dimensions} dimensions) and "
+            f"{source} {model} vectors{size}: a gallery goes only into one of its own "
+            "model or a new database; nothing was written"
+        )
 
 
 def _dictionary_columns(path: Path) -> list[str]:

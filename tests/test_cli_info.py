@@ -37,3 +37,27 @@ def test_info_on_a_postgresql_schema_that_does_not_exist(tmp_path):
     assert result.exit_code == 1, result.output
     line = result.output.strip()
     assert line.startswith("Error: no gallery at ") and "names no schema that exists" in line
+
+
+def test_index_and_find_on_a_postgresql_schema_that_does_not_exist(tmp_path, gallery_db):
+    """index, copy and find name the missing schema, as info does: not "no schema has
+    been selected to create in" from the server, nor "holds no faces yet"."""
+    from backends import fresh_database
+
+    with fresh_database("postgresql", tmp_path) as url:
+        missing = url.replace("search_path%3Dfacevec_test_", "search_path%3Dnosuch_")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    query = tmp_path / "query.jpg"
+    query.write_bytes(b"never read: the database is refused first")
+    runner = CliRunner()
+    for args in (
+        ["index", str(photos), "--db", missing, "--quiet"],
+        ["copy", str(gallery_db), missing, "--quiet"],
+        ["find", str(query), "--db", missing],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args[0], result.output)
+        line = result.output.strip()
+        assert line.startswith("Error: no gallery at "), (args[0], line)
+        assert "names no schema that exists" in line and "\\x0a" not in line

@@ -224,3 +224,21 @@ def test_the_site_builds_with_no_warning(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli" / "index.html").read_text().count("Usage: facevec ") > 20
+
+
+def test_the_server_page_installs_the_light_engine_for_the_default_model():
+    """Its examples index and search with the default model: [dlib] (360 MB) serves
+    them, [deepface] (3.7 GB) is for other models only."""
+    page = (DOCS / "servers.md").read_text()
+    installs = re.findall(r"^pip install -e '\.\[([a-z,]+)\]'", page, re.MULTILINE)
+    assert installs and all("dlib" in extras.split(",") for extras in installs), installs
+    assert "search_path%3D" in page  # how to keep a gallery in a schema of its own
+
+
+def test_folders_become_people_only_with_people_from_folders():
+    """index makes people of `<person>/<photo>` folders only when asked: every sentence
+    that says such folders become people says so."""
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for sentence in re.split(r"\.\s", page.read_text()):
+            if "<person>/<photo>" in sentence and "become" in sentence:
+                assert "--people-from-folders" in sentence, (page.name, sentence)

@@ -61,3 +61,11 @@ def test_the_readme_is_a_quick_start_whose_links_lead_into_the_docs():
     assert any(target.startswith("docs/") for target in local)
     for target in local:
         assert (ROOT / target).exists(), target
+
+
+def test_the_tour_names_the_extra_each_of_its_commands_needs_beyond_the_first():
+    """The first command installs [dlib]; a tour command that needs more says which."""
+    text = (ROOT / "README.md").read_text()
+    tour = text[text.index("## A five-line tour") : text.index("## Documentation")]
+    assert "facevec serve" in tour
+    assert re.search(r"pip install -e '\.\[[a-z,]*\bweb\b[a-z,]*\]'", tour), tour

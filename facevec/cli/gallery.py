@@ -24,7 +24,7 @@ from .main import (
     model_option,
     workers_option,
 )
-from .output import echo, echo_frame, echo_json, printable
+from .output import echo, echo_frame, echo_json, printable, warnings_as_lines
 
 
 @cli.command(name="index")
@@ -183,19 +183,20 @@ def find_command(
     folder: every photo in it, searched in one batch)."""
     from ..recognize import find
 
-    frames = find(
-        img,
-        db,
-        strategy=strategy,
-        distance_metric=distance_metric,
-        threshold=threshold,
-        k=k,
-        similarity_search=similarity_search,
-        model_name=model_name,
-        detector_backend=detector_backend,
-        exact=exact,
-        nprobe=nprobe,
-    )
+    with warnings_as_lines():
+        frames = find(
+            img,
+            db,
+            strategy=strategy,
+            distance_metric=distance_metric,
+            threshold=threshold,
+            k=k,
+            similarity_search=similarity_search,
+            model_name=model_name,
+            detector_backend=detector_backend,
+            exact=exact,
+            nprobe=nprobe,
+        )
     _print_frames(frames, output_format)
     if strategy in ("relational", "client"):
         _note_probed_lists(db, nprobe)

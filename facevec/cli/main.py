@@ -19,7 +19,7 @@ from ..ingest.photo import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FACE
 from ..metrics import FACE_METRICS
 from ..options import DEFAULT_DETECTOR, DEFAULT_MODEL
 from ..parameters import threshold_from_text
-from .output import printable
+from .output import printable, server_message
 
 FORMATS = ("table", "csv", "json")
 
@@ -99,7 +99,7 @@ def fail_cleanly(function: Callable) -> Callable:
         except (FacevecError, FileNotFoundError, NotADirectoryError) as err:
             raise click.ClickException(_as_options(printable(err))) from err
         except _database_errors() as err:
-            raise click.ClickException(printable(f"database error: {err}")) from err
+            raise click.ClickException(printable(f"database error: {server_message(err)}")) from err
 
     return wrapper
 

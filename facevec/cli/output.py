@@ -12,7 +12,10 @@ out, so columns stay aligned and a newline in a name stays in its cell.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -34,6 +37,33 @@ _JSON_UNSAFE = {0x7F: "\\u007f"}
 def printable(text: object) -> str:
     """`text` safe to print on a terminal: control characters escaped as \\xHH."""
     return str(text).translate(_UNPRINTABLE)
+
+
+def server_message(error: BaseException) -> str:
+    """A database driver's error on one line: its message, and its DETAIL and HINT
+    lines (PostgreSQL's), not the statement excerpt and caret under it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = lines[:1] + [line for line in lines[1:] if line.startswith(("DETAIL:", "HINT:"))]
+    return "; ".join(kept)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """facevec's own warnings (facevec.errors: skipped photos, skipped faces) printed
+    as one "warning: ..." line each on stderr, not as Python shows a warning (file,
+    line and source); any other warning goes on as it came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if warning.category.__module__ == "facevec.errors":
+                    click.echo(f"warning: {printable(warning.message)}", err=True)
+                else:
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
 
 
 def printable_lines(text: object) -> str:

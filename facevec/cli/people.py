@@ -23,7 +23,7 @@ from .main import (
     format_option,
     metric_option,
 )
-from .output import echo, echo_frame, echo_json, printable
+from .output import echo, echo_frame, echo_json, printable, warnings_as_lines
 
 
 def _echo_records(records: list[dict[str, Any]], columns: list[str], output_format: str) -> None:
@@ -111,16 +111,17 @@ def identify_command(
         photos += [given] if in_folder is None else in_folder
     if not photos:
         raise click.UsageError(f"no photos in {printable(', '.join(img))}")
-    frame = identify(
-        photos,
-        db,
-        distance_metric=distance_metric,
-        threshold=threshold,
-        k=k,
-        margin=margin,
-        confirmed_only=confirmed_only,
-        strategy=strategy,
-    )
+    with warnings_as_lines():
+        frame = identify(
+            photos,
+            db,
+            distance_metric=distance_metric,
+            threshold=threshold,
+            k=k,
+            margin=margin,
+            confirmed_only=confirmed_only,
+            strategy=strategy,
+        )
     if output_format != "table":
         echo_frame(frame, output_format)
         return

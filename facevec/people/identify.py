@@ -33,7 +33,7 @@ from ..face import Face
 from ..metrics import face_metric
 from ..options import DEFAULT_DETECTOR, EmbedOptions
 from ..parameters import check_k, check_threshold
-from ..recognize import ImageArg, query_faces, query_photos
+from ..recognize import ImageArg, faces_of_queries
 from ..search import check_strategy, nearest_batch
 from ..storage import people as store
 from ..storage.database import Database, DbArg
@@ -164,11 +164,9 @@ def identify(
             expand_percentage,
             normalization,
         )
-        photos = query_photos(img)
         queries = [
-            (photo, face)
-            for photo in (photos if photos is not None else [img])
-            for face in query_faces(photo, options)
+            (img if photo is None else photo, face)
+            for photo, face in faces_of_queries(img, options)
         ]
         for _, face in queries:
             if face.embedding.shape != (collection.dimensions,):

@@ -10,7 +10,7 @@ import contextlib
 import datetime
 from dataclasses import dataclass
 
-from ..errors import ModelMismatchError
+from ..errors import DatabaseNotFoundError, ModelMismatchError
 from . import id_sequences
 from .database import Database
 from .dialects import MYSQL, POSTGRESQL, SQLITE
@@ -276,6 +276,7 @@ def now() -> str:
 
 def create_schema(db: Database) -> None:
     """Create what is missing; safe when several processes do it at once."""
+    check_search_path(db)
     for attempt in range(3):
         try:
             with db.transaction():
@@ -365,8 +366,20 @@ def missing_search_path(db: Database) -> str | None:
     return str(db.scalar("SELECT current_setting('search_path')"))
 
 
+def check_search_path(db: Database) -> None:
+    """Refuse, naming it, a PostgreSQL search_path with no schema that exists: nothing
+    can be read there, and a CREATE TABLE would fail with "no schema has been selected"."""
+    path = missing_search_path(db)
+    if path is not None:
+        raise DatabaseNotFoundError(
+            f"no gallery at {db.name}: its search_path ({path}) names no schema that "
+            "exists; create the schema (CREATE SCHEMA name) or fix the URL"
+        )
+
+
 def get_collection(db: Database, name: str = "default") -> Collection | None:
     if not has_schema(db):
+        check_search_path(db)
         return None
     rows = db.query(
         "SELECT name, model_name, dimensions, detector_backend, schema_version, created_at"
