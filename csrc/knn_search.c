@@ -450,7 +450,17 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
         if (list < 0 || sc->probe[i * (size_t)lists + (size_t)list]) active[n_active++] = i;
       if (n_active == 0) continue; /* no query reads this list */
     }
-    if (sc->chunk_key) held = knn_chunk_get(sc->chunk_key, id);
+    int keep = sc->chunk_key != NULL; /* read into the cache on a miss */
+    if (keep) held = knn_chunk_get(sc->chunk_key, id);
+    if (held && ((i64)held->n_slots > ix->chunk_size ||
+                 (id == ix->tail_chunk && ix->tail_used < ix->chunk_size &&
+                  (i64)held->n_slots != ix->tail_used))) {
+      /* Not this description's chunk (only a forged file can get here): the
+      ** file's own is read, within the scan's buffers. */
+      knn_chunk_release(held);
+      held = NULL;
+      keep = 0;
+    }
     if (held) {
       /* Read in this generation, so in this snapshot: sizes already checked. */
       n_slots = held->n_slots;
@@ -490,7 +500,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     if (!held) {
       /* The whole chunk into the cache when its budget has room, else the
       ** bits and rowids now and the vectors a block at a time. */
-      knn_chunk *fill = sc->chunk_key ? knn_chunk_new(sc->chunk_key, id, n_slots, ebytes) : NULL;
+      knn_chunk *fill = keep ? knn_chunk_new(sc->chunk_key, id, n_slots, ebytes) : NULL;
       unsigned char *to_valid = fill ? (unsigned char *)fill->valid : valid_buf;
       i64 *to_rowids = fill ? (i64 *)fill->rowids : rowids_buf;
       rc = sqlite3_blob_read(blob[0], to_valid, (int)((n_slots + 7) / 8), 0);
@@ -986,6 +996,15 @@ static int index_copy(knn_index *to, const knn_index *from) {
   return SQLITE_NOMEM;
 }
 
+/* This connection has written in its open transaction: what a query learns
+** now may be rolled back, which neither the data version nor the change
+** count would show. */
+static int in_write_transaction(sqlite3 *db) {
+  if (sqlite3_libversion_number() >= 3034000) /* sqlite3_txn_state */
+    return sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE;
+  return !sqlite3_get_autocommit(db);
+}
+
 /* Load and check req's index, or take it from the cache when the file has
 ** not changed since the cache was filled (then only the cheap checks of the
 ** scan itself run). The read transaction must be open: pin holds it. */
@@ -1013,7 +1032,9 @@ static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int sch
   cache->data_version = data_version;
   cache->changes = changes;
   cache->schema_version = schema_version;
-  cache->valid = 1;
+  /* Inside a write transaction, used by this query only: checked again by the
+  ** next (its chunks are known by a generation a rollback never brings back). */
+  cache->valid = !in_write_transaction(sc->db);
   sc->cache = cache;
   /* The chunks kept in memory for this snapshot: those of its generation
   ** (none for a file of an older format, whose writers kept no number). */

@@ -624,7 +624,11 @@ static void cache_size_func(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (argc == 1 && sqlite3_value_type(argv[0]) != SQLITE_NULL) {
     if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER || sqlite3_value_int64(argv[0]) < 0) {
       char found[64];
-      format_number(found, sizeof found, argv[0]);
+      int type = sqlite3_value_type(argv[0]);
+      if (type == SQLITE_INTEGER || type == SQLITE_FLOAT)
+        format_number(found, sizeof found, argv[0]);
+      else
+        snprintf(found, sizeof found, "%s", fv_type_name(type));
       char *msg = sqlite3_mprintf("facevec_knn_cache_size: bytes must be an INTEGER >= 0, "
                                   "found %s",
                                   found);
