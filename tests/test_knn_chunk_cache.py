@@ -358,3 +358,29 @@ def test_an_index_of_an_older_format_is_read_without_the_cache(ext, tmp_path):
     cache_size(conn, ONE_GIB)
     assert answers(conn, qs) == want
     assert cache_status(conn)["chunks"] == 0
+
+
+def test_the_python_api(tmp_path):
+    import facevec
+    from facevec import knn
+    from facevec.errors import InvalidParameterError
+
+    conn = facevec.connect(tmp_path / "g.db", native=True, isolation_level=None)
+    before = knn.cache_size(conn)
+    try:
+        conn.execute("BEGIN")
+        make_table(conn, vectors(np.random.default_rng(0), 500))
+        conn.execute("COMMIT")
+        knn.build(conn, lists=4)
+        assert knn.cache_size(conn, 1 << 20) == 1 << 20
+        q = queries(n=1)[0]
+        want = knn.search(conn, q, 10, nprobe=2)
+        assert knn.search(conn, q, 10, nprobe=2) == want
+        status = knn.cache_status(conn)
+        assert set(status) == {"budget", "bytes", "chunks", "hits", "misses"}
+        assert status["budget"] == 1 << 20 and 0 < status["bytes"] <= 1 << 20
+        for bad in (-1, 1.5, "1", True):
+            with pytest.raises(InvalidParameterError, match="cache size must be an integer"):
+                knn.cache_size(conn, bad)
+    finally:
+        knn.cache_size(conn, before)
