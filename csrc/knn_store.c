@@ -67,6 +67,12 @@ void knn_db_error(sqlite3 *db, char **pzErr) {
 
 static const char *const trigger_suffix[3] = {"_fvknn_ins", "_fvknn_del", "_fvknn_upd"};
 static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_fvknn_log"};
+/* Triggers on the chunks table: an edit of it in SQL replaces the index's
+** generation, as facevec's own writes do (they go through sqlite3_blob_write,
+** which fires no trigger, and replace it themselves), so that chunks kept in
+** memory are never taken for those of a file edited by hand. */
+static const char *const chunk_edit_suffix[3] = {"_fvknn_chunks_ins", "_fvknn_chunks_del",
+                                                 "_fvknn_chunks_upd"};
 /* The IVF option's tables: its centroids and settings (one row), and the list
 ** of each chunk (-1: a mixed chunk, whose slots BLOB names each slot's list). */
 static const char *const ivf_suffix[2] = {"_fvknn_ivf", "_fvknn_chunklists"};
@@ -1568,9 +1574,9 @@ finish:
 
 int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   int rc = SQLITE_OK;
-  for (int i = 0; rc == SQLITE_OK && i < 3; i++)
+  for (int i = 0; rc == SQLITE_OK && i < 6; i++)
     rc = knn_exec(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl,
-                  trigger_suffix[i]);
+                  i < 3 ? trigger_suffix[i] : chunk_edit_suffix[i - 3]);
   for (int i = 0; rc == SQLITE_OK && i < 9; i++) {
     char *name = sqlite3_mprintf("%s%s", tbl, i < 3   ? table_suffix[i]
                                               : i < 5 ? ivf_suffix[i - 3]
@@ -1717,6 +1723,14 @@ int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col, i6
     char *sql = trigger_sql(i, canon, pk, col);
     rc = sql ? knn_exec(db, pzErr, "CREATE TRIGGER \"main\".%s", sql) : SQLITE_NOMEM;
     sqlite3_free(sql);
+  }
+  for (int i = 0; rc == SQLITE_OK && i < 3; i++) {
+    static const char *const event[3] = {"INSERT", "DELETE", "UPDATE"};
+    rc = knn_exec(db, pzErr,
+                  "CREATE TRIGGER \"main\".\"%w%s\" AFTER %s ON \"%w_fvknn_chunks\" BEGIN "
+                  "UPDATE " KNN_GENERATION_TABLE " SET generation = random() WHERE tbl = %Q; "
+                  "END",
+                  canon, chunk_edit_suffix[i], event[i], canon, canon);
   }
   if (rc == SQLITE_OK) rc = knn_index_load(db, fn, canon, ix, pzErr);
   if (rc == SQLITE_NOTFOUND) rc = SQLITE_ERROR; /* cannot happen: just inserted */

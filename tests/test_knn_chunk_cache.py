@@ -384,3 +384,25 @@ def test_the_python_api(tmp_path):
                 knn.cache_size(conn, bad)
     finally:
         knn.cache_size(conn, before)
+
+
+def test_an_edit_of_the_chunks_in_sql(ext, tmp_path):
+    """facevec writes chunks through BLOB handles and replaces the generation
+    itself; an UPDATE of the chunks table in SQL (a hand edit, another program)
+    replaces it through the index's triggers, so kept chunks are not used."""
+    path = tmp_path / "g.db"
+    conn = gallery(ext, path)
+    cache_size(conn, ONE_GIB)
+    qs = queries()
+    before = same_with_and_without(conn, qs, nprobe=LISTS)
+    other = connect(ext, path)
+    # The same sizes, other vectors: every row of the first chunks moved.
+    other.execute(
+        "UPDATE face_meta_fvknn_chunks SET vectors = substr(vectors, 65) || substr(vectors, 1, 64) "
+        "WHERE id IN (SELECT id FROM face_meta_fvknn_chunks ORDER BY id LIMIT 3)"
+    )
+    assert same_with_and_without(conn, qs, nprobe=LISTS) != before
+    other.execute("SELECT facevec_knn_drop('face_meta')")
+    assert not other.execute(
+        "SELECT name FROM sqlite_schema WHERE name LIKE 'face_meta_fvknn%'"
+    ).fetchall()
