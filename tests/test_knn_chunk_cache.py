@@ -132,15 +132,23 @@ def test_answers_are_the_same_with_and_without_the_cache(
 
 
 @pytest.mark.parametrize("storage", ["float32", "int8"])
-def test_the_exact_index_and_a_batch_of_queries(ext, tmp_path, storage):
-    conn = gallery(ext, tmp_path / "g.db", storage, lists=0)
+@pytest.mark.parametrize("lists", [0, LISTS])
+def test_a_batch_of_queries(ext, tmp_path, storage, lists):
+    """The exact index, and a batch through the batch kernel (whole chunks)."""
+    conn = gallery(ext, tmp_path / "g.db", storage, lists=lists)
     cache_size(conn, ONE_GIB)
     same_with_and_without(conn, queries(), k=10, nprobe=None)
     batch = json.dumps(queries(n=20).tolist())
-    sql = "SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', ?, 10)"
+    sql = (
+        "SELECT query_no, rowid, distance FROM facevec_knn_batch('face_meta', ?, 10, "
+        "'euclidean', NULL, 5)"
+    )
     cached = conn.execute(sql, (batch,)).fetchall()
+    assert conn.execute(sql, (batch,)).fetchall() == cached
+    assert cache_status(conn)["chunks"] > 0
     cache_size(conn, 0)
     assert conn.execute(sql, (batch,)).fetchall() == cached
+    assert len(cached) == 200
 
 
 WRITER = textwrap.dedent(
