@@ -4,6 +4,13 @@
 ** the least, under one mutex. A chunk in use by a search is pinned (refs):
 ** it is never freed under it, and eviction passes it by.
 */
+#if defined(__unix__) || defined(__APPLE__)
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
+#elif defined(_WIN32)
+#include <windows.h>
+#endif
+
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT3
 
@@ -28,7 +35,24 @@ static struct {
   entry *newest, *oldest;
   sqlite3_int64 used, budget, hits, misses;
   int budget_set;
+  int pinned; /* pin_library done */
 } cache;
+
+/* Keep this library loaded until the process ends, once it keeps a chunk:
+** SQLite unloads an extension with the last connection that loaded it (a
+** server opening a connection per request does so between requests), which
+** would drop the cache with the memory it holds. */
+static void pin_library(void) {
+#if defined(__unix__) || defined(__APPLE__)
+  Dl_info info;
+  if (dladdr((void *)&pin_library, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); /* never closed */
+#elif defined(_WIN32)
+  HMODULE self;
+  (void)GetModuleHandleExA(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
+                           (LPCSTR)(void *)&pin_library, &self);
+#endif
+}
 
 static sqlite3_mutex *cache_mutex(void) {
   /* A static mutex: nothing to allocate or free (NULL when SQLite is built
@@ -228,6 +252,10 @@ const knn_chunk *knn_chunk_put(knn_chunk *c) {
     e->kept = 1;
     cache.n++;
     cache.used += e->bytes;
+    if (!cache.pinned) {
+      cache.pinned = 1;
+      pin_library();
+    }
   }
   sqlite3_mutex_leave(m);
   return &e->pub;

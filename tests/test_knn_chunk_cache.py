@@ -53,7 +53,9 @@ def budget_restored(ext):
     """The budget is the process's: each test leaves it as it found it."""
     conn = connect(ext)
     before = cache_size(conn)
+    conn.close()  # none open meanwhile: test_the_cache_outlives_its_connections
     yield
+    conn = connect(ext)
     cache_size(conn, before)
     conn.close()
 
@@ -414,3 +416,20 @@ def test_an_edit_of_the_chunks_in_sql(ext, tmp_path):
     assert not other.execute(
         "SELECT name FROM sqlite_schema WHERE name LIKE 'face_meta_fvknn%'"
     ).fetchall()
+
+
+def test_the_cache_outlives_its_connections(ext, tmp_path):
+    """A server opening a connection per request: the chunks kept by one are
+    there for the next, even once every connection has closed (SQLite would
+    unload the extension with the last one)."""
+    path = tmp_path / "g.db"
+    conn = gallery(ext, path)
+    cache_size(conn, ONE_GIB)
+    qs = queries()
+    want = same_with_and_without(conn, qs)
+    conn.close()
+    again = connect(ext, path)
+    before = cache_status(again)
+    assert before["chunks"] > 0
+    assert answers(again, qs) == want
+    assert cache_status(again)["misses"] == before["misses"]
