@@ -14,8 +14,8 @@ SQLITE_EXTENSION_INIT3
 
 #include "batch.h"
 #include "codes.h"
-#include "knn_chunk_cache.h"
 #include "facevec.h"
+#include "knn_chunk_cache.h"
 #include "knn_search.h"
 #include "knn_store.h"
 
