@@ -238,6 +238,27 @@ def timed(fn, queries) -> float:
     return (time.process_time() - t) * 1e3 / len(queries)
 
 
+def timed_first(fn, queries) -> float:
+    """Mean CPU ms per query of one pass over queries, with no warm-up: the first
+    queries after the chunk cache was emptied read their chunks from the file."""
+    t = time.process_time()
+    for q in queries:
+        fn(q)
+    return (time.process_time() - t) * 1e3 / len(queries)
+
+
+def timed_cold(fn, queries, empty) -> float:
+    """Mean CPU ms per query, each query alone on an empty chunk cache (``empty()``
+    before it, not timed): every chunk it reads comes from the file."""
+    total = 0.0
+    for q in queries:
+        empty()
+        t = time.process_time()
+        fn(q)
+        total += time.process_time() - t
+    return total * 1e3 / len(queries)
+
+
 def recall_at_10(found: list[list[int]], truth: np.ndarray) -> float:
     return float(
         np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
@@ -630,11 +651,21 @@ def build_in_child(path: Path, options: dict) -> tuple[float, float]:
 
 
 def run_scale(
-    n: int, workdir: Path, storages: list[str], n_queries: int = 200, emit=None
+    n: int,
+    workdir: Path,
+    storages: list[str],
+    n_queries: int = 200,
+    emit=None,
+    cache_bytes: int | None = None,
 ) -> list[tuple]:
     """IVF at scale per storage beside faiss with the same lists: (method, setting,
     recall, ms, build s, peak MiB, file MiB). The vectors live in a memory-mapped
-    .npy, written 100k rows at a time."""
+    .npy, written 100k rows at a time. Each facevec setting is timed three ways:
+    warm (its chunks in the process's chunk cache, the steady state compared with
+    faiss), cold (each query on an emptied cache), first pass (one pass over the
+    queries right after the cache was emptied: each chunk read from the file once,
+    then shared by the later queries) and without the cache (budget 0).
+    cache_bytes: the cache's budget (None: the extension's default)."""
     import json
     import shutil
 
@@ -701,12 +732,40 @@ def run_scale(
         def search(q, nprobe, c=conn):
             return [r[0] for r in c.execute(sql, (q.tobytes(), nprobe))]
 
+        if cache_bytes is None:
+            (budget,) = conn.execute("SELECT facevec_knn_cache_size()").fetchone()
+        else:
+            budget = cache_bytes
         for nprobe in sorted({default_nprobe, smallest_095(search) or default_nprobe}):
             label = f"nprobe {nprobe}" + (" (default)" if nprobe == default_nprobe else "")
-            ms = timed(lambda q, p=nprobe, c=conn: c.execute(sql, (q.tobytes(), p)).fetchall(),
-                       queries)  # fmt: skip
-            rows.append((f"facevec IVF {storage}", label, recall_at(search, nprobe), ms,
-                         seconds, peak, size))  # fmt: skip
+            recall = recall_at(search, nprobe)
+
+            def query(q, p=nprobe, c=conn):
+                return c.execute(sql, (q.tobytes(), p)).fetchall()
+
+            conn.execute("SELECT facevec_knn_cache_size(0)")  # empties the cache too
+            ms_off = timed(query, queries)
+
+            def empty(c=conn, b=budget):
+                c.execute("SELECT facevec_knn_cache_size(0)")
+                c.execute("SELECT facevec_knn_cache_size(?)", (b,))
+
+            ms_cold = timed_cold(query, queries, empty)
+            empty()
+            ms_first = timed_first(query, queries)
+            ms = timed(query, queries)
+            rows.append((f"facevec IVF {storage}", label + ", warm", recall, ms, seconds, peak,
+                         size))  # fmt: skip
+            rows.append((f"facevec IVF {storage}", label + ", first pass", None, ms_first,
+                         None, None, None))  # fmt: skip
+            rows.append((f"facevec IVF {storage}", label + ", cold", None, ms_cold, None,
+                         None, None))  # fmt: skip
+            rows.append((f"facevec IVF {storage}", label + ", no cache", None, ms_off, None,
+                         None, None))  # fmt: skip
+        (status,) = conn.execute("SELECT facevec_knn_cache_status()").fetchone()
+        rows.append((f"facevec IVF {storage}", f"chunk cache: {status}", None, None, None,
+                     None, None))  # fmt: skip
+        conn.execute("SELECT facevec_knn_cache_size(0)")  # the next storage starts empty
         conn.close()
         db.unlink()
 
@@ -750,7 +809,7 @@ def run_scale(
     return rows
 
 
-def main_scale(n: int, workdir: Path, storages: list[str]) -> None:
+def main_scale(n: int, workdir: Path, storages: list[str], cache_bytes: int | None = None) -> None:
     print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries, one thread")
     print("| method | setting | recall@10 | ms/query | build s | build peak MiB | file MiB |")
     print("|---|---|---:|---:|---:|---:|---:|", flush=True)
@@ -766,7 +825,8 @@ def main_scale(n: int, workdir: Path, storages: list[str]) -> None:
         ]
         print(f"| {name} | {setting} | " + " | ".join(cells) + " |", flush=True)
 
-    run_scale(n, workdir, storages, emit=emit)
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
+    run_scale(n, workdir, storages, emit=emit, cache_bytes=cache_bytes)
     print(f"load average at the end: {os.getloadavg()}", flush=True)
 
 
@@ -818,6 +878,12 @@ def main() -> None:
         help="with --n: only the builds, each in a process of its own (wall, CPU, peak "
         "memory, bytes written) beside faiss train+add",
     )
+    parser.add_argument(
+        "--cache-mib",
+        type=int,
+        default=None,
+        help="with --n: the chunk cache's budget in MiB (default: the extension's, 1 GiB)",
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_knn_"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -826,7 +892,8 @@ def main() -> None:
         main_build_only(args.n, workdir, args.storages.split(","))
         return
     if args.n:
-        main_scale(args.n, workdir, args.storages.split(","))
+        cache = None if args.cache_mib is None else args.cache_mib << 20
+        main_scale(args.n, workdir, args.storages.split(","), cache)
         return
     if args.ann:
         main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max, args.storage)

@@ -15,6 +15,7 @@ SQLITE_EXTENSION_INIT3
 #include "batch.h"
 #include "codes.h"
 #include "facevec.h"
+#include "knn_chunk_cache.h"
 #include "knn_search.h"
 #include "knn_store.h"
 
@@ -92,6 +93,8 @@ typedef struct knn_scan {
   /* The cache, when it describes this index (open_index): its statements,
   ** centroids and parameters are borrowed. */
   knn_cache *cache;
+  /* The chunks of this snapshot kept in memory (NULL: read each one). */
+  const knn_chunk_key *chunk_key;
   struct knn_visit {
     i64 id, list;
   } *visit;
@@ -317,9 +320,10 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   knn_index *ix = &sc->ix;
   sqlite3_stmt *st = NULL;
   sqlite3_blob *blob[3] = {NULL, NULL, NULL};
-  unsigned char *valid = NULL;
-  i64 *rowids = NULL;
+  unsigned char *valid_buf = NULL;
+  i64 *rowids_buf = NULL;
   float *block = NULL;
+  const knn_chunk *held = NULL; /* the chunk being scored, from the cache */
   double *keys = NULL; /* euclidean: block_rows keys per query */
   /* Compressed euclidean: each query as the code kernels take it, and a
   ** block's float32 keys. */
@@ -364,8 +368,8 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
   if (block_rows > (size_t)ix->chunk_size) block_rows = (size_t)ix->chunk_size;
 
   chunks_tbl = sqlite3_mprintf("%s_fvknn_chunks", ix->tbl);
-  valid = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
-  rowids = scan_buffer(sc, 0, (sqlite3_uint64)ix->chunk_size * sizeof(i64), &own[0]);
+  valid_buf = sqlite3_malloc64((sqlite3_uint64)ix->chunk_size / 8);
+  rowids_buf = scan_buffer(sc, 0, (sqlite3_uint64)ix->chunk_size * sizeof(i64), &own[0]);
   block = scan_buffer(sc, 1, coded && euclid ? 1 : block_rows * vbytes, &own[1]);
   if (euclid) {
     keys = sqlite3_malloc64((sqlite3_uint64)n_queries * block_rows * sizeof(double));
@@ -392,7 +396,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
     raw = scan_buffer(sc, 2, (sqlite3_uint64)most * ebytes, &own[2]);
     if (!raw) rc = SQLITE_NOMEM;
   }
-  if (!chunks_tbl || !valid || !rowids || !block || !active || rc == SQLITE_NOMEM) {
+  if (!chunks_tbl || !valid_buf || !rowids_buf || !block || !active || rc == SQLITE_NOMEM) {
     rc = SQLITE_NOMEM;
     goto finish;
   }
@@ -420,6 +424,12 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
             : (rc = next_visit < sc->n_visit ? SQLITE_ROW : SQLITE_DONE) == SQLITE_ROW) {
     i64 id = st ? sqlite3_column_int64(st, 0) : sc->visit[next_visit].id, list = -1;
     int list_type = SQLITE_INTEGER;
+    /* The chunk's valid bits, rowids and stored vectors: the cache's copy,
+    ** or read into the scan's buffers (stored NULL: read a block at a time). */
+    const unsigned char *valid = valid_buf, *stored = NULL;
+    const i64 *rowids = rowids_buf;
+    knn_chunk_release(held);
+    held = NULL;
     if (!st) list = sc->visit[next_visit++].list;
     size_t n_slots = 0;
     if (id < 1 || id > ix->tail_chunk) {
@@ -440,14 +450,32 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
         if (list < 0 || sc->probe[i * (size_t)lists + (size_t)list]) active[n_active++] = i;
       if (n_active == 0) continue; /* no query reads this list */
     }
-    for (int c = 0; c < 3 && rc == SQLITE_OK; c++)
+    int keep = sc->chunk_key != NULL; /* read into the cache on a miss */
+    if (keep) held = knn_chunk_get(sc->chunk_key, id);
+    if (held && ((i64)held->n_slots > ix->chunk_size ||
+                 (id == ix->tail_chunk && ix->tail_used < ix->chunk_size &&
+                  (i64)held->n_slots != ix->tail_used))) {
+      /* Not this description's chunk (only a forged file can get here): the
+      ** file's own is read, within the scan's buffers. */
+      knn_chunk_release(held);
+      held = NULL;
+      keep = 0;
+    }
+    if (held) {
+      /* Read in this generation, so in this snapshot: sizes already checked. */
+      n_slots = held->n_slots;
+      valid = held->valid;
+      rowids = held->rowids;
+      stored = held->vectors;
+    }
+    for (int c = 0; c < 3 && rc == SQLITE_OK && !held; c++)
       rc = blob[c] ? sqlite3_blob_reopen(blob[c], id)
                    : sqlite3_blob_open(sc->db, "main", chunks_tbl, column[c], id, 0, &blob[c]);
     if (rc != SQLITE_OK) goto db_error;
     /* knn_index_check saw these sizes in this same snapshot; a mismatch here
     ** is a bug, never a reason to read out of bounds. A sealed chunk may be
     ** shorter than chunk_size (format 2). */
-    {
+    if (!held) {
       const i64 cap = (i64)sqlite3_blob_bytes(blob[0]) * 8,
                 used = knn_chunk_slots(ix, id, cap / 8);
       if (used < 0 || sqlite3_blob_bytes(blob[1]) != (int)(cap * 8) ||
@@ -469,9 +497,26 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       rc = sqlite3_blob_read(b_slots, slot_list, (int)(n_slots * 4), 0);
       if (rc != SQLITE_OK) goto db_error;
     }
-    rc = sqlite3_blob_read(blob[0], valid, (int)((n_slots + 7) / 8), 0);
-    if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], rowids, (int)(n_slots * 8), 0);
-    if (rc != SQLITE_OK) goto db_error;
+    if (!held) {
+      /* The whole chunk into the cache when its budget has room, else the
+      ** bits and rowids now and the vectors a block at a time. */
+      knn_chunk *fill = keep ? knn_chunk_new(sc->chunk_key, id, n_slots, ebytes) : NULL;
+      unsigned char *to_valid = fill ? (unsigned char *)fill->valid : valid_buf;
+      i64 *to_rowids = fill ? (i64 *)fill->rowids : rowids_buf;
+      rc = sqlite3_blob_read(blob[0], to_valid, (int)((n_slots + 7) / 8), 0);
+      if (rc == SQLITE_OK) rc = sqlite3_blob_read(blob[1], to_rowids, (int)(n_slots * 8), 0);
+      if (rc == SQLITE_OK && fill)
+        rc = sqlite3_blob_read(blob[2], (void *)fill->vectors, (int)(n_slots * ebytes), 0);
+      if (fill && rc == SQLITE_OK) {
+        held = knn_chunk_put(fill);
+        valid = held->valid;
+        rowids = held->rowids;
+        stored = held->vectors;
+      } else if (fill) {
+        knn_chunk_discard(fill);
+      }
+      if (rc != SQLITE_OK) goto db_error;
+    }
     if (batch && list >= -1 && !(sc->probe && list < 0)) {
       /* The whole chunk at once (a mixed chunk, whose rows each query reads
       ** or not, takes the path below). */
@@ -479,12 +524,20 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
       while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
       if (lo == hi) continue;
-      rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)cbuf, (int)((hi - lo) * ebytes),
-                             (int)(lo * ebytes));
-      if (rc != SQLITE_OK) goto db_error;
-      if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, cbuf);
-      rc = batch_chunk(sc, queries, active, n_active, qall, qbuf, cbuf, lo, hi, valid, rowids,
-                       id, kmax, bidx, bdist, bnf);
+      const void *src = stored ? (const void *)(stored + lo * ebytes) : NULL;
+      const float *rows_at = cbuf;
+      if (!src) {
+        rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)cbuf, (int)((hi - lo) * ebytes),
+                               (int)(lo * ebytes));
+        if (rc != SQLITE_OK) goto db_error;
+        src = raw;
+      }
+      if (coded)
+        knn_decode(ix->storage, sc->qparams, src, hi - lo, dim, cbuf);
+      else if (stored)
+        rows_at = src;
+      rc = batch_chunk(sc, queries, active, n_active, qall, qbuf, rows_at, lo, hi, valid,
+                       rowids, id, kmax, bidx, bdist, bnf);
       if (rc != SQLITE_OK) goto finish;
       continue;
     }
@@ -494,9 +547,18 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
       while (lo < hi && !(valid[lo / 8] >> (lo % 8) & 1)) lo++;
       while (hi > lo && !(valid[(hi - 1) / 8] >> ((hi - 1) % 8) & 1)) hi--;
       if (lo == hi) continue;
-      rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
-                             (int)(lo * ebytes));
-      if (rc != SQLITE_OK) goto db_error;
+      /* The block's codes (coded) or vectors, where they lie in the cache. */
+      const void *codes = raw;
+      const float *vecs = block;
+      if (stored && coded) {
+        codes = stored + lo * ebytes;
+      } else if (stored) {
+        vecs = (const float *)(const void *)(stored + lo * ebytes);
+      } else {
+        rc = sqlite3_blob_read(blob[2], coded ? raw : (void *)block, (int)((hi - lo) * ebytes),
+                               (int)(lo * ebytes));
+        if (rc != SQLITE_OK) goto db_error;
+      }
       if (keys && no_pending && !(sc->probe && list < 0)) {
         /* Each query's keys of the block, and only the rows within its
         ** bound (its heap's worst and its threshold: offer would turn the
@@ -507,8 +569,8 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
           size_t nc = 0;
           if (bound != bound || q->thr_key < bound) bound = q->thr_key;
           if (coded) {
-            fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, raw, hi - lo,
-                               dim, fkeys);
+            fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, codes,
+                               hi - lo, dim, fkeys);
             for (size_t r = 0; r < hi - lo; r++) {
               double key = fkeys[r];
               if (key > bound) continue;
@@ -516,7 +578,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
               cand_keys[nc++] = key;
             }
           } else {
-            nc = fv_l2_squared_rows_within(q->spec->vector, block, hi - lo, dim, bound, cand,
+            nc = fv_l2_squared_rows_within(q->spec->vector, vecs, hi - lo, dim, bound, cand,
                                            cand_keys);
           }
           for (size_t j = 0; j < nc; j++) {
@@ -532,16 +594,19 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
         /* Euclidean keys straight from the codes, a kernel call per query. */
         for (size_t a = 0; a < n_active; a++) {
           double *kq = keys + a * block_rows;
-          fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, raw, hi - lo,
+          fv_codes_l2sq_rows(ix->storage, sc->qparams, qprep + active[a] * dim, codes, hi - lo,
                              dim, fkeys);
           for (size_t r = 0; r < hi - lo; r++) kq[r] = fkeys[r];
         }
       } else {
-        if (coded) knn_decode(ix->storage, sc->qparams, raw, hi - lo, dim, block);
+        if (coded) {
+          knn_decode(ix->storage, sc->qparams, codes, hi - lo, dim, block);
+          vecs = block;
+        }
         for (size_t a = 0; a < n_active; a++) {
           /* Euclidean keys of the whole block in one kernel call. */
           if (keys)
-            fv_l2_squared_rows(queries[active[a]].spec->vector, block, hi - lo, dim,
+            fv_l2_squared_rows(queries[active[a]].spec->vector, vecs, hi - lo, dim,
                                keys + a * block_rows);
         }
       }
@@ -569,7 +634,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
         } else {
           for (size_t a = 0; a < n_active && rc == SQLITE_OK; a++)
             if (!reads || reads[active[a] * (size_t)lists])
-              rc = consider(sc, &queries[active[a]], block + (r - lo) * dim, rowids[r], at);
+              rc = consider(sc, &queries[active[a]], vecs + (r - lo) * dim, rowids[r], at);
         }
         if (rc != SQLITE_OK) goto finish;
       }
@@ -581,6 +646,7 @@ static int scan_chunks(knn_scan *sc, knn_query *queries, size_t n_queries) {
 db_error:
   knn_db_error(sc->db, &sc->zErr);
 finish:
+  knn_chunk_release(held);
   for (int c = 0; c < 3; c++) sqlite3_blob_close(blob[c]);
   sqlite3_blob_close(b_slots);
   if (st) sqlite3_reset(st);
@@ -594,7 +660,7 @@ finish:
   sqlite3_free(bnf);
   sqlite3_free(lists_tbl);
   sqlite3_free(chunks_tbl);
-  sqlite3_free(valid);
+  sqlite3_free(valid_buf);
   for (int i = 0; i < 3; i++) sqlite3_free(own[i]);
   sqlite3_free(keys);
   sqlite3_free(cand);
@@ -914,6 +980,7 @@ static void cache_statements_clear(knn_cache *c);
 static void cache_data_clear(knn_cache *c);
 
 static void cache_data_clear(knn_cache *c) {
+  knn_chunk_key_clear(&c->chunk_key);
   sqlite3_free(c->centroids);
   sqlite3_free(c->qparams);
   c->centroids = c->qparams = NULL;
@@ -948,6 +1015,15 @@ static int index_copy(knn_index *to, const knn_index *from) {
   return SQLITE_NOMEM;
 }
 
+/* This connection has written in its open transaction: what a query learns
+** now may be rolled back, which neither the data version nor the change
+** count would show. */
+static int in_write_transaction(sqlite3 *db) {
+  if (sqlite3_libversion_number() >= 3034000) /* sqlite3_txn_state */
+    return sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE;
+  return !sqlite3_get_autocommit(db);
+}
+
 /* Load and check req's index, or take it from the cache when the file has
 ** not changed since the cache was filled (then only the cheap checks of the
 ** scan itself run). The read transaction must be open: pin holds it. */
@@ -961,6 +1037,7 @@ static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int sch
       strcmp(cache->table, table) == 0) {
     rc = index_copy(&sc->ix, &cache->ix);
     if (rc == SQLITE_OK) sc->cache = cache;
+    if (rc == SQLITE_OK && cache->chunk_key.file) sc->chunk_key = &cache->chunk_key;
     return rc;
   }
   rc = knn_index_open(sc->db, "facevec_knn", table, &sc->ix, &sc->zErr);
@@ -974,8 +1051,22 @@ static int open_index(knn_scan *sc, const char *table, knn_cache *cache, int sch
   cache->data_version = data_version;
   cache->changes = changes;
   cache->schema_version = schema_version;
-  cache->valid = 1;
+  /* Inside a write transaction, used by this query only: checked again by the
+  ** next (its chunks are known by a generation a rollback never brings back). */
+  cache->valid = !in_write_transaction(sc->db);
   sc->cache = cache;
+  /* The chunks kept in memory for this snapshot: those of its generation
+  ** (none for a file of an older format, whose writers kept no number). */
+  {
+    i64 generation = 0;
+    int found = 0;
+    if (sc->ix.format >= KNN_FORMAT_GENERATION &&
+        knn_generation_read(sc->db, sc->ix.tbl, &generation, &found) == SQLITE_OK && found &&
+        knn_chunk_key_set(&cache->chunk_key, sqlite3_db_filename(sc->db, "main"), sc->ix.tbl,
+                          generation) == SQLITE_OK &&
+        cache->chunk_key.file)
+      sc->chunk_key = &cache->chunk_key;
+  }
   return SQLITE_OK;
 }
 

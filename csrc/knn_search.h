@@ -5,6 +5,7 @@
 #define FACEVEC_KNN_SEARCH_H
 
 #include "facevec.h"
+#include "knn_chunk_cache.h"
 #include "knn_store.h"
 
 /* One query vector and what to return for it. */
@@ -69,6 +70,9 @@ typedef struct knn_cache {
   ** reads the list). */
   i64 **list_ids;
   size_t *list_n, list_slots;
+  /* While valid: which chunks of the process's cache are this snapshot's
+  ** (file, table, generation); file NULL: none are. */
+  knn_chunk_key chunk_key;
 } knn_cache;
 
 void knn_cache_clear(knn_cache *c);

@@ -42,6 +42,12 @@
 **       Returns the number of rows processed; fewer than max_rows = done.
 **   SELECT facevec_knn_drop(table)      remove the index; returns 1 or 0.
 **   SELECT facevec_knn_status(table)    JSON description, NULL if no index.
+**   SELECT facevec_knn_cache_size([bytes])
+**       The bytes of chunks the process keeps in memory for its searches
+**       (every connection shares them; default 1 GiB, 0: none), set first
+**       when bytes is given. Returns the budget.
+**   SELECT facevec_knn_cache_status()
+**       JSON {"budget", "bytes", "chunks", "hits", "misses"} of that cache.
 **
 **   SELECT rowid, distance, rank
 **   FROM facevec_knn(table, query, k [, metric [, threshold]]);
@@ -74,6 +80,9 @@
 **                       chunks' vectors BLOBs then hold codes of 2 or 1 bytes
 **                       (rows synced since training) whose slots BLOB holds
 **                       each slot's list as int32
+**   facevec_knn_generation  (tbl, generation): a random number every write
+**                       to T's chunks replaces; chunks kept in memory are
+**                       known by it (knn_chunk_cache.h)
 **   T_fvknn_log         (seq, rid) appended by plain-SQL triggers on T, so any
 **                       connection, with or without facevec loaded, can write
 **                       T; facevec_knn_sync empties it.
@@ -617,6 +626,51 @@ static int skipped_list(sqlite3 *db, const knn_index *ix, char **out) {
   }
   sqlite3_finalize(st);
   return SQLITE_OK;
+}
+
+/* facevec_knn_cache_size() -> INTEGER, the process's budget of chunks kept
+** in memory in bytes; facevec_knn_cache_size(bytes) sets it first (0: keep
+** none; chunks kept beyond it are freed). NULL leaves it as it is; a value
+** that is not an INTEGER >= 0 is an error. */
+static void format_number(char *buf, size_t cap, sqlite3_value *v);
+
+static void cache_size_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3_int64 bytes = -1;
+  if (argc == 1 && sqlite3_value_type(argv[0]) != SQLITE_NULL) {
+    if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER || sqlite3_value_int64(argv[0]) < 0) {
+      char found[64];
+      int type = sqlite3_value_type(argv[0]);
+      if (type == SQLITE_INTEGER || type == SQLITE_FLOAT)
+        format_number(found, sizeof found, argv[0]);
+      else
+        snprintf(found, sizeof found, "%s", fv_type_name(type));
+      char *msg = sqlite3_mprintf("facevec_knn_cache_size: bytes must be an INTEGER >= 0, "
+                                  "found %s",
+                                  found);
+      sqlite3_result_error(ctx, msg ? msg : "facevec_knn_cache_size: bad bytes", -1);
+      sqlite3_free(msg);
+      return;
+    }
+    bytes = sqlite3_value_int64(argv[0]);
+  }
+  sqlite3_result_int64(ctx, knn_chunk_cache_budget(bytes));
+}
+
+/* facevec_knn_cache_status() -> TEXT JSON object: the budget, the bytes and
+** chunks kept, and the chunk look-ups served from memory (hits) or not. */
+static void cache_status_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3_int64 bytes, chunks, hits, misses, budget = knn_chunk_cache_budget(-1);
+  (void)argc;
+  (void)argv;
+  knn_chunk_cache_stats(&bytes, &chunks, &hits, &misses);
+  char *json = sqlite3_mprintf("{\"budget\":%lld,\"bytes\":%lld,\"chunks\":%lld,"
+                               "\"hits\":%lld,\"misses\":%lld}",
+                               budget, bytes, chunks, hits, misses);
+  if (!json) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  sqlite3_result_text(ctx, json, -1, sqlite3_free);
 }
 
 /* facevec_knn_status(table) -> TEXT JSON object describing the index, or NULL
@@ -1193,6 +1247,9 @@ int fv_knn_register(sqlite3 *db) {
       {"facevec_knn_create", 4, build_func, 0}, {"facevec_knn_create", 5, build_func, 0},
       {"facevec_knn_sync", 1, sync_func, 0},    {"facevec_knn_sync", 2, sync_func, 0},
       {"facevec_knn_drop", 1, drop_func, 0},    {"facevec_knn_status", 1, status_func, 0},
+      {"facevec_knn_cache_size", 0, cache_size_func, 0},
+      {"facevec_knn_cache_size", 1, cache_size_func, 0},
+      {"facevec_knn_cache_status", 0, cache_status_func, 0},
   };
   /* They write the database (or read arbitrary tables): never from triggers
   ** or views of an untrusted schema. */

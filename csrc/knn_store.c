@@ -67,6 +67,12 @@ void knn_db_error(sqlite3 *db, char **pzErr) {
 
 static const char *const trigger_suffix[3] = {"_fvknn_ins", "_fvknn_del", "_fvknn_upd"};
 static const char *const table_suffix[3] = {"_fvknn_chunks", "_fvknn_rowids", "_fvknn_log"};
+/* Triggers on the chunks table: an edit of it in SQL replaces the index's
+** generation, as facevec's own writes do (they go through sqlite3_blob_write,
+** which fires no trigger, and replace it themselves), so that chunks kept in
+** memory are never taken for those of a file edited by hand. */
+static const char *const chunk_edit_suffix[3] = {"_fvknn_chunks_ins", "_fvknn_chunks_del",
+                                                 "_fvknn_chunks_upd"};
 /* The IVF option's tables: its centroids and settings (one row), and the list
 ** of each chunk (-1: a mixed chunk, whose slots BLOB names each slot's list). */
 static const char *const ivf_suffix[2] = {"_fvknn_ivf", "_fvknn_chunklists"};
@@ -157,6 +163,14 @@ char *knn_object_type(sqlite3 *db, const char *name) {
   }
   sqlite3_finalize(st);
   return type;
+}
+
+/* Main's object name is of type `type`. */
+static int knn_object_type_is(sqlite3 *db, const char *name, const char *type) {
+  char *have = knn_object_type(db, name);
+  int same = have && strcmp(have, type) == 0;
+  sqlite3_free(have);
+  return same;
 }
 
 static int meta_table_exists(sqlite3 *db) {
@@ -380,6 +394,7 @@ int knn_index_load(sqlite3 *db, const char *fn, const char *tbl, knn_index *ix,
   ix->n_vectors = sqlite3_column_int64(st, 7);
   ix->building = sqlite3_column_type(st, 8) != SQLITE_NULL;
   ix->build_next = sqlite3_column_int64(st, 8);
+  ix->format = sqlite3_column_int64(st, 9);
   if (sqlite3_column_int64(st, 9) < KNN_FORMAT_MIN || sqlite3_column_int64(st, 9) > KNN_FORMAT)
     rc = knn_corrupt(pzErr, fn, ix, "format %lld, expected %d to %d",
                      sqlite3_column_int64(st, 9), KNN_FORMAT_MIN, KNN_FORMAT);
@@ -419,6 +434,52 @@ int knn_index_save(sqlite3 *db, const knn_index *ix, char **pzErr) {
     if (rc == SQLITE_DONE) rc = SQLITE_OK;
   }
   if (rc != SQLITE_OK) knn_db_error(db, pzErr);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int knn_generation_bump(sqlite3 *db, const char *tbl, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  i64 generation;
+  int rc = knn_exec(db, pzErr,
+                    "CREATE TABLE IF NOT EXISTS main." KNN_GENERATION_TABLE
+                    "(tbl TEXT PRIMARY KEY COLLATE NOCASE, generation INTEGER NOT NULL)");
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(db,
+                            "INSERT OR REPLACE INTO main." KNN_GENERATION_TABLE
+                            "(tbl, generation) VALUES (?1, ?2)",
+                            -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    /* Random, not counted: a number once seen never names other chunks,
+    ** even after a rollback or a file put back from a copy. */
+    sqlite3_randomness(sizeof generation, &generation);
+    sqlite3_bind_text(st, 1, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, generation);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  }
+  if (rc != SQLITE_OK) knn_db_error(db, pzErr);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int knn_generation_read(sqlite3 *db, const char *tbl, i64 *generation, int *found) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+  *found = 0;
+  if (!knn_object_type_is(db, KNN_GENERATION_TABLE, "table")) return SQLITE_OK;
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT generation FROM main." KNN_GENERATION_TABLE " WHERE tbl = ?1",
+                          -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, tbl, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_INTEGER) {
+      *generation = sqlite3_column_int64(st, 0);
+      *found = 1;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
   sqlite3_finalize(st);
   return rc;
 }
@@ -1412,7 +1473,10 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
   int log_drained = 0;
   int rc;
   /* An IVF build in batches: its next batch (the log waits for its end). */
-  if (ix->building && ix->lists > 0) return knn_ivf_step(db, fn, ix, max_rows, done, pzErr);
+  if (ix->building && ix->lists > 0) {
+    rc = knn_generation_bump(db, ix->tbl, pzErr);
+    return rc == SQLITE_OK ? knn_ivf_step(db, fn, ix, max_rows, done, pzErr) : rc;
+  }
   rc = writer_init(&w, db, fn, ix);
   if (rc != SQLITE_OK) goto finish;
 
@@ -1428,7 +1492,9 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
                        fv_type_name(sqlite3_column_type(log_st, 1)));
       goto finish;
     }
-    rc = writer_apply_rid(&w, sqlite3_column_int64(log_st, 1));
+    /* The first change to write: the chunks about to change get a new number. */
+    rc = count == 0 ? knn_generation_bump(db, ix->tbl, &w.zErr) : SQLITE_OK;
+    if (rc == SQLITE_OK) rc = writer_apply_rid(&w, sqlite3_column_int64(log_st, 1));
     if (rc != SQLITE_OK) goto finish;
     count++;
   }
@@ -1450,7 +1516,9 @@ int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows,
   if (ix->building && (max_rows < 0 || count < max_rows)) {
     i64 budget = max_rows < 0 ? -1 : max_rows - count, n = 0;
     int at_end = 0;
-    rc = knn_prepare(db, &build_st, &w.zErr,
+    rc = knn_generation_bump(db, ix->tbl, &w.zErr);
+    if (rc == SQLITE_OK)
+      rc = knn_prepare(db, &build_st, &w.zErr,
                      "SELECT \"%w\", \"%w\" FROM \"main\".\"%w\" WHERE \"%w\" >= ?1 "
                      "ORDER BY \"%w\" LIMIT ?2",
                      ix->pk, ix->col, ix->tbl, ix->pk, ix->pk);
@@ -1514,9 +1582,9 @@ finish:
 
 int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   int rc = SQLITE_OK;
-  for (int i = 0; rc == SQLITE_OK && i < 3; i++)
+  for (int i = 0; rc == SQLITE_OK && i < 6; i++)
     rc = knn_exec(db, pzErr, "DROP TRIGGER IF EXISTS \"main\".\"%w%s\"", tbl,
-                  trigger_suffix[i]);
+                  i < 3 ? trigger_suffix[i] : chunk_edit_suffix[i - 3]);
   for (int i = 0; rc == SQLITE_OK && i < 9; i++) {
     char *name = sqlite3_mprintf("%s%s", tbl, i < 3   ? table_suffix[i]
                                               : i < 5 ? ivf_suffix[i - 3]
@@ -1530,6 +1598,8 @@ int knn_drop_objects(sqlite3 *db, const char *tbl, char **pzErr) {
   }
   if (rc == SQLITE_OK && meta_table_exists(db))
     rc = knn_exec(db, pzErr, "DELETE FROM main." KNN_INDEX_TABLE " WHERE tbl = %Q", tbl);
+  if (rc == SQLITE_OK && knn_object_type_is(db, KNN_GENERATION_TABLE, "table"))
+    rc = knn_exec(db, pzErr, "DELETE FROM main." KNN_GENERATION_TABLE " WHERE tbl = %Q", tbl);
   return rc;
 }
 
@@ -1641,6 +1711,7 @@ int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col, i6
                   "INSERT INTO main." KNN_INDEX_TABLE " VALUES (%Q, %Q, %Q, 0, %lld, 0, 0, 0, "
                   "-9223372036854775808, %d)",
                   canon, col, pk, chunk_size, KNN_FORMAT);
+  if (rc == SQLITE_OK) rc = knn_generation_bump(db, canon, pzErr);
   if (rc == SQLITE_OK)
     rc = knn_exec(db, pzErr,
                   "CREATE TABLE \"main\".\"%w_fvknn_chunks\"(id INTEGER PRIMARY KEY, "
@@ -1660,6 +1731,14 @@ int knn_create(sqlite3 *db, const char *fn, const char *tbl, const char *col, i6
     char *sql = trigger_sql(i, canon, pk, col);
     rc = sql ? knn_exec(db, pzErr, "CREATE TRIGGER \"main\".%s", sql) : SQLITE_NOMEM;
     sqlite3_free(sql);
+  }
+  for (int i = 0; rc == SQLITE_OK && i < 3; i++) {
+    static const char *const event[3] = {"INSERT", "DELETE", "UPDATE"};
+    rc = knn_exec(db, pzErr,
+                  "CREATE TRIGGER \"main\".\"%w%s\" AFTER %s ON \"%w_fvknn_chunks\" BEGIN "
+                  "UPDATE " KNN_GENERATION_TABLE " SET generation = random() WHERE tbl = %Q; "
+                  "END",
+                  canon, chunk_edit_suffix[i], event[i], canon, canon);
   }
   if (rc == SQLITE_OK) rc = knn_index_load(db, fn, canon, ix, pzErr);
   if (rc == SQLITE_NOTFOUND) rc = SQLITE_ERROR; /* cannot happen: just inserted */

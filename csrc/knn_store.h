@@ -18,8 +18,15 @@ typedef sqlite3_int64 i64;
 ** Format 2: a sealed chunk (one whose slots are all taken: not the tail, or
 ** the tail once tail_used == chunk_size) may be shorter than chunk_size, a
 ** multiple of 64 slots, so that an IVF list's last chunk has no room left
-** empty. Format 1 files (every chunk chunk_size slots) read as they are. */
-#define KNN_FORMAT 2
+** empty. Format 3: every write to the chunks replaces the index's number in
+** facevec_knn_generation (knn_generation_bump), so that chunks kept in memory
+** (knn_chunk_cache.h) are known to be the file's; earlier formats are read
+** as they are, without that cache (an older writer would not change the
+** number). Format 1 files (every chunk chunk_size slots) read as they are. */
+#define KNN_FORMAT 3
+/* The format from which the generation is kept. */
+#define KNN_FORMAT_GENERATION 3
+#define KNN_GENERATION_TABLE "facevec_knn_generation"
 #define KNN_FORMAT_MIN 1
 #define KNN_MAX_CHUNK 65536
 /* Chunk ids stay below this (2^40 chunks of 64 vectors is beyond any file),
@@ -66,6 +73,7 @@ typedef struct knn_index {
   ** its candidates exactly from the source table. */
   int storage;     /* KNN_STORE_F32 (no T_fvknn_quant), _F16 or _I8 */
   i64 rerank;      /* candidates re-ranked per query; 0: max(4k, 64) */
+  i64 format;      /* facevec_knn_index.format */
 } knn_index;
 
 /* The codes' own numbers (codes.h), 0 for plain float32. */
@@ -191,6 +199,12 @@ int knn_ivf_sizes(sqlite3 *db, const char *fn, const knn_index *ix, i64 *sizes,
                   i64 *unlisted, char **pzErr);
 int knn_sync_rows(sqlite3 *db, const char *fn, knn_index *ix, i64 max_rows, i64 *done,
                   char **pzErr);
+/* The index's generation: a new random number for tbl, written before the
+** chunks are (so a write that fails half-way is under the new number too),
+** in the writer's transaction. knn_generation_read gives tbl's number in the
+** snapshot of the open read transaction; *found = 0 when it has none. */
+int knn_generation_bump(sqlite3 *db, const char *tbl, char **pzErr);
+int knn_generation_read(sqlite3 *db, const char *tbl, i64 *generation, int *found);
 /* Save the description's numbers (dim, chunk size, tail, vectors, cursor). */
 int knn_index_save(sqlite3 *db, const knn_index *ix, char **pzErr);
 /* Slots per chunk for dim when none is given: about KNN_CHUNK_BYTES. */

@@ -101,6 +101,23 @@ def status(conn: Any, table: str = TABLE) -> dict[str, Any] | None:
     return knn_index.status(conn, table)
 
 
+def cache_size(conn: Any, size: int | None = None) -> int:
+    """The bytes of index chunks this process keeps in memory for its searches
+    (shared by all its connections; 1 GiB unless set, 0 keeps none); ``size``
+    sets it first. Returns the budget."""
+    _require(conn)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise InvalidParameterError(f"cache size must be an integer >= 0 bytes, found {size!r}")
+    return knn_index.cache_size(conn, size)
+
+
+def cache_status(conn: Any) -> dict[str, int]:
+    """The chunk cache: ``budget``, ``bytes`` and ``chunks`` kept, and the chunk
+    look-ups it served (``hits``) or not (``misses``) since the process started."""
+    _require(conn)
+    return knn_index.cache_status(conn)
+
+
 def sync(
     conn: Any,
     table: str = TABLE,

@@ -196,6 +196,53 @@ def test_knn_hostile_script_under_sanitizers(build):
     check_battery(result, sql)
 
 
+CHUNK_CACHE_SQL = """
+.open {db}
+.load {extension}
+PRAGMA journal_mode = WAL;
+CREATE TABLE face_meta(id INTEGER PRIMARY KEY, embedding BLOB);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+INSERT INTO face_meta SELECT i, vector_from_json('[' || (i % 37) || ',' || (i % 11) || ','
+  || (i % 5) || ',' || ((i * 7) % 13) || ']') FROM n;
+SELECT facevec_knn_cache_size(40000);
+SELECT facevec_knn_build('face_meta', 'embedding', NULL, '{{"lists": 8, "storage": "{storage}"}}');
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 20, 'euclidean', NULL, 3);
+SELECT count(*) FROM facevec_knn('face_meta', '[9,2,1,4]', 50, 'cosine', NULL, 8);
+SELECT count(*) FROM facevec_knn_batch('face_meta', '[[1,2,3,4],[5,5,5,5],[0,1,0,1],[3,3,3,3],
+  [1,1,1,1],[2,2,2,2],[4,4,4,4],[6,6,6,6],[7,7,7,7],[8,8,8,8],[9,9,9,9],[1,0,0,0],[0,0,1,0]]',
+  10, 'euclidean', NULL, 4);
+DELETE FROM face_meta WHERE id % 97 = 0;
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 20, 'euclidean', NULL, 3);
+SELECT facevec_knn_sync('face_meta');
+BEGIN;
+DELETE FROM face_meta WHERE id % 89 = 0;
+SELECT facevec_knn_sync('face_meta');
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 20, 'euclidean', NULL, 8);
+ROLLBACK;
+UPDATE face_meta_fvknn_chunks SET rowids = rowids WHERE id = 1;
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 20, 'euclidean', NULL, 8);
+SELECT facevec_knn_cache_size(1 << 30);
+SELECT count(*) FROM facevec_knn('face_meta', '[1,2,3,4]', 2000, 'euclidean', NULL, 8);
+SELECT 'cache', facevec_knn_cache_status();
+SELECT facevec_knn_drop('face_meta');
+SELECT facevec_knn_cache_size(0);
+SELECT 'emptied', facevec_knn_cache_status();
+"""
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_the_chunk_cache_under_sanitizers(build, tmp_path, storage):
+    """Searches of a file through the chunk cache: a budget that evicts, batches,
+    logged and synced deletes, a rolled-back sync, an edit of the chunks, a drop."""
+    extension = build / "facevec0"  # loaded again into the file's connection
+    sql = CHUNK_CACHE_SQL.format(db=tmp_path / "cache.db", extension=extension, storage=storage)
+    result = run_sanitized(build / "facevec0.so", sql)
+    assert_no_report(result)
+    assert not result.stderr.strip(), result.stderr[-3000:]
+    assert '"hits":' in result.stdout and "emptied|" in result.stdout
+    assert 'emptied|{"budget":0,"bytes":0,"chunks":0' in result.stdout
+
+
 def hex_blob(values) -> str:
     return "x'" + np.asarray(values, dtype="<f4").tobytes().hex() + "'"
 

@@ -24,6 +24,21 @@ def status(conn: Any, table: str) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
+def cache_size(conn: Any, size: int | None = None) -> int:
+    """The process's budget of knn chunks kept in memory, in bytes (set first
+    when ``size`` is given)."""
+    if size is None:
+        (budget,) = conn.execute("SELECT facevec_knn_cache_size()").fetchone()
+    else:
+        (budget,) = conn.execute("SELECT facevec_knn_cache_size(?)", (size,)).fetchone()
+    return int(budget)
+
+
+def cache_status(conn: Any) -> dict[str, int]:
+    (text,) = conn.execute("SELECT facevec_knn_cache_status()").fetchone()
+    return json.loads(text)
+
+
 def change_stamp(conn: Any) -> tuple[int, int, int]:
     """What changes whenever the file may have: another connection's commit
     (``data_version``), this connection's writes, a schema change. Equal stamps:

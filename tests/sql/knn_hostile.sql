@@ -257,8 +257,8 @@ UPDATE face_meta SET embedding = vector_from_json('[1,2,3,4]') WHERE id = 151;
 select 'trigger-gone-right', (SELECT group_concat(rowid || ':' || distance) FROM facevec_knn('face_meta', '[1,2,3,4]', 1000)) = (SELECT * FROM answer);
 
 -- format
-UPDATE facevec_knn_index SET format = 3;
-SELECT facevec_knn_status('face_meta'); -- error: facevec_knn_status: the knn index of face_meta is corrupt (format 3, expected 1 to 2); rebuild it with: facevec reindex
+UPDATE facevec_knn_index SET format = 4;
+SELECT facevec_knn_status('face_meta'); -- error: facevec_knn_status: the knn index of face_meta is corrupt (format 4, expected 1 to 3); rebuild it with: facevec reindex
 select 'format-rebuilt', (SELECT facevec_knn_build('face_meta', 'embedding', 64)) = 144;
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,2]') WHERE id IN (5, 151);
 UPDATE face_meta SET embedding = vector_from_json('[1,1,1,1]') WHERE id = 5;
