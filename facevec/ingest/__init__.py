@@ -830,7 +830,9 @@ def add(
     people: the people step at the end (recognise, group), as index.
     """
     try:  # float64: a value beyond float32's range is refused, not stored as infinity
-        values = np.asarray(embeddings, dtype=np.float64)
+        given = embeddings.dtype if isinstance(embeddings, np.ndarray) else None
+        # float32 already: checked as it is (no float64 copy of a million vectors).
+        values = np.asarray(embeddings, dtype=np.float32 if given == np.float32 else np.float64)
     except (TypeError, ValueError) as err:  # ragged lists, strings, ...
         raise VectorError(
             f"embeddings must be a 2-D array of numbers, vectors of equal length: {err}"
