@@ -313,7 +313,7 @@ def test_binary_copy_leaves_what_the_text_format_leaves(backend, tmp_path, monke
         copy_gallery(source, binary, batch_size=40, people=False)
         written = []
         original = faces._copy_lines
-        monkeypatch.setattr(faces, "_binary_types", lambda db: None)
+        monkeypatch.setattr(faces, "_binary_types", lambda db, table="face_meta": None)
         monkeypatch.setattr(faces, "_copy_lines", lambda *a: written.append(1) or original(*a))
         copy_gallery(source, text, batch_size=40, people=False)
         assert written  # the text format did write the second copy

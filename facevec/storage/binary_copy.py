@@ -145,6 +145,9 @@ def rows(columns: Sequence[Encoded], count: int) -> tuple[list[str], bytes]:
         record[f"n{at}"] = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
         record[f"v{at}"] = array
     data = record.tobytes()
+    names = [column.name for column in fixed + pieces + shared]
+    if not pieces and not shared:  # every field fixed-width: the records are the rows
+        return names, SIGNATURE + data + TRAILER
     size = record.dtype.itemsize
     heads = [data[at : at + size] for at in range(0, len(data), size)]
     tail = b"".join(column.shared for column in shared if column.shared is not None)
@@ -152,7 +155,6 @@ def rows(columns: Sequence[Encoded], count: int) -> tuple[list[str], bytes]:
     if tail:
         parts.append([tail] * count)
     body = b"".join(chain.from_iterable(zip(*parts, strict=True)))
-    names = [column.name for column in fixed + pieces + shared]
     return names, SIGNATURE + body + TRAILER
 
 

@@ -322,21 +322,27 @@ def write_plan(db: Database) -> WritePlan:
     return WritePlan(db.dialect, current, centroids)
 
 
-_BINARY_TYPES: dict[str, dict[str, str] | None] = {}
+_BINARY_TYPES: dict[tuple[str, str, str], dict[str, str] | None] = {}
 
 
-def _binary_types(db: Database) -> dict[str, str] | None:
-    """face_meta's column types where binary COPY can write every column facevec
-    writes (and the client speaks UTF-8), else None: the text format."""
-    key = f"{db.name} {db.scalar('SELECT current_schema()')}"
+def _binary_types(db: Database, table: str = "face_meta") -> dict[str, str] | None:
+    """The column types of face_meta (or face_embeddings) where binary COPY can
+    write every column facevec writes (and the client speaks UTF-8), else None:
+    the text format."""
+    key = (db.name, str(db.scalar("SELECT current_schema()")), table)
     if key not in _BINARY_TYPES:
         found = dict(
             db.query(
                 "SELECT column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = 'face_meta'"
+                " WHERE table_schema = current_schema() AND table_name = {p}",
+                (table,),
             )
         )
-        wanted = ("id",) + _COLUMNS + ("ivf_list",)
+        wanted = (
+            ("id",) + _COLUMNS + ("ivf_list",)
+            if table == "face_meta"
+            else ("face_id", "dimension", "value")
+        )
         utf8 = str(getattr(db.conn.info, "encoding", "")).replace("-", "").lower() == "utf8"
         _BINARY_TYPES[key] = binary_copy.column_types(found, wanted) if utf8 else None
     return _BINARY_TYPES[key]
@@ -684,6 +690,8 @@ def insert_many_embedding_rows(db: Database, face_ids: Sequence[int], vectors: n
     if not face_ids:
         return
     matrix = np.asarray(vectors, dtype="<f4").reshape(len(face_ids), -1)
+    if db.dialect is POSTGRESQL and _binary_embedding_rows(db, face_ids, matrix):
+        return
     values = matrix.astype(np.float64).tolist()
     dims = range(matrix.shape[1])
     if db.dialect is POSTGRESQL:
@@ -703,6 +711,35 @@ def insert_many_embedding_rows(db: Database, face_ids: Sequence[int], vectors: n
         ],
         most=10 * MULTI_ROW_INSERT,
     )
+
+
+def _binary_embedding_rows(db: Database, face_ids: Sequence[int], matrix: np.ndarray) -> bool:
+    """face_embeddings rows as one binary COPY whose fields are all fixed-width: one
+    numpy record array. False (nothing written) where a column's type or an id
+    does not fit it."""
+    types = _binary_types(db, "face_embeddings")
+    if types is None or any(kind not in binary_copy.FIXED for kind in types.values()):
+        return False
+    dims = matrix.shape[1]
+    ids = np.repeat(np.asarray(face_ids, dtype=np.int64), dims)
+    columns = {
+        "face_id": ids,
+        "dimension": np.tile(np.arange(dims, dtype=np.int64), len(face_ids)),
+        "value": matrix.ravel().astype(np.float64),  # float32 widened exactly, as the rows
+    }
+    encoded = []
+    for name, values in columns.items():
+        code = np.dtype(binary_copy.FIXED[types[name]])
+        if code.kind == "i" and len(values) and int(values.max()) > np.iinfo(code).max:
+            return False
+        encoded.append(binary_copy.Encoded(name, fixed=values.astype(code)))
+    names, data = binary_copy.rows(encoded, len(ids))
+    cursor = db.conn.cursor()
+    with cursor.copy(
+        f"COPY face_embeddings ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(data)
+    return True
 
 
 def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
