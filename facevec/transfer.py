@@ -128,20 +128,23 @@ def _copy_into(
     ):
         for start in range(0, len(names), batch_size):
             chunk = names[start : start + batch_size]
-            images = faces.stored_faces_of_range(src, chunk)
-            every = [face for stored in images.values() for face in stored]
-            found = blob_problems([face.embedding for face in every], collection.dimensions)
+            columns = faces.face_columns_of_range(src, chunk)
+            blobs = columns.pop("embedding")
+            found = blob_problems(blobs, collection.dimensions)
             if found:  # one look at the whole batch; the bad faces named and left out
-                bad = {id(every[p.row]) for p in found}
-                skipped += [
-                    f"{every[p.row].img_name!r} face {every[p.row].face_index} {p.reason}"
-                    for p in found
-                ]
-                every = [face for face in every if id(face) not in bad]
-            prepared = faces.prepare_faces(every, plan)
+                names, indexes = columns["img_name"], columns["face_index"]
+                skipped += [f"{names[p.row]!r} face {indexes[p.row]} {p.reason}" for p in found]
+                bad = {p.row for p in found}
+                keep = [row for row in range(len(blobs)) if row not in bad]
+                blobs = [blobs[row] for row in keep]
+                columns = {name: [column[row] for row in keep] for name, column in columns.items()}
+            vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(
+                len(blobs), collection.dimensions
+            )
+            prepared = faces.prepare_faces(faces.FaceBatch(vectors, columns), plan)
             writes.submit(
                 partial(_write_batch, dst, prepared, chunk, replacing),
-                partial(_batch_written, copied, bar, len(every), len(found), len(chunk)),
+                partial(_batch_written, copied, bar, len(blobs), len(found), len(chunk)),
             )
     entries = ledger.entries(src)
     with dst.transaction():

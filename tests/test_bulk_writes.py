@@ -415,7 +415,7 @@ def test_an_interrupted_copy_keeps_whole_batches_and_a_rerun_finishes(
     source = str(tmp_path / "source.db")
     facevec.add(source, _names(N), vectors, model_name="Dlib")
     with fresh_database(backend, tmp_path) as db:
-        original = faces.stored_faces_of_range
+        original = faces.face_columns_of_range
         reads = []
 
         def interrupted(*args, **kwargs):  # Ctrl-C while reading the 4th batch
@@ -424,7 +424,7 @@ def test_an_interrupted_copy_keeps_whole_batches_and_a_rerun_finishes(
                 raise KeyboardInterrupt
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(faces, "stored_faces_of_range", interrupted)
+        monkeypatch.setattr(faces, "face_columns_of_range", interrupted)
         with pytest.raises(KeyboardInterrupt):
             copy_gallery(source, db, batch_size=25, people=False)
         monkeypatch.undo()

@@ -849,6 +849,37 @@ def stored_faces_of_range(db: Database, img_names: Sequence[str]) -> dict[str, l
     return found
 
 
+def face_columns_of_range(db: Database, img_names: Sequence[str]) -> dict[str, list[Any]]:
+    """The faces of consecutive names of :func:`image_names` as columns (each of
+    STORED_FACE_COLUMNS a list, the embeddings as stored blobs), by the order of
+    `img_names` then face index: :func:`stored_faces_of_range` without an object
+    per face."""
+    if not img_names:
+        return {name: [] for name in _COLUMNS}
+    rows = db.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM face_meta"
+        " WHERE img_name >= {p} AND img_name <= {p}",
+        (img_names[0], img_names[-1]),
+    )
+    position = {str(name): at for at, name in enumerate(img_names)}
+    name_at, index_at = _COLUMNS.index("img_name"), _COLUMNS.index("face_index")
+    # Not an image stored since the names were read: left out.
+    keyed = [(position.get(row[name_at]), row[index_at], at) for at, row in enumerate(rows)]
+    order = [at for _, _, at in sorted(key for key in keyed if key[0] is not None)]
+    if not order:
+        return {name: [] for name in _COLUMNS}
+    found = {
+        name: list(column)
+        for name, column in zip(
+            _COLUMNS, zip(*[rows[at] for at in order], strict=True), strict=True
+        )
+    }
+    for name in ("embedding", "face_image"):  # bytes from every driver facevec opens
+        if any(type(value) is not bytes and value is not None for value in found[name]):
+            found[name] = list(map(_plain, found[name]))
+    return found
+
+
 def stored_faces_of(db: Database, img_names: Sequence[str]) -> dict[str, list[StoredFace]]:
     """The stored faces of many images (by face index), a few queries in all."""
     found: dict[str, list[StoredFace]] = {str(name): [] for name in img_names}
