@@ -467,7 +467,8 @@ def _binary_fields(
         column = binary_copy.encode_column(name, batch.values.get(name), types[name], len(batch))
         if column is None:
             return None
-        encoded.append(column)
+        if column.shared != binary_copy.NULL:  # a column NULL in every row is left out
+            encoded.append(column)
     return encoded
 
 
@@ -534,9 +535,16 @@ def _copy_face_rows(db: Database, prepared: PreparedFaces, numbers: list[int] | 
     types = prepared.plan.binary_types
     if types is not None and isinstance(prepared.encoded[0], binary_copy.Encoded):
         id_column = binary_copy.encode_column("id", ids, types["id"], len(ids))
-        lists_column = binary_copy.encode_column("ivf_list", numbers, types["ivf_list"], len(ids))
+        lists_column = (
+            binary_copy.Encoded("ivf_list", shared=binary_copy.NULL)
+            if numbers is None
+            else binary_copy.encode_column("ivf_list", numbers, types["ivf_list"], len(ids))
+        )
         if id_column is not None and lists_column is not None:
-            names, data = binary_copy.rows([id_column, *prepared.encoded, lists_column], len(ids))
+            columns = [id_column, *prepared.encoded]
+            if numbers is not None:
+                columns.append(lists_column)
+            names, data = binary_copy.rows(columns, len(ids))
             with cursor.copy(
                 f"COPY face_meta ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
@@ -560,24 +568,30 @@ _AUTOINC_LOCK_MODE: dict[str, int] = {}
 
 def _literal_rows(
     batch: FaceBatch, vectors: np.ndarray, literal: Callable[[Any], str]
-) -> list[str]:
-    """Each face's row of SQL literals of the _COLUMNS, opened and not closed:
-    "(v1, v2, ..., " (the write adds ivf_list and the parenthesis)."""
-    columns = [
-        _hex_column("X'", "'", vectors)
-        if name == "embedding"
-        else [literal(value)] * len(batch)
-        if not isinstance(value := batch.values.get(name), list)
-        else ["NULL"] * len(batch)
-        if value.count(None) == len(value)
-        else [literal(item) for item in value]
-        for name in _COLUMNS
-    ]
-    return ["(" + ", ".join(row) + ", " for row in zip(*columns, strict=True)]
+) -> tuple[list[str], list[str]]:
+    """(the columns written, each face's row of their SQL literals opened and not
+    closed: "(v1, v2, ..."; the write adds ivf_list and the parenthesis). A column
+    NULL in every row is left out: the server parses a third of the values."""
+    names, columns = [], []
+    for name in _COLUMNS:
+        value = batch.values.get(name)
+        if name == "embedding":
+            column = _hex_column("X'", "'", vectors)
+        elif not isinstance(value, list):
+            if value is None:
+                continue
+            column = [literal(value)] * len(batch)
+        elif value.count(None) == len(value):
+            continue
+        else:
+            column = [literal(item) for item in value]
+        names.append(name)
+        columns.append(column)
+    return names, ["(" + ", ".join(row) for row in zip(*columns, strict=True)]
 
 
 def _multi_row_face_rows(
-    db: Database, batch: FaceBatch, opened: list[str], numbers: list[int] | None
+    db: Database, batch: FaceBatch, encoded: tuple[list[str], list[str]], numbers: list[int] | None
 ) -> list[int]:
     """Multi-row INSERTs of face_meta rows. Under innodb_autoinc_lock_mode 0 or 1 a
     multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); under 2 (ids
@@ -588,11 +602,13 @@ def _multi_row_face_rows(
     consecutive = _AUTOINC_LOCK_MODE[db.name] < 2
     ids: list[int] = []
     names, indexes = batch.column("img_name"), batch.column("face_index")
+    written, opened = encoded
     if numbers is None:
-        rows = [start + "NULL)" for start in opened]
+        rows = [start + ")" for start in opened]
     else:
-        rows = [f"{start}{number})" for start, number in zip(opened, numbers, strict=True)]
-    table = f"face_meta ({', '.join(_COLUMNS)}, ivf_list)"
+        rows = [f"{start}, {number})" for start, number in zip(opened, numbers, strict=True)]
+        written = written + ["ivf_list"]
+    table = f"face_meta ({', '.join(written)})"
     for (start, end), cursor in _insert_rows(db, table, rows):
         if consecutive and cursor.rowcount == end - start:
             first = int(cursor.lastrowid)
