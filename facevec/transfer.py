@@ -45,7 +45,7 @@ from .people import transfer as people_transfer
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
-from .storage.dialects import MYSQL, SQLITE
+from .storage.dialects import SQLITE
 from .storage.write_behind import WriteBehind
 from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_blobs, require_pyarrow
 from .vectors import blob_problems, check_vectors
@@ -539,10 +539,11 @@ def _import_rows(
     """Every row of every file into `dst`, inside the caller's transaction."""
     span = faces.id_span(dst)
     before = span[1] if span else 0  # ids above: faces of this import
-    # Into a gallery empty at the start, where equal text is equal bytes (not MariaDB's
-    # case-blind keys), a face is stored already only if this import stored it: the
-    # hashes of the keys imported so far say when to ask the database.
-    imported: set[int] | None = set() if span is None and dst.dialect is not MYSQL else None
+    # Into a gallery empty at the start, a face is stored already only if this import
+    # stored it: the hashes of the keys imported so far, as the database compares them,
+    # say when to ask the database (where that comparison is unknown: every batch).
+    same_key = faces.img_name_key(dst) if span is None else None
+    imported: set[int] | None = None if same_key is None else set()
     collection = (
         schema.ensure_collection(dst, model, dims, detector, in_transaction=True) if dims else None
     )
@@ -585,7 +586,11 @@ def _import_rows(
                 for row, crop in enumerate(rows.column("face_image")):
                     if crop is not None:
                         _check_crop(crop, at(row))
-                hashes = set(map(hash, keys))
+                hashes = (
+                    set()
+                    if same_key is None
+                    else {hash((same_key(name), index)) for name, index in keys}
+                )
                 # Whether the gallery may hold some of these faces already: then the
                 # write asks the database which.
                 look_up = imported is None or bool(hashes & imported)

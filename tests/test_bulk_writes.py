@@ -20,7 +20,7 @@ from ivf_data import grouped_faces
 from PIL import Image
 
 import facevec
-from facevec.errors import InvalidVectorError
+from facevec.errors import GalleryFormatError, InvalidVectorError
 from facevec.face import Face
 from facevec.ingest import sync_people
 from facevec.storage import faces, schema
@@ -467,3 +467,35 @@ def test_a_batch_prepared_before_the_lists_changed_gets_the_new_lists(backend, t
             current = faces.lists.layout(database)
             expected = faces.lists.lists_of_matrix(database, vectors[:30] * 1.03, current)
         assert [late[f"late{row}.jpg"] for row in range(30)] == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_face_repeated_in_a_later_batch_of_an_import_is_refused(backend, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Into an empty gallery the import asks the database only for keys it has seen:
+    # the repeat, in the third batch, must still be found (on MariaDB too).
+    vectors, _ = grouped_faces(60, seed=43, groups=2)
+    names = [f"r{row}.jpg" for row in range(60)]
+    names[55] = names[12]
+    folder = tmp_path / "repeat"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "img_name": names,
+                "face_index": pa.array([0] * 60, pa.int32()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+            }
+        ),
+        folder / "part-00000.parquet",
+    )
+    with fresh_database(backend, tmp_path) as db:
+        with pytest.raises(
+            GalleryFormatError,
+            match=re.escape("row 55 of part-00000.parquet ('r12.jpg', face 0): this face"),
+        ):
+            import_parquet(folder, db, model_name="Dlib", batch_size=25, progress=False)
+        with open_database(db) as database:
+            assert schema.get_collection(database) is None or faces.count(database) == 0

@@ -777,6 +777,22 @@ def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
     return found
 
 
+def img_name_key(db: Database) -> Callable[[str], str] | None:
+    """What of an img_name the unique key (img_name, face_index) compares: two names
+    with equal results may be one key. SQLite and PostgreSQL: the text itself;
+    MariaDB/MySQL under a binary collation: the text without trailing spaces (PAD
+    SPACE); None where the collation is another (case- or accent-blind)."""
+    if db.dialect is not MYSQL:
+        return str
+    collation = db.scalar(
+        "SELECT collation_name FROM information_schema.columns WHERE table_schema ="
+        " DATABASE() AND table_name = 'face_meta' AND column_name = 'img_name'"
+    )
+    if collation is None or not str(collation).endswith("_bin"):
+        return None
+    return lambda name: name.rstrip(" ")
+
+
 def ids_of_faces(db: Database, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """The id stored under each of these (img_name, face_index), where there is one."""
     wanted = set(keys)
