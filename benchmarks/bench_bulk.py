@@ -13,7 +13,9 @@ schemas/databases of one server, in one run:
 - ``facevec.import_parquet`` of that gallery exported to Parquet (export not timed).
 
 Each facevec path is printed as a ratio of the native load (target <= 2x), with
-the process's CPU time and the load average. Every schema/database made here is
+the process's CPU time (every thread) and the load average. ``--profile`` profiles
+the calling thread: the writes, in facevec's background writer thread, show there
+as the time spent waiting for them. Every schema/database made here is
 dropped afterwards.
 
     python benchmarks/bench_bulk.py [--sizes 100000,1000000] [--servers postgresql,mysql]

@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ from .people import transfer as people_transfer
 from .storage import faces, ledger, schema
 from .storage import people as store_people
 from .storage.database import Database, DbArg, identity, open_database
-from .storage.dialects import MYSQL
+from .storage.dialects import SQLITE
+from .storage.write_behind import WriteBehind
 from .vector_columns import float_list_column, matrix_from_arrow, matrix_from_blobs, require_pyarrow
 from .vectors import blob_problems, check_vectors
 
@@ -118,28 +120,33 @@ def _copy_into(
     names = faces.image_names(src)
     # A target empty at the start has none of these images (each is in one batch).
     replacing = faces.id_span(dst) is not None
-    with _progress(len(names), "image", progress) as bar:
+    plan = faces.write_plan(dst)
+    dst.commit()  # the plan's reads: each batch is then a transaction of its own
+    # The source's next batch is read and encoded while the target writes this one.
+    with (
+        _progress(len(names), "image", progress) as bar,
+        WriteBehind(threaded=dst.dialect is not SQLITE) as writes,
+    ):
         for start in range(0, len(names), batch_size):
             chunk = names[start : start + batch_size]
-            images = faces.stored_faces_of_range(src, chunk)
-            every = [face for stored in images.values() for face in stored]
-            found = blob_problems([face.embedding for face in every], collection.dimensions)
+            columns = faces.face_columns_of_range(src, chunk)
+            blobs = columns.pop("embedding")
+            found = blob_problems(blobs, collection.dimensions)
             if found:  # one look at the whole batch; the bad faces named and left out
-                bad = {id(every[p.row]) for p in found}
-                skipped += [
-                    f"{every[p.row].img_name!r} face {every[p.row].face_index} {p.reason}"
-                    for p in found
-                ]
-                images = {
-                    name: [face for face in stored if id(face) not in bad]
-                    for name, stored in images.items()
-                }
-            copied["faces"] += len(every) - len(found)
-            copied["skipped"] += len(found)
-            with dst.transaction():
-                faces.replace_stored_images(dst, images, replacing)
-            copied["images"] += len(chunk)
-            bar.update(len(chunk))
+                names, indexes = columns["img_name"], columns["face_index"]
+                skipped += [f"{names[p.row]!r} face {indexes[p.row]} {p.reason}" for p in found]
+                bad = {p.row for p in found}
+                keep = [row for row in range(len(blobs)) if row not in bad]
+                blobs = [blobs[row] for row in keep]
+                columns = {name: [column[row] for row in keep] for name, column in columns.items()}
+            vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(
+                len(blobs), collection.dimensions
+            )
+            prepared = faces.prepare_faces(faces.FaceBatch(vectors, columns), plan)
+            writes.submit(
+                partial(_write_batch, dst, prepared, chunk, replacing),
+                partial(_batch_written, copied, bar, len(blobs), len(found), len(chunk)),
+            )
     entries = ledger.entries(src)
     with dst.transaction():
         for entry in entries:
@@ -150,6 +157,23 @@ def _copy_into(
     from_folders = store_people.has_people(src) and store_people.has_folder_people(src)
     sync_people(dst, True if from_folders else None)
     knn.refresh_gallery_index(dst)
+
+
+def _write_batch(
+    dst: Database, prepared: faces.PreparedFaces, names: list[str], replacing: bool
+) -> None:
+    """One batch of a copy, one transaction: the images of `names` hold its faces."""
+    with dst.transaction():
+        faces.replace_face_batch(dst, prepared, replacing, names)
+
+
+def _batch_written(
+    copied: dict[str, int], bar: Any, stored: int, skipped: int, images: int, _: Any
+) -> None:
+    copied["faces"] += stored
+    copied["skipped"] += skipped
+    copied["images"] += images
+    bar.update(images)
 
 
 # Parquet: one row per face, for Spark, DuckDB, pandas and any Arrow tool ----------
@@ -533,70 +557,107 @@ def _import_rows(
     """Every row of every file into `dst`, inside the caller's transaction."""
     span = faces.id_span(dst)
     before = span[1] if span else 0  # ids above: faces of this import
-    # Into a gallery empty at the start, where equal text is equal bytes (not MariaDB's
-    # case-blind keys), a face is stored already only if this import stored it: the
-    # hashes of the keys imported so far say when to ask the database.
-    imported: set[int] | None = set() if span is None and dst.dialect is not MYSQL else None
+    # Into a gallery empty at the start, a face is stored already only if this import
+    # stored it: the hashes of the keys imported so far, as the database compares them,
+    # say when to ask the database (where that comparison is unknown: every batch).
+    same_key = faces.img_name_key(dst) if span is None else None
+    imported: set[int] | None = None if same_key is None else set()
     collection = (
         schema.ensure_collection(dst, model, dims, detector, in_transaction=True) if dims else None
     )
-    for path, parquet in opened:
-        budget = RowBudget.of(path)
-        columns = [c for c in faces.STORED_FACE_COLUMNS if c in parquet.schema_arrow.names]
-        for first, batch in row_batches(parquet, path, columns, batch_size):
-            if batch.num_rows == 0:
-                continue
-            where = f"{path.name} rows {first} to {first + batch.num_rows - 1}"
-            try:
-                values = matrix_from_arrow(batch.column("embedding"), exact=True)
-            except GalleryFormatError as err:
-                raise GalleryFormatError(f"{where}: {err}") from None
-            if collection is None:
-                collection = schema.ensure_collection(
-                    dst, model, int(values.shape[1]), detector, in_transaction=True
+    plan: faces.WritePlan | None = None
+    # Each batch is decoded and checked here while the one before it is written.
+    with WriteBehind(threaded=dst.dialect is not SQLITE) as writes:
+        for path, parquet in opened:
+            budget = RowBudget.of(path)
+            columns = [c for c in faces.STORED_FACE_COLUMNS if c in parquet.schema_arrow.names]
+            for first, batch in row_batches(parquet, path, columns, batch_size):
+                if batch.num_rows == 0:
+                    continue
+                where = f"{path.name} rows {first} to {first + batch.num_rows - 1}"
+                try:
+                    values = matrix_from_arrow(batch.column("embedding"), exact=True)
+                except GalleryFormatError as err:
+                    raise GalleryFormatError(f"{where}: {err}") from None
+                if collection is None:  # the first batch: no write under way yet
+                    collection = schema.ensure_collection(
+                        dst, model, int(values.shape[1]), detector, in_transaction=True
+                    )
+                if plan is None:
+                    plan = faces.write_plan(dst)
+                if values.shape[1] != collection.dimensions:
+                    raise ModelMismatchError(
+                        f"{where} hold {values.shape[1]}-dimensional vectors; {dst.name} "
+                        f"holds {collection.dimensions}-dimensional {collection.model_name} ones"
+                    )
+                names = _column_values(batch, "img_name")
+                indexes = _column_values(batch, "face_index")
+                matrix = check_vectors(
+                    values, collection.dimensions, _row_names(path, first, names, indexes)
                 )
-            if values.shape[1] != collection.dimensions:
-                raise ModelMismatchError(
-                    f"{where} hold {values.shape[1]}-dimensional vectors; {dst.name} "
-                    f"holds {collection.dimensions}-dimensional {collection.model_name} ones"
+                rows = _face_batch(batch, matrix, model, detector)
+                keys = list(zip(rows.column("img_name"), rows.column("face_index"), strict=True))
+
+                at = _row_place(path, first, keys)
+
+                budget.spend_rows(_decoded_sizes(rows), at)
+                for row, crop in enumerate(rows.column("face_image")):
+                    if crop is not None:
+                        _check_crop(crop, at(row))
+                hashes = (
+                    set()
+                    if same_key is None
+                    else {hash((same_key(name), index)) for name, index in keys}
                 )
-            names = _column_values(batch, "img_name")
-            indexes = _column_values(batch, "face_index")
-            matrix = check_vectors(
-                values, collection.dimensions, _row_names(path, first, names, indexes)
-            )
-            rows = _face_batch(batch, matrix, model, detector)
-            keys = list(zip(rows.column("img_name"), rows.column("face_index"), strict=True))
+                # Whether the gallery may hold some of these faces already: then the
+                # write asks the database which.
+                look_up = imported is None or bool(hashes & imported)
+                if imported is not None:
+                    imported |= hashes
+                writes.submit(
+                    partial(
+                        _write_rows,
+                        dst,
+                        faces.prepare_faces(rows, plan),
+                        keys,
+                        look_up,
+                        before,
+                        at,
+                    ),
+                    partial(_rows_written, counts, bar, batch.num_rows),
+                )
 
-            at = _row_place(path, first, keys)
 
-            budget.spend_rows(_decoded_sizes(rows), at)
-            for row, crop in enumerate(rows.column("face_image")):
-                if crop is not None:
-                    _check_crop(crop, at(row))
-            hashes = set(map(hash, keys))
-            if imported is not None and not hashes & imported:
-                existing: dict[tuple[str, int], int] = {}
-            else:
-                existing = faces.ids_of_faces(dst, keys)
-            if imported is not None:
-                imported |= hashes
-            if len(set(keys)) < len(keys) or any(i > before for i in existing.values()):
-                seen: set[tuple[str, int]] = set()
-                for row, key in enumerate(keys):  # the first face seen twice
-                    if key in seen or existing.get(key, 0) > before:
-                        raise GalleryFormatError(
-                            f"{at(row)}: this face appears twice in the import; each "
-                            "(img_name, face_index) must be one row (nothing was imported)"
-                        )
-                    seen.add(key)
-            # The batch in bulk: the faces it replaces out, then one COPY (PostgreSQL)
-            # or multi-row INSERTs (MariaDB/MySQL).
-            faces.delete_faces(dst, list(existing.values()))
-            faces.insert_stored_faces(dst, rows)
-            counts["faces"] += len(rows)
-            counts["replaced"] += len(existing)
-            bar.update(batch.num_rows)
+def _write_rows(
+    dst: Database,
+    prepared: faces.PreparedFaces,
+    keys: list[tuple[str, int]],
+    look_up: bool,
+    before: int,
+    at: Any,
+) -> int:
+    """One batch of an import (in its transaction): the faces it replaces out, then
+    one COPY (PostgreSQL) or multi-row INSERTs (MariaDB/MySQL). Returns how many
+    it replaced."""
+    existing = faces.ids_of_faces(dst, keys) if look_up else {}
+    if len(set(keys)) < len(keys) or any(i > before for i in existing.values()):
+        seen: set[tuple[str, int]] = set()
+        for row, key in enumerate(keys):  # the first face seen twice
+            if key in seen or existing.get(key, 0) > before:
+                raise GalleryFormatError(
+                    f"{at(row)}: this face appears twice in the import; each "
+                    "(img_name, face_index) must be one row (nothing was imported)"
+                )
+            seen.add(key)
+    faces.delete_faces(dst, list(existing.values()))
+    faces.insert_stored_faces(dst, prepared)
+    return len(existing)
+
+
+def _rows_written(counts: dict[str, int], bar: Any, rows: int, replaced: int) -> None:
+    counts["faces"] += rows
+    counts["replaced"] += replaced
+    bar.update(rows)
 
 
 def _row_place(path: Path, first: int, keys: list[tuple[str, int]]) -> Any:

@@ -20,7 +20,7 @@ from ivf_data import grouped_faces
 from PIL import Image
 
 import facevec
-from facevec.errors import InvalidVectorError
+from facevec.errors import GalleryFormatError, InvalidVectorError
 from facevec.face import Face
 from facevec.ingest import sync_people
 from facevec.storage import faces, schema
@@ -293,3 +293,209 @@ def test_the_batch_check_of_float32_finds_what_the_float64_check_finds():
     assert len(problems(narrow)) >= 6
     clean = narrow[20:]
     assert problems(clean) == [] == problems(clean.astype(np.float64))
+
+
+# The bulk paths write each batch in a background thread while the next is prepared;
+# on PostgreSQL in binary COPY. -------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_binary_copy_leaves_what_the_text_format_leaves(backend, tmp_path, monkeypatch):
+    vectors, labels = grouped_faces(N, seed=29, groups=6)
+    source = str(tmp_path / "source.db")
+    names = [AWKWARD[row % len(AWKWARD)] if row % 7 == 0 else n for row, n in enumerate(_names(N))]
+    facevec.add(source, names, vectors, model_name="Dlib", identities=[f"id{x}" for x in labels])
+    with open_database(source) as database, database.transaction():
+        database.execute("UPDATE face_meta SET face_image = {p} WHERE face_index = 1", (_crop(5),))
+        database.execute("UPDATE face_meta SET face_confidence = 0.25, facial_area_w = 3")
+        database.execute("UPDATE face_meta SET identity = '' WHERE img_name = {p}", (names[3],))
+    with fresh_database(backend, tmp_path) as binary, fresh_database(backend, tmp_path) as text:
+        copy_gallery(source, binary, batch_size=40, people=False)
+        written = []
+        original = faces._copy_lines
+        monkeypatch.setattr(faces, "_binary_types", lambda db, table="face_meta": None)
+        monkeypatch.setattr(faces, "_copy_lines", lambda *a: written.append(1) or original(*a))
+        copy_gallery(source, text, batch_size=40, people=False)
+        assert written  # the text format did write the second copy
+        assert snapshot(binary) == snapshot(text)
+        assert snapshot(binary)["meta"] == snapshot(source)["meta"]
+
+
+def test_binary_fields_refuse_what_they_would_not_write_exactly():
+    from facevec.storage import binary_copy
+
+    assert binary_copy.encode_column("x", [1, 2.5], "bigint", 2) is None
+    assert binary_copy.encode_column("x", [1, True], "bigint", 2) is None
+    assert binary_copy.encode_column("x", [1, 2**63], "bigint", 2) is None
+    assert binary_copy.encode_column("x", [1, 2**31], "integer", 2) is None
+    assert binary_copy.encode_column("x", ["a", 3], "text", 2) is None
+    assert binary_copy.encode_column("x", ["a", "b"], "bytea", 2) is None
+    assert binary_copy.encode_column("x", [2**60, 1], "double precision", 2) is None
+    assert binary_copy.encode_column("x", 7, "text", 3) is None
+    shared = binary_copy.encode_column("x", [None, None], "bigint", 2)
+    assert shared is not None and shared.shared == binary_copy.NULL
+    mixed = binary_copy.encode_column("x", [None, 5], "bigint", 2)
+    assert mixed is not None and mixed.pieces == [binary_copy.NULL, b"\0\0\0\x08" + (5).to_bytes(8)]
+    text = binary_copy.encode_column("x", ["é", ""], "text", 2)
+    assert text is not None and text.pieces == [b"\0\0\0\x02" + "é".encode(), b"\0\0\0\0"]
+    assert binary_copy.column_types({"a": "bigint"}, ["a", "b"]) is None
+    assert binary_copy.column_types({"a": "jsonb"}, ["a"]) is None
+
+
+def _fail_on_call(monkeypatch, calls: int):
+    """insert_stored_faces fails on its `calls`-th call (in the writer thread)."""
+    original = faces.insert_stored_faces
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == calls:
+            raise RuntimeError(f"injected failure in write {calls}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(faces, "insert_stored_faces", failing)
+    return seen
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failed_write_in_the_writer_thread_surfaces_and_loses_nothing(
+    backend, tmp_path, monkeypatch
+):
+    import facevec.ingest
+
+    vectors, labels = grouped_faces(N, seed=31, groups=6)
+    source = str(tmp_path / "source.db")
+    facevec.add(source, _names(N), vectors, model_name="Dlib")
+    folder = tmp_path / "parquet"
+    export_parquet(source, folder, progress=False)
+    with fresh_database(backend, tmp_path) as db:
+        _start(db, vectors[:40] * 1.01, labels[:40])
+        before = snapshot(db)
+        monkeypatch.setattr(facevec.ingest, "ADD_BATCH", 50)
+        seen = _fail_on_call(monkeypatch, 3)
+        with pytest.raises(RuntimeError, match="injected failure in write 3"):
+            facevec.add(db, _names(N, offset=7), vectors, model_name="Dlib", people=False)
+        assert len(seen) == 3  # no write started after the failed one
+        assert snapshot(db) == before  # add is one transaction
+        seen = _fail_on_call(monkeypatch, 2)
+        with pytest.raises(RuntimeError, match="injected failure in write 2"):
+            import_parquet(folder, db, batch_size=50, progress=False, people=False)
+        assert len(seen) == 2 and snapshot(db) == before
+        # copy commits each batch: the batches before the failed one stay, whole.
+        seen = _fail_on_call(monkeypatch, 3)
+        with pytest.raises(RuntimeError, match="injected failure in write 3"):
+            copy_gallery(source, db, batch_size=30, people=False)
+        assert len(seen) == 3
+        monkeypatch.undo()
+        with open_database(source) as src:
+            names = faces.image_names(src)
+        with open_database(db) as database:
+            stored = {
+                name: n
+                for name, n in database.query(
+                    "SELECT img_name, COUNT(*) FROM face_meta GROUP BY img_name"
+                )
+            }
+        copied = names[:60]  # the first two batches of 30 images
+        assert all(stored[name] == _names(N).count(name) for name in copied)
+        copy_gallery(source, db, batch_size=30, people=False)  # the rerun finishes
+        assert _faces(db) == _faces(source)
+
+
+def _faces(db) -> list[tuple]:
+    """face_meta as snapshot shows it, without the list (the target has lists)."""
+    return sorted(row[:-1] for row in snapshot(db)["meta"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interrupted_copy_keeps_whole_batches_and_a_rerun_finishes(
+    backend, tmp_path, monkeypatch
+):
+    vectors, _ = grouped_faces(N, seed=37, groups=6)
+    source = str(tmp_path / "source.db")
+    facevec.add(source, _names(N), vectors, model_name="Dlib")
+    with fresh_database(backend, tmp_path) as db:
+        original = faces.face_columns_of_range
+        reads = []
+
+        def interrupted(*args, **kwargs):  # Ctrl-C while reading the 4th batch
+            reads.append(1)
+            if len(reads) == 4:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(faces, "face_columns_of_range", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            copy_gallery(source, db, batch_size=25, people=False)
+        monkeypatch.undo()
+        with open_database(source) as src:
+            names = faces.image_names(src)
+        with open_database(db) as database:
+            stored = dict(
+                database.query("SELECT img_name, COUNT(*) FROM face_meta GROUP BY img_name")
+            )
+        # The three batches read before the interruption were all written, whole.
+        assert sorted(stored) == sorted(names[:75])
+        assert all(n == _names(N).count(name) for name, n in stored.items())
+        copy_gallery(source, db, batch_size=25, people=False)
+        assert snapshot(db)["meta"] == snapshot(source)["meta"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_batch_prepared_before_the_lists_changed_gets_the_new_lists(backend, tmp_path):
+    vectors, labels = grouped_faces(N, seed=41, groups=6)
+    with fresh_database(backend, tmp_path) as db:
+        facevec.add(db, _names(N), vectors, model_name="Dlib", people=False)
+        stored = [
+            faces.stored_face(f"late{row}.jpg", Face.from_vector(v), "Dlib", None)
+            for row, v in enumerate(vectors[:30] * 1.03)
+        ]
+        with open_database(db) as database:
+            plan = faces.write_plan(database)  # no lists yet
+            database.commit()
+            prepared = faces.prepare_faces(stored, plan)
+        facevec.train_lists(db, LISTS, progress=False)
+        with open_database(db) as database:
+            with database.transaction():
+                faces.insert_stored_faces(database, prepared)
+            rows = database.query(
+                "SELECT img_name, ivf_list FROM face_meta WHERE img_name LIKE {p}", ("late%",)
+            )
+        late = {name: number for name, number in rows}
+        assert len(late) == 30 and all(n is not None for n in late.values())
+        with open_database(db) as database:
+            current = faces.lists.layout(database)
+            expected = faces.lists.lists_of_matrix(database, vectors[:30] * 1.03, current)
+        assert [late[f"late{row}.jpg"] for row in range(30)] == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_face_repeated_in_a_later_batch_of_an_import_is_refused(backend, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Into an empty gallery the import asks the database only for keys it has seen:
+    # the repeat, in the third batch, must still be found (on MariaDB too).
+    vectors, _ = grouped_faces(60, seed=43, groups=2)
+    names = [f"r{row}.jpg" for row in range(60)]
+    names[55] = names[12]
+    folder = tmp_path / "repeat"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "img_name": names,
+                "face_index": pa.array([0] * 60, pa.int32()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+            }
+        ),
+        folder / "part-00000.parquet",
+    )
+    with fresh_database(backend, tmp_path) as db:
+        with pytest.raises(
+            GalleryFormatError,
+            match=re.escape("row 55 of part-00000.parquet ('r12.jpg', face 0): this face"),
+        ):
+            import_parquet(folder, db, model_name="Dlib", batch_size=25, progress=False)
+        with open_database(db) as database:
+            assert schema.get_collection(database) is None or faces.count(database) == 0

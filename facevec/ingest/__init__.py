@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ from ..people.keep_current import PeopleStep, has_thresholds, keep_people_curren
 from ..storage import faces, ledger, schema
 from ..storage import people as people_store
 from ..storage.database import Database, DbArg, open_database
+from ..storage.dialects import SQLITE
+from ..storage.write_behind import WriteBehind
 from ..vectors import check_vectors
 from . import photo
 from .moves import FINAL_OUTCOMES, carry_moved_away, carry_rows, matching_moves
@@ -844,7 +847,9 @@ def add(
     people: the people step at the end (recognise, group), as index.
     """
     try:  # float64: a value beyond float32's range is refused, not stored as infinity
-        values = np.asarray(embeddings, dtype=np.float64)
+        given = embeddings.dtype if isinstance(embeddings, np.ndarray) else None
+        # float32 already: checked as it is (no float64 copy of a million vectors).
+        values = np.asarray(embeddings, dtype=np.float32 if given == np.float32 else np.float64)
     except (TypeError, ValueError) as err:  # ragged lists, strings, ...
         raise VectorError(
             f"embeddings must be a 2-D array of numbers, vectors of equal length: {err}"
@@ -890,25 +895,35 @@ def add(
             names: list[str] = []
             indexes: list[int] = []
             owners: list[str | None] = []  # each face gets its image's first identity
-            for name, of_name in grouped.items():
-                rows += of_name
-                names += [name] * len(of_name)
-                indexes += range(len(of_name))
-                if identities is not None:
-                    owners += [identities[of_name[0]]] * len(of_name)
-                if len(rows) >= ADD_BATCH or name == last:
-                    batch = faces.FaceBatch(
-                        vectors[rows],
-                        {
-                            **shared,
-                            "img_name": names,
-                            "face_index": indexes,
-                            "identity": None if identities is None else owners,
-                        },
-                    )
-                    faces.replace_face_batch(database, batch, replacing)
-                    bar.update(len(rows))
-                    rows, names, indexes, owners = [], [], [], []
+            plan = faces.write_plan(database)
+            # Each batch is encoded here while the one before it is being written.
+            with WriteBehind(threaded=database.dialect is not SQLITE) as writes:
+                for name, of_name in grouped.items():
+                    rows += of_name
+                    names += [name] * len(of_name)
+                    indexes += range(len(of_name))
+                    if identities is not None:
+                        owners += [identities[of_name[0]]] * len(of_name)
+                    if len(rows) >= ADD_BATCH or name == last:
+                        batch = faces.FaceBatch(
+                            vectors[rows],
+                            {
+                                **shared,
+                                "img_name": names,
+                                "face_index": indexes,
+                                "identity": None if identities is None else owners,
+                            },
+                        )
+                        writes.submit(
+                            partial(
+                                faces.replace_face_batch,
+                                database,
+                                faces.prepare_faces(batch, plan),
+                                replacing,
+                            ),
+                            partial(_advance, bar, len(rows)),
+                        )
+                        rows, names, indexes, owners = [], [], [], []
         if people_from_folders is None:
             people_from_folders = identities is not None and any(
                 identity is not None for identity in identities
@@ -917,6 +932,10 @@ def add(
         knn.refresh_gallery_index(database)
         step = end_of_run_people(database, people)
     return Added(len(vectors), step)
+
+
+def _advance(bar: Any, n: int, _written: Any) -> None:
+    bar.update(n)
 
 
 class Added(int):

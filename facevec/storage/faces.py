@@ -7,19 +7,20 @@ transaction (``Database.transaction()``): nothing here commits.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
+from ..bindings.kernels import assign
 from ..errors import InvalidParameterError, InvalidVectorError
 from ..face import Face
 from ..vectors import check_blob, problems
-from . import lists
+from . import binary_copy, lists
 from .database import Database, in_clause_chunks
-from .dialects import MYSQL, POSTGRESQL
+from .dialects import MYSQL, POSTGRESQL, Dialect
 from .schema import now
 
 
@@ -296,27 +297,124 @@ class FaceBatch:
         )
 
 
-def insert_stored_faces(db: Database, stored: Sequence[StoredFace] | FaceBatch) -> list[int]:
-    """Insert many faces at once; returns their ids, in order. The bulk form of
-    :func:`insert_stored_face` with the same rows as a result (each vector checked,
-    once, as a batch; each face in its list; face_embeddings rows unless blobs
-    only): one COPY on PostgreSQL (its text built a column at a time), multi-row
-    INSERTs of up to MULTI_ROW_BYTES on MariaDB/MySQL, one prepared INSERT per row
-    on SQLite. The caller's transaction: a failure leaves nothing of the call
-    behind once it rolls back."""
+@dataclass(frozen=True)
+class WritePlan:
+    """What preparing a batch needs of the target, read once before the writes
+    begin: its lists (and their centroids), and on PostgreSQL face_meta's column
+    types (binary COPY), on MariaDB/MySQL how to write a literal. A batch is then
+    prepared without the connection, while another one is being written."""
+
+    dialect: Dialect
+    current: lists.Layout
+    centroids: tuple[np.ndarray, str] | None
+    binary_types: dict[str, str] | None = None
+    literal: Callable[[Any], str] | None = None
+
+
+def write_plan(db: Database) -> WritePlan:
+    """The :class:`WritePlan` of `db` (a few queries, some cached per database)."""
+    current = lists.layout(db)
+    centroids = None if current.generation is None else lists.centroids(db, current)
+    if db.dialect is POSTGRESQL:
+        return WritePlan(db.dialect, current, centroids, binary_types=_binary_types(db))
+    if db.dialect is MYSQL:
+        return WritePlan(db.dialect, current, centroids, literal=_mysql_literal(db.conn))
+    return WritePlan(db.dialect, current, centroids)
+
+
+_BINARY_TYPES: dict[tuple[str, str, str], dict[str, str] | None] = {}
+
+
+def _binary_types(db: Database, table: str = "face_meta") -> dict[str, str] | None:
+    """The column types of face_meta (or face_embeddings) where binary COPY can
+    write every column facevec writes (and the client speaks UTF-8), else None:
+    the text format."""
+    key = (db.name, str(db.scalar("SELECT current_schema()")), table)
+    if key not in _BINARY_TYPES:
+        found = dict(
+            db.query(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = {p}",
+                (table,),
+            )
+        )
+        wanted = (
+            ("id",) + _COLUMNS + ("ivf_list",)
+            if table == "face_meta"
+            else ("face_id", "dimension", "value")
+        )
+        utf8 = str(getattr(db.conn.info, "encoding", "")).replace("-", "").lower() == "utf8"
+        _BINARY_TYPES[key] = binary_copy.column_types(found, wanted) if utf8 else None
+    return _BINARY_TYPES[key]
+
+
+@dataclass
+class PreparedFaces:
+    """A batch checked, its lists assigned and its rows encoded for the plan's
+    database, all but the ids and lists the write adds (PostgreSQL: binary COPY
+    fields, or COPY text lines; MariaDB/MySQL: the start of each row's literal)."""
+
+    batch: FaceBatch
+    vectors: np.ndarray
+    plan: WritePlan
+    numbers: list[int] | None
+    encoded: Any = None
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def prepare_faces(stored: Sequence[StoredFace] | FaceBatch, plan: WritePlan) -> PreparedFaces:
+    """Check every vector of a batch (once, as a batch: the error of the row-by-row
+    check names the first bad one) and encode its rows: the work of a bulk insert
+    that needs no connection."""
     batch = stored if isinstance(stored, FaceBatch) else FaceBatch.of(stored)
-    if not len(batch):
-        return []
-    found = problems(batch.vectors)
+    found = problems(batch.vectors) if len(batch) else []
     if found:  # the first bad one, in the words of the row-by-row check
         raise InvalidVectorError(f"{batch.describe(found[0].row)} {found[0].reason}")
     vectors = np.ascontiguousarray(batch.vectors, dtype="<f4")
+    numbers = None
+    if plan.centroids is not None and len(batch):
+        numbers = [int(n) for n in assign(vectors, *plan.centroids)[0]]
+    prepared = PreparedFaces(batch, vectors, plan, numbers)
+    if not len(batch):
+        return prepared
+    if plan.dialect is POSTGRESQL:
+        prepared.encoded = _binary_fields(batch, vectors, plan.binary_types)
+        if prepared.encoded is None:
+            prepared.encoded = _copy_lines(batch, vectors)
+    elif plan.dialect is MYSQL:
+        assert plan.literal is not None
+        prepared.encoded = _literal_rows(batch, vectors, plan.literal)
+    return prepared
+
+
+def insert_stored_faces(
+    db: Database, stored: Sequence[StoredFace] | FaceBatch | PreparedFaces
+) -> list[int]:
+    """Insert many faces at once; returns their ids, in order. The bulk form of
+    :func:`insert_stored_face` with the same rows as a result (each vector checked,
+    once, as a batch; each face in its list; face_embeddings rows unless blobs
+    only): one binary COPY on PostgreSQL (the text format where a column's type or
+    a value asks for it), multi-row INSERTs of up to MULTI_ROW_BYTES on
+    MariaDB/MySQL, one prepared INSERT per row on SQLite. A batch prepared
+    (:func:`prepare_faces`) under lists that changed since gets the current ones.
+    The caller's transaction: a failure leaves nothing of the call behind once it
+    rolls back."""
+    prepared = (
+        stored if isinstance(stored, PreparedFaces) else prepare_faces(stored, write_plan(db))
+    )
+    if not len(prepared):
+        return []
+    batch, vectors = prepared.batch, prepared.vectors
     current = lists.layout(db)
-    numbers = lists.lists_of_matrix(db, vectors, current)
+    numbers = prepared.numbers
+    if current != prepared.plan.current:  # retrained since: the lists of now
+        numbers = lists.lists_of_matrix(db, vectors, current)
     if db.dialect is POSTGRESQL:
-        ids = _copy_face_rows(db, batch, vectors, numbers)
+        ids = _copy_face_rows(db, prepared, numbers)
     elif db.dialect is MYSQL:
-        ids = _multi_row_face_rows(db, batch, vectors, numbers)
+        ids = _multi_row_face_rows(db, batch, prepared.encoded, numbers)
     else:
         sql = db.dialect.sql(
             f"INSERT INTO face_meta ({', '.join(_COLUMNS)}, ivf_list)"
@@ -354,6 +452,26 @@ def _columns(
     ] + [[None] * len(batch) if numbers is None else numbers]
 
 
+def _binary_fields(
+    batch: FaceBatch, vectors: np.ndarray, types: dict[str, str] | None
+) -> list[binary_copy.Encoded] | None:
+    """The batch's columns (all but id and ivf_list) as binary COPY fields, or None
+    when a column's type or one value asks for the text format."""
+    if types is None:
+        return None
+    encoded = []
+    for name in _COLUMNS:
+        if name == "embedding":
+            encoded.append(binary_copy.vectors_column(name, vectors))
+            continue
+        column = binary_copy.encode_column(name, batch.values.get(name), types[name], len(batch))
+        if column is None:
+            return None
+        if column.shared != binary_copy.NULL:  # a column NULL in every row is left out
+            encoded.append(column)
+    return encoded
+
+
 # PostgreSQL's COPY text format: one line a row, tab between columns, \N for NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -374,6 +492,8 @@ def _copy_value(value: Any) -> str:
 
 def _copy_column(values: list[Any]) -> list[str]:
     """A column's values as COPY text; text that needs no escape is kept as it is."""
+    if values.count(None) == len(values):
+        return ["\\N"] * len(values)
     if all(type(value) is str for value in values) and not any(
         c in "".join(values) for c in "\\\t\n\r"
     ):
@@ -390,26 +510,55 @@ def _hex_column(prefix: str, suffix: str, vectors: np.ndarray) -> list[str]:
     return [prefix + text[at : at + width] + suffix for at in range(0, len(text), width)]
 
 
-def _copy_face_rows(
-    db: Database, batch: FaceBatch, vectors: np.ndarray, numbers: list[int] | None
-) -> list[int]:
-    """One COPY of face_meta rows with ids drawn from its identity sequence first."""
+def _copy_lines(batch: FaceBatch, vectors: np.ndarray) -> list[str]:
+    """Each face's COPY text line of the _COLUMNS (no id, no ivf_list, no newline)."""
+    columns = [
+        _hex_column("\\\\x", "", vectors)
+        if name == "embedding"
+        else [_copy_value(value)] * len(batch)
+        if not isinstance(value := batch.values.get(name), list)
+        else _copy_column(value)
+        for name in _COLUMNS
+    ]
+    return list(map("\t".join, zip(*columns, strict=True)))
+
+
+def _copy_face_rows(db: Database, prepared: PreparedFaces, numbers: list[int] | None) -> list[int]:
+    """One COPY of face_meta rows with ids drawn from its identity sequence first:
+    binary (the batch encoded as fields) or text (as lines)."""
     cursor = db.conn.cursor()
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('face_meta', 'id')) FROM generate_series(1, %s)",
-        (len(batch),),
+        (len(prepared),),
     )
     ids = [int(row[0]) for row in cursor.fetchall()]
-    columns = [_copy_column(ids)] + [
-        column if name == "embedding" else _copy_column(column)
-        for name, column in zip(
-            _COLUMNS + ("ivf_list",),
-            _columns(batch, vectors, numbers, lambda v: _hex_column("\\\\x", "", v)),
-            strict=True,
+    types = prepared.plan.binary_types
+    if types is not None and isinstance(prepared.encoded[0], binary_copy.Encoded):
+        id_column = binary_copy.encode_column("id", ids, types["id"], len(ids))
+        lists_column = (
+            binary_copy.Encoded("ivf_list", shared=binary_copy.NULL)
+            if numbers is None
+            else binary_copy.encode_column("ivf_list", numbers, types["ivf_list"], len(ids))
         )
-    ]
-    text = "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
-    with cursor.copy(f"COPY face_meta (id, {', '.join(_COLUMNS)}, ivf_list) FROM STDIN") as copy:
+        if id_column is not None and lists_column is not None:
+            columns = [id_column, *prepared.encoded]
+            if numbers is not None:
+                columns.append(lists_column)
+            names, data = binary_copy.rows(columns, len(ids))
+            with cursor.copy(
+                f"COPY face_meta ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(data)
+            return ids
+    encoded = prepared.encoded
+    if not isinstance(encoded[0], str):  # ids or lists beyond the columns' binary type
+        encoded = _copy_lines(prepared.batch, prepared.vectors)
+    marks = ["\\N"] * len(ids) if numbers is None else list(map(str, numbers))
+    text = "".join(
+        f"{line}\t{mark}\t{face_id}\n"
+        for line, mark, face_id in zip(encoded, marks, ids, strict=True)
+    )
+    with cursor.copy(f"COPY face_meta ({', '.join(_COLUMNS)}, ivf_list, id) FROM STDIN") as copy:
         copy.write(text.encode())
     return ids
 
@@ -417,8 +566,32 @@ def _copy_face_rows(
 _AUTOINC_LOCK_MODE: dict[str, int] = {}
 
 
+def _literal_rows(
+    batch: FaceBatch, vectors: np.ndarray, literal: Callable[[Any], str]
+) -> tuple[list[str], list[str]]:
+    """(the columns written, each face's row of their SQL literals opened and not
+    closed: "(v1, v2, ..."; the write adds ivf_list and the parenthesis). A column
+    NULL in every row is left out: the server parses a third of the values."""
+    names, columns = [], []
+    for name in _COLUMNS:
+        value = batch.values.get(name)
+        if name == "embedding":
+            column = _hex_column("X'", "'", vectors)
+        elif not isinstance(value, list):
+            if value is None:
+                continue
+            column = [literal(value)] * len(batch)
+        elif value.count(None) == len(value):
+            continue
+        else:
+            column = [literal(item) for item in value]
+        names.append(name)
+        columns.append(column)
+    return names, ["(" + ", ".join(row) for row in zip(*columns, strict=True)]
+
+
 def _multi_row_face_rows(
-    db: Database, batch: FaceBatch, vectors: np.ndarray, numbers: list[int] | None
+    db: Database, batch: FaceBatch, encoded: tuple[list[str], list[str]], numbers: list[int] | None
 ) -> list[int]:
     """Multi-row INSERTs of face_meta rows. Under innodb_autoinc_lock_mode 0 or 1 a
     multi-row INSERT takes consecutive ids from LAST_INSERT_ID(); under 2 (ids
@@ -429,17 +602,14 @@ def _multi_row_face_rows(
     consecutive = _AUTOINC_LOCK_MODE[db.name] < 2
     ids: list[int] = []
     names, indexes = batch.column("img_name"), batch.column("face_index")
-    literal = _mysql_literal(db.conn)
-    columns = [
-        column if name == "embedding" else [literal(value) for value in column]
-        for name, column in zip(
-            _COLUMNS + ("ivf_list",),
-            _columns(batch, vectors, numbers, lambda v: _hex_column("X'", "'", v)),
-            strict=True,
-        )
-    ]
-    table = f"face_meta ({', '.join(_COLUMNS)}, ivf_list)"
-    for (start, end), cursor in _insert_rows(db, table, columns):
+    written, opened = encoded
+    if numbers is None:
+        rows = [start + ")" for start in opened]
+    else:
+        rows = [f"{start}, {number})" for start, number in zip(opened, numbers, strict=True)]
+        written = written + ["ivf_list"]
+    table = f"face_meta ({', '.join(written)})"
+    for (start, end), cursor in _insert_rows(db, table, rows):
         if consecutive and cursor.rowcount == end - start:
             first = int(cursor.lastrowid)
             ids.extend(range(first, first + end - start))
@@ -457,12 +627,11 @@ def _multi_row_face_rows(
 
 
 def _insert_rows(
-    db: Database, table: str, columns: list[list[str]], most: int = MULTI_ROW_INSERT
+    db: Database, table: str, rows: list[str], most: int = MULTI_ROW_INSERT
 ) -> list[tuple[tuple[int, int], Any]]:
-    """Multi-row INSERTs on MariaDB/MySQL of rows given as columns of SQL literals,
+    """Multi-row INSERTs on MariaDB/MySQL of rows given as SQL text "(v1, v2, ...)",
     up to `most` rows and MULTI_ROW_BYTES each; returns ((first row, end), cursor)
     of each statement."""
-    rows = ["(" + ", ".join(row) + ")" for row in zip(*columns, strict=True)]
     done = []
     start = 0
     limit = _statement_bytes(db)
@@ -499,7 +668,9 @@ def _insert_multi_row(
     # Python, cost more than the server's insert (a vector is X'hex' instead).
     literal = _mysql_literal(db.conn)
     columns = [[literal(value) for value in column] for column in zip(*rows, strict=True)]
-    _insert_rows(db, table, columns, most)
+    _insert_rows(
+        db, table, ["(" + ", ".join(row) + ")" for row in zip(*columns, strict=True)], most
+    )
 
 
 def _mysql_literal(conn: Any) -> Any:
@@ -535,6 +706,8 @@ def insert_many_embedding_rows(db: Database, face_ids: Sequence[int], vectors: n
     if not face_ids:
         return
     matrix = np.asarray(vectors, dtype="<f4").reshape(len(face_ids), -1)
+    if db.dialect is POSTGRESQL and _binary_embedding_rows(db, face_ids, matrix):
+        return
     values = matrix.astype(np.float64).tolist()
     dims = range(matrix.shape[1])
     if db.dialect is POSTGRESQL:
@@ -556,6 +729,35 @@ def insert_many_embedding_rows(db: Database, face_ids: Sequence[int], vectors: n
     )
 
 
+def _binary_embedding_rows(db: Database, face_ids: Sequence[int], matrix: np.ndarray) -> bool:
+    """face_embeddings rows as one binary COPY whose fields are all fixed-width: one
+    numpy record array. False (nothing written) where a column's type or an id
+    does not fit it."""
+    types = _binary_types(db, "face_embeddings")
+    if types is None or any(kind not in binary_copy.FIXED for kind in types.values()):
+        return False
+    dims = matrix.shape[1]
+    ids = np.repeat(np.asarray(face_ids, dtype=np.int64), dims)
+    columns = {
+        "face_id": ids,
+        "dimension": np.tile(np.arange(dims, dtype=np.int64), len(face_ids)),
+        "value": matrix.ravel().astype(np.float64),  # float32 widened exactly, as the rows
+    }
+    encoded = []
+    for name, values in columns.items():
+        code = np.dtype(binary_copy.FIXED[types[name]])
+        if code.kind == "i" and len(values) and int(values.max()) > np.iinfo(code).max:
+            return False
+        encoded.append(binary_copy.Encoded(name, fixed=values.astype(code)))
+    names, data = binary_copy.rows(encoded, len(ids))
+    cursor = db.conn.cursor()
+    with cursor.copy(
+        f"COPY face_embeddings ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(data)
+    return True
+
+
 def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
     """The ids of every face of these images."""
     found: list[int] = []
@@ -573,6 +775,22 @@ def ids_of_images(db: Database, img_names: Sequence[str]) -> list[int]:
             )
         ]
     return found
+
+
+def img_name_key(db: Database) -> Callable[[str], str] | None:
+    """What of an img_name the unique key (img_name, face_index) compares: two names
+    with equal results may be one key. SQLite and PostgreSQL: the text itself;
+    MariaDB/MySQL under a binary collation: the text without trailing spaces (PAD
+    SPACE); None where the collation is another (case- or accent-blind)."""
+    if db.dialect is not MYSQL:
+        return str
+    collation = db.scalar(
+        "SELECT collation_name FROM information_schema.columns WHERE table_schema ="
+        " DATABASE() AND table_name = 'face_meta' AND column_name = 'img_name'"
+    )
+    if collation is None or not str(collation).endswith("_bin"):
+        return None
+    return lambda name: name.rstrip(" ")
 
 
 def ids_of_faces(db: Database, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -606,11 +824,19 @@ def replace_stored_images(
     return insert_stored_faces(db, [face for stored in images.values() for face in stored])
 
 
-def replace_face_batch(db: Database, batch: FaceBatch, replacing: bool = True) -> list[int]:
-    """:func:`replace_stored_images` of a batch: its images' faces are the batch's
-    (every face of an image in it, each image once)."""
+def replace_face_batch(
+    db: Database,
+    batch: FaceBatch | PreparedFaces,
+    replacing: bool = True,
+    img_names: Sequence[str] | None = None,
+) -> list[int]:
+    """:func:`replace_stored_images` of a batch (or a prepared one): its images'
+    faces are the batch's (every face of an image in it, each image once), and
+    images of `img_names` it holds no face of have none."""
     if replacing:
-        _delete_faces(db, ids_of_images(db, sorted(set(batch.column("img_name")))))
+        faces = batch.batch if isinstance(batch, PreparedFaces) else batch
+        names = set(faces.column("img_name")) | set(img_names or ())
+        _delete_faces(db, ids_of_images(db, sorted(names)))
     return insert_stored_faces(db, batch)
 
 
@@ -652,6 +878,37 @@ def stored_faces_of_range(db: Database, img_names: Sequence[str]) -> dict[str, l
             found[face.img_name].append(face)
     for stored in found.values():
         stored.sort(key=lambda face: face.face_index)
+    return found
+
+
+def face_columns_of_range(db: Database, img_names: Sequence[str]) -> dict[str, list[Any]]:
+    """The faces of consecutive names of :func:`image_names` as columns (each of
+    STORED_FACE_COLUMNS a list, the embeddings as stored blobs), by the order of
+    `img_names` then face index: :func:`stored_faces_of_range` without an object
+    per face."""
+    if not img_names:
+        return {name: [] for name in _COLUMNS}
+    rows = db.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM face_meta"
+        " WHERE img_name >= {p} AND img_name <= {p}",
+        (img_names[0], img_names[-1]),
+    )
+    position = {str(name): at for at, name in enumerate(img_names)}
+    name_at, index_at = _COLUMNS.index("img_name"), _COLUMNS.index("face_index")
+    # Not an image stored since the names were read: left out.
+    keyed = [(position.get(row[name_at]), row[index_at], at) for at, row in enumerate(rows)]
+    order = [at for _, _, at in sorted(key for key in keyed if key[0] is not None)]
+    if not order:
+        return {name: [] for name in _COLUMNS}
+    found = {
+        name: list(column)
+        for name, column in zip(
+            _COLUMNS, zip(*[rows[at] for at in order], strict=True), strict=True
+        )
+    }
+    for name in ("embedding", "face_image"):  # bytes from every driver facevec opens
+        if any(type(value) is not bytes and value is not None for value in found[name]):
+            found[name] = list(map(_plain, found[name]))
     return found
 
 
