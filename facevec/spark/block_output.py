@@ -137,7 +137,7 @@ def check_output(path: str, overwrite: bool = False) -> None:
         raise OutputExistsError(f"{path} exists; choose another --out or add --overwrite")
     if manifest.get("complete"):
         raise OutputExistsError(
-            f"{path} holds a finished search; choose another --out or add --overwrite"
+            f"{path} exists and holds a finished search; choose another --out or add --overwrite"
         )
 
 
