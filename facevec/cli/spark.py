@@ -368,4 +368,5 @@ def _people_summary(out: str) -> dict[str, int]:
 
 
 alias(spark_group, spark_find_command, "batch-search")  # facevec.spark.batch_search
+alias(spark_group, spark_find_command, "search-to-parquet")  # facevec.spark.search_to_parquet
 alias(spark_group, spark_people_command, "cluster-people")  # facevec.spark.cluster_people
