@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,7 @@ from facevec.cli import cli
 from facevec.errors import OutputExistsError
 from facevec.spark import queries_from_parquet, read_gallery, search_to_parquet
 from facevec.spark.block_output import MANIFEST, BlockOutput
+from facevec.spark.progress import running_tasks
 from facevec.vector_columns import float_list_column
 
 ORDER = [("query_id", "ascending"), ("rank", "ascending")]
@@ -62,7 +64,7 @@ def stop_after(monkeypatch, commits: int, error: BaseException) -> list[int]:
     [("queries", KeyboardInterrupt()), ("gallery", RuntimeError("executor lost"))],
 )
 def test_an_interrupted_search_resumes_to_the_uninterrupted_result(
-    spark, sharded, tmp_path, monkeypatch, plan, error
+    spark, sharded, tmp_path, monkeypatch, capsys, plan, error
 ):
     gallery = read_gallery(spark, sharded["sources"], rows_per_partition=30)
 
@@ -75,8 +77,7 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(
             k=3,
             broadcast=plan,
             query_block_size=7,
-            progress=False,
-            **options,
+            **{"progress": False, **options},
         )
 
     clean = run(tmp_path / "clean")
@@ -98,8 +99,13 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(
 
     monkeypatch.undo()
     again = stop_after(monkeypatch, 99, error)
-    resumed = run(out)
+    capsys.readouterr()
+    resumed = run(out, progress=True)
     assert again == [2, 3]  # only the blocks not committed were searched
+    bar = [line for line in capsys.readouterr().err.split("\r") if "/27" in line]
+    assert "14/27" in bar[0]  # starts at the blocks done
+    assert any("14/27" in line and "block 2/4" in line for line in bar)
+    assert "27/27" in bar[-1] and "block 4/4" in bar[-1] and "query/s" in bar[-1]
     assert resumed == {**clean, "resumed": 2, "out": str(out)}
     assert read_hits(out).equals(read_hits(tmp_path / "clean"))
     assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "clean"))
@@ -208,3 +214,15 @@ def test_a_killed_driver_resumes(clean_run, sharded, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"{len(manifest['done'])} of 7 blocks were done before" in result.output
     assert read_hits(out).equals(read_hits(clean_run))
+
+
+def test_the_bar_counts_the_tasks_of_the_running_stages():
+    stages = {
+        4: SimpleNamespace(numCompletedTasks=3, numTasks=8),
+        5: SimpleNamespace(numCompletedTasks=1, numTasks=2),
+        6: None,  # finished between the two calls
+    }
+    tracker = SimpleNamespace(getActiveStageIds=lambda: [4, 5, 6], getStageInfo=stages.get)
+    assert running_tasks(tracker) == (4, 10)
+    idle = SimpleNamespace(getActiveStageIds=lambda: [], getStageInfo=stages.get)
+    assert running_tasks(idle) == (0, 0)

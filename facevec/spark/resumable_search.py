@@ -18,6 +18,7 @@ from typing import Any
 from .block_output import open_output
 from .gallery import SparkGallery
 from .gallery_broadcast import gallery_searcher
+from .progress import BlockProgress
 from .query_blocks import QueryBlocks, number_queries
 from .search import (
     QUERY_BLOCK_SIZE,
@@ -56,8 +57,6 @@ def search_to_parquet(
 
     Returns {"queries", "hits", "blocks", "resumed" (blocks found done), "out"}.
     """
-    from tqdm import tqdm
-
     k, threshold, cutoff = search_parameters(
         gallery, k, distance_metric, threshold, similarity_search, broadcast, query_block_size
     )
@@ -86,23 +85,17 @@ def search_to_parquet(
         output.plan(numbered.blocks, {"query_count": numbered.count})
         todo = output.todo()
         done = numbered.count - sum(numbered.queries_in(block) for block in todo)
-        with tqdm(
-            total=numbered.count,
-            initial=done,
-            unit="query",
-            desc="spark find",
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar:
-            bar.set_postfix_str(f"block {len(output.done)}/{numbered.blocks}")
+        progress_bar = BlockProgress(
+            spark, numbered.count, done, numbered.blocks, len(output.done), progress
+        )
+        with progress_bar:
             blocks = _block_hits(
                 gallery, numbered, plan, todo, k, distance_metric, cutoff, threshold
             )
             for block, hits in blocks:
                 hits.write.mode("overwrite").parquet(output.staging(block))
                 output.commit(block)
-                bar.set_postfix_str(f"block {len(output.done)}/{numbered.blocks}", refresh=False)
-                bar.update(numbered.queries_in(block))
+                progress_bar.block_done(numbered.queries_in(block))
         output.finish()
     finally:
         numbered.release()
