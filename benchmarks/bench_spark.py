@@ -21,6 +21,8 @@ answers (same ids) before anything is printed. Usage:
     python benchmarks/bench_spark.py                                # 10k x 1M, local[1], local[2]
     python benchmarks/bench_spark.py --gallery 10000000 --queries 1000 --skip-faiss
     python benchmarks/bench_spark.py --gallery 10000 --cores 2 --driver-memory 100000,1000000
+    python benchmarks/bench_spark.py --gallery 10000 --cores 2 --driver-memory 1000000 \
+        --output resumable          # spark find's block-by-block commits; or parquet
 
 The queries are written to Parquet and read by the executors; the driver fetches
 them one block (``--query-block``) at a time. ``--driver-memory`` measures what
@@ -189,10 +191,22 @@ def jvm_pids() -> list[int]:
     return found
 
 
-def driver_run(cores: int, gallery: Path, queries: Path, k: int, block: int) -> dict:
+def driver_run(
+    cores: int, gallery: Path, queries: Path, k: int, block: int, output: str = "noop"
+) -> dict:
     """One batch search with the queries read from Parquet by the executors and the
-    hits written to Spark's no-op sink: what the driver's memory peaks at."""
-    from facevec.spark import batch_search, queries_from_parquet, read_gallery, spark_session
+    hits written to Spark's no-op sink (`output` "noop"), to Parquet in one write
+    ("parquet"), or committed block by block as spark find does ("resumable"): what
+    the driver's memory peaks at, and what each costs."""
+    import shutil
+
+    from facevec.spark import (
+        batch_search,
+        queries_from_parquet,
+        read_gallery,
+        search_to_parquet,
+        spark_session,
+    )
 
     spark = spark_session(
         f"local[{cores}]",
@@ -203,16 +217,20 @@ def driver_run(cores: int, gallery: Path, queries: Path, k: int, block: int) -> 
     spark.sparkContext.setLogLevel("ERROR")
     spark.range(1).count()
     before = peak_kib(os.getpid())
+    out = gallery.parent / f"hits_{output}"
+    shutil.rmtree(out, ignore_errors=True)
     started, cpu = time.perf_counter(), tree_cpu_seconds()
-    hits = batch_search(
-        read_gallery(spark, [str(gallery)]),
-        queries_from_parquet(spark, queries),
-        k=k,
-        similarity_search=True,
-        broadcast="queries",
-        query_block_size=block,
-    )
-    hits.write.format("noop").mode("overwrite").save()
+    options = {"k": k, "similarity_search": True, "broadcast": "queries", "query_block_size": block}
+    search_gallery = read_gallery(spark, [str(gallery)])
+    query_frame = queries_from_parquet(spark, queries)
+    if output == "resumable":
+        search_to_parquet(search_gallery, query_frame, out, progress=False, **options)
+    else:
+        hits = batch_search(search_gallery, query_frame, **options)
+        if output == "parquet":
+            hits.write.parquet(str(out))
+        else:
+            hits.write.format("noop").mode("overwrite").save()
     result = {
         "seconds": time.perf_counter() - started,
         "cpu": tree_cpu_seconds() - cpu,
@@ -300,13 +318,22 @@ def main() -> None:
         help="Instead: the driver's peak memory for each number of queries (read from "
         "Parquet, one fresh process each) against --gallery faces, e.g. 100000,1000000",
     )
+    parser.add_argument(
+        "--output",
+        choices=("noop", "parquet", "resumable"),
+        default="noop",
+        help="With --driver-memory: the hits to Spark's no-op sink, to Parquet in one "
+        "write, or committed block by block (spark find's resumable write)",
+    )
     parser.add_argument("--driver-run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if args.driver_run:  # a child of --driver-memory: one run, its figures as JSON
         gallery_path, query_path = args.driver_run.split(",")
         cores = int(args.cores.split(",")[-1])
-        run = driver_run(cores, Path(gallery_path), Path(query_path), args.k, args.query_block)
+        run = driver_run(
+            cores, Path(gallery_path), Path(query_path), args.k, args.query_block, args.output
+        )
         print(json.dumps(run))
         return
 
@@ -404,6 +431,8 @@ def driver_memory(args: argparse.Namespace, workdir: Path, gallery: Path) -> Non
                 str(args.k),
                 "--query-block",
                 str(args.query_block),
+                "--output",
+                args.output,
             ],
             check=True,
             capture_output=True,

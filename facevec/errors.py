@@ -169,3 +169,7 @@ class JobRunningError(FacevecError, RuntimeError):
 
 class EmbedWorkerError(FacevecError, RuntimeError):
     """A process of the server's embedding pool stopped while it held a photo."""
+
+
+class OutputExistsError(FacevecError, FileExistsError):
+    """An output folder that holds something else than the unfinished run asked for."""

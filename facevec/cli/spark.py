@@ -100,7 +100,12 @@ def _is_parquet(path: str) -> bool:
     type=click.Path(),
     help="Parquet folder for the results (one row per hit).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace --out if it exists (an unfinished run of the same search in --out is "
+    "resumed without it).",
+)
 @session_options
 @click.option(
     "--broadcast",
@@ -116,7 +121,8 @@ def _is_parquet(path: str) -> bool:
     default=65_536,
     show_default=True,
     help="Queries the driver fetches and broadcasts at once; more are searched block by "
-    "block, so the driver never holds more.",
+    "block, so the driver never holds more. Each block's hits are committed to --out "
+    "as it ends: an interrupted run resumes from the last block committed.",
 )
 @click.option(
     "--detector",
@@ -124,7 +130,7 @@ def _is_parquet(path: str) -> bool:
     default=None,
     help="Face detector for photo queries (default: the gallery's).",
 )
-@click.option("--quiet", is_flag=True, help="No Spark progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
 def spark_find_command(
     queries: str,
@@ -148,16 +154,21 @@ def spark_find_command(
     QUERIES is a Parquet file or folder of vectors (an 'embedding' column, and
     'query_id' or 'id') or a folder of photos, embedded on the executors.
     Results go to --out as Parquet: the query, rank, shard, face and distance,
-    as facevec find gives them.
+    as facevec find gives them, committed a block of queries at a time. Run
+    again, the same command resumes an interrupted search where it stopped.
     """
-    from ..spark import batch_search, queries_from_parquet, queries_from_photos, read_gallery
+    from ..spark import queries_from_parquet, queries_from_photos, read_gallery
+    from ..spark.block_output import check_output
+    from ..spark.resumable_search import search_to_parquet
     from ..spark.session import spark_session
 
     check_threshold(threshold)
     config = _settings(settings)
-    _check_out(out, overwrite)
+    check_output(out, overwrite)
     try:
-        session = spark_session(master, "facevec spark find", config, progress=not quiet)
+        # facevec's bar of blocks and queries replaces Spark's of stages, which
+        # would draw over it on the same line.
+        session = spark_session(master, "facevec spark find", config, progress=False)
         session.sparkContext.setLogLevel("ERROR")
         gallery = read_gallery(session, list(sources), rows_per_partition=rows_per_partition)
         if _is_parquet(queries):
@@ -169,20 +180,36 @@ def spark_find_command(
                 gallery.model_name,
                 detector_backend or gallery.detector_backend or "dlib",
             )
-        hits = batch_search(
+        run = search_to_parquet(
             gallery,
             query_frame,
+            out,
             k=k,
             distance_metric=distance_metric,
             threshold=threshold,
             similarity_search=similarity_search,
             broadcast=broadcast,
             query_block_size=query_block_size,
+            overwrite=overwrite,
+            progress=not quiet,
+            query_source=os.path.abspath(queries),
         )
-        hits.write.mode("overwrite" if overwrite else "errorifexists").parquet(out)
         summary = _summary(out)
     except _spark_errors() as err:
-        raise click.ClickException(f"Spark: {_first_line(err)}") from err
+        raise click.ClickException(
+            f"Spark: {_first_line(err)} (the blocks done are kept in {out}: run the same "
+            "command to resume)"
+            if os.path.isdir(out)
+            else f"Spark: {_first_line(err)}"
+        ) from err
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted; the blocks done are kept in {out}: run the same command to resume",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    if run["resumed"]:
+        echo(f"resumed: {run['resumed']} of {run['blocks']} blocks were done before")
     echo(
         f"{summary['hits']} hits for {summary['queries']} queries among "
         f"{gallery.faces} faces in {len(sources)} shards, written to {out}"
@@ -341,4 +368,5 @@ def _people_summary(out: str) -> dict[str, int]:
 
 
 alias(spark_group, spark_find_command, "batch-search")  # facevec.spark.batch_search
+alias(spark_group, spark_find_command, "search-to-parquet")  # facevec.spark.search_to_parquet
 alias(spark_group, spark_people_command, "cluster-people")  # facevec.spark.cluster_people

@@ -8,6 +8,8 @@ From a SparkSession of your own (or :func:`spark_session`)::
     queries = fvspark.queries_from_parquet(spark, "frames.parquet")
     hits = fvspark.batch_search(gallery, queries, k=5)
     hits.write.parquet("hits.parquet")
+    # or written block by block, resumable after an interruption:
+    fvspark.search_to_parquet(gallery, queries, "hits.parquet", k=5)
 
 - :mod:`.gallery`: sources (SQLite, PostgreSQL, MariaDB, Parquet) to one DataFrame;
 - :mod:`.queries`: query vectors from Parquet, or photos embedded on the executors;
@@ -15,6 +17,9 @@ From a SparkSession of your own (or :func:`spark_session`)::
   broadcast, partitions scanned with the C kernels, candidates merged per query);
 - :mod:`.query_blocks`: the queries numbered on the executors, fetched one block
   at a time;
+- :mod:`.resumable_search`: the batch search written to Parquet a block at a
+  time, with a progress bar, resumed where an interrupted run stopped
+  (:mod:`.block_output`: the folder, its staging and its manifest);
 - :mod:`.people`: the people clustering of ``facevec people cluster`` at scale
   (the gallery's people kept, the neighbour graph by batch search, components by
   DataFrame iterations, the linkage per component);
@@ -34,6 +39,7 @@ _OWNERS = {
     "SparkGallery": "gallery",
     "GALLERY_SCHEMA": "gallery",
     "batch_search": "search",
+    "search_to_parquet": "resumable_search",
     "cluster_people": "people",
     "write_people": "people_write",
     "queries_from_parquet": "queries",

@@ -59,18 +59,34 @@ def search_with_gallery_broadcast(
 ) -> Any:
     """The hits of every query (a DataFrame with an embedding column), searched
     in the queries' own partitions against the broadcast gallery."""
+    return gallery_searcher(gallery, queries.sparkSession, k, metric, cutoff, threshold)(queries)
+
+
+def gallery_searcher(
+    gallery: SparkGallery,
+    spark: Any,
+    k: int | None,
+    metric: str,
+    cutoff: float | None,
+    threshold: float,
+) -> Callable[[Any], Any]:
+    """The gallery gathered and broadcast once, and a function giving the hits
+    (a lazy DataFrame) of any DataFrame of named queries against it."""
     from pyspark.sql.types import StructType, _parse_datatype_string
 
     table = gallery.frame.toArrow().sort_by([("shard", "ascending"), ("id", "ascending")])
     matrix = matrix_from_arrow(table.column("embedding"))
     located = table.drop_columns(["embedding"])
-    spark = queries.sparkSession
     shared = spark.sparkContext.broadcast((matrix, located))
-    query_fields = [field for field in queries.schema.fields if field.name != "embedding"]
+    del table, matrix, located
     result = _parse_datatype_string(RESULT_SCHEMA)
-    schema = StructType(query_fields + list(result.fields))
     search = _query_partition_searcher(shared, k, metric, cutoff, threshold)
-    return queries.mapInArrow(search, schema)
+
+    def search_queries(queries: Any) -> Any:
+        query_fields = [field for field in queries.schema.fields if field.name != "embedding"]
+        return queries.mapInArrow(search, StructType(query_fields + list(result.fields)))
+
+    return search_queries
 
 
 def _query_partition_searcher(

@@ -37,6 +37,19 @@ class QueryBlocks:
     def blocks(self) -> int:
         return max(1, math.ceil(self.count / self.size))
 
+    def queries_in(self, block: int) -> int:
+        """How many queries block holds (the last one may hold fewer)."""
+        return max(0, min(self.size, self.count - block * self.size))
+
+    def frame_of(self, block: int) -> Any:
+        """One block's queries as a DataFrame, left on the executors (the cached
+        batches outside the block's numbers are skipped by their statistics)."""
+        from pyspark.sql import functions as F
+
+        first = block * self.size
+        wanted = (F.col(NUMBER) >= F.lit(first)) & (F.col(NUMBER) < F.lit(first + self.size))
+        return self.frame.where(wanted).drop(NUMBER)
+
     def fetch(self, block: int) -> tuple[np.ndarray, Any]:
         """(matrix, pyarrow table of the other query columns plus query_index, the
         position in the block) of one block, checked as find checks a query."""

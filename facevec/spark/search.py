@@ -24,7 +24,7 @@ thresholds and tie-breaking.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import reduce
 from typing import Any
 
@@ -40,7 +40,7 @@ from .gallery_broadcast import (
     search_with_gallery_broadcast,
 )
 from .partition_search import PartitionTopK
-from .query_blocks import number_queries
+from .query_blocks import QueryBlocks, number_queries
 
 CANDIDATE_SCHEMA = (
     "shard int, source string, id long, img_name string, identity string, face_index int,"
@@ -130,6 +130,42 @@ def batch_search(
     one block of queries at a time), and the result is the hits kept on the
     executors.
     """
+    k, threshold, cutoff = search_parameters(
+        gallery, k, distance_metric, threshold, similarity_search, broadcast, query_block_size
+    )
+    spark = gallery.parts[0].sparkSession
+    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
+        queries = spark.createDataFrame(queries)
+    queries = name_queries(queries)
+    if resolve_plan(gallery, broadcast) == "gallery":
+        return search_with_gallery_broadcast(
+            gallery, queries, k, distance_metric, cutoff, threshold
+        )
+    numbered = number_queries(queries, query_block_size, gallery.dimensions)
+    try:
+        hits = [
+            block_hits.localCheckpoint()
+            for _, block_hits in search_blocks(
+                gallery, numbered, k, distance_metric, cutoff, threshold, range(numbered.blocks)
+            )
+        ]
+    finally:
+        numbered.release()
+    return reduce(lambda a, b: a.unionByName(b), hits)
+
+
+def search_parameters(
+    gallery: SparkGallery,
+    k: int | None,
+    distance_metric: str,
+    threshold: float | None,
+    similarity_search: bool,
+    broadcast: str,
+    query_block_size: int,
+) -> tuple[int | None, float, float | None]:
+    """(k, threshold, cutoff) checked as find checks them: the threshold is
+    deepface's for the gallery's model unless given, the cutoff None for a
+    similarity search."""
     face_metric(distance_metric)
     k = check_k(k)
     threshold = check_threshold(threshold)
@@ -147,46 +183,34 @@ def batch_search(
         )
     if query_block_size < 1:
         raise InvalidParameterError(f"query_block_size must be at least 1, not {query_block_size}")
-    cutoff = None if similarity_search else threshold
-    spark = gallery.parts[0].sparkSession
-    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
-        queries = spark.createDataFrame(queries)
-    queries = name_queries(queries)
+    return k, float(threshold), None if similarity_search else float(threshold)
+
+
+def resolve_plan(gallery: SparkGallery, broadcast: str) -> str:
+    """ "queries" or "gallery": the side broadcast, chosen by the gallery's size for "auto"."""
     if broadcast == "auto":
-        broadcast = spark_plan(gallery_bytes(gallery), GALLERY_BROADCAST_BYTES).strategy
-    if broadcast == "gallery":
-        return search_with_gallery_broadcast(
-            gallery, queries, k, distance_metric, cutoff, float(threshold)
-        )
-    hits = [
-        block_hits.localCheckpoint()
-        for block_hits in search_blocks(
-            gallery, queries, k, distance_metric, cutoff, float(threshold), query_block_size
-        )
-    ]
-    return reduce(lambda a, b: a.unionByName(b), hits)
+        return spark_plan(gallery_bytes(gallery), GALLERY_BROADCAST_BYTES).strategy
+    return broadcast
 
 
 def search_blocks(
     gallery: SparkGallery,
-    queries: Any,
+    numbered: QueryBlocks,
     k: int | None,
     metric: str,
     cutoff: float | None,
     threshold: float,
-    block_size: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> Iterator[Any]:
-    """The hits of each block of (named) queries in turn, a lazy DataFrame each:
-    use one (write it, checkpoint it) before asking for the next, which drops the
-    block's broadcast. ``progress(done, blocks)`` is called after each."""
+    blocks: Iterable[int],
+) -> Iterator[tuple[int, Any]]:
+    """(block, its hits as a lazy DataFrame) for each of `blocks` of the numbered
+    queries in turn: use one (write it, checkpoint it) before asking for the
+    next, which drops the block's broadcast."""
     spark = gallery.parts[0].sparkSession
-    numbered = number_queries(queries, block_size, gallery.dimensions)
     frames = gallery.parts
     if numbered.blocks > 1:  # every block reads the gallery: once from its sources is enough
         frames = tuple(frame.persist() for frame in frames)
     try:
-        for block in range(numbered.blocks):
+        for block in blocks:
             matrix, query_columns = numbered.fetch(block)
             shared = spark.sparkContext.broadcast(matrix)
             del matrix
@@ -195,12 +219,9 @@ def search_blocks(
                 lambda a, b: a.unionByName(b),
                 (frame.mapInArrow(search, CANDIDATE_SCHEMA) for frame in frames),
             )
-            yield _merge(spark, candidates, query_columns, k, threshold)
+            yield block, _merge(spark, candidates, query_columns, k, threshold)
             shared.destroy()
-            if progress is not None:
-                progress(block + 1, numbered.blocks)
     finally:
-        numbered.release()
         if numbered.blocks > 1:
             for frame in frames:
                 frame.unpersist()
