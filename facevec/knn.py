@@ -152,9 +152,10 @@ def sync(
     while True:
         n = knn_index.sync(conn, table, batch_size)
         done += n
+        finished = n < batch_size  # an IVF build's last call may also write its lists
         if progress:
-            progress(done, max(total, done))
-        if n < batch_size:
+            progress(max(total, done) if finished else done, max(total, done))
+        if finished:
             return done
 
 

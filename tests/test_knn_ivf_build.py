@@ -153,6 +153,18 @@ def test_progress_is_reported(ext, table):
     assert seen[-1][0] == seen[-1][1] >= 6000
 
 
+def test_progress_of_a_build_in_one_batch_ends_full(ext, table):
+    import facevec.knn as knn
+
+    make, _, _ = table
+    conn = make("progress_one")
+    if ext != __import__("facevec").loadable_path():
+        pytest.skip("knn.build runs on the installed extension")
+    seen: list[tuple[int, int]] = []
+    knn.build(conn, lists=LISTS, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] >= 6000  # read, then written: not left at half
+
+
 def test_changes_between_batches_are_in_the_finished_index(table):
     make, x, queries = table
     conn = make("changes")
