@@ -127,10 +127,14 @@ def check_footer(parquet: Any, path: Path, row_bytes: int = 0) -> None:
         for number in range(rows_meta.num_columns):
             chunk = rows_meta.column(number)
             name = chunk.path_in_schema
-            starts = [chunk.data_page_offset]
+            # A row group of no rows has no data page: Arrow writes its offset as 0.
+            starts = [chunk.data_page_offset] if rows or chunk.data_page_offset else []
             if chunk.has_dictionary_page and chunk.dictionary_page_offset:
                 starts.append(chunk.dictionary_page_offset)
-            start, length = min(starts), chunk.total_compressed_size
+            length = chunk.total_compressed_size
+            if not starts and length == 0:
+                continue
+            start = min(starts, default=0)
             if start < 4 or length < 0 or start + length > size:
                 raise GalleryFormatError(
                     f"{where}: column {name} claims bytes {start} to {start + length}, "

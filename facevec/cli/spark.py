@@ -203,7 +203,7 @@ def spark_find_command(
             else f"Spark: {_first_line(err)}"
         ) from err
     except KeyboardInterrupt:
-        click.echo(
+        echo(
             f"interrupted; the blocks done are kept in {out}: run the same command to resume",
             err=True,
         )
