@@ -37,6 +37,15 @@ nprobe reaching 0.95, beside faiss IndexIVFFlat and IndexIVFScalarQuantizer
 time into a memory-mapped file:
 
     python benchmarks/bench_knn.py --n 10000000 --storages int8,float32
+
+With ``--writes W`` too, each index then takes W inserts in one transaction and
+300 more a transaction each (through the triggers that log them), a query with
+the log pending (new rows found by their own vector), ``facevec_knn_sync``, as
+many deletes, a query, the sync, and recall@10 on the changed data against exact
+brute force; the chunk cache is timed around each sync (first query, first pass,
+warm again). ``--no-faiss`` leaves faiss out:
+
+    python benchmarks/bench_knn.py --n 10000000 --storages int8 --writes 100000 --no-faiss
 """
 
 from __future__ import annotations
@@ -650,6 +659,272 @@ def build_in_child(path: Path, options: dict) -> tuple[float, float]:
     return float(seconds), int(peak_kib) / 1024
 
 
+WRITE_SINGLES = 300  # rows inserted, then deleted, a transaction each (latency)
+
+
+def exact_top10_changed(
+    x: np.ndarray, new: np.ndarray, queries: np.ndarray, dead: np.ndarray, step: int = 50_000
+) -> np.ndarray:
+    """The exact 10 nearest rowids of each query among x's rows (rowids 1..n) and
+    new's (n+1 on), leaving out the rowids in dead: the truth after writes."""
+    n = len(x)
+    q64 = queries.astype(np.float64)
+    qn = (q64**2).sum(axis=1)[:, None]
+    best_d = np.full((len(queries), 10), np.inf)
+    best_i = np.zeros((len(queries), 10), np.int64)
+    blocks = [(i + 1, x, i) for i in range(0, n, step)]
+    blocks += [(n + i + 1, new, i) for i in range(0, len(new), step)]
+    for first, src, i in blocks:
+        b64 = np.asarray(src[i : i + step], dtype=np.float64)
+        ids = np.arange(first, first + len(b64))
+        d = qn - 2 * q64 @ b64.T + (b64**2).sum(axis=1)[None, :]
+        d[:, np.isin(ids, dead)] = np.inf
+        d = np.concatenate([best_d, d], axis=1)
+        every = np.concatenate([best_i, np.broadcast_to(ids, (len(d), len(ids)))], axis=1)
+        keep = np.argpartition(d, 9, axis=1)[:, :10]
+        best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(every, keep, 1)
+    return best_i
+
+
+def run_writes(
+    conn, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, n_writes: int, rng, nprobe: int
+) -> list[tuple]:
+    """Inserts and deletes on a built IVF index (face_meta with rowids 1..n): rows
+    logged by the triggers in one transaction and one per transaction, queries with
+    the log pending (new rows found by their own vector, deleted rows gone), the
+    syncs, the chunk cache around each sync, and recall@10 at nprobe on the changed
+    data against exact brute force. Returns (step, rows, seconds, per row, note)."""
+    import json
+
+    n = len(x)
+    rows: list[tuple] = []
+    sql = "SELECT rowid, distance FROM facevec_knn('face_meta', ?, 10, 'euclidean', NULL, ?)"
+    insert = "INSERT INTO face_meta(id, img_name, embedding, model) VALUES (?, ?, ?, 'Facenet')"
+    conn.execute("PRAGMA synchronous = NORMAL")  # as facevec's own connections
+
+    def search(q) -> list[tuple[int, float]]:
+        return conn.execute(sql, (q.tobytes(), nprobe)).fetchall()
+
+    def cache() -> str:
+        c = json.loads(conn.execute("SELECT facevec_knn_cache_status()").fetchone()[0])
+        return (
+            f"cache {c['bytes'] / 1e6:,.0f} MB, {c['chunks']} chunks, "
+            f"{c['hits']:,} hits / {c['misses']:,} misses"
+        )
+
+    def status() -> dict:
+        return json.loads(conn.execute("SELECT facevec_knn_status('face_meta')").fetchone()[0])
+
+    def progress(step: str) -> None:
+        print(f"  writes: {step} ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+
+    def write(ids, vectors, singles: int) -> None:
+        """The first len(ids) - singles rows in one transaction, the rest one each;
+        vectors None: delete them."""
+        batch, single = ids[: len(ids) - singles], ids[len(ids) - singles :]
+        verb = "insert" if vectors is not None else "delete"
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        if vectors is None:
+            conn.executemany("DELETE FROM face_meta WHERE id = ?", ((int(i),) for i in batch))
+        else:
+            conn.executemany(
+                insert,
+                (
+                    (int(i), f"new{i}.jpg", v.tobytes())
+                    for i, v in zip(batch, vectors, strict=False)
+                ),
+            )
+        conn.execute("COMMIT")
+        s = time.perf_counter() - t
+        rows.append(
+            (
+                f"{verb}, one transaction",
+                len(batch),
+                s,
+                f"{s * 1e6 / len(batch):.1f} µs",
+                f"{len(batch) / s:,.0f} rows/s",
+            )
+        )
+        took = []
+        for j, i in enumerate(single):
+            t = time.perf_counter()
+            if vectors is None:
+                conn.execute("DELETE FROM face_meta WHERE id = ?", (int(i),))
+            else:
+                v = vectors[len(batch) + j]
+                conn.execute(insert, (int(i), f"new{i}.jpg", v.tobytes()))
+            took.append(time.perf_counter() - t)
+        ms = sorted(1e3 * s for s in took)
+        rows.append(
+            (
+                f"{verb}, a transaction each",
+                len(single),
+                sum(took),
+                f"{statistics.median(ms):.2f} ms",
+                f"mean {statistics.mean(ms):.2f} ms, "
+                f"p90 {ms[int(0.9 * len(ms))]:.2f} ms (synchronous=NORMAL)",
+            )
+        )
+
+    def sync(what: str) -> None:
+        pending = status()["pending"]
+        t, cpu = time.perf_counter(), time.process_time()
+        (done,) = conn.execute("SELECT facevec_knn_sync('face_meta')").fetchone()
+        s, cpu = time.perf_counter() - t, time.process_time() - cpu
+        t = time.perf_counter()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        ckpt = time.perf_counter() - t
+        rows.append(
+            (
+                f"sync ({what})",
+                done,
+                s,
+                f"{done / s:,.0f} rows/s",
+                f"{pending:,} logged; CPU {cpu:.1f} s; then checkpoint {ckpt:.1f} s",
+            )
+        )
+        # What the chunk cache does: the sync replaced the index's generation, so
+        # every chunk is read again from the file once, then served warm.
+        t = time.process_time()
+        search(queries[0])
+        first = (time.process_time() - t) * 1e3
+        rows.append(("  first query after the sync", 1, None, f"{first:.3f} ms", cache()))
+        ms = timed_first(search, queries[1:])
+        rows.append(
+            ("  first pass after the sync", len(queries) - 1, None, f"{ms:.3f} ms", cache())
+        )
+        ms = timed(search, queries)
+        rows.append(("  warm again", len(queries), None, f"{ms:.3f} ms", cache()))
+
+    ms = timed(search, queries)
+    rows.append(("query before the writes, warm", len(queries), None, f"{ms:.3f} ms", cache()))
+    found = [[r[0] for r in search(q)] for q in queries]
+    rows.append(
+        (
+            "recall@10 before the writes",
+            len(queries),
+            None,
+            f"{recall_at_10(found, truth):.3f}",
+            f"nprobe {nprobe}",
+        )
+    )
+
+    # New faces of known people: a stored face plus noise, as the queries are.
+    m = n_writes + WRITE_SINGLES
+    new = np.asarray(x[np.sort(rng.integers(0, n, m))]) + 0.3 * rng.standard_normal(
+        (m, DIM), dtype=np.float32
+    )
+    new_ids = np.arange(n + 1, n + m + 1)
+    progress(f"inserting {m:,} rows")
+    write(new_ids, new, WRITE_SINGLES)
+    pending = status()["pending"]
+    if pending != m:
+        sys.exit(f"{m} rows inserted, {pending} logged")
+    picks = np.concatenate(
+        [
+            rng.choice(n_writes, 10, replace=False),
+            n_writes + rng.choice(WRITE_SINGLES, 10, replace=False),
+        ]
+    )
+    for j in picks:
+        got = search(new[j])[0]
+        if got != (int(new_ids[j]), 0.0):
+            sys.exit(f"new row {new_ids[j]} not found by its own vector: {got}")
+    ms = timed(search, queries)
+    rows.append(
+        (
+            f"query, {m:,} inserts logged",
+            len(queries),
+            None,
+            f"{ms:.3f} ms",
+            f"{len(picks)} new rows found first by their own vector, distance 0",
+        )
+    )
+    progress("sync of the inserts")
+    sync("inserts")
+
+    alive = np.concatenate([np.arange(1, n + 1), new_ids])
+    dead = np.sort(rng.choice(alive, m, replace=False))
+    del alive
+    rng.shuffle(dead)  # deletes in random order, as a user's
+    progress(f"deleting {m:,} rows")
+    write(dead, None, WRITE_SINGLES)
+    gone = set(dead.tolist())
+
+    def vector(i: int) -> np.ndarray:
+        return np.asarray(x[i - 1]) if i <= n else new[i - n - 1]
+
+    for i in dead[:10].tolist() + dead[-10:].tolist():
+        if i in {r[0] for r in search(vector(i))}:
+            sys.exit(f"deleted row {i} still found by its own vector")
+    if any(r[0] in gone for q in queries for r in search(q)):
+        sys.exit("a deleted row was returned")
+    ms = timed(search, queries)
+    rows.append(
+        (
+            f"query, {m:,} deletes logged",
+            len(queries),
+            None,
+            f"{ms:.3f} ms",
+            "no deleted row returned (by their own vectors, and 200 queries)",
+        )
+    )
+    progress("sync of the deletes")
+    sync("deletes")
+
+    # Recall on the changed data: the same queries, and as many new faces of the
+    # people just added (each near a new row).
+    progress("exact brute force on the changed data")
+    near_new = new[rng.choice(m, len(queries), replace=False)] + 0.3 * rng.standard_normal(
+        (len(queries), DIM), dtype=np.float32
+    )
+    both = np.concatenate([queries, near_new])
+    dead.sort()
+    want = exact_top10_changed(x, new, both, dead)
+    found = [[r[0] for r in search(q)] for q in both]
+    if any(i in gone for f in found for i in f):
+        sys.exit("a deleted row was returned after the sync")
+    st = status()
+    note = (
+        f"nprobe {nprobe}; {st['vectors']:,} vectors, unlisted {st.get('unlisted')}, "
+        f"retrain {st.get('retrain')}"
+    )
+    rows.append(
+        (
+            "recall@10 after the writes",
+            len(queries),
+            None,
+            f"{recall_at_10(found[: len(queries)], want[: len(queries)]):.3f}",
+            note,
+        )
+    )
+    new_hits = sum(i > n for f in found[len(queries) :] for i in f)
+    rows.append(
+        (
+            "recall@10, queries near new rows",
+            len(queries),
+            None,
+            f"{recall_at_10(found[len(queries) :], want[len(queries) :]):.3f}",
+            f"{new_hits:,} of their answers are new rows",
+        )
+    )
+    return rows
+
+
+def print_writes(storage: str, n: int, n_writes: int, rows: list[tuple]) -> None:
+    print(
+        f"\nWrites on the {storage} IVF index of {n:,} rows: {n_writes:,} rows in one "
+        f"transaction and {WRITE_SINGLES} a transaction each, inserted then deleted "
+        "(wall s; queries: CPU ms per query)"
+    )
+    print("| step | rows | s | per row / query | note |")
+    print("|---|---:|---:|---:|---|")
+    for step, count, s, per, note in rows:
+        secs = "" if s is None else f"{s:.2f}"
+        print(f"| {step} | {count:,} | {secs} | {per} | {note} |", flush=True)
+
+
 def run_scale(
     n: int,
     workdir: Path,
@@ -657,6 +932,9 @@ def run_scale(
     n_queries: int = 200,
     emit=None,
     cache_bytes: int | None = None,
+    writes: int = 0,
+    with_faiss: bool = True,
+    writes_out: dict | None = None,
 ) -> list[tuple]:
     """IVF at scale per storage beside faiss with the same lists: (method, setting,
     recall, ms, build s, peak MiB, file MiB). The vectors live in a memory-mapped
@@ -665,13 +943,12 @@ def run_scale(
     faiss), cold (each query on an emptied cache), first pass (one pass over the
     queries right after the cache was emptied: each chunk read from the file once,
     then shared by the later queries) and without the cache (budget 0).
-    cache_bytes: the cache's budget (None: the extension's default)."""
+    cache_bytes: the cache's budget (None: the extension's default). writes: then
+    that many rows inserted and deleted on each index (``run_writes``), their rows
+    put in writes_out[storage]. with_faiss False: facevec's indexes only."""
     import json
     import shutil
 
-    import faiss
-
-    faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(n)
     x = np.lib.format.open_memmap(
         workdir / f"x_{n}.npy", mode="w+", dtype=np.float32, shape=(n, DIM)
@@ -732,10 +1009,9 @@ def run_scale(
         def search(q, nprobe, c=conn):
             return [r[0] for r in c.execute(sql, (q.tobytes(), nprobe))]
 
-        if cache_bytes is None:
-            (budget,) = conn.execute("SELECT facevec_knn_cache_size()").fetchone()
-        else:
-            budget = cache_bytes
+        if cache_bytes is None:  # the extension's default, read once (0 is set below)
+            (cache_bytes,) = conn.execute("SELECT facevec_knn_cache_size()").fetchone()
+        budget = cache_bytes
         for nprobe in sorted({default_nprobe, smallest_095(search) or default_nprobe}):
             label = f"nprobe {nprobe}" + (" (default)" if nprobe == default_nprobe else "")
             recall = recall_at(search, nprobe)
@@ -765,10 +1041,34 @@ def run_scale(
         (status,) = conn.execute("SELECT facevec_knn_cache_status()").fetchone()
         rows.append((f"facevec IVF {storage}", f"chunk cache: {status}", None, None, None,
                      None, None))  # fmt: skip
+        if writes:
+            wrng = np.random.default_rng(n + 1)  # rng stays as it was for faiss's sample
+            out = run_writes(conn, x, queries, truth, writes, wrng, default_nprobe)
+            if writes_out is not None:
+                writes_out[storage] = out
         conn.execute("SELECT facevec_knn_cache_size(0)")  # the next storage starts empty
+        conn.execute("SELECT facevec_knn_cache_size(?)", (budget,))
         conn.close()
         db.unlink()
 
+    if not with_faiss:
+        base_db.unlink()
+        (workdir / f"x_{n}.npy").unlink()
+        rows.append(
+            (
+                "(IVF lists, default nprobe)",
+                f"{lists}, {default_nprobe}",
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+        return rows
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     # faiss: its own k-means (train) and add, for the build time; then the same
     # lists as facevec's (its centroids) for recall and time per query.
     sample = np.asarray(x[rng.choice(n, min(n, 40 * lists), replace=False)])
@@ -809,7 +1109,14 @@ def run_scale(
     return rows
 
 
-def main_scale(n: int, workdir: Path, storages: list[str], cache_bytes: int | None = None) -> None:
+def main_scale(
+    n: int,
+    workdir: Path,
+    storages: list[str],
+    cache_bytes: int | None = None,
+    writes: int = 0,
+    with_faiss: bool = True,
+) -> None:
     print(f"\nN = {n:,} x {DIM}-d face-like float32, 200 queries, one thread")
     print("| method | setting | recall@10 | ms/query | build s | build peak MiB | file MiB |")
     print("|---|---|---:|---:|---:|---:|---:|", flush=True)
@@ -826,7 +1133,19 @@ def main_scale(n: int, workdir: Path, storages: list[str], cache_bytes: int | No
         print(f"| {name} | {setting} | " + " | ".join(cells) + " |", flush=True)
 
     print(f"load average at the start: {os.getloadavg()}", flush=True)
-    run_scale(n, workdir, storages, emit=emit, cache_bytes=cache_bytes)
+    written: dict[str, list[tuple]] = {}
+    run_scale(
+        n,
+        workdir,
+        storages,
+        emit=emit,
+        cache_bytes=cache_bytes,
+        writes=writes,
+        with_faiss=with_faiss,
+        writes_out=written,
+    )
+    for storage, rows in written.items():
+        print_writes(storage, n, writes, rows)
     print(f"load average at the end: {os.getloadavg()}", flush=True)
 
 
@@ -884,6 +1203,16 @@ def main() -> None:
         default=None,
         help="with --n: the chunk cache's budget in MiB (default: the extension's, 1 GiB)",
     )
+    parser.add_argument(
+        "--writes",
+        type=int,
+        default=0,
+        help="with --n: then insert and delete this many rows on each index (one "
+        f"transaction, and {WRITE_SINGLES} more a transaction each), query, sync, recall",
+    )
+    parser.add_argument(
+        "--no-faiss", action="store_true", help="with --n: facevec's indexes only, no faiss"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_knn_"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -893,7 +1222,7 @@ def main() -> None:
         return
     if args.n:
         cache = None if args.cache_mib is None else args.cache_mib << 20
-        main_scale(args.n, workdir, args.storages.split(","), cache)
+        main_scale(args.n, workdir, args.storages.split(","), cache, args.writes, not args.no_faiss)
         return
     if args.ann:
         main_ann([int(s) for s in args.sizes.split(",")], workdir, args.hnsw_max, args.storage)
