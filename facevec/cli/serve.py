@@ -78,6 +78,14 @@ MAX_PIXELS = 40_000_000  # as facevec.web.config's, without importing the web st
     "(searches by photo run side by side); 0: in the server's own process, one at a "
     "time. Default: one per core.",
 )
+@click.option(
+    "--knn-cache-mib",
+    envvar="FACEVEC_KNN_CACHE_MIB",
+    default=None,
+    type=click.IntRange(0),
+    help="MiB of knn index chunks the server keeps in memory for its searches (SQLite; "
+    "0: none). Default: 1024, a million float32 faces; 10M need about 5,500.",
+)
 @fail_cleanly
 def serve_command(
     db: str,
@@ -90,6 +98,7 @@ def serve_command(
     max_pixels: int | None,
     watch: bool,
     embed_workers: int | None,
+    knn_cache_mib: int | None,
     **settings: Any,
 ) -> None:
     """Serve the gallery DB: a web page to search it and a REST API (/docs).
@@ -122,6 +131,7 @@ def serve_command(
         watch=watch,
         on_watch_status=print_status,
         embed_workers=embed_workers,
+        knn_cache_bytes=None if knn_cache_mib is None else knn_cache_mib << 20,
         watch_options={
             **watch_settings(settings),
             "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,

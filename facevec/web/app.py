@@ -65,6 +65,7 @@ def create_app(
     on_watch_status: Callable[[Any], None] | None = None,
     embed_workers: int | None = None,
     watch_options: Mapping[str, Any] | None = None,
+    knn_cache_bytes: int | None = None,
 ) -> FastAPI:
     """The web page and REST API of the gallery `db` (a SQLite path or a URL).
 
@@ -79,14 +80,17 @@ def create_app(
     none given: the gallery's model and detector, the defaults of the rest.
     embed_workers: processes that embed uploaded photos (facevec.web.embed_pool);
     None: FACEVEC_EMBED_WORKERS, else one per core; 0: the server's own process.
+    knn_cache_bytes: the process's budget of knn index chunks kept in memory
+    (facevec.knn.cache_size; None: the extension's default, 1 GiB; 0: none).
     """
     config = make_config(
         db, token, photos, max_upload_bytes, max_pixels, host=host, allowed_hosts=allowed_hosts
     )
     workers = pool_size(embed_workers)
     # Refuse a missing SQLite file or an unreachable server now, not on each request.
-    with open_database(config.db, create=False):
-        pass
+    with open_database(config.db, create=False) as database:
+        if knn_cache_bytes is not None:
+            _set_knn_cache(database, knn_cache_bytes)
     pool = _embed_pool(config, workers)
     jobs = IndexJobs(config.db, config.photo_roots, None if pool is None else pool.embed)
     watch_state = None
@@ -249,3 +253,12 @@ def _add_security_headers(app: FastAPI) -> None:
 
 
 __all__ = ["WebConfig", "create_app"]
+
+
+def _set_knn_cache(database: Any, size: int) -> None:
+    """The process's chunk cache budget (shared by every connection it opens),
+    where the gallery has the knn index's extension; elsewhere there is none."""
+    from .. import knn
+
+    if database.dialect.has_extension and knn.available(database.conn):
+        knn.cache_size(database.conn, size)
