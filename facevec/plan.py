@@ -47,6 +47,11 @@ KNN_FROM = 10_000
 #: An IVF index is retrained (about sqrt(N) lists again) once it holds this many
 #: times the vectors it was trained on.
 RETRAIN_GROWTH = 4
+#: An IVF index is rebuilt (its lists kept) once the faces appended since it was
+#: trained, kept in mixed chunks that every query reads whole, would add this share
+#: to a query's reading of its probed lists (bench_knn.py --writes: 1% of 10M faces
+#: appended made queries 1.43x slower at nprobe 87 of 3,162 lists).
+UNLISTED_SHARE = 0.25
 #: Past this many faces, a server gallery without IVF lists is told that
 #: ``reindex --lists`` would pay (benchmarks/README.md, bench_server_ann.py).
 SERVER_LISTS_FROM = 50_000
@@ -61,6 +66,7 @@ class KnnIndex:
     nprobe: int  # the lists an IVF query reads by default
     vectors: int
     trained: int  # vectors the IVF lists were trained on
+    unlisted: int = 0  # vectors appended since, in mixed chunks every query reads
 
     @classmethod
     def from_status(cls, status: dict[str, Any]) -> KnnIndex:
@@ -69,6 +75,7 @@ class KnnIndex:
             int(status.get("nprobe", 0) or 0),
             int(status.get("vectors", 0) or 0),
             int(status.get("trained", 0) or 0),
+            int(status.get("unlisted", 0) or 0),
         )
 
 
@@ -317,6 +324,16 @@ def index_plan(faces_now: int, index: KnnIndex | None) -> IndexPlan:
             f"{faces_now:,} faces, {RETRAIN_GROWTH}x the {index.trained:,} the lists were "
             f"trained on: {lists:,} lists",
         )
+    if index.lists > 0 and index.nprobe > 0:
+        probed = (index.vectors - index.unlisted) * min(index.nprobe, index.lists) / index.lists
+        if index.unlisted > UNLISTED_SHARE * probed:
+            return IndexPlan(
+                "rebuild",
+                index.lists,
+                f"{index.unlisted:,} faces appended since the lists were trained, which "
+                f"every query reads, add {index.unlisted / max(probed, 1):.0%} to its reading: "
+                f"{index.lists:,} lists again",
+            )
     return IndexPlan("sync", None, "the index fits the gallery")
 
 

@@ -113,6 +113,17 @@ def test_index_plan_boundaries():
     assert index_plan(10, ivf).action == "sync"  # shrinking never rebuilds by itself
 
 
+def test_index_plan_rebuilds_when_appended_faces_cost_a_quarter_of_a_query():
+    # 160,000 faces listed, nprobe 8 of 400 lists: a query reads 3,200 listed faces
+    kept = KnnIndex(lists=400, nprobe=8, vectors=160_800, trained=160_000, unlisted=800)
+    assert index_plan(160_800, kept).action == "sync"  # +25%: not yet
+    over = KnnIndex(lists=400, nprobe=8, vectors=160_801, trained=160_000, unlisted=801)
+    rebuild = index_plan(160_801, over)
+    assert (rebuild.action, rebuild.lists) == ("rebuild", 400)  # the lists kept
+    assert "801 faces appended" in rebuild.reason
+    assert index_plan(10, KnnIndex(0, 0, 10, 0, 0)).action == "sync"  # exact: none
+
+
 def test_spark_plan_boundary():
     assert spark_plan(100, 100).strategy == "gallery"
     assert spark_plan(101, 100).strategy == "queries"
