@@ -61,9 +61,7 @@ def search_to_parquet(
         gallery, k, distance_metric, threshold, similarity_search, broadcast, query_block_size
     )
     spark = gallery.parts[0].sparkSession
-    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
-        queries = spark.createDataFrame(queries)
-    queries = name_queries(queries)
+    queries = name_queries(gallery, queries)
     plan = resolve_plan(gallery, broadcast)
     identity = {
         "queries": query_source if query_source is not None else _input_files(queries),

@@ -74,11 +74,14 @@ QUERY_BLOCK_SIZE = 65_536
 PLANS = ("auto", "queries", "gallery")
 
 
-def name_queries(queries: Any) -> Any:
-    """The queries with a query_id (query_id, else id, else a generated unique id)
-    and their other columns renamed query_<name> where a result column has the name."""
+def name_queries(gallery: SparkGallery, queries: Any) -> Any:
+    """The queries as a DataFrame (a pyarrow Table made one on the gallery's
+    session) with a query_id (query_id, else id, else a generated unique id) and
+    their other columns renamed query_<name> where a result column has the name."""
     from pyspark.sql import functions as F
 
+    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
+        queries = gallery.parts[0].sparkSession.createDataFrame(queries)
     names = queries.columns
     if "embedding" not in names:
         raise InvalidParameterError(
@@ -133,10 +136,7 @@ def batch_search(
     k, threshold, cutoff = search_parameters(
         gallery, k, distance_metric, threshold, similarity_search, broadcast, query_block_size
     )
-    spark = gallery.parts[0].sparkSession
-    if not hasattr(queries, "sparkSession"):  # a pyarrow Table
-        queries = spark.createDataFrame(queries)
-    queries = name_queries(queries)
+    queries = name_queries(gallery, queries)
     if resolve_plan(gallery, broadcast) == "gallery":
         return search_with_gallery_broadcast(
             gallery, queries, k, distance_metric, cutoff, threshold
